@@ -1,0 +1,1 @@
+//! IKEv2 cryptography: PRFs, key schedule, key exchange, SK payload protection.

@@ -1,0 +1,1 @@
+//! Protocol constants and timers, each with its RFC section.

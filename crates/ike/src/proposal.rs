@@ -1,0 +1,1 @@
+//! Algorithm proposals: strongSwan keyword syntax and proposal selection.
