@@ -249,7 +249,10 @@ mod tests {
         assert_eq!(t.0, 40000);
         assert_eq!(t.name(), None);
         assert_eq!(format!("{t}"), "NotifyType(40000)");
-        assert_eq!(format!("{}", NotifyType::NO_PROPOSAL_CHOSEN), "NO_PROPOSAL_CHOSEN");
+        assert_eq!(
+            format!("{}", NotifyType::NO_PROPOSAL_CHOSEN),
+            "NO_PROPOSAL_CHOSEN"
+        );
         assert!(NotifyType::TS_UNACCEPTABLE.is_error());
         assert!(!NotifyType::COOKIE.is_error());
     }

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod iana;
 pub mod limits;
 pub mod proposal;
+pub mod sa;
 pub mod wire;
 
 /// Source of randomness, supplied by the caller (the daemon passes a CSPRNG; tests a

@@ -1,1 +1,35 @@
 //! Protocol constants and timers, each with its RFC section.
+
+use std::time::Duration;
+
+/// §2.4: first retransmission timeout of a request; doubled on every retry.
+pub const RETRANSMIT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// §2.4: back-off ceiling for a single retransmission interval.
+pub const RETRANSMIT_MAX_INTERVAL: Duration = Duration::from_secs(16);
+/// §2.4: retransmissions before the peer is declared unreachable (1+2+4+8+16+16 s ≈ 47 s).
+pub const RETRANSMIT_TRIES: u32 = 5;
+/// §2.10: nonces are at least 128 bits and at least half the PRF key size; 32 octets covers SHA-512.
+pub const NONCE_LEN: usize = 32;
+/// §3.9: a peer's nonce must be 16..=256 octets.
+pub const NONCE_MIN: usize = 16;
+pub const NONCE_MAX: usize = 256;
+/// §2.6: a COOKIE notification carries 1..=64 octets.
+pub const COOKIE_MAX: usize = 64;
+/// §2.3: message-ID window; we keep one request outstanding (the RFC's default).
+pub const WINDOW_SIZE: u32 = 1;
+/// §2.1 / §2.9: an IKE_SA_INIT answered but not authenticated is dropped after this long.
+pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Delay before re-initiating a tunnel configured with `start = true` after a failure;
+/// doubles up to [`REINITIATE_MAX`] so a wrong PSK does not flood the peer.
+pub const REINITIATE_DELAY: Duration = Duration::from_secs(2);
+pub const REINITIATE_MAX: Duration = Duration::from_secs(60);
+/// §3.3: SPI sizes: 8 octets for IKE, 4 for ESP.
+pub const IKE_SPI_LEN: usize = 8;
+pub const ESP_SPI_LEN: usize = 4;
+/// §2.4 / RFC 3948 §4: IKE travels on UDP 500, or 4500 after NAT detection.
+pub const IKE_PORT: u16 = 500;
+pub const NATT_PORT: u16 = 4500;
+/// §2.23: NAT detection hashes are SHA-1 (20 octets).
+pub const NAT_HASH_LEN: usize = 20;
+/// §2.15: the pad string mixed into a pre-shared key.
+pub const KEY_PAD: &[u8] = b"Key Pad for IKEv2";

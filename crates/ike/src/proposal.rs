@@ -1,1 +1,902 @@
 //! Algorithm proposals: strongSwan keyword syntax and proposal selection.
+//!
+//! A proposal string is a `-`-separated list of algorithm keywords, e.g.
+//! `aes256gcm16-prfsha384-x25519` (IKE) or `aes128-sha256-esn` (ESP). Keywords of the
+//! same transform type are alternatives, offered in the order written.
+//!
+//! These are algorithm-level types, independent of the wire codec: the SA payload
+//! encoder/decoder converts between [`AlgorithmProposal`] and RFC 7296 §3.3 proposals.
+
+use core::fmt;
+
+use crate::iana::{DhId, EncrId, EsnId, IntegId, PrfId, ProtocolId};
+
+/// Which SA a proposal negotiates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// The IKE SA itself (RFC 7296 §3.3.1 Protocol ID 1).
+    Ike,
+    /// An ESP Child SA (Protocol ID 3).
+    Esp,
+}
+
+impl From<Protocol> for ProtocolId {
+    fn from(p: Protocol) -> ProtocolId {
+        match p {
+            Protocol::Ike => ProtocolId::IKE,
+            Protocol::Esp => ProtocolId::ESP,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Ike => "IKE",
+            Protocol::Esp => "ESP",
+        })
+    }
+}
+
+/// One proposal: for each transform type, the acceptable algorithms in preference order.
+///
+/// An empty list means the transform type is absent from the proposal (e.g. no INTEG
+/// with an AEAD cipher, no KE for an ESP proposal without PFS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlgorithmProposal {
+    pub protocol: Protocol,
+    /// Encryption algorithm and its key length in bits (the Key Length attribute,
+    /// RFC 7296 §3.3.5; `None` for fixed-length ciphers).
+    pub encr: Vec<(EncrId, Option<u16>)>,
+    pub integ: Vec<IntegId>,
+    pub prf: Vec<PrfId>,
+    pub dh: Vec<DhId>,
+    pub esn: Vec<EsnId>,
+}
+
+/// A proposal string that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposalError {
+    #[error("unknown algorithm \"{keyword}\" in \"{proposal}\"")]
+    UnknownKeyword { keyword: String, proposal: String },
+    #[error("no {what} algorithm in \"{proposal}\"")]
+    Missing {
+        what: &'static str,
+        proposal: String,
+    },
+    #[error("{reason} in \"{proposal}\"")]
+    Invalid { reason: String, proposal: String },
+}
+
+impl ProposalError {
+    /// The message without the trailing `in "<proposal>"`, for callers that name the
+    /// proposal themselves (e.g. `... in ike proposal "x"`).
+    pub fn reason(&self) -> String {
+        match self {
+            ProposalError::UnknownKeyword { keyword, .. } => {
+                format!("unknown algorithm \"{keyword}\"")
+            }
+            ProposalError::Missing { what, .. } => format!("no {what} algorithm"),
+            ProposalError::Invalid { reason, .. } => reason.clone(),
+        }
+    }
+
+    /// The proposal string the error is about.
+    pub fn proposal(&self) -> &str {
+        match self {
+            ProposalError::UnknownKeyword { proposal, .. }
+            | ProposalError::Missing { proposal, .. }
+            | ProposalError::Invalid { proposal, .. } => proposal,
+        }
+    }
+}
+
+/// What a single keyword stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keyword {
+    Encr(EncrId, Option<u16>),
+    /// An integrity keyword; in IKE it also implies the PRF with the same hash when no
+    /// explicit PRF is given (strongSwan behaviour).
+    Integ(IntegId, PrfId),
+    Prf(PrfId),
+    Dh(DhId),
+    Esn(EsnId),
+}
+
+/// Look up a keyword (case-insensitive, as written in strongSwan configurations).
+fn keyword(word: &str) -> Option<Keyword> {
+    use Keyword::*;
+    let w = word.to_ascii_lowercase();
+    let k = match w.as_str() {
+        // AES-CBC (RFC 3602); bare "aes" is AES-128 as in strongSwan.
+        "aes" | "aes128" => Encr(EncrId::AES_CBC, Some(128)),
+        "aes192" => Encr(EncrId::AES_CBC, Some(192)),
+        "aes256" => Encr(EncrId::AES_CBC, Some(256)),
+        // AES-GCM (RFC 4106 / RFC 5282); the suffix is the ICV length in bytes (or bits).
+        "aes128gcm16" | "aes128gcm128" | "aes128gcm" => Encr(EncrId::AES_GCM_16, Some(128)),
+        "aes192gcm16" | "aes192gcm128" | "aes192gcm" => Encr(EncrId::AES_GCM_16, Some(192)),
+        "aes256gcm16" | "aes256gcm128" | "aes256gcm" => Encr(EncrId::AES_GCM_16, Some(256)),
+        "aes128gcm12" | "aes128gcm96" => Encr(EncrId::AES_GCM_12, Some(128)),
+        "aes192gcm12" | "aes192gcm96" => Encr(EncrId::AES_GCM_12, Some(192)),
+        "aes256gcm12" | "aes256gcm96" => Encr(EncrId::AES_GCM_12, Some(256)),
+        "aes128gcm8" | "aes128gcm64" => Encr(EncrId::AES_GCM_8, Some(128)),
+        "aes192gcm8" | "aes192gcm64" => Encr(EncrId::AES_GCM_8, Some(192)),
+        "aes256gcm8" | "aes256gcm64" => Encr(EncrId::AES_GCM_8, Some(256)),
+        // HMAC-SHA2 truncated to half the hash (RFC 4868 §2.3).
+        "sha256" | "sha2_256" => Integ(IntegId::HMAC_SHA2_256_128, PrfId::HMAC_SHA2_256),
+        "sha384" | "sha2_384" => Integ(IntegId::HMAC_SHA2_384_192, PrfId::HMAC_SHA2_384),
+        "sha512" | "sha2_512" => Integ(IntegId::HMAC_SHA2_512_256, PrfId::HMAC_SHA2_512),
+        // PRF_HMAC_SHA2 (RFC 4868 §2.4).
+        "prfsha256" | "prfsha2_256" => Prf(PrfId::HMAC_SHA2_256),
+        "prfsha384" | "prfsha2_384" => Prf(PrfId::HMAC_SHA2_384),
+        "prfsha512" | "prfsha2_512" => Prf(PrfId::HMAC_SHA2_512),
+        // MODP groups (RFC 3526), ECP groups (RFC 5903), Curve25519 (RFC 8031).
+        "modp2048" => Dh(DhId::MODP_2048),
+        "modp3072" => Dh(DhId::MODP_3072),
+        "modp4096" => Dh(DhId::MODP_4096),
+        "ecp256" => Dh(DhId::ECP_256),
+        "ecp384" => Dh(DhId::ECP_384),
+        "x25519" | "curve25519" => Dh(DhId::CURVE25519),
+        "esn" => Esn(EsnId::ESN),
+        "noesn" => Esn(EsnId::NO_ESN),
+        _ => return None,
+    };
+    Some(k)
+}
+
+/// RFC 7296 §3.3: combined-mode (AEAD) ciphers carry their own integrity protection.
+pub fn is_aead(encr: EncrId) -> bool {
+    matches!(
+        encr,
+        EncrId::AES_GCM_8 | EncrId::AES_GCM_12 | EncrId::AES_GCM_16 | EncrId::CHACHA20_POLY1305
+    )
+}
+
+fn push_unique<T: PartialEq>(v: &mut Vec<T>, x: T) {
+    if !v.contains(&x) {
+        v.push(x);
+    }
+}
+
+/// Parse a strongSwan-style proposal string such as `aes256gcm16-prfsha384-x25519`.
+///
+/// Rules (RFC 7296 §3.3, §3.3.3): IKE needs encryption, a PRF, integrity unless the
+/// cipher is AEAD, and at least one DH group; without an explicit PRF the PRFs of the
+/// integrity algorithms are used. ESP needs encryption and integrity unless AEAD, may
+/// carry DH groups (PFS for CREATE_CHILD_SA), and offers `noesn` unless told otherwise.
+pub fn parse(s: &str, protocol: Protocol) -> Result<AlgorithmProposal, ProposalError> {
+    let invalid = |reason: &str| ProposalError::Invalid {
+        reason: reason.to_string(),
+        proposal: s.to_string(),
+    };
+    let missing = |what: &'static str| ProposalError::Missing {
+        what,
+        proposal: s.to_string(),
+    };
+    let mut p = AlgorithmProposal {
+        protocol,
+        encr: Vec::new(),
+        integ: Vec::new(),
+        prf: Vec::new(),
+        dh: Vec::new(),
+        esn: Vec::new(),
+    };
+    let mut implied_prf = Vec::new();
+    if s.trim().is_empty() {
+        return Err(invalid("empty proposal"));
+    }
+    for word in s.trim().split('-') {
+        if word.is_empty() {
+            return Err(invalid("empty algorithm keyword"));
+        }
+        match keyword(word) {
+            None => {
+                return Err(ProposalError::UnknownKeyword {
+                    keyword: word.to_string(),
+                    proposal: s.to_string(),
+                })
+            }
+            Some(Keyword::Encr(id, bits)) => push_unique(&mut p.encr, (id, bits)),
+            Some(Keyword::Integ(id, prf)) => {
+                push_unique(&mut p.integ, id);
+                push_unique(&mut implied_prf, prf);
+            }
+            Some(Keyword::Prf(id)) => push_unique(&mut p.prf, id),
+            Some(Keyword::Dh(id)) => push_unique(&mut p.dh, id),
+            Some(Keyword::Esn(id)) => push_unique(&mut p.esn, id),
+        }
+    }
+
+    if p.encr.is_empty() {
+        return Err(missing("encryption"));
+    }
+    let aead = p.encr.iter().filter(|(id, _)| is_aead(*id)).count();
+    if aead != 0 && aead != p.encr.len() {
+        return Err(invalid(
+            "AEAD and non-AEAD encryption algorithms cannot be mixed in one proposal",
+        ));
+    }
+    let aead = aead != 0;
+    // §3.3: with a combined-mode cipher the integrity transform must be absent.
+    if aead && !p.integ.is_empty() {
+        return Err(invalid(
+            "an AEAD encryption algorithm must not be combined with an integrity algorithm",
+        ));
+    }
+    if !aead && p.integ.is_empty() {
+        return Err(missing("integrity"));
+    }
+
+    match protocol {
+        Protocol::Ike => {
+            if p.prf.is_empty() {
+                if aead {
+                    return Err(ProposalError::Missing {
+                        what: "PRF (e.g. prfsha256; required with AEAD)",
+                        proposal: s.to_string(),
+                    });
+                }
+                p.prf = implied_prf;
+            }
+            if p.dh.is_empty() {
+                return Err(missing("key exchange (DH group)"));
+            }
+            if !p.esn.is_empty() {
+                return Err(invalid("esn/noesn are only valid in ESP proposals"));
+            }
+        }
+        Protocol::Esp => {
+            if !p.prf.is_empty() {
+                return Err(invalid("a PRF is only valid in IKE proposals"));
+            }
+            if p.esn.is_empty() {
+                p.esn.push(EsnId::NO_ESN);
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// Parse a list of proposal strings (e.g. from a configuration file).
+pub fn parse_list<S: AsRef<str>>(
+    list: &[S],
+    protocol: Protocol,
+) -> Result<Vec<AlgorithmProposal>, ProposalError> {
+    list.iter().map(|s| parse(s.as_ref(), protocol)).collect()
+}
+
+/// Default IKE proposals: AES-GCM first, AES-CBC + HMAC-SHA2 as fallback; Curve25519
+/// preferred, then the ECP and MODP groups strongSwan also offers by default.
+pub fn default_ike() -> Vec<AlgorithmProposal> {
+    const GROUPS: &str = "x25519-ecp256-ecp384-modp3072-modp2048";
+    [
+        format!("aes256gcm16-aes128gcm16-prfsha384-prfsha256-prfsha512-{GROUPS}"),
+        format!("aes256-aes128-sha384-sha256-sha512-{GROUPS}"),
+    ]
+    .iter()
+    .map(|s| parse(s, Protocol::Ike).expect("built-in IKE proposal"))
+    .collect()
+}
+
+/// Default ESP proposals: AES-GCM first, AES-CBC + HMAC-SHA2 as fallback; no PFS group
+/// (the Child SA created in IKE_AUTH has none anyway); 32-bit sequence numbers
+/// preferred, extended ones accepted.
+pub fn default_esp() -> Vec<AlgorithmProposal> {
+    [
+        "aes256gcm16-aes128gcm16-noesn-esn",
+        "aes256-aes128-sha256-sha384-sha512-noesn-esn",
+    ]
+    .iter()
+    .map(|s| parse(s, Protocol::Esp).expect("built-in ESP proposal"))
+    .collect()
+}
+
+impl AlgorithmProposal {
+    /// The proposal without KE transforms: the Child SA negotiated in IKE_AUTH takes its
+    /// keys from the IKE SA, so its proposals carry no DH group (RFC 7296 §1.2).
+    pub fn without_dh(&self) -> AlgorithmProposal {
+        AlgorithmProposal {
+            dh: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the proposal's ciphers are combined-mode (AEAD).
+    pub fn is_aead(&self) -> bool {
+        self.encr.first().is_some_and(|(id, _)| is_aead(*id))
+    }
+}
+
+/// Algorithm names as strongSwan logs them.
+fn encr_name(id: EncrId, bits: Option<u16>) -> String {
+    let base = match id {
+        EncrId::AES_CBC => "AES_CBC".to_string(),
+        EncrId::AES_CTR => "AES_CTR".to_string(),
+        EncrId::AES_GCM_8 => "AES_GCM_8".to_string(),
+        EncrId::AES_GCM_12 => "AES_GCM_12".to_string(),
+        EncrId::AES_GCM_16 => "AES_GCM_16".to_string(),
+        other => other.to_string(),
+    };
+    match bits {
+        Some(b) => format!("{base}_{b}"),
+        None => base,
+    }
+}
+
+fn integ_name(id: IntegId) -> String {
+    match id.name() {
+        Some(n) => n.strip_prefix("AUTH_").unwrap_or(n).to_string(),
+        None => id.to_string(),
+    }
+}
+
+fn dh_name(id: DhId) -> String {
+    match id {
+        DhId::CURVE25519 => "CURVE_25519".to_string(),
+        DhId::CURVE448 => "CURVE_448".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn esn_name(id: EsnId) -> String {
+    match id {
+        EsnId::NO_ESN => "NO_EXT_SEQ".to_string(),
+        EsnId::ESN => "EXT_SEQ".to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl fmt::Display for AlgorithmProposal {
+    /// strongSwan's log style: `IKE:AES_GCM_16_256/PRF_HMAC_SHA2_384/CURVE_25519`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self
+            .encr
+            .iter()
+            .map(|&(id, bits)| encr_name(id, bits))
+            .chain(self.integ.iter().map(|&i| integ_name(i)))
+            .chain(self.prf.iter().map(|p| p.to_string()))
+            .chain(self.dh.iter().map(|&d| dh_name(d)))
+            .chain(self.esn.iter().map(|&e| esn_name(e)))
+            .collect();
+        write!(f, "{}:{}", self.protocol, names.join("/"))
+    }
+}
+
+/// The algorithms chosen from one proposal: exactly one per transform type the
+/// initiator's proposal contained (RFC 7296 §3.3.6). `None` means the initiator's
+/// proposal did not carry that transform type, so the reply must omit it too; an
+/// explicit `Some(IntegId::NONE)` / `Some(DhId::NONE)` must be echoed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selected {
+    pub encr: (EncrId, Option<u16>),
+    pub integ: Option<IntegId>,
+    pub prf: Option<PrfId>,
+    pub dh: Option<DhId>,
+    pub esn: Option<EsnId>,
+}
+
+impl Selected {
+    /// The integrity algorithm to run, if any (`NONE` counts as none).
+    pub fn integ_alg(&self) -> Option<IntegId> {
+        self.integ.filter(|&i| i != IntegId::NONE)
+    }
+
+    /// The DH group to run, if any: `NONE` or absent means no (PFS) key exchange.
+    pub fn dh_group(&self) -> Option<DhId> {
+        self.dh.filter(|&d| d != DhId::NONE)
+    }
+
+    /// Whether extended sequence numbers were chosen (absent means 32-bit).
+    pub fn esn_enabled(&self) -> bool {
+        self.esn == Some(EsnId::ESN)
+    }
+}
+
+impl fmt::Display for Selected {
+    /// `AES_GCM_16_256/PRF_HMAC_SHA2_384/CURVE_25519`; NONE transforms are omitted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names = vec![encr_name(self.encr.0, self.encr.1)];
+        names.extend(self.integ_alg().map(integ_name));
+        names.extend(self.prf.map(|p| p.to_string()));
+        names.extend(self.dh_group().map(dh_name));
+        names.extend(self.esn.map(esn_name));
+        f.write_str(&names.join("/"))
+    }
+}
+
+/// Choose one algorithm of a transform type: the first the peer offered (in its order)
+/// that the local side accepts. An absent transform type is treated as its "none" value
+/// where one exists (`implicit`), so e.g. a peer omitting KE matches a local proposal
+/// without PFS. Returns `None` when nothing matches, `Some(None)` when the peer omitted
+/// the type and that is acceptable.
+fn pick<T: Copy + PartialEq>(offered: &[T], local: &[T], implicit: Option<T>) -> Option<Option<T>> {
+    let local_accepts = |x: &T| {
+        if local.is_empty() {
+            implicit.as_ref() == Some(x)
+        } else {
+            local.contains(x)
+        }
+    };
+    if offered.is_empty() {
+        if local.is_empty() || implicit.as_ref().is_some_and(local_accepts) {
+            Some(None)
+        } else {
+            None
+        }
+    } else {
+        offered.iter().find(|x| local_accepts(x)).map(|&x| Some(x))
+    }
+}
+
+fn match_one(local: &AlgorithmProposal, offered: &AlgorithmProposal) -> Option<Selected> {
+    if local.protocol != offered.protocol {
+        return None;
+    }
+    // Key lengths are part of the match: AES_CBC/128 does not satisfy AES_CBC/256.
+    let encr = pick(&offered.encr, &local.encr, None)??;
+    let integ = pick(&offered.integ, &local.integ, Some(IntegId::NONE))?;
+    let prf = pick(&offered.prf, &local.prf, None)?;
+    let dh = pick(&offered.dh, &local.dh, Some(DhId::NONE))?;
+    // ESN is mandatory in ESP proposals; a peer leaving it out can only mean 32 bits.
+    let esn_none = match local.protocol {
+        Protocol::Esp => Some(EsnId::NO_ESN),
+        Protocol::Ike => None,
+    };
+    let esn = pick(&offered.esn, &local.esn, esn_none)?;
+    // §3.3: an AEAD cipher never has a real integrity algorithm; any other cipher must.
+    if is_aead(encr.0) == integ.is_some_and(|i| i != IntegId::NONE) {
+        return None;
+    }
+    if local.protocol == Protocol::Ike && (prf.is_none() || dh.is_none_or(|d| d == DhId::NONE)) {
+        return None;
+    }
+    Some(Selected {
+        encr,
+        integ,
+        prf,
+        dh,
+        esn,
+    })
+}
+
+/// Responder-side selection (RFC 7296 §2.7, §3.3.6): the first of the initiator's
+/// proposals, in the initiator's order, that matches one of the local proposals. A
+/// proposal matches when for every transform type one of the offered algorithms is
+/// accepted locally (key lengths included) and the peer omitted no transform type the
+/// local proposal requires. Within a type the initiator's order decides too.
+pub fn select(
+    local: &[AlgorithmProposal],
+    offered: &[AlgorithmProposal],
+) -> Option<(usize, Selected)> {
+    offered
+        .iter()
+        .enumerate()
+        .find_map(|(i, o)| local.iter().find_map(|l| match_one(l, o)).map(|s| (i, s)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ike(s: &str) -> AlgorithmProposal {
+        parse(s, Protocol::Ike).unwrap()
+    }
+    fn esp(s: &str) -> AlgorithmProposal {
+        parse(s, Protocol::Esp).unwrap()
+    }
+
+    #[test]
+    fn every_encryption_keyword() {
+        let cases: &[(&str, EncrId, u16)] = &[
+            ("aes", EncrId::AES_CBC, 128),
+            ("aes128", EncrId::AES_CBC, 128),
+            ("aes192", EncrId::AES_CBC, 192),
+            ("aes256", EncrId::AES_CBC, 256),
+            ("aes128gcm16", EncrId::AES_GCM_16, 128),
+            ("aes128gcm128", EncrId::AES_GCM_16, 128),
+            ("aes128gcm", EncrId::AES_GCM_16, 128),
+            ("aes192gcm16", EncrId::AES_GCM_16, 192),
+            ("aes192gcm", EncrId::AES_GCM_16, 192),
+            ("aes256gcm16", EncrId::AES_GCM_16, 256),
+            ("aes256gcm", EncrId::AES_GCM_16, 256),
+            ("aes256gcm128", EncrId::AES_GCM_16, 256),
+            ("aes128gcm12", EncrId::AES_GCM_12, 128),
+            ("aes128gcm96", EncrId::AES_GCM_12, 128),
+            ("aes192gcm12", EncrId::AES_GCM_12, 192),
+            ("aes256gcm12", EncrId::AES_GCM_12, 256),
+            ("aes128gcm8", EncrId::AES_GCM_8, 128),
+            ("aes128gcm64", EncrId::AES_GCM_8, 128),
+            ("aes192gcm8", EncrId::AES_GCM_8, 192),
+            ("aes256gcm8", EncrId::AES_GCM_8, 256),
+            ("aes256gcm64", EncrId::AES_GCM_8, 256),
+        ];
+        for &(kw, id, bits) in cases {
+            let s = if is_aead(id) {
+                kw.to_string()
+            } else {
+                format!("{kw}-sha256")
+            };
+            let p = esp(&s);
+            assert_eq!(p.encr, vec![(id, Some(bits))], "{kw}");
+            assert_eq!(p.is_aead(), is_aead(id), "{kw}");
+        }
+    }
+
+    #[test]
+    fn every_integrity_and_prf_keyword() {
+        let cases = [
+            ("sha256", IntegId::HMAC_SHA2_256_128, PrfId::HMAC_SHA2_256),
+            ("sha2_256", IntegId::HMAC_SHA2_256_128, PrfId::HMAC_SHA2_256),
+            ("sha384", IntegId::HMAC_SHA2_384_192, PrfId::HMAC_SHA2_384),
+            ("sha2_384", IntegId::HMAC_SHA2_384_192, PrfId::HMAC_SHA2_384),
+            ("sha512", IntegId::HMAC_SHA2_512_256, PrfId::HMAC_SHA2_512),
+            ("sha2_512", IntegId::HMAC_SHA2_512_256, PrfId::HMAC_SHA2_512),
+        ];
+        for (kw, integ, prf) in cases {
+            // IKE without explicit PRF: PRF follows the integrity hash.
+            let p = ike(&format!("aes128-{kw}-modp2048"));
+            assert_eq!(p.integ, vec![integ], "{kw}");
+            assert_eq!(p.prf, vec![prf], "{kw}");
+            let p = esp(&format!("aes128-{kw}"));
+            assert_eq!(p.integ, vec![integ]);
+            assert!(p.prf.is_empty());
+        }
+        for (kw, prf) in [
+            ("prfsha256", PrfId::HMAC_SHA2_256),
+            ("prfsha2_256", PrfId::HMAC_SHA2_256),
+            ("prfsha384", PrfId::HMAC_SHA2_384),
+            ("prfsha2_384", PrfId::HMAC_SHA2_384),
+            ("prfsha512", PrfId::HMAC_SHA2_512),
+            ("prfsha2_512", PrfId::HMAC_SHA2_512),
+        ] {
+            assert_eq!(ike(&format!("aes128gcm16-{kw}-ecp256")).prf, vec![prf]);
+        }
+        // An explicit PRF overrides the implied one.
+        assert_eq!(
+            ike("aes128-sha256-prfsha512-ecp256").prf,
+            vec![PrfId::HMAC_SHA2_512]
+        );
+    }
+
+    #[test]
+    fn every_group_and_esn_keyword() {
+        for (kw, id) in [
+            ("modp2048", DhId::MODP_2048),
+            ("modp3072", DhId::MODP_3072),
+            ("modp4096", DhId::MODP_4096),
+            ("ecp256", DhId::ECP_256),
+            ("ecp384", DhId::ECP_384),
+            ("x25519", DhId::CURVE25519),
+            ("curve25519", DhId::CURVE25519),
+        ] {
+            assert_eq!(ike(&format!("aes256gcm16-prfsha256-{kw}")).dh, vec![id]);
+            assert_eq!(esp(&format!("aes256gcm16-{kw}")).dh, vec![id]);
+        }
+        assert_eq!(esp("aes128-sha256-esn").esn, vec![EsnId::ESN]);
+        assert_eq!(esp("aes128-sha256-noesn").esn, vec![EsnId::NO_ESN]);
+        assert_eq!(esp("aes128-sha256").esn, vec![EsnId::NO_ESN]);
+        assert_eq!(
+            esp("aes128-sha256-esn-noesn").esn,
+            vec![EsnId::ESN, EsnId::NO_ESN]
+        );
+    }
+
+    #[test]
+    fn full_examples_and_alternatives() {
+        let p = ike("aes256gcm16-prfsha384-x25519");
+        assert_eq!(
+            p,
+            AlgorithmProposal {
+                protocol: Protocol::Ike,
+                encr: vec![(EncrId::AES_GCM_16, Some(256))],
+                integ: vec![],
+                prf: vec![PrfId::HMAC_SHA2_384],
+                dh: vec![DhId::CURVE25519],
+                esn: vec![],
+            }
+        );
+        let p = ike("aes128-aes256-sha256-sha384-modp2048-ecp384");
+        assert_eq!(
+            p.encr,
+            vec![(EncrId::AES_CBC, Some(128)), (EncrId::AES_CBC, Some(256))]
+        );
+        assert_eq!(
+            p.integ,
+            vec![IntegId::HMAC_SHA2_256_128, IntegId::HMAC_SHA2_384_192]
+        );
+        assert_eq!(p.prf, vec![PrfId::HMAC_SHA2_256, PrfId::HMAC_SHA2_384]);
+        assert_eq!(p.dh, vec![DhId::MODP_2048, DhId::ECP_384]);
+        // Case-insensitive, duplicates collapse.
+        assert_eq!(
+            ike("AES128-SHA256-sha256-MODP2048"),
+            ike("aes128-sha256-modp2048")
+        );
+        let p = esp("aes256gcm16-x25519");
+        assert_eq!(p.dh, vec![DhId::CURVE25519]);
+        assert_eq!(p.esn, vec![EsnId::NO_ESN]);
+    }
+
+    #[test]
+    fn errors() {
+        let e = parse("aes257-sha256", Protocol::Ike).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown algorithm \"aes257\" in \"aes257-sha256\""
+        );
+        assert_eq!(e.reason(), "unknown algorithm \"aes257\"");
+        assert_eq!(e.proposal(), "aes257-sha256");
+        let err = |s: &str, p| parse(s, p).unwrap_err();
+        assert!(matches!(
+            err("", Protocol::Esp),
+            ProposalError::Invalid { .. }
+        ));
+        assert!(matches!(
+            err("aes128--sha256", Protocol::Esp),
+            ProposalError::Invalid { .. }
+        ));
+        assert!(matches!(
+            err("sha256-modp2048", Protocol::Ike),
+            ProposalError::Missing {
+                what: "encryption",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err("aes128-modp2048", Protocol::Ike),
+            ProposalError::Missing {
+                what: "integrity",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err("aes128", Protocol::Esp),
+            ProposalError::Missing {
+                what: "integrity",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err("aes128-sha256", Protocol::Ike),
+            ProposalError::Missing {
+                what: "key exchange (DH group)",
+                ..
+            }
+        ));
+        let e = err("aes128gcm16-ecp256", Protocol::Ike);
+        assert!(e.to_string().starts_with("no PRF"), "{e}");
+        let e = err("aes128gcm16-sha256", Protocol::Esp);
+        assert!(e.to_string().contains("AEAD"), "{e}");
+        let e = err("aes128gcm16-aes128-sha256", Protocol::Esp);
+        assert!(e.to_string().contains("mixed"), "{e}");
+        let e = err("aes128-sha256-prfsha256", Protocol::Esp);
+        assert!(e.to_string().contains("PRF"), "{e}");
+        let e = err("aes128-sha256-modp2048-esn", Protocol::Ike);
+        assert!(e.to_string().contains("esn"), "{e}");
+        // strongSwan keywords we do not implement are rejected, not ignored.
+        assert!(matches!(
+            err("3des-sha1-modp1024", Protocol::Ike),
+            ProposalError::UnknownKeyword { .. }
+        ));
+    }
+
+    #[test]
+    fn defaults_parse_and_are_modern() {
+        let ikes = default_ike();
+        assert_eq!(ikes.len(), 2);
+        assert!(ikes[0].is_aead());
+        assert_eq!(ikes[0].dh[0], DhId::CURVE25519);
+        assert!(!ikes[1].is_aead());
+        assert!(ikes[1].prf.contains(&PrfId::HMAC_SHA2_256));
+        for p in &ikes {
+            assert_eq!(p.protocol, Protocol::Ike);
+            assert!(p.dh.contains(&DhId::MODP_2048) && p.dh.contains(&DhId::ECP_256));
+        }
+        let esps = default_esp();
+        assert_eq!(esps.len(), 2);
+        assert_eq!(esps[0].encr[0], (EncrId::AES_GCM_16, Some(256)));
+        for p in &esps {
+            assert_eq!(p.protocol, Protocol::Esp);
+            assert!(p.dh.is_empty());
+            assert_eq!(p.esn, vec![EsnId::NO_ESN, EsnId::ESN]);
+        }
+        // The defaults agree with themselves.
+        let (i, s) = select(&ikes, &ikes).unwrap();
+        assert_eq!(i, 0);
+        assert_eq!(
+            s.to_string(),
+            "AES_GCM_16_256/PRF_HMAC_SHA2_384/CURVE_25519"
+        );
+        let (_, s) = select(&esps, &esps).unwrap();
+        assert_eq!(s.to_string(), "AES_GCM_16_256/NO_EXT_SEQ");
+    }
+
+    #[test]
+    fn display() {
+        assert_eq!(
+            ike("aes256gcm16-prfsha384-x25519").to_string(),
+            "IKE:AES_GCM_16_256/PRF_HMAC_SHA2_384/CURVE_25519"
+        );
+        assert_eq!(
+            ike("aes128-sha256-modp2048").to_string(),
+            "IKE:AES_CBC_128/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048"
+        );
+        assert_eq!(
+            esp("aes128-sha512-esn").to_string(),
+            "ESP:AES_CBC_128/HMAC_SHA2_512_256/EXT_SEQ"
+        );
+        let s = Selected {
+            encr: (EncrId::AES_CBC, Some(256)),
+            integ: Some(IntegId::HMAC_SHA2_384_192),
+            prf: None,
+            dh: Some(DhId::NONE),
+            esn: Some(EsnId::NO_ESN),
+        };
+        assert_eq!(s.to_string(), "AES_CBC_256/HMAC_SHA2_384_192/NO_EXT_SEQ");
+        let s = Selected {
+            encr: (EncrId(1000), None),
+            integ: None,
+            prf: None,
+            dh: None,
+            esn: None,
+        };
+        assert_eq!(s.to_string(), "EncrId(1000)");
+    }
+
+    #[test]
+    fn selection_follows_initiator_order() {
+        let local = vec![
+            ike("aes128-sha256-modp2048"),
+            ike("aes256gcm16-prfsha384-x25519"),
+        ];
+        let offered = vec![
+            ike("aes256gcm16-prfsha384-ecp384"), // group not accepted locally
+            ike("aes256gcm16-prfsha384-x25519"),
+            ike("aes128-sha256-modp2048"),
+        ];
+        let (i, s) = select(&local, &offered).unwrap();
+        assert_eq!(i, 1);
+        assert_eq!(
+            s,
+            Selected {
+                encr: (EncrId::AES_GCM_16, Some(256)),
+                integ: None,
+                prf: Some(PrfId::HMAC_SHA2_384),
+                dh: Some(DhId::CURVE25519),
+                esn: None,
+            }
+        );
+        // Within a transform type the initiator's order decides as well.
+        let local = vec![ike("aes128-aes256-sha256-sha384-ecp256-modp2048")];
+        let offered = vec![ike("aes256-aes128-sha384-sha256-modp2048-ecp256")];
+        let (_, s) = select(&local, &offered).unwrap();
+        assert_eq!(s.encr, (EncrId::AES_CBC, Some(256)));
+        assert_eq!(s.integ, Some(IntegId::HMAC_SHA2_384_192));
+        assert_eq!(s.prf, Some(PrfId::HMAC_SHA2_384));
+        assert_eq!(s.dh, Some(DhId::MODP_2048));
+        assert_eq!(
+            s.to_string(),
+            "AES_CBC_256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/MODP_2048"
+        );
+        assert_eq!(select(&local, &[]), None);
+        assert_eq!(select(&[], &offered), None);
+    }
+
+    #[test]
+    fn key_length_must_match() {
+        let local = vec![ike("aes256-sha256-modp2048")];
+        assert_eq!(select(&local, &[ike("aes128-sha256-modp2048")]), None);
+        assert_eq!(select(&[esp("aes256gcm16")], &[esp("aes128gcm16")]), None);
+        assert!(select(&local, &[ike("aes128-aes256-sha256-modp2048")]).is_some());
+        // Different ICV lengths are different algorithms.
+        assert_eq!(select(&[esp("aes256gcm16")], &[esp("aes256gcm8")]), None);
+        // A peer's fixed-length (no Key Length attribute) cipher does not match either.
+        let mut odd = esp("aes256gcm16");
+        odd.encr = vec![(EncrId::AES_GCM_16, None)];
+        assert_eq!(select(&[esp("aes256gcm16")], &[odd]), None);
+    }
+
+    #[test]
+    fn no_mixing_across_local_proposals() {
+        // aes128 from one local proposal and modp2048 from another must not combine.
+        let local = vec![ike("aes128-sha256-ecp256"), ike("aes256-sha256-modp2048")];
+        assert_eq!(select(&local, &[ike("aes128-sha256-modp2048")]), None);
+        // Protocols must agree.
+        assert_eq!(
+            select(&[esp("aes128-sha256")], &[ike("aes128-sha256-modp2048")]),
+            None
+        );
+    }
+
+    #[test]
+    fn esp_dh_none_handling() {
+        let no_pfs = vec![esp("aes256gcm16")];
+        // Peer omits KE: fine without PFS, reply omits it too.
+        let (_, s) = select(&no_pfs, &[esp("aes256gcm16")]).unwrap();
+        assert_eq!(s.dh, None);
+        assert_eq!(s.dh_group(), None);
+        // Peer offers KE with an explicit NONE alternative: NONE is echoed.
+        let mut offered = esp("aes256gcm16-ecp256");
+        offered.dh.push(DhId::NONE);
+        let (_, s) = select(&no_pfs, &[offered.clone()]).unwrap();
+        assert_eq!(s.dh, Some(DhId::NONE));
+        assert_eq!(s.dh_group(), None);
+        // Peer insists on PFS we don't do.
+        assert_eq!(select(&no_pfs, &[esp("aes256gcm16-ecp256")]), None);
+        // We insist on PFS: a peer without KE, or with only NONE, is refused.
+        let pfs = vec![esp("aes256gcm16-ecp256")];
+        assert_eq!(select(&pfs, &[esp("aes256gcm16")]), None);
+        let mut none_only = esp("aes256gcm16");
+        none_only.dh = vec![DhId::NONE];
+        assert_eq!(select(&pfs, &[none_only]), None);
+        let (_, s) = select(&pfs, &[offered]).unwrap();
+        assert_eq!(s.dh_group(), Some(DhId::ECP_256));
+        // IKE_AUTH: both sides strip DH and match.
+        let stripped: Vec<_> = pfs.iter().map(|p| p.without_dh()).collect();
+        assert!(select(&stripped, &[esp("aes256gcm16")]).is_some());
+        // IKE never accepts a NONE group.
+        let mut ike_none = ike("aes128gcm16-prfsha256-ecp256");
+        ike_none.dh = vec![DhId::NONE];
+        assert_eq!(
+            select(&[ike("aes128gcm16-prfsha256-ecp256")], &[ike_none]),
+            None
+        );
+    }
+
+    #[test]
+    fn esn_and_integ_none_handling() {
+        let local = vec![esp("aes128-sha256")]; // noesn only
+        assert_eq!(select(&local, &[esp("aes128-sha256-esn")]), None);
+        let (_, s) = select(&local, &[esp("aes128-sha256-esn-noesn")]).unwrap();
+        assert_eq!(s.esn, Some(EsnId::NO_ESN));
+        assert!(!s.esn_enabled());
+        let (_, s) = select(
+            &[esp("aes128-sha256-esn-noesn")],
+            &[esp("aes128-sha256-esn")],
+        )
+        .unwrap();
+        assert!(s.esn_enabled());
+        // A peer omitting ESN gets 32-bit sequence numbers if we accept those.
+        let mut no_esn_type = esp("aes128-sha256");
+        no_esn_type.esn.clear();
+        let (_, s) = select(&local, &[no_esn_type.clone()]).unwrap();
+        assert_eq!(s.esn, None);
+        assert_eq!(select(&[esp("aes128-sha256-esn")], &[no_esn_type]), None);
+        // AEAD with an explicit INTEG NONE is accepted and echoed.
+        let mut gcm = esp("aes128gcm16");
+        gcm.integ = vec![IntegId::NONE];
+        let (_, s) = select(&[esp("aes128gcm16")], &[gcm]).unwrap();
+        assert_eq!(s.integ, Some(IntegId::NONE));
+        assert_eq!(s.integ_alg(), None);
+        // AEAD with a real integrity algorithm is refused.
+        let mut bad = esp("aes128gcm16");
+        bad.integ = vec![IntegId::HMAC_SHA2_256_128];
+        assert_eq!(
+            select(&[esp("aes128gcm16"), esp("aes128-sha256")], &[bad]),
+            None
+        );
+        // CBC with integrity NONE is refused.
+        let mut bad = esp("aes128-sha256");
+        bad.integ = vec![IntegId::NONE];
+        assert_eq!(select(&local, &[bad]), None);
+        // A peer's unknown transform ids are simply not chosen.
+        let mut unk = esp("aes128-sha256");
+        unk.integ.insert(0, IntegId(999));
+        let (_, s) = select(&local, &[unk]).unwrap();
+        assert_eq!(s.integ, Some(IntegId::HMAC_SHA2_256_128));
+    }
+
+    #[test]
+    fn protocol_ids() {
+        assert_eq!(ProtocolId::from(Protocol::Ike), ProtocolId::IKE);
+        assert_eq!(ProtocolId::from(Protocol::Esp), ProtocolId::ESP);
+        assert_eq!(Protocol::Esp.to_string(), "ESP");
+    }
+
+    #[test]
+    fn ike_prf_required_from_peer() {
+        let local = vec![ike("aes128-sha256-modp2048")];
+        let mut no_prf = ike("aes128-sha256-modp2048");
+        no_prf.prf.clear();
+        assert_eq!(select(&local, &[no_prf]), None);
+    }
+}

@@ -1,0 +1,704 @@
+//! Two in-memory peers on a virtual clock with deterministic randomness: every exchange
+//! and every error path of the session, without sockets.
+
+use super::*;
+use crate::iana::NotifyType;
+use crate::proposal::{parse, Protocol};
+use crate::wire::{IdPayload, TrafficSelector};
+use std::net::{IpAddr, Ipv4Addr};
+
+/// splitmix64: reproducible bytes for SPIs, nonces, IVs and private keys.
+pub(crate) struct TestRng(u64);
+
+impl Rng for TestRng {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf.iter_mut() {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            *b = (z ^ (z >> 31)) as u8;
+        }
+    }
+}
+
+const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+const B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+
+fn fqdn(s: &str) -> IdPayload {
+    IdPayload {
+        id_type: crate::iana::IdType::FQDN,
+        reserved: [0; 3],
+        data: s.as_bytes().to_vec(),
+    }
+}
+
+fn config(
+    name: &str,
+    local: &str,
+    remote: &str,
+    ike: &[&str],
+    esp: &[&str],
+    psk: &str,
+    initiate: bool,
+) -> SessionConfig {
+    SessionConfig {
+        name: name.into(),
+        local_id: fqdn(local),
+        remote_id: fqdn(remote),
+        psk: Zeroizing::new(psk.as_bytes().to_vec()),
+        ike: ike
+            .iter()
+            .map(|s| parse(s, Protocol::Ike).unwrap())
+            .collect(),
+        esp: esp
+            .iter()
+            .map(|s| parse(s, Protocol::Esp).unwrap())
+            .collect(),
+        local_ts: vec![TrafficSelector::any_v4(), TrafficSelector::any_v6()],
+        remote_ts: vec![TrafficSelector::any_v4(), TrafficSelector::any_v6()],
+        initiate,
+        force_encap: true,
+    }
+}
+
+/// Both peers, a virtual clock and a wire that can drop datagrams.
+struct Pair {
+    a: Session,
+    b: Session,
+    now: Instant,
+    events_a: Vec<Event>,
+    events_b: Vec<Event>,
+    /// Datagrams from A to B to drop, by sequence number of A's transmissions.
+    drop_a: Vec<usize>,
+    sent_a: usize,
+    wire_log: Vec<(bool, Datagram)>,
+}
+
+impl Pair {
+    fn new(a: SessionConfig, b: SessionConfig) -> Pair {
+        let now = Instant::now();
+        Pair {
+            a: Session::new(a, A, B, Box::new(TestRng(1)), now),
+            b: Session::new(b, B, A, Box::new(TestRng(2)), now),
+            now,
+            events_a: vec![],
+            events_b: vec![],
+            drop_a: vec![],
+            sent_a: 0,
+            wire_log: vec![],
+        }
+    }
+
+    /// Delivers datagrams until both sides are quiet; returns how many moved.
+    fn run(&mut self) -> usize {
+        let mut moved = 0;
+        loop {
+            let mut progress = false;
+            while let Some(d) = self.a.poll_transmit() {
+                self.sent_a += 1;
+                progress = true;
+                self.wire_log.push((true, d.clone()));
+                if self.drop_a.contains(&self.sent_a) {
+                    continue;
+                }
+                moved += 1;
+                self.b.handle_datagram(self.now, d);
+            }
+            while let Some(d) = self.b.poll_transmit() {
+                progress = true;
+                moved += 1;
+                self.wire_log.push((false, d.clone()));
+                self.a.handle_datagram(self.now, d);
+            }
+            while let Some(e) = self.a.poll_event() {
+                self.events_a.push(e);
+            }
+            while let Some(e) = self.b.poll_event() {
+                self.events_b.push(e);
+            }
+            if !progress {
+                return moved;
+            }
+        }
+    }
+
+    /// Advances the virtual clock to the next deadline and runs timers.
+    fn step_timer(&mut self) -> bool {
+        let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(t) => {
+                self.now = self.now.max(t);
+                self.a.handle_timeout(self.now);
+                self.b.handle_timeout(self.now);
+                self.run();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn start(&mut self) {
+        self.a.handle_timeout(self.now);
+        self.run();
+    }
+
+    fn children(events: &[Event]) -> Vec<&ChildSaInfo> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ChildInstalled(c) => Some(c.as_ref()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn closed_with(events: &[Event]) -> Option<NotifyType> {
+    events.iter().find_map(|e| match e {
+        Event::IkeClosed {
+            reason: CloseReason::Failed(n, _),
+            ..
+        } => Some(*n),
+        _ => None,
+    })
+}
+
+fn establish(ike: &str, esp: &str) -> Pair {
+    let mut p = Pair::new(
+        config(
+            "a",
+            "routerA",
+            "routerB",
+            &[ike],
+            &[esp],
+            "supersecret",
+            true,
+        ),
+        config(
+            "b",
+            "routerB",
+            "routerA",
+            &[ike],
+            &[esp],
+            "supersecret",
+            false,
+        ),
+    );
+    p.start();
+    p
+}
+
+fn assert_child_pair(p: &Pair) {
+    let ca = Pair::children(&p.events_a);
+    let cb = Pair::children(&p.events_b);
+    assert_eq!(ca.len(), 1, "A installed one CHILD SA");
+    assert_eq!(cb.len(), 1, "B installed one CHILD SA");
+    let (a, b) = (ca[0], cb[0]);
+    assert_eq!(a.spi_in, b.spi_out);
+    assert_eq!(a.spi_out, b.spi_in);
+    assert_eq!(*a.keys_out, *b.keys_in, "A→B keys agree");
+    assert_eq!(*a.keys_in, *b.keys_out, "B→A keys agree");
+    assert_ne!(*a.keys_in, *a.keys_out, "directions use distinct keys");
+    assert_eq!(a.proposal, b.proposal);
+    assert_eq!(
+        a.local.port(),
+        limits::NATT_PORT,
+        "forced encapsulation floats to 4500"
+    );
+}
+
+#[test]
+fn establishes_with_every_suite() {
+    for (ike, esp) in [
+        ("aes256gcm16-prfsha384-x25519", "aes256gcm16"),
+        ("aes128gcm16-prfsha256-ecp256", "aes128gcm16-esn"),
+        ("aes256-sha384-ecp384", "aes256-sha384"),
+        ("aes128-sha256-modp2048", "aes128-sha256"),
+        ("aes256-sha512-x25519", "aes256-sha512-esn"),
+    ] {
+        let p = establish(ike, esp);
+        assert!(p.a.is_established(), "{ike}: initiator established");
+        assert!(p.b.is_established(), "{ike}: responder established");
+        assert_child_pair(&p);
+        let st = p.a.status(p.now);
+        assert_eq!(st.ike_sas.len(), 1);
+        assert_eq!(st.children.len(), 1);
+        assert!(st.last_error.is_none());
+    }
+}
+
+#[test]
+fn esn_is_negotiated() {
+    let p = establish("aes256gcm16-prfsha384-x25519", "aes256gcm16-esn");
+    assert!(Pair::children(&p.events_a)[0].esn);
+    let p = establish("aes256gcm16-prfsha384-x25519", "aes256gcm16-noesn");
+    assert!(!Pair::children(&p.events_a)[0].esn);
+}
+
+#[test]
+fn wrong_psk_fails_on_both_ends() {
+    let mut p = Pair::new(
+        config(
+            "a",
+            "routerA",
+            "routerB",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "secret-one",
+            true,
+        ),
+        config(
+            "b",
+            "routerB",
+            "routerA",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "secret-two",
+            false,
+        ),
+    );
+    p.start();
+    assert_eq!(
+        closed_with(&p.events_b),
+        Some(NotifyType::AUTHENTICATION_FAILED)
+    );
+    assert_eq!(
+        closed_with(&p.events_a),
+        Some(NotifyType::AUTHENTICATION_FAILED)
+    );
+    assert!(!p.a.is_established() && !p.b.is_established());
+    assert!(Pair::children(&p.events_a).is_empty() && Pair::children(&p.events_b).is_empty());
+    let err = p.b.status(p.now).last_error.unwrap();
+    assert!(err.contains("pre-shared keys differ"), "{err}");
+}
+
+#[test]
+fn wrong_identity_fails() {
+    let mut p = Pair::new(
+        config(
+            "a",
+            "routerA",
+            "routerB",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            true,
+        ),
+        config(
+            "b",
+            "routerB",
+            "routerX",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            false,
+        ),
+    );
+    p.start();
+    assert_eq!(
+        closed_with(&p.events_a),
+        Some(NotifyType::AUTHENTICATION_FAILED)
+    );
+    let err = p.b.status(p.now).last_error.unwrap();
+    assert!(err.contains("routerX"), "{err}");
+}
+
+#[test]
+fn disjoint_ike_proposals_fail_with_no_proposal_chosen() {
+    let mut p = Pair::new(
+        config(
+            "a",
+            "routerA",
+            "routerB",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            true,
+        ),
+        config(
+            "b",
+            "routerB",
+            "routerA",
+            &["aes128-sha256-modp2048"],
+            &["aes256gcm16"],
+            "s",
+            false,
+        ),
+    );
+    p.start();
+    assert_eq!(
+        closed_with(&p.events_a),
+        Some(NotifyType::NO_PROPOSAL_CHOSEN)
+    );
+    let err = p.b.status(p.now).last_error.unwrap();
+    assert!(
+        err.contains("peer offered") && err.contains("we accept"),
+        "{err}"
+    );
+    assert!(
+        p.b.status(p.now).ike_sas.is_empty(),
+        "responder keeps no state"
+    );
+}
+
+#[test]
+fn disjoint_esp_proposals_fail_the_child_and_the_tunnel() {
+    let mut p = Pair::new(
+        config(
+            "a",
+            "routerA",
+            "routerB",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            true,
+        ),
+        config(
+            "b",
+            "routerB",
+            "routerA",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes128-sha256"],
+            "s",
+            false,
+        ),
+    );
+    p.start();
+    assert!(p.events_a.iter().any(|e| matches!(
+        e,
+        Event::ChildFailed {
+            reason: CloseReason::Failed(NotifyType::NO_PROPOSAL_CHOSEN, _)
+        }
+    )));
+    assert!(Pair::children(&p.events_b).is_empty());
+    // A deletes the useless IKE SA; B sees the delete.
+    assert!(!p.a.is_established());
+    assert!(!p.b.is_established());
+}
+
+#[test]
+fn unacceptable_traffic_selectors() {
+    let mut a = config(
+        "a",
+        "routerA",
+        "routerB",
+        &["aes256gcm16-prfsha384-x25519"],
+        &["aes256gcm16"],
+        "s",
+        true,
+    );
+    a.local_ts = vec![TrafficSelector::from_prefix(
+        "10.1.0.0".parse().unwrap(),
+        24,
+    )];
+    let mut b = config(
+        "b",
+        "routerB",
+        "routerA",
+        &["aes256gcm16-prfsha384-x25519"],
+        &["aes256gcm16"],
+        "s",
+        false,
+    );
+    b.remote_ts = vec![TrafficSelector::from_prefix(
+        "10.9.0.0".parse().unwrap(),
+        24,
+    )];
+    let mut p = Pair::new(a, b);
+    p.start();
+    assert!(p.events_a.iter().any(|e| matches!(
+        e,
+        Event::ChildFailed {
+            reason: CloseReason::Failed(NotifyType::TS_UNACCEPTABLE, _)
+        }
+    )));
+}
+
+#[test]
+fn responder_narrows_traffic_selectors() {
+    let a = config(
+        "a",
+        "routerA",
+        "routerB",
+        &["aes256gcm16-prfsha384-x25519"],
+        &["aes256gcm16"],
+        "s",
+        true,
+    );
+    let mut b = config(
+        "b",
+        "routerB",
+        "routerA",
+        &["aes256gcm16-prfsha384-x25519"],
+        &["aes256gcm16"],
+        "s",
+        false,
+    );
+    b.local_ts = vec![TrafficSelector::from_prefix(
+        "10.2.0.0".parse().unwrap(),
+        24,
+    )];
+    b.remote_ts = vec![TrafficSelector::from_prefix(
+        "10.1.0.0".parse().unwrap(),
+        24,
+    )];
+    let mut p = Pair::new(a, b);
+    p.start();
+    let ca = Pair::children(&p.events_a);
+    assert_eq!(ca.len(), 1);
+    assert_eq!(ts_to_string(&ca[0].local_ts[0]), "10.1.0.0/24");
+    assert_eq!(ts_to_string(&ca[0].remote_ts[0]), "10.2.0.0/24");
+}
+
+#[test]
+fn invalid_ke_payload_retry() {
+    // A starts with ECP-256; B only accepts Curve25519 and asks for it.
+    let mut p = Pair::new(
+        config(
+            "a",
+            "routerA",
+            "routerB",
+            &["aes256gcm16-prfsha384-ecp256-x25519"],
+            &["aes256gcm16"],
+            "s",
+            true,
+        ),
+        config(
+            "b",
+            "routerB",
+            "routerA",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            false,
+        ),
+    );
+    p.start();
+    assert!(p.a.is_established() && p.b.is_established());
+    let inits = p
+        .wire_log
+        .iter()
+        .filter(|(from_a, d)| *from_a && d.local.port() == 500)
+        .count();
+    assert_eq!(
+        inits, 2,
+        "one IKE_SA_INIT with ECP-256, one retry with Curve25519"
+    );
+    assert!(p.a.status(p.now).ike_sas[0]
+        .proposal
+        .contains("CURVE_25519"));
+}
+
+#[test]
+fn lost_request_is_retransmitted() {
+    let mut p = Pair::new(
+        config(
+            "a",
+            "routerA",
+            "routerB",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            true,
+        ),
+        config(
+            "b",
+            "routerB",
+            "routerA",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            false,
+        ),
+    );
+    p.drop_a = vec![1, 3]; // first IKE_SA_INIT and first IKE_AUTH
+    p.start();
+    assert!(!p.a.is_established());
+    let t0 = p.now;
+    while !p.a.is_established() && p.step_timer() {}
+    assert!(p.a.is_established() && p.b.is_established());
+    assert_eq!(
+        p.now - t0,
+        limits::RETRANSMIT_TIMEOUT * 2,
+        "two retransmissions after 1 s each"
+    );
+    assert_child_pair(&p);
+}
+
+#[test]
+fn retransmitted_request_gets_the_cached_response() {
+    let mut p = establish("aes256gcm16-prfsha384-x25519", "aes256gcm16");
+    // Replay A's IKE_AUTH request: B must answer with the identical cached bytes and
+    // must not install a second CHILD SA.
+    let auth_req = p
+        .wire_log
+        .iter()
+        .find(|(a, d)| *a && d.local.port() == 4500)
+        .unwrap()
+        .1
+        .clone();
+    let auth_resp = p
+        .wire_log
+        .iter()
+        .find(|(a, d)| !*a && d.local.port() == 4500)
+        .unwrap()
+        .1
+        .data
+        .clone();
+    p.b.handle_datagram(p.now, auth_req);
+    let again = p.b.poll_transmit().expect("cached response re-sent");
+    assert_eq!(again.data, auth_resp);
+    assert_eq!(p.b.status(p.now).children.len(), 1);
+}
+
+#[test]
+fn retransmitted_init_gets_the_cached_response() {
+    let mut p = Pair::new(
+        config(
+            "a",
+            "routerA",
+            "routerB",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            true,
+        ),
+        config(
+            "b",
+            "routerB",
+            "routerA",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            false,
+        ),
+    );
+    p.drop_a = vec![2]; // lose IKE_AUTH so B sits half-open
+    p.start();
+    let init_req = p
+        .wire_log
+        .iter()
+        .find(|(a, d)| *a && d.local.port() == 500)
+        .unwrap()
+        .1
+        .clone();
+    let init_resp = p
+        .wire_log
+        .iter()
+        .find(|(a, d)| !*a && d.local.port() == 500)
+        .unwrap()
+        .1
+        .data
+        .clone();
+    p.b.handle_datagram(p.now, init_req);
+    assert_eq!(p.b.poll_transmit().unwrap().data, init_resp);
+    assert_eq!(p.b.status(p.now).ike_sas.len(), 1, "no second half-open SA");
+    while !p.a.is_established() && p.step_timer() {}
+    assert!(p.b.is_established());
+}
+
+#[test]
+fn unanswered_initiator_gives_up_and_retries_later() {
+    let mut p = Pair::new(
+        config(
+            "a",
+            "routerA",
+            "routerB",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            true,
+        ),
+        config(
+            "b",
+            "routerB",
+            "routerA",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            false,
+        ),
+    );
+    p.drop_a = (1..=6).collect();
+    p.start();
+    let t0 = p.now;
+    while closed_with_timeout(&p.events_a).is_none() && p.step_timer() {}
+    assert!(closed_with_timeout(&p.events_a).is_some());
+    assert_eq!(p.sent_a, 1 + limits::RETRANSMIT_TRIES as usize);
+    assert!(p.now - t0 >= Duration::from_secs(30));
+    // It re-initiates by itself and, the path restored, comes up.
+    while !p.a.is_established() && p.step_timer() {}
+    assert!(p.a.is_established());
+}
+
+fn closed_with_timeout(events: &[Event]) -> Option<()> {
+    events
+        .iter()
+        .find(|e| {
+            matches!(
+                e,
+                Event::IkeClosed {
+                    reason: CloseReason::Timeout,
+                    ..
+                }
+            )
+        })
+        .map(|_| ())
+}
+
+#[test]
+fn delete_takes_down_both_ends() {
+    let mut p = establish("aes256gcm16-prfsha384-x25519", "aes256gcm16");
+    p.a.close(p.now);
+    p.run();
+    assert!(!p.b.is_established());
+    assert!(p.events_b.iter().any(|e| matches!(
+        e,
+        Event::IkeClosed {
+            reason: CloseReason::DeletedByPeer,
+            ..
+        }
+    )));
+    assert!(p
+        .events_b
+        .iter()
+        .any(|e| matches!(e, Event::ChildDeleted { .. })));
+    assert!(p
+        .events_a
+        .iter()
+        .any(|e| matches!(e, Event::ChildDeleted { .. })));
+    assert!(p.b.status(p.now).children.is_empty());
+}
+
+#[test]
+fn garbage_never_panics_or_disturbs_the_sa() {
+    let mut p = establish("aes256gcm16-prfsha384-x25519", "aes256gcm16");
+    let mut rng = TestRng(99);
+    let template = p.wire_log.last().unwrap().1.clone();
+    for len in [0usize, 1, 27, 28, 29, 60, 200] {
+        for _ in 0..50 {
+            let mut data = vec![0u8; len];
+            rng.fill(&mut data);
+            p.b.handle_datagram(
+                p.now,
+                Datagram {
+                    data,
+                    ..template.clone()
+                },
+            );
+        }
+    }
+    // Bit flips of a real message.
+    for i in 0..template.data.len() {
+        let mut d = template.clone();
+        d.data[i] ^= 0x40;
+        p.a.handle_datagram(p.now, d.clone());
+        p.b.handle_datagram(p.now, d);
+    }
+    assert!(p.a.is_established() && p.b.is_established());
+    assert_eq!(p.b.status(p.now).children.len(), 1);
+}

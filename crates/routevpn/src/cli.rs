@@ -1,0 +1,268 @@
+//! Command line: `routevpn daemon | check | status | up | down`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, DEFAULT_CONTROL_SOCKET};
+use crate::control::{self, Request, Response};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "routevpn",
+    version,
+    about = "Route-based IPsec VPN (IKEv2 + ESP-in-UDP)"
+)]
+pub struct Cli {
+    /// Control socket [default: control_socket from --config, else /run/routevpn/routevpn.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the VPN daemon in the foreground.
+    Daemon {
+        /// Configuration file (TOML).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Log filter, e.g. `info`, `debug`, `routevpn=trace,ike=debug` [default: $RUST_LOG, else info]
+        #[arg(long, value_name = "LEVEL")]
+        log_level: Option<String>,
+    },
+    /// Validate a configuration file and exit.
+    Check {
+        /// Configuration file (TOML).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show the running daemon's tunnels and SAs.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file, to find the control socket.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Initiate a tunnel now.
+    Up {
+        /// Tunnel name.
+        name: String,
+        /// Configuration file, to find the control socket.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Tear a tunnel's SAs down.
+    Down {
+        /// Tunnel name.
+        name: String,
+        /// Configuration file, to find the control socket.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    run(Cli::parse())
+}
+
+/// Run a parsed command line; errors go to stderr and exit with status 1.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Daemon { config, log_level } => daemon(&config, cli.socket, log_level.as_deref()),
+        Command::Check { config } => check(&config).map(|s| println!("{s}")),
+        Command::Status { json, config } => {
+            socket_path(cli.socket, config.as_deref()).and_then(|s| status(&s, json))
+        }
+        Command::Up { name, config } => socket_path(cli.socket, config.as_deref())
+            .and_then(|s| simple(&s, &Request::Up { name })),
+        Command::Down { name, config } => socket_path(cli.socket, config.as_deref())
+            .and_then(|s| simple(&s, &Request::Down { name })),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Configuration errors already read `file:line: message`.
+            match e.downcast_ref::<config::ConfigError>() {
+                Some(ce) => eprintln!("{ce}"),
+                None => eprintln!("routevpn: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--socket`, else the configuration's `control_socket`, else the default.
+pub fn socket_path(socket: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    Ok(match (socket, config) {
+        (Some(s), _) => s,
+        (None, Some(c)) => config::load(c)?.control_socket,
+        (None, None) => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+    })
+}
+
+/// `routevpn check`: the summary line printed on success.
+pub fn check(config: &Path) -> anyhow::Result<String> {
+    let cfg = config::load(config)?;
+    let n = cfg.tunnels.len();
+    Ok(format!(
+        "config OK: {n} tunnel{}",
+        if n == 1 { "" } else { "s" }
+    ))
+}
+
+fn daemon(config: &Path, socket: Option<PathBuf>, log_level: Option<&str>) -> anyhow::Result<()> {
+    let cfg = config::load(config)?;
+    init_logging(log_level)?;
+    let socket = socket.unwrap_or_else(|| cfg.control_socket.clone());
+    crate::daemon::run(cfg, socket)
+}
+
+fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).with_context(|| format!("invalid --log-level {l:?}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// Run one control request on a small single-threaded runtime.
+fn ask(socket: &Path, req: &Request) -> anyhow::Result<Response> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(control::request(socket, req))
+}
+
+fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
+    match ask(socket, &Request::Status)? {
+        Response::Status(r) if json => println!("{}", serde_json::to_string_pretty(&r)?),
+        Response::Status(r) => print!("{}", control::format_status(&r)),
+        Response::Ok { message } => println!("{message}"),
+        Response::Error { message } => anyhow::bail!("{message}"),
+    }
+    Ok(())
+}
+
+fn simple(socket: &Path, req: &Request) -> anyhow::Result<()> {
+    match ask(socket, req)? {
+        Response::Ok { message } => println!("{message}"),
+        Response::Status(r) => print!("{}", control::format_status(&r)),
+        Response::Error { message } => anyhow::bail!("{message}"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("routevpn").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn arguments() {
+        let c = parse(&["daemon", "--config", "a.toml", "--log-level", "debug"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Daemon { ref config, log_level: Some(ref l) } if config == Path::new("a.toml") && l == "debug"
+        ));
+        assert_eq!(c.socket, None);
+        // --socket is accepted on every subcommand, before or after it.
+        for args in [
+            &["daemon", "-c", "a.toml", "--socket", "/s"][..],
+            &["check", "--config", "a.toml", "--socket", "/s"],
+            &["status", "--json", "--socket", "/s"],
+            &["--socket", "/s", "up", "vti0"],
+            &["down", "vti0", "--socket", "/s"],
+        ] {
+            let c = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(c.socket.as_deref(), Some(Path::new("/s")), "{args:?}");
+        }
+        let c = parse(&["status"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Status {
+                json: false,
+                config: None
+            }
+        ));
+        assert!(parse(&["daemon"]).is_err(), "daemon needs --config");
+        assert!(parse(&["check"]).is_err(), "check needs --config");
+        assert!(parse(&["up"]).is_err(), "up needs a name");
+    }
+
+    #[test]
+    fn socket_resolution_and_check() {
+        assert_eq!(
+            socket_path(None, None).unwrap(),
+            PathBuf::from(DEFAULT_CONTROL_SOCKET)
+        );
+        assert_eq!(
+            socket_path(Some("/x".into()), Some(Path::new("/nonexistent"))).unwrap(),
+            PathBuf::from("/x")
+        );
+        let dir = std::env::temp_dir().join(format!("routevpn-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("r.toml");
+        let tunnel = "[[tunnel]]\nname = \"t{}\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.{}\"\npsk = \"k\"\n";
+        let two = format!(
+            "control_socket = \"/tmp/x.sock\"\n{}{}",
+            tunnel.replace("{}", "1"),
+            tunnel.replace("{}", "2")
+        );
+        std::fs::write(&cfg, &two).unwrap();
+        assert_eq!(
+            socket_path(None, Some(&cfg)).unwrap(),
+            PathBuf::from("/tmp/x.sock")
+        );
+        assert_eq!(check(&cfg).unwrap(), "config OK: 2 tunnels");
+        std::fs::write(&cfg, tunnel.replace("{}", "1")).unwrap();
+        assert_eq!(check(&cfg).unwrap(), "config OK: 1 tunnel");
+        std::fs::write(
+            &cfg,
+            "[[tunnel]]\nname = \"t\"\nlocal = \"1.2.3.4\"\nremote = \"x\"\npsk = \"k\"\n",
+        )
+        .unwrap();
+        let e = check(&cfg).unwrap_err();
+        let ce = e
+            .downcast_ref::<config::ConfigError>()
+            .expect("a ConfigError");
+        assert_eq!(ce.line, Some(4));
+        assert!(ce.to_string().ends_with("r.toml:4: tunnel \"t\": invalid remote address \"x\": expected an IPv4 or IPv6 address"), "{ce}");
+        assert_eq!(
+            run(parse(&["check", "-c", cfg.to_str().unwrap()]).unwrap()),
+            ExitCode::FAILURE
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn status_without_daemon_fails_cleanly() {
+        let sock =
+            std::env::temp_dir().join(format!("routevpn-cli-nodaemon-{}.sock", std::process::id()));
+        let e = status(&sock, false).unwrap_err();
+        assert!(
+            format!("{e:#}").starts_with("cannot reach routevpn daemon at "),
+            "{e:#}"
+        );
+    }
+}

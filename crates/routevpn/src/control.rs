@@ -1,0 +1,539 @@
+//! Control socket: a Unix stream socket; the client writes one JSON request line, the
+//! daemon answers with one JSON response line and closes.
+//!
+//! ```text
+//! --> {"cmd":"status"}
+//! <-- {"result":"status","daemon_pid":42,"uptime_secs":7,"tunnels":[...]}
+//! --> {"cmd":"up","name":"vti0"}
+//! <-- {"result":"ok","message":"initiating vti0"}
+//! ```
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// How long the client waits for the daemon, end to end.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the server waits for a client to send its request.
+pub const SERVER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound on a request line; real requests are tiny.
+pub const MAX_REQUEST_LEN: u64 = 64 * 1024;
+/// Upper bound on a response line the client accepts.
+pub const MAX_RESPONSE_LEN: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// Initiate (or re-initiate) the named tunnel.
+    Up {
+        name: String,
+    },
+    /// Tear down the named tunnel's SAs.
+    Down {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub daemon_pid: u32,
+    pub uptime_secs: u64,
+    pub tunnels: Vec<TunnelStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelStatus {
+    pub name: String,
+    pub local: String,
+    pub remote: String,
+    pub local_id: String,
+    pub remote_id: String,
+    /// "down" | "connecting" | "established" | ...
+    pub state: String,
+    pub last_error: Option<String>,
+    pub ike_sas: Vec<IkeSaStatus>,
+    pub child_sas: Vec<ChildSaStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IkeSaStatus {
+    pub state: String,
+    pub initiator: bool,
+    /// 16 hex digits.
+    pub spi_i: String,
+    pub spi_r: String,
+    /// e.g. `AES_GCM_16_256/PRF_HMAC_SHA2_384/CURVE_25519`.
+    pub proposal: String,
+    /// Peer address and port, e.g. `192.0.2.2:500`.
+    pub peer: String,
+    pub age_secs: u64,
+    pub rekeys: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildSaStatus {
+    pub state: String,
+    /// 8 hex digits.
+    pub spi_in: String,
+    pub spi_out: String,
+    pub proposal: String,
+    pub esn: bool,
+    pub local_ts: Vec<String>,
+    pub remote_ts: Vec<String>,
+    pub age_secs: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Status(StatusReport),
+    Ok { message: String },
+    Error { message: String },
+}
+
+/// Client side: send `req` to the daemon at `socket` and wait (at most
+/// [`CLIENT_TIMEOUT`]) for its response.
+pub async fn request(socket: &Path, req: &Request) -> anyhow::Result<Response> {
+    request_with_timeout(socket, req, CLIENT_TIMEOUT).await
+}
+
+/// [`request`] with a caller-chosen timeout.
+pub async fn request_with_timeout(
+    socket: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> anyhow::Result<Response> {
+    let unreachable = || format!("cannot reach routevpn daemon at {}", socket.display());
+    tokio::time::timeout(timeout, exchange(socket, req))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {:?}", timeout))
+        .with_context(unreachable)?
+        .with_context(unreachable)
+}
+
+async fn exchange(socket: &Path, req: &Request) -> anyhow::Result<Response> {
+    let stream = UnixStream::connect(socket).await?;
+    let (rd, mut wr) = stream.into_split();
+    let mut line = serde_json::to_string(req)?;
+    line.push('\n');
+    wr.write_all(line.as_bytes()).await?;
+    wr.shutdown().await?;
+    let mut buf = Vec::new();
+    BufReader::new(rd)
+        .take(MAX_RESPONSE_LEN)
+        .read_until(b'\n', &mut buf)
+        .await?;
+    if buf.is_empty() {
+        anyhow::bail!("the daemon closed the connection without answering");
+    }
+    serde_json::from_slice(&buf).context("invalid response from the daemon")
+}
+
+/// Server side: listen on `path`. Creates the parent directory if missing, replaces a
+/// stale socket left by a dead daemon (but refuses if one is still answering) and
+/// restricts the socket to its owner (mode 0600). Must run inside a tokio runtime.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "{} is in use: another routevpn daemon is running",
+                            path.display()
+                        ),
+                    ))
+                }
+                Err(_) => std::fs::remove_file(path)?,
+            }
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serve one connection: read a request line, answer with `handler`'s response. A
+/// malformed request gets an `Error` response; a client that sends nothing within
+/// [`SERVER_READ_TIMEOUT`] is dropped.
+pub async fn handle_connection<F, Fut>(stream: UnixStream, handler: F) -> io::Result<()>
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let (rd, mut wr) = stream.into_split();
+    let mut buf = Vec::new();
+    let mut reader = BufReader::new(rd).take(MAX_REQUEST_LEN);
+    let read = reader.read_until(b'\n', &mut buf);
+    tokio::time::timeout(SERVER_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "control client sent nothing"))??;
+    let response = match serde_json::from_slice::<Request>(&buf) {
+        Ok(req) => handler(req).await,
+        Err(e) => Response::Error {
+            message: format!("invalid request: {e}"),
+        },
+    };
+    let mut line = serde_json::to_string(&response).map_err(io::Error::other)?;
+    line.push('\n');
+    wr.write_all(line.as_bytes()).await?;
+    wr.shutdown().await
+}
+
+/// Accept connections forever, each served on its own task by a clone of `handler`
+/// (typically a closure holding a channel sender to the daemon's main loop).
+pub async fn serve<F, Fut>(listener: UnixListener, handler: F) -> io::Result<()>
+where
+    F: Fn(Request) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle_connection(stream, handler).await {
+                tracing::debug!("control connection: {e}");
+            }
+        });
+    }
+}
+
+/// `1h02m03s`-style duration.
+fn fmt_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s:02}s"),
+        (0, _, _) => format!("{h}h{m:02}m{s:02}s"),
+        _ => format!("{d}d{h:02}h{m:02}m"),
+    }
+}
+
+/// Human-readable status, in the spirit of `swanctl --list-sas`.
+pub fn format_status(r: &StatusReport) -> String {
+    let mut o = String::new();
+    let n = r.tunnels.len();
+    let _ = writeln!(
+        o,
+        "routevpn daemon (pid {}), up {}, {} tunnel{}",
+        r.daemon_pid,
+        fmt_duration(r.uptime_secs),
+        n,
+        if n == 1 { "" } else { "s" }
+    );
+    for t in &r.tunnels {
+        let _ = writeln!(o, "{}: {}", t.name, t.state);
+        let _ = writeln!(o, "  local  '{}' @ {}", t.local_id, t.local);
+        let _ = writeln!(o, "  remote '{}' @ {}", t.remote_id, t.remote);
+        if let Some(e) = &t.last_error {
+            let _ = writeln!(o, "  last error: {e}");
+        }
+        for sa in &t.ike_sas {
+            let (mark_i, mark_r) = if sa.initiator { ("*", "") } else { ("", "*") };
+            let _ = writeln!(
+                o,
+                "  IKE SA {}, {}_i{} {}_r{}, peer {}",
+                sa.state, sa.spi_i, mark_i, sa.spi_r, mark_r, sa.peer
+            );
+            let _ = writeln!(o, "    {}", sa.proposal);
+            let _ = writeln!(
+                o,
+                "    established {} ago, {} rekey{}",
+                fmt_duration(sa.age_secs),
+                sa.rekeys,
+                if sa.rekeys == 1 { "" } else { "s" }
+            );
+        }
+        for c in &t.child_sas {
+            let _ = writeln!(
+                o,
+                "  CHILD SA {}, ESP {}{}",
+                c.state,
+                c.proposal,
+                if c.esn { ", ESN" } else { "" }
+            );
+            let _ = writeln!(o, "    installed {} ago", fmt_duration(c.age_secs));
+            let _ = writeln!(
+                o,
+                "    in  {}, {:>12} bytes, {:>9} packets",
+                c.spi_in, c.bytes_in, c.packets_in
+            );
+            let _ = writeln!(
+                o,
+                "    out {}, {:>12} bytes, {:>9} packets",
+                c.spi_out, c.bytes_out, c.packets_out
+            );
+            let _ = writeln!(o, "    local  {}", c.local_ts.join(" "));
+            let _ = writeln!(o, "    remote {}", c.remote_ts.join(" "));
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn sample() -> StatusReport {
+        StatusReport {
+            daemon_pid: 4242,
+            uptime_secs: 3723,
+            tunnels: vec![
+                TunnelStatus {
+                    name: "vti0".into(),
+                    local: "192.0.2.1".into(),
+                    remote: "192.0.2.2".into(),
+                    local_id: "routerA".into(),
+                    remote_id: "routerB".into(),
+                    state: "established".into(),
+                    last_error: None,
+                    ike_sas: vec![IkeSaStatus {
+                        state: "ESTABLISHED".into(),
+                        initiator: true,
+                        spi_i: "0123456789abcdef".into(),
+                        spi_r: "fedcba9876543210".into(),
+                        proposal: "AES_GCM_16_256/PRF_HMAC_SHA2_384/CURVE_25519".into(),
+                        peer: "192.0.2.2:500".into(),
+                        age_secs: 65,
+                        rekeys: 1,
+                    }],
+                    child_sas: vec![ChildSaStatus {
+                        state: "INSTALLED".into(),
+                        spi_in: "c0ffee01".into(),
+                        spi_out: "c0ffee02".into(),
+                        proposal: "AES_GCM_16_256/NO_EXT_SEQ".into(),
+                        esn: false,
+                        local_ts: vec!["0.0.0.0/0".into(), "::/0".into()],
+                        remote_ts: vec!["0.0.0.0/0".into(), "::/0".into()],
+                        age_secs: 5,
+                        packets_in: 10,
+                        packets_out: 12,
+                        bytes_in: 1000,
+                        bytes_out: 1200,
+                    }],
+                },
+                TunnelStatus {
+                    name: "vti1".into(),
+                    local: "2001:db8::1".into(),
+                    remote: "2001:db8::2".into(),
+                    local_id: "2001:db8::1".into(),
+                    remote_id: "2001:db8::2".into(),
+                    state: "connecting".into(),
+                    last_error: Some("AUTHENTICATION_FAILED".into()),
+                    ike_sas: vec![],
+                    child_sas: vec![],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn wire_format() {
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"cmd":"status"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Up {
+                name: "vti0".into()
+            })
+            .unwrap(),
+            r#"{"cmd":"up","name":"vti0"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"down","name":"x"}"#).unwrap(),
+            Request::Down { name: "x".into() }
+        );
+        assert_eq!(
+            serde_json::to_string(&Response::Ok {
+                message: "m".into()
+            })
+            .unwrap(),
+            r#"{"result":"ok","message":"m"}"#
+        );
+        let r = Response::Status(sample());
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(
+            json.starts_with(r#"{"result":"status","daemon_pid":4242,"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn human_format() {
+        let s = format_status(&sample());
+        assert!(
+            s.starts_with("routevpn daemon (pid 4242), up 1h02m03s, 2 tunnels\n"),
+            "{s}"
+        );
+        assert!(s.contains("vti0: established\n"), "{s}");
+        assert!(s.contains("  remote 'routerB' @ 192.0.2.2\n"), "{s}");
+        assert!(
+            s.contains("  IKE SA ESTABLISHED, 0123456789abcdef_i* fedcba9876543210_r, peer 192.0.2.2:500\n"),
+            "{s}"
+        );
+        assert!(s.contains("    established 1m05s ago, 1 rekey\n"), "{s}");
+        assert!(
+            s.contains("    in  c0ffee01,         1000 bytes,        10 packets\n"),
+            "{s}"
+        );
+        assert!(s.contains("    local  0.0.0.0/0 ::/0\n"), "{s}");
+        assert!(
+            s.contains("vti1: connecting\n  local  '2001:db8::1' @ 2001:db8::1\n"),
+            "{s}"
+        );
+        assert!(s.contains("  last error: AUTHENTICATION_FAILED\n"), "{s}");
+        assert_eq!(fmt_duration(0), "0s");
+        assert_eq!(fmt_duration(90061), "1d01h01m");
+    }
+
+    fn temp_socket(tag: &str) -> PathBuf {
+        std::env::temp_dir()
+            .join(format!("routevpn-ctl-{}-{tag}", std::process::id()))
+            .join("sub")
+            .join("ctl.sock")
+    }
+
+    #[tokio::test]
+    async fn serve_and_request() {
+        let path = temp_socket("serve");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+        let listener = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A second daemon must not steal a live socket.
+        let e = bind(&path).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+
+        let server = tokio::spawn(serve(listener, |req: Request| async move {
+            match req {
+                Request::Status => Response::Status(sample()),
+                Request::Up { name } => Response::Ok {
+                    message: format!("initiating {name}"),
+                },
+                Request::Down { name } => Response::Error {
+                    message: format!("no tunnel {name}"),
+                },
+            }
+        }));
+        assert_eq!(
+            request(&path, &Request::Status).await.unwrap(),
+            Response::Status(sample())
+        );
+        assert_eq!(
+            request(
+                &path,
+                &Request::Up {
+                    name: "vti0".into()
+                }
+            )
+            .await
+            .unwrap(),
+            Response::Ok {
+                message: "initiating vti0".into()
+            }
+        );
+        assert_eq!(
+            request(&path, &Request::Down { name: "x".into() })
+                .await
+                .unwrap(),
+            Response::Error {
+                message: "no tunnel x".into()
+            }
+        );
+        // A malformed request gets an error response, not a hang.
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(b"{\"cmd\":\"reboot\"}\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let r: Response = serde_json::from_str(&out).unwrap();
+        assert!(matches!(r, Response::Error { message } if message.contains("invalid request")));
+
+        server.abort();
+        let _ = server.await;
+        drop(std::fs::remove_dir_all(
+            path.parent().unwrap().parent().unwrap(),
+        ));
+    }
+
+    #[tokio::test]
+    async fn stale_socket_is_replaced_and_files_are_not() {
+        let path = temp_socket("stale");
+        let root = path.parent().unwrap().parent().unwrap().to_path_buf();
+        let _ = std::fs::remove_dir_all(&root);
+        drop(bind(&path).unwrap()); // listener gone, socket file stays
+        assert!(path.exists());
+        let l = bind(&path).unwrap();
+        drop(l);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"not a socket").unwrap();
+        assert_eq!(
+            bind(&path).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn unreachable_daemon_is_a_clear_error() {
+        let path = temp_socket("none");
+        let e = request(&path, &Request::Status).await.unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.starts_with(&format!(
+                "cannot reach routevpn daemon at {}: ",
+                path.display()
+            )),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn silent_daemon_times_out() {
+        let path = temp_socket("silent");
+        let root = path.parent().unwrap().parent().unwrap().to_path_buf();
+        let _ = std::fs::remove_dir_all(&root);
+        let listener = bind(&path).unwrap();
+        // Accepts but never answers.
+        let server = tokio::spawn(async move {
+            let (_s, _) = listener.accept().await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        let e = request_with_timeout(&path, &Request::Status, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("no answer within 50ms"), "{e:#}");
+        server.abort();
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,20 @@
+//! The daemon: owns sockets, clocks, randomness and the tokio runtime, and drives the
+//! sans-IO IKE sessions (one per `[[tunnel]]`).
+
+mod io;
+mod state;
+
+use crate::config::Config;
+use anyhow::Context as _;
+use std::path::PathBuf;
+
+/// Runs the daemon until SIGTERM/SIGINT; on the way out every IKE SA is deleted so the
+/// peers take their tunnels down at once.
+pub fn run(cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(state::Daemon::new(cfg, socket)?.run())
+}

@@ -1,0 +1,7 @@
+//! routevpn: route-based IPsec VPN daemon — configuration, control socket, CLI and the
+//! I/O driver around the sans-IO `ike` and `esp` cores.
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;

@@ -1,0 +1,302 @@
+//! Shared harness for the routevpn integration tests: network namespaces, veth links,
+//! a two-site topology, real strongSwan peers (kernel-libipsec) and a routevpn daemon
+//! runner. Every resource is an RAII guard, so namespaces, processes and files are
+//! removed even when a test panics; on a panic the guards dump their logs first.
+//!
+//! Use from a test file with `mod common;` and start each test with
+//! `if !common::require_root() { return; }`.
+//!
+//! Safety rules (DEVELOPERS.md): transport links use RFC 5737 addresses only, private
+//! subnets live only inside namespaces created here, and only processes started here
+//! are killed, by PID.
+
+// Each test file uses a different part of the harness.
+#![allow(dead_code, unused_imports)]
+
+mod netns;
+mod routevpn;
+mod strongswan;
+
+pub use netns::{veth, Netns, Proc, Topology};
+pub use routevpn::{toml_str, Routevpn, RvConfig, RvTunnel, BIN as ROUTEVPN_BIN};
+pub use strongswan::{
+    charon_binary, parse_list_sas_raw, swanctl_conf, ChildSa, IkeSa, Strongswan, SwanConn,
+    STRONGSWAN_CONF,
+};
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Set to `1` (CI does) to turn a skipped namespace test into a failure.
+pub const REQUIRE_ENV: &str = "ROUTEVPN_REQUIRE_NETNS";
+/// Set to `1` to keep the per-test directories (configs, logs) after the test.
+pub const KEEP_ENV: &str = "ROUTEVPN_KEEP_TEST_DIRS";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name unique to this test process: `rv<pid>-<counter>-<role>`. Leftovers of a
+/// crashed earlier run carry another pid, so parallel and repeated runs never collide.
+pub fn unique_name(role: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("rv{}-{}-{}", std::process::id(), n, role)
+}
+
+/// The name of the running test (libtest names each test's thread after it).
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .unwrap_or("this test")
+        .to_string()
+}
+
+fn skip_or_panic(what: &str, reason: &str) -> bool {
+    let test = test_name();
+    if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
+        panic!("{test} needs {what} ({reason}) and {REQUIRE_ENV}=1 forbids skipping");
+    }
+    // Straight to fd 2, not eprintln!: libtest captures the macros' output of passing
+    // tests, and a skip must be visible.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*****\nSKIPPED: {test} needs {what} ({reason})\n*****"
+    );
+    false
+}
+
+fn is_root() -> bool {
+    // Effective uid is the second field of the "Uid:" line.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn probe_netns() -> Result<(), String> {
+    if !is_root() {
+        return Err("not running as root".into());
+    }
+    let name = unique_name("probe");
+    let add = Command::new("ip").args(["netns", "add", &name]).output();
+    match add {
+        Err(e) => Err(format!("cannot run `ip`: {e}")),
+        Ok(o) if !o.status.success() => Err(format!(
+            "`ip netns add` failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Ok(_) => {
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+            reap_stale();
+            Ok(())
+        }
+    }
+}
+
+/// True when the test can use root and network namespaces. Otherwise prints a loud
+/// `SKIPPED: <test> needs root and network namespaces` and returns false, or panics
+/// when `ROUTEVPN_REQUIRE_NETNS=1` (in CI a skip is a failure).
+pub fn require_root() -> bool {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    match PROBE.get_or_init(probe_netns) {
+        Ok(()) => true,
+        Err(reason) => skip_or_panic("root and network namespaces", reason),
+    }
+}
+
+/// Like [`require_root`], and also checks that each program is installed (an absolute
+/// path, or a name looked up in `PATH`).
+pub fn require_programs(programs: &[&str]) -> bool {
+    if !require_root() {
+        return false;
+    }
+    let missing: Vec<&str> = programs
+        .iter()
+        .copied()
+        .filter(|p| find_program(p).is_none())
+        .collect();
+    if missing.is_empty() {
+        true
+    } else {
+        skip_or_panic(
+            "root, network namespaces and some programs",
+            &format!("missing: {}", missing.join(", ")),
+        )
+    }
+}
+
+/// [`require_root`] plus charon, swanctl and ping.
+pub fn require_strongswan() -> bool {
+    if !require_root() {
+        return false;
+    }
+    if strongswan::charon_binary().is_none() {
+        return skip_or_panic(
+            "strongSwan",
+            "no /usr/lib/ipsec/charon or /usr/sbin/charon-systemd",
+        );
+    }
+    require_programs(&["swanctl", "ping"])
+}
+
+/// Absolute path of `program` (itself if it contains a `/`, else searched in `PATH`).
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Calls `f` until it returns `Ok`, sleeping `poll` between tries; after `timeout`
+/// returns the last error. `f` always runs at least once.
+pub fn wait_until<T>(
+    timeout: Duration,
+    poll: Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                if start.elapsed() >= timeout {
+                    return Err(format!("timed out after {timeout:?}: {e}"));
+                }
+            }
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+/// Ok(stdout) when the command exited 0, else an error with its status and output.
+pub fn output_result(what: &str, out: std::io::Result<Output>) -> Result<String, String> {
+    match out {
+        Err(e) => Err(format!("{what}: cannot run: {e}")),
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+        Ok(o) => Err(format!(
+            "{what}: {}\nstdout: {}\nstderr: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout).trim(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+    }
+}
+
+/// Runs a command in the root namespace; Ok(stdout) on success.
+pub fn run(cmd: &[&str]) -> Result<String, String> {
+    let (prog, args) = cmd.split_first().expect("empty command");
+    output_result(&cmd.join(" "), Command::new(prog).args(args).output())
+}
+
+/// Names listed by `ip netns list`.
+pub fn netns_list() -> Vec<String> {
+    run(&["ip", "netns", "list"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Returns the last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = lines.len().saturating_sub(n);
+    lines[skip..].join("\n")
+}
+
+/// Prints a log to stderr between markers (used by the guards when a test fails).
+/// Write errors are ignored: a panic inside a Drop during unwinding would abort the
+/// test process before the remaining guards clean up.
+pub fn dump_log(label: &str, text: &str) {
+    use std::io::Write;
+    const MAX_LINES: usize = 600;
+    let total = text.lines().count();
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "===== {label} ({total} lines, last {MAX_LINES} shown) ====="
+    );
+    let _ = writeln!(err, "{}", tail(text, MAX_LINES));
+    let _ = writeln!(err, "===== end of {label} =====");
+}
+
+/// The pid in a name made by [`unique_name`] (`rv<pid>-<n>-<role>`).
+fn harness_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("rv")?;
+    let (pid, rest) = rest.split_once('-')?;
+    let (n, _role) = rest.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Removes namespace names and temp dirs left by earlier test processes of this harness
+/// that died without unwinding (abort, SIGKILL): their names carry a pid that no longer
+/// exists. Processes are never touched here.
+pub fn reap_stale() {
+    let dead = |name: &str| {
+        harness_pid(name).is_some_and(|pid| {
+            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+        })
+    };
+    for ns in netns_list() {
+        if dead(&ns) {
+            let _ = run(&["ip", "netns", "del", &ns]);
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in entries.flatten() {
+            if e.file_name().to_str().is_some_and(dead) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// A private directory for one test resource (configs, logs, sockets); removed on drop
+/// unless `ROUTEVPN_KEEP_TEST_DIRS=1`.
+#[derive(Debug)]
+pub struct TestDir {
+    path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(role: &str) -> TestDir {
+        let path = std::env::temp_dir().join(unique_name(role));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        TestDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::env::var(KEEP_ENV).as_deref() == Ok("1") {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "keeping test dir {}",
+                self.path.display()
+            );
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
