@@ -40,7 +40,9 @@ fuzz_target!(|data: &[u8]| {
                 buf[idx] ^= 1;
             }
             match sa.open(&mut buf) {
-                Ok(d) => assert_eq!(d.packet(), Some(rest)),
+                // Octets beyond the inner IP length travel like TFC padding
+                // and are trimmed by the receiver (RFC 4303 §2.7).
+                Ok(d) => assert!(rest.starts_with(d.packet().expect("not dummy"))),
                 Err(_) => assert!(sel & 0x40 != 0, "genuine packet rejected"),
             }
         }

@@ -209,8 +209,9 @@ impl OutboundSa {
             .saturating_add(self.alg.icv_len())
     }
 
-    /// Largest sealed size for payloads up to `max_payload` (for sizing
-    /// buffers): the header, worst-case padding and ICV.
+    /// Worst-case octets ESP adds to a payload (header, IV, padding,
+    /// trailer, ICV), for sizing buffers and the tunnel MTU:
+    /// `sealed_len(n) <= n + max_overhead()`.
     pub fn max_overhead(&self) -> usize {
         self.header_len() + ESP_TRAILER_LEN + self.alg.block_len() - 1 + self.alg.icv_len()
     }

@@ -281,6 +281,9 @@ pub struct Child {
     pub created: Instant,
 }
 
+/// Secret key material, wiped on drop.
+pub type Key = Zeroizing<Vec<u8>>;
+
 /// Derives KEYMAT (§2.17) and splits it: the initiator→responder keys come first.
 #[allow(clippy::too_many_arguments)]
 pub fn derive(
@@ -291,7 +294,7 @@ pub fn derive(
     nr: &[u8],
     sel: &Selected,
     we_initiated: bool,
-) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>), crypto::CryptoError> {
+) -> Result<(Key, Key), crypto::CryptoError> {
     let ek = crypto::encr_key_len(sel.encr.0, sel.encr.1)?;
     let ik = match sel.integ {
         Some(i) => crypto::integ_key_len(i)?,

@@ -578,7 +578,7 @@ impl IkeSa {
         };
         self.spi_r = msg.header.spi_r;
         let keys = crypto::derive_ike_keys(&suite(&sel), &shared, &ni, nr, self.spi_i, self.spi_r)
-            .and_then(|k| SaKeys::new(sel.clone(), k, true));
+            .and_then(|k| SaKeys::new(sel, k, true));
         let keys = match keys {
             Ok(k) => k,
             Err(e) => {
@@ -900,7 +900,7 @@ impl IkeSa {
         };
         let nr = random_nonce(ctx);
         let keys = crypto::derive_ike_keys(&suite(&sel), &shared, ni, &nr, self.spi_i, self.spi_r)
-            .and_then(|k| SaKeys::new(sel.clone(), k, false));
+            .and_then(|k| SaKeys::new(sel, k, false));
         let Ok(keys) = keys else {
             self.send_init_error(ctx, NotifyType::NO_PROPOSAL_CHOSEN, vec![]);
             return false;
@@ -1472,7 +1472,7 @@ impl IkeSa {
                 new_spi_i,
                 new_spi_r,
             )?;
-            Ok((mine, SaKeys::new(sel.clone(), keys, false)?))
+            Ok((mine, SaKeys::new(sel, keys, false)?))
         });
         let (mine, keys) = match derived {
             Ok(x) => x,

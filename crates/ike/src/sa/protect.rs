@@ -73,7 +73,7 @@ pub fn open(raw: &[u8], msg: &Message, cipher: &SkCipher) -> Result<Vec<Payload>
     }
     let (iv, rest) = sk.body.split_at(iv_len);
     let ct_len = rest.len() - cipher.icv_len();
-    if ct_len == 0 || ct_len % cipher.block_len().max(1) != 0 {
+    if ct_len == 0 || !ct_len.is_multiple_of(cipher.block_len().max(1)) {
         return Err(OpenError::BadLength);
     }
     let plain = cipher

@@ -103,12 +103,12 @@ impl Daemon {
         let (tx, mut rx) = mpsc::channel::<Input>(4096);
         let mut sockets: HashMap<IpAddr, Sockets> = HashMap::new();
         for t in &self.tunnels {
-            if !sockets.contains_key(&t.cfg.local) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = sockets.entry(t.cfg.local) {
                 let s =
                     Sockets::bind(t.cfg.local, t.cfg.local_port, ike::limits::NATT_PORT).await?;
                 spawn_reader(s.ike.clone(), false, tx.clone());
                 spawn_reader(s.natt.clone(), true, tx.clone());
-                sockets.insert(t.cfg.local, s);
+                slot.insert(s);
             }
         }
         let listener = control::bind(&self.socket_path)
@@ -148,8 +148,8 @@ impl Daemon {
                                 None => debug!(from = %d.remote, "IKE message from an unconfigured peer"),
                             }
                         }
-                        Input::Datagram(Received::Esp { remote, data, .. }) => {
-                            debug!(from = %remote, len = data.len(), "ESP packet (dataplane not attached)");
+                        Input::Datagram(Received::Esp { local, remote, data }) => {
+                            debug!(from = %remote, to = %local, len = data.len(), "ESP packet (dataplane not attached)");
                         }
                         Input::Datagram(Received::Ignored) => {}
                         Input::Control(req, reply) => {
