@@ -13,6 +13,7 @@ use crate::wire::{
     AuthPayload, DeletePayload, Flags, Header, IdPayload, KePayload, Message, NotifyPayload,
     Payload, SaPayload, TrafficSelector, TsPayload,
 };
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 use tracing::{debug, info, warn};
@@ -27,7 +28,7 @@ fn unknown_critical(payloads: &[Payload]) -> Option<PayloadType> {
     })
 }
 
-fn notify(ty: NotifyType, data: Vec<u8>) -> Payload {
+pub(super) fn notify(ty: NotifyType, data: Vec<u8>) -> Payload {
     Payload::Notify(NotifyPayload {
         protocol: ProtocolId::NONE,
         spi: vec![],
@@ -36,27 +37,18 @@ fn notify(ty: NotifyType, data: Vec<u8>) -> Payload {
     })
 }
 
-fn find_notify(payloads: &[Payload], ty: NotifyType) -> Option<&NotifyPayload> {
+pub(super) fn find_notify(payloads: &[Payload], ty: NotifyType) -> Option<&NotifyPayload> {
     payloads.iter().find_map(|p| match p {
         Payload::Notify(n) if n.ty == ty => Some(n),
         _ => None,
     })
 }
 
-fn first_error(payloads: &[Payload]) -> Option<&NotifyPayload> {
+pub(super) fn first_error(payloads: &[Payload]) -> Option<&NotifyPayload> {
     payloads.iter().find_map(|p| match p {
         Payload::Notify(n) if n.ty.is_error() => Some(n),
         _ => None,
     })
-}
-
-macro_rules! find {
-    ($payloads:expr, $variant:ident) => {
-        $payloads.iter().find_map(|p| match p {
-            Payload::$variant(x) => Some(x),
-            _ => None,
-        })
-    };
 }
 
 /// §2.23: NAT detection hash SHA-1(SPIi | SPIr | IP | Port).
@@ -122,18 +114,18 @@ fn nat_detected(
     (src_seen && !src_match) || dst_mismatch
 }
 
-fn nonce_ok(n: &[u8]) -> bool {
+pub(super) fn nonce_ok(n: &[u8]) -> bool {
     (limits::NONCE_MIN..=limits::NONCE_MAX).contains(&n.len())
 }
 
-fn random_nonce(ctx: &mut Ctx<'_>) -> Vec<u8> {
+pub(super) fn random_nonce(ctx: &mut Ctx<'_>) -> Vec<u8> {
     let mut n = vec![0u8; limits::NONCE_LEN];
     ctx.rng.fill(&mut n);
     n
 }
 
 /// ESP SPIs 1..=255 are reserved (RFC 4303 §2.1).
-fn random_esp_spi(ctx: &mut Ctx<'_>) -> u32 {
+pub(super) fn random_esp_spi(ctx: &mut Ctx<'_>) -> u32 {
     loop {
         let mut b = [0u8; 4];
         ctx.rng.fill(&mut b);
@@ -144,15 +136,15 @@ fn random_esp_spi(ctx: &mut Ctx<'_>) -> u32 {
     }
 }
 
-fn spi_u32(b: &[u8]) -> Option<u32> {
+pub(super) fn spi_u32(b: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(b.try_into().ok()?))
 }
 
-fn spi_u64(b: &[u8]) -> Option<u64> {
+pub(super) fn spi_u64(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.try_into().ok()?))
 }
 
-fn suite(sel: &Selected) -> Suite {
+pub(super) fn suite(sel: &Selected) -> Suite {
     Suite {
         encr: sel.encr.0,
         encr_key_bits: sel.encr.1,
@@ -168,7 +160,7 @@ fn id_matches(a: &IdPayload, b: &IdPayload) -> bool {
 
 /// Local ESP proposals for a CREATE_CHILD_SA request: a configured PFS group is
 /// required; without one we accept the peer's choice of any group we implement.
-fn esp_for_create_child(
+pub(super) fn esp_for_create_child(
     cfg: &[crate::proposal::AlgorithmProposal],
 ) -> Vec<crate::proposal::AlgorithmProposal> {
     cfg.iter()
@@ -186,7 +178,7 @@ fn esp_for_create_child(
 
 /// If the peer's KE group differs from the selection but its chosen proposal also
 /// offers that group and we accept it, use it rather than demand a retry (§1.2, §1.3).
-fn prefer_ke_group(
+pub(super) fn prefer_ke_group(
     local: &[crate::proposal::AlgorithmProposal],
     offered: &crate::wire::Proposal,
     protocol: Protocol,
@@ -223,6 +215,7 @@ impl IkeSa {
             last_response: None,
             nat: false,
             rekeys: 0,
+            queued: VecDeque::new(),
         }
     }
 
@@ -260,7 +253,7 @@ impl IkeSa {
         }
     }
 
-    fn transmit(&self, ctx: &mut Ctx<'_>, data: Vec<u8>) {
+    pub(super) fn transmit(&self, ctx: &mut Ctx<'_>, data: Vec<u8>) {
         ctx.out.push_back(Datagram {
             local: self.local,
             remote: self.remote,
@@ -292,7 +285,7 @@ impl IkeSa {
     }
 
     /// Sends an encrypted request with the next message ID (§2.3, window 1).
-    fn send_request(
+    pub(super) fn send_request(
         &mut self,
         ctx: &mut Ctx<'_>,
         now: Instant,
@@ -349,7 +342,7 @@ impl IkeSa {
 
     /// Ends this SA after a negotiation error; `keep_for_retransmits` leaves the cached
     /// response available to the peer for a while.
-    fn fail(
+    pub(super) fn fail(
         &mut self,
         ctx: &mut Ctx<'_>,
         now: Instant,
@@ -802,7 +795,12 @@ impl IkeSa {
         }
     }
 
-    fn install_child(&mut self, ctx: &mut Ctx<'_>, now: Instant, info: Box<ChildSaInfo>) {
+    pub(super) fn install_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        info: Box<ChildSaInfo>,
+    ) {
         info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{:08x}", info.spi_in), spi_out = format_args!("{:08x}", info.spi_out),
             proposal = %info.proposal,
             local_ts = ?info.local_ts.iter().map(child::ts_to_string).collect::<Vec<_>>(),
@@ -1325,6 +1323,7 @@ impl IkeSa {
         let respond_err =
             |sa: &mut IkeSa, ctx: &mut Ctx<'_>, ty: NotifyType, data: Vec<u8>, why: &str| {
                 warn!(tunnel = %ctx.cfg.name, error = %ty, "refusing CREATE_CHILD_SA: {why}");
+                *ctx.last_error = Some(format!("{ty}: refused peer's CREATE_CHILD_SA: {why}"));
                 sa.send_response(
                     ctx,
                     ExchangeType::CREATE_CHILD_SA,
@@ -1540,7 +1539,6 @@ impl IkeSa {
             if p.msg_id != header.message_id {
                 return;
             }
-            let kind = p.kind;
             if header.exchange == ExchangeType::IKE_SA_INIT {
                 if matches!(self.state, IkeState::InitSent { .. }) {
                     self.handle_init_response(ctx, now, d, &msg);
@@ -1558,14 +1556,25 @@ impl IkeSa {
                 }
             };
             self.follow_peer(d);
-            match kind {
+            let Some(p) = self.pending.take() else {
+                return;
+            };
+            match p.kind {
                 RequestKind::Auth => self.handle_auth_response(ctx, now, &inner),
-                RequestKind::DeleteIke => {
-                    self.pending = None;
-                    self.state = IkeState::Dead { until: now };
+                RequestKind::DeleteIke => self.state = IkeState::Dead { until: now },
+                RequestKind::CreateChild {
+                    rekey_of,
+                    spi_in,
+                    ni,
+                    ke,
+                } => self.handle_create_child_response(ctx, now, &inner, rekey_of, spi_in, &ni, ke),
+                RequestKind::RekeyIke { new_spi_i, ni, ke } => {
+                    self.handle_rekey_ike_response(ctx, now, &inner, new_spi_i, &ni, ke)
                 }
-                RequestKind::Informational | RequestKind::Init => self.pending = None,
+                RequestKind::DeleteChild(spi_in) => self.handle_delete_child_response(ctx, spi_in),
+                RequestKind::Informational | RequestKind::Liveness | RequestKind::Init => {}
             }
+            self.pump(ctx, now);
             return;
         }
         // A request from the peer. §2.1: a retransmission gets the cached response.
@@ -1649,9 +1658,9 @@ impl IkeSa {
             return;
         }
         if p.tries >= limits::RETRANSMIT_TRIES {
-            let kind = p.kind;
+            let delete_ike = p.kind.is_delete_ike();
             self.pending = None;
-            if kind == RequestKind::DeleteIke {
+            if delete_ike {
                 self.state = IkeState::Dead { until: now };
                 return;
             }

@@ -3,9 +3,19 @@
 //! Sans-IO: datagrams and `now` go in through `handle_*`; datagrams to send, the next
 //! deadline and events come out through `poll_*`.
 
+macro_rules! find {
+    ($payloads:expr, $variant:ident) => {
+        $payloads.iter().find_map(|p| match p {
+            Payload::$variant(x) => Some(x),
+            _ => None,
+        })
+    };
+}
+
 mod child;
 mod exchange;
 pub mod protect;
+mod rekey;
 
 pub use child::{ts_to_string, Child, ChildSaInfo};
 
@@ -217,13 +227,44 @@ impl IkeState {
     }
 }
 
-/// What our outstanding request was for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What our outstanding request was for, with what its response needs.
 pub(crate) enum RequestKind {
     Init,
     Auth,
     DeleteIke,
     Informational,
+    /// Dead peer detection probe (§1.4).
+    Liveness,
+    /// Delete of one of our CHILD SAs (by inbound SPI).
+    DeleteChild(u32),
+    /// CREATE_CHILD_SA for a new or rekeyed CHILD SA (§1.3.1, §1.3.3).
+    CreateChild {
+        rekey_of: Option<u32>,
+        spi_in: u32,
+        ni: Vec<u8>,
+        ke: Option<KeyExchange>,
+    },
+    /// CREATE_CHILD_SA rekeying this IKE SA (§1.3.2).
+    RekeyIke {
+        new_spi_i: u64,
+        ni: Vec<u8>,
+        ke: KeyExchange,
+    },
+}
+
+impl RequestKind {
+    pub(crate) fn is_delete_ike(&self) -> bool {
+        matches!(self, RequestKind::DeleteIke)
+    }
+}
+
+/// Requests waiting for the window (§2.3: one outstanding request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queued {
+    Liveness,
+    RekeyChild(u32),
+    DeleteChild(u32),
+    RekeyIke,
 }
 
 /// Our outstanding request, retransmitted until answered (§2.1).
@@ -253,6 +294,7 @@ pub(crate) struct IkeSa {
     /// Detected or forced NAT: IKE floats to 4500 and ESP is UDP-encapsulated (§2.23).
     pub nat: bool,
     pub rekeys: u32,
+    pub queued: VecDeque<Queued>,
 }
 
 /// Everything an exchange handler may touch besides its own IKE SA.
@@ -348,6 +390,44 @@ impl Session {
             self.with_sa(idx, now, |sa, ctx, now| sa.close(ctx, now));
         }
         self.drop_all_children();
+    }
+
+    /// Index of the newest established IKE SA.
+    fn current(&self) -> Option<usize> {
+        self.sas
+            .iter()
+            .rposition(|s| matches!(s.state, IkeState::Established { .. }))
+    }
+
+    fn enqueue(&mut self, now: Instant, q: Queued) -> bool {
+        let Some(idx) = self.current() else {
+            return false;
+        };
+        self.with_sa(idx, now, |sa, ctx, now| {
+            if !sa.queued.contains(&q) {
+                sa.queued.push_back(q);
+            }
+            sa.pump(ctx, now);
+        });
+        true
+    }
+
+    /// Rekeys the newest CHILD SA (§1.3.3); false if there is none or no IKE SA.
+    pub fn rekey_child(&mut self, now: Instant) -> bool {
+        match self.children.last().map(|c| c.spi_in) {
+            Some(spi) => self.enqueue(now, Queued::RekeyChild(spi)),
+            None => false,
+        }
+    }
+
+    /// Rekeys the IKE SA (§1.3.2).
+    pub fn rekey_ike(&mut self, now: Instant) -> bool {
+        self.enqueue(now, Queued::RekeyIke)
+    }
+
+    /// Sends a liveness check (an empty INFORMATIONAL, §1.4).
+    pub fn send_liveness(&mut self, now: Instant) -> bool {
+        self.enqueue(now, Queued::Liveness)
     }
 
     fn random_spi(&mut self) -> u64 {

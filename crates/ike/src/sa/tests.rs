@@ -702,3 +702,205 @@ fn garbage_never_panics_or_disturbs_the_sa() {
     assert!(p.a.is_established() && p.b.is_established());
     assert_eq!(p.b.status(p.now).children.len(), 1);
 }
+
+fn child_spis(s: &Session, now: Instant) -> Vec<(u32, u32)> {
+    s.status(now)
+        .children
+        .iter()
+        .map(|(c, _)| (c.spi_in, c.spi_out))
+        .collect()
+}
+
+/// Every CHILD SA one side has is mirrored on the other.
+fn assert_children_mirror(p: &Pair) {
+    let a = child_spis(&p.a, p.now);
+    let mut b: Vec<(u32, u32)> = child_spis(&p.b, p.now)
+        .into_iter()
+        .map(|(i, o)| (o, i))
+        .collect();
+    let mut a2 = a.clone();
+    a2.sort();
+    b.sort();
+    assert_eq!(a2, b, "CHILD SAs mirror each other");
+}
+
+fn rekey_pair(a_esp: &str, b_esp: &str) -> Pair {
+    let mut p = Pair::new(
+        config(
+            "a",
+            "routerA",
+            "routerB",
+            &["aes256gcm16-prfsha384-x25519"],
+            &[a_esp],
+            "s",
+            true,
+        ),
+        config(
+            "b",
+            "routerB",
+            "routerA",
+            &["aes256gcm16-prfsha384-x25519"],
+            &[b_esp],
+            "s",
+            false,
+        ),
+    );
+    p.start();
+    assert!(p.a.is_established() && p.b.is_established());
+    p
+}
+
+#[test]
+fn child_rekey_without_and_with_pfs_from_either_side() {
+    for (a_esp, b_esp, pfs) in [
+        ("aes256gcm16", "aes256gcm16", false),
+        ("aes256gcm16-x25519", "aes256gcm16", true),
+        ("aes128-sha256-modp2048", "aes128-sha256-modp2048", true),
+    ] {
+        for a_initiates in [true, false] {
+            let mut p = rekey_pair(a_esp, b_esp);
+            let before = child_spis(&p.a, p.now);
+            let initiator = if a_initiates { &mut p.a } else { &mut p.b };
+            assert!(initiator.rekey_child(p.now));
+            p.run();
+            if a_esp != b_esp && !a_initiates {
+                // B offers no PFS but A requires it: refused, the old SA stays.
+                assert_eq!(child_spis(&p.a, p.now), before);
+                let err = p.a.status(p.now).last_error.unwrap();
+                assert!(err.contains("NO_PROPOSAL_CHOSEN"), "{err}");
+                assert!(p.a.is_established() && p.b.is_established());
+                continue;
+            }
+            let after = child_spis(&p.a, p.now);
+            assert_eq!(
+                after.len(),
+                1,
+                "{a_esp}/{b_esp}: old CHILD SA deleted after the rekey"
+            );
+            assert_ne!(
+                after,
+                before,
+                "new SPIs; A: {:?} B: {:?}",
+                p.a.status(p.now).last_error,
+                p.b.status(p.now).last_error
+            );
+            assert_children_mirror(&p);
+            let installs_a = Pair::children(&p.events_a);
+            let installs_b = Pair::children(&p.events_b);
+            let (na, nb) = (installs_a.last().unwrap(), installs_b.last().unwrap());
+            assert_eq!(*na.keys_out, *nb.keys_in);
+            assert_eq!(*na.keys_in, *nb.keys_out);
+            assert_eq!(na.replaces.is_some(), true);
+            assert_eq!(
+                na.proposal.contains("CURVE_25519") || na.proposal.contains("MODP_2048"),
+                pfs,
+                "{}",
+                na.proposal
+            );
+            // Make-before-break: the new SA was installed before the old one was deleted.
+            let order: Vec<&str> = p
+                .events_a
+                .iter()
+                .filter_map(|e| match e {
+                    Event::ChildInstalled(_) => Some("install"),
+                    Event::ChildDeleted { .. } => Some("delete"),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(order, ["install", "install", "delete"]);
+        }
+    }
+}
+
+#[test]
+fn ike_rekey_from_either_side_keeps_children_and_works_after() {
+    for a_initiates in [true, false] {
+        let mut p = rekey_pair("aes256gcm16", "aes256gcm16");
+        let old = p.a.status(p.now).ike_sas[0].clone();
+        let children_before = child_spis(&p.a, p.now);
+        if a_initiates {
+            assert!(p.a.rekey_ike(p.now));
+        } else {
+            assert!(p.b.rekey_ike(p.now));
+        }
+        p.run();
+        let sa = p.a.status(p.now);
+        assert_eq!(sa.ike_sas.len(), 1, "old IKE SA deleted: {:?}", sa.ike_sas);
+        assert_ne!(sa.ike_sas[0].spi_i, old.spi_i);
+        assert_eq!(sa.ike_sas[0].rekeys, 1);
+        assert_eq!(
+            sa.ike_sas[0].initiator, a_initiates,
+            "the rekey's initiator is the new original initiator"
+        );
+        assert_eq!(p.b.status(p.now).ike_sas.len(), 1);
+        assert_eq!(
+            child_spis(&p.a, p.now),
+            children_before,
+            "CHILD SAs survive the IKE rekey"
+        );
+        assert!(!p
+            .events_a
+            .iter()
+            .any(|e| matches!(e, Event::ChildDeleted { .. })));
+        // The new IKE SA carries further exchanges: a CHILD rekey and a liveness check.
+        assert!(p.b.rekey_child(p.now));
+        p.run();
+        assert_children_mirror(&p);
+        assert!(p.a.send_liveness(p.now));
+        let sent = p.run();
+        assert_eq!(sent, 2, "liveness request and its response");
+        assert!(p.a.is_established() && p.b.is_established());
+    }
+}
+
+#[test]
+fn repeated_rekeys_of_both_kinds() {
+    let mut p = rekey_pair("aes256gcm16-x25519", "aes256gcm16-x25519");
+    for i in 0..10 {
+        let who_a = i % 2 == 0;
+        let s = if who_a { &mut p.a } else { &mut p.b };
+        if i % 3 == 0 {
+            assert!(s.rekey_ike(p.now));
+        } else {
+            assert!(s.rekey_child(p.now));
+        }
+        p.run();
+        assert_eq!(child_spis(&p.a, p.now).len(), 1);
+        assert_children_mirror(&p);
+        assert_eq!(p.a.status(p.now).ike_sas.len(), 1);
+    }
+    assert!(!p.events_a.iter().any(|e| matches!(
+        e,
+        Event::IkeClosed {
+            reason: CloseReason::Failed(..) | CloseReason::Timeout,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn unanswered_liveness_check_declares_the_peer_dead() {
+    let mut p = establish("aes256gcm16-prfsha384-x25519", "aes256gcm16");
+    p.drop_a = (p.sent_a + 1..p.sent_a + 20).collect();
+    assert!(p.a.send_liveness(p.now));
+    p.run();
+    while closed_with_timeout(&p.events_a).is_none() && p.step_timer() {}
+    assert!(closed_with_timeout(&p.events_a).is_some());
+    assert!(
+        p.events_a
+            .iter()
+            .any(|e| matches!(e, Event::ChildDeleted { .. })),
+        "tunnel goes down"
+    );
+}
+
+#[test]
+fn rekey_of_unknown_child_is_refused_with_child_sa_not_found() {
+    let mut p = rekey_pair("aes256gcm16", "aes256gcm16");
+    // B deletes its CHILD SA state behind A's back, then A rekeys it.
+    p.b.children.clear();
+    assert!(p.a.rekey_child(p.now));
+    p.run();
+    let err = p.a.status(p.now).last_error.unwrap();
+    assert!(err.contains("CHILD_SA_NOT_FOUND"), "{err}");
+}
