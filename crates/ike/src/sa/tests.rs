@@ -790,7 +790,7 @@ fn child_rekey_without_and_with_pfs_from_either_side() {
             let (na, nb) = (installs_a.last().unwrap(), installs_b.last().unwrap());
             assert_eq!(*na.keys_out, *nb.keys_in);
             assert_eq!(*na.keys_in, *nb.keys_out);
-            assert_eq!(na.replaces.is_some(), true);
+            assert!(na.replaces.is_some());
             assert_eq!(
                 na.proposal.contains("CURVE_25519") || na.proposal.contains("MODP_2048"),
                 pfs,
