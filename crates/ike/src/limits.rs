@@ -33,3 +33,8 @@ pub const NATT_PORT: u16 = 4500;
 pub const NAT_HASH_LEN: usize = 20;
 /// §2.15: the pad string mixed into a pre-shared key.
 pub const KEY_PAD: &[u8] = b"Key Pad for IKEv2";
+/// §2.8: a failed or unanswered scheduled rekey is retried after this long.
+pub const REKEY_RETRY: Duration = Duration::from_secs(10);
+/// §2.4 INITIAL_CONTACT: only SAs up for longer than this are taken as stale, so an SA
+/// the peer set up at the same moment (both ends initiating) is not thrown away.
+pub const INITIAL_CONTACT_GRACE: Duration = Duration::from_secs(2);

@@ -29,6 +29,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
+use std::time::Duration;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -78,6 +79,54 @@ pub struct TunnelConfig {
     pub routes: Vec<Route>,
     pub local_ts: Vec<(IpAddr, u8)>,
     pub remote_ts: Vec<(IpAddr, u8)>,
+    /// Rekey the IKE SA after this long (RFC 7296 §2.8), minus a random margin.
+    pub ike_lifetime: Duration,
+    /// Rekey CHILD SAs after this long, or after these many bytes/packets.
+    pub child_lifetime: Duration,
+    pub child_lifetime_bytes: Option<u64>,
+    pub child_lifetime_packets: Option<u64>,
+    /// Liveness check after this long without traffic from the peer; None = off.
+    pub dpd: Option<Duration>,
+    pub dpd_action: DpdAction,
+    /// Anti-replay window in packets (RFC 4303 §3.4.3).
+    pub replay_window: u32,
+}
+
+/// What to do when the peer is found dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpdAction {
+    /// Re-initiate the tunnel.
+    Restart,
+    /// Only take it down (the peer will re-initiate).
+    Clear,
+}
+
+/// Default IKE SA lifetime (strongSwan's `rekey_time` default).
+pub const DEFAULT_IKE_LIFETIME: Duration = Duration::from_secs(4 * 3600);
+/// Default CHILD SA lifetime (strongSwan's default).
+pub const DEFAULT_CHILD_LIFETIME: Duration = Duration::from_secs(3600);
+/// Default liveness interval.
+pub const DEFAULT_DPD: Duration = Duration::from_secs(30);
+/// Default anti-replay window (RFC 4303 §3.4.3 asks for at least 32; we use 128).
+pub const DEFAULT_REPLAY_WINDOW: u32 = 128;
+
+/// Parses "100ms", "10s", "5m", "4h", "1d" (a bare number means seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (examples: \"100ms\", \"10s\", \"5m\", \"4h\")"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
+        other => return Err(format!("invalid duration unit {other:?} in {s:?} (use ms, s, m, h or d)")),
+    };
+    Ok(d)
 }
 
 /// A prefix routed into the tunnel interface.
@@ -402,6 +451,21 @@ struct RawTunnel {
     routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
     local_ts: Option<Spanned<StrList>>,
     remote_ts: Option<Spanned<StrList>>,
+    ike_lifetime: Option<Spanned<String>>,
+    child_lifetime: Option<Spanned<String>>,
+    child_lifetime_bytes: Option<u64>,
+    child_lifetime_packets: Option<u64>,
+    dpd: Option<Spanned<DpdSetting>>,
+    dpd_action: Option<Spanned<String>>,
+    replay_window: Option<Spanned<u32>>,
+}
+
+/// `dpd = "10s"` or `dpd = false`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DpdSetting {
+    Off(bool),
+    Interval(String),
 }
 
 impl Drop for RawTunnel {
@@ -747,6 +811,43 @@ fn tunnel(
             .collect::<Result<_, ConfigError>>()?,
     };
 
+    let duration = |v: &Option<Spanned<String>>, what: &str, default: Duration| match v {
+        None => Ok(default),
+        Some(v) => match parse_duration(v.get_ref()) {
+            Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+            Ok(_) => Err(err(v.span(), format!("{what} must be at least 1s"))),
+            Err(m) => Err(err(v.span(), format!("{what}: {m}"))),
+        },
+    };
+    let ike_lifetime = duration(&t.ike_lifetime, "ike_lifetime", DEFAULT_IKE_LIFETIME)?;
+    let child_lifetime = duration(&t.child_lifetime, "child_lifetime", DEFAULT_CHILD_LIFETIME)?;
+    let dpd = match &t.dpd {
+        None => Some(DEFAULT_DPD),
+        Some(d) => match d.get_ref() {
+            DpdSetting::Off(false) => None,
+            DpdSetting::Off(true) => Some(DEFAULT_DPD),
+            DpdSetting::Interval(s) => Some(
+                parse_duration(s)
+                    .ok()
+                    .filter(|d| *d >= Duration::from_millis(100))
+                    .ok_or_else(|| err(d.span(), format!("dpd: invalid interval {s:?} (at least \"100ms\", or false)")))?,
+            ),
+        },
+    };
+    let dpd_action = match &t.dpd_action {
+        None => DpdAction::Restart,
+        Some(a) => match a.get_ref().as_str() {
+            "restart" => DpdAction::Restart,
+            "clear" => DpdAction::Clear,
+            other => return Err(err(a.span(), format!("dpd_action must be \"restart\" or \"clear\", not {other:?}"))),
+        },
+    };
+    let replay_window = match &t.replay_window {
+        None => DEFAULT_REPLAY_WINDOW,
+        Some(w) if (32..=4096).contains(w.get_ref()) => *w.get_ref(),
+        Some(w) => return Err(err(w.span(), "replay_window must be between 32 and 4096".to_string())),
+    };
+
     Ok(TunnelConfig {
         name: name.clone(),
         local,
@@ -764,6 +865,13 @@ fn tunnel(
         routes,
         local_ts,
         remote_ts,
+        ike_lifetime,
+        child_lifetime,
+        child_lifetime_bytes: t.child_lifetime_bytes,
+        child_lifetime_packets: t.child_lifetime_packets,
+        dpd,
+        dpd_action,
+        replay_window,
     })
 }
 

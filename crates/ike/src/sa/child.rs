@@ -279,6 +279,14 @@ pub struct Child {
     pub local_ts: Vec<TrafficSelector>,
     pub remote_ts: Vec<TrafficSelector>,
     pub created: Instant,
+    /// When to rekey it (set by the session once installed).
+    pub rekey_at: Option<Instant>,
+    /// SPIi of the IKE SA that owns it (moves to the new SA on an IKE rekey).
+    pub owner: u64,
+    /// We rekeyed it and will delete it: a peer's rekey now gets TEMPORARY_FAILURE.
+    pub superseded: bool,
+    /// The peer's rekey of this SA crossed ours (§2.8.1): its Ni and our Nr.
+    pub peer_rekey: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Secret key material, wiped on drop.

@@ -216,6 +216,10 @@ impl IkeSa {
             nat: false,
             rekeys: 0,
             queued: VecDeque::new(),
+            rekey_at: None,
+            last_rx: now,
+            nonces: None,
+            peer_ike_rekey: None,
         }
     }
 
@@ -698,6 +702,7 @@ impl IkeSa {
             keys,
             established_at: now,
         };
+        self.nonces = Some((ni.clone(), nr.clone()));
         if let Some(why) = failure {
             // §2.21.2: tell the responder, then drop the SA.
             self.send_request(
@@ -814,6 +819,10 @@ impl IkeSa {
             local_ts: info.local_ts.clone(),
             remote_ts: info.remote_ts.clone(),
             created: now,
+            rekey_at: None,
+            owner: self.spi_i,
+            superseded: false,
+            peer_rekey: None,
         });
         ctx.events.push_back(Event::ChildInstalled(info));
     }
@@ -964,6 +973,7 @@ impl IkeSa {
             keys,
             established_at: now,
         };
+        self.nonces = Some((ni.clone(), nr.clone()));
         let auth_fail = |sa: &mut IkeSa, ctx: &mut Ctx<'_>, ty: NotifyType, why: String| {
             sa.send_response(
                 ctx,
@@ -1017,6 +1027,7 @@ impl IkeSa {
             auth_fail(self, ctx, NotifyType::AUTHENTICATION_FAILED, why);
             return;
         }
+        ctx.initial_contact = find_notify(inner, NotifyType::INITIAL_CONTACT).is_some();
         let id_r = ctx.cfg.local_id.clone();
         let our_auth = crypto::psk_auth(
             keys.prf,
@@ -1361,6 +1372,12 @@ impl IkeSa {
             Some(n) => match spi_u32(&n.spi)
                 .and_then(|spi| ctx.children.iter().find(|c| c.spi_out == spi))
             {
+                Some(c) if c.superseded => {
+                    // §2.25: we already replaced this SA and are deleting it.
+                    let busy = vec![notify(NotifyType::TEMPORARY_FAILURE, vec![])];
+                    self.send_response(ctx, ExchangeType::CREATE_CHILD_SA, msg_id, busy);
+                    return;
+                }
                 Some(c) => Some(c.spi_in),
                 None => {
                     // §2.25: the CHILD SA being rekeyed is gone.
@@ -1387,6 +1404,15 @@ impl IkeSa {
             Ok((resp, info)) => {
                 self.send_response(ctx, ExchangeType::CREATE_CHILD_SA, msg_id, resp);
                 if let Some(old) = replaces {
+                    // The peer rekeys it: drop our queued rekey, or note a collision (§2.8.1).
+                    self.queued.retain(|q| *q != super::Queued::RekeyChild(old));
+                    let ours_in_flight = matches!(&self.pending,
+                        Some(p) if matches!(p.kind, RequestKind::CreateChild { rekey_of: Some(x), .. } if x == old));
+                    if ours_in_flight {
+                        if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == old) {
+                            c.peer_rekey = Some((ni.to_vec(), nr.clone()));
+                        }
+                    }
                     info!(tunnel = %ctx.cfg.name, old_spi_in = format_args!("{old:08x}"), "CHILD SA rekeyed by peer");
                 }
                 self.install_child(ctx, now, info);
@@ -1495,17 +1521,25 @@ impl IkeSa {
                     new_spi_r.to_be_bytes().to_vec(),
                 )],
             }),
-            Payload::Nonce(nr),
+            Payload::Nonce(nr.clone()),
             Payload::Ke(KePayload {
                 group,
                 reserved: 0,
                 data: mine.public_value().to_vec(),
             }),
         ];
+        let resp_nr = nr;
         self.send_response(ctx, ExchangeType::CREATE_CHILD_SA, msg_id, resp);
         info!(tunnel = %ctx.cfg.name, old_spi_i = format_args!("{:016x}", self.spi_i),
             new_spi_i = format_args!("{new_spi_i:016x}"), new_spi_r = format_args!("{new_spi_r:016x}"),
             proposal = %sel, "IKE SA rekeyed by peer");
+        self.queued.retain(|q| *q != super::Queued::RekeyIke);
+        if matches!(&self.pending, Some(p) if matches!(p.kind, RequestKind::RekeyIke { .. })) {
+            self.peer_ike_rekey = Some((ni.to_vec(), resp_nr.clone(), new_spi_i));
+        }
+        for c in ctx.children.iter_mut().filter(|c| c.owner == self.spi_i) {
+            c.owner = new_spi_i;
+        }
         // §2.18: the rekey's initiator is the new SA's original initiator.
         let mut new = IkeSa::new_responder(new_spi_i, new_spi_r, self.local, self.remote, now);
         new.nat = self.nat;
@@ -1556,6 +1590,7 @@ impl IkeSa {
                 }
             };
             self.follow_peer(d);
+            self.last_rx = now;
             let Some(p) = self.pending.take() else {
                 return;
             };
@@ -1616,6 +1651,7 @@ impl IkeSa {
         };
         self.peer_next_id = self.peer_next_id.wrapping_add(1);
         self.follow_peer(d);
+        self.last_rx = now;
         match (&self.state, header.exchange) {
             (IkeState::InitReplied { .. }, ExchangeType::IKE_AUTH) => {
                 self.handle_auth_request(ctx, now, header.message_id, &inner)
@@ -1638,7 +1674,8 @@ impl IkeSa {
         self.remote = d.remote;
     }
 
-    pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+    /// Returns true when the peer was just declared dead.
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>, now: Instant) -> bool {
         if let IkeState::InitReplied { .. } = self.state {
             if now >= self.created + limits::HALF_OPEN_TIMEOUT {
                 self.fail(
@@ -1649,20 +1686,20 @@ impl IkeSa {
                     false,
                 );
             }
-            return;
+            return false;
         }
         let Some(p) = &mut self.pending else {
-            return;
+            return false;
         };
         if now < p.deadline {
-            return;
+            return false;
         }
         if p.tries >= limits::RETRANSMIT_TRIES {
             let delete_ike = p.kind.is_delete_ike();
             self.pending = None;
             if delete_ike {
                 self.state = IkeState::Dead { until: now };
-                return;
+                return false;
             }
             warn!(tunnel = %ctx.cfg.name, peer = %self.remote, "peer not responding, giving up on IKE SA");
             *ctx.last_error = Some(format!("peer {} not responding", self.remote.ip()));
@@ -1672,7 +1709,7 @@ impl IkeSa {
                 reason: CloseReason::Timeout,
             });
             self.state = IkeState::Dead { until: now };
-            return;
+            return true;
         }
         p.tries += 1;
         p.interval = (p.interval * 2).min(limits::RETRANSMIT_MAX_INTERVAL);
@@ -1680,6 +1717,7 @@ impl IkeSa {
         debug!(tunnel = %ctx.cfg.name, try_ = p.tries, "retransmitting IKE request");
         let data = p.packet.clone();
         self.transmit(ctx, data);
+        false
     }
 
     // HDR, SK {D} -->   (§1.4.1)

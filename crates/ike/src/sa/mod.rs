@@ -45,6 +45,23 @@ pub struct SessionConfig {
     pub initiate: bool,
     /// Fake NAT-D so that both ends use UDP encapsulation (strongSwan's `encap=yes`).
     pub force_encap: bool,
+    /// Rekey the IKE SA / CHILD SAs after these (less a random margin, §2.8).
+    pub ike_lifetime: Duration,
+    pub child_lifetime: Duration,
+    /// Send a liveness check after this long without an authenticated message or
+    /// inbound ESP from the peer (§1.4); None disables it.
+    pub dpd: Option<Duration>,
+    /// Re-initiate after the peer was found dead, even when `initiate` is false.
+    pub dpd_restart: bool,
+}
+
+/// `d` less a random margin of up to 10 % (§2.8: randomized rekey times make
+/// simultaneous rekeys unlikely).
+fn jittered(rng: &mut dyn Rng, d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    rng.fill(&mut b);
+    let frac = u16::from_be_bytes(b) as u32;
+    d - (d / 10) * frac / u16::MAX as u32
 }
 
 /// A UDP datagram to or from the peer. For port 4500 the non-ESP marker is not part of
@@ -67,6 +84,8 @@ pub enum CloseReason {
     Timeout,
     /// Superseded by a rekeyed IKE SA (§2.18).
     Rekeyed,
+    /// The peer came back with INITIAL_CONTACT (§2.4): its old SAs are gone.
+    PeerRestarted,
     /// Negotiation failed with this error notify (sent or received) and explanation.
     Failed(NotifyType, String),
 }
@@ -78,6 +97,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Local => f.write_str("closed locally"),
             CloseReason::Timeout => f.write_str("peer not responding"),
             CloseReason::Rekeyed => f.write_str("rekeyed"),
+            CloseReason::PeerRestarted => f.write_str("peer restarted (INITIAL_CONTACT)"),
             CloseReason::Failed(n, why) => write!(f, "{n}: {why}"),
         }
     }
@@ -264,6 +284,9 @@ pub(crate) enum Queued {
     Liveness,
     RekeyChild(u32),
     DeleteChild(u32),
+    /// Delete a CHILD SA we created but lost a rekey collision with (§2.8.1); it was
+    /// never installed here.
+    DeleteRedundant(u32),
     RekeyIke,
 }
 
@@ -295,6 +318,30 @@ pub(crate) struct IkeSa {
     pub nat: bool,
     pub rekeys: u32,
     pub queued: VecDeque<Queued>,
+    /// When to rekey this SA (set once it is established).
+    pub rekey_at: Option<Instant>,
+    /// Last authenticated message (or ESP traffic) from the peer, for liveness checks.
+    pub last_rx: Instant,
+    /// Ni and Nr of IKE_SA_INIT, to settle duplicate IKE SAs.
+    pub nonces: Option<(Vec<u8>, Vec<u8>)>,
+    /// The peer's rekey of this IKE SA that crossed ours (§2.8.2): its Ni, our Nr and
+    /// the SPIi of the SA it created.
+    pub peer_ike_rekey: Option<(Vec<u8>, Vec<u8>, u64)>,
+}
+
+/// The lowest of an IKE SA's two nonces.
+fn min_nonce(sa: &IkeSa) -> &[u8] {
+    match &sa.nonces {
+        Some((a, b)) => a.min(b),
+        None => &[],
+    }
+}
+
+/// §2.8.1: compare nonces as unsigned numbers of their common length.
+pub(crate) fn lowest_is_ours(ours: [&[u8]; 2], theirs: [&[u8]; 2]) -> bool {
+    let m_ours = ours[0].min(ours[1]);
+    let m_theirs = theirs[0].min(theirs[1]);
+    m_ours < m_theirs
 }
 
 /// Everything an exchange handler may touch besides its own IKE SA.
@@ -307,6 +354,8 @@ pub(crate) struct Ctx<'a> {
     pub last_error: &'a mut Option<String>,
     /// IKE SAs created by this exchange (IKE rekey, §2.18).
     pub new_sas: &'a mut Vec<IkeSa>,
+    /// The peer authenticated with INITIAL_CONTACT: drop its older SAs.
+    pub initial_contact: bool,
 }
 
 /// All IKE and CHILD SAs with one configured peer.
@@ -324,6 +373,8 @@ pub struct Session {
     reinit_delay: Duration,
     last_error: Option<String>,
     closing: bool,
+    /// The peer was found dead and `dpd_restart` asks us to bring the tunnel back.
+    restart: bool,
 }
 
 impl Session {
@@ -348,6 +399,7 @@ impl Session {
             reinit_delay: limits::REINITIATE_DELAY,
             last_error: None,
             closing: false,
+            restart: false,
         }
     }
 
@@ -447,6 +499,17 @@ impl Session {
         now: Instant,
         f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>, Instant) -> R,
     ) -> R {
+        let r = self.with_sa_no_bookkeeping(idx, now, f);
+        self.after_change(now);
+        r
+    }
+
+    fn with_sa_no_bookkeeping<R>(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>, Instant) -> R,
+    ) -> R {
         let mut new_sas = Vec::new();
         let r = {
             let Session {
@@ -467,17 +530,48 @@ impl Session {
                 children,
                 last_error,
                 new_sas: &mut new_sas,
+                initial_contact: false,
             };
-            f(&mut sas[idx], &mut ctx, now)
+            let r = f(&mut sas[idx], &mut ctx, now);
+            if ctx.initial_contact {
+                // §2.4: the peer lost all state; its SAs that were up before this
+                // exchange are stale. (A grace period tells these apart from an SA the
+                // peer set up at the same moment as this one.)
+                for (i, sa) in sas.iter_mut().enumerate() {
+                    let old = matches!(sa.state, IkeState::Established { established_at, .. }
+                        if established_at + limits::INITIAL_CONTACT_GRACE <= now);
+                    if i != idx && old {
+                        tracing::info!(tunnel = %cfg.name, spi_i = format_args!("{:016x}", sa.spi_i),
+                            "peer restarted (INITIAL_CONTACT): dropping its old IKE SA");
+                        events.push_back(Event::IkeClosed {
+                            spi_i: sa.spi_i,
+                            spi_r: sa.spi_r,
+                            reason: CloseReason::PeerRestarted,
+                        });
+                        sa.pending = None;
+                        sa.state = IkeState::Dead { until: now };
+                    }
+                }
+            }
+            r
         };
         self.sas.extend(new_sas);
-        self.after_change(now);
         r
     }
 
     /// Bookkeeping after any handler ran: drop children when no IKE SA is left,
     /// schedule re-initiation.
     fn after_change(&mut self, now: Instant) {
+        for sa in &mut self.sas {
+            if sa.rekey_at.is_none() && matches!(sa.state, IkeState::Established { .. }) {
+                sa.rekey_at = Some(now + jittered(self.rng.as_mut(), self.cfg.ike_lifetime));
+            }
+        }
+        for c in &mut self.children {
+            if c.rekey_at.is_none() {
+                c.rekey_at = Some(now + jittered(self.rng.as_mut(), self.cfg.child_lifetime));
+            }
+        }
         let any_live = self.sas.iter().any(|s| {
             matches!(
                 s.state,
@@ -490,15 +584,71 @@ impl Session {
             .sas
             .iter()
             .any(|s| matches!(s.state, IkeState::Established { .. }));
-        if !any_established && !self.children.is_empty() {
-            self.drop_all_children();
+        // CHILD SAs die with the IKE SA that owns them (§1.4.1).
+        let owned = |c: &Child| {
+            self.sas.iter().any(|s| {
+                s.spi_i == c.owner
+                    && matches!(
+                        s.state,
+                        IkeState::Established { .. } | IkeState::Deleting { .. }
+                    )
+            })
+        };
+        let (keep, gone): (Vec<Child>, Vec<Child>) = std::mem::take(&mut self.children)
+            .into_iter()
+            .partition(|c| owned(c));
+        self.children = keep;
+        for c in gone {
+            self.events.push_back(Event::ChildDeleted {
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+            });
         }
         if any_established {
             self.reinit_delay = limits::REINITIATE_DELAY;
+            self.restart = false;
+            self.resolve_duplicates(now);
         }
-        if self.cfg.initiate && !self.closing && !any_live && self.initiate_at.is_none() {
+        if (self.cfg.initiate || self.restart)
+            && !self.closing
+            && !any_live
+            && self.initiate_at.is_none()
+        {
             self.initiate_at = Some(now + self.reinit_delay);
             self.reinit_delay = (self.reinit_delay * 2).min(limits::REINITIATE_MAX);
+        }
+    }
+
+    /// Both ends initiated at once and two IKE SAs came up (§2.8 gives no rule; we use
+    /// the rekey-collision one): the SA holding the lowest nonce is deleted by its
+    /// original initiator, together with its CHILD SAs; the other carries on.
+    fn resolve_duplicates(&mut self, now: Instant) {
+        let est: Vec<usize> = self
+            .sas
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                matches!(s.state, IkeState::Established { .. })
+                    && s.rekeys == 0
+                    && s.nonces.is_some()
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if est.len() < 2 {
+            return;
+        }
+        let lowest = est
+            .iter()
+            .copied()
+            .min_by(|a, b| min_nonce(&self.sas[*a]).cmp(min_nonce(&self.sas[*b])))
+            .expect("two or more");
+        if self.sas[lowest].initiator {
+            tracing::info!(tunnel = %self.cfg.name, spi_i = format_args!("{:016x}", self.sas[lowest].spi_i),
+                "both ends initiated: deleting our duplicate IKE SA");
+            self.with_sa_no_bookkeeping(lowest, now, |sa, ctx, now| sa.close_redundant(ctx, now));
+        } else {
+            // The peer deletes it; keep it from being counted again meanwhile.
+            self.sas[lowest].nonces = None;
         }
     }
 
@@ -562,6 +712,7 @@ impl Session {
                         children,
                         last_error,
                         new_sas: &mut new_sas,
+                        initial_contact: false,
                     };
                     sa.handle_init_request(&mut ctx, &d)
                 };
@@ -587,17 +738,98 @@ impl Session {
             }
         }
         for idx in 0..self.sas.len() {
-            self.with_sa(idx, now, |sa, ctx, now| sa.handle_timeout(ctx, now));
+            let timed_out = self.with_sa(idx, now, |sa, ctx, now| sa.handle_timeout(ctx, now));
+            if timed_out && self.cfg.dpd_restart {
+                self.restart = true;
+            }
         }
         self.sas
             .retain(|s| !matches!(s.state, IkeState::Dead { until } if until <= now));
+        self.run_lifetimes(now);
         self.after_change(now);
+    }
+
+    /// Scheduled rekeys (§2.8) and liveness checks (§1.4).
+    fn run_lifetimes(&mut self, now: Instant) {
+        let Some(cur) = self.current() else {
+            return;
+        };
+        let retry = limits::REKEY_RETRY;
+        let mut queue = Vec::new();
+        for c in &mut self.children {
+            if c.rekey_at.is_some_and(|t| t <= now) {
+                c.rekey_at = Some(now + retry);
+                queue.push(Queued::RekeyChild(c.spi_in));
+            }
+        }
+        for (i, sa) in self.sas.iter_mut().enumerate() {
+            if !matches!(sa.state, IkeState::Established { .. }) {
+                continue;
+            }
+            if i == cur && sa.rekey_at.is_some_and(|t| t <= now) {
+                sa.rekey_at = Some(now + retry);
+                if !sa.queued.contains(&Queued::RekeyIke) {
+                    sa.queued.push_back(Queued::RekeyIke);
+                }
+            }
+            if let Some(dpd) = self.cfg.dpd {
+                if now >= sa.last_rx + dpd && sa.pending.is_none() {
+                    sa.last_rx = now;
+                    sa.queued.push_back(Queued::Liveness);
+                }
+            }
+        }
+        if let Some(sa) = self.sas.get_mut(cur) {
+            for q in queue {
+                if !sa.queued.contains(&q) {
+                    sa.queued.push_back(q);
+                }
+            }
+        }
+        for idx in 0..self.sas.len() {
+            self.with_sa_no_bookkeeping(idx, now, |sa, ctx, now| sa.pump(ctx, now));
+        }
+    }
+
+    /// Inbound ESP traffic proves the peer alive (no liveness check needed).
+    pub fn note_inbound_traffic(&mut self, now: Instant) {
+        if let Some(cur) = self.current() {
+            self.sas[cur].last_rx = now;
+        }
+    }
+
+    /// Rekeys the CHILD SA with this inbound SPI now (byte/packet lifetime reached).
+    pub fn rekey_child_spi(&mut self, now: Instant, spi_in: u32) -> bool {
+        match self.children.iter_mut().find(|c| c.spi_in == spi_in) {
+            Some(c) => {
+                c.rekey_at = Some(now + limits::REKEY_RETRY);
+                self.enqueue(now, Queued::RekeyChild(spi_in))
+            }
+            None => false,
+        }
     }
 
     /// The earliest instant at which [`Session::handle_timeout`] must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let sa_deadlines = self.sas.iter().filter_map(|s| s.next_deadline());
-        sa_deadlines.chain(self.initiate_at).min()
+        let lifetimes = self
+            .sas
+            .iter()
+            .filter(|s| matches!(s.state, IkeState::Established { .. }))
+            .flat_map(|s| {
+                let dpd = self
+                    .cfg
+                    .dpd
+                    .map(|d| s.last_rx + d)
+                    .filter(|_| s.pending.is_none());
+                [s.rekey_at, dpd]
+            });
+        let children = self.children.iter().filter_map(|c| c.rekey_at);
+        sa_deadlines
+            .chain(lifetimes.flatten())
+            .chain(children)
+            .chain(self.initiate_at)
+            .min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Datagram> {

@@ -14,6 +14,39 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 impl IkeSa {
+    /// Deletes this SA without taking CHILD SAs with it: it lost a collision (§2.8.2)
+    /// or duplicates another IKE SA.
+    // HDR, SK {D} -->
+    pub(super) fn close_redundant(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+        if !matches!(self.state, IkeState::Established { .. }) {
+            return;
+        }
+        self.pending = None;
+        self.queued.clear();
+        let inner = vec![Payload::Delete(DeletePayload {
+            protocol: ProtocolId::IKE,
+            spi_size: 0,
+            spis: vec![],
+        })];
+        self.send_request(
+            ctx,
+            now,
+            ExchangeType::INFORMATIONAL,
+            inner,
+            RequestKind::DeleteIke,
+        );
+        if let IkeState::Established { keys, .. } =
+            std::mem::replace(&mut self.state, IkeState::Dead { until: now })
+        {
+            self.state = IkeState::Deleting { keys };
+        }
+        ctx.events.push_back(Event::IkeClosed {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            reason: CloseReason::Rekeyed,
+        });
+    }
+
     /// Sends the next queued request if the window is free (§2.3).
     pub(super) fn pump(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
         while self.pending.is_none() && matches!(self.state, IkeState::Established { .. }) {
@@ -30,6 +63,20 @@ impl IkeSa {
                     RequestKind::Liveness,
                 ),
                 Queued::DeleteChild(spi_in) => self.send_delete_child(ctx, now, spi_in),
+                Queued::DeleteRedundant(spi_in) => {
+                    let inner = vec![Payload::Delete(DeletePayload {
+                        protocol: ProtocolId::ESP,
+                        spi_size: 4,
+                        spis: vec![spi_in.to_be_bytes().to_vec()],
+                    })];
+                    self.send_request(
+                        ctx,
+                        now,
+                        ExchangeType::INFORMATIONAL,
+                        inner,
+                        RequestKind::Informational,
+                    );
+                }
                 Queued::RekeyChild(spi_in) => self.send_rekey_child(ctx, now, spi_in),
                 Queued::RekeyIke => self.send_rekey_ike(ctx, now),
             }
@@ -238,9 +285,27 @@ impl IkeSa {
         })();
         match result {
             Ok(info) => {
+                // §2.8.1: if the peer rekeyed the same SA meanwhile, the SA created with
+                // the lowest of the four nonces is deleted by the node that created it.
+                let crossed = rekey_of
+                    .and_then(|old| ctx.children.iter().find(|c| c.spi_in == old))
+                    .and_then(|c| c.peer_rekey.clone());
+                if let Some((peer_ni, our_nr)) = crossed {
+                    let nr = find!(inner, Nonce).cloned().unwrap_or_default();
+                    if super::lowest_is_ours([ni, &nr], [&peer_ni, &our_nr]) {
+                        info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{:08x}", info.spi_in),
+                            "CHILD SA rekey collision: ours has the lowest nonce, deleting it");
+                        self.queued.push_back(Queued::DeleteRedundant(info.spi_in));
+                        return;
+                    }
+                    info!(tunnel = %ctx.cfg.name, "CHILD SA rekey collision: the peer deletes its SA");
+                }
                 self.install_child(ctx, now, info);
                 // Make-before-break: the old SA goes only after the new one is in.
                 if let Some(old) = rekey_of {
+                    if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == old) {
+                        c.superseded = true;
+                    }
                     self.queued.push_back(Queued::DeleteChild(old));
                 }
             }
@@ -358,7 +423,28 @@ impl IkeSa {
             keys,
             established_at: now,
         };
+        // §2.8.2: if the peer rekeyed this SA meanwhile, the new SA holding the lowest
+        // nonce is deleted by its creator; the winner deletes the old SA.
+        let mut peer_sa = None;
+        if let Some((peer_ni, our_nr, peer_spi_i)) = self.peer_ike_rekey.take() {
+            let nr = find!(inner, Nonce).cloned().unwrap_or_default();
+            if super::lowest_is_ours([ni, &nr], [&peer_ni, &our_nr]) {
+                info!(tunnel = %ctx.cfg.name, "IKE SA rekey collision: ours has the lowest nonce, deleting it");
+                new.close_redundant(ctx, now);
+                ctx.new_sas.push(new);
+                return;
+            }
+            info!(tunnel = %ctx.cfg.name, "IKE SA rekey collision: the peer deletes its SA");
+            peer_sa = Some(peer_spi_i);
+        }
         new.queued = std::mem::take(&mut self.queued);
+        for c in ctx
+            .children
+            .iter_mut()
+            .filter(|c| c.owner == self.spi_i || Some(c.owner) == peer_sa)
+        {
+            c.owner = new_spi_i;
+        }
         ctx.new_sas.push(new);
         ctx.events.push_back(Event::IkeRekeyed {
             old_spi_i: self.spi_i,

@@ -59,6 +59,10 @@ fn config(
         remote_ts: vec![TrafficSelector::any_v4(), TrafficSelector::any_v6()],
         initiate,
         force_encap: true,
+        ike_lifetime: Duration::from_secs(4 * 3600),
+        child_lifetime: Duration::from_secs(3600),
+        dpd: None,
+        dpd_restart: true,
     }
 }
 
@@ -903,4 +907,284 @@ fn rekey_of_unknown_child_is_refused_with_child_sa_not_found() {
     p.run();
     let err = p.a.status(p.now).last_error.unwrap();
     assert!(err.contains("CHILD_SA_NOT_FOUND"), "{err}");
+}
+
+fn no_failures(events: &[Event]) -> bool {
+    !events.iter().any(|e| {
+        matches!(
+            e,
+            Event::IkeClosed {
+                reason: CloseReason::Failed(..) | CloseReason::Timeout,
+                ..
+            } | Event::ChildFailed { .. }
+        )
+    })
+}
+
+/// The tunnel never goes without a CHILD SA: every delete follows an install that
+/// left at least one SA in place.
+fn never_empty(events: &[Event]) -> bool {
+    let mut n: i32 = 0;
+    let mut seen_up = false;
+    for e in events {
+        match e {
+            Event::ChildInstalled(_) => {
+                n += 1;
+                seen_up = true;
+            }
+            Event::ChildDeleted { .. } => {
+                n -= 1;
+                if seen_up && n < 1 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
+#[test]
+fn simultaneous_child_rekey_leaves_one_child_sa() {
+    for pfs in ["aes256gcm16", "aes256gcm16-x25519"] {
+        let mut p = rekey_pair(pfs, pfs);
+        assert!(p.a.rekey_child(p.now));
+        assert!(p.b.rekey_child(p.now));
+        p.run();
+        assert_eq!(
+            child_spis(&p.a, p.now).len(),
+            1,
+            "{:?}",
+            child_spis(&p.a, p.now)
+        );
+        assert_eq!(child_spis(&p.b, p.now).len(), 1);
+        assert_children_mirror(&p);
+        assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+        assert!(
+            never_empty(&p.events_a) && never_empty(&p.events_b),
+            "tunnel never flaps"
+        );
+        // And the survivor rekeys normally afterwards.
+        assert!(p.b.rekey_child(p.now));
+        p.run();
+        assert_children_mirror(&p);
+        assert_eq!(child_spis(&p.a, p.now).len(), 1);
+    }
+}
+
+#[test]
+fn simultaneous_ike_rekey_leaves_one_ike_sa() {
+    let mut p = rekey_pair("aes256gcm16", "aes256gcm16");
+    let children = child_spis(&p.a, p.now);
+    assert!(p.a.rekey_ike(p.now));
+    assert!(p.b.rekey_ike(p.now));
+    p.run();
+    let (sa, sb) = (p.a.status(p.now), p.b.status(p.now));
+    assert_eq!(sa.ike_sas.len(), 1, "{:?}", sa.ike_sas);
+    assert_eq!(sb.ike_sas.len(), 1, "{:?}", sb.ike_sas);
+    assert_eq!(
+        (sa.ike_sas[0].spi_i, sa.ike_sas[0].spi_r),
+        (sb.ike_sas[0].spi_i, sb.ike_sas[0].spi_r)
+    );
+    assert_eq!(child_spis(&p.a, p.now), children, "CHILD SAs survive");
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+    // The surviving SA works.
+    assert!(p.a.rekey_child(p.now));
+    p.run();
+    assert_children_mirror(&p);
+    assert!(p.b.send_liveness(p.now));
+    assert_eq!(p.run(), 2);
+}
+
+#[test]
+fn both_ends_initiating_leaves_one_tunnel() {
+    let mut p = Pair::new(
+        config(
+            "a",
+            "routerA",
+            "routerB",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            true,
+        ),
+        config(
+            "b",
+            "routerB",
+            "routerA",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            true,
+        ),
+    );
+    p.a.handle_timeout(p.now);
+    p.b.handle_timeout(p.now);
+    p.run();
+    let (sa, sb) = (p.a.status(p.now), p.b.status(p.now));
+    assert_eq!(sa.ike_sas.len(), 1, "{:?}", sa.ike_sas);
+    assert_eq!(sb.ike_sas.len(), 1, "{:?}", sb.ike_sas);
+    assert_eq!(child_spis(&p.a, p.now).len(), 1);
+    assert_children_mirror(&p);
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+    assert!(
+        never_empty(&p.events_a) && never_empty(&p.events_b),
+        "tunnel never flaps"
+    );
+}
+
+#[test]
+fn rekey_crossing_a_delete_ends_cleanly() {
+    let mut p = rekey_pair("aes256gcm16", "aes256gcm16");
+    assert!(p.a.rekey_child(p.now));
+    p.b.close(p.now);
+    p.run();
+    for _ in 0..10 {
+        p.step_timer();
+    }
+    assert!(child_spis(&p.b, p.now).is_empty());
+    assert!(child_spis(&p.a, p.now).is_empty() || p.a.is_established());
+}
+
+#[test]
+fn scheduled_rekeys_and_liveness_over_hours_of_virtual_time() {
+    let mut a = config(
+        "a",
+        "routerA",
+        "routerB",
+        &["aes256gcm16-prfsha384-x25519"],
+        &["aes256gcm16-x25519"],
+        "s",
+        true,
+    );
+    let mut b = config(
+        "b",
+        "routerB",
+        "routerA",
+        &["aes256gcm16-prfsha384-x25519"],
+        &["aes256gcm16-x25519"],
+        "s",
+        false,
+    );
+    for c in [&mut a, &mut b] {
+        c.ike_lifetime = Duration::from_secs(300);
+        c.child_lifetime = Duration::from_secs(60);
+        c.dpd = Some(Duration::from_secs(20));
+    }
+    let mut p = Pair::new(a, b);
+    p.start();
+    let t0 = p.now;
+    while p.now - t0 < Duration::from_secs(3 * 3600) {
+        assert!(p.step_timer());
+        assert!(p.a.is_established() && p.b.is_established());
+        assert!(
+            !child_spis(&p.a, p.now).is_empty(),
+            "a CHILD SA at all times"
+        );
+    }
+    let child_installs = Pair::children(&p.events_a).len();
+    let ike_rekeys = p
+        .events_a
+        .iter()
+        .filter(|e| matches!(e, Event::IkeRekeyed { .. }))
+        .count();
+    assert!(
+        child_installs >= 3 * 60 - 10,
+        "{child_installs} CHILD SAs in 3 h with a 60 s lifetime"
+    );
+    assert!(
+        ike_rekeys >= 3 * 12 - 2,
+        "{ike_rekeys} IKE rekeys in 3 h with a 300 s lifetime"
+    );
+    assert_eq!(child_spis(&p.a, p.now).len(), 1);
+    assert_children_mirror(&p);
+    assert_eq!(p.a.status(p.now).ike_sas.len(), 1);
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+    assert!(never_empty(&p.events_a) && never_empty(&p.events_b));
+}
+
+#[test]
+fn dead_peer_is_detected_by_liveness_checks_and_restarted() {
+    let mut a = config(
+        "a",
+        "routerA",
+        "routerB",
+        &["aes256gcm16-prfsha384-x25519"],
+        &["aes256gcm16"],
+        "s",
+        true,
+    );
+    a.dpd = Some(Duration::from_secs(10));
+    let b = config(
+        "b",
+        "routerB",
+        "routerA",
+        &["aes256gcm16-prfsha384-x25519"],
+        &["aes256gcm16"],
+        "s",
+        false,
+    );
+    let mut p = Pair::new(a, b);
+    p.start();
+    let t0 = p.now;
+    p.drop_a = (p.sent_a + 1..p.sent_a + 7).collect();
+    while closed_with_timeout(&p.events_a).is_none() && p.step_timer() {}
+    let detect = p.now - t0;
+    assert!(
+        detect >= Duration::from_secs(10) && detect <= Duration::from_secs(10 + 50),
+        "{detect:?}"
+    );
+    assert!(p
+        .events_a
+        .iter()
+        .any(|e| matches!(e, Event::ChildDeleted { .. })));
+    // The path works again: A re-initiates on its own; its INITIAL_CONTACT makes B
+    // drop the stale SAs.
+    while !p.a.is_established() && p.step_timer() {}
+    assert!(p.a.is_established());
+    assert_eq!(child_spis(&p.a, p.now).len(), 1);
+    assert_eq!(p.b.status(p.now).ike_sas.len(), 1);
+    assert_children_mirror(&p);
+}
+
+#[test]
+fn restarted_peer_replaces_old_sas_at_once() {
+    let mut p = rekey_pair("aes256gcm16", "aes256gcm16");
+    let old_children = child_spis(&p.b, p.now);
+    p.now += Duration::from_secs(60);
+    // A loses all state and comes back (INITIAL_CONTACT in its IKE_AUTH).
+    p.a = Session::new(
+        config(
+            "a",
+            "routerA",
+            "routerB",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            true,
+        ),
+        A,
+        B,
+        Box::new(TestRng(77)),
+        p.now,
+    );
+    p.start();
+    assert!(p.a.is_established());
+    let sb = p.b.status(p.now);
+    assert_eq!(
+        sb.ike_sas.len(),
+        1,
+        "B dropped the stale IKE SA: {:?}",
+        sb.ike_sas
+    );
+    assert_eq!(child_spis(&p.b, p.now).len(), 1);
+    assert_ne!(child_spis(&p.b, p.now), old_children);
+    assert!(p.events_b.iter().any(|e| matches!(
+        e,
+        Event::IkeClosed {
+            reason: CloseReason::PeerRestarted,
+            ..
+        }
+    )));
+    assert_children_mirror(&p);
 }

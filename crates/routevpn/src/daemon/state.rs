@@ -72,6 +72,10 @@ fn session_config(t: &TunnelConfig) -> SessionConfig {
         remote_ts: selectors(&t.remote_ts),
         initiate: t.start,
         force_encap: true,
+        ike_lifetime: t.ike_lifetime,
+        child_lifetime: t.child_lifetime,
+        dpd: t.dpd,
+        dpd_restart: t.dpd_action == crate::config::DpdAction::Restart,
     }
 }
 
