@@ -213,6 +213,8 @@ impl IkeSa {
             pending: None,
             peer_next_id: 0,
             last_response: None,
+            frag_ok: false,
+            reassembly: None,
             nat: false,
             rekeys: 0,
             queued: VecDeque::new(),
@@ -277,10 +279,10 @@ impl IkeSa {
         }
     }
 
-    fn set_pending(&mut self, now: Instant, msg_id: u32, packet: Vec<u8>, kind: RequestKind) {
+    fn set_pending(&mut self, now: Instant, msg_id: u32, packets: Vec<Vec<u8>>, kind: RequestKind) {
         self.pending = Some(Pending {
             msg_id,
-            packet,
+            packets,
             kind,
             tries: 0,
             interval: limits::RETRANSMIT_TIMEOUT,
@@ -303,10 +305,13 @@ impl IkeSa {
         let Some(keys) = self.state.keys() else {
             return;
         };
-        match protect::seal(hdr, &inner, &keys.out, ctx.rng) {
-            Ok(packet) => {
-                self.transmit(ctx, packet.clone());
-                self.set_pending(now, msg_id, packet, kind);
+        let max = self.frag_ok.then_some(ctx.cfg.fragment_size);
+        match protect::seal_fragmented(hdr, &inner, &keys.out, ctx.rng, max) {
+            Ok(packets) => {
+                for p in &packets {
+                    self.transmit(ctx, p.clone());
+                }
+                self.set_pending(now, msg_id, packets, kind);
             }
             Err(e) => warn!(tunnel = %ctx.cfg.name, error = %e, "cannot protect IKE request"),
         }
@@ -324,10 +329,13 @@ impl IkeSa {
         let Some(keys) = self.state.keys() else {
             return;
         };
-        match protect::seal(hdr, &inner, &keys.out, ctx.rng) {
-            Ok(packet) => {
-                self.transmit(ctx, packet.clone());
-                self.last_response = Some((msg_id, packet));
+        let max = self.frag_ok.then_some(ctx.cfg.fragment_size);
+        match protect::seal_fragmented(hdr, &inner, &keys.out, ctx.rng, max) {
+            Ok(packets) => {
+                for p in &packets {
+                    self.transmit(ctx, p.clone());
+                }
+                self.last_response = Some((msg_id, packets));
             }
             Err(e) => warn!(tunnel = %ctx.cfg.name, error = %e, "cannot protect IKE response"),
         }
@@ -422,6 +430,7 @@ impl IkeSa {
         payloads.push(Payload::Nonce(ni.clone()));
         let (local, remote) = (self.local, self.remote);
         payloads.extend(nat_notifies(ctx, self.spi_i, 0, local, remote));
+        payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, vec![]));
         self.spi_r = 0;
         let msg = Message {
             header: self.header(ExchangeType::IKE_SA_INIT, 0, false),
@@ -430,7 +439,7 @@ impl IkeSa {
         let packet = msg.encode();
         self.transmit(ctx, packet.clone());
         self.next_msg_id = 1;
-        self.set_pending(now, 0, packet, RequestKind::Init);
+        self.set_pending(now, 0, vec![packet], RequestKind::Init);
     }
 
     // <-- HDR, SAr1, KEr, Nr, [CERTREQ,] N(NAT_DETECTION_*)
@@ -591,12 +600,18 @@ impl IkeSa {
         };
         self.nat =
             ctx.cfg.force_encap || nat_detected(p, self.spi_i, self.spi_r, self.local, self.remote);
+        // RFC 7383 §2.3: fragmentation once both ends announce it.
+        self.frag_ok = find_notify(p, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         if self.nat {
             // §2.23: float to 4500 once a NAT is detected.
             self.local.set_port(limits::NATT_PORT);
             self.remote.set_port(limits::NATT_PORT);
         }
-        let msg1 = self.pending.take().map(|p| p.packet).unwrap_or_default();
+        let msg1 = self
+            .pending
+            .take()
+            .and_then(|p| p.packets.into_iter().next())
+            .unwrap_or_default();
         info!(tunnel = %ctx.cfg.name, proposal = %sel, "IKE_SA_INIT done");
         let nr = nr.clone();
         self.send_auth(ctx, now, keys, ni, nr, msg1, d.data.clone());
@@ -930,13 +945,17 @@ impl IkeSa {
             Payload::Nonce(nr.clone()),
         ];
         payloads.extend(nat_notifies(ctx, self.spi_i, self.spi_r, d.local, d.remote));
+        if find_notify(p, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some() {
+            self.frag_ok = true;
+            payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, vec![]));
+        }
         let msg2 = Message {
             header: self.header(ExchangeType::IKE_SA_INIT, 0, true),
             payloads,
         }
         .encode();
         self.transmit(ctx, msg2.clone());
-        self.last_response = Some((0, msg2.clone()));
+        self.last_response = Some((0, vec![msg2.clone()]));
         self.peer_next_id = 1;
         info!(tunnel = %ctx.cfg.name, peer = %d.remote, proposal = %sel, "IKE_SA_INIT answered");
         self.state = IkeState::InitReplied {
@@ -1579,15 +1598,8 @@ impl IkeSa {
                 }
                 return;
             }
-            let Some(keys) = self.state.keys() else {
+            let Some(inner) = self.unprotect(ctx, d, &msg, true) else {
                 return;
-            };
-            let inner = match protect::open(&d.data, &msg, &keys.inb) {
-                Ok(i) => i,
-                Err(e) => {
-                    debug!(tunnel = %self.name(ctx), error = %e, "dropping IKE response that fails verification");
-                    return;
-                }
             };
             self.follow_peer(d);
             self.last_rx = now;
@@ -1616,20 +1628,26 @@ impl IkeSa {
         if header.exchange == ExchangeType::IKE_SA_INIT {
             if let Some((0, resp)) = &self.last_response {
                 if !self.initiator {
-                    self.transmit(ctx, resp.clone());
+                    for r in resp.clone() {
+                        self.transmit(ctx, r);
+                    }
                 }
             }
             return;
         }
         if header.message_id.wrapping_add(1) == self.peer_next_id {
+            // RFC 7383 §2.6.1: answer a fragmented retransmission once, on fragment 1.
+            let later_fragment = matches!(msg.payloads.last(),
+                Some(Payload::EncryptedFragment(f)) if f.fragment_number != 1);
             if let Some((id, resp)) = &self.last_response {
-                if *id == header.message_id {
-                    let resp = resp.clone();
-                    ctx.out.push_back(Datagram {
-                        local: d.local,
-                        remote: d.remote,
-                        data: resp,
-                    });
+                if *id == header.message_id && !later_fragment {
+                    for data in resp.clone() {
+                        ctx.out.push_back(Datagram {
+                            local: d.local,
+                            remote: d.remote,
+                            data,
+                        });
+                    }
                 }
             }
             return;
@@ -1638,16 +1656,9 @@ impl IkeSa {
             debug!(tunnel = %self.name(ctx), id = header.message_id, expected = self.peer_next_id, "dropping request outside the window");
             return;
         }
-        let Some(keys) = self.state.keys() else {
+        // §2.21.2: unauthenticated junk changes nothing.
+        let Some(inner) = self.unprotect(ctx, d, &msg, false) else {
             return;
-        };
-        let inner = match protect::open(&d.data, &msg, &keys.inb) {
-            Ok(i) => i,
-            Err(e) => {
-                // §2.21.2: unauthenticated junk changes nothing.
-                debug!(tunnel = %self.name(ctx), error = %e, "dropping IKE request that fails verification");
-                return;
-            }
         };
         self.peer_next_id = self.peer_next_id.wrapping_add(1);
         self.follow_peer(d);
@@ -1664,6 +1675,48 @@ impl IkeSa {
             }
             _ => {
                 debug!(tunnel = %self.name(ctx), exchange = %header.exchange, state = self.state.name(), "ignoring request")
+            }
+        }
+    }
+
+    /// Verifies and decrypts an SK message, or collects an SKF fragment and returns the
+    /// whole message once complete (RFC 7383 §2.6); None if invalid or incomplete.
+    fn unprotect(
+        &mut self,
+        ctx: &Ctx<'_>,
+        d: &Datagram,
+        msg: &Message,
+        response: bool,
+    ) -> Option<Vec<Payload>> {
+        let keys = self.state.keys()?;
+        let id = msg.header.message_id;
+        let result = match msg.payloads.last() {
+            Some(Payload::EncryptedFragment(_)) => {
+                let frag = match protect::open_fragment(&d.data, msg, &keys.inb) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        debug!(tunnel = %ctx.cfg.name, error = %e, "dropping IKE fragment that fails verification");
+                        return None;
+                    }
+                };
+                if frag.total as usize > limits::MAX_FRAGMENTS {
+                    return None;
+                }
+                let fresh = !matches!(&self.reassembly, Some(r) if r.msg_id == id && r.response == response);
+                if fresh {
+                    self.reassembly = Some(protect::Reassembly::new(id, response, frag.total));
+                }
+                let done = self.reassembly.as_mut()?.add(frag)?;
+                self.reassembly = None;
+                done
+            }
+            _ => protect::open(&d.data, msg, &keys.inb),
+        };
+        match result {
+            Ok(inner) => Some(inner),
+            Err(e) => {
+                debug!(tunnel = %ctx.cfg.name, error = %e, response, "dropping IKE message that fails verification");
+                None
             }
         }
     }
@@ -1715,8 +1768,9 @@ impl IkeSa {
         p.interval = (p.interval * 2).min(limits::RETRANSMIT_MAX_INTERVAL);
         p.deadline = now + p.interval;
         debug!(tunnel = %ctx.cfg.name, try_ = p.tries, "retransmitting IKE request");
-        let data = p.packet.clone();
-        self.transmit(ctx, data);
+        for data in p.packets.clone() {
+            self.transmit(ctx, data);
+        }
         false
     }
 

@@ -53,6 +53,8 @@ pub struct SessionConfig {
     pub dpd: Option<Duration>,
     /// Re-initiate after the peer was found dead, even when `initiate` is false.
     pub dpd_restart: bool,
+    /// Largest encrypted IKE message sent whole; larger ones are fragmented (RFC 7383).
+    pub fragment_size: usize,
 }
 
 /// `d` less a random margin of up to 10 % (§2.8: randomized rekey times make
@@ -293,7 +295,8 @@ pub(crate) enum Queued {
 /// Our outstanding request, retransmitted until answered (§2.1).
 pub(crate) struct Pending {
     pub msg_id: u32,
-    pub packet: Vec<u8>,
+    /// The request's datagrams: one, or its fragments (RFC 7383).
+    pub packets: Vec<Vec<u8>>,
     pub kind: RequestKind,
     pub tries: u32,
     pub interval: Duration,
@@ -313,7 +316,11 @@ pub(crate) struct IkeSa {
     pub pending: Option<Pending>,
     /// Message ID expected in the peer's next request, and our cached last response.
     pub peer_next_id: u32,
-    pub last_response: Option<(u32, Vec<u8>)>,
+    pub last_response: Option<(u32, Vec<Vec<u8>>)>,
+    /// Both ends announced IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 §2.3).
+    pub frag_ok: bool,
+    /// Fragments of an incoming message being collected (RFC 7383 §2.6).
+    pub reassembly: Option<protect::Reassembly>,
     /// Detected or forced NAT: IKE floats to 4500 and ESP is UDP-encapsulated (§2.23).
     pub nat: bool,
     pub rekeys: u32,

@@ -63,6 +63,7 @@ fn config(
         child_lifetime: Duration::from_secs(3600),
         dpd: None,
         dpd_restart: true,
+        fragment_size: limits::FRAGMENT_SIZE,
     }
 }
 
@@ -1187,4 +1188,65 @@ fn restarted_peer_replaces_old_sas_at_once() {
         }
     )));
     assert_children_mirror(&p);
+}
+
+#[test]
+fn ike_fragmentation_both_ways() {
+    let mut a = config(
+        "a",
+        "routerA",
+        "routerB",
+        &["aes256-sha256-modp2048"],
+        &["aes256-sha256", "aes128gcm16", "aes256gcm16-esn"],
+        "s",
+        true,
+    );
+    let mut b = config(
+        "b",
+        "routerB",
+        "routerA",
+        &["aes256-sha256-modp2048"],
+        &["aes128-sha512"],
+        "s",
+        false,
+    );
+    // Tiny fragments so even PSK messages split; a long ID and many selectors help.
+    a.fragment_size = 150;
+    b.fragment_size = 150;
+    a.local_id = fqdn(&"a".repeat(200));
+    b.remote_id = a.local_id.clone();
+    a.local_ts = (0..20u8)
+        .map(|i| TrafficSelector::from_prefix(IpAddr::V4(Ipv4Addr::new(10, i, 0, 0)), 16))
+        .collect();
+    b.esp.push(parse("aes256-sha256", Protocol::Esp).unwrap());
+    let mut p = Pair::new(a, b);
+    p.start();
+    assert!(p.a.is_established() && p.b.is_established());
+    assert_child_pair(&p);
+    let frags_a = p
+        .wire_log
+        .iter()
+        .filter(|(from_a, d)| *from_a && d.data.get(16) == Some(&53))
+        .count();
+    let frags_b = p
+        .wire_log
+        .iter()
+        .filter(|(from_a, d)| !*from_a && d.data.get(16) == Some(&53))
+        .count();
+    assert!(
+        frags_a >= 3,
+        "A sent its IKE_AUTH in {frags_a} SKF fragments"
+    );
+    assert!(frags_b >= 2, "B answered in {frags_b} fragments");
+    assert!(p
+        .wire_log
+        .iter()
+        .all(|(_, d)| d.data.len() <= 150 || d.local.port() == 500));
+    p.drop_a = vec![p.sent_a + 2];
+    assert!(p.a.rekey_child(p.now));
+    p.run();
+    // A lost fragment: the whole set is retransmitted and the rekey completes.
+    while Pair::children(&p.events_b).len() < 2 && p.step_timer() {}
+    assert_children_mirror(&p);
+    assert_eq!(child_spis(&p.a, p.now).len(), 1);
 }

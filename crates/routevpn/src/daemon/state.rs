@@ -76,6 +76,7 @@ fn session_config(t: &TunnelConfig) -> SessionConfig {
         child_lifetime: t.child_lifetime,
         dpd: t.dpd,
         dpd_restart: t.dpd_action == crate::config::DpdAction::Restart,
+        fragment_size: ike::limits::FRAGMENT_SIZE,
     }
 }
 
