@@ -43,3 +43,10 @@ pub const INITIAL_CONTACT_GRACE: Duration = Duration::from_secs(2);
 pub const FRAGMENT_SIZE: usize = 1280 - 40 - 8 - 4;
 /// RFC 7383 §2.6.1: refuse reassemblies beyond this many fragments (memory bound).
 pub const MAX_FRAGMENTS: usize = 64;
+/// RFC 3948 §4: NAT-keepalive interval (20 s, as strongSwan).
+pub const NATT_KEEPALIVE: Duration = Duration::from_secs(20);
+/// RFC 3948 §2.3: the NAT-keepalive packet is this single octet.
+pub const NATT_KEEPALIVE_BYTE: u8 = 0xff;
+/// §2.6: half-open IKE SAs from one peer address before new IKE_SA_INITs must carry a
+/// COOKIE (each `[[tunnel]]` is one peer address, so this is the per-source limit).
+pub const COOKIE_THRESHOLD: usize = 4;

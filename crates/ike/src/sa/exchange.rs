@@ -91,13 +91,13 @@ fn nat_notifies(
 }
 
 /// True if the peer's NAT-D payloads show a NAT (or a peer forcing encapsulation).
-fn nat_detected(
+fn nat_detected_either(
     payloads: &[Payload],
     spi_i: u64,
     spi_r: u64,
     local: SocketAddr,
     remote: SocketAddr,
-) -> bool {
+) -> (bool, bool) {
     let mut src_seen = false;
     let mut src_match = false;
     let mut dst_mismatch = false;
@@ -111,7 +111,19 @@ fn nat_detected(
             }
         }
     }
-    (src_seen && !src_match) || dst_mismatch
+    (src_seen && !src_match, dst_mismatch)
+}
+
+/// True if the peer's NAT-D payloads show a NAT (or a peer forcing encapsulation).
+fn nat_detected(
+    payloads: &[Payload],
+    spi_i: u64,
+    spi_r: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> bool {
+    let (peer_behind, we_behind) = nat_detected_either(payloads, spi_i, spi_r, local, remote);
+    peer_behind || we_behind
 }
 
 pub(super) fn nonce_ok(n: &[u8]) -> bool {
@@ -215,6 +227,8 @@ impl IkeSa {
             last_response: None,
             frag_ok: false,
             reassembly: None,
+            behind_nat: false,
+            last_tx: now,
             nat: false,
             rekeys: 0,
             queued: VecDeque::new(),
@@ -259,7 +273,8 @@ impl IkeSa {
         }
     }
 
-    pub(super) fn transmit(&self, ctx: &mut Ctx<'_>, data: Vec<u8>) {
+    pub(super) fn transmit(&mut self, ctx: &mut Ctx<'_>, data: Vec<u8>) {
+        self.last_tx = ctx.now;
         ctx.out.push_back(Datagram {
             local: self.local,
             remote: self.remote,
@@ -342,7 +357,7 @@ impl IkeSa {
     }
 
     /// An unprotected response to an IKE_SA_INIT we will not keep state for.
-    fn send_init_error(&self, ctx: &mut Ctx<'_>, ty: NotifyType, data: Vec<u8>) {
+    fn send_init_error(&mut self, ctx: &mut Ctx<'_>, ty: NotifyType, data: Vec<u8>) {
         let mut h = self.header(ExchangeType::IKE_SA_INIT, 0, true);
         h.spi_r = 0; // §2.6/§2.21.1: no responder SPI on a stateless error reply
         let msg = Message {
@@ -602,6 +617,8 @@ impl IkeSa {
             ctx.cfg.force_encap || nat_detected(p, self.spi_i, self.spi_r, self.local, self.remote);
         // RFC 7383 §2.3: fragmentation once both ends announce it.
         self.frag_ok = find_notify(p, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        // RFC 3948 §4: keepalives when the mapping in front of us must be kept open.
+        self.behind_nat = nat_detected_either(p, self.spi_i, self.spi_r, self.local, self.remote).1;
         if self.nat {
             // §2.23: float to 4500 once a NAT is detected.
             self.local.set_port(limits::NATT_PORT);

@@ -23,7 +23,7 @@ use crate::crypto::{IkeKeys, KeyExchange, Prf, SkCipher};
 use crate::iana::{DhId, NotifyType};
 use crate::limits;
 use crate::proposal::{AlgorithmProposal, Selected};
-use crate::wire::{IdPayload, TrafficSelector};
+use crate::wire::{IdPayload, Payload, TrafficSelector};
 use crate::Rng;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -321,6 +321,10 @@ pub(crate) struct IkeSa {
     pub frag_ok: bool,
     /// Fragments of an incoming message being collected (RFC 7383 §2.6).
     pub reassembly: Option<protect::Reassembly>,
+    /// A NAT in front of us (the peer's NAT_DETECTION_DESTINATION_IP did not match):
+    /// keepalives hold its mapping open (RFC 3948 §4).
+    pub behind_nat: bool,
+    pub last_tx: Instant,
     /// Detected or forced NAT: IKE floats to 4500 and ESP is UDP-encapsulated (§2.23).
     pub nat: bool,
     pub rekeys: u32,
@@ -363,6 +367,7 @@ pub(crate) struct Ctx<'a> {
     pub new_sas: &'a mut Vec<IkeSa>,
     /// The peer authenticated with INITIAL_CONTACT: drop its older SAs.
     pub initial_contact: bool,
+    pub now: Instant,
 }
 
 /// All IKE and CHILD SAs with one configured peer.
@@ -382,6 +387,8 @@ pub struct Session {
     closing: bool,
     /// The peer was found dead and `dpd_restart` asks us to bring the tunnel back.
     restart: bool,
+    /// Secret for stateless COOKIEs (§2.6).
+    cookie_secret: Zeroizing<[u8; 32]>,
 }
 
 impl Session {
@@ -393,7 +400,11 @@ impl Session {
         now: Instant,
     ) -> Session {
         let initiate_at = cfg.initiate.then_some(now);
+        let mut rng = rng;
+        let mut cookie_secret = Zeroizing::new([0u8; 32]);
+        rng.fill(cookie_secret.as_mut());
         Session {
+            cookie_secret,
             cfg,
             local,
             remote,
@@ -449,6 +460,67 @@ impl Session {
             self.with_sa(idx, now, |sa, ctx, now| sa.close(ctx, now));
         }
         self.drop_all_children();
+    }
+
+    /// §2.6: once too many IKE_SA_INITs from this peer's address are half-open, new
+    /// ones must echo a stateless COOKIE first. Returns false if the request was
+    /// answered with a COOKIE (or dropped) instead.
+    fn cookie_ok(&mut self, d: &Datagram, header: &crate::wire::Header) -> bool {
+        let half_open = self
+            .sas
+            .iter()
+            .filter(|s| matches!(s.state, IkeState::InitReplied { .. }))
+            .count();
+        if half_open < limits::COOKIE_THRESHOLD {
+            return true;
+        }
+        let Ok(msg) = crate::wire::Message::decode(&d.data) else {
+            return false;
+        };
+        let Some(ni) = find!(msg.payloads, Nonce) else {
+            return false;
+        };
+        let expect = self.cookie(ni, d.remote.ip(), header.spi_i);
+        // §2.6: the COOKIE notification comes first.
+        let echoed = matches!(msg.payloads.first(),
+            Some(Payload::Notify(n)) if n.ty == crate::iana::NotifyType::COOKIE && crate::crypto::ct_eq(&n.data, &expect));
+        if echoed {
+            return true;
+        }
+        tracing::debug!(tunnel = %self.cfg.name, half_open, "asking initiator for a COOKIE");
+        let mut h = *header;
+        h.flags = crate::wire::Flags(0x20);
+        let reply = crate::wire::Message {
+            header: h,
+            payloads: vec![Payload::Notify(crate::wire::NotifyPayload {
+                protocol: crate::iana::ProtocolId::NONE,
+                spi: vec![],
+                ty: crate::iana::NotifyType::COOKIE,
+                data: expect,
+            })],
+        };
+        self.out.push_back(Datagram {
+            local: d.local,
+            remote: d.remote,
+            data: reply.encode(),
+        });
+        false
+    }
+
+    /// Cookie = VersionIDofSecret | prf(secret, Ni | IPi | SPIi) (§2.6).
+    fn cookie(&self, ni: &[u8], ip: IpAddr, spi_i: u64) -> Vec<u8> {
+        use aws_lc_rs::hmac;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, self.cookie_secret.as_ref());
+        let mut ctx = hmac::Context::with_key(&key);
+        ctx.update(ni);
+        match ip {
+            IpAddr::V4(v) => ctx.update(&v.octets()),
+            IpAddr::V6(v) => ctx.update(&v.octets()),
+        }
+        ctx.update(&spi_i.to_be_bytes());
+        let mut out = vec![1u8];
+        out.extend_from_slice(&ctx.sign().as_ref()[..16]);
+        out
     }
 
     /// Index of the newest established IKE SA.
@@ -538,6 +610,7 @@ impl Session {
                 last_error,
                 new_sas: &mut new_sas,
                 initial_contact: false,
+                now,
             };
             let r = f(&mut sas[idx], &mut ctx, now);
             if ctx.initial_contact {
@@ -698,6 +771,9 @@ impl Session {
                 if self.closing {
                     return;
                 }
+                if !self.cookie_ok(&d, &header) {
+                    return;
+                }
                 let spi_r = self.random_spi();
                 let mut sa = IkeSa::new_responder(header.spi_i, spi_r, d.local, d.remote, now);
                 let keep = {
@@ -720,6 +796,7 @@ impl Session {
                         last_error,
                         new_sas: &mut new_sas,
                         initial_contact: false,
+                        now,
                     };
                     sa.handle_init_request(&mut ctx, &d)
                 };
@@ -779,6 +856,15 @@ impl Session {
                     sa.queued.push_back(Queued::RekeyIke);
                 }
             }
+            if sa.behind_nat && now >= sa.last_tx + limits::NATT_KEEPALIVE {
+                // RFC 3948 §2.3: a single 0xFF octet on port 4500 (sent without marker).
+                sa.last_tx = now;
+                self.out.push_back(Datagram {
+                    local: sa.local,
+                    remote: sa.remote,
+                    data: vec![limits::NATT_KEEPALIVE_BYTE],
+                });
+            }
             if let Some(dpd) = self.cfg.dpd {
                 if now >= sa.last_rx + dpd && sa.pending.is_none() {
                     sa.last_rx = now;
@@ -829,7 +915,8 @@ impl Session {
                     .dpd
                     .map(|d| s.last_rx + d)
                     .filter(|_| s.pending.is_none());
-                [s.rekey_at, dpd]
+                let keepalive = s.behind_nat.then_some(s.last_tx + limits::NATT_KEEPALIVE);
+                [s.rekey_at, dpd, keepalive]
             });
         let children = self.children.iter().filter_map(|c| c.rekey_at);
         sa_deadlines

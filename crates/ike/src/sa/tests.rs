@@ -67,6 +67,15 @@ fn config(
     }
 }
 
+/// A datagram as the receiver sees it: our remote is its local.
+fn mirrored(d: Datagram) -> Datagram {
+    Datagram {
+        local: d.remote,
+        remote: d.local,
+        data: d.data,
+    }
+}
+
 /// Both peers, a virtual clock and a wire that can drop datagrams.
 struct Pair {
     a: Session,
@@ -108,13 +117,13 @@ impl Pair {
                     continue;
                 }
                 moved += 1;
-                self.b.handle_datagram(self.now, d);
+                self.b.handle_datagram(self.now, mirrored(d));
             }
             while let Some(d) = self.b.poll_transmit() {
                 progress = true;
                 moved += 1;
                 self.wire_log.push((false, d.clone()));
-                self.a.handle_datagram(self.now, d);
+                self.a.handle_datagram(self.now, mirrored(d));
             }
             while let Some(e) = self.a.poll_event() {
                 self.events_a.push(e);
@@ -1249,4 +1258,142 @@ fn ike_fragmentation_both_ways() {
     while Pair::children(&p.events_b).len() < 2 && p.step_timer() {}
     assert_children_mirror(&p);
     assert_eq!(child_spis(&p.a, p.now).len(), 1);
+}
+
+#[test]
+fn half_open_flood_triggers_cookies_and_real_peer_still_gets_in() {
+    let ike = ["aes256gcm16-prfsha384-x25519"];
+    let mut p = Pair::new(
+        config("a", "routerA", "routerB", &ike, &["aes256gcm16"], "s", true),
+        config(
+            "b",
+            "routerB",
+            "routerA",
+            &ike,
+            &["aes256gcm16"],
+            "s",
+            false,
+        ),
+    );
+    // A flood of IKE_SA_INITs that never continue (spoofed from A's address).
+    for seed in 0..10u64 {
+        let mut bogus = Session::new(
+            config("x", "x", "routerB", &ike, &["aes256gcm16"], "s", true),
+            A,
+            B,
+            Box::new(TestRng(1000 + seed)),
+            p.now,
+        );
+        bogus.handle_timeout(p.now);
+        while let Some(d) = bogus.poll_transmit() {
+            p.b.handle_datagram(p.now, d);
+        }
+    }
+    let half_open = p.b.status(p.now).ike_sas.len();
+    assert_eq!(
+        half_open,
+        limits::COOKIE_THRESHOLD,
+        "state kept only up to the threshold"
+    );
+    let mut cookies = 0;
+    while let Some(d) = p.b.poll_transmit() {
+        let m = crate::wire::Message::decode(&d.data).unwrap();
+        if matches!(m.payloads.first(), Some(crate::wire::Payload::Notify(n)) if n.ty == NotifyType::COOKIE)
+        {
+            cookies += 1;
+        }
+    }
+    assert_eq!(cookies, 10 - limits::COOKIE_THRESHOLD);
+    // The real initiator echoes the cookie and gets through.
+    p.start();
+    assert!(p.a.is_established() && p.b.is_established());
+    let cookie_echoed = p
+        .wire_log
+        .iter()
+        .filter(|(a, d)| *a && d.local.port() == 500)
+        .count();
+    assert_eq!(
+        cookie_echoed, 2,
+        "IKE_SA_INIT, then IKE_SA_INIT with the COOKIE"
+    );
+    assert_child_pair(&p);
+}
+
+#[test]
+fn nat_keepalives_only_when_behind_a_nat() {
+    let mut p = establish("aes256gcm16-prfsha384-x25519", "aes256gcm16");
+    p.now += Duration::from_secs(65);
+    p.a.handle_timeout(p.now);
+    let sent = p.a.poll_transmit();
+    assert!(
+        sent.is_none(),
+        "no NAT in front of A: no keepalives: {sent:?}"
+    );
+
+    // A behind a NAT: B sees A's packets from another address.
+    let nat = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)), 40001);
+    let mut a = Session::new(
+        config(
+            "a",
+            "routerA",
+            "routerB",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            true,
+        ),
+        A,
+        B,
+        Box::new(TestRng(5)),
+        p.now,
+    );
+    let mut b = Session::new(
+        config(
+            "b",
+            "routerB",
+            "routerA",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            false,
+        ),
+        B,
+        nat.ip(),
+        Box::new(TestRng(6)),
+        p.now,
+    );
+    a.handle_timeout(p.now);
+    for _ in 0..10 {
+        while let Some(mut d) = a.poll_transmit() {
+            d.remote = SocketAddr::new(B, d.remote.port());
+            d.local = nat;
+            let mut d2 = d.clone();
+            std::mem::swap(&mut d2.local, &mut d2.remote);
+            b.handle_datagram(
+                p.now,
+                Datagram {
+                    local: d.remote,
+                    remote: nat,
+                    data: d.data,
+                },
+            );
+        }
+        while let Some(d) = b.poll_transmit() {
+            a.handle_datagram(
+                p.now,
+                Datagram {
+                    local: SocketAddr::new(A, d.remote.port().max(500)),
+                    remote: d.local,
+                    data: d.data,
+                },
+            );
+        }
+    }
+    assert!(a.is_established(), "established through the NAT");
+    let t = a.poll_timeout().unwrap();
+    assert!(t <= p.now + limits::NATT_KEEPALIVE);
+    a.handle_timeout(p.now + limits::NATT_KEEPALIVE);
+    let ka = std::iter::from_fn(|| a.poll_transmit()).find(|d| d.data == [0xff]);
+    let ka = ka.expect("keepalive sent");
+    assert_eq!(ka.remote.port(), limits::NATT_PORT);
 }
