@@ -29,9 +29,9 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
-use std::time::Duration;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use ike::iana::IdType;
 use ike::proposal::{self, AlgorithmProposal, Protocol};
@@ -115,16 +115,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (examples: \"100ms\", \"10s\", \"5m\", \"4h\")"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration {s:?} (examples: \"100ms\", \"10s\", \"5m\", \"4h\")")
+    })?;
     let d = match unit.trim() {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
         "d" => Duration::from_secs(n * 86400),
-        other => return Err(format!("invalid duration unit {other:?} in {s:?} (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {s:?} (use ms, s, m, h or d)"
+            ))
+        }
     };
     Ok(d)
 }
@@ -830,7 +834,12 @@ fn tunnel(
                 parse_duration(s)
                     .ok()
                     .filter(|d| *d >= Duration::from_millis(100))
-                    .ok_or_else(|| err(d.span(), format!("dpd: invalid interval {s:?} (at least \"100ms\", or false)")))?,
+                    .ok_or_else(|| {
+                        err(
+                            d.span(),
+                            format!("dpd: invalid interval {s:?} (at least \"100ms\", or false)"),
+                        )
+                    })?,
             ),
         },
     };
@@ -839,13 +848,23 @@ fn tunnel(
         Some(a) => match a.get_ref().as_str() {
             "restart" => DpdAction::Restart,
             "clear" => DpdAction::Clear,
-            other => return Err(err(a.span(), format!("dpd_action must be \"restart\" or \"clear\", not {other:?}"))),
+            other => {
+                return Err(err(
+                    a.span(),
+                    format!("dpd_action must be \"restart\" or \"clear\", not {other:?}"),
+                ))
+            }
         },
     };
     let replay_window = match &t.replay_window {
         None => DEFAULT_REPLAY_WINDOW,
         Some(w) if (32..=4096).contains(w.get_ref()) => *w.get_ref(),
-        Some(w) => return Err(err(w.span(), "replay_window must be between 32 and 4096".to_string())),
+        Some(w) => {
+            return Err(err(
+                w.span(),
+                "replay_window must be between 32 and 4096".to_string(),
+            ))
+        }
     };
 
     Ok(TunnelConfig {

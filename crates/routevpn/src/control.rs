@@ -94,6 +94,15 @@ pub struct ChildSaStatus {
     pub packets_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Inbound packets dropped by the anti-replay check (RFC 4303 §3.4.3).
+    #[serde(default)]
+    pub replayed: u64,
+    /// Inbound packets whose ICV did not verify.
+    #[serde(default)]
+    pub icv_failures: u64,
+    /// Inbound packets with bad padding, next header or inner packet.
+    #[serde(default)]
+    pub malformed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,6 +300,13 @@ pub fn format_status(r: &StatusReport) -> String {
                 "    out {}, {:>12} bytes, {:>9} packets",
                 c.spi_out, c.bytes_out, c.packets_out
             );
+            if c.replayed + c.icv_failures + c.malformed > 0 {
+                let _ = writeln!(
+                    o,
+                    "    dropped: {} replayed, {} ICV failures, {} malformed",
+                    c.replayed, c.icv_failures, c.malformed
+                );
+            }
             let _ = writeln!(o, "    local  {}", c.local_ts.join(" "));
             let _ = writeln!(o, "    remote {}", c.remote_ts.join(" "));
         }
@@ -339,6 +355,9 @@ mod tests {
                         packets_out: 12,
                         bytes_in: 1000,
                         bytes_out: 1200,
+                        replayed: 1,
+                        icv_failures: 2,
+                        malformed: 0,
                     }],
                 },
                 TunnelStatus {

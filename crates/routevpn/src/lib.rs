@@ -5,3 +5,6 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dataplane;
+pub mod netlink;
+pub mod sockopt;

@@ -1,22 +1,32 @@
-//! The daemon's event loop: one task owns every session; socket readers, the control
-//! socket and signal handlers feed it through a channel.
+//! The daemon's event loop: one task owns every IKE session; socket readers, the
+//! dataplane's receive threads, the control socket and signal handlers feed it through a
+//! channel. CHILD SAs go into the userspace dataplane; tunnel interfaces are up, with
+//! their addresses and routes, only while a CHILD SA is installed.
 
-use super::io::{self, Received, Sockets};
+use super::io;
 use crate::config::{Config, TunnelConfig};
 use crate::control::{
     self, ChildSaStatus, IkeSaStatus, Request, Response, StatusReport, TunnelStatus,
 };
+use crate::dataplane::{self, ChildKeys, Dataplane, TunnelId};
+use crate::netlink::{Netlink, RTPROT_ROUTEVPN};
 use anyhow::Context as _;
-use ike::sa::{Event, Session, SessionConfig};
+use ike::sa::{ChildSaInfo, Event, Session, SessionConfig};
 use ike::wire::{IdPayload, TrafficSelector};
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
+
+/// How often the daemon reads SA counters (liveness, byte/packet lifetimes).
+const COUNTER_POLL: Duration = Duration::from_secs(1);
+/// Underlay MTU assumed when computing a tunnel's MTU.
+const UNDERLAY_MTU: u16 = 1500;
 
 /// Randomness for the protocol cores, from the system CSPRNG.
 struct SystemRng(aws_lc_rs::rand::SystemRandom);
@@ -29,14 +39,24 @@ impl ike::Rng for SystemRng {
 }
 
 enum Input {
-    Datagram(Received),
+    Ike(ike::sa::Datagram),
     Control(Request, oneshot::Sender<Response>),
     Shutdown(&'static str),
+}
+
+/// A CHILD SA as the daemon tracks it.
+struct InstalledChild {
+    spi_in: u32,
+    /// Inbound packets at the last counter poll (liveness).
+    last_packets_in: u64,
 }
 
 struct Tunnel {
     cfg: TunnelConfig,
     session: Session,
+    tid: TunnelId,
+    children: Vec<InstalledChild>,
+    link_up: bool,
 }
 
 pub struct Daemon {
@@ -86,7 +106,8 @@ impl Daemon {
         let tunnels = cfg
             .tunnels
             .into_iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(i, t)| {
                 let session = Session::new(
                     session_config(&t),
                     t.local,
@@ -94,7 +115,13 @@ impl Daemon {
                     Box::new(SystemRng(aws_lc_rs::rand::SystemRandom::new())),
                     now,
                 );
-                Tunnel { cfg: t, session }
+                Tunnel {
+                    cfg: t,
+                    session,
+                    tid: TunnelId(i),
+                    children: Vec::new(),
+                    link_up: false,
+                }
             })
             .collect();
         Ok(Daemon {
@@ -106,16 +133,59 @@ impl Daemon {
 
     pub async fn run(mut self) -> anyhow::Result<()> {
         let (tx, mut rx) = mpsc::channel::<Input>(4096);
-        let mut sockets: HashMap<IpAddr, Sockets> = HashMap::new();
+        // No route flush at start or stop: our routes only ever point into our own TUN
+        // interfaces, which vanish with the process (and their routes with them), and
+        // another daemon in this namespace may own other routevpn routes.
+        let nl = Netlink::new().context("opening netlink")?;
+
+        // One IKE socket (500) and one NAT-T socket (4500) per local address, each
+        // pinned to the interface holding that address.
+        let mut ike_sockets: HashMap<IpAddr, Arc<UdpSocket>> = HashMap::new();
+        let mut natt = Vec::new();
         for t in &self.tunnels {
-            if let std::collections::hash_map::Entry::Vacant(slot) = sockets.entry(t.cfg.local) {
-                let s =
-                    Sockets::bind(t.cfg.local, t.cfg.local_port, ike::limits::NATT_PORT).await?;
-                spawn_reader(s.ike.clone(), false, tx.clone());
-                spawn_reader(s.natt.clone(), true, tx.clone());
-                slot.insert(s);
+            let addr = t.cfg.local;
+            if ike_sockets.contains_key(&addr) {
+                continue;
+            }
+            let dev = nl
+                .interface_of_address(addr)
+                .await
+                .context("looking up underlay interfaces")?
+                .ok_or_else(|| anyhow::anyhow!(io::describe_local(addr)))?;
+            let s500 = io::bound_udp(SocketAddr::new(addr, t.cfg.local_port), &dev)?;
+            let s500 = Arc::new(UdpSocket::from_std(s500)?);
+            spawn_reader(s500.clone(), tx.clone());
+            ike_sockets.insert(addr, s500);
+            let s4500 = io::bound_udp(SocketAddr::new(addr, ike::limits::NATT_PORT), &dev)?;
+            s4500.set_nonblocking(false)?;
+            natt.push(s4500);
+            info!(%addr, interface = %dev, "listening for IKE on ports {} and {}", t.cfg.local_port, ike::limits::NATT_PORT);
+        }
+        let ike_tx = tx.clone();
+        let dp = Dataplane::start(
+            natt,
+            Box::new(move |local, remote, data| {
+                // Never block the dataplane thread; IKE retransmits cover a full queue.
+                let _ = ike_tx.try_send(Input::Ike(ike::sa::Datagram {
+                    local,
+                    remote,
+                    data,
+                }));
+            }),
+        )
+        .context("starting the dataplane")?;
+        let dp = Arc::new(dp);
+        for t in &mut self.tunnels {
+            let mtu = t.cfg.mtu.unwrap_or(1400);
+            t.tid = dp
+                .add_tunnel(&t.cfg.name, mtu)
+                .with_context(|| format!("creating tunnel interface {}", t.cfg.name))?;
+            // Down until a CHILD SA is installed.
+            if let Err(e) = nl.set_link_up(&t.cfg.name, false).await {
+                warn!(tunnel = %t.cfg.name, error = %e, "cannot set interface down");
             }
         }
+
         let listener = control::bind(&self.socket_path)
             .with_context(|| format!("control socket {}", self.socket_path.display()))?;
         spawn_control(listener, tx.clone());
@@ -123,13 +193,12 @@ impl Daemon {
         info!(tunnels = self.tunnels.len(), socket = %self.socket_path.display(), "routevpn daemon started");
 
         let mut shutdown_deadline: Option<Instant> = None;
+        let mut next_poll = Instant::now() + COUNTER_POLL;
         loop {
-            self.flush(&sockets).await;
+            self.flush(&ike_sockets, &dp, &nl).await;
             let now = Instant::now();
             if let Some(d) = shutdown_deadline {
-                let busy = self.tunnels.iter().any(|t| {
-                    t.session.is_established() || t.session.poll_timeout().is_some_and(|x| x < d)
-                });
+                let busy = self.tunnels.iter().any(|t| t.session.is_established());
                 if now >= d || !busy {
                     break;
                 }
@@ -139,6 +208,7 @@ impl Daemon {
                 .iter()
                 .filter_map(|t| t.session.poll_timeout())
                 .chain(shutdown_deadline)
+                .chain(Some(next_poll))
                 .min()
                 .unwrap_or(now + Duration::from_secs(3600));
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
@@ -147,18 +217,12 @@ impl Daemon {
                     let Some(input) = input else { break };
                     let now = Instant::now();
                     match input {
-                        Input::Datagram(Received::Ike(d)) => {
-                            match self.tunnels.iter_mut().find(|t| t.session.matches(&d)) {
-                                Some(t) => t.session.handle_datagram(now, d),
-                                None => debug!(from = %d.remote, "IKE message from an unconfigured peer"),
-                            }
-                        }
-                        Input::Datagram(Received::Esp { local, remote, data }) => {
-                            debug!(from = %remote, to = %local, len = data.len(), "ESP packet (dataplane not attached)");
-                        }
-                        Input::Datagram(Received::Ignored) => {}
+                        Input::Ike(d) => match self.tunnels.iter_mut().find(|t| t.session.matches(&d)) {
+                            Some(t) => t.session.handle_datagram(now, d),
+                            None => debug!(from = %d.remote, "IKE message from an unconfigured peer"),
+                        },
                         Input::Control(req, reply) => {
-                            let resp = self.control(req, now);
+                            let resp = self.control(req, now, &dp);
                             let _ = reply.send(resp);
                         }
                         Input::Shutdown(sig) => {
@@ -181,40 +245,105 @@ impl Daemon {
                             t.session.handle_timeout(now);
                         }
                     }
+                    if now >= next_poll {
+                        next_poll = now + COUNTER_POLL;
+                        self.poll_counters(now, &dp);
+                    }
                 }
             }
         }
-        self.flush(&sockets).await;
+        self.flush(&ike_sockets, &dp, &nl).await;
+        for t in &self.tunnels {
+            let _ = nl.set_link_up(&t.cfg.name, false).await;
+        }
+        dp.shutdown();
         let _ = std::fs::remove_file(&self.socket_path);
         info!("routevpn daemon stopped");
         Ok(())
     }
 
-    /// Sends what the sessions queued and acts on their events.
-    async fn flush(&mut self, sockets: &HashMap<IpAddr, Sockets>) {
+    /// Reads SA counters: inbound ESP proves the peer alive (no liveness check needed),
+    /// and byte/packet lifetimes trigger CHILD SA rekeys (RFC 7296 §2.8).
+    fn poll_counters(&mut self, now: Instant, dp: &Dataplane) {
         for t in &mut self.tunnels {
-            while let Some(d) = t.session.poll_transmit() {
-                match sockets.get(&d.local.ip()) {
-                    Some(s) => {
-                        if let Err(e) = s.send_ike(&d).await {
-                            warn!(tunnel = %t.cfg.name, to = %d.remote, error = %e, "sending IKE datagram failed");
-                        }
-                    }
-                    None => {
-                        warn!(tunnel = %t.cfg.name, local = %d.local, "no socket for local address")
-                    }
+            let mut alive = false;
+            let mut rekey = None;
+            for c in &mut t.children {
+                let Some(ctr) = dp.counters(c.spi_in) else {
+                    continue;
+                };
+                if ctr.inbound.packets > c.last_packets_in {
+                    alive = true;
+                    c.last_packets_in = ctr.inbound.packets;
+                }
+                let bytes = ctr.inbound.bytes + ctr.outbound.bytes;
+                let packets = ctr.inbound.packets + ctr.outbound.packets;
+                if t.cfg.child_lifetime_bytes.is_some_and(|l| bytes >= l)
+                    || t.cfg.child_lifetime_packets.is_some_and(|l| packets >= l)
+                {
+                    rekey = Some(c.spi_in);
                 }
             }
-            while let Some(ev) = t.session.poll_event() {
-                match ev {
-                    Event::ChildInstalled(info) => {
-                        debug!(tunnel = %t.cfg.name, ?info, "CHILD SA ready for the dataplane")
+            // RFC 4303 §3.3.3: rekey long before the sequence number runs out.
+            if dp
+                .outbound_remaining_seq(t.tid)
+                .is_some_and(|r| r < (1 << 20))
+            {
+                rekey = t.children.last().map(|c| c.spi_in);
+            }
+            if alive {
+                t.session.note_inbound_traffic(now);
+            }
+            if let Some(spi) = rekey {
+                t.session.rekey_child_spi(now, spi);
+            }
+        }
+    }
+
+    /// Sends what the sessions queued and acts on their events.
+    async fn flush(
+        &mut self,
+        ike_sockets: &HashMap<IpAddr, Arc<UdpSocket>>,
+        dp: &Dataplane,
+        nl: &Netlink,
+    ) {
+        for t in &mut self.tunnels {
+            loop {
+                while let Some(d) = t.session.poll_transmit() {
+                    let r = if d.local.port() == ike::limits::NATT_PORT {
+                        if d.data == [ike::limits::NATT_KEEPALIVE_BYTE] {
+                            dp.send_keepalive(d.local, d.remote)
+                        } else {
+                            dp.send_ike(d.local, d.remote, &d.data)
+                        }
+                    } else {
+                        match ike_sockets.get(&d.local.ip()) {
+                            Some(s) => s.send_to(&d.data, d.remote).await.map(|_| ()),
+                            None => Err(std::io::Error::other("no IKE socket for that address")),
+                        }
+                    };
+                    if let Err(e) = r {
+                        warn!(tunnel = %t.cfg.name, to = %d.remote, error = %e, "sending IKE datagram failed");
                     }
+                }
+                let Some(ev) = t.session.poll_event() else {
+                    break;
+                };
+                match ev {
+                    Event::ChildInstalled(info) => install(t, *info, dp, nl).await,
                     Event::ChildDeleted { spi_in, spi_out } => {
-                        debug!(tunnel = %t.cfg.name, spi_in = format_args!("{spi_in:08x}"), spi_out = format_args!("{spi_out:08x}"), "CHILD SA removed")
+                        dp.remove_child(spi_in);
+                        t.children.retain(|c| c.spi_in != spi_in);
+                        debug!(tunnel = %t.cfg.name, spi_in = format_args!("{spi_in:08x}"), spi_out = format_args!("{spi_out:08x}"), "CHILD SA removed");
+                        if t.children.is_empty() && t.link_up {
+                            set_link(t, false, nl).await;
+                        }
                     }
                     Event::IkeClosed { reason, .. } => {
                         info!(tunnel = %t.cfg.name, %reason, "IKE SA closed")
+                    }
+                    Event::ChildFailed { reason } => {
+                        warn!(tunnel = %t.cfg.name, %reason, "CHILD SA not created")
                     }
                     other => debug!(tunnel = %t.cfg.name, event = ?other, "session event"),
                 }
@@ -222,9 +351,9 @@ impl Daemon {
         }
     }
 
-    fn control(&mut self, req: Request, now: Instant) -> Response {
+    fn control(&mut self, req: Request, now: Instant, dp: &Dataplane) -> Response {
         match req {
-            Request::Status => Response::Status(self.status(now)),
+            Request::Status => Response::Status(self.status(now, dp)),
             Request::Up { name } => match self.tunnels.iter_mut().find(|t| t.cfg.name == name) {
                 Some(t) => {
                     t.session.initiate(now);
@@ -250,85 +379,165 @@ impl Daemon {
         }
     }
 
-    fn status(&self, now: Instant) -> StatusReport {
+    fn status(&self, now: Instant, dp: &Dataplane) -> StatusReport {
         StatusReport {
             daemon_pid: std::process::id(),
             uptime_secs: now.saturating_duration_since(self.started).as_secs(),
             tunnels: self
                 .tunnels
                 .iter()
-                .map(|t| {
-                    let s = t.session.status(now);
-                    let state = if s.ike_sas.iter().any(|i| i.state == "established") {
-                        if s.children.is_empty() {
-                            "ike-only"
-                        } else {
-                            "up"
-                        }
-                    } else if s.ike_sas.is_empty() {
-                        "down"
-                    } else {
-                        "connecting"
-                    };
-                    TunnelStatus {
-                        name: t.cfg.name.clone(),
-                        local: t.cfg.local.to_string(),
-                        remote: t.cfg.remote.to_string(),
-                        local_id: t.cfg.local_id.to_string(),
-                        remote_id: t.cfg.remote_id.to_string(),
-                        state: state.to_string(),
-                        last_error: s.last_error.clone(),
-                        ike_sas: s
-                            .ike_sas
-                            .iter()
-                            .map(|i| IkeSaStatus {
-                                state: i.state.to_string(),
-                                initiator: i.initiator,
-                                spi_i: format!("{:016x}", i.spi_i),
-                                spi_r: format!("{:016x}", i.spi_r),
-                                proposal: i.proposal.clone(),
-                                peer: i.remote.to_string(),
-                                age_secs: i.age.as_secs(),
-                                rekeys: i.rekeys,
-                            })
-                            .collect(),
-                        child_sas: s
-                            .children
-                            .iter()
-                            .map(|(c, age)| ChildSaStatus {
-                                state: "installed".to_string(),
-                                spi_in: format!("{:08x}", c.spi_in),
-                                spi_out: format!("{:08x}", c.spi_out),
-                                proposal: c.proposal.clone(),
-                                esn: c.esn,
-                                local_ts: c.local_ts.iter().map(ike::sa::ts_to_string).collect(),
-                                remote_ts: c.remote_ts.iter().map(ike::sa::ts_to_string).collect(),
-                                age_secs: age.as_secs(),
-                                packets_in: 0,
-                                packets_out: 0,
-                                bytes_in: 0,
-                                bytes_out: 0,
-                            })
-                            .collect(),
-                    }
-                })
+                .map(|t| tunnel_status(t, now, dp))
                 .collect(),
         }
     }
 }
 
-fn spawn_reader(sock: Arc<tokio::net::UdpSocket>, natt: bool, tx: mpsc::Sender<Input>) {
+fn tunnel_status(t: &Tunnel, now: Instant, dp: &Dataplane) -> TunnelStatus {
+    let s = t.session.status(now);
+    let state = if s.ike_sas.iter().any(|i| i.state == "established") {
+        if s.children.is_empty() {
+            "ike-only"
+        } else {
+            "up"
+        }
+    } else if s.ike_sas.is_empty() {
+        "down"
+    } else {
+        "connecting"
+    };
+    TunnelStatus {
+        name: t.cfg.name.clone(),
+        local: t.cfg.local.to_string(),
+        remote: t.cfg.remote.to_string(),
+        local_id: t.cfg.local_id.to_string(),
+        remote_id: t.cfg.remote_id.to_string(),
+        state: state.to_string(),
+        last_error: s.last_error.clone(),
+        ike_sas: s
+            .ike_sas
+            .iter()
+            .map(|i| IkeSaStatus {
+                state: i.state.to_string(),
+                initiator: i.initiator,
+                spi_i: format!("{:016x}", i.spi_i),
+                spi_r: format!("{:016x}", i.spi_r),
+                proposal: i.proposal.clone(),
+                peer: i.remote.to_string(),
+                age_secs: i.age.as_secs(),
+                rekeys: i.rekeys,
+            })
+            .collect(),
+        child_sas: s
+            .children
+            .iter()
+            .map(|(c, age)| {
+                let ctr = dp.counters(c.spi_in).unwrap_or_default();
+                ChildSaStatus {
+                    state: "installed".to_string(),
+                    spi_in: format!("{:08x}", c.spi_in),
+                    spi_out: format!("{:08x}", c.spi_out),
+                    proposal: c.proposal.clone(),
+                    esn: c.esn,
+                    local_ts: c.local_ts.iter().map(ike::sa::ts_to_string).collect(),
+                    remote_ts: c.remote_ts.iter().map(ike::sa::ts_to_string).collect(),
+                    age_secs: age.as_secs(),
+                    packets_in: ctr.inbound.packets,
+                    packets_out: ctr.outbound.packets,
+                    bytes_in: ctr.inbound.bytes,
+                    bytes_out: ctr.outbound.bytes,
+                    replayed: ctr.inbound.replayed,
+                    icv_failures: ctr.inbound.icv_failures,
+                    malformed: ctr.inbound.malformed,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Puts a new CHILD SA into the dataplane and, for the tunnel's first one, brings the
+/// interface up with its MTU, addresses and routes.
+async fn install(t: &mut Tunnel, info: ChildSaInfo, dp: &Dataplane, nl: &Netlink) {
+    let Some(alg) = dataplane::algorithm_for(info.encr, info.encr_key_bits, info.integ) else {
+        warn!(tunnel = %t.cfg.name, proposal = %info.proposal, "negotiated ESP suite has no dataplane implementation");
+        return;
+    };
+    let keys = ChildKeys {
+        spi_in: info.spi_in,
+        spi_out: info.spi_out,
+        alg,
+        esn: info.esn,
+        keys_in: info.keys_in,
+        keys_out: info.keys_out,
+        remote: info.remote,
+        local: info.local,
+        replay_window: t.cfg.replay_window,
+    };
+    if let Err(e) = dp.install_child(t.tid, keys) {
+        warn!(tunnel = %t.cfg.name, error = %e, "cannot install CHILD SA in the dataplane");
+        return;
+    }
+    t.children.push(InstalledChild {
+        spi_in: info.spi_in,
+        last_packets_in: 0,
+    });
+    if !t.link_up {
+        let mtu = t
+            .cfg
+            .mtu
+            .unwrap_or_else(|| dataplane::compute_mtu(UNDERLAY_MTU, t.cfg.local.is_ipv6(), alg));
+        if let Err(e) = nl.set_mtu(&t.cfg.name, mtu as u32).await {
+            warn!(tunnel = %t.cfg.name, error = %e, "cannot set MTU");
+        }
+        set_link(t, true, nl).await;
+    }
+}
+
+/// Brings a tunnel interface up (then its addresses and routes: an admin-down link
+/// loses its routes and IPv6 addresses) or down.
+async fn set_link(t: &mut Tunnel, up: bool, nl: &Netlink) {
+    let name = t.cfg.name.clone();
+    if let Err(e) = nl.set_link_up(&name, up).await {
+        warn!(tunnel = %name, error = %e, "cannot change interface state");
+        return;
+    }
+    t.link_up = up;
+    if !up {
+        info!(tunnel = %name, "tunnel interface down (no CHILD SA)");
+        for r in &t.cfg.routes {
+            let _ = nl
+                .delete_route(r.prefix.0, r.prefix.1, &name, r.metric, RTPROT_ROUTEVPN)
+                .await;
+        }
+        return;
+    }
+    for (addr, len) in &t.cfg.addresses {
+        if let Err(e) = nl.add_address(&name, *addr, *len).await {
+            warn!(tunnel = %name, error = %e, "cannot add address");
+        }
+    }
+    for r in &t.cfg.routes {
+        if let Err(e) = nl
+            .replace_route(r.prefix.0, r.prefix.1, &name, r.metric, RTPROT_ROUTEVPN)
+            .await
+        {
+            warn!(tunnel = %name, error = %e, "cannot install route");
+        }
+    }
+    info!(tunnel = %name, routes = t.cfg.routes.len(), "tunnel interface up");
+}
+
+fn spawn_reader(sock: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {
     tokio::spawn(async move {
-        let local = match sock.local_addr() {
-            Ok(a) => a,
-            Err(_) => return,
-        };
+        let Ok(local) = sock.local_addr() else { return };
         let mut buf = vec![0u8; 65536];
         loop {
             match sock.recv_from(&mut buf).await {
                 Ok((n, remote)) => {
-                    let r = io::classify(local, remote, &buf[..n], natt);
-                    if tx.send(Input::Datagram(r)).await.is_err() {
+                    if tx
+                        .send(Input::Ike(io::ike_datagram(local, remote, &buf[..n])))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -1,0 +1,632 @@
+//! Userspace ESP-in-UDP dataplane (RFC 4303 tunnel mode inside RFC 3948 UDP
+//! encapsulation) behind one TUN interface per tunnel.
+//!
+//! Threads (plain `std` threads, never tokio, so crypto never stalls the
+//! control plane):
+//! - one **RX thread per port-4500 socket**: `recvmmsg` + UDP GRO batches
+//!   (via `quinn-udp`), RFC 3948 demultiplexing, IKE handed to the daemon's
+//!   callback, ESP opened in place and the inner packets written to the
+//!   tunnel's TUN in batches that the TUN GRO table coalesces into TCP
+//!   super-packets;
+//! - one **TX thread per tunnel**: TUN reads with the virtio-net header, so
+//!   the kernel hands over TCP/UDP GSO super-packets that are segmented in
+//!   userspace, each segment sealed straight into a contiguous send buffer,
+//!   runs of equal-sized ESP packets sent with one UDP GSO `sendmsg`.
+//!
+//! SA tables: inbound SAs in a `HashMap` behind an `RwLock` (read-locked
+//! once per receive batch, one uncontended `Mutex` per SA); the outbound SA
+//! of a tunnel behind a `Mutex` taken once per TUN read.
+
+mod sys;
+mod tables;
+mod thread_rx;
+mod thread_tx;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use esp::{AesKeySize, Algorithm, Counters, EspError, InboundSa, Integrity, OutboundSa, SaParams};
+use ike::iana::{EncrId, IntegId};
+
+use tables::{InboundEntry, Outbound, Socket, Tunnel};
+
+/// Callback for IKE messages received on port 4500: `(local, remote, message)`
+/// with the non-ESP marker already stripped.
+pub type IkeCallback = Box<dyn Fn(SocketAddr, SocketAddr, Vec<u8>) + Send + Sync>;
+
+/// Identifies a tunnel (one TUN interface) inside a [`Dataplane`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TunnelId(pub usize);
+
+/// Keys and endpoints of one CHILD SA, as negotiated by IKE.
+pub struct ChildKeys {
+    pub spi_in: u32,
+    pub spi_out: u32,
+    pub alg: Algorithm,
+    pub esn: bool,
+    pub keys_in: esp::Zeroizing<Vec<u8>>,
+    pub keys_out: esp::Zeroizing<Vec<u8>>,
+    /// The peer's ESP-in-UDP address (normally port 4500).
+    pub remote: SocketAddr,
+    /// Our port-4500 address; selects the socket ESP is sent from.
+    pub local: SocketAddr,
+    pub replay_window: u32,
+}
+
+impl std::fmt::Debug for ChildKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Key material is never printed.
+        f.debug_struct("ChildKeys")
+            .field("spi_in", &format_args!("{:#010x}", self.spi_in))
+            .field("spi_out", &format_args!("{:#010x}", self.spi_out))
+            .field("alg", &self.alg)
+            .field("esn", &self.esn)
+            .field("remote", &self.remote)
+            .field("local", &self.local)
+            .field("replay_window", &self.replay_window)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Statistics of both directions of one CHILD SA.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SaCounters {
+    pub inbound: Counters,
+    pub outbound: Counters,
+}
+
+/// Dataplane-wide drop counters (not attributable to an SA).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneStats {
+    /// ESP packets whose SPI matches no installed inbound SA.
+    pub unknown_spi: u64,
+    /// Port-4500 datagrams that are neither ESP, IKE nor a keepalive.
+    pub invalid: u64,
+    /// NAT-keepalives received (RFC 3948 §2.3).
+    pub keepalives: u64,
+    /// IKE messages handed to the callback.
+    pub ike: u64,
+}
+
+/// Per-tunnel counters of the transmit side and of TUN writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelStats {
+    /// Packets read from the TUN while no outbound SA was installed.
+    pub tx_no_sa: u64,
+    /// Packets read from the TUN that could not be sealed (not IP, sequence
+    /// numbers exhausted, too large).
+    pub tx_seal_errors: u64,
+    /// `sendmsg` failures (each may cover a GSO batch).
+    pub tx_send_errors: u64,
+    /// TUN reads the offload code rejected.
+    pub tx_tun_errors: u64,
+    /// Failed batched writes of decrypted packets to the TUN.
+    pub rx_tun_write_errors: u64,
+}
+
+/// Maps negotiated IKEv2 transforms to an ESP suite; `None` when the
+/// combination is not supported by the dataplane.
+pub fn algorithm_for(
+    encr: EncrId,
+    key_bits: Option<u16>,
+    integ: Option<IntegId>,
+) -> Option<Algorithm> {
+    let key = match key_bits? {
+        128 => AesKeySize::Aes128,
+        256 => AesKeySize::Aes256,
+        _ => return None,
+    };
+    // RFC 7296 §3.3.3: combined-mode ciphers carry no (or a NONE) integrity transform.
+    let integ = integ.filter(|i| *i != IntegId::NONE);
+    if encr == EncrId::AES_GCM_16 {
+        return integ.is_none().then_some(Algorithm::AesGcm16(key));
+    }
+    if encr == EncrId::AES_CBC {
+        let i = match integ? {
+            IntegId::HMAC_SHA2_256_128 => Integrity::HmacSha256_128,
+            IntegId::HMAC_SHA2_384_192 => Integrity::HmacSha384_192,
+            IntegId::HMAC_SHA2_512_256 => Integrity::HmacSha512_256,
+            _ => return None,
+        };
+        return Some(Algorithm::AesCbc(key, i));
+    }
+    None
+}
+
+/// IPv4 header without options (RFC 791).
+const IPV4_HEADER: usize = 20;
+/// IPv6 fixed header (RFC 8200 §3).
+const IPV6_HEADER: usize = 40;
+/// UDP header (RFC 768), the RFC 3948 encapsulation.
+const UDP_HEADER: usize = 8;
+/// SPI + sequence number (RFC 4303 §2).
+const ESP_HEADER: usize = 8;
+/// Pad Length + Next Header (RFC 4303 §2).
+const ESP_TRAILER: usize = 2;
+/// Smallest MTU an IPv6 link may have (RFC 8200 §5).
+pub const IPV6_MIN_MTU: u16 = 1280;
+
+/// MTU of a tunnel interface: the largest inner packet whose ESP-in-UDP
+/// encapsulation fits into `underlay_mtu`. Outer IP + UDP + ESP header +
+/// IV + ICV are subtracted, and the ciphertext (payload ‖ padding ‖ pad
+/// length ‖ next header) is rounded down to the cipher's block (RFC 4303
+/// §2.4), which is exactly the worst case of the padding. Inner IPv6 needs
+/// at least [`IPV6_MIN_MTU`]; callers should warn when the result is lower.
+pub fn compute_mtu(underlay_mtu: u16, outer_ipv6: bool, alg: Algorithm) -> u16 {
+    let ip = if outer_ipv6 { IPV6_HEADER } else { IPV4_HEADER };
+    let fixed = ip + UDP_HEADER + ESP_HEADER + alg.iv_len() + alg.icv_len();
+    let Some(ct) = usize::from(underlay_mtu).checked_sub(fixed) else {
+        return 0;
+    };
+    let ct = ct - ct % alg.block_len();
+    u16::try_from(ct.saturating_sub(ESP_TRAILER)).unwrap_or(0)
+}
+
+/// State shared by the API handle and every dataplane thread.
+pub(crate) struct Shared {
+    pub(crate) stop: AtomicBool,
+    pub(crate) sockets: Vec<Arc<Socket>>,
+    pub(crate) inbound: RwLock<HashMap<u32, Arc<InboundEntry>>>,
+    pub(crate) tunnels: RwLock<HashMap<usize, Arc<Tunnel>>>,
+    pub(crate) on_ike: IkeCallback,
+    pub(crate) unknown_spi: AtomicU64,
+    pub(crate) invalid: AtomicU64,
+    pub(crate) keepalives: AtomicU64,
+    pub(crate) ike: AtomicU64,
+}
+
+/// The ESP dataplane. `Send + Sync`; share it behind an `Arc`.
+pub struct Dataplane {
+    shared: Arc<Shared>,
+    next_tunnel: AtomicUsize,
+    rx_threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Serializes tunnel creation/removal and SA installation so table
+    /// updates are never interleaved.
+    admin: Mutex<()>,
+}
+
+/// How long a blocked thread sleeps before re-checking its stop flag.
+pub(crate) const POLL_MS: i32 = 100;
+
+impl Dataplane {
+    /// Takes ownership of one bound UDP socket per local address (port 4500)
+    /// and starts one receive thread per socket. `on_ike(local, remote, msg)`
+    /// is called from a dataplane thread for every IKE message (marker
+    /// stripped); it must not block for long.
+    pub fn start(sockets: Vec<UdpSocket>, on_ike: IkeCallback) -> io::Result<Dataplane> {
+        let mut socks = Vec::with_capacity(sockets.len());
+        for s in sockets {
+            socks.push(Arc::new(Socket::new(s)?));
+        }
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            sockets: socks,
+            inbound: RwLock::new(HashMap::new()),
+            tunnels: RwLock::new(HashMap::new()),
+            on_ike,
+            unknown_spi: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
+            keepalives: AtomicU64::new(0),
+            ike: AtomicU64::new(0),
+        });
+        let dp = Dataplane {
+            shared: shared.clone(),
+            next_tunnel: AtomicUsize::new(0),
+            rx_threads: Mutex::new(Vec::new()),
+            admin: Mutex::new(()),
+        };
+        for (i, sock) in shared.sockets.iter().enumerate() {
+            let sh = shared.clone();
+            let sock = sock.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("esp-rx{i}"))
+                .spawn(move || thread_rx::run(sh, sock))?;
+            lock(&dp.rx_threads).push(h);
+        }
+        Ok(dp)
+    }
+
+    /// Creates the TUN interface `name`, administratively DOWN, with `mtu`,
+    /// and starts its transmit thread.
+    pub fn add_tunnel(&self, name: &str, mtu: u16) -> io::Result<TunnelId> {
+        let _admin = lock(&self.admin);
+        if self.shared.stop.load(Ordering::Relaxed) {
+            return Err(io::Error::other("dataplane is shut down"));
+        }
+        let dev = tun_rs::DeviceBuilder::new()
+            .name(name)
+            .mtu(mtu)
+            .enable(false)
+            .with(|b| {
+                // Virtio-net header: TSO/USO super-packets in, GRO'd TCP out.
+                b.offload(true).tx_queue_len(1000);
+            })
+            .build_sync()?;
+        dev.set_nonblocking(true)?;
+        let id = TunnelId(self.next_tunnel.fetch_add(1, Ordering::Relaxed));
+        let tunnel = Arc::new(Tunnel::new(name.to_string(), dev));
+        let (sh, t) = (self.shared.clone(), tunnel.clone());
+        let h = std::thread::Builder::new()
+            .name(format!("esp-tx-{name}"))
+            .spawn(move || thread_tx::run(sh, t))?;
+        *lock(&tunnel.thread) = Some(h);
+        write(&self.shared.tunnels).insert(id.0, tunnel);
+        tracing::debug!(tunnel = name, mtu, "tunnel interface created");
+        Ok(id)
+    }
+
+    /// Stops the tunnel's thread, removes its SAs and closes its TUN (the
+    /// interface disappears).
+    pub fn remove_tunnel(&self, id: TunnelId) {
+        let _admin = lock(&self.admin);
+        let Some(tunnel) = write(&self.shared.tunnels).remove(&id.0) else {
+            return;
+        };
+        write(&self.shared.inbound).retain(|_, e| e.tunnel != id);
+        close_tunnel(tunnel);
+    }
+
+    /// Installs a CHILD SA: the inbound SA is added (keyed by `spi_in`) and
+    /// the tunnel's outbound traffic switches to the new SA at once. The
+    /// previous inbound SA stays until [`Self::remove_child`]
+    /// (make-before-break on rekey, RFC 7296 §2.8).
+    pub fn install_child(&self, tunnel: TunnelId, keys: ChildKeys) -> Result<(), EspError> {
+        let _admin = lock(&self.admin);
+        let Some(t) = read(&self.shared.tunnels).get(&tunnel.0).cloned() else {
+            tracing::warn!(?tunnel, "install_child on an unknown tunnel");
+            return Err(EspError::SpiMismatch { got: keys.spi_in });
+        };
+        let inbound = InboundSa::new(SaParams {
+            spi: keys.spi_in,
+            alg: keys.alg,
+            keymat: keys.keys_in,
+            esn: keys.esn,
+            replay_window: keys.replay_window,
+        })?;
+        let outbound = OutboundSa::new(SaParams {
+            spi: keys.spi_out,
+            alg: keys.alg,
+            keymat: keys.keys_out,
+            esn: keys.esn,
+            replay_window: 0,
+        })?;
+        let sock = self.socket_for(keys.local).unwrap_or(0);
+        let src_ip = self
+            .shared
+            .sockets
+            .get(sock)
+            .filter(|s| s.local.ip().is_unspecified())
+            .map(|_| keys.local.ip())
+            .filter(|ip| !ip.is_unspecified());
+        let entry = Arc::new(InboundEntry {
+            tunnel,
+            spi_out: keys.spi_out,
+            dev: t.dev.clone(),
+            write_errors: t.rx_tun_write_errors.clone(),
+            sa: Mutex::new(inbound),
+            out_final: Mutex::new(None),
+        });
+        if write(&self.shared.inbound)
+            .insert(keys.spi_in, entry)
+            .is_some()
+        {
+            tracing::warn!(
+                spi = format_args!("{:#010x}", keys.spi_in),
+                "inbound SA replaced"
+            );
+        }
+        let old = lock(&t.out).replace(Outbound {
+            sa: outbound,
+            spi_in: keys.spi_in,
+            sock,
+            dst: keys.remote,
+            src_ip,
+        });
+        if let Some(old) = old {
+            self.retire_outbound(old);
+        }
+        tracing::debug!(
+            tunnel = t.name.as_str(),
+            spi_in = format_args!("{:#010x}", keys.spi_in),
+            spi_out = format_args!("{:#010x}", keys.spi_out),
+            "CHILD SA installed"
+        );
+        Ok(())
+    }
+
+    /// Keeps the final counters of a replaced outbound SA with its child.
+    fn retire_outbound(&self, old: Outbound) {
+        if let Some(e) = read(&self.shared.inbound).get(&old.spi_in) {
+            *lock(&e.out_final) = Some(*old.sa.counters());
+        }
+    }
+
+    /// Removes the CHILD SA with this inbound SPI; if the tunnel's outbound
+    /// SA is this child's, outbound is cleared (TUN packets are then dropped
+    /// and counted in [`TunnelStats::tx_no_sa`]).
+    pub fn remove_child(&self, spi_in: u32) {
+        let _admin = lock(&self.admin);
+        let Some(entry) = write(&self.shared.inbound).remove(&spi_in) else {
+            return;
+        };
+        if let Some(t) = read(&self.shared.tunnels).get(&entry.tunnel.0) {
+            let mut out = lock(&t.out);
+            if out.as_ref().is_some_and(|o| o.sa.spi() == entry.spi_out) {
+                *out = None;
+            }
+        }
+    }
+
+    /// Counters of the CHILD SA with this inbound SPI (the outbound half is
+    /// live while it is the tunnel's current SA, frozen after a rekey).
+    pub fn counters(&self, spi_in: u32) -> Option<SaCounters> {
+        let entry = read(&self.shared.inbound).get(&spi_in).cloned()?;
+        let inbound = *lock(&entry.sa).counters();
+        let mut outbound = lock(&entry.out_final).unwrap_or_default();
+        if let Some(t) = read(&self.shared.tunnels).get(&entry.tunnel.0) {
+            if let Some(o) = lock(&t.out).as_ref().filter(|o| o.spi_in == spi_in) {
+                outbound = *o.sa.counters();
+            }
+        }
+        Some(SaCounters { inbound, outbound })
+    }
+
+    /// Sequence numbers the tunnel's current outbound SA has left before it
+    /// must be rekeyed (RFC 4303 §3.3.3); `None` without an outbound SA.
+    pub fn outbound_remaining_seq(&self, tunnel: TunnelId) -> Option<u64> {
+        let t = read(&self.shared.tunnels).get(&tunnel.0).cloned()?;
+        let out = lock(&t.out);
+        out.as_ref().map(|o| o.sa.remaining_seq())
+    }
+
+    /// Dataplane-wide counters.
+    pub fn stats(&self) -> DataplaneStats {
+        let s = &self.shared;
+        DataplaneStats {
+            unknown_spi: s.unknown_spi.load(Ordering::Relaxed),
+            invalid: s.invalid.load(Ordering::Relaxed),
+            keepalives: s.keepalives.load(Ordering::Relaxed),
+            ike: s.ike.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Transmit/TUN counters of one tunnel.
+    pub fn tunnel_stats(&self, id: TunnelId) -> Option<TunnelStats> {
+        let t = read(&self.shared.tunnels).get(&id.0).cloned()?;
+        Some(t.stats())
+    }
+
+    /// Sends an IKE message on the port-4500 socket whose local address is
+    /// `local`, behind the non-ESP marker (RFC 3948 §2.2).
+    pub fn send_ike(&self, local: SocketAddr, remote: SocketAddr, msg: &[u8]) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(msg.len() + 4);
+        esp::udp::encode_ike(msg, &mut buf);
+        self.send_raw(local, remote, &buf)
+    }
+
+    /// Sends a NAT-keepalive (a single 0xFF octet, RFC 3948 §2.3).
+    pub fn send_keepalive(&self, local: SocketAddr, remote: SocketAddr) -> io::Result<()> {
+        self.send_raw(local, remote, &[0xFF])
+    }
+
+    fn send_raw(&self, local: SocketAddr, remote: SocketAddr, payload: &[u8]) -> io::Result<()> {
+        let i = self.socket_for(local).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("no port-4500 socket bound to {local}"),
+            )
+        })?;
+        let sock = &self.shared.sockets[i];
+        let src_ip = (sock.local.ip().is_unspecified() && !local.ip().is_unspecified())
+            .then_some(local.ip());
+        sock.send(remote, src_ip, payload, None, &self.shared.stop)
+    }
+
+    /// Index of the socket for `local`: an exact match, else a wildcard
+    /// socket of the same family and port.
+    fn socket_for(&self, local: SocketAddr) -> Option<usize> {
+        let socks = &self.shared.sockets;
+        socks.iter().position(|s| s.local == local).or_else(|| {
+            socks.iter().position(|s| {
+                s.local.ip().is_unspecified()
+                    && s.local.port() == local.port()
+                    && s.local.is_ipv4() == local.is_ipv4()
+            })
+        })
+    }
+
+    /// Local addresses of the sockets, in the order given to [`Self::start`].
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.shared.sockets.iter().map(|s| s.local).collect()
+    }
+
+    /// Stops every thread and closes every TUN. Idempotent.
+    pub fn shutdown(&self) {
+        let _admin = lock(&self.admin);
+        self.shared.stop.store(true, Ordering::Relaxed);
+        let handles: Vec<_> = lock(&self.rx_threads).drain(..).collect();
+        for h in handles {
+            let _ = h.join();
+        }
+        write(&self.shared.inbound).clear();
+        let tunnels: Vec<_> = write(&self.shared.tunnels)
+            .drain()
+            .map(|(_, t)| t)
+            .collect();
+        for t in tunnels {
+            close_tunnel(t);
+        }
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Stops a tunnel's TX thread and waits (briefly) until no receive batch
+/// still holds its TUN, so the interface is gone when this returns.
+fn close_tunnel(t: Arc<Tunnel>) {
+    t.stop.store(true, Ordering::Relaxed);
+    if let Some(h) = lock(&t.thread).take() {
+        let _ = h.join();
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Arc::strong_count(&t.dev) > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    tracing::debug!(tunnel = t.name.as_str(), "tunnel interface closed");
+}
+
+/// Locks ignoring poisoning: a panicked dataplane thread must not take the
+/// control plane down with it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GCM128: Algorithm = Algorithm::AesGcm16(AesKeySize::Aes128);
+
+    #[test]
+    fn algorithm_mapping() {
+        use EncrId as E;
+        use IntegId as I;
+        assert_eq!(algorithm_for(E::AES_GCM_16, Some(128), None), Some(GCM128));
+        assert_eq!(
+            algorithm_for(E::AES_GCM_16, Some(256), Some(I::NONE)),
+            Some(Algorithm::AesGcm16(AesKeySize::Aes256))
+        );
+        // AEAD with a separate integrity transform is not a valid ESP suite.
+        assert_eq!(
+            algorithm_for(E::AES_GCM_16, Some(128), Some(I::HMAC_SHA2_256_128)),
+            None
+        );
+        assert_eq!(algorithm_for(E::AES_GCM_16, Some(192), None), None);
+        assert_eq!(algorithm_for(E::AES_GCM_16, None, None), None);
+        for (i, want) in [
+            (I::HMAC_SHA2_256_128, Integrity::HmacSha256_128),
+            (I::HMAC_SHA2_384_192, Integrity::HmacSha384_192),
+            (I::HMAC_SHA2_512_256, Integrity::HmacSha512_256),
+        ] {
+            for (bits, k) in [(128, AesKeySize::Aes128), (256, AesKeySize::Aes256)] {
+                assert_eq!(
+                    algorithm_for(E::AES_CBC, Some(bits), Some(i)),
+                    Some(Algorithm::AesCbc(k, want))
+                );
+            }
+        }
+        // CBC needs integrity.
+        assert_eq!(algorithm_for(E::AES_CBC, Some(128), None), None);
+        assert_eq!(algorithm_for(E::AES_CBC, Some(128), Some(I::NONE)), None);
+        assert_eq!(algorithm_for(E::AES_CBC, Some(128), Some(IntegId(2))), None);
+        assert_eq!(
+            algorithm_for(EncrId(3), Some(128), Some(I::HMAC_SHA2_256_128)),
+            None
+        );
+    }
+
+    /// The MTU is exactly the largest inner packet whose sealed form fits.
+    #[test]
+    fn mtu_is_tight() {
+        for alg in Algorithm::ALL {
+            let keymat = esp::Zeroizing::new(vec![7u8; alg.keymat_len()]);
+            let sa = OutboundSa::new(SaParams::new(0x1000, alg, keymat)).unwrap();
+            for (underlay, v6) in [(1500u16, false), (1500, true), (9000, false), (1400, true)] {
+                let mtu = usize::from(compute_mtu(underlay, v6, alg));
+                let outer = if v6 { 48 } else { 28 };
+                let room = usize::from(underlay) - outer;
+                assert!(sa.sealed_len(mtu) <= room, "{alg:?} {underlay} {v6}");
+                assert!(
+                    sa.sealed_len(mtu + 1) > room,
+                    "{alg:?} {underlay} {v6} not tight"
+                );
+            }
+        }
+        assert_eq!(compute_mtu(1500, false, GCM128), 1438);
+        assert_eq!(compute_mtu(1500, true, GCM128), 1418);
+        assert_eq!(
+            compute_mtu(
+                1500,
+                false,
+                Algorithm::AesCbc(AesKeySize::Aes256, Integrity::HmacSha256_128)
+            ),
+            1422
+        );
+        assert_eq!(compute_mtu(40, false, GCM128), 0);
+        // A 1280-octet underlay cannot carry inner IPv6.
+        assert!(compute_mtu(1280, false, GCM128) < IPV6_MIN_MTU);
+        assert!(compute_mtu(1500, true, GCM128) >= IPV6_MIN_MTU);
+    }
+
+    #[test]
+    fn api_is_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Dataplane>();
+    }
+
+    /// Start/IKE/shutdown without root: loopback sockets only, no TUN.
+    #[test]
+    fn ike_demux_on_loopback() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a_addr = a.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = Mutex::new(tx);
+        let dp = Dataplane::start(
+            vec![a],
+            Box::new(move |l, r, m| {
+                let _ = lock(&tx).send((l, r, m));
+            }),
+        )
+        .unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer_addr = peer.local_addr().unwrap();
+        peer.send_to(&[0, 0, 0, 0, 1, 2, 3], a_addr).unwrap();
+        let (l, r, m) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!((l, r, m), (a_addr, peer_addr, vec![1, 2, 3]));
+        peer.send_to(&[0xFF], a_addr).unwrap();
+        peer.send_to(&[0, 0, 0, 0], a_addr).unwrap();
+        // An ESP packet for an SPI that is not installed.
+        peer.send_to(&[0, 0, 0x10, 0, 0, 0, 0, 1, 9, 9, 9, 9], a_addr)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while dp.stats().unknown_spi == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            dp.stats(),
+            DataplaneStats {
+                unknown_spi: 1,
+                invalid: 1,
+                keepalives: 1,
+                ike: 1
+            }
+        );
+        dp.send_ike(a_addr, peer_addr, b"hello").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"\0\0\0\0hello"[..], a_addr));
+        assert!(dp
+            .send_ike("127.0.0.2:9".parse().unwrap(), peer_addr, b"x")
+            .is_err());
+        dp.shutdown();
+        dp.shutdown();
+    }
+}

@@ -1,0 +1,136 @@
+//! The objects the dataplane threads share: sockets, tunnels, SA entries.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use esp::{Counters, InboundSa, OutboundSa};
+use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
+
+use super::{sys, TunnelId, TunnelStats, POLL_MS};
+
+/// Socket buffer size asked for; large enough to absorb a few GRO/GSO
+/// batches while the other thread is busy with crypto.
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// A port-4500 socket with its offload state.
+pub(crate) struct Socket {
+    pub(crate) local: SocketAddr,
+    pub(crate) sock: UdpSocket,
+    pub(crate) state: UdpSocketState,
+}
+
+impl Socket {
+    pub(crate) fn new(sock: UdpSocket) -> io::Result<Socket> {
+        let local = sock.local_addr()?;
+        // Enables UDP GRO, packet info and non-blocking mode.
+        let state = UdpSocketState::new(UdpSockRef::from(&sock))?;
+        sys::set_buffer_sizes(sock.as_raw_fd(), SOCKET_BUFFER);
+        Ok(Socket { local, sock, state })
+    }
+
+    /// Largest number of datagrams one GSO send may carry.
+    pub(crate) fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Sends `contents` (several `segment_size` datagrams when set), waiting
+    /// for socket buffer space unless the dataplane is stopping.
+    pub(crate) fn send(
+        &self,
+        destination: SocketAddr,
+        src_ip: Option<IpAddr>,
+        contents: &[u8],
+        segment_size: Option<usize>,
+        stop: &AtomicBool,
+    ) -> io::Result<()> {
+        let t = Transmit {
+            destination,
+            ecn: None,
+            contents,
+            segment_size: segment_size.filter(|s| *s < contents.len()),
+            src_ip,
+        };
+        loop {
+            match self.state.try_send(UdpSockRef::from(&self.sock), &t) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(e);
+                    }
+                    sys::wait_fd(self.sock.as_raw_fd(), libc::POLLOUT, POLL_MS)?;
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+/// One inbound SA and where its packets go.
+pub(crate) struct InboundEntry {
+    pub(crate) tunnel: TunnelId,
+    /// The SPI of the outbound half of the same child.
+    pub(crate) spi_out: u32,
+    pub(crate) dev: Arc<tun_rs::SyncDevice>,
+    /// The tunnel's [`Tunnel::rx_tun_write_errors`].
+    pub(crate) write_errors: Arc<AtomicU64>,
+    pub(crate) sa: Mutex<InboundSa>,
+    /// Counters of the outbound half once it stopped being the tunnel's
+    /// current SA (rekeyed away).
+    pub(crate) out_final: Mutex<Option<Counters>>,
+}
+
+/// The current outbound SA of a tunnel.
+pub(crate) struct Outbound {
+    pub(crate) sa: OutboundSa,
+    /// Inbound SPI of the same child (for counters).
+    pub(crate) spi_in: u32,
+    /// Index into the dataplane's sockets.
+    pub(crate) sock: usize,
+    pub(crate) dst: SocketAddr,
+    /// Source address to pin when the socket is bound to a wildcard.
+    pub(crate) src_ip: Option<IpAddr>,
+}
+
+/// A tunnel: its TUN, its outbound SA and its TX thread.
+pub(crate) struct Tunnel {
+    pub(crate) name: String,
+    pub(crate) dev: Arc<tun_rs::SyncDevice>,
+    pub(crate) out: Mutex<Option<Outbound>>,
+    pub(crate) stop: AtomicBool,
+    pub(crate) thread: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) tx_no_sa: AtomicU64,
+    pub(crate) tx_seal_errors: AtomicU64,
+    pub(crate) tx_send_errors: AtomicU64,
+    pub(crate) tx_tun_errors: AtomicU64,
+    pub(crate) rx_tun_write_errors: Arc<AtomicU64>,
+}
+
+impl Tunnel {
+    pub(crate) fn new(name: String, dev: tun_rs::SyncDevice) -> Tunnel {
+        Tunnel {
+            name,
+            dev: Arc::new(dev),
+            out: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            thread: Mutex::new(None),
+            tx_no_sa: AtomicU64::new(0),
+            tx_seal_errors: AtomicU64::new(0),
+            tx_send_errors: AtomicU64::new(0),
+            tx_tun_errors: AtomicU64::new(0),
+            rx_tun_write_errors: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> TunnelStats {
+        TunnelStats {
+            tx_no_sa: self.tx_no_sa.load(Ordering::Relaxed),
+            tx_seal_errors: self.tx_seal_errors.load(Ordering::Relaxed),
+            tx_send_errors: self.tx_send_errors.load(Ordering::Relaxed),
+            tx_tun_errors: self.tx_tun_errors.load(Ordering::Relaxed),
+            rx_tun_write_errors: self.rx_tun_write_errors.load(Ordering::Relaxed),
+        }
+    }
+}

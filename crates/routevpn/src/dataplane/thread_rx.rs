@@ -1,0 +1,228 @@
+//! Receive thread of one port-4500 socket: batched `recvmmsg` with UDP GRO,
+//! RFC 3948 demultiplexing, ESP opened in place, inner packets written to
+//! the tunnels' TUNs in GRO-coalesced batches.
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use esp::{Datagram, Decapsulated};
+use quinn_udp::{RecvMeta, UdpSockRef, BATCH_SIZE};
+use tun_rs::{GROTable, SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+
+use super::tables::{InboundEntry, Socket};
+use super::{lock, read, sys, Shared, TunnelId, POLL_MS};
+
+/// One receive buffer: a whole GRO super-datagram (at most 64 KiB of UDP
+/// payload) or one maximal UDP datagram.
+const RECV_BUF: usize = 64 * 1024 + 1024;
+/// TUN write buffers: room for the virtio-net header in front and for TCP
+/// segments the GRO table appends behind (a coalesced packet stays < 64 KiB).
+const TUN_BUF_CAP: usize = 64 * 1024 + 2 * VIRTIO_NET_HDR_LEN + 64;
+/// Where inner packets start in a TUN write buffer.
+const TUN_OFFSET: usize = VIRTIO_NET_HDR_LEN;
+/// Receive batches after which an unused tunnel's buffers are released.
+const IDLE_BATCHES: u32 = 50_000;
+
+/// Decrypted packets waiting to be written to one tunnel's TUN.
+struct TunBatch {
+    tunnel: TunnelId,
+    dev: Option<Arc<SyncDevice>>,
+    errors: Option<Arc<AtomicU64>>,
+    bufs: Vec<Vec<u8>>,
+    n: usize,
+    gro: GROTable,
+    idle: u32,
+}
+
+impl TunBatch {
+    fn new(tunnel: TunnelId) -> TunBatch {
+        TunBatch {
+            tunnel,
+            dev: None,
+            errors: None,
+            bufs: (0..IDEAL_BATCH_SIZE)
+                .map(|_| Vec::with_capacity(TUN_BUF_CAP))
+                .collect(),
+            n: 0,
+            gro: GROTable::new(),
+            idle: 0,
+        }
+    }
+
+    fn push(&mut self, entry: &InboundEntry, inner: &[u8]) {
+        if self.dev.is_none() {
+            self.dev = Some(entry.dev.clone());
+            self.errors = Some(entry.write_errors.clone());
+        }
+        let b = &mut self.bufs[self.n];
+        b.clear();
+        b.resize(TUN_OFFSET, 0);
+        b.extend_from_slice(inner);
+        self.n += 1;
+        if self.n == self.bufs.len() {
+            self.flush();
+        }
+    }
+
+    /// Writes the pending packets; TCP segments of one flow are coalesced
+    /// into one super-packet so the kernel's stack sees few, large packets.
+    fn flush(&mut self) {
+        if self.n > 0 {
+            if let Some(dev) = &self.dev {
+                if let Err(e) =
+                    dev.send_multiple(&mut self.gro, &mut self.bufs[..self.n], TUN_OFFSET)
+                {
+                    let c = self
+                        .errors
+                        .as_ref()
+                        .map(|c| c.fetch_add(1, Ordering::Relaxed));
+                    if c.is_some_and(|c| c.is_power_of_two()) {
+                        tracing::debug!(tunnel = self.tunnel.0, "TUN write failed: {e}");
+                    }
+                }
+            }
+            self.n = 0;
+        }
+    }
+
+    /// End of a receive batch: write, and drop the TUN reference so a
+    /// removed tunnel's interface can disappear.
+    fn finish(&mut self) {
+        if self.dev.is_some() {
+            self.flush();
+            self.dev = None;
+            self.errors = None;
+            self.idle = 0;
+        } else {
+            self.idle = self.idle.saturating_add(1);
+        }
+    }
+}
+
+/// Logs at exponentially spaced counts so a flood cannot flood the log.
+fn rate_limited(count: u64) -> bool {
+    count.is_power_of_two()
+}
+
+pub(crate) fn run(sh: Arc<Shared>, sock: Arc<Socket>) {
+    let mut storage = vec![0u8; RECV_BUF * BATCH_SIZE];
+    let mut iovs: Vec<IoSliceMut<'_>> = storage.chunks_mut(RECV_BUF).map(IoSliceMut::new).collect();
+    let mut metas = vec![RecvMeta::default(); BATCH_SIZE];
+    let mut batches: Vec<TunBatch> = Vec::new();
+    let mut ike: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+    let fd = sock.sock.as_raw_fd();
+    let mut recv_errors = 0u64;
+
+    while !sh.stop.load(Ordering::Relaxed) {
+        let n = match sock
+            .state
+            .recv(UdpSockRef::from(&sock.sock), &mut iovs, &mut metas)
+        {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = sys::wait_fd(fd, libc::POLLIN, POLL_MS) {
+                    tracing::warn!("poll on {}: {e}", sock.local);
+                    std::thread::sleep(std::time::Duration::from_millis(POLL_MS as u64));
+                }
+                continue;
+            }
+            Err(e) => {
+                recv_errors += 1;
+                if rate_limited(recv_errors) {
+                    tracing::debug!("recv on {}: {e}", sock.local);
+                }
+                continue;
+            }
+        };
+        {
+            let table = read(&sh.inbound);
+            for (meta, iov) in metas.iter().zip(iovs.iter_mut()).take(n) {
+                let local = match meta.dst_ip {
+                    Some(ip) if sock.local.ip().is_unspecified() => {
+                        SocketAddr::new(ip, sock.local.port())
+                    }
+                    _ => sock.local,
+                };
+                let len = meta.len.min(iov.len());
+                let stride = if meta.stride == 0 { len } else { meta.stride };
+                let Some(data) = iov.get_mut(..len) else {
+                    continue;
+                };
+                for seg in data.chunks_mut(stride.max(1)) {
+                    handle(&sh, &table, seg, local, meta.addr, &mut batches, &mut ike);
+                }
+            }
+            for b in &mut batches {
+                b.finish();
+            }
+        }
+        batches.retain(|b| b.idle < IDLE_BATCHES);
+        // Outside the table lock: the callback may call back into the API.
+        for (l, r, m) in ike.drain(..) {
+            (sh.on_ike)(l, r, m);
+        }
+    }
+}
+
+fn handle(
+    sh: &Shared,
+    table: &std::collections::HashMap<u32, Arc<InboundEntry>>,
+    seg: &mut [u8],
+    local: SocketAddr,
+    remote: SocketAddr,
+    batches: &mut Vec<TunBatch>,
+    ike: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+) {
+    // RFC 3948 §2: keepalive / non-ESP marker + IKE / ESP.
+    let spi = match esp::classify(seg) {
+        Datagram::Esp { spi, .. } => spi,
+        Datagram::Ike(m) => {
+            sh.ike.fetch_add(1, Ordering::Relaxed);
+            ike.push((local, remote, m.to_vec()));
+            return;
+        }
+        Datagram::Keepalive => {
+            sh.keepalives.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Datagram::Invalid => {
+            sh.invalid.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let Some(entry) = table.get(&spi) else {
+        // RFC 4303 §3.4.2: no SA → discard, auditable event.
+        let c = sh.unknown_spi.fetch_add(1, Ordering::Relaxed) + 1;
+        if rate_limited(c) {
+            tracing::debug!(
+                spi = format_args!("{spi:#010x}"),
+                %remote,
+                count = c,
+                "ESP for unknown SPI dropped"
+            );
+        }
+        return;
+    };
+    let mut sa = lock(&entry.sa);
+    // Replay check, ICV, decryption and padding checks; every error is
+    // counted in the SA's counters.
+    match sa.open(seg) {
+        Ok(Decapsulated::Ipv4(inner) | Decapsulated::Ipv6(inner)) => {
+            let i = match batches.iter().position(|b| b.tunnel == entry.tunnel) {
+                Some(i) => i,
+                None => {
+                    batches.push(TunBatch::new(entry.tunnel));
+                    batches.len() - 1
+                }
+            };
+            batches[i].push(entry, inner);
+        }
+        Ok(Decapsulated::Dummy) => {}
+        Err(e) => {
+            tracing::trace!(spi = format_args!("{spi:#010x}"), "ESP dropped: {e}");
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Transmit thread of one tunnel: TUN reads (GSO super-packets segmented by
+//! `tun-rs`), ESP sealing straight into a contiguous buffer, and UDP GSO
+//! sends of runs of equal-sized datagrams.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tun_rs::{IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+
+use super::tables::Tunnel;
+use super::{lock, sys, Shared, POLL_MS};
+
+/// One TUN read: virtio-net header + a super-packet of at most 64 KiB.
+const TUN_READ_BUF: usize = VIRTIO_NET_HDR_LEN + 64 * 1024 + 1024;
+/// One segment (at most the TUN MTU; sized for any MTU a TUN accepts).
+const SEG_BUF: usize = 64 * 1024;
+/// Sealed datagrams waiting to be sent.
+const OUT_CAP: usize = 256 * 1024;
+/// Room one TUN read can need in the send buffer: a 64 KiB super-packet
+/// split into up to [`IDEAL_BATCH_SIZE`] segments, each with replicated
+/// headers and the ESP overhead.
+const PER_READ_RESERVE: usize = 96 * 1024;
+/// TUN reads gathered before sending (small packets, e.g. ACK bursts).
+const MAX_READS: usize = 64;
+/// Largest UDP payload of one GSO send (the super-datagram must stay a
+/// valid IP packet).
+const GSO_MAX_BYTES: usize = 65_000;
+
+/// A stretch of `out` sent with one `sendmsg`: `count` datagrams of `seg`
+/// octets, the last one possibly shorter (the UDP GSO rule).
+struct Run {
+    start: usize,
+    len: usize,
+    seg: usize,
+    count: usize,
+    closed: bool,
+    sock: usize,
+    dst: SocketAddr,
+    src: Option<IpAddr>,
+}
+
+struct Runs {
+    runs: Vec<Run>,
+    used: usize,
+}
+
+impl Runs {
+    fn add(
+        &mut self,
+        size: usize,
+        sock: usize,
+        dst: SocketAddr,
+        src: Option<IpAddr>,
+        max_segs: usize,
+    ) {
+        let pos = self.used;
+        self.used += size;
+        if let Some(r) = self.runs.last_mut() {
+            if !r.closed
+                && r.sock == sock
+                && r.dst == dst
+                && r.src == src
+                && r.start + r.len == pos
+                && r.count < max_segs
+                && r.len + size <= GSO_MAX_BYTES
+                && size <= r.seg
+            {
+                r.len += size;
+                r.count += 1;
+                r.closed = size < r.seg;
+                return;
+            }
+        }
+        self.runs.push(Run {
+            start: pos,
+            len: size,
+            seg: size,
+            count: 1,
+            closed: false,
+            sock,
+            dst,
+            src,
+        });
+    }
+}
+
+pub(crate) fn run(sh: Arc<Shared>, t: Arc<Tunnel>) {
+    let mut orig = vec![0u8; TUN_READ_BUF];
+    let mut segs: Vec<Vec<u8>> = (0..IDEAL_BATCH_SIZE).map(|_| vec![0u8; SEG_BUF]).collect();
+    let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
+    let mut out = vec![0u8; OUT_CAP];
+    let mut runs = Runs {
+        runs: Vec::with_capacity(256),
+        used: 0,
+    };
+    let fd = t.dev.as_raw_fd();
+
+    while !sh.stop.load(Ordering::Relaxed) && !t.stop.load(Ordering::Relaxed) {
+        let mut idle = false;
+        for _ in 0..MAX_READS {
+            if out.len() - runs.used < PER_READ_RESERVE {
+                break;
+            }
+            let n = match t.dev.recv_multiple(&mut orig, &mut segs, &mut sizes, 0) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    idle = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let c = t.tx_tun_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    if c.is_power_of_two() {
+                        tracing::debug!(tunnel = t.name.as_str(), "TUN read: {e}");
+                    }
+                    if e.raw_os_error() == Some(libc::EBADFD) {
+                        return;
+                    }
+                    break;
+                }
+            };
+            seal_batch(&sh, &t, &segs[..n], &sizes[..n], &mut out, &mut runs);
+        }
+        send_runs(&sh, &t, &out, &mut runs);
+        if idle {
+            if let Err(e) = sys::wait_fd(fd, libc::POLLIN, POLL_MS) {
+                tracing::warn!(tunnel = t.name.as_str(), "poll on TUN: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(POLL_MS as u64));
+            }
+        }
+    }
+}
+
+/// Seals one TUN read's packets into `out` under one outbound-SA lock.
+fn seal_batch(
+    sh: &Shared,
+    t: &Tunnel,
+    segs: &[Vec<u8>],
+    sizes: &[usize],
+    out: &mut [u8],
+    runs: &mut Runs,
+) {
+    let mut guard = lock(&t.out);
+    let Some(o) = guard.as_mut() else {
+        t.tx_no_sa.fetch_add(segs.len() as u64, Ordering::Relaxed);
+        return;
+    };
+    let max_segs = sh
+        .sockets
+        .get(o.sock)
+        .map_or(1, |s| s.max_gso_segments().max(1));
+    for (seg, &size) in segs.iter().zip(sizes) {
+        let Some(inner) = seg.get(..size) else {
+            t.tx_seal_errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let sealed = out
+            .get_mut(runs.used..)
+            .ok_or(esp::EspError::BufferTooSmall { need: 0, have: 0 })
+            .and_then(|dst| o.sa.seal(inner, dst));
+        match sealed {
+            Ok(len) => runs.add(len, o.sock, o.dst, o.src_ip, max_segs),
+            Err(e) => {
+                let c = t.tx_seal_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if c.is_power_of_two() {
+                    tracing::debug!(tunnel = t.name.as_str(), "packet not sealed: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn send_runs(sh: &Shared, t: &Tunnel, out: &[u8], runs: &mut Runs) {
+    for r in runs.runs.drain(..) {
+        let Some(sock) = sh.sockets.get(r.sock) else {
+            continue;
+        };
+        let seg = (r.count > 1).then_some(r.seg);
+        let contents = &out[r.start..r.start + r.len];
+        if let Err(e) = sock.send(r.dst, r.src, contents, seg, &sh.stop) {
+            let c = t.tx_send_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            if c.is_power_of_two() {
+                tracing::debug!(tunnel = t.name.as_str(), dst = %r.dst, "ESP send failed: {e}");
+            }
+        }
+    }
+    runs.used = 0;
+}

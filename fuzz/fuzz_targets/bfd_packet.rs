@@ -1,0 +1,41 @@
+#![no_main]
+//! BFD Control packet decoder (RFC 5880 §4.1, §6.8.6) on arbitrary bytes, then a session fed
+//! with whatever decodes.
+
+use libfuzzer_sys::fuzz_target;
+use std::time::{Duration, Instant};
+
+struct ZeroRng;
+impl bfd::Rng for ZeroRng {
+    fn fill(&mut self, buf: &mut [u8]) {
+        buf.fill(0);
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(p) = bfd::ControlPacket::decode(data) else {
+        return;
+    };
+    // decode -> encode -> decode is the identity.
+    let bytes = p.to_bytes();
+    assert_eq!(bfd::ControlPacket::decode(&bytes), Ok(p));
+    assert_eq!(&bytes[..3], &data[..3]);
+    assert_eq!(&bytes[4..], &data[4..24]);
+
+    let now = Instant::now();
+    let cfg = bfd::SessionConfig {
+        local_discr: p.your_discr.max(1),
+        desired_min_tx: Duration::from_millis(100),
+        required_min_rx: Duration::from_millis(100),
+        detect_mult: 3,
+        passive: false,
+    };
+    let Ok(mut s) = bfd::Session::new(cfg, now) else {
+        return;
+    };
+    let _ = s.handle_packet(now, &p);
+    let later = now + Duration::from_secs(2);
+    s.handle_timeout(later);
+    while s.poll_transmit(later, &mut ZeroRng).is_some() {}
+    while s.poll_event().is_some() {}
+});
