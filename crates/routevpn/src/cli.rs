@@ -1,4 +1,4 @@
-//! Command line: `routevpn daemon | check | status | up | down`.
+//! Command line: `routevpn daemon | check | status | up | down | lab`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -65,6 +65,18 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Three routers in network namespaces healing around a dead link (needs root).
+    Lab {
+        /// Print one JSON object on stdout (the timeline goes to stderr).
+        #[arg(long)]
+        json: bool,
+        /// Leave the lab running afterwards, to look around.
+        #[arg(long, conflicts_with = "down")]
+        keep: bool,
+        /// Remove a lab left running by --keep, and exit.
+        #[arg(long)]
+        down: bool,
+    },
 }
 
 /// Entry point of the binary.
@@ -84,6 +96,9 @@ pub fn run(cli: Cli) -> ExitCode {
             .and_then(|s| simple(&s, &Request::Up { name })),
         Command::Down { name, config } => socket_path(cli.socket, config.as_deref())
             .and_then(|s| simple(&s, &Request::Down { name })),
+        Command::Lab { json, keep, down } => {
+            return crate::lab::main(&crate::lab::Options { json, keep, down })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

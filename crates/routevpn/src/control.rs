@@ -48,6 +48,46 @@ pub struct StatusReport {
     pub daemon_pid: u32,
     pub uptime_secs: u64,
     pub tunnels: Vec<TunnelStatus>,
+    /// The embedded BGP speaker, when `[bgp]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<RoutingStatus>,
+}
+
+/// The embedded BGP speaker and BFD (`routing` module).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingStatus {
+    pub asn: u32,
+    pub router_id: String,
+    pub neighbors: Vec<NeighborStatus>,
+    /// Routes routevpn installed in the kernel (protocol 251).
+    pub routes: Vec<BgpRouteStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighborStatus {
+    pub address: String,
+    pub asn: u32,
+    /// RFC 4271 state (`Idle`, `Connect`, `Active`, `OpenSent`, `OpenConfirm`,
+    /// `Established`), or `Paused` while the tunnel under the neighbor is down.
+    pub state: String,
+    /// Seconds since the session became Established.
+    pub uptime_secs: Option<u64>,
+    /// Prefixes held from this neighbor (after the import policy: rejected ones are
+    /// not kept).
+    pub prefixes_received: u64,
+    /// Of those, how many are the selected best route.
+    pub prefixes_accepted: u64,
+    /// Prefixes we announce to it.
+    pub prefixes_sent: u64,
+    /// BFD state (`AdminDown`, `Down`, `Init`, `Up`), None when BFD is off.
+    pub bfd: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpRouteStatus {
+    pub prefix: String,
+    pub next_hop: String,
+    pub device: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,6 +351,37 @@ pub fn format_status(r: &StatusReport) -> String {
             let _ = writeln!(o, "    remote {}", c.remote_ts.join(" "));
         }
     }
+    if let Some(b) = &r.bgp {
+        let _ = writeln!(o, "BGP AS {}, router id {}", b.asn, b.router_id);
+        for n in &b.neighbors {
+            let up = n
+                .uptime_secs
+                .map(|s| format!(" for {}", fmt_duration(s)))
+                .unwrap_or_default();
+            let bfd = n
+                .bfd
+                .as_deref()
+                .map(|s| format!(", BFD {s}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "  neighbor {} AS {}: {}{}{}",
+                n.address, n.asn, n.state, up, bfd
+            );
+            let _ = writeln!(
+                o,
+                "    prefixes: {} received, {} accepted, {} sent",
+                n.prefixes_received, n.prefixes_accepted, n.prefixes_sent
+            );
+        }
+        for rt in &b.routes {
+            let _ = writeln!(
+                o,
+                "  route {} via {} dev {}",
+                rt.prefix, rt.next_hop, rt.device
+            );
+        }
+    }
     o
 }
 
@@ -372,6 +443,25 @@ mod tests {
                     child_sas: vec![],
                 },
             ],
+            bgp: Some(RoutingStatus {
+                asn: 65001,
+                router_id: "10.1.0.1".into(),
+                neighbors: vec![NeighborStatus {
+                    address: "169.254.12.2".into(),
+                    asn: 65002,
+                    state: "Established".into(),
+                    uptime_secs: Some(61),
+                    prefixes_received: 2,
+                    prefixes_accepted: 2,
+                    prefixes_sent: 2,
+                    bfd: Some("Up".into()),
+                }],
+                routes: vec![BgpRouteStatus {
+                    prefix: "10.2.0.0/24".into(),
+                    next_hop: "169.254.12.2".into(),
+                    device: "vti0".into(),
+                }],
+            }),
         }
     }
 
@@ -432,6 +522,25 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("  last error: AUTHENTICATION_FAILED\n"), "{s}");
+        assert!(s.contains("BGP AS 65001, router id 10.1.0.1\n"), "{s}");
+        assert!(
+            s.contains("  neighbor 169.254.12.2 AS 65002: Established for 1m01s, BFD Up\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("    prefixes: 2 received, 2 accepted, 2 sent\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("  route 10.2.0.0/24 via 169.254.12.2 dev vti0\n"),
+            "{s}"
+        );
+        // Without BGP the key is absent and old reports still parse.
+        let mut plain = sample();
+        plain.bgp = None;
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("\"bgp\""), "{json}");
+        assert_eq!(serde_json::from_str::<StatusReport>(&json).unwrap(), plain);
         assert_eq!(fmt_duration(0), "0s");
         assert_eq!(fmt_duration(90061), "1d01h01m");
     }

@@ -294,14 +294,22 @@ impl IkeSa {
         }
     }
 
-    fn set_pending(&mut self, now: Instant, msg_id: u32, packets: Vec<Vec<u8>>, kind: RequestKind) {
+    fn set_pending(
+        &mut self,
+        ctx: &Ctx<'_>,
+        now: Instant,
+        msg_id: u32,
+        packets: Vec<Vec<u8>>,
+        kind: RequestKind,
+    ) {
+        let first = ctx.cfg.retransmit_timeout;
         self.pending = Some(Pending {
             msg_id,
             packets,
             kind,
             tries: 0,
-            interval: limits::RETRANSMIT_TIMEOUT,
-            deadline: now + limits::RETRANSMIT_TIMEOUT,
+            interval: first,
+            deadline: now + first,
         });
     }
 
@@ -326,7 +334,7 @@ impl IkeSa {
                 for p in &packets {
                     self.transmit(ctx, p.clone());
                 }
-                self.set_pending(now, msg_id, packets, kind);
+                self.set_pending(ctx, now, msg_id, packets, kind);
             }
             Err(e) => warn!(tunnel = %ctx.cfg.name, error = %e, "cannot protect IKE request"),
         }
@@ -454,7 +462,7 @@ impl IkeSa {
         let packet = msg.encode();
         self.transmit(ctx, packet.clone());
         self.next_msg_id = 1;
-        self.set_pending(now, 0, vec![packet], RequestKind::Init);
+        self.set_pending(ctx, now, 0, vec![packet], RequestKind::Init);
     }
 
     // <-- HDR, SAr1, KEr, Nr, [CERTREQ,] N(NAT_DETECTION_*)
@@ -1764,7 +1772,7 @@ impl IkeSa {
         if now < p.deadline {
             return false;
         }
-        if p.tries >= limits::RETRANSMIT_TRIES {
+        if p.tries >= ctx.cfg.retransmit_tries {
             let delete_ike = p.kind.is_delete_ike();
             self.pending = None;
             if delete_ike {

@@ -55,6 +55,10 @@ pub struct SessionConfig {
     pub dpd_restart: bool,
     /// Largest encrypted IKE message sent whole; larger ones are fragmented (RFC 7383).
     pub fragment_size: usize,
+    /// §2.4: first retransmission timeout (doubled each time, capped) and how many
+    /// retransmissions before the peer is declared dead.
+    pub retransmit_timeout: Duration,
+    pub retransmit_tries: u32,
 }
 
 /// `d` less a random margin of up to 10 % (§2.8: randomized rekey times make

@@ -64,6 +64,8 @@ fn config(
         dpd: None,
         dpd_restart: true,
         fragment_size: limits::FRAGMENT_SIZE,
+        retransmit_timeout: limits::RETRANSMIT_TIMEOUT,
+        retransmit_tries: limits::RETRANSMIT_TRIES,
     }
 }
 

@@ -10,6 +10,7 @@ use crate::control::{
 };
 use crate::dataplane::{self, ChildKeys, Dataplane, TunnelId};
 use crate::netlink::{Netlink, RTPROT_ROUTEVPN};
+use crate::routing;
 use anyhow::Context as _;
 use ike::sa::{ChildSaInfo, Event, Session, SessionConfig};
 use ike::wire::{IdPayload, TrafficSelector};
@@ -57,12 +58,17 @@ struct Tunnel {
     tid: TunnelId,
     children: Vec<InstalledChild>,
     link_up: bool,
+    /// The BGP speaker, told when this interface goes up or down.
+    routing: Option<routing::Handle>,
 }
 
 pub struct Daemon {
     socket_path: PathBuf,
     tunnels: Vec<Tunnel>,
     started: Instant,
+    /// `[bgp]`, until the speaker starts; then its handle.
+    bgp: Option<crate::config::BgpConfig>,
+    routing: Option<routing::Handle>,
 }
 
 fn id_payload(id: &crate::config::Identity) -> IdPayload {
@@ -97,6 +103,8 @@ fn session_config(t: &TunnelConfig) -> SessionConfig {
         dpd: t.dpd,
         dpd_restart: t.dpd_action == crate::config::DpdAction::Restart,
         fragment_size: ike::limits::FRAGMENT_SIZE,
+        retransmit_timeout: t.retransmit_timeout,
+        retransmit_tries: t.retransmit_tries,
     }
 }
 
@@ -121,6 +129,7 @@ impl Daemon {
                     tid: TunnelId(i),
                     children: Vec::new(),
                     link_up: false,
+                    routing: None,
                 }
             })
             .collect();
@@ -128,6 +137,8 @@ impl Daemon {
             socket_path,
             tunnels,
             started: now,
+            bgp: cfg.bgp,
+            routing: None,
         })
     }
 
@@ -186,6 +197,26 @@ impl Daemon {
             }
         }
 
+        // ---- embedded BGP/BFD: starts once the tunnel interfaces exist ----
+        if let Some(bgp) = self.bgp.take() {
+            let infos = self
+                .tunnels
+                .iter()
+                .map(|t| routing::TunnelInfo {
+                    name: t.cfg.name.clone(),
+                    addresses: t.cfg.addresses.clone(),
+                    remote: t.cfg.remote,
+                })
+                .collect();
+            let h = routing::start(bgp, infos, nl.clone())
+                .await
+                .context("starting the BGP speaker")?;
+            for t in &mut self.tunnels {
+                t.routing = Some(h.clone());
+            }
+            self.routing = Some(h);
+        }
+
         let listener = control::bind(&self.socket_path)
             .with_context(|| format!("control socket {}", self.socket_path.display()))?;
         spawn_control(listener, tx.clone());
@@ -227,6 +258,10 @@ impl Daemon {
                         }
                         Input::Shutdown(sig) => {
                             if shutdown_deadline.is_none() {
+                                // BGP first: its Cease NOTIFICATIONs still need the tunnels.
+                                if let Some(r) = &self.routing {
+                                    r.shutdown().await;
+                                }
                                 info!(signal = sig, "shutting down: deleting all SAs");
                                 for t in &mut self.tunnels {
                                     t.session.close(now);
@@ -255,6 +290,9 @@ impl Daemon {
         self.flush(&ike_sockets, &dp, &nl).await;
         for t in &self.tunnels {
             let _ = nl.set_link_up(&t.cfg.name, false).await;
+        }
+        if let Some(r) = &self.routing {
+            r.shutdown().await;
         }
         dp.shutdown();
         let _ = std::fs::remove_file(&self.socket_path);
@@ -388,6 +426,7 @@ impl Daemon {
                 .iter()
                 .map(|t| tunnel_status(t, now, dp))
                 .collect(),
+            bgp: self.routing.as_ref().map(|r| r.status()),
         }
     }
 }
@@ -503,6 +542,9 @@ async fn set_link(t: &mut Tunnel, up: bool, nl: &Netlink) {
     t.link_up = up;
     if !up {
         info!(tunnel = %name, "tunnel interface down (no CHILD SA)");
+        if let Some(r) = &t.routing {
+            r.link(&name, false).await;
+        }
         for r in &t.cfg.routes {
             let _ = nl
                 .delete_route(r.prefix.0, r.prefix.1, &name, r.metric, RTPROT_ROUTEVPN)
@@ -524,6 +566,9 @@ async fn set_link(t: &mut Tunnel, up: bool, nl: &Netlink) {
         }
     }
     info!(tunnel = %name, routes = t.cfg.routes.len(), "tunnel interface up");
+    if let Some(r) = &t.routing {
+        r.link(&name, true).await;
+    }
 }
 
 fn spawn_reader(sock: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {

@@ -188,6 +188,8 @@ pub struct Dataplane {
     /// Serializes tunnel creation/removal and SA installation so table
     /// updates are never interleaved.
     admin: Mutex<()>,
+    /// CHILD SAs installed so far (orders the spares of a tunnel).
+    installs: AtomicU64,
 }
 
 /// How long a blocked thread sleeps before re-checking its stop flag.
@@ -219,6 +221,7 @@ impl Dataplane {
             next_tunnel: AtomicUsize::new(0),
             rx_threads: Mutex::new(Vec::new()),
             admin: Mutex::new(()),
+            installs: AtomicU64::new(0),
         };
         for (i, sock) in shared.sockets.iter().enumerate() {
             let sh = shared.clone();
@@ -310,6 +313,8 @@ impl Dataplane {
             write_errors: t.rx_tun_write_errors.clone(),
             sa: Mutex::new(inbound),
             out_final: Mutex::new(None),
+            out_spare: Mutex::new(None),
+            installed: self.installs.fetch_add(1, Ordering::Relaxed),
         });
         if write(&self.shared.inbound)
             .insert(keys.spi_in, entry)
@@ -343,6 +348,7 @@ impl Dataplane {
     fn retire_outbound(&self, old: Outbound) {
         if let Some(e) = read(&self.shared.inbound).get(&old.spi_in) {
             *lock(&e.out_final) = Some(*old.sa.counters());
+            *lock(&e.out_spare) = Some(old);
         }
     }
 
@@ -357,7 +363,17 @@ impl Dataplane {
         if let Some(t) = read(&self.shared.tunnels).get(&entry.tunnel.0) {
             let mut out = lock(&t.out);
             if out.as_ref().is_some_and(|o| o.sa.spi() == entry.spi_out) {
-                *out = None;
+                // Fall back to the newest other CHILD SA of this tunnel, if any.
+                let inbound = read(&self.shared.inbound);
+                let spare = inbound
+                    .values()
+                    .filter(|e| e.tunnel == entry.tunnel)
+                    .filter(|e| lock(&e.out_spare).is_some())
+                    .max_by_key(|e| e.installed);
+                *out = spare.and_then(|e| {
+                    *lock(&e.out_final) = None;
+                    lock(&e.out_spare).take()
+                });
             }
         }
     }

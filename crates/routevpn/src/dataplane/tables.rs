@@ -80,6 +80,12 @@ pub(crate) struct InboundEntry {
     /// Counters of the outbound half once it stopped being the tunnel's
     /// current SA (rekeyed away).
     pub(crate) out_final: Mutex<Option<Counters>>,
+    /// The outbound half itself while another SA is current: if the current
+    /// child goes (a duplicate or a collision loser deleted), the newest
+    /// remaining one takes over instead of leaving the tunnel without an SA.
+    pub(crate) out_spare: Mutex<Option<Outbound>>,
+    /// Install order, to pick the newest spare.
+    pub(crate) installed: u64,
 }
 
 /// The current outbound SA of a tunnel.

@@ -1,0 +1,195 @@
+//! BFD sockets (RFC 5881): receive on UDP 3784 keeping only packets with TTL / hop limit
+//! 255 (§5, GTSM), send from one fixed source port in 49152..=65535 with TTL 255 (§4).
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+fn set_int(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `v` is a live c_int for the duration of the call and the length passed
+    // is its size; the kernel copies it. A bad fd is reported as EBADF.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&v as *const libc::c_int).cast::<libc::c_void>(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn udp(v6: bool) -> io::Result<Socket> {
+    let s = Socket::new(
+        if v6 { Domain::IPV6 } else { Domain::IPV4 },
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if v6 {
+        s.set_only_v6(true)?;
+    }
+    Ok(s)
+}
+
+fn wildcard(v6: bool, port: u16) -> SocketAddr {
+    if v6 {
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)
+    } else {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+    }
+}
+
+/// The receive socket on port 3784 of one family, reporting each packet's TTL.
+pub fn rx_socket(v6: bool) -> io::Result<std::net::UdpSocket> {
+    let s = udp(v6)?;
+    s.set_reuse_address(true)?;
+    if v6 {
+        set_int(&s, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
+    } else {
+        set_int(&s, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?;
+    }
+    s.bind(&wildcard(v6, bfd::limits::CONTROL_PORT).into())?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// The send socket of one family: TTL/hop limit 255, bound to the first free port of
+/// the RFC 5881 §4 range at or after `start`.
+pub fn tx_socket(v6: bool, start: u16) -> io::Result<std::net::UdpSocket> {
+    let s = udp(v6)?;
+    if v6 {
+        set_int(&s, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 255)?;
+    } else {
+        set_int(&s, libc::IPPROTO_IP, libc::IP_TTL, 255)?;
+    }
+    let lo = bfd::limits::SOURCE_PORT_MIN;
+    let span = u32::from(bfd::limits::SOURCE_PORT_MAX - lo) + 1;
+    let first = u32::from(start.max(lo) - lo);
+    let mut last = None;
+    for k in 0..span.min(512) {
+        let port = lo + ((first + k) % span) as u16;
+        match s.bind(&wildcard(v6, port).into()) {
+            Ok(()) => {
+                s.set_nonblocking(true)?;
+                return Ok(s.into());
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no free BFD source port")))
+}
+
+/// One datagram with its source and received TTL / hop limit (None if the kernel gave
+/// no ancillary data).
+pub fn recv_with_ttl(
+    sock: &impl AsRawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<u8>)> {
+    // SAFETY: all-zero is a valid bit pattern for these plain C structs.
+    let mut from: libc::sockaddr_storage = unsafe { zeroed() };
+    let mut cmsg_buf = [0u64; 16]; // 128 bytes, 8-aligned: room for one int cmsg.
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<[u64; 16]>() as _;
+    // SAFETY: `msg` points at `from`, `iov` (over `buf`) and `cmsg_buf`, all live and of
+    // the sizes given, for the duration of the call.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut ttl = None;
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, bounded by
+    // msg_controllen; each data pointer is read only when the header says it holds a
+    // c_int (read_unaligned: no alignment assumption).
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let h = &*c;
+            let is_ttl = (h.cmsg_level == libc::IPPROTO_IP && h.cmsg_type == libc::IP_TTL)
+                || (h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_HOPLIMIT);
+            if is_ttl
+                && h.cmsg_len as usize >= libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize
+            {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                ttl = u8::try_from(v).ok();
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let from = sockaddr_to_std(&from).ok_or_else(|| io::Error::other("unknown address family"))?;
+    Ok((n as usize, from, ttl))
+}
+
+fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which fits in it.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6, which fits in it.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
+                u16::from_be(a.sin6_port),
+            ))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loopback round trip: what we send carries TTL 255 and the receiver reports it.
+    /// Binding 3784 may fail if something else holds it; use ephemeral ports here.
+    #[test]
+    fn ttl_is_255_and_reported() {
+        let rx = udp(false).unwrap();
+        set_int(&rx, libc::IPPROTO_IP, libc::IP_RECVTTL, 1).unwrap();
+        rx.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let rx: std::net::UdpSocket = rx.into();
+        let to = rx.local_addr().unwrap();
+        let tx = tx_socket(false, 50000).unwrap();
+        let port = tx.local_addr().unwrap().port();
+        assert!(port >= 49152, "{port}");
+        tx.send_to(b"hello", to).unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        // Wait for readability with a blocking peek first.
+        rx.peek_from(&mut buf).unwrap();
+        let (n, from, ttl) = recv_with_ttl(&rx, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(from.port(), port);
+        assert_eq!(ttl, Some(255));
+    }
+}

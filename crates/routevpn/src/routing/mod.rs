@@ -1,0 +1,1185 @@
+//! The embedded BGP speaker (`bgp` crate) and BFD (`bfd` crate) driven over real sockets,
+//! with the Loc-RIB installed into the kernel (routing protocol 251).
+//!
+//! One tokio task owns the [`bgp::Speaker`] and every [`bfd::Session`]; TCP readers and
+//! connectors, the BFD socket readers, the daemon (tunnel up/down, status, shutdown) feed
+//! it through one channel.
+//!
+//! * TCP: listens on port 179 (IPv4 and IPv6 wildcard). Outgoing connections bind to our
+//!   tunnel address on the neighbor's subnet. A connection collision (RFC 4271 §6.8) is
+//!   resolved with [`bgp::resolve_collision`] once the OPEN on the second connection
+//!   arrives: the loser is closed; if it is our own connection, the session restarts on
+//!   the peer's.
+//! * Routes: the best route of each prefix is installed `via NEXT_HOP dev DEVICE proto
+//!   251` (DEVICE: the tunnel holding the neighbor, or the interface of our end of the
+//!   TCP connection). With `max_paths > 1` the RIB selects several paths, but only the
+//!   best is installed (one next hop per prefix). A route covering a tunnel's IKE peer
+//!   address is never installed (it would pull the tunnel's own packets into itself).
+//!   All our routes are deleted at shutdown.
+//! * BFD (RFC 5880/5881): one session per neighbor with `bfd` set; Down after Up drops
+//!   the BGP session at once (its routes go with it); Up again restarts a waiting session.
+//! * Tunnels: a neighbor whose address lies in a tunnel interface's subnet is paused while
+//!   that interface is down: its session and BFD are dropped at once, and restarted when
+//!   the interface comes up.
+//! * Address families: a session carries its transport's family; it also carries the
+//!   other one when the neighbor's tunnel has an address of that family and no other
+//!   neighbor on that tunnel uses it (next hop: our tunnel address of that family).
+
+mod bfd_io;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bgp::{
+    PeerId, PeerPolicy, Prefix, RibChange, RibConfig, SessionConfig, Speaker, SpeakerEvent,
+    StateName,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tracing::{debug, info, warn};
+
+use crate::config::{BgpConfig, NeighborConfig};
+use crate::control::{BgpRouteStatus, NeighborStatus, RoutingStatus};
+use crate::netlink::{Netlink, RTPROT_ROUTEVPN_BGP};
+
+/// How long shutdown waits for the Cease NOTIFICATIONs to be written.
+const SHUTDOWN_FLUSH: Duration = Duration::from_millis(200);
+/// BGP messages are at most 4096 bytes (RFC 4271 §4.1): a colliding connection that
+/// sends more without a full OPEN is closed.
+const MAX_PENDING: usize = bgp::limits::MAX_MESSAGE_LEN;
+
+/// A tunnel interface, as the speaker needs to know it.
+#[derive(Debug, Clone)]
+pub struct TunnelInfo {
+    /// Interface name.
+    pub name: String,
+    /// Interface addresses with prefix length.
+    pub addresses: Vec<(IpAddr, u8)>,
+    /// The IKE peer (underlay) address: never route it into a tunnel.
+    pub remote: IpAddr,
+}
+
+enum Input {
+    Accepted(TcpStream),
+    ConnectResult {
+        peer: usize,
+        attempt: u64,
+        result: std::io::Result<TcpStream>,
+    },
+    Bytes {
+        conn: u64,
+        data: Vec<u8>,
+    },
+    Closed {
+        conn: u64,
+    },
+    Bfd {
+        from: SocketAddr,
+        data: Vec<u8>,
+    },
+    Link {
+        tunnel: String,
+        up: bool,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The daemon's handle on the routing task.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Input>,
+    status: Arc<Mutex<RoutingStatus>>,
+    done: Arc<Mutex<bool>>,
+}
+
+impl Handle {
+    /// A tunnel interface came up (with its addresses) or went down.
+    pub async fn link(&self, tunnel: &str, up: bool) {
+        let _ = self
+            .tx
+            .send(Input::Link {
+                tunnel: tunnel.to_string(),
+                up,
+            })
+            .await;
+    }
+
+    /// The latest status.
+    pub fn status(&self) -> RoutingStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Stops every session (Cease), deletes our routes and ends the task. Idempotent;
+    /// bounded to a few seconds.
+    pub async fn shutdown(&self) {
+        if self.done.lock().map(|d| *d).unwrap_or(true) {
+            return;
+        }
+        if let Ok(mut d) = self.done.lock() {
+            *d = true;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Input::Shutdown(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+        }
+    }
+}
+
+struct Conn {
+    id: u64,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    reader: AbortHandle,
+    outbound: bool,
+    local: IpAddr,
+}
+
+impl Conn {
+    /// Queued bytes are still written, then the write side is shut down.
+    fn close(self) {
+        self.reader.abort();
+    }
+}
+
+struct Neighbor {
+    cfg: NeighborConfig,
+    id: PeerId,
+    /// Tunnel interface whose subnet holds the neighbor address.
+    tunnel: Option<String>,
+    /// Our address on that subnet (bound for outgoing connections).
+    bind: Option<IpAddr>,
+    session: SessionConfig,
+    policy: PeerPolicy,
+    /// In the speaker (false while its tunnel is down).
+    active: bool,
+    conn: Option<Conn>,
+    attempt: Option<(u64, AbortHandle)>,
+    /// A colliding incoming connection, until its OPEN arrives (RFC 4271 §6.8).
+    pending_in: Option<(Conn, Vec<u8>)>,
+    bfd: Option<bfd::Session>,
+    established_at: Option<Instant>,
+    device: Option<String>,
+}
+
+struct SystemRng(aws_lc_rs::rand::SystemRandom);
+
+impl bfd::Rng for SystemRng {
+    fn fill(&mut self, buf: &mut [u8]) {
+        aws_lc_rs::rand::SecureRandom::fill(&self.0, buf).expect("system random generator failed");
+    }
+}
+
+struct Installed {
+    gateway: IpAddr,
+    device: String,
+}
+
+struct Driver {
+    cfg: BgpConfig,
+    tunnels: Vec<TunnelInfo>,
+    up_tunnels: HashSet<String>,
+    speaker: Speaker,
+    neighbors: Vec<Neighbor>,
+    nl: Netlink,
+    tx: mpsc::Sender<Input>,
+    next_conn: u64,
+    next_discr: u32,
+    bfd_tx4: Option<UdpSocket>,
+    bfd_tx6: Option<UdpSocket>,
+    rng: SystemRng,
+    installed: BTreeMap<Prefix, Installed>,
+    status: Arc<Mutex<RoutingStatus>>,
+}
+
+fn canon(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+fn prefix_contains(net: IpAddr, len: u8, addr: IpAddr) -> bool {
+    match (net, addr) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Starts the routing task: binds TCP 179 and the BFD sockets.
+pub async fn start(
+    cfg: BgpConfig,
+    tunnels: Vec<TunnelInfo>,
+    nl: Netlink,
+) -> anyhow::Result<Handle> {
+    let (tx, rx) = mpsc::channel::<Input>(4096);
+    let now = Instant::now();
+    let networks = cfg
+        .networks
+        .iter()
+        .filter_map(|(a, l)| Prefix::new(*a, *l).ok())
+        .collect();
+    let speaker = Speaker::new(RibConfig {
+        local_as: cfg.asn,
+        router_id: cfg.router_id,
+        networks,
+        max_paths: cfg.max_paths,
+    });
+    let mut neighbors = Vec::new();
+    for (i, n) in cfg.neighbors.iter().enumerate() {
+        let t = tunnels.iter().find(|t| {
+            t.addresses
+                .iter()
+                .any(|(a, l)| prefix_contains(*a, *l, n.address))
+        });
+        let bind = t.and_then(|t| {
+            t.addresses
+                .iter()
+                .find(|(a, l)| prefix_contains(*a, *l, n.address))
+                .map(|(a, _)| *a)
+        });
+        let mut session = SessionConfig::new(cfg.asn, n.asn, cfg.router_id);
+        session.hold_time = cfg.hold_time.as_secs().min(u64::from(u16::MAX)) as u16;
+        session.connect_retry = cfg.connect_retry;
+        session.passive = n.passive;
+        let v4 = n.address.is_ipv4();
+        session.ipv4_unicast = v4;
+        session.ipv6_unicast = !v4;
+        let mut policy = PeerPolicy::new(n.asn, n.address);
+        policy.import = n.import.clone();
+        policy.export = n.export.clone();
+        policy.max_prefix = n.max_prefix;
+        policy.local_pref = n.local_pref;
+        // The other family rides along when this tunnel has an address of it and no
+        // other neighbor on the tunnel speaks it natively.
+        if let Some(t) = t {
+            let other = t
+                .addresses
+                .iter()
+                .find(|(a, _)| a.is_ipv4() != v4)
+                .map(|(a, _)| *a);
+            let taken = cfg.neighbors.iter().any(|o| {
+                o.address.is_ipv4() != v4
+                    && t.addresses
+                        .iter()
+                        .any(|(a, l)| prefix_contains(*a, *l, o.address))
+            });
+            if let (Some(other), false) = (other, taken) {
+                match other {
+                    IpAddr::V4(a) => {
+                        session.ipv4_unicast = true;
+                        policy.next_hop_v4 = Some(a);
+                    }
+                    IpAddr::V6(a) => {
+                        session.ipv6_unicast = true;
+                        policy.next_hop_v6 = Some(a);
+                    }
+                }
+            }
+        }
+        neighbors.push(Neighbor {
+            cfg: n.clone(),
+            id: PeerId(i as u32),
+            tunnel: t.map(|t| t.name.clone()),
+            bind,
+            session,
+            policy,
+            active: false,
+            conn: None,
+            attempt: None,
+            pending_in: None,
+            bfd: None,
+            established_at: None,
+            device: None,
+        });
+    }
+
+    for v6 in [false, true] {
+        match tcp_listener(v6) {
+            Ok(l) => spawn_accept(l, tx.clone()),
+            Err(e) => warn!(ipv6 = v6, error = %e, "cannot listen on BGP port 179"),
+        }
+    }
+    let want_bfd = cfg.neighbors.iter().any(|n| n.bfd.is_some());
+    let (mut bfd_tx4, mut bfd_tx6) = (None, None);
+    if want_bfd {
+        // A fixed source port per family (RFC 5881 §4), spread by pid so that several
+        // daemons on one host rarely probe the same ports.
+        let start = bfd::limits::SOURCE_PORT_MIN + (std::process::id() % 8192) as u16;
+        for v6 in [false, true] {
+            let rx = bfd_io::rx_socket(v6)
+                .with_context(|| format!("binding BFD port 3784 (ipv6: {v6})"));
+            let txs = bfd_io::tx_socket(v6, start).context("binding a BFD source port");
+            match (rx, txs) {
+                (Ok(rx), Ok(txs)) => {
+                    spawn_bfd_reader(rx, tx.clone())?;
+                    let txs = UdpSocket::from_std(txs)?;
+                    if v6 {
+                        bfd_tx6 = Some(txs);
+                    } else {
+                        bfd_tx4 = Some(txs);
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    if cfg
+                        .neighbors
+                        .iter()
+                        .any(|n| n.bfd.is_some() && n.address.is_ipv6() == v6)
+                    {
+                        return Err(e);
+                    }
+                    warn!(error = %format!("{e:#}"), "BFD unavailable for this family");
+                }
+            }
+        }
+    }
+    let status = Arc::new(Mutex::new(RoutingStatus::default()));
+    let mut d = Driver {
+        cfg,
+        tunnels,
+        up_tunnels: HashSet::new(),
+        speaker,
+        neighbors,
+        nl,
+        tx: tx.clone(),
+        next_conn: 1,
+        next_discr: (std::process::id() << 12) | 1,
+        bfd_tx4,
+        bfd_tx6,
+        rng: SystemRng(aws_lc_rs::rand::SystemRandom::new()),
+        installed: BTreeMap::new(),
+        status: status.clone(),
+    };
+    // Neighbors outside every tunnel start at once; the others when their tunnel is up.
+    for i in 0..d.neighbors.len() {
+        if d.neighbors[i].tunnel.is_none() {
+            d.activate(now, i);
+        }
+    }
+    info!(asn = d.cfg.asn, router_id = %d.cfg.router_id, neighbors = d.neighbors.len(), "BGP speaker started");
+    tokio::spawn(d.run(rx));
+    Ok(Handle {
+        tx,
+        status,
+        done: Arc::new(Mutex::new(false)),
+    })
+}
+
+fn tcp_listener(v6: bool) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(
+        if v6 { Domain::IPV6 } else { Domain::IPV4 },
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    let addr: SocketAddr = if v6 {
+        s.set_only_v6(true)?;
+        "[::]:179".parse().expect("literal")
+    } else {
+        "0.0.0.0:179".parse().expect("literal")
+    };
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(16)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+fn spawn_accept(l: std::net::TcpListener, tx: mpsc::Sender<Input>) {
+    tokio::spawn(async move {
+        let Ok(l) = tokio::net::TcpListener::from_std(l) else {
+            return;
+        };
+        loop {
+            match l.accept().await {
+                Ok((s, _)) => {
+                    if tx.send(Input::Accepted(s)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "BGP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+}
+
+fn spawn_bfd_reader(sock: std::net::UdpSocket, tx: mpsc::Sender<Input>) -> anyhow::Result<()> {
+    let sock = UdpSocket::from_std(sock)?;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let r = sock
+                .async_io(tokio::io::Interest::READABLE, || {
+                    bfd_io::recv_with_ttl(&sock, &mut buf)
+                })
+                .await;
+            match r {
+                Ok((n, from, ttl)) => {
+                    // RFC 5881 §5: only packets sent from one hop away (TTL 255).
+                    if ttl != Some(bfd::limits::TTL) {
+                        debug!(%from, ?ttl, "BFD packet with TTL != 255 dropped");
+                        continue;
+                    }
+                    let data = buf.get(..n).unwrap_or_default().to_vec();
+                    if tx.send(Input::Bfd { from, data }).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "BFD receive error");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+fn state_name(s: StateName) -> &'static str {
+    match s {
+        StateName::Idle => "Idle",
+        StateName::Connect => "Connect",
+        StateName::Active => "Active",
+        StateName::OpenSent => "OpenSent",
+        StateName::OpenConfirm => "OpenConfirm",
+        StateName::Established => "Established",
+    }
+}
+
+fn bfd_state_name(s: bfd::State) -> String {
+    format!("{s:?}")
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        let mut ack = None;
+        loop {
+            let now = Instant::now();
+            self.run_bfd(now);
+            self.drain(now).await;
+            self.publish(now);
+            if ack.is_some() {
+                break;
+            }
+            let next = self
+                .neighbors
+                .iter()
+                .filter_map(|n| n.bfd.as_ref().and_then(|b| b.poll_timeout()))
+                .chain(self.speaker.poll_timeout())
+                .min()
+                .unwrap_or(now + Duration::from_secs(3600));
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
+            tokio::select! {
+                input = rx.recv() => {
+                    let Some(input) = input else { break };
+                    let now = Instant::now();
+                    if let Input::Shutdown(a) = input {
+                        self.shutdown(now).await;
+                        ack = Some(a);
+                        continue;
+                    }
+                    self.handle(now, input).await;
+                }
+                _ = sleep => {
+                    self.speaker.handle_timeout(Instant::now());
+                }
+            }
+        }
+        if let Some(a) = ack {
+            let _ = a.send(());
+        }
+    }
+
+    async fn handle(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Accepted(s) => self.accepted(now, s),
+            Input::ConnectResult {
+                peer,
+                attempt,
+                result,
+            } => self.connect_result(now, peer, attempt, result),
+            Input::Bytes { conn, data } => self.bytes(now, conn, data),
+            Input::Closed { conn } => self.closed(now, conn),
+            Input::Bfd { from, data } => self.bfd_packet(now, from, &data),
+            Input::Link { tunnel, up } => self.link(now, &tunnel, up),
+            Input::Shutdown(_) => {}
+        }
+    }
+
+    fn activate(&mut self, now: Instant, i: usize) {
+        let n = &mut self.neighbors[i];
+        if n.active {
+            return;
+        }
+        n.active = true;
+        self.speaker
+            .add_peer(now, n.id, n.session.clone(), n.policy.clone());
+        if let Some(b) = n.cfg.bfd {
+            self.next_discr = self.next_discr.wrapping_add(1).max(1);
+            let cfg = bfd::SessionConfig {
+                local_discr: self.next_discr,
+                desired_min_tx: b.interval,
+                required_min_rx: b.interval,
+                detect_mult: b.multiplier,
+                passive: false,
+            };
+            match bfd::Session::new(cfg, now) {
+                Ok(s) => n.bfd = Some(s),
+                Err(e) => warn!(neighbor = %n.cfg.address, error = %e, "cannot start BFD"),
+            }
+        }
+    }
+
+    /// Drops the session (Cease), its connections and BFD: its routes are withdrawn.
+    fn deactivate(&mut self, now: Instant, i: usize) {
+        let id = self.neighbors[i].id;
+        if !self.neighbors[i].active {
+            return;
+        }
+        self.speaker.remove_peer(now, id);
+        self.flush_transmit();
+        let n = &mut self.neighbors[i];
+        n.active = false;
+        n.bfd = None;
+        n.established_at = None;
+        if let Some(c) = n.conn.take() {
+            c.close();
+        }
+        if let Some((c, _)) = n.pending_in.take() {
+            c.close();
+        }
+        if let Some((_, a)) = n.attempt.take() {
+            a.abort();
+        }
+    }
+
+    /// Restarts a neighbor that is waiting (Idle/Connect/Active) so it connects now.
+    fn kick(&mut self, now: Instant, i: usize) {
+        let n = &self.neighbors[i];
+        if !n.active || n.conn.is_some() {
+            return;
+        }
+        let waiting = self.speaker.session(n.id).is_some_and(|s| {
+            matches!(
+                s.state(),
+                StateName::Idle | StateName::Connect | StateName::Active
+            )
+        });
+        if waiting {
+            let bfd = self.neighbors[i].bfd.take();
+            self.deactivate(now, i);
+            self.activate(now, i);
+            // Keep the running BFD session (and its discriminator).
+            if bfd.is_some() {
+                self.neighbors[i].bfd = bfd;
+            }
+        }
+    }
+
+    fn link(&mut self, now: Instant, tunnel: &str, up: bool) {
+        if up {
+            self.up_tunnels.insert(tunnel.to_string());
+        } else {
+            self.up_tunnels.remove(tunnel);
+        }
+        for i in 0..self.neighbors.len() {
+            if self.neighbors[i].tunnel.as_deref() != Some(tunnel) {
+                continue;
+            }
+            if up {
+                info!(neighbor = %self.neighbors[i].cfg.address, %tunnel, "tunnel up: starting BGP session");
+                self.activate(now, i);
+            } else if self.neighbors[i].active {
+                info!(neighbor = %self.neighbors[i].cfg.address, %tunnel, "tunnel down: dropping BGP session");
+                self.deactivate(now, i);
+            }
+        }
+    }
+
+    fn spawn_conn(&mut self, stream: TcpStream, outbound: bool) -> Option<Conn> {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let _ = stream.set_nodelay(true);
+        let local = canon(stream.local_addr().ok()?.ip());
+        let (mut rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Some(b) = rx.recv().await {
+                if wr.write_all(&b).await.is_err() {
+                    return;
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        let itx = self.tx.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = itx.send(Input::Closed { conn: id }).await;
+                        return;
+                    }
+                    Ok(n) => {
+                        let data = buf.get(..n).unwrap_or_default().to_vec();
+                        if itx.send(Input::Bytes { conn: id, data }).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .abort_handle();
+        Some(Conn {
+            id,
+            tx,
+            reader,
+            outbound,
+            local,
+        })
+    }
+
+    fn accepted(&mut self, now: Instant, stream: TcpStream) {
+        let Ok(peer) = stream.peer_addr() else { return };
+        let ip = canon(peer.ip());
+        let Some(i) = self
+            .neighbors
+            .iter()
+            .position(|n| n.active && n.cfg.address == ip)
+        else {
+            debug!(from = %peer, "BGP connection from an unconfigured or paused address refused");
+            return;
+        };
+        let Some(conn) = self.spawn_conn(stream, false) else {
+            return;
+        };
+        let id = self.neighbors[i].id;
+        let state = self.speaker.session(id).map(|s| s.state());
+        match state {
+            Some(StateName::Connect | StateName::Active) => {
+                if let Some((_, a)) = self.neighbors[i].attempt.take() {
+                    a.abort();
+                }
+                let local = conn.local;
+                if self.speaker.handle_connected(now, id, local) {
+                    self.neighbors[i].conn = Some(conn);
+                } else {
+                    conn.close();
+                }
+            }
+            Some(StateName::OpenSent | StateName::OpenConfirm)
+                if self.neighbors[i].conn.as_ref().is_some_and(|c| c.outbound)
+                    && self.neighbors[i].pending_in.is_none() =>
+            {
+                debug!(neighbor = %ip, "connection collision: waiting for the peer's OPEN");
+                self.neighbors[i].pending_in = Some((conn, Vec::new()));
+            }
+            _ => {
+                debug!(neighbor = %ip, ?state, "incoming BGP connection refused");
+                conn.close();
+            }
+        }
+    }
+
+    fn connect(&mut self, i: usize) {
+        let n = &mut self.neighbors[i];
+        if let Some((_, a)) = n.attempt.take() {
+            a.abort();
+        }
+        let attempt = self.next_conn;
+        self.next_conn += 1;
+        let addr = SocketAddr::new(n.cfg.address, bgp::limits::BGP_PORT);
+        let bind = n.bind;
+        let timeout = self.cfg.connect_retry;
+        let tx = self.tx.clone();
+        let h = tokio::spawn(async move {
+            let result = async {
+                let s = if addr.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                if let Some(b) = bind {
+                    s.bind(SocketAddr::new(b, 0))?;
+                }
+                tokio::time::timeout(timeout, s.connect(addr))
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+            }
+            .await;
+            let _ = tx
+                .send(Input::ConnectResult {
+                    peer: i,
+                    attempt,
+                    result,
+                })
+                .await;
+        })
+        .abort_handle();
+        n.attempt = Some((attempt, h));
+    }
+
+    fn connect_result(
+        &mut self,
+        now: Instant,
+        i: usize,
+        attempt: u64,
+        result: std::io::Result<TcpStream>,
+    ) {
+        let Some(n) = self.neighbors.get_mut(i) else {
+            return;
+        };
+        if n.attempt.as_ref().map(|(a, _)| *a) != Some(attempt) {
+            return;
+        }
+        n.attempt = None;
+        let id = n.id;
+        match result {
+            Ok(stream) => {
+                if n.conn.is_some() || !self.speaker.accepts_connection(id) {
+                    return;
+                }
+                let Some(conn) = self.spawn_conn(stream, true) else {
+                    return;
+                };
+                if self.speaker.handle_connected(now, id, conn.local) {
+                    self.neighbors[i].conn = Some(conn);
+                } else {
+                    conn.close();
+                }
+            }
+            Err(e) => {
+                debug!(neighbor = %n.cfg.address, error = %e, "BGP connect failed");
+                self.speaker.handle_disconnected(now, id);
+            }
+        }
+    }
+
+    fn bytes(&mut self, now: Instant, conn: u64, data: Vec<u8>) {
+        for i in 0..self.neighbors.len() {
+            let n = &mut self.neighbors[i];
+            if n.conn.as_ref().is_some_and(|c| c.id == conn) {
+                let id = n.id;
+                self.speaker.handle_bytes(now, id, &data);
+                return;
+            }
+            if let Some((c, buf)) = &mut n.pending_in {
+                if c.id != conn {
+                    continue;
+                }
+                buf.extend_from_slice(&data);
+                // RFC 4271 §4.2: OPEN = header (19) + version, AS, hold, BGP Identifier.
+                if buf.len() < 29 {
+                    return;
+                }
+                let is_open = buf.get(18) == Some(&1);
+                let remote_id = buf
+                    .get(24..28)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(std::net::Ipv4Addr::from);
+                match (is_open, remote_id) {
+                    (true, Some(rid)) => match bgp::resolve_collision(self.cfg.router_id, rid) {
+                        bgp::CollisionWinner::LocallyInitiated => {
+                            debug!(neighbor = %n.cfg.address, "collision: keeping our connection");
+                            if let Some((c, _)) = n.pending_in.take() {
+                                c.close();
+                            }
+                        }
+                        bgp::CollisionWinner::RemotelyInitiated => {
+                            debug!(neighbor = %n.cfg.address, "collision: keeping the peer's connection");
+                            self.promote(now, i);
+                        }
+                    },
+                    _ if buf.len() > MAX_PENDING || !is_open => {
+                        if let Some((c, _)) = n.pending_in.take() {
+                            c.close();
+                        }
+                    }
+                    _ => {}
+                }
+                return;
+            }
+        }
+    }
+
+    /// Restarts the session on the pending incoming connection (collision lost, or our
+    /// connection died while the peer's waited).
+    fn promote(&mut self, now: Instant, i: usize) {
+        let Some((conn, buf)) = self.neighbors[i].pending_in.take() else {
+            return;
+        };
+        let id = self.neighbors[i].id;
+        self.speaker.remove_peer(now, id);
+        // The Cease goes out on the old connection, which then closes.
+        self.flush_transmit();
+        let n = &mut self.neighbors[i];
+        if let Some(old) = n.conn.take() {
+            old.close();
+        }
+        if let Some((_, a)) = n.attempt.take() {
+            a.abort();
+        }
+        n.established_at = None;
+        self.speaker
+            .add_peer(now, id, n.session.clone(), n.policy.clone());
+        if self.speaker.handle_connected(now, id, conn.local) {
+            self.neighbors[i].conn = Some(conn);
+            self.speaker.handle_bytes(now, id, &buf);
+        } else {
+            conn.close();
+        }
+    }
+
+    fn closed(&mut self, now: Instant, conn: u64) {
+        for n in &mut self.neighbors {
+            if n.conn.as_ref().is_some_and(|c| c.id == conn) {
+                debug!(neighbor = %n.cfg.address, "BGP connection closed");
+                let id = n.id;
+                self.speaker.handle_disconnected(now, id);
+                return;
+            }
+            if n.pending_in.as_ref().is_some_and(|(c, _)| c.id == conn) {
+                n.pending_in = None;
+                return;
+            }
+        }
+    }
+
+    fn bfd_packet(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let pkt = match bfd::ControlPacket::decode(data) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(%from, error = %e, "malformed BFD packet");
+                return;
+            }
+        };
+        // RFC 5880 §6.3: by Your Discriminator, or by source address while it is zero.
+        let src = canon(from.ip());
+        let n = self.neighbors.iter_mut().find(|n| {
+            n.bfd.as_ref().is_some_and(|b| {
+                if pkt.your_discr != 0 {
+                    b.local_discr() == pkt.your_discr
+                } else {
+                    n.cfg.address == src
+                }
+            })
+        });
+        match n {
+            Some(n) => {
+                if n.cfg.address != src {
+                    debug!(%from, "BFD packet from an unexpected address");
+                    return;
+                }
+                if let Some(b) = &mut n.bfd {
+                    if let Err(e) = b.handle_packet(now, &pkt) {
+                        debug!(%from, error = %e, "BFD packet discarded");
+                    }
+                }
+            }
+            None => debug!(%from, your_discr = pkt.your_discr, "BFD packet for no session"),
+        }
+    }
+
+    /// BFD timers, events and transmissions.
+    fn run_bfd(&mut self, now: Instant) {
+        for i in 0..self.neighbors.len() {
+            let mut events = Vec::new();
+            let mut out = Vec::new();
+            {
+                let n = &mut self.neighbors[i];
+                let Some(b) = &mut n.bfd else { continue };
+                if b.poll_timeout().is_some_and(|t| t <= now) {
+                    b.handle_timeout(now);
+                }
+                while let Some(e) = b.poll_event() {
+                    events.push(e);
+                }
+                while let Some(p) = b.poll_transmit(now, &mut self.rng) {
+                    out.push(p.to_bytes());
+                }
+            }
+            let addr = self.neighbors[i].cfg.address;
+            let to = SocketAddr::new(addr, bfd::limits::CONTROL_PORT);
+            let sock = if addr.is_ipv4() {
+                &self.bfd_tx4
+            } else {
+                &self.bfd_tx6
+            };
+            if let Some(s) = sock {
+                for p in out {
+                    if let Err(e) = s.try_send_to(&p, to) {
+                        debug!(%to, error = %e, "BFD send failed");
+                    }
+                }
+            }
+            for bfd::Event::StateChange { from, to, diag } in events {
+                info!(neighbor = %addr, from = ?from, to = ?to, diag = ?diag, "BFD session {:?}", to);
+                if to == bfd::State::Down && from == bfd::State::Up {
+                    warn!(neighbor = %addr, "BFD down: dropping the BGP session");
+                    let id = self.neighbors[i].id;
+                    self.speaker.handle_disconnected(now, id);
+                } else if to == bfd::State::Up {
+                    self.kick(now, i);
+                }
+            }
+        }
+    }
+
+    /// Writes what the speaker queued to each peer's connection.
+    fn flush_transmit(&mut self) {
+        while let Some((id, bytes)) = self.speaker.poll_transmit() {
+            if let Some(c) = self
+                .neighbors
+                .get(id.0 as usize)
+                .and_then(|n| n.conn.as_ref())
+            {
+                let _ = c.tx.send(bytes);
+            }
+        }
+    }
+
+    async fn drain(&mut self, now: Instant) {
+        loop {
+            self.flush_transmit();
+            let Some(ev) = self.speaker.poll_event() else {
+                break;
+            };
+            match ev {
+                SpeakerEvent::Connect(id) => {
+                    let i = id.0 as usize;
+                    let connecting = self
+                        .speaker
+                        .session(id)
+                        .is_some_and(|s| s.state() == StateName::Connect);
+                    if connecting && self.neighbors[i].conn.is_none() {
+                        self.connect(i);
+                    }
+                }
+                SpeakerEvent::Established(id, info) => {
+                    let i = id.0 as usize;
+                    let local = self.neighbors[i].conn.as_ref().map(|c| c.local);
+                    let device = match (&self.neighbors[i].tunnel, local) {
+                        (Some(t), _) => Some(t.clone()),
+                        (None, Some(l)) => self.nl.interface_of_address(l).await.ok().flatten(),
+                        _ => None,
+                    };
+                    let n = &mut self.neighbors[i];
+                    n.device = device;
+                    n.established_at = Some(now);
+                    info!(neighbor = %n.cfg.address, asn = info.peer_as, bgp_id = %info.bgp_id, ipv4 = info.ipv4_unicast, ipv6 = info.ipv6_unicast, "BGP session established");
+                }
+                SpeakerEvent::Down(id, reason) => {
+                    let i = id.0 as usize;
+                    let live = self.speaker.session(id).is_some_and(|s| {
+                        matches!(
+                            s.state(),
+                            StateName::OpenSent | StateName::OpenConfirm | StateName::Established
+                        )
+                    });
+                    // A stale Down (the session already restarted on another connection)
+                    // must not close the new connection.
+                    if !live {
+                        let n = &mut self.neighbors[i];
+                        info!(neighbor = %n.cfg.address, reason = ?reason, "BGP session down");
+                        n.established_at = None;
+                        if let Some(c) = n.conn.take() {
+                            c.close();
+                        }
+                        if n.pending_in.is_some() && n.active {
+                            self.promote(now, i);
+                        }
+                    }
+                }
+                SpeakerEvent::RibChange(c) => self.apply(c).await,
+            }
+        }
+    }
+
+    fn covers_ike_peer(&self, p: &Prefix) -> Option<IpAddr> {
+        self.tunnels
+            .iter()
+            .map(|t| t.remote)
+            .find(|r| prefix_contains(p.addr(), p.len(), *r))
+    }
+
+    async fn uninstall(&mut self, prefix: &Prefix) {
+        if let Some(old) = self.installed.remove(prefix) {
+            if let Err(e) = self
+                .nl
+                .delete_route(
+                    prefix.addr(),
+                    prefix.len(),
+                    &old.device,
+                    None,
+                    RTPROT_ROUTEVPN_BGP,
+                )
+                .await
+            {
+                warn!(%prefix, error = %e, "cannot delete BGP route");
+            } else {
+                info!(%prefix, via = %old.gateway, dev = %old.device, "BGP route withdrawn");
+            }
+        }
+    }
+
+    async fn apply(&mut self, c: RibChange) {
+        let prefix = c.prefix;
+        let Some(best) = c.best.filter(|b| !b.is_local()) else {
+            self.uninstall(&prefix).await;
+            return;
+        };
+        if let Some(remote) = self.covers_ike_peer(&prefix) {
+            warn!(%prefix, ike_peer = %remote, "not installing a BGP route that covers a tunnel's IKE peer");
+            self.uninstall(&prefix).await;
+            return;
+        }
+        let gateway = match best.next_hop.addr {
+            a if a.is_unspecified() => match best.next_hop.link_local {
+                Some(ll) => IpAddr::V6(ll),
+                None => return,
+            },
+            a => a,
+        };
+        let peer_dev = best
+            .peer
+            .and_then(|p| self.neighbors.get(p.0 as usize))
+            .and_then(|n| n.device.clone());
+        let tunnel_dev = self
+            .tunnels
+            .iter()
+            .find(|t| {
+                t.addresses
+                    .iter()
+                    .any(|(a, l)| prefix_contains(*a, *l, gateway))
+            })
+            .map(|t| t.name.clone());
+        let Some(device) = tunnel_dev.or(peer_dev) else {
+            warn!(%prefix, %gateway, "no interface for the BGP next hop; route not installed");
+            return;
+        };
+        if let Some(old) = self.installed.get(&prefix) {
+            if old.gateway == gateway && old.device == device {
+                return;
+            }
+            if old.device != device {
+                self.uninstall(&prefix).await;
+            }
+        }
+        match self
+            .nl
+            .replace_route_via(
+                prefix.addr(),
+                prefix.len(),
+                gateway,
+                Some(&device),
+                None,
+                RTPROT_ROUTEVPN_BGP,
+            )
+            .await
+        {
+            Ok(()) => {
+                info!(%prefix, via = %gateway, dev = %device, "BGP route installed");
+                self.installed.insert(prefix, Installed { gateway, device });
+            }
+            Err(e) => warn!(%prefix, error = %e, "cannot install BGP route"),
+        }
+    }
+
+    async fn shutdown(&mut self, now: Instant) {
+        info!("BGP speaker stopping: Cease to every neighbor, withdrawing routes");
+        for i in 0..self.neighbors.len() {
+            self.deactivate(now, i);
+        }
+        self.drain(now).await;
+        let left: Vec<Prefix> = self.installed.keys().copied().collect();
+        for p in left {
+            self.uninstall(&p).await;
+        }
+        // Let the writer tasks put the NOTIFICATIONs on the wire.
+        tokio::time::sleep(SHUTDOWN_FLUSH).await;
+    }
+
+    fn publish(&self, now: Instant) {
+        let loc: Vec<(Prefix, Option<PeerId>)> = self
+            .speaker
+            .rib()
+            .loc_rib()
+            .map(|(p, r)| (*p, r.peer))
+            .collect();
+        let neighbors = self
+            .neighbors
+            .iter()
+            .map(|n| {
+                let state = match self.speaker.session(n.id) {
+                    Some(s) if n.active => state_name(s.state()).to_string(),
+                    _ => "Paused".to_string(),
+                };
+                let received = self.speaker.rib().adj_rib_in(n.id).count() as u64;
+                let accepted = loc.iter().filter(|(_, p)| *p == Some(n.id)).count() as u64;
+                NeighborStatus {
+                    address: n.cfg.address.to_string(),
+                    asn: n.cfg.asn,
+                    state,
+                    uptime_secs: n
+                        .established_at
+                        .map(|t| now.saturating_duration_since(t).as_secs()),
+                    prefixes_received: received,
+                    prefixes_accepted: accepted,
+                    prefixes_sent: self.speaker.rib().adj_rib_out(n.id).count() as u64,
+                    bfd: n.cfg.bfd.map(|_| {
+                        n.bfd
+                            .as_ref()
+                            .map(|b| bfd_state_name(b.state()))
+                            .unwrap_or_else(|| "Paused".into())
+                    }),
+                }
+            })
+            .collect();
+        let routes = self
+            .installed
+            .iter()
+            .map(|(p, r)| BgpRouteStatus {
+                prefix: p.to_string(),
+                next_hop: r.gateway.to_string(),
+                device: r.device.clone(),
+            })
+            .collect();
+        if let Ok(mut s) = self.status.lock() {
+            *s = RoutingStatus {
+                asn: self.cfg.asn,
+                router_id: self.cfg.router_id.to_string(),
+                neighbors,
+                routes,
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containment() {
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(prefix_contains(a("169.254.12.1"), 30, a("169.254.12.2")));
+        assert!(!prefix_contains(a("169.254.12.1"), 30, a("169.254.12.5")));
+        assert!(prefix_contains(a("fd00:12::1"), 64, a("fd00:12::2")));
+        assert!(!prefix_contains(a("fd00:12::1"), 64, a("169.254.12.2")));
+        assert!(prefix_contains(a("0.0.0.0"), 0, a("192.0.2.2")));
+        assert_eq!(canon(a("::ffff:10.0.0.1")), a("10.0.0.1"));
+    }
+}

@@ -1,0 +1,466 @@
+//! The embedded BGP speaker and BFD against real implementations (BIRD 2, FRR), and
+//! `routing = "external"`: BIRD on both routers peering over routevpn tunnel interfaces.
+//!
+//! For routevpn↔BIRD the peer sits directly on the transport veth (`wan0`, no IPsec: the
+//! point is our BGP/BFD against theirs), with one IPv4 and one IPv6 session (each carries
+//! its own family). Each router announces its site LAN, so host A pinging host B proves
+//! routes went both ways.
+
+mod common;
+
+use common::{wait_until, Netns, Proc, Routevpn, RvConfig, RvTunnel, TestDir, Topology};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(20);
+
+/// BIRD on the right router of [`Topology::two_sites`]: eBGP to routevpn on `wan0`
+/// (separate IPv4 and IPv6 sessions), BFD 100 ms × 3, exports its LAN, installs what it
+/// learns into the kernel.
+const BIRD_PEER_CONF: &str = r#"
+router id 10.2.0.1;
+protocol device { scan time 1; }
+protocol direct { ipv4; ipv6; interface "lan0"; }
+protocol kernel { ipv4 { import none; export all; }; }
+protocol kernel { ipv6 { import none; export all; }; }
+protocol bfd { interface "wan0" { interval 100 ms; multiplier 3; }; }
+protocol bgp rv4 {
+  local 192.0.2.2 as 65002; neighbor 192.0.2.1 as 65001;
+  hold time 9; connect retry time 1; bfd on;
+  ipv4 { import all; export where source = RTS_DEVICE; };
+}
+protocol bgp rv6 {
+  local 2001:db8::2 as 65002; neighbor 2001:db8::1 as 65001;
+  hold time 9; connect retry time 1; bfd on;
+  ipv6 { import all; export where source = RTS_DEVICE; };
+}
+"#;
+
+/// `routing = "external"`: the BIRD config for each router (README material). Router A
+/// (`left`): AS 65001, tunnel address 169.254.12.1/30 + fd00:12::1/64 on `vti0`; router B
+/// swaps the numbers. One IPv4 session over the tunnel carries IPv6 too (`next hop
+/// address` = our IPv6 tunnel address). The routevpn tunnels have `address` but no
+/// `routes`.
+fn bird_external_conf(left: bool) -> String {
+    let (rid, las, ras, la, ra, la6) = if left {
+        (
+            "10.1.0.1",
+            65001,
+            65002,
+            "169.254.12.1",
+            "169.254.12.2",
+            "fd00:12::1",
+        )
+    } else {
+        (
+            "10.2.0.1",
+            65002,
+            65001,
+            "169.254.12.2",
+            "169.254.12.1",
+            "fd00:12::2",
+        )
+    };
+    format!(
+        r#"
+router id {rid};
+protocol device {{ scan time 1; }}
+protocol direct {{ ipv4; ipv6; interface "lan0"; }}
+protocol kernel {{ ipv4 {{ import none; export all; }}; }}
+protocol kernel {{ ipv6 {{ import none; export all; }}; }}
+protocol bgp tunnel {{
+  local {la} as {las}; neighbor {ra} as {ras};
+  hold time 9; connect retry time 1;
+  ipv4 {{ import all; export where source = RTS_DEVICE; }};
+  ipv6 {{ import all; export where source = RTS_DEVICE; next hop address {la6}; }};
+}}
+"#
+    )
+}
+
+struct Bird {
+    ns: Netns,
+    sock: String,
+    _proc: Proc,
+    dir: TestDir,
+}
+
+impl Bird {
+    /// `bird -f -c CONF -s SOCK -P PIDFILE` in `ns` (foreground: the harness owns it).
+    fn start(ns: &Netns, conf: &str) -> Bird {
+        let dir = TestDir::new("bird");
+        let c = dir.join("bird.conf");
+        std::fs::write(&c, conf).unwrap();
+        let sock = dir.join("bird.ctl").to_string_lossy().into_owned();
+        let pid = dir.join("bird.pid").to_string_lossy().into_owned();
+        let proc = ns.spawn(
+            &[
+                "bird",
+                "-f",
+                "-c",
+                c.to_str().unwrap(),
+                "-s",
+                &sock,
+                "-P",
+                &pid,
+            ],
+            &dir.join("bird.log"),
+        );
+        let b = Bird {
+            ns: ns.clone(),
+            sock,
+            _proc: proc,
+            dir,
+        };
+        wait_until(Duration::from_secs(10), POLL, || {
+            b.birdc(&["show", "status"])
+        })
+        .unwrap_or_else(|e| panic!("bird did not start: {e}\n{}", b.log()));
+        b
+    }
+
+    fn birdc(&self, args: &[&str]) -> Result<String, String> {
+        let mut cmd = vec!["birdc", "-s", self.sock.as_str()];
+        cmd.extend_from_slice(args);
+        self.ns.run(&cmd)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("bird.log")).unwrap_or_default()
+    }
+
+    fn wait_established(&self, proto: &str) {
+        wait_until(T, Duration::from_millis(100), || {
+            let out = self.birdc(&["show", "protocols", proto])?;
+            out.contains("Established")
+                .then_some(())
+                .ok_or_else(|| format!("{proto}: {out}"))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
+    }
+}
+
+fn bgp_route(ns: &Netns, dst: &str) -> Option<String> {
+    let fam = if dst.contains(':') { "-6" } else { "-4" };
+    ns.run(&["ip", fam, "-o", "route", "show", dst])
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+}
+
+fn wait_kernel_route(ns: &Netns, dst: &str, needle: &str) -> String {
+    wait_until(T, POLL, || {
+        bgp_route(ns, dst)
+            .filter(|l| l.contains(needle))
+            .ok_or_else(|| format!("no route {dst} with {needle:?} in {}", ns.name()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", ns.describe()))
+}
+
+/// routevpn on the left router peering with `wan0` neighbors (IPv4 and IPv6), BFD on.
+fn routevpn_peer_config(peer_asn: u32, v4: &str, v6: &str) -> RvConfig {
+    RvConfig {
+        extra_tail: format!(
+            "[bgp]\nasn = 65001\nrouter_id = \"10.1.0.1\"\n\
+             networks = [\"{}\", \"{}\"]\nhold_time = \"9s\"\nconnect_retry = \"1s\"\n\
+             [[bgp.neighbor]]\naddress = \"{v4}\"\nasn = {peer_asn}\nbfd = {{ interval = \"100ms\", multiplier = 3 }}\n\
+             [[bgp.neighbor]]\naddress = \"{v6}\"\nasn = {peer_asn}\nbfd = {{ interval = \"100ms\", multiplier = 3 }}\n",
+            Topology::LEFT_NET,
+            Topology::LEFT_NET6
+        ),
+        ..RvConfig::default()
+    }
+}
+
+fn wait_rv_neighbors(rv: &Routevpn) {
+    wait_until(T, Duration::from_millis(50), || {
+        let st = rv.status()?;
+        let ns = st["bgp"]["neighbors"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (ns.len() == 2
+            && ns
+                .iter()
+                .all(|n| n["state"] == "Established" && n["bfd"] == "Up"))
+        .then_some(())
+        .ok_or_else(|| format!("{}", st["bgp"]))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&rv.log(), 80)));
+}
+
+/// Silent drop of everything the right router sends on wan0; returns how long until
+/// routevpn on the left withdrew the IPv4 and IPv6 routes.
+fn cut_and_measure(topo: &Topology) -> Duration {
+    let t0 = Instant::now();
+    let o = topo.right.sh(
+        "nft add table inet t && nft add chain inet t c '{ type filter hook output priority 0; }' && nft add rule inet t c oifname wan0 drop",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_until(Duration::from_secs(5), Duration::from_millis(5), || match (
+        bgp_route(&topo.left, Topology::RIGHT_NET),
+        bgp_route(&topo.left, Topology::RIGHT_NET6),
+    ) {
+        (None, None) => Ok(()),
+        other => Err(format!("still there: {other:?}")),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    t0.elapsed()
+}
+
+#[test]
+fn routevpn_bird_bgp_bfd() {
+    if !common::require_programs(&["bird", "birdc", "ping", "nft"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let bird = Bird::start(&topo.right, BIRD_PEER_CONF);
+    let rv = Routevpn::start(
+        &topo.left,
+        &routevpn_peer_config(65002, "192.0.2.2", "2001:db8::2"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    bird.wait_established("rv4");
+    bird.wait_established("rv6");
+    wait_rv_neighbors(&rv);
+    // routevpn installed BIRD's routes (proto 251), BIRD installed ours (proto bird).
+    let l4 = wait_kernel_route(&topo.left, Topology::RIGHT_NET, "proto 251");
+    let l6 = wait_kernel_route(&topo.left, Topology::RIGHT_NET6, "proto 251");
+    let r4 = wait_kernel_route(&topo.right, Topology::LEFT_NET, "via 192.0.2.1");
+    let r6 = wait_kernel_route(&topo.right, Topology::LEFT_NET6, "via 2001:db8::1");
+    eprintln!("routevpn: {l4}\nroutevpn: {l6}\nbird: {r4}\nbird: {r6}");
+    let bfd = bird.birdc(&["show", "bfd", "sessions"]).unwrap();
+    assert_eq!(bfd.matches(" Up ").count(), 2, "{bfd}");
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST, Duration::from_secs(5))
+        .expect("IPv4 ping via BGP routes");
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST6, Duration::from_secs(5))
+        .expect("IPv6 ping via BGP routes");
+
+    let d = cut_and_measure(&topo);
+    eprintln!("routevpn<->BIRD: BFD failover (drop -> routevpn withdrew): {d:?}");
+    assert!(d < Duration::from_secs(2), "{d:?}");
+    assert!(rv.log().contains("BFD down"));
+}
+
+/// FRR 8.4 without watchfrr or the init scripts: zebra, bfdd and bgpd run in the
+/// foreground in the namespace, each with its own pid file, a private zebra API socket
+/// (`-z`), a private vty socket directory (`--vty_socket`, what `vtysh --vty_socket`
+/// talks to), no TCP vty (`-P 0`) and `-u frr -g frr`:
+///
+/// ```text
+/// /usr/lib/frr/zebra -f DIR/zebra.conf -i DIR/zebra.pid -z DIR/zserv.api --vty_socket DIR -P 0 -u frr -g frr
+/// /usr/lib/frr/bfdd  -f DIR/bfdd.conf  -i DIR/bfdd.pid  -z DIR/zserv.api --vty_socket DIR -P 0 -u frr -g frr --bfdctl DIR/bfdd.sock
+/// /usr/lib/frr/bgpd  -f DIR/bgpd.conf  -i DIR/bgpd.pid  -z DIR/zserv.api --vty_socket DIR -P 0 -u frr -g frr
+/// vtysh --vty_socket DIR -c 'show bgp summary'
+/// ```
+const FRR_BGPD_CONF: &str = r#"
+router bgp 65002
+ bgp router-id 10.2.0.1
+ no bgp ebgp-requires-policy
+ timers bgp 3 9
+ neighbor 192.0.2.1 remote-as 65001
+ neighbor 192.0.2.1 bfd
+ neighbor 192.0.2.1 bfd profile fast
+ neighbor 192.0.2.1 timers connect 1
+ neighbor 2001:db8::1 remote-as 65001
+ neighbor 2001:db8::1 bfd
+ neighbor 2001:db8::1 bfd profile fast
+ neighbor 2001:db8::1 timers connect 1
+ address-family ipv4 unicast
+  redistribute connected
+  no neighbor 2001:db8::1 activate
+ exit-address-family
+ address-family ipv6 unicast
+  redistribute connected
+  neighbor 2001:db8::1 activate
+ exit-address-family
+"#;
+
+const FRR_BFDD_CONF: &str = r#"
+bfd
+ profile fast
+  transmit-interval 100
+  receive-interval 100
+  detect-multiplier 3
+"#;
+
+struct Frr {
+    ns: Netns,
+    dir: TestDir,
+    _procs: Vec<Proc>,
+}
+
+impl Frr {
+    fn start(ns: &Netns) -> Frr {
+        let dir = TestDir::new("frr");
+        // The daemons drop to user frr: it must reach its files.
+        let _ = std::process::Command::new("chown")
+            .args(["frr:frr", dir.path().to_str().unwrap()])
+            .status();
+        std::fs::write(dir.join("zebra.conf"), "").unwrap();
+        std::fs::write(dir.join("bfdd.conf"), FRR_BFDD_CONF).unwrap();
+        std::fs::write(dir.join("bgpd.conf"), FRR_BGPD_CONF).unwrap();
+        let d = dir.path().to_str().unwrap().to_string();
+        let mut procs = Vec::new();
+        for daemon in ["zebra", "bfdd", "bgpd"] {
+            let bin = format!("/usr/lib/frr/{daemon}");
+            let conf = format!("{d}/{daemon}.conf");
+            let pid = format!("{d}/{daemon}.pid");
+            let zs = format!("{d}/zserv.api");
+            let ctl = format!("{d}/bfdd.sock");
+            let mut cmd = vec![
+                bin.as_str(),
+                "-f",
+                &conf,
+                "-i",
+                &pid,
+                "-z",
+                &zs,
+                "--vty_socket",
+                &d,
+                "-P",
+                "0",
+                "-u",
+                "frr",
+                "-g",
+                "frr",
+            ];
+            if daemon == "bfdd" {
+                cmd.extend_from_slice(&["--bfdctl", &ctl]);
+            }
+            procs.push(ns.spawn(&cmd, &dir.join(format!("{daemon}.log"))));
+            if daemon == "zebra" {
+                wait_until(Duration::from_secs(10), POLL, || {
+                    std::path::Path::new(&zs)
+                        .exists()
+                        .then_some(())
+                        .ok_or_else(|| "no zserv".to_string())
+                })
+                .unwrap_or_else(|e| panic!("zebra: {e}"));
+            }
+        }
+        Frr {
+            ns: ns.clone(),
+            dir,
+            _procs: procs,
+        }
+    }
+
+    fn vtysh(&self, cmd: &str) -> Result<String, String> {
+        self.ns.run(&[
+            "vtysh",
+            "--vty_socket",
+            self.dir.path().to_str().unwrap(),
+            "-c",
+            cmd,
+        ])
+    }
+
+    fn logs(&self) -> String {
+        ["zebra", "bfdd", "bgpd"]
+            .iter()
+            .map(|d| std::fs::read_to_string(self.dir.join(format!("{d}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+#[test]
+fn routevpn_frr_bgp_bfd() {
+    if !common::require_programs(&[
+        "/usr/lib/frr/bgpd",
+        "/usr/lib/frr/bfdd",
+        "/usr/lib/frr/zebra",
+        "vtysh",
+        "ping",
+        "nft",
+    ]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let frr = Frr::start(&topo.right);
+    let rv = Routevpn::start(
+        &topo.left,
+        &routevpn_peer_config(65002, "192.0.2.2", "2001:db8::2"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_rv_neighbors(&rv);
+    let l4 = wait_kernel_route(&topo.left, Topology::RIGHT_NET, "proto 251");
+    let l6 = wait_kernel_route(&topo.left, Topology::RIGHT_NET6, "proto 251");
+    let r4 = wait_kernel_route(&topo.right, Topology::LEFT_NET, "via 192.0.2.1");
+    let r6 = wait_kernel_route(&topo.right, Topology::LEFT_NET6, "2001:db8::1");
+    eprintln!("routevpn: {l4}\nroutevpn: {l6}\nfrr: {r4}\nfrr: {r6}");
+    let peers = frr
+        .vtysh("show bfd peers brief")
+        .unwrap_or_else(|e| panic!("{e}\n{}", frr.logs()));
+    assert_eq!(peers.matches(" up ").count(), 2, "{peers}");
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST, Duration::from_secs(5))
+        .expect("IPv4 ping via BGP routes");
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST6, Duration::from_secs(5))
+        .expect("IPv6 ping via BGP routes");
+    let d = cut_and_measure(&topo);
+    eprintln!("routevpn<->FRR: BFD failover (drop -> routevpn withdrew): {d:?}");
+    assert!(d < Duration::from_secs(2), "{d:?}");
+    assert!(rv.log().contains("BFD down"));
+}
+
+#[test]
+fn external_routing_bird_over_routevpn_tunnels() {
+    if !common::require_programs(&["bird", "birdc", "ping"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let mut rvs = Vec::new();
+    let mut birds = Vec::new();
+    for (ns, left) in [(&topo.left, true), (&topo.right, false)] {
+        let (local, remote, a4, a6) = if left {
+            (
+                Topology::LEFT_WAN,
+                Topology::RIGHT_WAN,
+                "169.254.12.1/30",
+                "fd00:12::1/64",
+            )
+        } else {
+            (
+                Topology::RIGHT_WAN,
+                Topology::LEFT_WAN,
+                "169.254.12.2/30",
+                "fd00:12::2/64",
+            )
+        };
+        let cfg = RvConfig {
+            extra_top: vec!["routing = \"external\"".into()],
+            tunnels: vec![RvTunnel {
+                local: local.into(),
+                remote: remote.into(),
+                psk: "external".into(),
+                start: left,
+                address: vec![a4.into(), a6.into()],
+                ..RvTunnel::default()
+            }],
+            ..RvConfig::default()
+        };
+        rvs.push(Routevpn::start(ns, &cfg).unwrap_or_else(|e| panic!("{e}")));
+        birds.push(Bird::start(ns, &bird_external_conf(left)));
+    }
+    for b in &birds {
+        b.wait_established("tunnel");
+    }
+    assert!(
+        rvs[0].status().unwrap().get("bgp").is_none(),
+        "embedded speaker is off"
+    );
+    let l4 = wait_kernel_route(&topo.left, Topology::RIGHT_NET, "dev vti0 proto bird");
+    let l6 = wait_kernel_route(&topo.left, Topology::RIGHT_NET6, "dev vti0 proto bird");
+    eprintln!("left: {l4}\nleft: {l6}");
+    wait_kernel_route(&topo.right, Topology::LEFT_NET, "dev vti0 proto bird");
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST, Duration::from_secs(5))
+        .expect("IPv4 ping via BIRD routes over the routevpn tunnel");
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST6, Duration::from_secs(5))
+        .expect("IPv6 ping via BIRD routes over the routevpn tunnel");
+}

@@ -1,0 +1,216 @@
+//! Two routevpn daemons with a tunnel between them and eBGP + BFD over it ("the triangle
+//! heals itself", one edge): sessions come up, each router learns the other's site
+//! networks (IPv4 and IPv6, no static routes), hosts ping through, SIGTERM withdraws at
+//! once, and a silent underlay drop is detected by BFD.
+
+mod common;
+
+use common::{wait_until, Netns, Routevpn, RvConfig, RvTunnel, Topology};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(20);
+
+fn tunnel(left: bool) -> RvTunnel {
+    let (local, remote, addr, addr6) = if left {
+        (
+            Topology::LEFT_WAN,
+            Topology::RIGHT_WAN,
+            "169.254.12.1/30",
+            "fd00:12::1/64",
+        )
+    } else {
+        (
+            Topology::RIGHT_WAN,
+            Topology::LEFT_WAN,
+            "169.254.12.2/30",
+            "fd00:12::2/64",
+        )
+    };
+    RvTunnel {
+        local: local.into(),
+        remote: remote.into(),
+        psk: "bgp-test".into(),
+        ike: vec!["aes128gcm16-prfsha256-x25519".into()],
+        esp: vec!["aes128gcm16".into()],
+        start: left,
+        address: vec![addr.into(), addr6.into()],
+        // No `routes`: BGP provides them.
+        ..RvTunnel::default()
+    }
+}
+
+/// `[bgp]` for one side: one IPv4 session over the tunnel (IPv6 rides along, next hop
+/// our fd00:12:: address), BFD 100 ms × 3.
+fn bgp(left: bool) -> String {
+    let (asn, peer_asn, rid, net, net6, nbr) = if left {
+        (
+            65001,
+            65002,
+            "10.1.0.1",
+            Topology::LEFT_NET,
+            Topology::LEFT_NET6,
+            "169.254.12.2",
+        )
+    } else {
+        (
+            65002,
+            65001,
+            "10.2.0.1",
+            Topology::RIGHT_NET,
+            Topology::RIGHT_NET6,
+            "169.254.12.1",
+        )
+    };
+    format!(
+        "[bgp]\nasn = {asn}\nrouter_id = \"{rid}\"\nnetworks = [\"{net}\", \"{net6}\"]\n\
+         hold_time = \"9s\"\nconnect_retry = \"1s\"\n\
+         [[bgp.neighbor]]\naddress = \"{nbr}\"\nasn = {peer_asn}\n\
+         bfd = {{ interval = \"100ms\", multiplier = 3 }}\n"
+    )
+}
+
+fn start(ns: &Netns, left: bool) -> Routevpn {
+    let cfg = RvConfig {
+        tunnels: vec![tunnel(left)],
+        extra_tail: bgp(left),
+        ..RvConfig::default()
+    };
+    Routevpn::start(ns, &cfg).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `ip -o route show proto 251` lines mentioning `dst`.
+fn bgp_route(ns: &Netns, dst: &str) -> Option<String> {
+    let fam = if dst.contains(':') { "-6" } else { "-4" };
+    ns.run(&["ip", fam, "-o", "route", "show", "proto", "251"])
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(dst))
+        .map(str::to_string)
+}
+
+fn wait_route(rv: &Routevpn, dst: &str, via: &str) -> String {
+    wait_until(T, POLL, || {
+        bgp_route(rv.netns(), dst)
+            .filter(|l| l.contains(via) && l.contains("dev vti0"))
+            .ok_or_else(|| format!("no proto 251 route {dst} via {via} dev vti0"))
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nstatus: {:?}\nlog:\n{}",
+            rv.status_json(),
+            common::tail(&rv.log(), 80)
+        )
+    })
+}
+
+fn neighbor(rv: &Routevpn) -> serde_json::Value {
+    rv.status()
+        .map(|s| s["bgp"]["neighbors"][0].clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn ebgp_bfd_over_routevpn_tunnel() {
+    if !common::require_programs(&["ping", "nft"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let left = start(&topo.left, true);
+    let mut right = start(&topo.right, false);
+
+    for rv in [&left, &right] {
+        wait_until(T, POLL, || {
+            let n = neighbor(rv);
+            (n["state"] == "Established" && n["bfd"] == "Up")
+                .then_some(())
+                .ok_or_else(|| format!("neighbor {n}"))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&rv.log(), 80)));
+    }
+    let l4 = wait_route(&left, Topology::RIGHT_NET, "via 169.254.12.2");
+    let l6 = wait_route(&left, Topology::RIGHT_NET6, "via fd00:12::2");
+    let r4 = wait_route(&right, Topology::LEFT_NET, "via 169.254.12.1");
+    let r6 = wait_route(&right, Topology::LEFT_NET6, "via fd00:12::1");
+    eprintln!("left:  {l4}\nleft:  {l6}\nright: {r4}\nright: {r6}");
+    let st = left.status().unwrap();
+    let n = &st["bgp"]["neighbors"][0];
+    assert_eq!(n["asn"], 65002);
+    assert_eq!(n["prefixes_received"], 2, "{st}");
+    assert_eq!(n["prefixes_sent"], 2, "{st}");
+    assert_eq!(
+        st["bgp"]["routes"].as_array().map(Vec::len),
+        Some(2),
+        "{st}"
+    );
+    let human = left
+        .cli(&["status", "--socket", left.socket().to_str().unwrap()])
+        .unwrap();
+    assert!(
+        human.contains("neighbor 169.254.12.2 AS 65002: Established"),
+        "{human}"
+    );
+    assert!(human.contains("BFD Up"), "{human}");
+
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST, Duration::from_secs(5))
+        .expect("IPv4 ping over BGP routes");
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST6, Duration::from_secs(5))
+        .expect("IPv6 ping over BGP routes");
+
+    // Silent drop of ESP-in-UDP leaving the right router: BFD must notice.
+    let t0 = Instant::now();
+    topo.right
+        .sh("nft add table inet t && nft add chain inet t c '{ type filter hook output priority 0; }' && nft add rule inet t c udp dport 4500 drop");
+    assert!(
+        topo.right
+            .run(&["nft", "list", "table", "inet", "t"])
+            .is_ok(),
+        "nft rule in place"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(5),
+        || match bgp_route(left.netns(), Topology::RIGHT_NET) {
+            None => Ok(()),
+            Some(l) => Err(format!("still there: {l}")),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&left.log(), 60)));
+    let failover = t0.elapsed();
+    eprintln!("BFD failover (drop -> route withdrawn on the left): {failover:?}");
+    assert!(failover < Duration::from_secs(2), "{failover:?}");
+    assert!(left.log().contains("BFD down"), "BFD took the session down");
+
+    // Heal the underlay: the session and routes return.
+    topo.right.must(&["nft", "delete", "table", "inet", "t"]);
+    wait_route(&left, Topology::RIGHT_NET, "via 169.254.12.2");
+    wait_route(&right, Topology::LEFT_NET, "via 169.254.12.1");
+
+    // SIGTERM on the right: the left withdraws at once (Cease, then IKE DELETE), and the
+    // right removes its own BGP routes on the way out.
+    let t0 = Instant::now();
+    right.signal("TERM").unwrap();
+    wait_until(Duration::from_secs(5), Duration::from_millis(5), || match (
+        bgp_route(left.netns(), Topology::RIGHT_NET),
+        bgp_route(left.netns(), Topology::RIGHT_NET6),
+    ) {
+        (None, None) => Ok(()),
+        other => Err(format!("still there: {other:?}")),
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&left.log(), 60)));
+    eprintln!(
+        "SIGTERM -> routes withdrawn on the left: {:?}",
+        t0.elapsed()
+    );
+    right
+        .wait_exit(Duration::from_secs(5))
+        .expect("right exits");
+    right.stop();
+    assert!(
+        bgp_route(&topo.right, Topology::LEFT_NET).is_none(),
+        "right flushed its routes"
+    );
+    assert!(bgp_route(&topo.right, Topology::LEFT_NET6).is_none());
+}

@@ -1,0 +1,387 @@
+//! Tunnels over time, in network namespaces: dozens of rekeys of both kinds with
+//! lifetimes of a few seconds while a bounded TCP transfer and a ping run
+//! (routevpn↔routevpn and routevpn↔strongSwan), a `kill -9` detected by liveness
+//! checks, and a restarted peer coming back by itself.
+
+mod common;
+
+use common::{wait_until, Netns, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(50);
+const IKE: &str = "aes128gcm16-prfsha256-x25519";
+
+fn tunnel(left: bool, start: bool, extra: &[&str]) -> RvTunnel {
+    let (local, remote, lid, rid, addr, net) = if left {
+        (
+            Topology::LEFT_WAN,
+            Topology::RIGHT_WAN,
+            "routerA",
+            "routerB",
+            "169.254.12.1/30",
+            Topology::RIGHT_NET,
+        )
+    } else {
+        (
+            Topology::RIGHT_WAN,
+            Topology::LEFT_WAN,
+            "routerB",
+            "routerA",
+            "169.254.12.2/30",
+            Topology::LEFT_NET,
+        )
+    };
+    RvTunnel {
+        local: local.into(),
+        remote: remote.into(),
+        local_id: lid.into(),
+        remote_id: rid.into(),
+        psk: "lifecycle".into(),
+        ike: vec![IKE.into()],
+        esp: vec!["aes128gcm16-x25519".into()],
+        start,
+        address: vec![addr.into()],
+        routes: vec![net.into()],
+        extra: extra.iter().map(|s| s.to_string()).collect(),
+        ..RvTunnel::default()
+    }
+}
+
+fn cfg(t: RvTunnel) -> RvConfig {
+    RvConfig {
+        tunnels: vec![t],
+        ..RvConfig::default()
+    }
+}
+
+fn tunnel_json(rv: &Routevpn) -> Result<Value, String> {
+    Ok(rv.status()?["tunnels"][0].clone())
+}
+
+fn wait_up(rv: &Routevpn, timeout: Duration) -> Value {
+    wait_until(timeout, POLL, || {
+        let t = tunnel_json(rv)?;
+        (t["state"] == "up")
+            .then_some(t.clone())
+            .ok_or_else(|| format!("not up: {t}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", common::tail(&rv.log(), 60)))
+}
+
+fn link_up(ns: &Netns, dev: &str) -> bool {
+    ns.run(&["ip", "-o", "link", "show", dev])
+        .map(|s| {
+            s.split('<').nth(1).is_some_and(|f| {
+                f.split('>')
+                    .next()
+                    .unwrap_or("")
+                    .split(',')
+                    .any(|x| x == "UP")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// A bounded TCP transfer of `secs` seconds of data with a content check, and a ping
+/// at 20/s alongside; returns (bytes, ping sent, ping received).
+fn traffic_while(topo: &Topology, secs: u64) -> (u64, u64, u64) {
+    let dir = common::TestDir::new("soak");
+    let srv = "import socket,hashlib\n\
+        s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+        s.bind(('10.2.0.2',5301));s.listen(1);s.settimeout(30)\n\
+        c,_=s.accept();c.settimeout(30);h=hashlib.sha256();n=0\n\
+        while True:\n  b=c.recv(65536)\n  if not b: break\n  h.update(b);n+=len(b)\n\
+        print(n,h.hexdigest(),flush=True)\n";
+    let cli = format!(
+        "import socket,hashlib,time,random\n\
+         r=random.Random(3);blk=r.randbytes(65536);h=hashlib.sha256();n=0\n\
+         s=socket.create_connection(('10.2.0.2',5301),timeout=30);end=time.time()+{secs}\n\
+         while time.time()<end:\n  s.sendall(blk);h.update(blk);n+=len(blk);time.sleep(0.002)\n\
+         s.close();print(n,h.hexdigest(),flush=True)\n"
+    );
+    std::fs::write(dir.join("srv.py"), srv).unwrap();
+    std::fs::write(dir.join("cli.py"), cli).unwrap();
+    let srv_log = dir.join("srv.log");
+    let ping_log = dir.join("ping.log");
+    let server = topo.right_host.spawn(
+        &[
+            "timeout",
+            &(secs + 40).to_string(),
+            "python3",
+            dir.join("srv.py").to_str().unwrap(),
+        ],
+        &srv_log,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let ping = topo.left_host.spawn(
+        &[
+            "ping",
+            "-i",
+            "0.05",
+            "-w",
+            &secs.to_string(),
+            "-W",
+            "1",
+            Topology::RIGHT_HOST,
+        ],
+        &ping_log,
+    );
+    let sent = topo
+        .left_host
+        .run(&[
+            "timeout",
+            &(secs + 40).to_string(),
+            "python3",
+            dir.join("cli.py").to_str().unwrap(),
+        ])
+        .expect("transfer ran without error");
+    server
+        .wait_exit(Duration::from_secs(40))
+        .expect("server done");
+    ping.wait_exit(Duration::from_secs(secs + 10))
+        .expect("ping done");
+    let got = std::fs::read_to_string(&srv_log).unwrap();
+    assert_eq!(
+        sent.trim(),
+        got.trim(),
+        "every byte arrived, in order, intact"
+    );
+    let bytes: u64 = sent.split_whitespace().next().unwrap().parse().unwrap();
+    let pings = std::fs::read_to_string(&ping_log).unwrap();
+    let stat = pings
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default()
+        .to_string();
+    let nums: Vec<u64> = stat
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    (
+        bytes,
+        nums.first().copied().unwrap_or(0),
+        nums.get(1).copied().unwrap_or(0),
+    )
+}
+
+#[test]
+fn soak_routevpn_pair_rekeys_under_traffic() {
+    if !common::require_programs(&["python3", "ping"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    // Both ends rekey on their own timers (collisions included).
+    let short = [
+        "ike_lifetime = \"7s\"",
+        "child_lifetime = \"3s\"",
+        "dpd = \"2s\"",
+    ];
+    let b = Routevpn::start(&topo.right, &cfg(tunnel(false, false, &short))).unwrap();
+    let a = Routevpn::start(&topo.left, &cfg(tunnel(true, true, &short))).unwrap();
+    wait_up(&a, T);
+    wait_up(&b, T);
+    topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+    let t0 = Instant::now();
+    let (bytes, sent, recv) = traffic_while(&topo, 40);
+    let rekeys = |rv: &Routevpn| {
+        let log = rv.log();
+        (
+            log.matches("CHILD SA installed").count(),
+            log.matches("IKE SA rekeyed").count(),
+        )
+    };
+    let (ca, ia) = rekeys(&a);
+    let (cb, ib) = rekeys(&b);
+    eprintln!(
+        "soak routevpn↔routevpn: {:.1} s, {} MB moved, ping {recv}/{sent} received ({} lost), CHILD SAs installed A {ca} B {cb}, IKE rekeys A {ia} B {ib}",
+        t0.elapsed().as_secs_f64(),
+        bytes / 1_000_000,
+        sent - recv
+    );
+    assert!(ca >= 10 && cb >= 10, "dozens of CHILD rekeys: {ca}/{cb}");
+    assert!(ia + ib >= 4, "IKE rekeys: {ia}+{ib}");
+    // No duplicate SAs left: one IKE SA and one CHILD SA on each side, mirrored.
+    let (ta, tb) = (wait_up(&a, T), wait_up(&b, T));
+    wait_until(T, POLL, || {
+        let (ta, tb) = (tunnel_json(&a)?, tunnel_json(&b)?);
+        let n = |t: &Value, k: &str| t[k].as_array().map(|a| a.len()).unwrap_or(0);
+        (n(&ta, "ike_sas") == 1
+            && n(&tb, "ike_sas") == 1
+            && n(&ta, "child_sas") == 1
+            && n(&tb, "child_sas") == 1)
+            .then_some(())
+            .ok_or(format!("A {ta}\nB {tb}"))
+    })
+    .unwrap();
+    let _ = (ta, tb);
+    let (ta, tb) = (tunnel_json(&a).unwrap(), tunnel_json(&b).unwrap());
+    assert_eq!(ta["child_sas"][0]["spi_in"], tb["child_sas"][0]["spi_out"]);
+    assert!(!a.log().contains("ERROR") && !b.log().contains("ERROR"));
+}
+
+#[test]
+fn soak_routevpn_with_strongswan_rekeys_under_traffic() {
+    if !common::require_strongswan() || !common::require_programs(&["python3"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let rv = Routevpn::start(
+        &topo.left,
+        &cfg(tunnel(
+            true,
+            true,
+            &["ike_lifetime = \"9s\"", "child_lifetime = \"4s\""],
+        )),
+    )
+    .unwrap();
+    let conn = SwanConn {
+        local_addr: Topology::RIGHT_WAN.into(),
+        remote_addr: Topology::LEFT_WAN.into(),
+        local_id: "routerB".into(),
+        remote_id: "routerA".into(),
+        psk: "lifecycle".into(),
+        ike_proposals: IKE.into(),
+        esp_proposals: "aes128gcm16-x25519".into(),
+        local_ts: Topology::RIGHT_NET.into(),
+        remote_ts: Topology::LEFT_NET.into(),
+        start_action: "none".into(),
+        // strongSwan rekeys too, on its own schedule.
+        ike_rekey_time: Some("11s".into()),
+        ike_over_time: Some("10s".into()),
+        child_rekey_time: Some("5s".into()),
+        child_life_time: Some("15s".into()),
+        dpd_delay: Some("2s".into()),
+        ..SwanConn::default()
+    };
+    let sw = Strongswan::start(&topo.right, &[conn]).unwrap();
+    sw.wait_established("tun", T).unwrap();
+    wait_up(&rv, T);
+    topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+    let (bytes, sent, recv) = traffic_while(&topo, 40);
+    let log = rv.log();
+    let children = log.matches("CHILD SA installed").count();
+    let ike = log.matches("IKE SA rekeyed").count();
+    eprintln!("soak routevpn↔strongSwan: {} MB moved, ping {recv}/{sent} received ({} lost), CHILD SAs installed {children}, IKE rekeys {ike}", bytes / 1_000_000, sent - recv);
+    assert!(children >= 8, "{children} CHILD SAs");
+    assert!(ike >= 3, "{ike} IKE rekeys");
+    let sa = sw.wait_established("tun", T).unwrap();
+    assert_eq!(
+        sw.sas()
+            .unwrap()
+            .iter()
+            .filter(|s| s.is_established())
+            .count(),
+        1,
+        "one IKE SA at strongSwan"
+    );
+    assert!(
+        sa.installed().count() <= 2,
+        "no duplicate CHILD SAs at strongSwan: {}",
+        sw.list_sas()
+    );
+    wait_until(T, POLL, || {
+        let t = tunnel_json(&rv)?;
+        (t["child_sas"].as_array().map(|a| a.len()) == Some(1))
+            .then_some(())
+            .ok_or(format!("{t}"))
+    })
+    .unwrap();
+}
+
+#[test]
+fn kill_9_is_detected_and_the_restarted_peer_returns() {
+    if !common::require_root() {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let fast = [
+        "dpd = \"1s\"",
+        "retransmit_timeout = \"500ms\"",
+        "retransmit_tries = 2",
+    ];
+    let b = Routevpn::start(&topo.right, &cfg(tunnel(false, false, &fast))).unwrap();
+    let a_cfg = cfg(tunnel(true, true, &fast));
+    let a = Routevpn::start(&topo.left, &a_cfg).unwrap();
+    wait_up(&a, T);
+    wait_up(&b, T);
+    assert!(link_up(&topo.right, "vti0"));
+    // kill -9: no DELETE is sent.
+    let t0 = Instant::now();
+    a.signal("KILL").unwrap();
+    wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
+        (!link_up(&topo.right, "vti0"))
+            .then_some(())
+            .ok_or("vti0 still up".to_string())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&b.log(), 30)));
+    let detect = t0.elapsed();
+    assert!(
+        !topo
+            .right
+            .run(&["ip", "route", "show", Topology::LEFT_NET])
+            .unwrap()
+            .contains("vti0"),
+        "route withdrawn"
+    );
+    assert!(
+        b.log().contains("not responding"),
+        "declared dead by liveness checks"
+    );
+    eprintln!(
+        "kill -9: peer interface down after {detect:?} (dpd 1 s + retransmits 0.5 s + 1 s + 2 s)"
+    );
+    drop(a);
+    // The killed peer starts again: the tunnel comes back by itself.
+    let t1 = Instant::now();
+    let a2 = Routevpn::start(&topo.left, &a_cfg).unwrap();
+    wait_up(&a2, T);
+    wait_up(&b, T);
+    topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+    eprintln!(
+        "restart: tunnel carrying traffic again {:?} after the daemon started",
+        t1.elapsed()
+    );
+    assert_eq!(
+        tunnel_json(&b).unwrap()["ike_sas"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn restarted_peer_replaces_stale_sas_before_dpd_notices() {
+    if !common::require_root() {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let slow_dpd = ["dpd = \"60s\""];
+    let b = Routevpn::start(&topo.right, &cfg(tunnel(false, false, &slow_dpd))).unwrap();
+    let a_cfg = cfg(tunnel(true, true, &slow_dpd));
+    let a = Routevpn::start(&topo.left, &a_cfg).unwrap();
+    wait_up(&a, T);
+    let old = wait_up(&b, T);
+    std::thread::sleep(Duration::from_millis(2500)); // past the INITIAL_CONTACT grace
+    a.signal("KILL").unwrap();
+    drop(a);
+    let a2 = Routevpn::start(&topo.left, &a_cfg).unwrap();
+    wait_up(&a2, T);
+    let t = wait_until(T, POLL, || {
+        let t = tunnel_json(&b)?;
+        let fresh = t["ike_sas"].as_array().map(|a| a.len()) == Some(1)
+            && t["ike_sas"][0]["spi_i"] != old["ike_sas"][0]["spi_i"];
+        fresh.then_some(t.clone()).ok_or(format!("{t}"))
+    })
+    .unwrap();
+    assert_eq!(
+        t["child_sas"].as_array().unwrap().len(),
+        1,
+        "stale CHILD SA replaced: {t}"
+    );
+    assert!(b.log().contains("INITIAL_CONTACT"));
+    topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+}
