@@ -65,6 +65,13 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Re-read the daemon's configuration file (same as SIGHUP): only tunnels whose
+    /// settings changed are torn down and set up again.
+    Reload {
+        /// Configuration file, to find the control socket.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Three routers in network namespaces healing around a dead link (needs root).
     Lab {
         /// Print one JSON object on stdout (the timeline goes to stderr).
@@ -96,6 +103,9 @@ pub fn run(cli: Cli) -> ExitCode {
             .and_then(|s| simple(&s, &Request::Up { name })),
         Command::Down { name, config } => socket_path(cli.socket, config.as_deref())
             .and_then(|s| simple(&s, &Request::Down { name })),
+        Command::Reload { config } => {
+            socket_path(cli.socket, config.as_deref()).and_then(|s| simple(&s, &Request::Reload))
+        }
         Command::Lab { json, keep, down } => {
             return crate::lab::main(&crate::lab::Options { json, keep, down })
         }
@@ -136,7 +146,7 @@ fn daemon(config: &Path, socket: Option<PathBuf>, log_level: Option<&str>) -> an
     let cfg = config::load(config)?;
     init_logging(log_level)?;
     let socket = socket.unwrap_or_else(|| cfg.control_socket.clone());
-    crate::daemon::run(cfg, socket)
+    crate::daemon::run(cfg, socket, config.to_path_buf())
 }
 
 fn init_logging(level: Option<&str>) -> anyhow::Result<()> {

@@ -61,7 +61,7 @@ pub struct Config {
 }
 
 /// One `[[tunnel]]`: a peer and the tunnel interface routed through it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TunnelConfig {
     /// Tunnel interface name.
     pub name: String,
@@ -274,6 +274,12 @@ impl fmt::Display for Identity {
 /// A pre-shared key; zeroized on drop, never printed.
 #[derive(Clone)]
 pub struct Psk(Zeroizing<Vec<u8>>);
+
+impl PartialEq for Psk {
+    fn eq(&self, other: &Psk) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(&self.0, &other.0).is_ok()
+    }
+}
 
 impl Psk {
     pub fn new(bytes: Vec<u8>) -> Psk {

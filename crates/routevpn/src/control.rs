@@ -41,6 +41,8 @@ pub enum Request {
     Down {
         name: String,
     },
+    /// Re-read the configuration file (as SIGHUP).
+    Reload,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -571,6 +573,9 @@ mod tests {
                 },
                 Request::Down { name } => Response::Error {
                     message: format!("no tunnel {name}"),
+                },
+                Request::Reload => Response::Ok {
+                    message: "reloaded".into(),
                 },
             }
         }));

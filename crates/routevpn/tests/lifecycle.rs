@@ -385,3 +385,76 @@ fn restarted_peer_replaces_stale_sas_before_dpd_notices() {
     assert!(b.log().contains("INITIAL_CONTACT"));
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
 }
+
+#[test]
+fn reload_touches_only_changed_tunnels() {
+    if !common::require_root() {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let b = Routevpn::start(&topo.right, &cfg(tunnel(false, false, &[]))).unwrap();
+    let mut a_cfg = cfg(tunnel(true, true, &[]));
+    let a = Routevpn::start(&topo.left, &a_cfg).unwrap();
+    let before = wait_up(&a, T);
+    // Add a second tunnel (to a peer that does not answer) and reload with SIGHUP.
+    let mut extra = tunnel(true, true, &[]);
+    extra.name = "vti9".into();
+    extra.remote = "192.0.2.99".into();
+    extra.address = vec!["169.254.99.1/30".into()];
+    extra.routes = vec![];
+    a_cfg.tunnels.push(extra);
+    std::fs::write(a.config_path(), a_cfg.to_toml(a.socket())).unwrap();
+    a.signal("HUP").unwrap();
+    wait_until(T, POLL, || {
+        let st = a.status()?;
+        (st["tunnels"].as_array().map(|t| t.len()) == Some(2))
+            .then_some(())
+            .ok_or(format!("{st}"))
+    })
+    .unwrap();
+    assert!(
+        topo.left.run(&["ip", "link", "show", "vti9"]).is_ok(),
+        "new interface created"
+    );
+    let same = wait_up(&a, T);
+    assert_eq!(
+        same["ike_sas"][0]["spi_i"], before["ike_sas"][0]["spi_i"],
+        "unchanged tunnel left alone"
+    );
+    assert_eq!(
+        same["child_sas"][0]["spi_in"],
+        before["child_sas"][0]["spi_in"]
+    );
+    // Change the first tunnel's ESP proposal and remove the second: `routevpn reload`.
+    a_cfg.tunnels.pop();
+    a_cfg.tunnels[0].esp = vec!["aes256gcm16".into(), "aes128gcm16-x25519".into()];
+    std::fs::write(a.config_path(), a_cfg.to_toml(a.socket())).unwrap();
+    let out = a
+        .cli(&["reload", "--socket", a.socket().to_str().unwrap()])
+        .unwrap();
+    assert!(
+        out.contains("1 changed") && out.contains("1 removed"),
+        "{out}"
+    );
+    let after = wait_up(&a, T);
+    assert_ne!(
+        after["ike_sas"][0]["spi_i"], before["ike_sas"][0]["spi_i"],
+        "changed tunnel re-established"
+    );
+    assert!(
+        topo.left.run(&["ip", "link", "show", "vti9"]).is_err(),
+        "removed interface gone"
+    );
+    wait_up(&b, T);
+    topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+    // A broken file changes nothing.
+    std::fs::write(a.config_path(), "[[tunnel]]\nname = 1\n").unwrap();
+    let err = a
+        .cli(&["reload", "--socket", a.socket().to_str().unwrap()])
+        .unwrap_err();
+    assert!(err.contains("nothing changed"), "{err}");
+    assert_eq!(
+        wait_up(&a, T)["ike_sas"][0]["spi_i"],
+        after["ike_sas"][0]["spi_i"]
+    );
+}

@@ -10,11 +10,11 @@ use std::path::PathBuf;
 
 /// Runs the daemon until SIGTERM/SIGINT; on the way out every IKE SA is deleted so the
 /// peers take their tunnels down at once.
-pub fn run(cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
+pub fn run(cfg: Config, socket: PathBuf, config_path: PathBuf) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(state::Daemon::new(cfg, socket)?.run())
+    rt.block_on(state::Daemon::new(cfg, socket, config_path)?.run())
 }

@@ -43,6 +43,8 @@ enum Input {
     Ike(ike::sa::Datagram),
     Control(Request, oneshot::Sender<Response>),
     Shutdown(&'static str),
+    /// SIGHUP.
+    Reload,
 }
 
 /// A CHILD SA as the daemon tracks it.
@@ -64,6 +66,8 @@ struct Tunnel {
 
 pub struct Daemon {
     socket_path: PathBuf,
+    /// Re-read on SIGHUP / `routevpn reload`.
+    config_path: PathBuf,
     tunnels: Vec<Tunnel>,
     started: Instant,
     /// `[bgp]`, until the speaker starts; then its handle.
@@ -109,7 +113,7 @@ fn session_config(t: &TunnelConfig) -> SessionConfig {
 }
 
 impl Daemon {
-    pub fn new(cfg: Config, socket_path: PathBuf) -> anyhow::Result<Daemon> {
+    pub fn new(cfg: Config, socket_path: PathBuf, config_path: PathBuf) -> anyhow::Result<Daemon> {
         let now = Instant::now();
         let tunnels = cfg
             .tunnels
@@ -135,6 +139,7 @@ impl Daemon {
             .collect();
         Ok(Daemon {
             socket_path,
+            config_path,
             tunnels,
             started: now,
             bgp: cfg.bgp,
@@ -252,9 +257,16 @@ impl Daemon {
                             Some(t) => t.session.handle_datagram(now, d),
                             None => debug!(from = %d.remote, "IKE message from an unconfigured peer"),
                         },
+                        Input::Control(Request::Reload, reply) => {
+                            let resp = self.reload(now, &ike_sockets, &dp, &nl).await;
+                            let _ = reply.send(resp);
+                        }
                         Input::Control(req, reply) => {
                             let resp = self.control(req, now, &dp);
                             let _ = reply.send(resp);
+                        }
+                        Input::Reload => {
+                            self.reload(now, &ike_sockets, &dp, &nl).await;
                         }
                         Input::Shutdown(sig) => {
                             if shutdown_deadline.is_none() {
@@ -346,52 +358,117 @@ impl Daemon {
         nl: &Netlink,
     ) {
         for t in &mut self.tunnels {
-            loop {
-                while let Some(d) = t.session.poll_transmit() {
-                    let r = if d.local.port() == ike::limits::NATT_PORT {
-                        if d.data == [ike::limits::NATT_KEEPALIVE_BYTE] {
-                            dp.send_keepalive(d.local, d.remote)
-                        } else {
-                            dp.send_ike(d.local, d.remote, &d.data)
-                        }
-                    } else {
-                        match ike_sockets.get(&d.local.ip()) {
-                            Some(s) => s.send_to(&d.data, d.remote).await.map(|_| ()),
-                            None => Err(std::io::Error::other("no IKE socket for that address")),
-                        }
-                    };
-                    if let Err(e) = r {
-                        warn!(tunnel = %t.cfg.name, to = %d.remote, error = %e, "sending IKE datagram failed");
-                    }
-                }
-                let Some(ev) = t.session.poll_event() else {
-                    break;
-                };
-                match ev {
-                    Event::ChildInstalled(info) => install(t, *info, dp, nl).await,
-                    Event::ChildDeleted { spi_in, spi_out } => {
-                        dp.remove_child(spi_in);
-                        t.children.retain(|c| c.spi_in != spi_in);
-                        debug!(tunnel = %t.cfg.name, spi_in = format_args!("{spi_in:08x}"), spi_out = format_args!("{spi_out:08x}"), "CHILD SA removed");
-                        if t.children.is_empty() && t.link_up {
-                            set_link(t, false, nl).await;
-                        }
-                    }
-                    Event::IkeClosed { reason, .. } => {
-                        info!(tunnel = %t.cfg.name, %reason, "IKE SA closed")
-                    }
-                    Event::ChildFailed { reason } => {
-                        warn!(tunnel = %t.cfg.name, %reason, "CHILD SA not created")
-                    }
-                    other => debug!(tunnel = %t.cfg.name, event = ?other, "session event"),
-                }
-            }
+            flush_tunnel(t, ike_sockets, dp, nl).await;
         }
+    }
+
+    /// Re-reads the configuration (SIGHUP, `routevpn reload`): unchanged tunnels are
+    /// left alone; changed and removed ones are deleted (the peer is told) and their
+    /// interfaces removed; changed and new ones start afresh.
+    async fn reload(
+        &mut self,
+        now: Instant,
+        ike_sockets: &HashMap<IpAddr, Arc<UdpSocket>>,
+        dp: &Dataplane,
+        nl: &Netlink,
+    ) -> Response {
+        let new = match crate::config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "reload: configuration rejected, nothing changed");
+                return Response::Error {
+                    message: format!("configuration rejected, nothing changed: {e}"),
+                };
+            }
+        };
+        let (mut kept, mut changed, mut removed, mut added) = (0, 0, 0, 0);
+        let mut notes = Vec::new();
+        let mut i = 0;
+        while i < self.tunnels.len() {
+            let fresh = new
+                .tunnels
+                .iter()
+                .find(|n| n.name == self.tunnels[i].cfg.name);
+            if fresh == Some(&self.tunnels[i].cfg) {
+                kept += 1;
+                i += 1;
+                continue;
+            }
+            let mut t = self.tunnels.remove(i);
+            if fresh.is_some() {
+                changed += 1;
+            } else {
+                removed += 1;
+            }
+            info!(tunnel = %t.cfg.name, "reload: tearing down");
+            t.session.close(now);
+            flush_tunnel(&mut t, ike_sockets, dp, nl).await;
+            if t.link_up {
+                set_link(&mut t, false, nl).await;
+            }
+            dp.remove_tunnel(t.tid);
+        }
+        for n in new.tunnels {
+            if self.tunnels.iter().any(|t| t.cfg.name == n.name) {
+                continue;
+            }
+            if !ike_sockets.contains_key(&n.local) {
+                notes.push(format!(
+                    "tunnel {}: new local address {} needs a daemon restart",
+                    n.name, n.local
+                ));
+                continue;
+            }
+            let tid = match dp.add_tunnel(&n.name, n.mtu.unwrap_or(1400)) {
+                Ok(tid) => tid,
+                Err(e) => {
+                    notes.push(format!("tunnel {}: cannot create interface: {e}", n.name));
+                    continue;
+                }
+            };
+            let _ = nl.set_link_up(&n.name, false).await;
+            let session = Session::new(
+                session_config(&n),
+                n.local,
+                n.remote,
+                Box::new(SystemRng(aws_lc_rs::rand::SystemRandom::new())),
+                now,
+            );
+            info!(tunnel = %n.name, "reload: starting");
+            self.tunnels.push(Tunnel {
+                cfg: n,
+                session,
+                tid,
+                children: Vec::new(),
+                link_up: false,
+                routing: self.routing.clone(),
+            });
+            added += 1;
+        }
+        let added = added - changed.min(added);
+        if new.bgp.is_some() != self.routing.is_some() || new.control_socket != self.socket_path {
+            notes.push(
+                "[bgp], routing and control_socket changes apply after a restart".to_string(),
+            );
+        }
+        let mut message = format!(
+            "reloaded: {kept} unchanged, {changed} changed, {added} added, {removed} removed"
+        );
+        for n in &notes {
+            message.push_str("; ");
+            message.push_str(n);
+        }
+        info!("{message}");
+        Response::Ok { message }
     }
 
     fn control(&mut self, req: Request, now: Instant, dp: &Dataplane) -> Response {
         match req {
             Request::Status => Response::Status(self.status(now, dp)),
+            // Handled in the event loop (it needs the sockets and the dataplane).
+            Request::Reload => Response::Error {
+                message: "reload is handled by the event loop".into(),
+            },
             Request::Up { name } => match self.tunnels.iter_mut().find(|t| t.cfg.name == name) {
                 Some(t) => {
                     t.session.initiate(now);
@@ -427,6 +504,55 @@ impl Daemon {
                 .map(|t| tunnel_status(t, now, dp))
                 .collect(),
             bgp: self.routing.as_ref().map(|r| r.status()),
+        }
+    }
+}
+
+/// Sends what one session queued and acts on its events.
+async fn flush_tunnel(
+    t: &mut Tunnel,
+    ike_sockets: &HashMap<IpAddr, Arc<UdpSocket>>,
+    dp: &Dataplane,
+    nl: &Netlink,
+) {
+    loop {
+        while let Some(d) = t.session.poll_transmit() {
+            let r = if d.local.port() == ike::limits::NATT_PORT {
+                if d.data == [ike::limits::NATT_KEEPALIVE_BYTE] {
+                    dp.send_keepalive(d.local, d.remote)
+                } else {
+                    dp.send_ike(d.local, d.remote, &d.data)
+                }
+            } else {
+                match ike_sockets.get(&d.local.ip()) {
+                    Some(s) => s.send_to(&d.data, d.remote).await.map(|_| ()),
+                    None => Err(std::io::Error::other("no IKE socket for that address")),
+                }
+            };
+            if let Err(e) = r {
+                warn!(tunnel = %t.cfg.name, to = %d.remote, error = %e, "sending IKE datagram failed");
+            }
+        }
+        let Some(ev) = t.session.poll_event() else {
+            break;
+        };
+        match ev {
+            Event::ChildInstalled(info) => install(t, *info, dp, nl).await,
+            Event::ChildDeleted { spi_in, spi_out } => {
+                dp.remove_child(spi_in);
+                t.children.retain(|c| c.spi_in != spi_in);
+                debug!(tunnel = %t.cfg.name, spi_in = format_args!("{spi_in:08x}"), spi_out = format_args!("{spi_out:08x}"), "CHILD SA removed");
+                if t.children.is_empty() && t.link_up {
+                    set_link(t, false, nl).await;
+                }
+            }
+            Event::IkeClosed { reason, .. } => {
+                info!(tunnel = %t.cfg.name, %reason, "IKE SA closed")
+            }
+            Event::ChildFailed { reason } => {
+                warn!(tunnel = %t.cfg.name, %reason, "CHILD SA not created")
+            }
+            other => debug!(tunnel = %t.cfg.name, event = ?other, "session event"),
         }
     }
 }
@@ -637,13 +763,15 @@ fn spawn_signals(tx: mpsc::Sender<Input>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     tokio::spawn(async move {
         loop {
-            let sig = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
+            let input = tokio::select! {
+                _ = term.recv() => Input::Shutdown("SIGTERM"),
+                _ = int.recv() => Input::Shutdown("SIGINT"),
+                _ = hup.recv() => Input::Reload,
             };
-            if tx.send(Input::Shutdown(sig)).await.is_err() {
+            if tx.send(input).await.is_err() {
                 return;
             }
         }

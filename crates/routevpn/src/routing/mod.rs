@@ -669,6 +669,19 @@ impl Driver {
         let id = self.neighbors[i].id;
         let state = self.speaker.session(id).map(|s| s.state());
         match state {
+            // Both ends connecting at once (they bring sessions up when the same tunnel
+            // comes up): if each dropped its own attempt for the other's, both would die
+            // and retry in lockstep. The end with the higher address keeps its attempt
+            // and holds the peer's connection in reserve (RFC 4271 §6.8 then settles it
+            // by BGP Identifier once an OPEN arrives).
+            Some(StateName::Connect | StateName::Active)
+                if self.neighbors[i].attempt.is_some()
+                    && self.neighbors[i].pending_in.is_none()
+                    && self.neighbors[i].bind.is_some_and(|b| b > ip) =>
+            {
+                debug!(neighbor = %ip, "connection collision: our connect is in flight; holding the peer's");
+                self.neighbors[i].pending_in = Some((conn, Vec::new()));
+            }
             Some(StateName::Connect | StateName::Active) => {
                 if let Some((_, a)) = self.neighbors[i].attempt.take() {
                     a.abort();
@@ -686,6 +699,13 @@ impl Driver {
             {
                 debug!(neighbor = %ip, "connection collision: waiting for the peer's OPEN");
                 self.neighbors[i].pending_in = Some((conn, Vec::new()));
+            }
+            // Idle only because our last connection just failed (its idle-hold timer is
+            // running): the peer is evidently reachable, so start over on its connection
+            // rather than refuse it and retry later.
+            Some(StateName::Idle) if self.neighbors[i].conn.is_none() => {
+                debug!(neighbor = %ip, "incoming BGP connection while idle: restarting on it");
+                self.restart_on(now, i, conn, &[]);
             }
             _ => {
                 debug!(neighbor = %ip, ?state, "incoming BGP connection refused");
@@ -752,6 +772,10 @@ impl Driver {
                 if n.conn.is_some() || !self.speaker.accepts_connection(id) {
                     return;
                 }
+                // Our connection won the collision by address: drop the held one.
+                if let Some((c, _)) = n.pending_in.take() {
+                    c.close();
+                }
                 let Some(conn) = self.spawn_conn(stream, true) else {
                     return;
                 };
@@ -763,7 +787,12 @@ impl Driver {
             }
             Err(e) => {
                 debug!(neighbor = %n.cfg.address, error = %e, "BGP connect failed");
-                self.speaker.handle_disconnected(now, id);
+                if n.pending_in.is_some() {
+                    // The peer's held connection takes over.
+                    self.promote(now, i);
+                } else {
+                    self.speaker.handle_disconnected(now, id);
+                }
             }
         }
     }
@@ -821,6 +850,11 @@ impl Driver {
         let Some((conn, buf)) = self.neighbors[i].pending_in.take() else {
             return;
         };
+        self.restart_on(now, i, conn, &buf);
+    }
+
+    /// Restarts neighbor `i`'s session on `conn` (with bytes already read from it).
+    fn restart_on(&mut self, now: Instant, i: usize, conn: Conn, buf: &[u8]) {
         let id = self.neighbors[i].id;
         self.speaker.remove_peer(now, id);
         // The Cease goes out on the old connection, which then closes.
@@ -837,16 +871,23 @@ impl Driver {
             .add_peer(now, id, n.session.clone(), n.policy.clone());
         if self.speaker.handle_connected(now, id, conn.local) {
             self.neighbors[i].conn = Some(conn);
-            self.speaker.handle_bytes(now, id, &buf);
+            self.speaker.handle_bytes(now, id, buf);
         } else {
             conn.close();
         }
     }
 
     fn closed(&mut self, now: Instant, conn: u64) {
-        for n in &mut self.neighbors {
+        for i in 0..self.neighbors.len() {
+            let n = &mut self.neighbors[i];
             if n.conn.as_ref().is_some_and(|c| c.id == conn) {
                 debug!(neighbor = %n.cfg.address, "BGP connection closed");
+                if n.pending_in.is_some() {
+                    // The peer closed ours because it kept its own: use that one.
+                    n.conn = None;
+                    self.promote(now, i);
+                    return;
+                }
                 let id = n.id;
                 self.speaker.handle_disconnected(now, id);
                 return;
