@@ -236,6 +236,7 @@ impl IkeSa {
             last_rx: now,
             nonces: None,
             peer_ike_rekey: None,
+            successor: None,
         }
     }
 
@@ -860,7 +861,7 @@ impl IkeSa {
             remote_ts: info.remote_ts.clone(),
             created: now,
             rekey_at: None,
-            owner: self.spi_i,
+            owner: self.successor.unwrap_or(self.spi_i),
             superseded: false,
             peer_rekey: None,
         });
@@ -1348,7 +1349,17 @@ impl IkeSa {
                 spi_r: self.spi_r,
                 reason: CloseReason::DeletedByPeer,
             });
-            self.pending = None;
+            // A CHILD SA request in flight here is redone on the successor, if any.
+            match self.pending.take().map(|p| p.kind) {
+                Some(RequestKind::DeleteChild(spi)) => {
+                    self.queued.push_front(super::Queued::DeleteChild(spi))
+                }
+                Some(RequestKind::CreateChild {
+                    rekey_of: Some(old),
+                    ..
+                }) => self.queued.push_front(super::Queued::RekeyChild(old)),
+                _ => {}
+            }
             self.state = IkeState::Dead {
                 until: now + limits::HALF_OPEN_TIMEOUT,
             };
@@ -1584,6 +1595,7 @@ impl IkeSa {
         for c in ctx.children.iter_mut().filter(|c| c.owner == self.spi_i) {
             c.owner = new_spi_i;
         }
+        self.successor = Some(new_spi_i);
         // §2.18: the rekey's initiator is the new SA's original initiator.
         let mut new = IkeSa::new_responder(new_spi_i, new_spi_r, self.local, self.remote, now);
         new.nat = self.nat;

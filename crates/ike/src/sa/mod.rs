@@ -342,6 +342,9 @@ pub(crate) struct IkeSa {
     /// The peer's rekey of this IKE SA that crossed ours (§2.8.2): its Ni, our Nr and
     /// the SPIi of the SA it created.
     pub peer_ike_rekey: Option<(Vec<u8>, Vec<u8>, u64)>,
+    /// SPIi of the IKE SA that replaced this one (§2.18): CHILD SAs negotiated here
+    /// after the rekey, and requests still queued here, belong to it.
+    pub successor: Option<u64>,
 }
 
 /// The lowest of an IKE SA's two nonces.
@@ -646,6 +649,26 @@ impl Session {
     /// Bookkeeping after any handler ran: drop children when no IKE SA is left,
     /// schedule re-initiation.
     fn after_change(&mut self, now: Instant) {
+        // Requests queued on a rekeyed-away IKE SA move to its successor (§2.18).
+        for i in 0..self.sas.len() {
+            if matches!(self.sas[i].state, IkeState::Established { .. })
+                || self.sas[i].queued.is_empty()
+            {
+                continue;
+            }
+            let Some(succ) = self.sas[i].successor else {
+                continue;
+            };
+            let moved: Vec<Queued> = self.sas[i]
+                .queued
+                .drain(..)
+                .filter(|q| !matches!(q, Queued::RekeyIke | Queued::Liveness))
+                .collect();
+            if let Some(j) = self.sas.iter().position(|s| s.spi_i == succ) {
+                self.sas[j].queued.extend(moved);
+                self.with_sa_no_bookkeeping(j, now, |sa, ctx, now| sa.pump(ctx, now));
+            }
+        }
         for sa in &mut self.sas {
             if sa.rekey_at.is_none() && matches!(sa.state, IkeState::Established { .. }) {
                 sa.rekey_at = Some(now + jittered(self.rng.as_mut(), self.cfg.ike_lifetime));

@@ -432,12 +432,14 @@ impl IkeSa {
                 info!(tunnel = %ctx.cfg.name, "IKE SA rekey collision: ours has the lowest nonce, deleting it");
                 new.close_redundant(ctx, now);
                 ctx.new_sas.push(new);
+                self.successor = Some(peer_spi_i);
                 return;
             }
             info!(tunnel = %ctx.cfg.name, "IKE SA rekey collision: the peer deletes its SA");
             peer_sa = Some(peer_spi_i);
         }
         new.queued = std::mem::take(&mut self.queued);
+        self.successor = Some(new_spi_i);
         for c in ctx
             .children
             .iter_mut()
