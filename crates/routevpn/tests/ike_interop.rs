@@ -103,20 +103,6 @@ fn tunnel(status: &Value) -> Value {
     status["tunnels"][0].clone()
 }
 
-/// Waits until routevpn reports the tunnel up (IKE SA established, CHILD SA installed).
-fn wait_up(rv: &Routevpn) -> Value {
-    wait_until(T, POLL, || {
-        let st = rv.status()?;
-        let t = tunnel(&st);
-        if t["state"] == "up" {
-            Ok(t)
-        } else {
-            Err(format!("tunnel not up: {t}"))
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", common::tail(&rv.log(), 60)))
-}
-
 fn wait_error(rv: &Routevpn, needle: &str) -> String {
     wait_until(T, POLL, || {
         let t = tunnel(&rv.status()?);
@@ -152,8 +138,8 @@ fn routevpn_to_routevpn() {
             &rv_config(rv_tunnel(true, ike, esp, "s3cret", true)),
         )
         .unwrap();
-        let ta = wait_up(&a);
-        let tb = wait_up(&b);
+        let ta = common::wait_tunnel_up(&a, T);
+        let tb = common::wait_tunnel_up(&b, T);
         let (ia, ib) = (&ta["ike_sas"][0], &tb["ike_sas"][0]);
         assert_eq!(ia["initiator"], true);
         assert_eq!(ib["initiator"], false);
@@ -199,7 +185,7 @@ fn routevpn_initiates_to_strongswan() {
         let sa = swan
             .wait_established("tun", T)
             .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", common::tail(&rv.log(), 60)));
-        let t = wait_up(&rv);
+        let t = common::wait_tunnel_up(&rv, T);
         assert_eq!(
             sa.get("initiator"),
             None.or(sa.get("initiator")).filter(|v| *v != "yes"),
@@ -240,7 +226,7 @@ fn strongswan_initiates_to_routevpn() {
             Strongswan::start(&topo.right, &[swan_right(s_ike, s_esp, "s3cret", "none")]).unwrap();
         swan.initiate("net").unwrap();
         let sa = swan.wait_established("tun", T).unwrap();
-        let t = wait_up(&rv);
+        let t = common::wait_tunnel_up(&rv, T);
         assert_eq!(sa.get("initiator"), Some("yes"));
         assert_eq!(t["ike_sas"][0]["initiator"], false);
         for alg in algs {
@@ -392,7 +378,7 @@ fn survive_strongswan_rekeys(swan_initiates: bool) {
         swan.initiate("net").unwrap();
     }
     swan.wait_established("tun", T).unwrap();
-    wait_up(&rv);
+    common::wait_tunnel_up(&rv, T);
     let count = |needle: &str| swan.log().matches(needle).count();
     wait_until(Duration::from_secs(40), Duration::from_millis(200), || {
         let ike_done = count("rekeyed between");
@@ -409,7 +395,7 @@ fn survive_strongswan_rekeys(swan_initiates: bool) {
     // Still up on both sides, one IKE SA and one CHILD SA each once old ones are deleted.
     let sa = swan.wait_established("tun", T).unwrap();
     assert_eq!(sa.installed().count(), 1);
-    let t = wait_up(&rv);
+    let t = common::wait_tunnel_up(&rv, T);
     assert!(
         t["ike_sas"][0]["rekeys"].as_u64().unwrap() >= 1
             || t["ike_sas"].as_array().unwrap().len() > 1,

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{wait_until, Netns, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
+use common::{wait_until, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -58,30 +58,6 @@ fn cfg(t: RvTunnel) -> RvConfig {
 
 fn tunnel_json(rv: &Routevpn) -> Result<Value, String> {
     Ok(rv.status()?["tunnels"][0].clone())
-}
-
-fn wait_up(rv: &Routevpn, timeout: Duration) -> Value {
-    wait_until(timeout, POLL, || {
-        let t = tunnel_json(rv)?;
-        (t["state"] == "up")
-            .then_some(t.clone())
-            .ok_or_else(|| format!("not up: {t}"))
-    })
-    .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", common::tail(&rv.log(), 60)))
-}
-
-fn link_up(ns: &Netns, dev: &str) -> bool {
-    ns.run(&["ip", "-o", "link", "show", dev])
-        .map(|s| {
-            s.split('<').nth(1).is_some_and(|f| {
-                f.split('>')
-                    .next()
-                    .unwrap_or("")
-                    .split(',')
-                    .any(|x| x == "UP")
-            })
-        })
-        .unwrap_or(false)
 }
 
 /// A bounded TCP transfer of `secs` seconds of data with a content check, and a ping
@@ -181,8 +157,8 @@ fn soak_routevpn_pair_rekeys_under_traffic() {
     ];
     let b = Routevpn::start(&topo.right, &cfg(tunnel(false, false, &short))).unwrap();
     let a = Routevpn::start(&topo.left, &cfg(tunnel(true, true, &short))).unwrap();
-    wait_up(&a, T);
-    wait_up(&b, T);
+    common::wait_tunnel_up(&a, T);
+    common::wait_tunnel_up(&b, T);
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
     let t0 = Instant::now();
     let (bytes, sent, recv) = traffic_while(&topo, 40);
@@ -204,7 +180,7 @@ fn soak_routevpn_pair_rekeys_under_traffic() {
     assert!(ca >= 10 && cb >= 10, "dozens of CHILD rekeys: {ca}/{cb}");
     assert!(ia + ib >= 4, "IKE rekeys: {ia}+{ib}");
     // No duplicate SAs left: one IKE SA and one CHILD SA on each side, mirrored.
-    let (ta, tb) = (wait_up(&a, T), wait_up(&b, T));
+    let (ta, tb) = (common::wait_tunnel_up(&a, T), common::wait_tunnel_up(&b, T));
     wait_until(T, POLL, || {
         let (ta, tb) = (tunnel_json(&a)?, tunnel_json(&b)?);
         let n = |t: &Value, k: &str| t[k].as_array().map(|a| a.len()).unwrap_or(0);
@@ -258,7 +234,7 @@ fn soak_routevpn_with_strongswan_rekeys_under_traffic() {
     };
     let sw = Strongswan::start(&topo.right, &[conn]).unwrap();
     sw.wait_established("tun", T).unwrap();
-    wait_up(&rv, T);
+    common::wait_tunnel_up(&rv, T);
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
     let (bytes, sent, recv) = traffic_while(&topo, 40);
     let log = rv.log();
@@ -305,14 +281,14 @@ fn kill_9_is_detected_and_the_restarted_peer_returns() {
     let b = Routevpn::start(&topo.right, &cfg(tunnel(false, false, &fast))).unwrap();
     let a_cfg = cfg(tunnel(true, true, &fast));
     let a = Routevpn::start(&topo.left, &a_cfg).unwrap();
-    wait_up(&a, T);
-    wait_up(&b, T);
-    assert!(link_up(&topo.right, "vti0"));
+    common::wait_tunnel_up(&a, T);
+    common::wait_tunnel_up(&b, T);
+    assert!(common::link_up(&topo.right, "vti0"));
     // kill -9: no DELETE is sent.
     let t0 = Instant::now();
     a.signal("KILL").unwrap();
     wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
-        (!link_up(&topo.right, "vti0"))
+        (!common::link_up(&topo.right, "vti0"))
             .then_some(())
             .ok_or("vti0 still up".to_string())
     })
@@ -337,8 +313,8 @@ fn kill_9_is_detected_and_the_restarted_peer_returns() {
     // The killed peer starts again: the tunnel comes back by itself.
     let t1 = Instant::now();
     let a2 = Routevpn::start(&topo.left, &a_cfg).unwrap();
-    wait_up(&a2, T);
-    wait_up(&b, T);
+    common::wait_tunnel_up(&a2, T);
+    common::wait_tunnel_up(&b, T);
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
     eprintln!(
         "restart: tunnel carrying traffic again {:?} after the daemon started",
@@ -363,13 +339,13 @@ fn restarted_peer_replaces_stale_sas_before_dpd_notices() {
     let b = Routevpn::start(&topo.right, &cfg(tunnel(false, false, &slow_dpd))).unwrap();
     let a_cfg = cfg(tunnel(true, true, &slow_dpd));
     let a = Routevpn::start(&topo.left, &a_cfg).unwrap();
-    wait_up(&a, T);
-    let old = wait_up(&b, T);
+    common::wait_tunnel_up(&a, T);
+    let old = common::wait_tunnel_up(&b, T);
     std::thread::sleep(Duration::from_millis(2500)); // past the INITIAL_CONTACT grace
     a.signal("KILL").unwrap();
     drop(a);
     let a2 = Routevpn::start(&topo.left, &a_cfg).unwrap();
-    wait_up(&a2, T);
+    common::wait_tunnel_up(&a2, T);
     let t = wait_until(T, POLL, || {
         let t = tunnel_json(&b)?;
         let fresh = t["ike_sas"].as_array().map(|a| a.len()) == Some(1)
@@ -395,7 +371,7 @@ fn reload_touches_only_changed_tunnels() {
     let b = Routevpn::start(&topo.right, &cfg(tunnel(false, false, &[]))).unwrap();
     let mut a_cfg = cfg(tunnel(true, true, &[]));
     let a = Routevpn::start(&topo.left, &a_cfg).unwrap();
-    let before = wait_up(&a, T);
+    let before = common::wait_tunnel_up(&a, T);
     // Add a second tunnel (to a peer that does not answer) and reload with SIGHUP.
     let mut extra = tunnel(true, true, &[]);
     extra.name = "vti9".into();
@@ -416,7 +392,7 @@ fn reload_touches_only_changed_tunnels() {
         topo.left.run(&["ip", "link", "show", "vti9"]).is_ok(),
         "new interface created"
     );
-    let same = wait_up(&a, T);
+    let same = common::wait_tunnel_up(&a, T);
     assert_eq!(
         same["ike_sas"][0]["spi_i"], before["ike_sas"][0]["spi_i"],
         "unchanged tunnel left alone"
@@ -436,7 +412,7 @@ fn reload_touches_only_changed_tunnels() {
         out.contains("1 changed") && out.contains("1 removed"),
         "{out}"
     );
-    let after = wait_up(&a, T);
+    let after = common::wait_tunnel_up(&a, T);
     assert_ne!(
         after["ike_sas"][0]["spi_i"], before["ike_sas"][0]["spi_i"],
         "changed tunnel re-established"
@@ -445,7 +421,7 @@ fn reload_touches_only_changed_tunnels() {
         topo.left.run(&["ip", "link", "show", "vti9"]).is_err(),
         "removed interface gone"
     );
-    wait_up(&b, T);
+    common::wait_tunnel_up(&b, T);
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
     // A broken file changes nothing.
     std::fs::write(a.config_path(), "[[tunnel]]\nname = 1\n").unwrap();
@@ -454,7 +430,7 @@ fn reload_touches_only_changed_tunnels() {
         .unwrap_err();
     assert!(err.contains("nothing changed"), "{err}");
     assert_eq!(
-        wait_up(&a, T)["ike_sas"][0]["spi_i"],
+        common::wait_tunnel_up(&a, T)["ike_sas"][0]["spi_i"],
         after["ike_sas"][0]["spi_i"]
     );
 }

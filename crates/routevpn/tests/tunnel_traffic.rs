@@ -6,7 +6,6 @@
 mod common;
 
 use common::{wait_until, Netns, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(15);
@@ -59,31 +58,6 @@ fn cfg(t: RvTunnel) -> RvConfig {
         tunnels: vec![t],
         ..RvConfig::default()
     }
-}
-
-fn wait_up(rv: &Routevpn) -> Value {
-    wait_until(T, POLL, || {
-        let st = rv.status()?;
-        let t = st["tunnels"][0].clone();
-        (t["state"] == "up")
-            .then_some(t.clone())
-            .ok_or_else(|| format!("not up: {t}"))
-    })
-    .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", common::tail(&rv.log(), 60)))
-}
-
-fn link_is_up(ns: &Netns, dev: &str) -> bool {
-    ns.run(&["ip", "-o", "link", "show", dev])
-        .map(|s| {
-            s.split('<').nth(1).is_some_and(|f| {
-                f.split('>')
-                    .next()
-                    .unwrap_or("")
-                    .split(',')
-                    .any(|x| x == "UP")
-            })
-        })
-        .unwrap_or(false)
 }
 
 /// Sends `len` pseudo-random bytes over TCP from `client` to `server_addr` (listening
@@ -144,8 +118,8 @@ fn pair(esp: &str) -> (Topology, Routevpn, Routevpn) {
     let topo = Topology::two_sites();
     let b = Routevpn::start(&topo.right, &cfg(tunnel(false, esp, false))).unwrap();
     let a = Routevpn::start(&topo.left, &cfg(tunnel(true, esp, true))).unwrap();
-    wait_up(&a);
-    wait_up(&b);
+    common::wait_tunnel_up(&a, T);
+    common::wait_tunnel_up(&b, T);
     (topo, a, b)
 }
 
@@ -206,7 +180,7 @@ fn routevpn_pair_carries_ipv4_and_ipv6_and_only_esp_on_the_wire() {
                 "{esp}: plaintext or non-IKE/ESP on the wire: {l}"
             );
         }
-        let t = wait_up(&a);
+        let t = common::wait_tunnel_up(&a, T);
         let c = &t["child_sas"][0];
         assert!(
             c["packets_out"].as_u64().unwrap() > 100 && c["packets_in"].as_u64().unwrap() > 100,
@@ -289,7 +263,7 @@ fn replayed_and_tampered_esp_is_dropped_and_counted() {
         .expect("capture done");
     let esp = esp_payloads(&std::fs::read(&pcap).unwrap());
     assert!(!esp.is_empty(), "captured ESP");
-    let before = wait_up(&b)["child_sas"][0].clone();
+    let before = common::wait_tunnel_up(&b, T)["child_sas"][0].clone();
     // Re-inject the captured packet (a replay) and a copy with one ciphertext bit flipped.
     let mut tampered = esp[0].clone();
     let n = tampered.len();
@@ -327,7 +301,7 @@ fn sigterm_deletes_sas_and_takes_the_peer_interface_down_at_once() {
         return;
     }
     let (topo, mut a, b) = pair("aes128gcm16");
-    assert!(link_is_up(&topo.right, "vti0"));
+    assert!(common::link_up(&topo.right, "vti0"));
     assert!(topo
         .right
         .run(&["ip", "route", "show", Topology::LEFT_NET])
@@ -336,7 +310,7 @@ fn sigterm_deletes_sas_and_takes_the_peer_interface_down_at_once() {
     let t0 = Instant::now();
     a.stop();
     wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
-        (!link_is_up(&topo.right, "vti0"))
+        (!common::link_up(&topo.right, "vti0"))
             .then_some(())
             .ok_or("vti0 still up".to_string())
     })
@@ -461,8 +435,8 @@ fn two_tunnels_with_metrics_fail_over() {
         (ups == 2).then_some(()).ok_or(format!("{ups} tunnels up"))
     })
     .unwrap();
-    wait_up(&b0);
-    wait_up(&b1);
+    common::wait_tunnel_up(&b0, T);
+    common::wait_tunnel_up(&b1, T);
     let route = || {
         topo.left
             .run(&["ip", "route", "get", Topology::RIGHT_HOST])
@@ -550,7 +524,7 @@ fn routevpn_and_strongswan_carry_traffic_in_both_roles() {
             sw.initiate("net").unwrap();
         }
         sw.wait_established("tun", T).unwrap();
-        wait_up(&rv);
+        common::wait_tunnel_up(&rv, T);
         topo.left_host
             .wait_ping(Topology::RIGHT_HOST, T)
             .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&rv.log(), 40)));

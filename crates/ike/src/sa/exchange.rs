@@ -28,6 +28,24 @@ fn unknown_critical(payloads: &[Payload]) -> Option<PayloadType> {
     })
 }
 
+/// D payload for the IKE SA itself (§3.11: no SPIs).
+pub(super) fn delete_ike() -> Payload {
+    Payload::Delete(DeletePayload {
+        protocol: ProtocolId::IKE,
+        spi_size: 0,
+        spis: vec![],
+    })
+}
+
+/// D payload for one of our CHILD SAs, named by our inbound SPI (§1.4.1).
+pub(super) fn delete_esp(spi_in: u32) -> Payload {
+    Payload::Delete(DeletePayload {
+        protocol: ProtocolId::ESP,
+        spi_size: 4,
+        spis: vec![spi_in.to_be_bytes().to_vec()],
+    })
+}
+
 pub(super) fn notify(ty: NotifyType, data: Vec<u8>) -> Payload {
     Payload::Notify(NotifyPayload {
         protocol: ProtocolId::NONE,
@@ -325,19 +343,8 @@ impl IkeSa {
     ) {
         let msg_id = self.next_msg_id;
         self.next_msg_id = self.next_msg_id.wrapping_add(1);
-        let hdr = self.header(exchange, msg_id, false);
-        let Some(keys) = self.state.keys() else {
-            return;
-        };
-        let max = self.frag_ok.then_some(ctx.cfg.fragment_size);
-        match protect::seal_fragmented(hdr, &inner, &keys.out, ctx.rng, max) {
-            Ok(packets) => {
-                for p in &packets {
-                    self.transmit(ctx, p.clone());
-                }
-                self.set_pending(ctx, now, msg_id, packets, kind);
-            }
-            Err(e) => warn!(tunnel = %ctx.cfg.name, error = %e, "cannot protect IKE request"),
+        if let Some(packets) = self.protect_and_send(ctx, exchange, msg_id, false, &inner) {
+            self.set_pending(ctx, now, msg_id, packets, kind);
         }
     }
 
@@ -349,19 +356,35 @@ impl IkeSa {
         msg_id: u32,
         inner: Vec<Payload>,
     ) {
-        let hdr = self.header(exchange, msg_id, true);
-        let Some(keys) = self.state.keys() else {
-            return;
-        };
+        if let Some(packets) = self.protect_and_send(ctx, exchange, msg_id, true, &inner) {
+            self.last_response = Some((msg_id, packets));
+        }
+    }
+
+    /// HDR, SK {inner} (or SKF fragments, RFC 7383) sent to the peer; returns the
+    /// datagrams for retransmission.
+    fn protect_and_send(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: ExchangeType,
+        msg_id: u32,
+        response: bool,
+        inner: &[Payload],
+    ) -> Option<Vec<Vec<u8>>> {
+        let hdr = self.header(exchange, msg_id, response);
+        let keys = self.state.keys()?;
         let max = self.frag_ok.then_some(ctx.cfg.fragment_size);
-        match protect::seal_fragmented(hdr, &inner, &keys.out, ctx.rng, max) {
+        match protect::seal_fragmented(hdr, inner, &keys.out, ctx.rng, max) {
             Ok(packets) => {
                 for p in &packets {
                     self.transmit(ctx, p.clone());
                 }
-                self.last_response = Some((msg_id, packets));
+                Some(packets)
             }
-            Err(e) => warn!(tunnel = %ctx.cfg.name, error = %e, "cannot protect IKE response"),
+            Err(e) => {
+                warn!(tunnel = %ctx.cfg.name, error = %e, "cannot protect IKE message");
+                None
+            }
         }
     }
 
@@ -1817,11 +1840,7 @@ impl IkeSa {
         match state {
             IkeState::Established { keys, .. } => {
                 self.state = IkeState::Deleting { keys };
-                let inner = vec![Payload::Delete(DeletePayload {
-                    protocol: ProtocolId::IKE,
-                    spi_size: 0,
-                    spis: vec![],
-                })];
+                let inner = vec![delete_ike()];
                 self.send_request(
                     ctx,
                     now,

@@ -3,13 +3,14 @@
 
 use super::child::{self, ChildSaInfo};
 use super::exchange::{
-    esp_for_create_child, first_error, random_esp_spi, random_nonce, spi_u32, spi_u64, suite,
+    delete_esp, delete_ike, esp_for_create_child, first_error, random_esp_spi, random_nonce,
+    spi_u32, spi_u64, suite,
 };
 use super::{CloseReason, Ctx, Event, IkeSa, IkeState, Queued, RequestKind, SaKeys};
 use crate::crypto::{self, KeyExchange};
 use crate::iana::{DhId, EsnId, ExchangeType, NotifyType, ProtocolId};
 use crate::proposal::Protocol;
-use crate::wire::{DeletePayload, KePayload, NotifyPayload, Payload, SaPayload, TsPayload};
+use crate::wire::{KePayload, NotifyPayload, Payload, SaPayload, TsPayload};
 use std::time::Instant;
 use tracing::{info, warn};
 
@@ -23,11 +24,7 @@ impl IkeSa {
         }
         self.pending = None;
         self.queued.clear();
-        let inner = vec![Payload::Delete(DeletePayload {
-            protocol: ProtocolId::IKE,
-            spi_size: 0,
-            spis: vec![],
-        })];
+        let inner = vec![delete_ike()];
         self.send_request(
             ctx,
             now,
@@ -64,11 +61,7 @@ impl IkeSa {
                 ),
                 Queued::DeleteChild(spi_in) => self.send_delete_child(ctx, now, spi_in),
                 Queued::DeleteRedundant(spi_in) => {
-                    let inner = vec![Payload::Delete(DeletePayload {
-                        protocol: ProtocolId::ESP,
-                        spi_size: 4,
-                        spis: vec![spi_in.to_be_bytes().to_vec()],
-                    })];
+                    let inner = vec![delete_esp(spi_in)];
                     self.send_request(
                         ctx,
                         now,
@@ -88,11 +81,7 @@ impl IkeSa {
         if !ctx.children.iter().any(|c| c.spi_in == spi_in) {
             return;
         }
-        let inner = vec![Payload::Delete(DeletePayload {
-            protocol: ProtocolId::ESP,
-            spi_size: 4,
-            spis: vec![spi_in.to_be_bytes().to_vec()],
-        })];
+        let inner = vec![delete_esp(spi_in)];
         self.send_request(
             ctx,
             now,
@@ -454,11 +443,7 @@ impl IkeSa {
             new_spi_r,
         });
         // HDR, SK {D} --> on the old SA; its CHILD SAs now belong to the new one.
-        let inner = vec![Payload::Delete(DeletePayload {
-            protocol: ProtocolId::IKE,
-            spi_size: 0,
-            spis: vec![],
-        })];
+        let inner = vec![delete_ike()];
         self.send_request(
             ctx,
             now,

@@ -300,3 +300,30 @@ impl Drop for TestDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// Waits until the daemon reports its first tunnel `up` (IKE SA established, CHILD SA
+/// installed); returns that tunnel's status. Panics with the daemon's log otherwise.
+pub fn wait_tunnel_up(rv: &Routevpn, timeout: Duration) -> serde_json::Value {
+    wait_until(timeout, Duration::from_millis(50), || {
+        let t = rv.status()?["tunnels"][0].clone();
+        (t["state"] == "up")
+            .then_some(t.clone())
+            .ok_or_else(|| format!("tunnel not up: {t}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", tail(&rv.log(), 60)))
+}
+
+/// True if `dev` in `ns` is administratively up.
+pub fn link_up(ns: &Netns, dev: &str) -> bool {
+    ns.run(&["ip", "-o", "link", "show", dev])
+        .map(|s| {
+            s.split('<').nth(1).is_some_and(|f| {
+                f.split('>')
+                    .next()
+                    .unwrap_or("")
+                    .split(',')
+                    .any(|x| x == "UP")
+            })
+        })
+        .unwrap_or(false)
+}
