@@ -434,3 +434,83 @@ fn reload_touches_only_changed_tunnels() {
         after["ike_sas"][0]["spi_i"]
     );
 }
+
+#[test]
+fn down_and_up_commands_and_byte_lifetimes() {
+    if !common::require_programs(&["python3", "ping"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    // Rekey every 3 MB on A's side (RFC 7296 §2.8 byte lifetime).
+    let b = Routevpn::start(&topo.right, &cfg(tunnel(false, false, &[]))).unwrap();
+    let a = Routevpn::start(
+        &topo.left,
+        &cfg(tunnel(true, true, &["child_lifetime_bytes = 3000000"])),
+    )
+    .unwrap();
+    common::wait_tunnel_up(&a, T);
+    common::wait_tunnel_up(&b, T);
+    let sock = a.socket().to_str().unwrap().to_string();
+    let installs = |rv: &Routevpn| rv.log().matches("CHILD SA installed").count();
+    let before = installs(&a);
+    let (bytes, _, _) = traffic_while(&topo, 6);
+    let rekeys = installs(&a) - before;
+    eprintln!(
+        "byte lifetime: {} MB moved, {rekeys} CHILD SA rekeys",
+        bytes / 1_000_000
+    );
+    assert!(
+        rekeys as u64 >= (bytes / 3_000_000).min(3),
+        "{rekeys} rekeys for {bytes} bytes"
+    );
+    // `routevpn down`: both ends go down at once (DELETE), and stay down.
+    let out = a.cli(&["down", "vti0", "--socket", &sock]).unwrap();
+    assert!(out.contains("closing vti0"), "{out}");
+    wait_until(T, POLL, || {
+        (!common::link_up(&topo.left, "vti0") && !common::link_up(&topo.right, "vti0"))
+            .then_some(())
+            .ok_or("still up".to_string())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(tunnel_json(&a).unwrap()["state"], "down", "down stays down");
+    // `routevpn up`: back, with traffic.
+    a.cli(&["up", "vti0", "--socket", &sock]).unwrap();
+    common::wait_tunnel_up(&a, T);
+    topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+    let err = a.cli(&["up", "nosuch", "--socket", &sock]).unwrap_err();
+    assert!(err.contains("no tunnel named"), "{err}");
+}
+
+#[test]
+fn dpd_action_clear_takes_the_tunnel_down_and_keeps_it_down() {
+    if !common::require_root() {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let fast = [
+        "dpd = \"1s\"",
+        "retransmit_timeout = \"500ms\"",
+        "retransmit_tries = 2",
+    ];
+    let b = Routevpn::start(&topo.right, &cfg(tunnel(false, false, &fast))).unwrap();
+    let mut a_extra = fast.to_vec();
+    a_extra.push("dpd_action = \"clear\"");
+    let a = Routevpn::start(&topo.left, &cfg(tunnel(true, true, &a_extra))).unwrap();
+    common::wait_tunnel_up(&a, T);
+    b.signal("KILL").unwrap();
+    wait_until(Duration::from_secs(20), POLL, || {
+        (!common::link_up(&topo.left, "vti0"))
+            .then_some(())
+            .ok_or("vti0 still up".to_string())
+    })
+    .unwrap();
+    let initiations = a.log().matches("initiating IKE SA").count();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        a.log().matches("initiating IKE SA").count(),
+        initiations,
+        "clear: no re-initiation"
+    );
+    assert_eq!(tunnel_json(&a).unwrap()["state"], "down");
+}

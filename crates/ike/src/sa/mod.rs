@@ -394,6 +394,8 @@ pub struct Session {
     closing: bool,
     /// The peer was found dead and `dpd_restart` asks us to bring the tunnel back.
     restart: bool,
+    /// The peer was found dead and `dpd_action = clear`: stay down until told otherwise.
+    cleared: bool,
     /// Secret for stateless COOKIEs (§2.6).
     cookie_secret: Zeroizing<[u8; 32]>,
 }
@@ -425,6 +427,7 @@ impl Session {
             last_error: None,
             closing: false,
             restart: false,
+            cleared: false,
         }
     }
 
@@ -440,6 +443,7 @@ impl Session {
     /// Starts an IKE SA now unless one is already up or under way.
     pub fn initiate(&mut self, now: Instant) {
         self.closing = false;
+        self.cleared = false;
         if self
             .sas
             .iter()
@@ -714,9 +718,10 @@ impl Session {
         if any_established {
             self.reinit_delay = limits::REINITIATE_DELAY;
             self.restart = false;
+            self.cleared = false;
             self.resolve_duplicates(now);
         }
-        if (self.cfg.initiate || self.restart)
+        if ((self.cfg.initiate && !self.cleared) || self.restart)
             && !self.closing
             && !any_live
             && self.initiate_at.is_none()
@@ -849,9 +854,15 @@ impl Session {
             }
         }
         for idx in 0..self.sas.len() {
-            let timed_out = self.with_sa(idx, now, |sa, ctx, now| sa.handle_timeout(ctx, now));
-            if timed_out && self.cfg.dpd_restart {
-                self.restart = true;
+            let timed_out =
+                self.with_sa_no_bookkeeping(idx, now, |sa, ctx, now| sa.handle_timeout(ctx, now));
+            if timed_out && matches!(self.sas[idx].state, IkeState::Dead { .. }) {
+                // Found dead: `dpd_action` decides whether we bring it back.
+                if self.cfg.dpd_restart {
+                    self.restart = true;
+                } else {
+                    self.cleared = true;
+                }
             }
         }
         self.sas

@@ -1589,3 +1589,45 @@ fn collision_matrix_every_interleaving() {
     }
     assert_eq!(cases, pairs.len() * 2 * 3 * 64);
 }
+
+#[test]
+fn dpd_action_clear_stays_down_until_told() {
+    let mut a = config(
+        "a",
+        "routerA",
+        "routerB",
+        &["aes256gcm16-prfsha384-x25519"],
+        &["aes256gcm16"],
+        "s",
+        true,
+    );
+    a.dpd = Some(Duration::from_secs(10));
+    a.dpd_restart = false;
+    let b = config(
+        "b",
+        "routerB",
+        "routerA",
+        &["aes256gcm16-prfsha384-x25519"],
+        &["aes256gcm16"],
+        "s",
+        false,
+    );
+    let mut p = Pair::new(a, b);
+    p.start();
+    p.drop_a = (p.sent_a + 1..p.sent_a + 7).collect();
+    while closed_with_timeout(&p.events_a).is_none() && p.step_timer() {}
+    assert!(closed_with_timeout(&p.events_a).is_some());
+    let sent = p.sent_a;
+    // Hours pass: nothing is sent, the tunnel stays down.
+    for _ in 0..20 {
+        p.now += Duration::from_secs(600);
+        p.a.handle_timeout(p.now);
+        p.run();
+    }
+    assert_eq!(p.sent_a, sent, "no re-initiation with dpd_action = clear");
+    assert!(!p.a.is_established());
+    // An explicit `up` brings it back.
+    p.a.initiate(p.now);
+    p.run();
+    assert!(p.a.is_established());
+}
