@@ -1317,7 +1317,10 @@ start = true
 // networks = ["10.1.0.0/24", "fd00:1::/64"]   # announced (default: none)
 // hold_time = "9s"              # default 90s (RFC 4271 §10); 0 or >= 3s; keepalive = hold/3
 // connect_retry = "2s"          # default 5s (see DEFAULT_BGP_CONNECT_RETRY)
-// max_paths = 1                 # ECMP paths selected (default 1)
+// max_paths = 1                 # ECMP paths selected and installed as one multipath
+//                               # route (default 1)
+// redistribute = ["connected", "static"]  # also announce the kernel's connected
+//                               # and static routes (default: none)
 // [[bgp.neighbor]]
 // address = "169.254.12.2"      # the peer's tunnel-inner address (IPv4 or IPv6)
 // asn = 65002                   # required
@@ -1365,7 +1368,19 @@ pub struct BgpConfig {
     pub connect_retry: Duration,
     /// How many equal paths best-path selection keeps (ECMP), >= 1.
     pub max_paths: usize,
+    /// Kernel routes announced besides `networks`.
+    pub redistribute: Vec<Redistribute>,
     pub neighbors: Vec<NeighborConfig>,
+}
+
+/// A class of kernel routes `[bgp] redistribute` announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Redistribute {
+    /// `"connected"`: the prefixes of interface addresses (proto kernel) on interfaces
+    /// other than loopback and the tunnels.
+    Connected,
+    /// `"static"`: main-table routes with proto static or boot (`ip route add`).
+    Static,
 }
 
 /// One `[[bgp.neighbor]]`.
@@ -1399,6 +1414,7 @@ struct RawBgp {
     hold_time: Option<Spanned<String>>,
     connect_retry: Option<Spanned<String>>,
     max_paths: Option<Spanned<u32>>,
+    redistribute: Option<Spanned<StrList>>,
     #[serde(default)]
     neighbor: Vec<Spanned<RawNeighbor>>,
 }
@@ -1526,6 +1542,26 @@ fn bgp_config(
         }
         Some(m) => *m.get_ref() as usize,
     };
+    let mut redistribute = Vec::new();
+    if let Some(list) = &b.redistribute {
+        for item in &list.get_ref().0 {
+            let r = match item.get_ref().trim() {
+                "connected" => Redistribute::Connected,
+                "static" => Redistribute::Static,
+                other => {
+                    return Err(err(
+                        item_span(item, list.span()),
+                        format!(
+                            "redistribute: unknown route class \"{other}\": expected \"connected\" or \"static\""
+                        ),
+                    ))
+                }
+            };
+            if !redistribute.contains(&r) {
+                redistribute.push(r);
+            }
+        }
+    }
     let mut neighbors: Vec<NeighborConfig> = Vec::new();
     for n in &b.neighbor {
         let nc = neighbor(cx, n)?;
@@ -1554,6 +1590,7 @@ fn bgp_config(
         hold_time,
         connect_retry,
         max_paths,
+        redistribute,
         neighbors,
     })
 }
@@ -1665,6 +1702,7 @@ mod bgp_tests {
             "routing = \"embedded\"\n{TUN}\n[bgp]\nasn = 65001\nrouter_id = \"10.1.0.1\"\n\
              networks = [\"10.1.0.0/24\", \"fd00:1::/64\"]\nhold_time = \"9s\"\n\
              connect_retry = \"2s\"\nmax_paths = 2\n\
+             redistribute = [\"connected\", \"static\", \"connected\"]\n\
              [[bgp.neighbor]]\naddress = \"169.254.12.2\"\nasn = 65002\n\
              bfd = {{ interval = \"100ms\", multiplier = 4 }}\npassive = true\n\
              import = [\"permit 10.0.0.0/8 le 24\"]\nexport = [\"permit 10.1.0.0/24\"]\n\
@@ -1686,6 +1724,10 @@ mod bgp_tests {
         assert_eq!(b.hold_time, Duration::from_secs(9));
         assert_eq!(b.connect_retry, Duration::from_secs(2));
         assert_eq!(b.max_paths, 2);
+        assert_eq!(
+            b.redistribute,
+            vec![Redistribute::Connected, Redistribute::Static]
+        );
         let n = &b.neighbors[0];
         assert_eq!(n.address, "169.254.12.2".parse::<IpAddr>().unwrap());
         assert_eq!(n.asn, 65002);
@@ -1727,6 +1769,7 @@ mod bgp_tests {
         assert_eq!(b.hold_time, Duration::from_secs(90));
         assert_eq!(b.connect_retry, Duration::from_secs(5));
         assert_eq!(b.max_paths, 1);
+        assert!(b.redistribute.is_empty());
         let n = &b.neighbors[0];
         assert_eq!(n.bfd, None);
         assert!(!n.passive);
@@ -1774,6 +1817,16 @@ mod bgp_tests {
             ("[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\nhold_time = \"1500ms\"\n", 4, "whole seconds"),
             ("[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\nconnect_retry = \"0s\"\n", 4, "zero"),
             ("[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\nmax_paths = 0\n", 4, "max_paths"),
+            (
+                "[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\nredistribute = [\"connected\", \"ospf\"]\n",
+                4,
+                "unknown route class \"ospf\"",
+            ),
+            (
+                "[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\nredistribute = [\n  \"static\",\n  \"kernel\",\n]\n",
+                6,
+                "expected \"connected\" or \"static\"",
+            ),
             ("[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\nbogus = 1\n", 4, "unknown field"),
             (
                 "[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\n[[bgp.neighbor]]\naddress = \"x\"\nasn = 2\n",

@@ -22,8 +22,8 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType, RouteVia,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteNextHop,
+    RouteProtocol, RouteScope, RouteType, RouteVia,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
@@ -61,6 +61,24 @@ pub struct RouteInfo {
     /// The metric (`RTA_PRIORITY`); IPv4 routes with metric 0 report None.
     pub metric: Option<u32>,
 }
+
+/// A main-table unicast route as read back from the kernel, with the fields route
+/// redistribution filters on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelRoute {
+    pub info: RouteInfo,
+    /// `rtm_protocol`: 2 kernel (connected), 3 boot, 4 static, ...
+    pub protocol: u8,
+    /// Name of the output interface, for a single-next-hop route.
+    pub dev: Option<String>,
+}
+
+/// `rtm_protocol` of the prefix routes the kernel adds for interface addresses.
+pub const RTPROT_KERNEL: u8 = 2;
+/// `rtm_protocol` of routes added by `ip route add` without `proto`.
+pub const RTPROT_BOOT: u8 = 3;
+/// `rtm_protocol` of routes added with `proto static`.
+pub const RTPROT_STATIC: u8 = 4;
 
 /// A netlink operation failed. The message names the operation and the object, e.g.
 /// `adding route 10.2.0.0/24 dev vti0 metric 200: File exists`.
@@ -187,6 +205,7 @@ struct DumpedRoute {
     info: RouteInfo,
     protocol: u8,
     table: u32,
+    unicast: bool,
 }
 
 fn parse_route(msg: &RouteMessage) -> Option<DumpedRoute> {
@@ -231,6 +250,7 @@ fn parse_route(msg: &RouteMessage) -> Option<DumpedRoute> {
         },
         protocol: u8::from(msg.header.protocol),
         table,
+        unicast: msg.header.kind == RouteType::Unicast,
     })
 }
 
@@ -501,23 +521,8 @@ impl Netlink {
             msg.attributes.push(RouteAttribute::Priority(m));
         }
 
-        // NLM_F_REPLACE replaces the first route with the same (dst, tos, metric) in the
-        // table, whoever owns it: look first and refuse to take over a foreign route.
-        let want = effective_metric(dst.is_ipv6(), metric);
-        let existing = self.dump_routes(family_of(dst), &op).await?;
-        if let Some(foreign) = existing.iter().find(|r| {
-            r.table == RT_TABLE_MAIN
-                && r.info.dst == dst
-                && r.info.prefix_len == prefix_len
-                && effective_metric(dst.is_ipv6(), r.info.metric) == want
-                && r.protocol != protocol
-        }) {
-            return Err(NetlinkError::ForeignRoute {
-                op,
-                protocol: foreign.protocol,
-            });
-        }
-
+        self.check_foreign(&op, dst, prefix_len, metric, protocol)
+            .await?;
         self.handle
             .route()
             .add(msg)
@@ -525,6 +530,137 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| NetlinkError::from_rtnl(op, e))
+    }
+
+    /// NLM_F_REPLACE replaces the first route with the same (dst, tos, metric) in the
+    /// table, whoever owns it: look first and refuse to take over a foreign route.
+    async fn check_foreign(
+        &self,
+        op: &str,
+        dst: IpAddr,
+        prefix_len: u8,
+        metric: Option<u32>,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        let want = effective_metric(dst.is_ipv6(), metric);
+        let existing = self.dump_routes(family_of(dst), op).await?;
+        match existing.iter().find(|r| {
+            r.table == RT_TABLE_MAIN
+                && r.info.dst == dst
+                && r.info.prefix_len == prefix_len
+                && effective_metric(dst.is_ipv6(), r.info.metric) == want
+                && r.protocol != protocol
+        }) {
+            Some(foreign) => Err(NetlinkError::ForeignRoute {
+                op: op.to_string(),
+                protocol: foreign.protocol,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Installs one multipath route `dst/prefix_len nexthop via GW dev DEV nexthop ...`
+    /// (RTA_MULTIPATH, every next hop weight 1) with `protocol`, replacing our own route
+    /// to that destination (default metric) under the rules of [`Netlink::replace_route`].
+    /// An IPv6 gateway of an IPv4 destination goes out as RTA_VIA in its next hop.
+    pub async fn replace_route_multipath(
+        &self,
+        dst: IpAddr,
+        prefix_len: u8,
+        nexthops: &[(IpAddr, String)],
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        let hops: Vec<String> = nexthops
+            .iter()
+            .map(|(gw, dev)| format!("nexthop via {gw} dev {dev}"))
+            .collect();
+        let op = format!("adding route {dst}/{prefix_len} {}", hops.join(" "));
+        if nexthops.is_empty() {
+            return Err(NetlinkError::Invalid {
+                op,
+                reason: "a multipath route needs at least one next hop".into(),
+            });
+        }
+        let mut msg = base_route(&op, dst, prefix_len, protocol)?;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unicast;
+        let mut list = Vec::with_capacity(nexthops.len());
+        for (gw, dev) in nexthops {
+            let attr = match (dst, *gw) {
+                (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+                    RouteAttribute::Gateway((*gw).into())
+                }
+                (IpAddr::V4(_), IpAddr::V6(v6)) => RouteAttribute::Via(RouteVia::Inet6(v6)),
+                (IpAddr::V6(_), IpAddr::V4(_)) => {
+                    return Err(NetlinkError::Invalid {
+                        op,
+                        reason: "an IPv6 route cannot have an IPv4 gateway".into(),
+                    })
+                }
+            };
+            let mut nh = RouteNextHop::default();
+            nh.interface_index = self.must_index(&op, dev).await?;
+            // rtnh_hops is the weight minus one.
+            nh.hops = 0;
+            nh.attributes.push(attr);
+            list.push(nh);
+        }
+        msg.attributes.push(RouteAttribute::MultiPath(list));
+        self.check_foreign(&op, dst, prefix_len, None, protocol)
+            .await?;
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::from_rtnl(op, e))
+    }
+
+    /// Deletes our route to `dst/prefix_len` of `protocol` (default metric) whatever its
+    /// next hops: a multipath route goes as a whole (for IPv6 with all its siblings).
+    /// A route that is not there is success.
+    pub async fn delete_route_prefix(
+        &self,
+        dst: IpAddr,
+        prefix_len: u8,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        let op = format!("deleting route {dst}/{prefix_len} proto {protocol}");
+        let msg = base_route(&op, dst, prefix_len, protocol)?;
+        self.delete_msg(op, msg).await
+    }
+
+    /// Every main-table unicast route (IPv4 then IPv6), with its protocol and output
+    /// interface name, for redistribution.
+    pub async fn main_table_routes(&self) -> Result<Vec<KernelRoute>, NetlinkError> {
+        let op = "listing the main routing table";
+        let mut names: std::collections::HashMap<u32, Option<String>> = Default::default();
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            for r in self.dump_routes(family, op).await? {
+                if r.table != RT_TABLE_MAIN || !r.unicast {
+                    continue;
+                }
+                let dev = match r.info.oif {
+                    Some(i) => match names.get(&i) {
+                        Some(n) => n.clone(),
+                        None => {
+                            let n = self.link_name(i).await?;
+                            names.insert(i, n.clone());
+                            n
+                        }
+                    },
+                    None => None,
+                };
+                out.push(KernelRoute {
+                    info: r.info,
+                    protocol: r.protocol,
+                    dev,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Deletes our route `dst/prefix_len dev DEV [metric M]` of `protocol`. Without a

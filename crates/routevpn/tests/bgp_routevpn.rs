@@ -214,3 +214,299 @@ fn ebgp_bfd_over_routevpn_tunnel() {
     );
     assert!(bgp_route(&topo.right, Topology::LEFT_NET6).is_none());
 }
+
+/// `ip -o route show DST` in `ns` (all protocols), first line.
+fn route_line(ns: &Netns, dst: &str) -> Option<String> {
+    let fam = if dst.contains(':') { "-6" } else { "-4" };
+    ns.run(&["ip", fam, "-o", "route", "show", dst])
+        .ok()?
+        .lines()
+        .next()
+        .map(str::to_string)
+}
+
+/// A tunnel `name` over the underlay `local`→`remote` with tunnel addresses `addr`.
+fn tunnel_on(name: &str, local: &str, remote: &str, addr: &[String], start: bool) -> RvTunnel {
+    RvTunnel {
+        name: name.into(),
+        local: local.into(),
+        remote: remote.into(),
+        psk: "bgp-test".into(),
+        ike: vec!["aes128gcm16-prfsha256-x25519".into()],
+        esp: vec!["aes128gcm16".into()],
+        start,
+        address: addr.to_vec(),
+        ..RvTunnel::default()
+    }
+}
+
+/// Two transport links and two tunnels between the same two routers, an eBGP session
+/// over each; the left keeps `max_paths = 2`, so the right's network is one multipath
+/// route through both tunnels, and one next hop again when one tunnel is down.
+#[test]
+fn ecmp_multipath_route_over_two_tunnels() {
+    if !common::require_programs(&["ip"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    common::veth(
+        &topo.left,
+        "wan1",
+        &["198.51.100.1/24"],
+        &topo.right,
+        "wan1",
+        &["198.51.100.2/24"],
+    );
+    let side = |left: bool| {
+        let (a, b, pre) = if left {
+            (Topology::LEFT_WAN, Topology::RIGHT_WAN, ("1", "2"))
+        } else {
+            (Topology::RIGHT_WAN, Topology::LEFT_WAN, ("2", "1"))
+        };
+        let (a1, b1) = if left {
+            ("198.51.100.1", "198.51.100.2")
+        } else {
+            ("198.51.100.2", "198.51.100.1")
+        };
+        let tunnels = vec![
+            tunnel_on(
+                "vti0",
+                a,
+                b,
+                &[
+                    format!("169.254.12.{}/30", pre.0),
+                    format!("fd00:12::{}/64", pre.0),
+                ],
+                left,
+            ),
+            tunnel_on(
+                "vti1",
+                a1,
+                b1,
+                &[
+                    format!("169.254.13.{}/30", pre.0),
+                    format!("fd00:13::{}/64", pre.0),
+                ],
+                left,
+            ),
+        ];
+        let (asn, peer_asn, rid, net, net6) = if left {
+            (
+                65001,
+                65002,
+                "10.1.0.1",
+                Topology::LEFT_NET,
+                Topology::LEFT_NET6,
+            )
+        } else {
+            (
+                65002,
+                65001,
+                "10.2.0.1",
+                Topology::RIGHT_NET,
+                Topology::RIGHT_NET6,
+            )
+        };
+        let max_paths = if left { 2 } else { 1 };
+        let mut bgp = format!(
+            "[bgp]\nasn = {asn}\nrouter_id = \"{rid}\"\nnetworks = [\"{net}\", \"{net6}\"]\n\
+             hold_time = \"9s\"\nconnect_retry = \"1s\"\nmax_paths = {max_paths}\n"
+        );
+        for subnet in ["12", "13"] {
+            bgp.push_str(&format!(
+                "[[bgp.neighbor]]\naddress = \"169.254.{subnet}.{}\"\nasn = {peer_asn}\n",
+                pre.1
+            ));
+        }
+        RvConfig {
+            tunnels,
+            extra_tail: bgp,
+            ..RvConfig::default()
+        }
+    };
+    let left = Routevpn::start(&topo.left, &side(true)).unwrap_or_else(|e| panic!("{e}"));
+    let right = Routevpn::start(&topo.right, &side(false)).unwrap_or_else(|e| panic!("{e}"));
+
+    let two_hops = |l: &String| {
+        l.contains("proto 251")
+            && l.contains("nexthop via 169.254.12.2 dev vti0")
+            && l.contains("nexthop via 169.254.13.2 dev vti1")
+    };
+    let fail = |e: String| -> ! {
+        panic!(
+            "{e}\nstatus: {:?}\nleft log:\n{}\nright log:\n{}",
+            left.status_json(),
+            common::tail(&left.log(), 80),
+            common::tail(&right.log(), 40)
+        )
+    };
+    let line = wait_until(T, POLL, || {
+        route_line(&topo.left, Topology::RIGHT_NET)
+            .filter(two_hops)
+            .ok_or_else(|| {
+                format!(
+                    "no multipath route: {:?}",
+                    route_line(&topo.left, Topology::RIGHT_NET)
+                )
+            })
+    })
+    .unwrap_or_else(|e| fail(e));
+    eprintln!("left, both tunnels up: {line}");
+    // IPv6 rides along on each session: a multipath IPv6 route too.
+    let two_hops6 = |l: &String| {
+        l.contains("proto 251")
+            && l.contains("nexthop via fd00:12::2 dev vti0")
+            && l.contains("nexthop via fd00:13::2 dev vti1")
+    };
+    let line6 = wait_until(T, POLL, || {
+        route_line(&topo.left, Topology::RIGHT_NET6)
+            .filter(two_hops6)
+            .ok_or_else(|| {
+                format!(
+                    "no IPv6 multipath route: {:?}",
+                    route_line(&topo.left, Topology::RIGHT_NET6)
+                )
+            })
+    })
+    .unwrap_or_else(|e| fail(e));
+    eprintln!("left, both tunnels up: {line6}");
+    // The right keeps one path (max_paths = 1): a plain route.
+    let r = wait_route(&right, Topology::LEFT_NET, "via 169.254.12.1");
+    assert!(!r.contains("nexthop"), "{r}");
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST, Duration::from_secs(5))
+        .expect("ping over the multipath route");
+
+    // One tunnel down: its session goes with it, and the route keeps one next hop.
+    let sock = left.socket().to_str().unwrap().to_string();
+    left.cli(&["down", "vti1", "--socket", &sock])
+        .unwrap_or_else(|e| fail(e));
+    let line = wait_until(T, Duration::from_millis(5), || {
+        route_line(&topo.left, Topology::RIGHT_NET)
+            .filter(|l| {
+                l.contains("proto 251")
+                    && l.contains("via 169.254.12.2 dev vti0")
+                    && !l.contains("nexthop")
+                    && !l.contains("vti1")
+            })
+            .ok_or_else(|| {
+                format!(
+                    "no single-path route: {:?}",
+                    route_line(&topo.left, Topology::RIGHT_NET)
+                )
+            })
+    })
+    .unwrap_or_else(|e| fail(e));
+    eprintln!("left, vti1 down: {line}");
+    let line6 = wait_until(T, Duration::from_millis(5), || {
+        route_line(&topo.left, Topology::RIGHT_NET6)
+            .filter(|l| {
+                l.contains("proto 251")
+                    && l.contains("via fd00:12::2 dev vti0")
+                    && !l.contains("nexthop")
+                    && !l.contains("vti1")
+            })
+            .ok_or_else(|| {
+                format!(
+                    "no single-path IPv6 route: {:?}",
+                    route_line(&topo.left, Topology::RIGHT_NET6)
+                )
+            })
+    })
+    .unwrap_or_else(|e| fail(e));
+    eprintln!("left, vti1 down: {line6}");
+
+    // Back up: multipath again.
+    let _ = left.cli(&["up", "vti1", "--socket", &sock]);
+    let line = wait_until(T, POLL, || {
+        route_line(&topo.left, Topology::RIGHT_NET)
+            .filter(two_hops)
+            .ok_or_else(|| "no multipath route after vti1 came back".to_string())
+    })
+    .unwrap_or_else(|e| fail(e));
+    eprintln!("left, vti1 up again: {line}");
+    wait_until(T, POLL, || {
+        route_line(&topo.left, Topology::RIGHT_NET6)
+            .filter(two_hops6)
+            .ok_or_else(|| "no IPv6 multipath route after vti1 came back".to_string())
+    })
+    .unwrap_or_else(|e| fail(e));
+}
+
+/// `redistribute = ["connected", "static"]`: the left announces its extra LAN
+/// (10.9.0.0/24, connected, present at start) and a static route added while running
+/// (10.8.0.0/24 via a LAN neighbor), withdraws the static route when it is deleted, and
+/// never announces its underlay (192.0.2.0/24) or the tunnel subnet.
+#[test]
+fn redistribute_connected_and_static() {
+    if !common::require_programs(&["ip"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let lan9 = Netns::new("lan9");
+    common::veth(
+        &topo.left,
+        "lan1",
+        &["10.9.0.1/24"],
+        &lan9,
+        "eth0",
+        &["10.9.0.2/24"],
+    );
+    let mut tail = bgp(true);
+    tail = tail.replacen(
+        "hold_time",
+        "redistribute = [\"connected\", \"static\"]\nhold_time",
+        1,
+    );
+    let left = Routevpn::start(
+        &topo.left,
+        &RvConfig {
+            tunnels: vec![tunnel(true)],
+            extra_tail: tail,
+            ..RvConfig::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let right = start(&topo.right, false);
+
+    let r = wait_route(&right, "10.9.0.0/24", "via 169.254.12.1");
+    eprintln!("right learned the connected LAN: {r}");
+    // Configured networks still announced.
+    wait_route(&right, Topology::LEFT_NET, "via 169.254.12.1");
+
+    topo.left
+        .must(&["ip", "route", "add", "10.8.0.0/24", "via", "10.9.0.2"]);
+    let r = wait_route(&right, "10.8.0.0/24", "via 169.254.12.1");
+    eprintln!("right learned the static route: {r}");
+
+    let st = right.status().unwrap();
+    let routes: Vec<String> = st["bgp"]["routes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["prefix"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    // The underlay (both families of wan0), the tunnel subnet and loopback never go.
+    for never in [
+        "192.0.2.0/24",
+        "2001:db8::/64",
+        "169.254.12.0/30",
+        "127.0.0.0/8",
+    ] {
+        assert!(!routes.iter().any(|p| p == never), "{never} in {routes:?}");
+    }
+    assert_eq!(
+        st["bgp"]["neighbors"][0]["prefixes_received"], 4,
+        "10.1.0.0/24, fd00:1::/64 (configured and connected), 10.9.0.0/24, 10.8.0.0/24: {st}"
+    );
+
+    topo.left.must(&["ip", "route", "del", "10.8.0.0/24"]);
+    wait_until(T, POLL, || match bgp_route(right.netns(), "10.8.0.0/24") {
+        None => Ok(()),
+        Some(l) => Err(format!("still there: {l}")),
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&left.log(), 60)));
+    assert!(bgp_route(right.netns(), "10.9.0.0/24").is_some());
+}

@@ -12,10 +12,15 @@
 //!   the peer's.
 //! * Routes: the best route of each prefix is installed `via NEXT_HOP dev DEVICE proto
 //!   251` (DEVICE: the tunnel holding the neighbor, or the interface of our end of the
-//!   TCP connection). With `max_paths > 1` the RIB selects several paths, but only the
-//!   best is installed (one next hop per prefix). A route covering a tunnel's IKE peer
-//!   address is never installed (it would pull the tunnel's own packets into itself).
-//!   All our routes are deleted at shutdown.
+//!   TCP connection). With `max_paths > 1` and several equal paths, one multipath route
+//!   (RTA_MULTIPATH, a `nexthop via NEXT_HOP dev DEVICE` per path) is installed instead.
+//!   A route covering a tunnel's IKE peer address is never installed (it would pull the
+//!   tunnel's own packets into itself). All our routes are deleted at shutdown.
+//! * Redistribution (`[bgp] redistribute`): the kernel's main table is read at start and
+//!   every [`REDISTRIBUTE_SCAN`]; connected prefixes (proto kernel, no gateway) on
+//!   interfaces other than loopback and the tunnels, and static routes (proto static or
+//!   boot), are originated like `networks`. Link-local prefixes, default routes and
+//!   prefixes covering a tunnel's IKE peer (the underlay) are never redistributed.
 //! * BFD (RFC 5880/5881): one session per neighbor with `bfd` set; Down after Up drops
 //!   the BGP session at once (its routes go with it); Up again restarts a waiting session.
 //! * Tunnels: a neighbor whose address lies in a tunnel interface's subnet is paused while
@@ -27,7 +32,7 @@
 
 mod bfd_io;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,9 +48,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
-use crate::config::{BgpConfig, NeighborConfig};
+use crate::config::{BgpConfig, NeighborConfig, Redistribute};
 use crate::control::{BgpRouteStatus, NeighborStatus, RoutingStatus};
-use crate::netlink::{Netlink, RTPROT_ROUTEVPN_BGP};
+use crate::netlink::{
+    KernelRoute, Netlink, RTPROT_BOOT, RTPROT_KERNEL, RTPROT_ROUTEVPN_BGP, RTPROT_STATIC,
+};
+
+/// How often the kernel's routes are read again for `[bgp] redistribute`.
+pub const REDISTRIBUTE_SCAN: Duration = Duration::from_secs(5);
 
 /// How long shutdown waits for the Cease NOTIFICATIONs to be written.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(200);
@@ -86,6 +96,8 @@ enum Input {
         tunnel: String,
         up: bool,
     },
+    /// The kernel routes `[bgp] redistribute` selects, as last read.
+    Redistribute(BTreeSet<Prefix>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -173,9 +185,11 @@ impl bfd::Rng for SystemRng {
     }
 }
 
+/// An installed route: its next hops (gateway, device), best first; more than one
+/// means a multipath route.
+#[derive(PartialEq, Eq)]
 struct Installed {
-    gateway: IpAddr,
-    device: String,
+    hops: Vec<(IpAddr, String)>,
 }
 
 struct Driver {
@@ -192,7 +206,17 @@ struct Driver {
     bfd_tx6: Option<UdpSocket>,
     rng: SystemRng,
     installed: BTreeMap<Prefix, Installed>,
+    /// Prefixes originated by redistribution (not in `networks`).
+    redistributed: BTreeSet<Prefix>,
     status: Arc<Mutex<RoutingStatus>>,
+}
+
+/// `169.254.12.2 dev vti0, 169.254.13.2 dev vti1` for logs.
+fn hops_desc(hops: &[(IpAddr, String)]) -> String {
+    hops.iter()
+        .map(|(g, d)| format!("{g} dev {d}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn canon(ip: IpAddr) -> IpAddr {
@@ -358,8 +382,12 @@ pub async fn start(
         bfd_tx6,
         rng: SystemRng(aws_lc_rs::rand::SystemRandom::new()),
         installed: BTreeMap::new(),
+        redistributed: BTreeSet::new(),
         status: status.clone(),
     };
+    if !d.cfg.redistribute.is_empty() {
+        spawn_redistribution(&d.cfg, &d.tunnels, d.nl.clone(), tx.clone());
+    }
     // Neighbors outside every tunnel start at once; the others when their tunnel is up.
     for i in 0..d.neighbors.len() {
         if d.neighbors[i].tunnel.is_none() {
@@ -448,6 +476,96 @@ fn spawn_bfd_reader(sock: std::net::UdpSocket, tx: mpsc::Sender<Input>) -> anyho
     Ok(())
 }
 
+/// Reads the kernel's routes now and every [`REDISTRIBUTE_SCAN`], and sends the
+/// selected prefixes to the driver.
+fn spawn_redistribution(
+    cfg: &BgpConfig,
+    tunnels: &[TunnelInfo],
+    nl: Netlink,
+    tx: mpsc::Sender<Input>,
+) {
+    let classes = cfg.redistribute.clone();
+    let tunnel_names: HashSet<String> = tunnels.iter().map(|t| t.name.clone()).collect();
+    let underlay: Vec<IpAddr> = tunnels.iter().map(|t| t.remote).collect();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REDISTRIBUTE_SCAN);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match nl.main_table_routes().await {
+                Ok(routes) => {
+                    let set = select_redistributed(&routes, &classes, &tunnel_names, &underlay);
+                    if tx.send(Input::Redistribute(set)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot read kernel routes for redistribution"),
+            }
+        }
+    });
+}
+
+fn is_link_local(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
+    }
+}
+
+/// The prefixes of `routes` that `classes` redistributes: connected routes (proto
+/// kernel, no gateway) and static ones (proto static/boot), never through loopback or
+/// a tunnel, never link-local, default or covering an IKE peer address, and no
+/// connected prefix of an underlay interface (the one routing to an IKE peer).
+fn select_redistributed(
+    routes: &[KernelRoute],
+    classes: &[Redistribute],
+    tunnels: &HashSet<String>,
+    underlay: &[IpAddr],
+) -> BTreeSet<Prefix> {
+    let connected = classes.contains(&Redistribute::Connected);
+    let statics = classes.contains(&Redistribute::Static);
+    // The interfaces the tunnels' packets leave by (longest match for each IKE peer):
+    // their connected prefixes are underlay, whatever the family.
+    let underlay_devs: HashSet<&str> = underlay
+        .iter()
+        .filter_map(|u| {
+            routes
+                .iter()
+                .filter(|r| prefix_contains(r.info.dst, r.info.prefix_len, *u))
+                .max_by_key(|r| r.info.prefix_len)
+                .and_then(|r| r.dev.as_deref())
+        })
+        .collect();
+    routes
+        .iter()
+        .filter(|r| {
+            let class_ok = match r.protocol {
+                RTPROT_KERNEL => connected && r.info.gateway.is_none(),
+                RTPROT_BOOT | RTPROT_STATIC => statics,
+                _ => false,
+            };
+            let dev_ok = match &r.dev {
+                Some(d) => {
+                    d != "lo"
+                        && !tunnels.contains(d)
+                        && !(r.protocol == RTPROT_KERNEL && underlay_devs.contains(d.as_str()))
+                }
+                // Multipath or blackhole-like routes without one device: statics only.
+                None => r.protocol != RTPROT_KERNEL,
+            };
+            class_ok
+                && dev_ok
+                && r.info.prefix_len > 0
+                && !is_link_local(r.info.dst)
+                && !r.info.dst.is_loopback()
+                && !underlay
+                    .iter()
+                    .any(|u| prefix_contains(r.info.dst, r.info.prefix_len, *u))
+        })
+        .filter_map(|r| Prefix::new(r.info.dst, r.info.prefix_len).ok())
+        .collect()
+}
+
 fn state_name(s: StateName) -> &'static str {
     match s {
         StateName::Idle => "Idle",
@@ -515,8 +633,30 @@ impl Driver {
             Input::Closed { conn } => self.closed(now, conn),
             Input::Bfd { from, data } => self.bfd_packet(now, from, &data),
             Input::Link { tunnel, up } => self.link(now, &tunnel, up),
+            Input::Redistribute(set) => self.redistribute(now, set),
             Input::Shutdown(_) => {}
         }
+    }
+
+    /// Originates the prefixes newly in `set`, stops originating those gone from it;
+    /// configured `networks` are left alone.
+    fn redistribute(&mut self, now: Instant, set: BTreeSet<Prefix>) {
+        let configured: BTreeSet<Prefix> = self
+            .cfg
+            .networks
+            .iter()
+            .filter_map(|(a, l)| Prefix::new(*a, *l).ok())
+            .collect();
+        let set: BTreeSet<Prefix> = set.difference(&configured).copied().collect();
+        for p in self.redistributed.difference(&set) {
+            info!(prefix = %p, "no longer redistributing");
+            self.speaker.remove_network(now, *p);
+        }
+        for p in set.difference(&self.redistributed) {
+            info!(prefix = %p, "redistributing kernel route");
+            self.speaker.add_network(now, *p);
+        }
+        self.redistributed = set;
     }
 
     fn activate(&mut self, now: Instant, i: usize) {
@@ -1057,23 +1197,47 @@ impl Driver {
     }
 
     async fn uninstall(&mut self, prefix: &Prefix) {
-        if let Some(old) = self.installed.remove(prefix) {
-            if let Err(e) = self
-                .nl
-                .delete_route(
-                    prefix.addr(),
-                    prefix.len(),
-                    &old.device,
-                    None,
-                    RTPROT_ROUTEVPN_BGP,
-                )
-                .await
-            {
-                warn!(%prefix, error = %e, "cannot delete BGP route");
-            } else {
-                info!(%prefix, via = %old.gateway, dev = %old.device, "BGP route withdrawn");
+        let Some(old) = self.installed.remove(prefix) else {
+            return;
+        };
+        let r = match old.hops.as_slice() {
+            [(_, dev)] => {
+                self.nl
+                    .delete_route(prefix.addr(), prefix.len(), dev, None, RTPROT_ROUTEVPN_BGP)
+                    .await
             }
+            _ => {
+                self.nl
+                    .delete_route_prefix(prefix.addr(), prefix.len(), RTPROT_ROUTEVPN_BGP)
+                    .await
+            }
+        };
+        match r {
+            Err(e) => warn!(%prefix, error = %e, "cannot delete BGP route"),
+            Ok(()) => info!(%prefix, via = %hops_desc(&old.hops), "BGP route withdrawn"),
         }
+    }
+
+    /// Gateway and device for a route learned from a peer.
+    fn next_hop_of(&self, route: &bgp::Route) -> Option<(IpAddr, String)> {
+        let gateway = match route.next_hop.addr {
+            a if a.is_unspecified() => IpAddr::V6(route.next_hop.link_local?),
+            a => a,
+        };
+        let peer_dev = route
+            .peer
+            .and_then(|p| self.neighbors.get(p.0 as usize))
+            .and_then(|n| n.device.clone());
+        let tunnel_dev = self
+            .tunnels
+            .iter()
+            .find(|t| {
+                t.addresses
+                    .iter()
+                    .any(|(a, l)| prefix_contains(*a, *l, gateway))
+            })
+            .map(|t| t.name.clone());
+        Some((gateway, tunnel_dev.or(peer_dev)?))
     }
 
     async fn apply(&mut self, c: RibChange) {
@@ -1087,53 +1251,64 @@ impl Driver {
             self.uninstall(&prefix).await;
             return;
         }
-        let gateway = match best.next_hop.addr {
-            a if a.is_unspecified() => match best.next_hop.link_local {
-                Some(ll) => IpAddr::V6(ll),
-                None => return,
-            },
-            a => a,
-        };
-        let peer_dev = best
-            .peer
-            .and_then(|p| self.neighbors.get(p.0 as usize))
-            .and_then(|n| n.device.clone());
-        let tunnel_dev = self
-            .tunnels
-            .iter()
-            .find(|t| {
-                t.addresses
-                    .iter()
-                    .any(|(a, l)| prefix_contains(*a, *l, gateway))
-            })
-            .map(|t| t.name.clone());
-        let Some(device) = tunnel_dev.or(peer_dev) else {
-            warn!(%prefix, %gateway, "no interface for the BGP next hop; route not installed");
+        // The best path first, then the other equal paths (ECMP) when configured.
+        let mut hops: Vec<(IpAddr, String)> = Vec::new();
+        let Some(first) = self.next_hop_of(&best) else {
+            warn!(%prefix, next_hop = %best.next_hop.addr, "no interface for the BGP next hop; route not installed");
             return;
         };
+        hops.push(first);
+        if self.cfg.max_paths > 1 {
+            for r in c.ecmp.iter().filter(|r| !r.is_local() && **r != best) {
+                match self.next_hop_of(r) {
+                    Some(h) if !hops.contains(&h) => hops.push(h),
+                    Some(_) => {}
+                    None => {
+                        debug!(%prefix, next_hop = %r.next_hop.addr, "no interface for an equal path; left out")
+                    }
+                }
+            }
+            hops.truncate(self.cfg.max_paths);
+        }
+        let new = Installed { hops };
         if let Some(old) = self.installed.get(&prefix) {
-            if old.gateway == gateway && old.device == device {
+            if *old == new {
                 return;
             }
-            if old.device != device {
+            // A single-path route moving to another device, and IPv6 routes changing
+            // between single and multipath (siblings), are deleted first: a replace
+            // would only touch the one route the kernel matches.
+            let single_move = old.hops.len() == 1
+                && new.hops.len() == 1
+                && old.hops.first().map(|h| &h.1) != new.hops.first().map(|h| &h.1);
+            let v6_reshape = prefix.addr().is_ipv6() && (old.hops.len() > 1 || new.hops.len() > 1);
+            if single_move || v6_reshape {
                 self.uninstall(&prefix).await;
             }
         }
-        match self
-            .nl
-            .replace_route_via(
-                prefix.addr(),
-                prefix.len(),
-                gateway,
-                Some(&device),
-                None,
-                RTPROT_ROUTEVPN_BGP,
-            )
-            .await
-        {
+        let r = match new.hops.as_slice() {
+            [(gateway, device)] => {
+                self.nl
+                    .replace_route_via(
+                        prefix.addr(),
+                        prefix.len(),
+                        *gateway,
+                        Some(device),
+                        None,
+                        RTPROT_ROUTEVPN_BGP,
+                    )
+                    .await
+            }
+            hops => {
+                self.nl
+                    .replace_route_multipath(prefix.addr(), prefix.len(), hops, RTPROT_ROUTEVPN_BGP)
+                    .await
+            }
+        };
+        match r {
             Ok(()) => {
-                info!(%prefix, via = %gateway, dev = %device, "BGP route installed");
-                self.installed.insert(prefix, Installed { gateway, device });
+                info!(%prefix, via = %hops_desc(&new.hops), "BGP route installed");
+                self.installed.insert(prefix, new);
             }
             Err(e) => warn!(%prefix, error = %e, "cannot install BGP route"),
         }
@@ -1192,10 +1367,14 @@ impl Driver {
         let routes = self
             .installed
             .iter()
-            .map(|(p, r)| BgpRouteStatus {
-                prefix: p.to_string(),
-                next_hop: r.gateway.to_string(),
-                device: r.device.clone(),
+            .filter_map(|(p, r)| {
+                // The best path (the first next hop of a multipath route).
+                let (gateway, device) = r.hops.first()?;
+                Some(BgpRouteStatus {
+                    prefix: p.to_string(),
+                    next_hop: gateway.to_string(),
+                    device: device.clone(),
+                })
             })
             .collect();
         if let Ok(mut s) = self.status.lock() {
@@ -1222,5 +1401,88 @@ mod tests {
         assert!(!prefix_contains(a("fd00:12::1"), 64, a("169.254.12.2")));
         assert!(prefix_contains(a("0.0.0.0"), 0, a("192.0.2.2")));
         assert_eq!(canon(a("::ffff:10.0.0.1")), a("10.0.0.1"));
+    }
+
+    #[test]
+    fn redistribution_selects_connected_and_static() {
+        use crate::netlink::RouteInfo;
+        let kr = |dst: &str, len: u8, gw: Option<&str>, proto: u8, dev: Option<&str>| KernelRoute {
+            info: RouteInfo {
+                dst: dst.parse().unwrap(),
+                prefix_len: len,
+                oif: dev.map(|_| 1),
+                gateway: gw.map(|g| g.parse().unwrap()),
+                metric: None,
+            },
+            protocol: proto,
+            dev: dev.map(str::to_string),
+        };
+        let routes = vec![
+            kr("10.9.0.0", 24, None, RTPROT_KERNEL, Some("lan1")),
+            kr("fd00:9::", 64, None, RTPROT_KERNEL, Some("lan1")),
+            kr("fe80::", 64, None, RTPROT_KERNEL, Some("lan1")),
+            kr("169.254.12.0", 30, None, RTPROT_KERNEL, Some("vti0")),
+            kr("10.7.0.0", 24, None, RTPROT_KERNEL, Some("vti0")),
+            kr("127.0.0.0", 8, None, RTPROT_KERNEL, Some("lo")),
+            kr("192.0.2.0", 24, None, RTPROT_KERNEL, Some("wan0")),
+            kr("2001:db8::", 64, None, RTPROT_KERNEL, Some("wan0")),
+            kr(
+                "10.3.0.0",
+                24,
+                Some("192.0.2.9"),
+                RTPROT_STATIC,
+                Some("wan0"),
+            ),
+            kr("10.8.0.0", 24, Some("10.9.0.2"), RTPROT_BOOT, Some("lan1")),
+            kr(
+                "10.6.0.0",
+                24,
+                Some("10.9.0.2"),
+                RTPROT_STATIC,
+                Some("lan1"),
+            ),
+            kr("0.0.0.0", 0, Some("10.9.0.2"), RTPROT_BOOT, Some("lan1")),
+            kr("10.5.0.0", 24, Some("10.9.0.2"), 186, Some("lan1")),
+            kr(
+                "10.4.0.0",
+                24,
+                Some("169.254.12.2"),
+                RTPROT_ROUTEVPN_BGP,
+                Some("vti0"),
+            ),
+        ];
+        let tunnels: HashSet<String> = ["vti0".to_string()].into();
+        let underlay = ["192.0.2.2".parse().unwrap()];
+        let show = |classes: &[Redistribute]| -> Vec<String> {
+            select_redistributed(&routes, classes, &tunnels, &underlay)
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        };
+        assert_eq!(
+            show(&[Redistribute::Connected]),
+            ["10.9.0.0/24", "fd00:9::/64"]
+        );
+        assert_eq!(
+            show(&[Redistribute::Static]),
+            ["10.3.0.0/24", "10.6.0.0/24", "10.8.0.0/24"]
+        );
+        assert_eq!(
+            show(&[Redistribute::Static, Redistribute::Connected]).len(),
+            5
+        );
+        assert!(show(&[]).is_empty());
+    }
+
+    #[test]
+    fn hop_description() {
+        let hops = vec![
+            ("169.254.12.2".parse().unwrap(), "vti0".to_string()),
+            ("169.254.13.2".parse().unwrap(), "vti1".to_string()),
+        ];
+        assert_eq!(
+            hops_desc(&hops),
+            "169.254.12.2 dev vti0, 169.254.13.2 dev vti1"
+        );
     }
 }
