@@ -88,8 +88,12 @@ pub struct NeighborStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BgpRouteStatus {
     pub prefix: String,
+    /// The best path's next hop and device.
     pub next_hop: String,
     pub device: String,
+    /// Further equal-cost paths of a multipath route, as "next-hop dev device".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_via: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -382,6 +386,9 @@ pub fn format_status(r: &StatusReport) -> String {
                 "  route {} via {} dev {}",
                 rt.prefix, rt.next_hop, rt.device
             );
+            for also in &rt.also_via {
+                let _ = writeln!(o, "        {:width$} and via {also}", "", width = rt.prefix.len());
+            }
         }
     }
     o
@@ -461,6 +468,7 @@ mod tests {
                 routes: vec![BgpRouteStatus {
                     prefix: "10.2.0.0/24".into(),
                     next_hop: "169.254.12.2".into(),
+                    also_via: vec![],
                     device: "vti0".into(),
                 }],
             }),

@@ -807,33 +807,20 @@ impl Session {
                     return;
                 }
                 let spi_r = self.random_spi();
-                let mut sa = IkeSa::new_responder(header.spi_i, spi_r, d.local, d.remote, now);
-                let keep = {
-                    let mut new_sas = Vec::new();
-                    let Session {
-                        cfg,
-                        children,
-                        out,
-                        events,
-                        rng,
-                        last_error,
-                        ..
-                    } = self;
-                    let mut ctx = Ctx {
-                        cfg,
-                        rng: rng.as_mut(),
-                        out,
-                        events,
-                        children,
-                        last_error,
-                        new_sas: &mut new_sas,
-                        initial_contact: false,
-                        now,
-                    };
-                    sa.handle_init_request(&mut ctx, &d)
-                };
-                if keep {
-                    self.sas.push(sa);
+                self.sas.push(IkeSa::new_responder(
+                    header.spi_i,
+                    spi_r,
+                    d.local,
+                    d.remote,
+                    now,
+                ));
+                let idx = self.sas.len() - 1;
+                let keep = self
+                    .with_sa_no_bookkeeping(idx, now, |sa, ctx, _| sa.handle_init_request(ctx, &d));
+                if !keep {
+                    // Refused statelessly: nothing of it stays (a retransmission is
+                    // answered the same way).
+                    self.sas.remove(idx);
                 }
                 self.after_change(now);
             }

@@ -1374,6 +1374,7 @@ impl Driver {
                     prefix: p.to_string(),
                     next_hop: gateway.to_string(),
                     device: device.clone(),
+                    also_via: r.hops[1..].iter().map(|(g, d)| format!("{g} dev {d}")).collect(),
                 })
             })
             .collect();
