@@ -387,7 +387,12 @@ pub fn format_status(r: &StatusReport) -> String {
                 rt.prefix, rt.next_hop, rt.device
             );
             for also in &rt.also_via {
-                let _ = writeln!(o, "        {:width$} and via {also}", "", width = rt.prefix.len());
+                let _ = writeln!(
+                    o,
+                    "        {:width$} and via {also}",
+                    "",
+                    width = rt.prefix.len()
+                );
             }
         }
     }

@@ -1483,7 +1483,11 @@ impl IkeSa {
                 self.send_response(ctx, ExchangeType::CREATE_CHILD_SA, msg_id, resp);
                 if let Some(old) = replaces {
                     // The peer rekeys it: drop our queued rekey, or note a collision (§2.8.1).
+                    // It is the peer's to delete now; we no longer rekey it.
                     self.queued.retain(|q| *q != super::Queued::RekeyChild(old));
+                    if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == old) {
+                        c.superseded = true;
+                    }
                     let ours_in_flight = matches!(&self.pending,
                         Some(p) if matches!(p.kind, RequestKind::CreateChild { rekey_of: Some(x), .. } if x == old));
                     if ours_in_flight {

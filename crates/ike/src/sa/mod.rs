@@ -294,6 +294,8 @@ pub(crate) enum Queued {
     /// never installed here.
     DeleteRedundant(u32),
     RekeyIke,
+    /// A fresh CHILD SA for a tunnel that lost its last one (§1.3.1).
+    NewChild,
 }
 
 /// Our outstanding request, retransmitted until answered (§2.1).
@@ -868,7 +870,12 @@ impl Session {
         for c in &mut self.children {
             if c.rekey_at.is_some_and(|t| t <= now) {
                 c.rekey_at = Some(now + retry);
-                queue.push(Queued::RekeyChild(c.spi_in));
+                // A replaced SA whose DELETE never came is deleted by us instead.
+                queue.push(if c.superseded {
+                    Queued::DeleteChild(c.spi_in)
+                } else {
+                    Queued::RekeyChild(c.spi_in)
+                });
             }
         }
         for (i, sa) in self.sas.iter_mut().enumerate() {

@@ -71,6 +71,10 @@ impl IkeSa {
                     );
                 }
                 Queued::RekeyChild(spi_in) => self.send_rekey_child(ctx, now, spi_in),
+                Queued::NewChild => {
+                    let (l, r) = (ctx.cfg.local_ts.clone(), ctx.cfg.remote_ts.clone());
+                    self.send_create_child(ctx, now, None, l, r);
+                }
                 Queued::RekeyIke => self.send_rekey_ike(ctx, now),
             }
         }
@@ -113,6 +117,19 @@ impl IkeSa {
         else {
             return;
         };
+        self.send_create_child(ctx, now, Some(old_spi_in), old.local_ts, old.remote_ts);
+    }
+
+    /// HDR, SK {[N(REKEY_SA),] SA, Ni, [KEi,] TSi, TSr} --> : a rekey of `rekey_of`, or a
+    /// new CHILD SA when the tunnel has none (§1.3.1).
+    pub(super) fn send_create_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        rekey_of: Option<u32>,
+        local_ts: Vec<crate::wire::TrafficSelector>,
+        remote_ts: Vec<crate::wire::TrafficSelector>,
+    ) {
         let spi_in = random_esp_spi(ctx);
         let ni = random_nonce(ctx);
         // §1.3.3: PFS when our proposals name a group; the first one goes in KEi.
@@ -137,16 +154,17 @@ impl IkeSa {
             .enumerate()
             .map(|(i, p)| child::to_wire(p, (i + 1) as u8, spi_in.to_be_bytes().to_vec(), true))
             .collect();
-        let mut inner = vec![
-            Payload::Notify(NotifyPayload {
+        let mut inner = Vec::new();
+        if let Some(old) = rekey_of {
+            inner.push(Payload::Notify(NotifyPayload {
                 protocol: ProtocolId::ESP,
-                spi: old_spi_in.to_be_bytes().to_vec(),
+                spi: old.to_be_bytes().to_vec(),
                 ty: NotifyType::REKEY_SA,
                 data: vec![],
-            }),
-            Payload::Sa(SaPayload { proposals }),
-            Payload::Nonce(ni.clone()),
-        ];
+            }));
+        }
+        inner.push(Payload::Sa(SaPayload { proposals }));
+        inner.push(Payload::Nonce(ni.clone()));
         if let Some(k) = &ke {
             inner.push(Payload::Ke(KePayload {
                 group: k.group(),
@@ -155,14 +173,19 @@ impl IkeSa {
             }));
         }
         inner.push(Payload::TsI(TsPayload {
-            selectors: old.local_ts.clone(),
+            selectors: local_ts,
         }));
         inner.push(Payload::TsR(TsPayload {
-            selectors: old.remote_ts.clone(),
+            selectors: remote_ts,
         }));
-        info!(tunnel = %ctx.cfg.name, old_spi_in = format_args!("{old_spi_in:08x}"), "rekeying CHILD SA");
+        match rekey_of {
+            Some(old) => {
+                info!(tunnel = %ctx.cfg.name, old_spi_in = format_args!("{old:08x}"), "rekeying CHILD SA")
+            }
+            None => info!(tunnel = %ctx.cfg.name, "creating a CHILD SA"),
+        }
         let kind = RequestKind::CreateChild {
-            rekey_of: Some(old_spi_in),
+            rekey_of,
             spi_in,
             ni,
             ke,
@@ -301,6 +324,22 @@ impl IkeSa {
             Err((ty, why)) => {
                 warn!(tunnel = %ctx.cfg.name, error = %ty, "CREATE_CHILD_SA failed: {why}");
                 *ctx.last_error = Some(format!("{ty}: {why}"));
+                // §2.25: the peer no longer has the SA we tried to rekey — its DELETE
+                // was lost (e.g. sent on an IKE SA that was going away). Drop it here
+                // too, so traffic no longer goes into an SA the peer has forgotten.
+                if let (NotifyType::CHILD_SA_NOT_FOUND, Some(old)) = (ty, rekey_of) {
+                    if let Some(pos) = ctx.children.iter().position(|c| c.spi_in == old) {
+                        let c = ctx.children.remove(pos);
+                        info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{old:08x}"), "peer has no such CHILD SA: removed");
+                        ctx.events.push_back(Event::ChildDeleted {
+                            spi_in: c.spi_in,
+                            spi_out: c.spi_out,
+                        });
+                    }
+                    if ctx.children.is_empty() {
+                        self.queued.push_back(Queued::NewChild);
+                    }
+                }
             }
         }
     }

@@ -919,6 +919,13 @@ fn rekey_of_unknown_child_is_refused_with_child_sa_not_found() {
     p.run();
     let err = p.a.status(p.now).last_error.unwrap();
     assert!(err.contains("CHILD_SA_NOT_FOUND"), "{err}");
+    // A drops the SA the peer forgot and, left without one, creates a fresh CHILD SA.
+    assert_eq!(child_spis(&p.a, p.now).len(), 1);
+    assert_children_mirror(&p);
+    assert!(p
+        .events_a
+        .iter()
+        .any(|e| matches!(e, Event::ChildDeleted { .. })));
 }
 
 fn no_failures(events: &[Event]) -> bool {

@@ -275,6 +275,9 @@ pub async fn start(
         let mut session = SessionConfig::new(cfg.asn, n.asn, cfg.router_id);
         session.hold_time = cfg.hold_time.as_secs().min(u64::from(u16::MAX)) as u16;
         session.connect_retry = cfg.connect_retry;
+        // The peer is one tunnel away and BFD/tunnel state already damps flapping, so
+        // after a failed attempt wait no longer than a connect retry before the next.
+        session.idle_hold = session.idle_hold.min(cfg.connect_retry);
         session.passive = n.passive;
         let v4 = n.address.is_ipv4();
         session.ipv4_unicast = v4;
@@ -1374,7 +1377,10 @@ impl Driver {
                     prefix: p.to_string(),
                     next_hop: gateway.to_string(),
                     device: device.clone(),
-                    also_via: r.hops[1..].iter().map(|(g, d)| format!("{g} dev {d}")).collect(),
+                    also_via: r.hops[1..]
+                        .iter()
+                        .map(|(g, d)| format!("{g} dev {d}"))
+                        .collect(),
                 })
             })
             .collect();
