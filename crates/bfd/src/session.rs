@@ -295,6 +295,13 @@ impl Session {
             self.tx_desired_in_use = self.adv_desired_min_tx;
             self.rx_required_in_use = self.adv_required_min_rx;
         }
+        // §6.8.7: the peer may now want packets more often than our schedule gives
+        // (e.g. its Required Min RX fell from the slow 1 s when it came Up): never wait
+        // longer than the new interval, or it times us out.
+        let limit = now + self.tx_interval();
+        if self.next_tx.is_some_and(|t| t > limit) {
+            self.next_tx = Some(limit);
+        }
         // §6.8.4: every valid packet restarts the Detection Time.
         self.last_rx = Some(now);
         if self.cfg.passive && !heard_before && self.next_tx.is_none() {

@@ -552,3 +552,47 @@ proptest! {
         }
     }
 }
+
+/// FRR's bfdd advertises a slow Required Min RX (1 s) until it is Up, then 100 ms with a
+/// Poll. Our next periodic packet must then come within 100 ms — keeping the 1 s schedule
+/// made FRR time us out 300 ms after every Up (seen in the FRR interop test).
+#[test]
+fn faster_remote_rx_pulls_the_schedule_in() {
+    let t0 = Instant::now();
+    let mut rng = TestRng(7);
+    let mut s = Session::new(cfg(1, 100, 100, 3), t0).unwrap();
+    let peer = |state: State, rx_ms: u32, poll: bool, your: u32| ControlPacket {
+        diag: Diag::new(0),
+        state,
+        poll,
+        final_: false,
+        control_plane_independent: false,
+        demand: false,
+        detect_mult: 3,
+        my_discr: 99,
+        your_discr: your,
+        desired_min_tx_us: 1_000_000,
+        required_min_rx_us: rx_ms * 1000,
+        required_min_echo_rx_us: 0,
+    };
+    // Peer Down with slow timers → we go Init; then its Init → we go Up.
+    s.handle_packet(t0, &peer(State::Down, 1000, false, 0))
+        .unwrap();
+    while s.poll_transmit(t0, &mut rng).is_some() {}
+    let t1 = t0 + Duration::from_millis(10);
+    s.handle_packet(t1, &peer(State::Init, 1000, false, 1))
+        .unwrap();
+    assert_eq!(s.state(), State::Up);
+    while s.poll_transmit(t1, &mut rng).is_some() {}
+    // Its Up + Poll with the fast RX requirement.
+    let t2 = t1 + Duration::from_millis(5);
+    s.handle_packet(t2, &peer(State::Up, 100, true, 1)).unwrap();
+    let fin = s.poll_transmit(t2, &mut rng).unwrap();
+    assert!(fin.final_);
+    let next = s.poll_timeout().unwrap();
+    assert!(
+        next <= t2 + Duration::from_millis(100),
+        "next packet {:?} after the Poll",
+        next - t2
+    );
+}

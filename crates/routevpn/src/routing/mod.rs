@@ -1057,7 +1057,12 @@ impl Driver {
                 if pkt.your_discr != 0 {
                     b.local_discr() == pkt.your_discr
                 } else {
+                    // A packet that does not know us yet belongs to our session only if
+                    // that session has not locked onto another remote session: a second,
+                    // still-Down session of the same peer (FRR can briefly have two) must
+                    // not tear down the one that is Up.
                     n.cfg.address == src
+                        && (b.remote_discr() == 0 || b.remote_discr() == pkt.my_discr)
                 }
             })
         });
