@@ -780,16 +780,7 @@ impl IkeSa {
             return;
         }
         self.peer_next_id = 0;
-        let keys = self.state.keys().expect("established");
-        let proposal = keys.sel.to_string();
-        info!(tunnel = %ctx.cfg.name, peer = %self.remote, spi_i = format_args!("{:016x}", self.spi_i),
-            spi_r = format_args!("{:016x}", self.spi_r), %proposal, "IKE SA established (initiator)");
-        ctx.events.push_back(Event::IkeEstablished {
-            spi_i: self.spi_i,
-            spi_r: self.spi_r,
-            proposal,
-            remote: self.remote,
-        });
+        self.announce_established(ctx);
         *ctx.last_error = None;
 
         // The first CHILD SA (§1.2).
@@ -862,6 +853,28 @@ impl IkeSa {
                 self.close(ctx, now);
             }
         }
+    }
+
+    /// Logs and reports an IKE SA that just completed IKE_AUTH.
+    fn announce_established(&self, ctx: &mut Ctx<'_>) {
+        let proposal = self
+            .state
+            .keys()
+            .map(|k| k.sel.to_string())
+            .unwrap_or_default();
+        let role = if self.initiator {
+            "initiator"
+        } else {
+            "responder"
+        };
+        info!(tunnel = %ctx.cfg.name, peer = %self.remote, spi_i = format_args!("{:016x}", self.spi_i),
+            spi_r = format_args!("{:016x}", self.spi_r), %proposal, role, "IKE SA established");
+        ctx.events.push_back(Event::IkeEstablished {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            proposal,
+            remote: self.remote,
+        });
     }
 
     pub(super) fn install_child(
@@ -1123,16 +1136,7 @@ impl IkeSa {
             }
         }
         self.send_response(ctx, ExchangeType::IKE_AUTH, msg_id, out);
-        let keys = self.state.keys().expect("established");
-        let proposal = keys.sel.to_string();
-        info!(tunnel = %ctx.cfg.name, peer = %self.remote, spi_i = format_args!("{:016x}", self.spi_i),
-            spi_r = format_args!("{:016x}", self.spi_r), %proposal, "IKE SA established (responder)");
-        ctx.events.push_back(Event::IkeEstablished {
-            spi_i: self.spi_i,
-            spi_r: self.spi_r,
-            proposal,
-            remote: self.remote,
-        });
+        self.announce_established(ctx);
         match child {
             Ok((_, info)) => {
                 *ctx.last_error = None;
