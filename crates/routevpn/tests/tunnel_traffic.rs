@@ -551,3 +551,65 @@ fn routevpn_and_strongswan_carry_traffic_in_both_roles() {
         );
     }
 }
+
+/// A default route and a host route to the peer both pointing into the tunnel must not
+/// capture IKE or ESP themselves (the sockets are pinned to the underlay interface): the
+/// tunnel still comes up again after a `down`/`up` and carries traffic.
+#[test]
+fn ike_and_esp_never_route_into_the_tunnel() {
+    if !common::require_root() {
+        return;
+    }
+    let (topo, a, _b) = pair("aes128gcm16");
+    let sock = a.socket().to_str().unwrap().to_string();
+    topo.left
+        .must(&["ip", "route", "add", "default", "dev", "vti0"]);
+    topo.left.must(&[
+        "ip",
+        "route",
+        "add",
+        &format!("{}/32", Topology::RIGHT_WAN),
+        "dev",
+        "vti0",
+    ]);
+    let via = topo
+        .left
+        .run(&["ip", "route", "get", Topology::RIGHT_WAN])
+        .unwrap();
+    assert!(
+        via.contains("dev vti0"),
+        "the routing table sends the peer into the tunnel: {via}"
+    );
+    topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+    // Tear down and re-establish: every IKE message must still use wan0.
+    a.cli(&["down", "vti0", "--socket", &sock]).unwrap();
+    wait_until(T, POLL, || {
+        (!common::link_up(&topo.left, "vti0"))
+            .then_some(())
+            .ok_or("still up".to_string())
+    })
+    .unwrap();
+    a.cli(&["up", "vti0", "--socket", &sock]).unwrap();
+    common::wait_tunnel_up(&a, T);
+    // The routes died with the interface; put them back while the tunnel carries traffic.
+    topo.left.must(&[
+        "ip",
+        "route",
+        "replace",
+        &format!("{}/32", Topology::RIGHT_WAN),
+        "dev",
+        "vti0",
+    ]);
+    topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+    let t = common::wait_tunnel_up(&a, T);
+    assert!(t["child_sas"][0]["packets_in"].as_u64().unwrap() > 0, "{t}");
+    // With the route into the tunnel in place, IKE still reaches the peer: its DELETE
+    // takes the far end down at once.
+    a.cli(&["down", "vti0", "--socket", &sock]).unwrap();
+    wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+        (!common::link_up(&topo.right, "vti0"))
+            .then_some(())
+            .ok_or("peer still up".to_string())
+    })
+    .unwrap();
+}
