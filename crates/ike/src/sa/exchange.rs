@@ -823,22 +823,13 @@ impl IkeSa {
             let (keys_in, keys_out) =
                 child::derive(keys.prf, &keys.sk_d, None, &ni, &nr, &sel, true)
                     .map_err(|e| (NotifyType::NO_PROPOSAL_CHOSEN, e.to_string()))?;
-            Ok(Box::new(ChildSaInfo {
-                spi_in: child_spi,
-                spi_out,
-                encr: sel.encr.0,
-                encr_key_bits: sel.encr.1,
-                integ: sel.integ,
-                esn: sel.esn == Some(crate::iana::EsnId::ESN),
-                keys_in,
-                keys_out,
-                local_ts: tsi.selectors.clone(),
-                remote_ts: tsr.selectors.clone(),
-                local: self.local,
-                remote: self.remote,
-                proposal: sel.to_string(),
-                replaces: None,
-            }))
+            Ok(self.child_info(
+                &sel,
+                (child_spi, spi_out),
+                (keys_in, keys_out),
+                (tsi.selectors.clone(), tsr.selectors.clone()),
+                None,
+            ))
         })();
         match child_err {
             Ok(info) => self.install_child(ctx, now, info),
@@ -853,6 +844,34 @@ impl IkeSa {
                 self.close(ctx, now);
             }
         }
+    }
+
+    /// A negotiated CHILD SA as the dataplane needs it: SPIs (in, out), keys (in, out),
+    /// selectors (local, remote).
+    pub(super) fn child_info(
+        &self,
+        sel: &Selected,
+        (spi_in, spi_out): (u32, u32),
+        (keys_in, keys_out): (child::Key, child::Key),
+        (local_ts, remote_ts): (Vec<TrafficSelector>, Vec<TrafficSelector>),
+        replaces: Option<u32>,
+    ) -> Box<ChildSaInfo> {
+        Box::new(ChildSaInfo {
+            spi_in,
+            spi_out,
+            encr: sel.encr.0,
+            encr_key_bits: sel.encr.1,
+            integ: sel.integ,
+            esn: sel.esn == Some(crate::iana::EsnId::ESN),
+            keys_in,
+            keys_out,
+            local_ts,
+            remote_ts,
+            local: self.local,
+            remote: self.remote,
+            proposal: sel.to_string(),
+            replaces,
+        })
     }
 
     /// Logs and reports an IKE SA that just completed IKE_AUTH.
@@ -1276,22 +1295,13 @@ impl IkeSa {
         }));
         Ok((
             response,
-            Box::new(ChildSaInfo {
-                spi_in,
-                spi_out,
-                encr: sel.encr.0,
-                encr_key_bits: sel.encr.1,
-                integ: sel.integ,
-                esn: sel.esn == Some(crate::iana::EsnId::ESN),
-                keys_in,
-                keys_out,
-                local_ts: tsr_n,
-                remote_ts: tsi_n,
-                local: self.local,
-                remote: self.remote,
-                proposal: sel.to_string(),
+            self.child_info(
+                &sel,
+                (spi_in, spi_out),
+                (keys_in, keys_out),
+                (tsr_n, tsi_n),
                 replaces,
-            }),
+            ),
         ))
     }
 

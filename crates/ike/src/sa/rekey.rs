@@ -8,7 +8,7 @@ use super::exchange::{
 };
 use super::{CloseReason, Ctx, Event, IkeSa, IkeState, Queued, RequestKind, SaKeys};
 use crate::crypto::{self, KeyExchange};
-use crate::iana::{DhId, EsnId, ExchangeType, NotifyType, ProtocolId};
+use crate::iana::{DhId, ExchangeType, NotifyType, ProtocolId};
 use crate::proposal::Protocol;
 use crate::wire::{KePayload, NotifyPayload, Payload, SaPayload, TsPayload};
 use std::time::Instant;
@@ -278,22 +278,13 @@ impl IkeSa {
                 true,
             )
             .map_err(|e| (NotifyType::NO_PROPOSAL_CHOSEN, e.to_string()))?;
-            Ok(Box::new(ChildSaInfo {
-                spi_in,
-                spi_out,
-                encr: sel.encr.0,
-                encr_key_bits: sel.encr.1,
-                integ: sel.integ,
-                esn: sel.esn == Some(EsnId::ESN),
-                keys_in,
-                keys_out,
-                local_ts: tsi.selectors.clone(),
-                remote_ts: tsr.selectors.clone(),
-                local: self.local,
-                remote: self.remote,
-                proposal: sel.to_string(),
-                replaces: rekey_of,
-            }))
+            Ok(self.child_info(
+                &sel,
+                (spi_in, spi_out),
+                (keys_in, keys_out),
+                (tsi.selectors.clone(), tsr.selectors.clone()),
+                rekey_of,
+            ))
         })();
         match result {
             Ok(info) => {
