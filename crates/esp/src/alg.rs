@@ -185,6 +185,19 @@ pub(crate) enum Sealer {
     Cbc(Box<CbcSealer>),
 }
 
+/// The AES-GCM key and its 4-octet salt from ESP key material (RFC 4106 §8.1: key then
+/// salt); `keymat` has been length-checked.
+fn gcm_key(
+    k: AesKeySize,
+    keymat: &[u8],
+) -> Result<(LessSafeKey, Zeroizing<[u8; GCM_SALT_LEN]>), EspError> {
+    let (ek, salt) = keymat.split_at(k.key_len());
+    let key = UnboundKey::new(aes_gcm_alg(k), ek).map_err(|_| EspError::Crypto)?;
+    let mut s = Zeroizing::new([0u8; GCM_SALT_LEN]);
+    s.copy_from_slice(salt);
+    Ok((LessSafeKey::new(key), s))
+}
+
 pub(crate) struct CbcSealer {
     enc: EncryptingKey,
     /// Same AES key in ECB mode, used only to derive IVs.
@@ -198,14 +211,8 @@ impl Sealer {
         check_keymat(alg, keymat)?;
         match alg {
             Algorithm::AesGcm16(k) => {
-                let (ek, salt) = keymat.split_at(k.key_len());
-                let key = UnboundKey::new(aes_gcm_alg(k), ek).map_err(|_| EspError::Crypto)?;
-                let mut s = Zeroizing::new([0u8; GCM_SALT_LEN]);
-                s.copy_from_slice(salt);
-                Ok(Self::Gcm {
-                    key: LessSafeKey::new(key),
-                    salt: s,
-                })
+                let (key, salt) = gcm_key(k, keymat)?;
+                Ok(Self::Gcm { key, salt })
             }
             Algorithm::AesCbc(k, i) => {
                 let (ek, ik) = keymat.split_at(k.key_len());
@@ -332,14 +339,8 @@ impl Opener {
         check_keymat(alg, keymat)?;
         match alg {
             Algorithm::AesGcm16(k) => {
-                let (ek, salt) = keymat.split_at(k.key_len());
-                let key = UnboundKey::new(aes_gcm_alg(k), ek).map_err(|_| EspError::Crypto)?;
-                let mut s = Zeroizing::new([0u8; GCM_SALT_LEN]);
-                s.copy_from_slice(salt);
-                Ok(Self::Gcm {
-                    key: LessSafeKey::new(key),
-                    salt: s,
-                })
+                let (key, salt) = gcm_key(k, keymat)?;
+                Ok(Self::Gcm { key, salt })
             }
             Algorithm::AesCbc(k, i) => {
                 let (ek, ik) = keymat.split_at(k.key_len());

@@ -521,29 +521,24 @@ impl Netlink {
             msg.attributes.push(RouteAttribute::Priority(m));
         }
 
-        self.check_foreign(&op, dst, prefix_len, metric, protocol)
-            .await?;
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
+        self.replace_ours(op, msg, dst, prefix_len, metric, protocol)
             .await
-            .map_err(|e| NetlinkError::from_rtnl(op, e))
     }
 
-    /// NLM_F_REPLACE replaces the first route with the same (dst, tos, metric) in the
-    /// table, whoever owns it: look first and refuse to take over a foreign route.
-    async fn check_foreign(
+    /// Installs `msg` with NLM_F_REPLACE. That replaces the first route with the same
+    /// (dst, tos, metric) in the table, whoever owns it: look first and refuse to take
+    /// over a foreign route.
+    async fn replace_ours(
         &self,
-        op: &str,
+        op: String,
+        msg: RouteMessage,
         dst: IpAddr,
         prefix_len: u8,
         metric: Option<u32>,
         protocol: u8,
     ) -> Result<(), NetlinkError> {
         let want = effective_metric(dst.is_ipv6(), metric);
-        let existing = self.dump_routes(family_of(dst), op).await?;
+        let existing = self.dump_routes(family_of(dst), &op).await?;
         match existing.iter().find(|r| {
             r.table == RT_TABLE_MAIN
                 && r.info.dst == dst
@@ -552,10 +547,17 @@ impl Netlink {
                 && r.protocol != protocol
         }) {
             Some(foreign) => Err(NetlinkError::ForeignRoute {
-                op: op.to_string(),
+                op,
                 protocol: foreign.protocol,
             }),
-            None => Ok(()),
+            None => self
+                .handle
+                .route()
+                .add(msg)
+                .replace()
+                .execute()
+                .await
+                .map_err(|e| NetlinkError::from_rtnl(op, e)),
         }
     }
 
@@ -606,15 +608,8 @@ impl Netlink {
             list.push(nh);
         }
         msg.attributes.push(RouteAttribute::MultiPath(list));
-        self.check_foreign(&op, dst, prefix_len, None, protocol)
-            .await?;
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
+        self.replace_ours(op, msg, dst, prefix_len, None, protocol)
             .await
-            .map_err(|e| NetlinkError::from_rtnl(op, e))
     }
 
     /// Deletes our route to `dst/prefix_len` of `protocol` (default metric) whatever its

@@ -819,10 +819,7 @@ impl IkeSa {
                     "peer widened our traffic selectors".into(),
                 ));
             }
-            let keys = self.state.keys().expect("established");
-            let (keys_in, keys_out) =
-                child::derive(keys.prf, &keys.sk_d, None, &ni, &nr, &sel, true)
-                    .map_err(|e| (NotifyType::NO_PROPOSAL_CHOSEN, e.to_string()))?;
+            let (keys_in, keys_out) = self.derive_child(None, &ni, &nr, &sel, true)?;
             Ok(self.child_info(
                 &sel,
                 (child_spi, spi_out),
@@ -844,6 +841,23 @@ impl IkeSa {
                 self.close(ctx, now);
             }
         }
+    }
+
+    /// KEYMAT for a CHILD SA from this IKE SA's SK_d (§2.17), split into (in, out).
+    pub(super) fn derive_child(
+        &self,
+        shared: Option<&[u8]>,
+        ni: &[u8],
+        nr: &[u8],
+        sel: &Selected,
+        we_initiated: bool,
+    ) -> Result<(child::Key, child::Key), (NotifyType, String)> {
+        let keys = self.state.keys().ok_or((
+            NotifyType::TEMPORARY_FAILURE,
+            "IKE SA has no keys".to_string(),
+        ))?;
+        child::derive(keys.prf, &keys.sk_d, shared, ni, nr, sel, we_initiated)
+            .map_err(|e| (NotifyType::NO_PROPOSAL_CHOSEN, e.to_string()))
     }
 
     /// A negotiated CHILD SA as the dataplane needs it: SPIs (in, out), keys (in, out),
@@ -1258,17 +1272,8 @@ impl IkeSa {
             }
         }
         let spi_in = random_esp_spi(ctx);
-        let keys = self.state.keys().expect("established");
-        let (keys_in, keys_out) = child::derive(
-            keys.prf,
-            &keys.sk_d,
-            shared.as_deref().map(|s| s.as_slice()),
-            ni,
-            nr,
-            &sel,
-            false,
-        )
-        .map_err(|e| (NotifyType::NO_PROPOSAL_CHOSEN, e.to_string()))?;
+        let (keys_in, keys_out) =
+            self.derive_child(shared.as_deref().map(|s| s.as_slice()), ni, nr, &sel, false)?;
         response.push(Payload::Sa(SaPayload {
             proposals: vec![child::selected_to_wire(
                 &sel,

@@ -264,20 +264,8 @@ impl IkeSa {
                     "peer widened our traffic selectors".into(),
                 ));
             }
-            let keys = self
-                .state
-                .keys()
-                .ok_or((NotifyType::TEMPORARY_FAILURE, "no keys".to_string()))?;
-            let (keys_in, keys_out) = child::derive(
-                keys.prf,
-                &keys.sk_d,
-                shared.as_deref().map(|s| s.as_slice()),
-                ni,
-                nr,
-                &sel,
-                true,
-            )
-            .map_err(|e| (NotifyType::NO_PROPOSAL_CHOSEN, e.to_string()))?;
+            let (keys_in, keys_out) =
+                self.derive_child(shared.as_deref().map(|s| s.as_slice()), ni, nr, &sel, true)?;
             Ok(self.child_info(
                 &sel,
                 (spi_in, spi_out),
