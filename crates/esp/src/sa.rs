@@ -501,8 +501,9 @@ impl InboundSa {
             .checked_sub(usize::from(pad_len))
             .ok_or(EspError::BadPadding)?;
         let (payload, padding) = rest.split_at_mut(payload_len);
-        // §2.4: the receiver SHOULD check the default 1, 2, 3, … pattern.
-        if padding.iter().zip(1u8..).any(|(&b, want)| b != want) {
+        // §2.4: the receiver SHOULD check the default 1, 2, 3, … pattern; a closed range
+        // because up to 255 pad octets are legal and `1u8..` would overflow past 255.
+        if padding.iter().zip(1..=u8::MAX).any(|(&b, want)| b != want) {
             return Err(EspError::BadPadding);
         }
         match next_header {

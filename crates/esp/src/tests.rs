@@ -693,6 +693,31 @@ fn bad_padding_and_next_header_are_malformed_but_authentic() {
     assert_eq!(inb.open(&mut p).unwrap().packet().unwrap(), &inner[..]);
 }
 
+/// RFC 4303 §2.4 allows up to 255 pad bytes; a peer that sends the maximum (with
+/// CBC so the total stays block-aligned) must be accepted, and a wrong last byte
+/// refused, without the pattern counter overflowing.
+#[test]
+fn maximal_255_byte_padding_is_checked_without_overflow() {
+    for alg in [Algorithm::AesGcm16(AesKeySize::Aes128), CBC128_SHA256] {
+        let (_, mut inb) = pair(alg, false);
+        // 20-byte inner packet + 255 pad + 2 trailer = 277; 11 more inner octets of
+        // TFC padding make 288, a multiple of the 16-byte block.
+        let inner = ipv4_packet(20, 0);
+        let mut pt = inner.clone();
+        pt.extend_from_slice(&[0; 11]);
+        pt.extend((1..=255u8).collect::<Vec<u8>>());
+        pt.extend_from_slice(&[255, 4]);
+        assert_eq!(pt.len() % 16, 0);
+        let mut p = seal_raw(alg, 1, &pt);
+        assert_eq!(inb.open(&mut p).unwrap().packet().unwrap(), &inner[..]);
+        // The 255th pad byte wrong: refused, not a panic.
+        let last_pad = pt.len() - 3;
+        pt[last_pad] = 0;
+        let mut p = seal_raw(alg, 2, &pt);
+        assert_eq!(inb.open(&mut p), Err(EspError::BadPadding));
+    }
+}
+
 #[test]
 fn sequence_exhaustion_32_bit() {
     let (mut out, mut inb) = pair(Algorithm::AesGcm16(AesKeySize::Aes128), false);
