@@ -5,7 +5,7 @@ use crate::replay::Replayed;
 /// Everything that can go wrong building an SA or processing a packet.
 ///
 /// Inbound errors map onto the [`crate::Counters`] of the SA: `Replayed` →
-/// `replayed`, `IcvFailure` → `icv_failures`, every other packet error →
+/// `replayed`, `IcvFailure` → `icv_failures`, `SelectorMismatch` → `ts_mismatch`, every other packet error →
 /// `malformed`. All inbound errors mean "drop the packet" (RFC 4303 §3.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EspError {
@@ -47,6 +47,10 @@ pub enum EspError {
     /// Ciphertext length is not a multiple of the cipher's block size.
     #[error("ciphertext length is not block aligned")]
     BadCiphertextLength,
+    /// An authentic inner packet (inbound) or a packet to seal (outbound) lies outside
+    /// the SA's negotiated traffic selectors (RFC 4301 §5.1, §5.2).
+    #[error("packet outside the SA's traffic selectors")]
+    SelectorMismatch,
     /// Pad Length exceeds the payload or pad bytes are not 1, 2, 3, …
     /// (RFC 4303 §2.4).
     #[error("invalid ESP padding")]

@@ -18,6 +18,7 @@ pub mod header;
 pub mod limits;
 pub mod replay;
 pub mod sa;
+pub mod selector;
 pub mod udp;
 
 #[cfg(test)]
@@ -28,6 +29,7 @@ pub use error::EspError;
 pub use header::{EspHeader, EspPacket};
 pub use replay::{ReplayWindow, Replayed};
 pub use sa::{Counters, Decapsulated, InboundSa, OutboundSa, SaParams};
+pub use selector::{Selector, Selectors};
 pub use udp::{classify, Datagram};
 /// Re-exported so callers can build [`SaParams`] without depending on `zeroize`.
 pub use zeroize::Zeroizing;

@@ -13,6 +13,7 @@ use crate::limits::{
     SPI_RESERVED_MAX,
 };
 use crate::replay::{ReplayWindow, Replayed};
+use crate::selector::Selectors;
 
 /// Everything needed to instantiate one direction of a child SA.
 #[derive(Clone)]
@@ -27,6 +28,8 @@ pub struct SaParams {
     /// Anti-replay window in packets (inbound only); 0 disables the check
     /// and is refused together with ESN.
     pub replay_window: u32,
+    /// What the SA was negotiated to carry (RFC 4301 §5.1/§5.2); 0/0 by default.
+    pub selectors: Selectors,
 }
 
 impl SaParams {
@@ -38,6 +41,7 @@ impl SaParams {
             keymat,
             esn: false,
             replay_window: crate::limits::DEFAULT_REPLAY_WINDOW,
+            selectors: Selectors::default(),
         }
     }
 }
@@ -54,6 +58,7 @@ impl core::fmt::Debug for SaParams {
             )
             .field("esn", &self.esn)
             .field("replay_window", &self.replay_window)
+            .field("selectors", &self.selectors)
             .finish()
     }
 }
@@ -74,6 +79,9 @@ pub struct Counters {
     pub malformed: u64,
     /// Dummy (next header 59) packets sealed / received and discarded.
     pub dummy: u64,
+    /// Authentic packets outside the SA's traffic selectors, dropped (RFC 4301 §5.2);
+    /// outbound, packets the SA was not negotiated to carry.
+    pub ts_mismatch: u64,
 }
 
 fn check_spi(spi: u32) -> Result<(), EspError> {
@@ -127,6 +135,7 @@ pub struct OutboundSa {
     /// (the first packet is 1, RFC 4303 §3.3.3).
     last_seq: u64,
     counters: Counters,
+    selectors: Selectors,
     /// Test hook: replaces the derived IV so published vectors can be matched.
     #[cfg(test)]
     fixed_iv: Option<Vec<u8>>,
@@ -156,6 +165,7 @@ impl OutboundSa {
             sealer: Sealer::new(params.alg, &params.keymat)?,
             last_seq: 0,
             counters: Counters::default(),
+            selectors: params.selectors,
             #[cfg(test)]
             fixed_iv: None,
         })
@@ -231,6 +241,7 @@ impl OutboundSa {
         out: &mut [u8],
     ) -> Result<usize, EspError> {
         let nh = inner_next_header(inner)?;
+        self.check_selectors(inner)?;
         let payload_len = inner.len().saturating_add(tfc_pad);
         self.check_room(payload_len, out.len())?;
         let hdr = self.header_len();
@@ -247,6 +258,7 @@ impl OutboundSa {
         self.check_room(inner_len, buf.len())?;
         let hdr = self.header_len();
         let nh = inner_next_header(&buf[hdr..hdr + inner_len])?;
+        self.check_selectors(&buf[hdr..hdr + inner_len])?;
         self.seal_payload(buf, inner_len, nh, inner_len)
     }
 
@@ -257,6 +269,16 @@ impl OutboundSa {
         let hdr = self.header_len();
         out[hdr..hdr + len].fill(0);
         self.seal_payload(out, len, NEXT_HEADER_DUMMY, 0)
+    }
+
+    /// RFC 4301 §5.1: the SA carries only what it was negotiated for; checked before
+    /// a sequence number is spent.
+    fn check_selectors(&mut self, inner: &[u8]) -> Result<(), EspError> {
+        if self.selectors.permits_outbound(inner) {
+            return Ok(());
+        }
+        self.counters.ts_mismatch += 1;
+        Err(EspError::SelectorMismatch)
     }
 
     fn check_room(&self, payload_len: usize, have: usize) -> Result<(), EspError> {
@@ -381,6 +403,7 @@ pub struct InboundSa {
     opener: Opener,
     window: ReplayWindow,
     counters: Counters,
+    selectors: Selectors,
 }
 
 impl core::fmt::Debug for InboundSa {
@@ -410,6 +433,7 @@ impl InboundSa {
             opener: Opener::new(params.alg, &params.keymat)?,
             window: ReplayWindow::new(params.replay_window)?,
             counters: Counters::default(),
+            selectors: params.selectors,
         })
     }
 
@@ -448,6 +472,7 @@ impl InboundSa {
             }
             Err(EspError::Replayed(_)) => c.replayed += 1,
             Err(EspError::IcvFailure) => c.icv_failures += 1,
+            Err(EspError::SelectorMismatch) => c.ts_mismatch += 1,
             Err(_) => c.malformed += 1,
         }
         r
@@ -506,22 +531,23 @@ impl InboundSa {
         if padding.iter().zip(1..=u8::MAX).any(|(&b, want)| b != want) {
             return Err(EspError::BadPadding);
         }
-        match next_header {
+        let d = match next_header {
             NEXT_HEADER_IPV4 => {
                 // §2.7: bytes beyond the IP length are TFC padding.
                 let len = ipv4_len(payload).map_err(|_| EspError::BadInnerPacket)?;
-                Ok(Decapsulated::Ipv4(
-                    payload.get_mut(..len).ok_or(EspError::BadInnerPacket)?,
-                ))
+                Decapsulated::Ipv4(payload.get_mut(..len).ok_or(EspError::BadInnerPacket)?)
             }
             NEXT_HEADER_IPV6 => {
                 let len = ipv6_len(payload).map_err(|_| EspError::BadInnerPacket)?;
-                Ok(Decapsulated::Ipv6(
-                    payload.get_mut(..len).ok_or(EspError::BadInnerPacket)?,
-                ))
+                Decapsulated::Ipv6(payload.get_mut(..len).ok_or(EspError::BadInnerPacket)?)
             }
-            NEXT_HEADER_DUMMY => Ok(Decapsulated::Dummy),
-            other => Err(EspError::UnsupportedNextHeader(other)),
+            NEXT_HEADER_DUMMY => return Ok(Decapsulated::Dummy),
+            other => return Err(EspError::UnsupportedNextHeader(other)),
+        };
+        // RFC 4301 §5.2: an authentic packet outside the negotiated selectors is dropped.
+        match d.packet() {
+            Some(p) if self.selectors.permits_inbound(p) => Ok(d),
+            _ => Err(EspError::SelectorMismatch),
         }
     }
 

@@ -22,6 +22,7 @@ fn params(spi: u32, alg: Algorithm, keymat: &[u8], esn: bool) -> SaParams {
         keymat: Zeroizing::new(keymat.to_vec()),
         esn,
         replay_window: DEFAULT_REPLAY_WINDOW,
+        selectors: Selectors::default(),
     }
 }
 
@@ -716,6 +717,49 @@ fn maximal_255_byte_padding_is_checked_without_overflow() {
         let mut p = seal_raw(alg, 2, &pt);
         assert_eq!(inb.open(&mut p), Err(EspError::BadPadding));
     }
+}
+
+/// RFC 4301 §5.2: a narrowed SA drops authentic packets outside its selectors
+/// (counted `ts_mismatch`, the window still moves: the packet was authentic), and
+/// outbound refuses them before spending a sequence number.
+#[test]
+fn narrowed_selectors_are_enforced_both_ways() {
+    let alg = Algorithm::AesGcm16(AesKeySize::Aes128);
+    let keymat = test_keymat(alg);
+    let host = |a: [u8; 4]| Selector {
+        start: a.into(),
+        end: a.into(),
+        ..Selector::any(false)
+    };
+    // Inbound: the peer is 10.0.0.1, we are 10.0.0.2.
+    let ours = Selectors::new(vec![host([10, 0, 0, 2])], vec![host([10, 0, 0, 1])]);
+    let mut p = params(0x1234_5678, alg, &keymat, false);
+    let (mut out, _) = pair(alg, false);
+    p.selectors = ours.clone();
+    let mut inb = InboundSa::new(p).unwrap();
+    let mut inner = ipv4_packet(40, 7);
+    inner[12..20].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    let mut pkt = seal_vec(&mut out, &inner);
+    assert_eq!(inb.open(&mut pkt).unwrap().packet().unwrap(), &inner[..]);
+    let mut spoofed_src = inner.clone();
+    spoofed_src[15] = 9;
+    let mut pkt = seal_vec(&mut out, &spoofed_src);
+    assert_eq!(inb.open(&mut pkt), Err(EspError::SelectorMismatch));
+    assert_eq!(inb.counters().ts_mismatch, 1);
+    assert_eq!(inb.counters().malformed, 0);
+    assert_eq!(inb.highest_seq(), 2);
+    // Outbound with the mirrored selectors: 10.0.0.1 → 10.0.0.2 is ours to send.
+    let mut p = params(0x1234_5678, alg, &keymat, false);
+    p.selectors = Selectors::new(vec![host([10, 0, 0, 1])], vec![host([10, 0, 0, 2])]);
+    let mut narrow_out = OutboundSa::new(p).unwrap();
+    let mut buf = vec![0u8; 200];
+    assert!(narrow_out.seal(&inner, &mut buf).is_ok());
+    assert_eq!(
+        narrow_out.seal(&spoofed_src, &mut buf),
+        Err(EspError::SelectorMismatch)
+    );
+    assert_eq!(narrow_out.counters().ts_mismatch, 1);
+    assert_eq!(narrow_out.last_seq(), 1);
 }
 
 #[test]

@@ -121,6 +121,7 @@ fn install_pair(a: &Side, b: &Side, spi_a: u32, spi_b: u32, seed: u8) {
             remote: b.wan,
             local: a.wan,
             replay_window: 128,
+            selectors: Default::default(),
         },
     )
     .unwrap();
@@ -136,6 +137,7 @@ fn install_pair(a: &Side, b: &Side, spi_a: u32, spi_b: u32, seed: u8) {
             remote: a.wan,
             local: b.wan,
             replay_window: 1024,
+            selectors: Default::default(),
         },
     )
     .unwrap();
@@ -385,6 +387,7 @@ fn replay_icv_unknown_spi(a: &Side, b: &Side) {
             remote: "192.0.2.1:4999".parse().unwrap(),
             local: b.wan,
             replay_window: 64,
+            selectors: Default::default(),
         },
     )
     .unwrap();

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use esp::{AesKeySize, Algorithm, Counters, EspError, InboundSa, Integrity, OutboundSa, SaParams};
 use ike::iana::{EncrId, IntegId};
+use ike::wire::TrafficSelector;
 
 use tables::{InboundEntry, Outbound, Socket, Tunnel};
 
@@ -56,6 +57,8 @@ pub struct ChildKeys {
     /// Our port-4500 address; selects the socket ESP is sent from.
     pub local: SocketAddr,
     pub replay_window: u32,
+    /// The negotiated traffic selectors, enforced on both paths (RFC 4301 §5.1/§5.2).
+    pub selectors: esp::Selectors,
 }
 
 impl std::fmt::Debug for ChildKeys {
@@ -69,6 +72,7 @@ impl std::fmt::Debug for ChildKeys {
             .field("remote", &self.remote)
             .field("local", &self.local)
             .field("replay_window", &self.replay_window)
+            .field("selectors", &self.selectors)
             .finish_non_exhaustive()
     }
 }
@@ -107,6 +111,33 @@ pub struct TunnelStats {
     pub tx_tun_errors: u64,
     /// Failed batched writes of decrypted packets to the TUN.
     pub rx_tun_write_errors: u64,
+}
+
+/// The ESP view of a CHILD SA's negotiated selectors (`local` = ours). Selector types
+/// other than address ranges are never negotiated by us, so they cannot match.
+pub fn selectors_for(local: &[TrafficSelector], remote: &[TrafficSelector]) -> esp::Selectors {
+    let convert = |list: &[TrafficSelector]| {
+        list.iter()
+            .filter_map(|ts| match *ts {
+                TrafficSelector::Range {
+                    ip_protocol,
+                    start_port,
+                    end_port,
+                    start,
+                    end,
+                    ..
+                } => Some(esp::Selector {
+                    start,
+                    end,
+                    protocol: ip_protocol,
+                    start_port,
+                    end_port,
+                }),
+                TrafficSelector::Unknown { .. } => None,
+            })
+            .collect()
+    };
+    esp::Selectors::new(convert(local), convert(remote))
 }
 
 /// Maps negotiated IKEv2 transforms to an ESP suite; `None` when the
@@ -290,6 +321,7 @@ impl Dataplane {
             keymat: keys.keys_in,
             esn: keys.esn,
             replay_window: keys.replay_window,
+            selectors: keys.selectors.clone(),
         })?;
         let outbound = OutboundSa::new(SaParams {
             spi: keys.spi_out,
@@ -297,6 +329,7 @@ impl Dataplane {
             keymat: keys.keys_out,
             esn: keys.esn,
             replay_window: 0,
+            selectors: keys.selectors,
         })?;
         let sock = self.socket_for(keys.local).unwrap_or(0);
         let src_ip = self
