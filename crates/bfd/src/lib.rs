@@ -10,10 +10,12 @@
 //! that is zero (§6.3).
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod limits;
 pub mod packet;
 pub mod session;
 
+pub use auth::{AuthConfig, AuthError, AuthType, Sha1Mode};
 pub use packet::{ControlPacket, Diag, PacketError, State};
 pub use session::{ConfigError, Discard, Event, Session, SessionConfig};
 

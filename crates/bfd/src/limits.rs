@@ -6,8 +6,13 @@ use std::time::Duration;
 pub const VERSION: u8 = 1;
 /// §4.1 / §6.8.6: a Control packet without authentication is 24 octets.
 pub const PACKET_LEN: usize = 24;
-/// §6.8.6: with the A bit set the minimum is 26 (we do not do authentication, §6.7).
+/// §6.8.6: with the A bit set the minimum is 26.
 pub const PACKET_LEN_AUTH_MIN: usize = 26;
+/// §4.4: the Keyed SHA1 section is 28 octets (type, len, key ID, reserved, sequence
+/// number, 20-octet digest); the key is 1 to 20 octets, zero-padded to the digest size.
+pub const SHA1_AUTH_LEN: usize = 28;
+pub const SHA1_DIGEST_LEN: usize = 20;
+pub const SHA1_KEY_MAX: usize = 20;
 /// RFC 5881 §4: single-hop Control packets go to UDP destination port 3784.
 pub const CONTROL_PORT: u16 = 3784;
 /// RFC 5881 §4: the source port MUST be in 49152..=65535 and stay the same for a session.

@@ -119,8 +119,6 @@ pub enum PacketError {
     Version(u8),
     #[error("length field {length} is invalid for a {datagram}-octet datagram")]
     Length { length: u8, datagram: usize },
-    #[error("authentication (A bit) is not supported")]
-    AuthenticationUnsupported,
     #[error("Detect Mult is zero")]
     ZeroDetectMult,
     #[error("Multipoint (M) bit is set")]
@@ -136,12 +134,13 @@ pub enum PacketError {
 const FLAG_P: u8 = 0x20;
 const FLAG_F: u8 = 0x10;
 const FLAG_C: u8 = 0x08;
-const FLAG_A: u8 = 0x04;
+pub(crate) const FLAG_A: u8 = 0x04;
 const FLAG_D: u8 = 0x02;
 const FLAG_M: u8 = 0x01;
 
-/// A validated BFD Control packet without authentication. Intervals are in
-/// microseconds, as on the wire (§4.1).
+/// A validated BFD Control packet. Intervals are in microseconds, as on the wire (§4.1).
+/// The authentication section, if any, is checked by the session that owns the key
+/// ([`crate::Session::handle_datagram`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ControlPacket {
     pub diag: Diag,
@@ -154,6 +153,8 @@ pub struct ControlPacket {
     pub control_plane_independent: bool,
     /// D: the sender wishes to run Demand mode (§6.6).
     pub demand: bool,
+    /// A: an authentication section follows (§4.2); encoding adds it from the session.
+    pub authenticated: bool,
     pub detect_mult: u8,
     pub my_discr: u32,
     pub your_discr: u32,
@@ -163,9 +164,9 @@ pub struct ControlPacket {
 }
 
 impl ControlPacket {
-    /// Parse and validate one UDP payload (§6.8.6). Packets with the A bit are rejected
-    /// because we do not implement authentication. Octets past the Length field (which
-    /// may be at most the datagram size) are ignored.
+    /// Parse and validate one UDP payload (§6.8.6). With the A bit set, the section
+    /// after the header is verified by the session ([`crate::Session::handle_datagram`]).
+    /// Octets past the Length field (which may be at most the datagram size) are ignored.
     pub fn decode(datagram: &[u8]) -> Result<ControlPacket, PacketError> {
         let Some(h) = datagram.first_chunk::<{ limits::PACKET_LEN }>() else {
             return Err(PacketError::Truncated(datagram.len()));
@@ -186,10 +187,6 @@ impl ControlPacket {
                 length,
                 datagram: datagram.len(),
             });
-        }
-        // §6.8.6: with A set and no authentication in use the packet MUST be discarded.
-        if flags & FLAG_A != 0 {
-            return Err(PacketError::AuthenticationUnsupported);
         }
         let detect_mult = h[2];
         if detect_mult == 0 {
@@ -219,6 +216,7 @@ impl ControlPacket {
             final_: flags & FLAG_F != 0,
             control_plane_independent: flags & FLAG_C != 0,
             demand: flags & FLAG_D != 0,
+            authenticated: flags & FLAG_A != 0,
             detect_mult,
             my_discr,
             your_discr,
@@ -228,7 +226,8 @@ impl ControlPacket {
         })
     }
 
-    /// The 24-octet wire form (§4.1): version 1, A and M clear, Length 24.
+    /// The 24-octet wire form (§4.1): version 1, A and M clear, Length 24 (a session
+    /// with authentication sets A and appends the section).
     pub fn to_bytes(&self) -> [u8; limits::PACKET_LEN] {
         let mut flags = 0;
         for (set, bit) in [
@@ -344,6 +343,7 @@ mod tests {
             final_: false,
             control_plane_independent: false,
             demand: false,
+            authenticated: false,
             detect_mult: 3,
             my_discr: 0x9234_76f2,
             your_discr: 0x1122_3344,
@@ -375,14 +375,16 @@ mod tests {
             with(BIRD_UP, |b| b[3] = 25),
             Err(PacketError::Length { .. })
         ));
-        // Length 26 inside a 26-octet datagram with A set: valid length, but no auth here.
-        assert_eq!(
+        // Length 26 inside a 26-octet datagram with A set: a valid length; the section
+        // itself is the session's to verify.
+        assert!(
             with(BIRD_UP, |b| {
                 b[1] |= FLAG_A;
                 b[3] = 26;
                 b.extend_from_slice(&[1, 2]);
-            }),
-            Err(PacketError::AuthenticationUnsupported)
+            })
+            .unwrap()
+            .authenticated
         );
         assert!(matches!(
             with(BIRD_UP, |b| b[1] |= FLAG_A),
@@ -464,6 +466,7 @@ mod tests {
                     final_: f && !p,
                     control_plane_independent: c,
                     demand: d,
+                    authenticated: false,
                     detect_mult: mult,
                     my_discr: my,
                     your_discr: your,

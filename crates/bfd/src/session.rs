@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::auth::{AuthConfig, AuthError, AuthState};
 use crate::limits;
 use crate::packet::{ControlPacket, Diag, State};
 use crate::Rng;
@@ -42,6 +43,9 @@ pub enum Discard {
     YourDiscriminator { expected: u32, got: u32 },
     #[error("session is administratively down")]
     AdminDown,
+    /// §6.7 / §6.8.6: authentication missing, unexpected or wrong.
+    #[error("authentication: {0}")]
+    Auth(#[from] AuthError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +101,11 @@ pub struct Session {
     /// Last valid packet from the peer; with the Detection Time it gives the deadline.
     last_rx: Option<Instant>,
     events: VecDeque<Event>,
+    /// §6.7: the key and sequence numbers, when authentication is configured.
+    auth: Option<AuthState>,
+    /// When the last authenticated packet arrived and the Detection Time then, for the
+    /// §6.8.1 rule that forgets bfd.RcvAuthSeq after twice that long.
+    auth_heard: Option<(Instant, Duration)>,
 }
 
 fn check_interval(d: Duration) -> Result<(), ConfigError> {
@@ -142,7 +151,20 @@ impl Session {
             next_tx: None,
             last_rx: None,
             events: VecDeque::new(),
+            auth: None,
+            auth_heard: None,
         })
+    }
+
+    /// Require and send Keyed SHA1 authentication (§6.7.4) on this session.
+    pub fn with_auth(mut self, auth: AuthConfig) -> Session {
+        self.auth = Some(AuthState::new(auth));
+        self
+    }
+
+    /// The configured authentication, if any (for status; the key is never shown).
+    pub fn auth(&self) -> Option<&AuthConfig> {
+        self.auth.as_ref().map(AuthState::config)
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -268,10 +290,50 @@ impl Session {
         }
     }
 
-    /// Process one valid Control packet for this session (§6.8.6, after the checks that
-    /// [`ControlPacket::decode`] does). The caller has already dropped packets whose TTL
-    /// is not 255.
+    /// Process one received datagram that [`ControlPacket::decode`] turned into `pkt`:
+    /// authentication first (§6.7, §6.8.6), then [`Session::handle_packet`]'s rules. The
+    /// caller has already dropped packets whose TTL is not 255.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+        pkt: &ControlPacket,
+    ) -> Result<(), Discard> {
+        let Some(auth) = &mut self.auth else {
+            return self.handle_packet(now, pkt);
+        };
+        if !pkt.authenticated {
+            return Err(AuthError::Missing.into());
+        }
+        // §6.8.1: after twice the Detection Time of silence any sequence number goes.
+        if self
+            .auth_heard
+            .is_some_and(|(t, det)| now.saturating_duration_since(t) >= det * 2)
+        {
+            auth.forget_sequence();
+        }
+        auth.verify(datagram, pkt.detect_mult)?;
+        self.accept(now, pkt)?;
+        let det = self.detection_time().unwrap_or(limits::SLOW_TX_INTERVAL);
+        self.auth_heard = Some((now, det));
+        Ok(())
+    }
+
+    /// Process one valid Control packet without authentication (§6.8.6, after the
+    /// checks that [`ControlPacket::decode`] does). A session configured for
+    /// authentication refuses it: use [`Session::handle_datagram`].
     pub fn handle_packet(&mut self, now: Instant, pkt: &ControlPacket) -> Result<(), Discard> {
+        // §6.8.6: A set without authentication in use, or clear with it in use: discard.
+        if pkt.authenticated {
+            return Err(AuthError::Unexpected.into());
+        }
+        if self.auth.is_some() {
+            return Err(AuthError::Missing.into());
+        }
+        self.accept(now, pkt)
+    }
+
+    fn accept(&mut self, now: Instant, pkt: &ControlPacket) -> Result<(), Discard> {
         // §6.8.6: a nonzero Your Discriminator selects the session; ours or discard.
         if pkt.your_discr != 0 && pkt.your_discr != self.cfg.local_discr {
             return Err(Discard::YourDiscriminator {
@@ -401,6 +463,7 @@ impl Session {
             final_: fin,
             control_plane_independent: false,
             demand: false,
+            authenticated: self.auth.is_some(),
             detect_mult: self.cfg.detect_mult,
             my_discr: self.cfg.local_discr,
             your_discr: self.remote.discr,
@@ -414,6 +477,22 @@ impl Session {
             self.next_tx = Some(now + self.jittered(interval, rng));
         }
         Some(pkt)
+    }
+
+    /// Like [`Session::poll_transmit`], appending the packet's wire form (with its
+    /// authentication section when configured) to `out`. Returns false if nothing is due.
+    pub fn poll_datagram(&mut self, now: Instant, rng: &mut dyn Rng, out: &mut Vec<u8>) -> bool {
+        let Some(pkt) = self.poll_transmit(now, rng) else {
+            return false;
+        };
+        pkt.encode(out);
+        if let Some(auth) = &mut self.auth {
+            // §6.8.1: bfd.XmitAuthSeq starts at a random value.
+            let mut b = [0u8; 4];
+            rng.fill(&mut b);
+            auth.sign(out, u32::from_be_bytes(b));
+        }
+        true
     }
 
     /// §6.8.7: 75..=100 % of the interval, or 75..=90 % with Detect Mult 1.

@@ -536,7 +536,7 @@ proptest! {
             let your = if your == 0 && matches!(state, State::Init | State::Up) { 1 } else { your };
             let pkt = ControlPacket {
                 diag: Diag::new(0), state, poll: p, final_: f && !p,
-                control_plane_independent: false, demand: false, detect_mult: mult,
+                control_plane_independent: false, demand: false, authenticated: false, detect_mult: mult,
                 my_discr: my, your_discr: your, desired_min_tx_us: tx, required_min_rx_us: rx,
                 required_min_echo_rx_us: 0,
             };
@@ -568,6 +568,7 @@ fn faster_remote_rx_pulls_the_schedule_in() {
         final_: false,
         control_plane_independent: false,
         demand: false,
+        authenticated: false,
         detect_mult: 3,
         my_discr: 99,
         your_discr: your,
