@@ -263,6 +263,7 @@ impl Rib {
             u.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF)
         };
         let mut last_afi = Afi::IPV4;
+        let mut over = None;
         for (prefix, nh) in &u.announced {
             let afi_ok = match prefix.afi() {
                 Afi::IPV4 => up.ipv4,
@@ -280,6 +281,14 @@ impl Rib {
                 continue;
             }
             last_afi = prefix.afi();
+            // RFC 4486 §4: past the limit the session ends; the excess never reaches the
+            // Loc-RIB (nor the kernel).
+            if let Some(limit) = p.policy.max_prefix {
+                if !p.adj_in.contains_key(prefix) && p.adj_in.len() >= limit as usize {
+                    over = Some(limit);
+                    continue;
+                }
+            }
             p.adj_in.insert(
                 *prefix,
                 Route {
@@ -295,7 +304,6 @@ impl Rib {
             );
             touched.insert(*prefix);
         }
-        let over = p.policy.max_prefix.filter(|m| p.adj_in.len() > *m as usize);
         for prefix in touched {
             self.recompute(prefix);
         }

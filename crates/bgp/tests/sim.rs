@@ -472,6 +472,10 @@ fn max_prefix_sends_cease_1() {
     };
     assert_eq!((n.code, n.subcode), (6, 1));
     assert_eq!(net.nodes[a].sp.rib().loc_rib().count(), 0);
+    // The prefix past the limit never entered the Loc-RIB, so it was never installed.
+    let learned: std::collections::BTreeSet<_> =
+        net.nodes[a].changes.iter().map(|c| c.prefix).collect();
+    assert_eq!(learned.len(), 2, "{learned:?}");
 }
 
 #[test]

@@ -281,39 +281,52 @@ impl Message {
 }
 
 /// Splits a TCP byte stream into whole messages (RFC 4271 §4.1: the length field frames).
+/// Consumed messages advance an offset; the buffer is compacted only when a push finds
+/// it mostly consumed, so a burst of small messages costs no per-message memmove.
 #[derive(Debug, Default)]
 pub struct Framer {
     buf: Vec<u8>,
+    /// Start of the first unconsumed octet in `buf`.
+    start: usize,
 }
 
 impl Framer {
     /// Append received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// Drop any buffered bytes (new connection).
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.start = 0;
     }
 
-    /// Number of buffered bytes.
+    /// Number of buffered (unconsumed) bytes.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// The next complete message, `Ok(None)` if more bytes are needed. Header errors are
     /// reported as soon as the 19 header octets are in.
     pub fn next_message(&mut self) -> Result<Option<Message>, BgpError> {
-        let Some(head) = self.buf.get(..HEADER_LEN) else {
+        let pending = &self.buf[self.start..];
+        let Some(head) = pending.get(..HEADER_LEN) else {
             return Ok(None);
         };
         let (ty, len) = check_header(head)?;
-        let Some(body) = self.buf.get(HEADER_LEN..len) else {
+        let Some(body) = pending.get(HEADER_LEN..len) else {
             return Ok(None);
         };
         let msg = Message::decode_body(ty, body);
-        self.buf.drain(..len);
+        self.start += len;
         msg.map(Some)
     }
 }
@@ -358,6 +371,23 @@ mod tests {
             assert_eq!(got.len(), 3);
             assert_eq!(f.buffered(), 0);
         }
+    }
+
+    /// Consumed messages are not moved one by one, yet the buffer never keeps more than
+    /// the unconsumed tail plus what one push brought.
+    #[test]
+    fn framer_reclaims_consumed_bytes() {
+        let mut f = Framer::default();
+        let two = [ka(), ka()].concat();
+        for _ in 0..10_000 {
+            // One and a half messages per push: the tail always straddles a push.
+            f.push(&two[..28]);
+            while f.next_message().unwrap().is_some() {}
+            f.push(&two[28..]);
+            while f.next_message().unwrap().is_some() {}
+            assert!(f.buf.len() <= 2 * two.len(), "{}", f.buf.len());
+        }
+        assert_eq!(f.buffered(), 0);
     }
 
     #[test]
