@@ -1,0 +1,63 @@
+//! The README is the user's specification: its configuration example must be a valid
+//! configuration, with the values it documents.
+
+use std::path::Path;
+
+/// Every ```toml block of the README, in order.
+fn toml_blocks(readme: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```toml") => current = Some(String::new()),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some(b), l) => {
+                b.push_str(l);
+                b.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn readme_configuration_example_parses_with_its_documented_values() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let blocks = toml_blocks(&readme);
+    assert!(!blocks.is_empty(), "no ```toml block in the README");
+    let main = blocks
+        .iter()
+        .find(|b| b.contains("[[tunnel]]") && b.contains("[bgp]"))
+        .expect("the README's full example (tunnel and bgp)");
+    let cfg = routevpn::config::parse(main, "README.md")
+        .unwrap_or_else(|e| panic!("the README's example does not parse: {e}"));
+    assert_eq!(cfg.tunnels.len(), 1);
+    let t = &cfg.tunnels[0];
+    assert_eq!(t.name, "vti0");
+    assert_eq!(t.local.to_string(), "192.0.2.1");
+    assert_eq!(t.remote.to_string(), "192.0.2.2");
+    assert!(t.start);
+    assert_eq!(t.ike.len(), 2, "two IKE proposals");
+    assert_eq!(t.esp.len(), 2, "two ESP proposals");
+    let bgp = cfg.bgp.as_ref().expect("[bgp]");
+    assert_eq!(bgp.asn, 65001);
+    assert_eq!(bgp.neighbors.len(), 1);
+    assert_eq!(bgp.neighbors[0].asn, 65002);
+    let bfd = bgp.neighbors[0]
+        .bfd
+        .as_ref()
+        .expect("bfd = { interval, multiplier }");
+    assert_eq!((bfd.interval.as_millis(), bfd.multiplier), (100, 3));
+    assert_eq!(bgp.hold_time.as_secs(), 9);
+    assert_eq!(bgp.connect_retry.as_secs(), 1);
+    assert_eq!(t.addresses.len(), 2, "address = [v4, v6]");
+    assert_eq!(t.routes.len(), 2, "routes = [plain, {{ prefix, metric }}]");
+    // Every other toml block (snippets) must parse as TOML at least.
+    for b in &blocks {
+        if let Err(e) = b.parse::<toml::Table>() {
+            panic!("README toml block is not TOML: {e}\n{b}");
+        }
+    }
+}
