@@ -3,10 +3,8 @@
 //! content-checked TCP, what the transport link carries, replayed and tampered ESP,
 //! DELETE on SIGTERM, and static failover between two tunnels by route metric.
 
-mod common;
-
-use common::{wait_until, Netns, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
 use std::time::{Duration, Instant};
+use testbed::{wait_until, Netns, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
 
 const T: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(50);
@@ -63,7 +61,7 @@ fn cfg(t: RvTunnel) -> RvConfig {
 /// Sends `len` pseudo-random bytes over TCP from `client` to `server_addr` (listening
 /// in `server`) and checks the SHA-256 the receiver computes. Bounded by timeouts.
 fn tcp_transfer(server: &Netns, client: &Netns, server_addr: &str, len: usize) {
-    let dir = common::TestDir::new("tcp");
+    let dir = testbed::TestDir::new("tcp");
     let port = "5201";
     let srv_py = format!(
         "import socket,hashlib,sys\n\
@@ -118,20 +116,20 @@ fn pair(esp: &str) -> (Topology, Routevpn, Routevpn) {
     let topo = Topology::two_sites();
     let b = Routevpn::start(&topo.right, &cfg(tunnel(false, esp, false))).unwrap();
     let a = Routevpn::start(&topo.left, &cfg(tunnel(true, esp, true))).unwrap();
-    common::wait_tunnel_up(&a, T);
-    common::wait_tunnel_up(&b, T);
+    testbed::wait_tunnel_up(&a, T);
+    testbed::wait_tunnel_up(&b, T);
     (topo, a, b)
 }
 
 #[test]
 fn routevpn_pair_carries_ipv4_and_ipv6_and_only_esp_on_the_wire() {
-    if !common::require_programs(&["tcpdump", "python3", "ping"]) {
+    if !testbed::require_programs(&["tcpdump", "python3", "ping"]) {
         return;
     }
     for esp in ["aes128gcm16", "aes256-sha256-esn"] {
         let (topo, a, b) = pair(esp);
         // A capture on the transport link for the whole exchange.
-        let dir = common::TestDir::new("cap");
+        let dir = testbed::TestDir::new("cap");
         let cap = dir.join("wan.txt");
         let tcpdump = topo.left.spawn(
             &[
@@ -180,7 +178,7 @@ fn routevpn_pair_carries_ipv4_and_ipv6_and_only_esp_on_the_wire() {
                 "{esp}: plaintext or non-IKE/ESP on the wire: {l}"
             );
         }
-        let t = common::wait_tunnel_up(&a, T);
+        let t = testbed::wait_tunnel_up(&a, T);
         let c = &t["child_sas"][0];
         assert!(
             c["packets_out"].as_u64().unwrap() > 100 && c["packets_in"].as_u64().unwrap() > 100,
@@ -224,11 +222,11 @@ fn esp_payloads(pcap: &[u8]) -> Vec<Vec<u8>> {
 
 #[test]
 fn replayed_and_tampered_esp_is_dropped_and_counted() {
-    if !common::require_programs(&["tcpdump", "python3", "ping"]) {
+    if !testbed::require_programs(&["tcpdump", "python3", "ping"]) {
         return;
     }
     let (topo, _a, b) = pair("aes128gcm16");
-    let dir = common::TestDir::new("replay");
+    let dir = testbed::TestDir::new("replay");
     let pcap = dir.join("esp.pcap");
     let tcpdump = topo.right.spawn(
         &[
@@ -263,7 +261,7 @@ fn replayed_and_tampered_esp_is_dropped_and_counted() {
         .expect("capture done");
     let esp = esp_payloads(&std::fs::read(&pcap).unwrap());
     assert!(!esp.is_empty(), "captured ESP");
-    let before = common::wait_tunnel_up(&b, T)["child_sas"][0].clone();
+    let before = testbed::wait_tunnel_up(&b, T)["child_sas"][0].clone();
     // Re-inject the captured packet (a replay) and a copy with one ciphertext bit flipped.
     let mut tampered = esp[0].clone();
     let n = tampered.len();
@@ -297,11 +295,11 @@ fn replayed_and_tampered_esp_is_dropped_and_counted() {
 
 #[test]
 fn sigterm_deletes_sas_and_takes_the_peer_interface_down_at_once() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let (topo, mut a, b) = pair("aes128gcm16");
-    assert!(common::link_up(&topo.right, "vti0"));
+    assert!(testbed::link_up(&topo.right, "vti0"));
     assert!(topo
         .right
         .run(&["ip", "route", "show", Topology::LEFT_NET])
@@ -310,7 +308,7 @@ fn sigterm_deletes_sas_and_takes_the_peer_interface_down_at_once() {
     let t0 = Instant::now();
     a.stop();
     wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
-        (!common::link_up(&topo.right, "vti0"))
+        (!testbed::link_up(&topo.right, "vti0"))
             .then_some(())
             .ok_or("vti0 still up".to_string())
     })
@@ -334,13 +332,13 @@ fn sigterm_deletes_sas_and_takes_the_peer_interface_down_at_once() {
 
 #[test]
 fn two_tunnels_with_metrics_fail_over() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let topo = Topology::two_sites();
     // A second transport link; one routevpn daemon per tunnel on the right so one
     // peer can be stopped on its own.
-    common::veth(
+    testbed::veth(
         &topo.left,
         "wan1",
         &["198.51.100.1/24"],
@@ -435,8 +433,8 @@ fn two_tunnels_with_metrics_fail_over() {
         (ups == 2).then_some(()).ok_or(format!("{ups} tunnels up"))
     })
     .unwrap();
-    common::wait_tunnel_up(&b0, T);
-    common::wait_tunnel_up(&b1, T);
+    testbed::wait_tunnel_up(&b0, T);
+    testbed::wait_tunnel_up(&b1, T);
     let route = || {
         topo.left
             .run(&["ip", "route", "get", Topology::RIGHT_HOST])
@@ -449,7 +447,7 @@ fn two_tunnels_with_metrics_fail_over() {
     );
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
     // Count replies from a steady ping across the switch.
-    let dir = common::TestDir::new("ping");
+    let dir = testbed::TestDir::new("ping");
     let log = dir.join("ping.log");
     let ping = topo.left_host.spawn(
         &[
@@ -472,7 +470,7 @@ fn two_tunnels_with_metrics_fail_over() {
     .unwrap();
     ping.wait_exit(Duration::from_secs(10)).unwrap();
     let out = std::fs::read_to_string(&log).unwrap();
-    eprintln!("{}", common::tail(&out, 3));
+    eprintln!("{}", testbed::tail(&out, 3));
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
     let st = a.status().unwrap();
     assert_ne!(
@@ -511,7 +509,7 @@ fn swan(ike: &str, esp: &str) -> SwanConn {
 
 #[test]
 fn routevpn_and_strongswan_carry_traffic_in_both_roles() {
-    if !common::require_strongswan() || !common::require_programs(&["python3"]) {
+    if !testbed::require_strongswan() || !testbed::require_programs(&["python3"]) {
         return;
     }
     for (routevpn_initiates, esp) in [(true, "aes128gcm16"), (false, "aes256-sha256")] {
@@ -524,10 +522,10 @@ fn routevpn_and_strongswan_carry_traffic_in_both_roles() {
             sw.initiate("net").unwrap();
         }
         sw.wait_established("tun", T).unwrap();
-        common::wait_tunnel_up(&rv, T);
+        testbed::wait_tunnel_up(&rv, T);
         topo.left_host
             .wait_ping(Topology::RIGHT_HOST, T)
-            .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&rv.log(), 40)));
+            .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 40)));
         topo.right_host.wait_ping(Topology::LEFT_HOST, T).unwrap();
         topo.left_host.wait_ping(Topology::RIGHT_HOST6, T).unwrap();
         tcp_transfer(
@@ -557,7 +555,7 @@ fn routevpn_and_strongswan_carry_traffic_in_both_roles() {
 /// tunnel still comes up again after a `down`/`up` and carries traffic.
 #[test]
 fn ike_and_esp_never_route_into_the_tunnel() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let (topo, a, _b) = pair("aes128gcm16");
@@ -584,13 +582,13 @@ fn ike_and_esp_never_route_into_the_tunnel() {
     // Tear down and re-establish: every IKE message must still use wan0.
     a.cli(&["down", "vti0", "--socket", &sock]).unwrap();
     wait_until(T, POLL, || {
-        (!common::link_up(&topo.left, "vti0"))
+        (!testbed::link_up(&topo.left, "vti0"))
             .then_some(())
             .ok_or("still up".to_string())
     })
     .unwrap();
     a.cli(&["up", "vti0", "--socket", &sock]).unwrap();
-    common::wait_tunnel_up(&a, T);
+    testbed::wait_tunnel_up(&a, T);
     // The routes died with the interface; put them back while the tunnel carries traffic.
     topo.left.must(&[
         "ip",
@@ -601,13 +599,13 @@ fn ike_and_esp_never_route_into_the_tunnel() {
         "vti0",
     ]);
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
-    let t = common::wait_tunnel_up(&a, T);
+    let t = testbed::wait_tunnel_up(&a, T);
     assert!(t["child_sas"][0]["packets_in"].as_u64().unwrap() > 0, "{t}");
     // With the route into the tunnel in place, IKE still reaches the peer: its DELETE
     // takes the far end down at once.
     a.cli(&["down", "vti0", "--socket", &sock]).unwrap();
     wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
-        (!common::link_up(&topo.right, "vti0"))
+        (!testbed::link_up(&topo.right, "vti0"))
             .then_some(())
             .ok_or("peer still up".to_string())
     })
