@@ -89,6 +89,18 @@ impl Netns {
         )
     }
 
+    /// Starts `cmd` in the namespace with stdout to `stdout` and stderr to `stderr`
+    /// (both truncated), e.g. a JSON report apart from its diagnostics.
+    pub fn spawn_split(&self, cmd: &[&str], stdout: &Path, stderr: &Path) -> Proc {
+        let label = format!("[{}] {}", self.name(), cmd.join(" "));
+        let open = |p: &Path| {
+            std::fs::File::create(p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()))
+        };
+        let mut c = self.command(cmd);
+        c.stdout(open(stdout)).stderr(open(stderr));
+        Proc::spawn_prepared(c, &label, Some(self.clone()))
+    }
+
     /// Sets a sysctl inside the namespace (`net.ipv4.ip_forward=1` style).
     pub fn sysctl(&self, key: &str, value: &str) {
         self.must(&["sysctl", "-qw", &format!("{key}={value}")]);
@@ -196,7 +208,13 @@ impl Proc {
             .open(log)
             .unwrap_or_else(|e| panic!("open log {}: {e}", log.display()));
         let file2 = file.try_clone().expect("clone log file handle");
-        cmd.stdin(Stdio::null()).stdout(file).stderr(file2);
+        cmd.stdout(file).stderr(file2);
+        Proc::spawn_prepared(cmd, label, ns)
+    }
+
+    /// Spawns `cmd` as it is set up, with stdin null.
+    fn spawn_prepared(mut cmd: Command, label: &str, ns: Option<Netns>) -> Proc {
+        cmd.stdin(Stdio::null());
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {label}: {e}"));
         Proc {
             pid: child.id(),

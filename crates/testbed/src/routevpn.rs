@@ -267,7 +267,8 @@ impl Routevpn {
         }
     }
 
-    fn exit_status(&self) -> Option<std::process::ExitStatus> {
+    /// The daemon's exit status once it has ended, None while it runs.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
         self.proc.as_ref().and_then(Proc::try_wait)
     }
 
