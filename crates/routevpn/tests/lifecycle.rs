@@ -62,33 +62,10 @@ fn tunnel_json(rv: &Routevpn) -> Result<Value, String> {
 /// at 20/s alongside; returns (bytes, ping sent, ping received).
 fn traffic_while(topo: &Topology, secs: u64) -> (u64, u64, u64) {
     let dir = testbed::TestDir::new("soak");
-    let srv = "import socket,hashlib\n\
-        s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-        s.bind(('10.2.0.2',5301));s.listen(1);s.settimeout(30)\n\
-        c,_=s.accept();c.settimeout(30);h=hashlib.sha256();n=0\n\
-        while True:\n  b=c.recv(65536)\n  if not b: break\n  h.update(b);n+=len(b)\n\
-        print(n,h.hexdigest(),flush=True)\n";
-    let cli = format!(
-        "import socket,hashlib,time,random\n\
-         r=random.Random(3);blk=r.randbytes(65536);h=hashlib.sha256();n=0\n\
-         s=socket.create_connection(('10.2.0.2',5301),timeout=30);end=time.time()+{secs}\n\
-         while time.time()<end:\n  s.sendall(blk);h.update(blk);n+=len(blk);time.sleep(0.002)\n\
-         s.close();print(n,h.hexdigest(),flush=True)\n"
-    );
-    std::fs::write(dir.join("srv.py"), srv).unwrap();
-    std::fs::write(dir.join("cli.py"), cli).unwrap();
-    let srv_log = dir.join("srv.log");
     let ping_log = dir.join("ping.log");
-    let server = topo.right_host.spawn(
-        &[
-            "timeout",
-            &(secs + 40).to_string(),
-            "python3",
-            dir.join("srv.py").to_str().unwrap(),
-        ],
-        &srv_log,
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let t = Duration::from_secs(30);
+    let server =
+        testbed::tcp_sink(&topo.right_host, "10.2.0.2", 5301, t).expect("server listening");
     let ping = topo.left_host.spawn(
         &[
             "ping",
@@ -102,21 +79,18 @@ fn traffic_while(topo: &Topology, secs: u64) -> (u64, u64, u64) {
         ],
         &ping_log,
     );
-    let sent = topo
-        .left_host
-        .run(&[
-            "timeout",
-            &(secs + 40).to_string(),
-            "python3",
-            dir.join("cli.py").to_str().unwrap(),
-        ])
-        .expect("transfer ran without error");
-    server
-        .wait_exit(Duration::from_secs(40))
-        .expect("server done");
+    let blk = testbed::pseudo_random(3, 65536);
+    let end = Instant::now() + Duration::from_secs(secs);
+    let sent = testbed::tcp_send(&topo.left_host, "10.2.0.2", 5301, t, move || {
+        (Instant::now() < end).then(|| {
+            std::thread::sleep(Duration::from_millis(2));
+            blk.clone()
+        })
+    })
+    .expect("transfer ran without error");
+    let got = server.join().expect("server thread").expect("server done");
     ping.wait_exit(Duration::from_secs(secs + 10))
         .expect("ping done");
-    let got = std::fs::read_to_string(&srv_log).unwrap();
     assert_eq!(
         sent.trim(),
         got.trim(),
@@ -143,7 +117,7 @@ fn traffic_while(topo: &Topology, secs: u64) -> (u64, u64, u64) {
 
 #[test]
 fn soak_routevpn_pair_rekeys_under_traffic() {
-    if !testbed::require_programs(&["python3", "ping"]) {
+    if !testbed::require_programs(&["ping"]) {
         return;
     }
     let topo = Topology::two_sites();
@@ -201,7 +175,7 @@ fn soak_routevpn_pair_rekeys_under_traffic() {
 
 #[test]
 fn soak_routevpn_with_strongswan_rekeys_under_traffic() {
-    if !testbed::require_strongswan() || !testbed::require_programs(&["python3"]) {
+    if !testbed::require_strongswan() {
         return;
     }
     let topo = Topology::two_sites();
@@ -438,7 +412,7 @@ fn reload_touches_only_changed_tunnels() {
 
 #[test]
 fn down_and_up_commands_and_byte_lifetimes() {
-    if !testbed::require_programs(&["python3", "ping"]) {
+    if !testbed::require_programs(&["ping"]) {
         return;
     }
     let topo = Topology::two_sites();

@@ -59,52 +59,15 @@ fn cfg(t: RvTunnel) -> RvConfig {
 }
 
 /// Sends `len` pseudo-random bytes over TCP from `client` to `server_addr` (listening
-/// in `server`) and checks the SHA-256 the receiver computes. Bounded by timeouts.
+/// in `server`) and checks the digest the receiver computes. Bounded by timeouts.
 fn tcp_transfer(server: &Netns, client: &Netns, server_addr: &str, len: usize) {
-    let dir = testbed::TestDir::new("tcp");
-    let port = "5201";
-    let srv_py = format!(
-        "import socket,hashlib,sys\n\
-         fam=socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET\n\
-         s=socket.socket(fam);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-         s.bind((sys.argv[1],{port}));s.listen(1);s.settimeout(20)\n\
-         c,_=s.accept();c.settimeout(20);h=hashlib.sha256();n=0\n\
-         while True:\n  b=c.recv(65536)\n  if not b: break\n  h.update(b);n+=len(b)\n\
-         print(n,h.hexdigest(),flush=True)\n"
-    );
-    let cli_py = format!(
-        "import socket,hashlib,sys,random\n\
-         r=random.Random(7);data=r.randbytes({len})\n\
-         fam=socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET\n\
-         s=socket.create_connection((sys.argv[1],{port}),timeout=20);s.sendall(data);s.close()\n\
-         print(len(data),hashlib.sha256(data).hexdigest(),flush=True)\n"
-    );
-    std::fs::write(dir.join("srv.py"), srv_py).unwrap();
-    std::fs::write(dir.join("cli.py"), cli_py).unwrap();
-    let log = dir.join("srv.log");
-    let srv = server.spawn(
-        &[
-            "timeout",
-            "30",
-            "python3",
-            dir.join("srv.py").to_str().unwrap(),
-            server_addr,
-        ],
-        &log,
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let sent = client
-        .run(&[
-            "timeout",
-            "30",
-            "python3",
-            dir.join("cli.py").to_str().unwrap(),
-            server_addr,
-        ])
-        .expect("client");
-    srv.wait_exit(Duration::from_secs(25))
-        .expect("server finished");
-    let got = std::fs::read_to_string(&log).unwrap();
+    let port = 5201;
+    let t = Duration::from_secs(20);
+    let srv = testbed::tcp_sink(server, server_addr, port, t).expect("server listening");
+    let mut data = Some(testbed::pseudo_random(7, len));
+    let sent =
+        testbed::tcp_send(client, server_addr, port, t, move || data.take()).expect("client");
+    let got = srv.join().expect("server thread").expect("server finished");
     assert_eq!(
         sent.trim(),
         got.trim(),
@@ -123,7 +86,7 @@ fn pair(esp: &str) -> (Topology, Routevpn, Routevpn) {
 
 #[test]
 fn routevpn_pair_carries_ipv4_and_ipv6_and_only_esp_on_the_wire() {
-    if !testbed::require_programs(&["tcpdump", "python3", "ping"]) {
+    if !testbed::require_programs(&["tcpdump", "ping"]) {
         return;
     }
     for esp in ["aes128gcm16", "aes256-sha256-esn"] {
@@ -222,7 +185,7 @@ fn esp_payloads(pcap: &[u8]) -> Vec<Vec<u8>> {
 
 #[test]
 fn replayed_and_tampered_esp_is_dropped_and_counted() {
-    if !testbed::require_programs(&["tcpdump", "python3", "ping"]) {
+    if !testbed::require_programs(&["tcpdump", "ping"]) {
         return;
     }
     let (topo, _a, b) = pair("aes128gcm16");
@@ -269,12 +232,7 @@ fn replayed_and_tampered_esp_is_dropped_and_counted() {
     // A fresh sequence number so the anti-replay check passes and the ICV decides.
     tampered[4..8].copy_from_slice(&0x7fff_0000u32.to_be_bytes());
     let send = |bytes: &[u8]| {
-        let py = format!(
-            "import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.sendto(bytes.fromhex('{}'),('{}',4500))",
-            hex::encode(bytes),
-            Topology::RIGHT_WAN
-        );
-        topo.left.run(&["python3", "-c", &py]).unwrap();
+        testbed::udp_send(&topo.left, Topology::RIGHT_WAN, 4500, bytes).unwrap();
     };
     send(&esp[0]);
     send(&tampered);
@@ -509,7 +467,7 @@ fn swan(ike: &str, esp: &str) -> SwanConn {
 
 #[test]
 fn routevpn_and_strongswan_carry_traffic_in_both_roles() {
-    if !testbed::require_strongswan() || !testbed::require_programs(&["python3"]) {
+    if !testbed::require_strongswan() {
         return;
     }
     for (routevpn_initiates, esp) in [(true, "aes128gcm16"), (false, "aes256-sha256")] {
