@@ -212,11 +212,6 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Runs a program to completion; Ok(stdout) when it exits 0.
-pub fn run(prog: &str, args: &[&str]) -> anyhow::Result<String> {
-    Ok(ns::run(prog, args)?)
-}
-
 /// Runs `args` inside namespace `ns` (`ip netns exec`).
 pub fn ns_run(ns: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(ns::exec(ns, args)?)
