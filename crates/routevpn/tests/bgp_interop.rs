@@ -6,10 +6,8 @@
 //! its own family). Each router announces its site LAN, so host A pinging host B proves
 //! routes went both ways.
 
-mod common;
-
-use common::{wait_until, Netns, Proc, Routevpn, RvConfig, RvTunnel, TestDir, Topology};
 use std::time::{Duration, Instant};
+use testbed::{wait_until, Bird, Frr, Netns, Routevpn, RvConfig, RvTunnel, Topology};
 
 const T: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
@@ -78,68 +76,6 @@ protocol bgp tunnel {{
     )
 }
 
-struct Bird {
-    ns: Netns,
-    sock: String,
-    _proc: Proc,
-    dir: TestDir,
-}
-
-impl Bird {
-    /// `bird -f -c CONF -s SOCK -P PIDFILE` in `ns` (foreground: the harness owns it).
-    fn start(ns: &Netns, conf: &str) -> Bird {
-        let dir = TestDir::new("bird");
-        let c = dir.join("bird.conf");
-        std::fs::write(&c, conf).unwrap();
-        let sock = dir.join("bird.ctl").to_string_lossy().into_owned();
-        let pid = dir.join("bird.pid").to_string_lossy().into_owned();
-        let proc = ns.spawn(
-            &[
-                "bird",
-                "-f",
-                "-c",
-                c.to_str().unwrap(),
-                "-s",
-                &sock,
-                "-P",
-                &pid,
-            ],
-            &dir.join("bird.log"),
-        );
-        let b = Bird {
-            ns: ns.clone(),
-            sock,
-            _proc: proc,
-            dir,
-        };
-        wait_until(Duration::from_secs(10), POLL, || {
-            b.birdc(&["show", "status"])
-        })
-        .unwrap_or_else(|e| panic!("bird did not start: {e}\n{}", b.log()));
-        b
-    }
-
-    fn birdc(&self, args: &[&str]) -> Result<String, String> {
-        let mut cmd = vec!["birdc", "-s", self.sock.as_str()];
-        cmd.extend_from_slice(args);
-        self.ns.run(&cmd)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("bird.log")).unwrap_or_default()
-    }
-
-    fn wait_established(&self, proto: &str) {
-        wait_until(T, Duration::from_millis(100), || {
-            let out = self.birdc(&["show", "protocols", proto])?;
-            out.contains("Established")
-                .then_some(())
-                .ok_or_else(|| format!("{proto}: {out}"))
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
-    }
-}
-
 fn bgp_route(ns: &Netns, dst: &str) -> Option<String> {
     let fam = if dst.contains(':') { "-6" } else { "-4" };
     ns.run(&["ip", fam, "-o", "route", "show", dst])
@@ -191,7 +127,7 @@ fn wait_rv_neighbors(rv: &Routevpn, bfd_v6: bool) {
             .then_some(())
             .ok_or_else(|| format!("{}", st["bgp"]))
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&rv.log(), 80)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 80)));
 }
 
 /// Silent drop of everything the right router sends on wan0; returns how long until
@@ -215,7 +151,7 @@ fn cut_and_measure(topo: &Topology, v6_too: bool) -> Duration {
 
 #[test]
 fn routevpn_bird_bgp_bfd() {
-    if !common::require_programs(&["bird", "birdc", "ping", "nft"]) {
+    if !testbed::require_programs(&["bird", "birdc", "ping", "nft"]) {
         return;
     }
     let topo = Topology::two_sites();
@@ -249,17 +185,7 @@ fn routevpn_bird_bgp_bfd() {
     assert!(rv.log().contains("BFD down"));
 }
 
-/// FRR 8.4 without watchfrr or the init scripts: zebra, bfdd and bgpd run in the
-/// foreground in the namespace, each with its own pid file, a private zebra API socket
-/// (`-z`), a private vty socket directory (`--vty_socket`, what `vtysh --vty_socket`
-/// talks to), no TCP vty (`-P 0`) and `-u frr -g frr`:
-///
-/// ```text
-/// /usr/lib/frr/zebra -f DIR/zebra.conf -i DIR/zebra.pid -z DIR/zserv.api --vty_socket DIR -P 0 -u frr -g frr
-/// /usr/lib/frr/bfdd  -f DIR/bfdd.conf  -i DIR/bfdd.pid  -z DIR/zserv.api --vty_socket DIR -P 0 -u frr -g frr --bfdctl DIR/bfdd.sock
-/// /usr/lib/frr/bgpd  -f DIR/bgpd.conf  -i DIR/bgpd.pid  -z DIR/zserv.api --vty_socket DIR -P 0 -u frr -g frr
-/// vtysh --vty_socket DIR -c 'show bgp summary'
-/// ```
+/// bgpd of the FRR peer on the right router (see `testbed::Frr`).
 const FRR_BGPD_CONF: &str = r#"
 router bgp 65002
  bgp router-id 10.2.0.1
@@ -291,93 +217,12 @@ bfd
   detect-multiplier 3
 "#;
 
-struct Frr {
-    ns: Netns,
-    dir: TestDir,
-    _procs: Vec<Proc>,
-}
-
-impl Frr {
-    fn start(ns: &Netns) -> Frr {
-        let dir = TestDir::new("frr");
-        // The daemons drop to user frr: it must reach its files.
-        let _ = std::process::Command::new("chown")
-            .args(["frr:frr", dir.path().to_str().unwrap()])
-            .status();
-        std::fs::write(dir.join("zebra.conf"), "").unwrap();
-        std::fs::write(dir.join("bfdd.conf"), FRR_BFDD_CONF).unwrap();
-        std::fs::write(dir.join("bgpd.conf"), FRR_BGPD_CONF).unwrap();
-        let d = dir.path().to_str().unwrap().to_string();
-        let mut procs = Vec::new();
-        for daemon in ["zebra", "bfdd", "bgpd"] {
-            let bin = format!("/usr/lib/frr/{daemon}");
-            let conf = format!("{d}/{daemon}.conf");
-            let pid = format!("{d}/{daemon}.pid");
-            let zs = format!("{d}/zserv.api");
-            let ctl = format!("{d}/bfdd.sock");
-            let mut cmd = vec![
-                bin.as_str(),
-                "-f",
-                &conf,
-                "-i",
-                &pid,
-                "-z",
-                &zs,
-                "--vty_socket",
-                &d,
-                "-P",
-                "0",
-                "-u",
-                "frr",
-                "-g",
-                "frr",
-            ];
-            if daemon == "bfdd" {
-                cmd.extend_from_slice(&["--bfdctl", &ctl]);
-            }
-            procs.push(ns.spawn(&cmd, &dir.join(format!("{daemon}.log"))));
-            if daemon == "zebra" {
-                wait_until(Duration::from_secs(10), POLL, || {
-                    std::path::Path::new(&zs)
-                        .exists()
-                        .then_some(())
-                        .ok_or_else(|| "no zserv".to_string())
-                })
-                .unwrap_or_else(|e| panic!("zebra: {e}"));
-            }
-        }
-        Frr {
-            ns: ns.clone(),
-            dir,
-            _procs: procs,
-        }
-    }
-
-    fn vtysh(&self, cmd: &str) -> Result<String, String> {
-        self.ns.run(&[
-            "vtysh",
-            "--vty_socket",
-            self.dir.path().to_str().unwrap(),
-            "-c",
-            cmd,
-        ])
-    }
-
-    fn logs(&self) -> String {
-        ["zebra", "bfdd", "bgpd"]
-            .iter()
-            .map(|d| std::fs::read_to_string(self.dir.join(format!("{d}.log"))).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
 /// BFD on both sessions. FRR's bfdd advertises a slow Required Min RX until Up; our BFD
 /// used to keep its 1 s schedule after that and FRR timed us out 300 ms after every Up
 /// (fixed in crates/bfd, test `faster_remote_rx_pulls_the_schedule_in`).
 #[test]
 fn routevpn_frr_bgp_bfd() {
-    if !common::require_programs(&[
+    if !testbed::require_programs(&[
         "/usr/lib/frr/bgpd",
         "/usr/lib/frr/bfdd",
         "/usr/lib/frr/zebra",
@@ -388,7 +233,7 @@ fn routevpn_frr_bgp_bfd() {
         return;
     }
     let topo = Topology::two_sites();
-    let frr = Frr::start(&topo.right);
+    let frr = Frr::start(&topo.right, FRR_BGPD_CONF, FRR_BFDD_CONF);
     let rv = Routevpn::start(
         &topo.left,
         &routevpn_peer_config(65002, "192.0.2.2", "2001:db8::2", true),
@@ -418,7 +263,7 @@ fn routevpn_frr_bgp_bfd() {
 
 #[test]
 fn external_routing_bird_over_routevpn_tunnels() {
-    if !common::require_programs(&["bird", "birdc", "ping"]) {
+    if !testbed::require_programs(&["bird", "birdc", "ping"]) {
         return;
     }
     let topo = Topology::two_sites();

@@ -3,10 +3,8 @@
 //! networks (IPv4 and IPv6, no static routes), hosts ping through, SIGTERM withdraws at
 //! once, and a silent underlay drop is detected by BFD.
 
-mod common;
-
-use common::{wait_until, Netns, Routevpn, RvConfig, RvTunnel, Topology};
 use std::time::{Duration, Instant};
+use testbed::{wait_until, Netns, Routevpn, RvConfig, RvTunnel, Topology};
 
 const T: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(20);
@@ -99,7 +97,7 @@ fn wait_route(rv: &Routevpn, dst: &str, via: &str) -> String {
         panic!(
             "{e}\nstatus: {:?}\nlog:\n{}",
             rv.status_json(),
-            common::tail(&rv.log(), 80)
+            testbed::tail(&rv.log(), 80)
         )
     })
 }
@@ -112,7 +110,7 @@ fn neighbor(rv: &Routevpn) -> serde_json::Value {
 
 #[test]
 fn ebgp_bfd_over_routevpn_tunnel() {
-    if !common::require_programs(&["ping", "nft"]) {
+    if !testbed::require_programs(&["ping", "nft"]) {
         return;
     }
     let topo = Topology::two_sites();
@@ -126,7 +124,7 @@ fn ebgp_bfd_over_routevpn_tunnel() {
                 .then_some(())
                 .ok_or_else(|| format!("neighbor {n}"))
         })
-        .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&rv.log(), 80)));
+        .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 80)));
     }
     let l4 = wait_route(&left, Topology::RIGHT_NET, "via 169.254.12.2");
     let l6 = wait_route(&left, Topology::RIGHT_NET6, "via fd00:12::2");
@@ -177,7 +175,7 @@ fn ebgp_bfd_over_routevpn_tunnel() {
             Some(l) => Err(format!("still there: {l}")),
         },
     )
-    .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&left.log(), 60)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&left.log(), 60)));
     let failover = t0.elapsed();
     eprintln!("BFD failover (drop -> route withdrawn on the left): {failover:?}");
     assert!(failover < Duration::from_secs(2), "{failover:?}");
@@ -199,7 +197,7 @@ fn ebgp_bfd_over_routevpn_tunnel() {
         (None, None) => Ok(()),
         other => Err(format!("still there: {other:?}")),
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&left.log(), 60)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&left.log(), 60)));
     eprintln!(
         "SIGTERM -> routes withdrawn on the left: {:?}",
         t0.elapsed()
@@ -245,11 +243,11 @@ fn tunnel_on(name: &str, local: &str, remote: &str, addr: &[String], start: bool
 /// route through both tunnels, and one next hop again when one tunnel is down.
 #[test]
 fn ecmp_multipath_route_over_two_tunnels() {
-    if !common::require_programs(&["ip"]) {
+    if !testbed::require_programs(&["ip"]) {
         return;
     }
     let topo = Topology::two_sites();
-    common::veth(
+    testbed::veth(
         &topo.left,
         "wan1",
         &["198.51.100.1/24"],
@@ -336,8 +334,8 @@ fn ecmp_multipath_route_over_two_tunnels() {
         panic!(
             "{e}\nstatus: {:?}\nleft log:\n{}\nright log:\n{}",
             left.status_json(),
-            common::tail(&left.log(), 80),
-            common::tail(&right.log(), 40)
+            testbed::tail(&left.log(), 80),
+            testbed::tail(&right.log(), 40)
         )
     };
     let line = wait_until(T, POLL, || {
@@ -439,12 +437,12 @@ fn ecmp_multipath_route_over_two_tunnels() {
 /// never announces its underlay (192.0.2.0/24) or the tunnel subnet.
 #[test]
 fn redistribute_connected_and_static() {
-    if !common::require_programs(&["ip"]) {
+    if !testbed::require_programs(&["ip"]) {
         return;
     }
     let topo = Topology::two_sites();
     let lan9 = Netns::new("lan9");
-    common::veth(
+    testbed::veth(
         &topo.left,
         "lan1",
         &["10.9.0.1/24"],
@@ -507,6 +505,6 @@ fn redistribute_connected_and_static() {
         None => Ok(()),
         Some(l) => Err(format!("still there: {l}")),
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&left.log(), 60)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&left.log(), 60)));
     assert!(bgp_route(right.netns(), "10.9.0.0/24").is_some());
 }

@@ -6,9 +6,6 @@
 //! never asserted). Needs root; skips loudly without it unless
 //! `ROUTEVPN_REQUIRE_NETNS=1`.
 
-mod common;
-
-use common::{find_program, veth, wait_until, Netns, TestDir};
 use routevpn::dataplane::{compute_mtu, ChildKeys, Dataplane, TunnelId};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -17,6 +14,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use testbed::{find_program, veth, wait_until, Netns, TestDir};
 
 use esp::{AesKeySize, Algorithm, OutboundSa, SaParams, Zeroizing};
 
@@ -224,7 +222,7 @@ fn ipv4_packet() -> Vec<u8> {
 
 #[test]
 fn esp_dataplane_between_namespaces() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let na = Netns::new("dpa");

@@ -1,16 +1,14 @@
-//! Self-test of the integration harness in tests/common: namespaces and veth links,
+//! Self-test of the integration harness in crates/testbed: namespaces and veth links,
 //! a strongSwan↔strongSwan tunnel over kernel-libipsec, cleanup (also after a panic),
 //! and the pure helpers. Needs root; skips loudly without it unless
 //! `ROUTEVPN_REQUIRE_NETNS=1`.
 
-mod common;
-
-use common::{
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use testbed::{
     netns_list, wait_until, Netns, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, TestDir,
     Topology,
 };
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -38,7 +36,7 @@ fn swan_pair() -> (SwanConn, SwanConn) {
 
 #[test]
 fn two_sites_topology_links_work() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let t0 = Instant::now();
@@ -81,7 +79,7 @@ fn two_sites_topology_links_work() {
 
 #[test]
 fn strongswan_to_strongswan_over_libipsec() {
-    if !common::require_strongswan() {
+    if !testbed::require_strongswan() {
         return;
     }
     let t0 = Instant::now();
@@ -161,7 +159,7 @@ fn strongswan_to_strongswan_over_libipsec() {
 
 #[test]
 fn guards_clean_up_namespaces_processes_and_files() {
-    if !common::require_strongswan() {
+    if !testbed::require_strongswan() {
         return;
     }
     let t0 = Instant::now();
@@ -224,7 +222,7 @@ fn guards_clean_up_namespaces_processes_and_files() {
 
 #[test]
 fn strongswan_start_reports_bad_config() {
-    if !common::require_strongswan() {
+    if !testbed::require_strongswan() {
         return;
     }
     let ns = Netns::new("badcfg");
@@ -240,7 +238,7 @@ fn strongswan_start_reports_bad_config() {
 
 #[test]
 fn routevpn_runner_reports_a_daemon_that_exits() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let ns = Netns::new("rvd");
@@ -276,7 +274,7 @@ fn routevpn_config_is_valid_toml() {
     let text = cfg.to_toml(std::path::Path::new("/unused"));
     std::fs::write(&path, &text).unwrap();
     // The daemon's own parser must accept it.
-    let check = std::process::Command::new(common::ROUTEVPN_BIN)
+    let check = std::process::Command::new(testbed::routevpn_bin())
         .args(["check", "--config", path.to_str().unwrap()])
         .output()
         .unwrap();
@@ -305,7 +303,7 @@ fn list_sas_raw_parser() {
         encr-alg=AES_GCM_16 encr-keysize=256 bytes-in=0 packets-in=0 bytes-out=0 packets-out=0 \
         rekey-time=3452 life-time=3959 install-time=1 local-ts=[10.1.0.0/24 fd00:1::/64] \
         remote-ts=[10.2.0.0/24 fd00:2::/64]}}}}\nlist-sas reply {}\n";
-    let sas = common::parse_list_sas_raw(raw).unwrap();
+    let sas = testbed::parse_list_sas_raw(raw).unwrap();
     assert_eq!(sas.len(), 1);
     let sa = &sas[0];
     assert_eq!(sa.name, "tun");
@@ -319,10 +317,10 @@ fn list_sas_raw_parser() {
     );
     assert_eq!(c.get("local-ts"), Some("10.1.0.0/24 fd00:1::/64"));
     assert_eq!(c.get("spi-out"), Some("968550d5"));
-    assert!(common::parse_list_sas_raw("list-sas reply {}\n")
+    assert!(testbed::parse_list_sas_raw("list-sas reply {}\n")
         .unwrap()
         .is_empty());
-    assert!(common::parse_list_sas_raw("list-sa event {tun {a=b").is_err());
+    assert!(testbed::parse_list_sas_raw("list-sa event {tun {a=b").is_err());
 }
 
 #[test]

@@ -2,11 +2,9 @@
 //! (kernel-libipsec), routevpn as initiator and as responder, several proposal sets,
 //! the failure cases, and strongSwan rekeying and probing a routevpn peer.
 
-mod common;
-
-use common::{wait_until, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
 use serde_json::Value;
 use std::time::Duration;
+use testbed::{wait_until, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
 
 const T: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(50);
@@ -111,12 +109,12 @@ fn wait_error(rv: &Routevpn, needle: &str) -> String {
             other => Err(format!("last_error {other:?}, want {needle}")),
         }
     })
-    .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", common::tail(&rv.log(), 60)))
+    .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", testbed::tail(&rv.log(), 60)))
 }
 
 #[test]
 fn routevpn_to_routevpn() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let esn = (
@@ -138,8 +136,8 @@ fn routevpn_to_routevpn() {
             &rv_config(rv_tunnel(true, ike, esp, "s3cret", true)),
         )
         .unwrap();
-        let ta = common::wait_tunnel_up(&a, T);
-        let tb = common::wait_tunnel_up(&b, T);
+        let ta = testbed::wait_tunnel_up(&a, T);
+        let tb = testbed::wait_tunnel_up(&b, T);
         let (ia, ib) = (&ta["ike_sas"][0], &tb["ike_sas"][0]);
         assert_eq!(ia["initiator"], true);
         assert_eq!(ib["initiator"], false);
@@ -170,7 +168,7 @@ fn routevpn_to_routevpn() {
 
 #[test]
 fn routevpn_initiates_to_strongswan() {
-    if !common::require_strongswan() {
+    if !testbed::require_strongswan() {
         return;
     }
     for (ike, esp, s_ike, s_esp, algs) in SUITES {
@@ -184,8 +182,8 @@ fn routevpn_initiates_to_strongswan() {
         .unwrap();
         let sa = swan
             .wait_established("tun", T)
-            .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", common::tail(&rv.log(), 60)));
-        let t = common::wait_tunnel_up(&rv, T);
+            .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", testbed::tail(&rv.log(), 60)));
+        let t = testbed::wait_tunnel_up(&rv, T);
         assert_eq!(
             sa.get("initiator"),
             None.or(sa.get("initiator")).filter(|v| *v != "yes"),
@@ -212,7 +210,7 @@ fn routevpn_initiates_to_strongswan() {
 
 #[test]
 fn strongswan_initiates_to_routevpn() {
-    if !common::require_strongswan() {
+    if !testbed::require_strongswan() {
         return;
     }
     for (ike, esp, s_ike, s_esp, algs) in SUITES {
@@ -226,7 +224,7 @@ fn strongswan_initiates_to_routevpn() {
             Strongswan::start(&topo.right, &[swan_right(s_ike, s_esp, "s3cret", "none")]).unwrap();
         swan.initiate("net").unwrap();
         let sa = swan.wait_established("tun", T).unwrap();
-        let t = common::wait_tunnel_up(&rv, T);
+        let t = testbed::wait_tunnel_up(&rv, T);
         assert_eq!(sa.get("initiator"), Some("yes"));
         assert_eq!(t["ike_sas"][0]["initiator"], false);
         for alg in algs {
@@ -245,7 +243,7 @@ fn strongswan_initiates_to_routevpn() {
 
 #[test]
 fn wrong_psk_fails_cleanly_both_ways() {
-    if !common::require_strongswan() {
+    if !testbed::require_strongswan() {
         return;
     }
     let (ike, esp) = ("aes256gcm16-prfsha384-x25519", "aes256gcm16");
@@ -289,7 +287,7 @@ fn wrong_psk_fails_cleanly_both_ways() {
 
 #[test]
 fn disjoint_proposals_fail_cleanly_both_ways() {
-    if !common::require_strongswan() {
+    if !testbed::require_strongswan() {
         return;
     }
     let topo = Topology::two_sites();
@@ -378,7 +376,7 @@ fn survive_strongswan_rekeys(swan_initiates: bool) {
         swan.initiate("net").unwrap();
     }
     swan.wait_established("tun", T).unwrap();
-    common::wait_tunnel_up(&rv, T);
+    testbed::wait_tunnel_up(&rv, T);
     let count = |needle: &str| swan.log().matches(needle).count();
     wait_until(Duration::from_secs(40), Duration::from_millis(200), || {
         let ike_done = count("rekeyed between");
@@ -391,11 +389,11 @@ fn survive_strongswan_rekeys(swan_initiates: bool) {
             ))
         }
     })
-    .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", common::tail(&rv.log(), 80)));
+    .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", testbed::tail(&rv.log(), 80)));
     // Still up on both sides, one IKE SA and one CHILD SA each once old ones are deleted.
     let sa = swan.wait_established("tun", T).unwrap();
     assert_eq!(sa.installed().count(), 1);
-    let t = common::wait_tunnel_up(&rv, T);
+    let t = testbed::wait_tunnel_up(&rv, T);
     assert!(
         t["ike_sas"][0]["rekeys"].as_u64().unwrap() >= 1
             || t["ike_sas"].as_array().unwrap().len() > 1,
@@ -411,7 +409,7 @@ fn survive_strongswan_rekeys(swan_initiates: bool) {
 
 #[test]
 fn strongswan_rekeys_and_probes_routevpn_responder() {
-    if !common::require_strongswan() {
+    if !testbed::require_strongswan() {
         return;
     }
     survive_strongswan_rekeys(true);
@@ -419,7 +417,7 @@ fn strongswan_rekeys_and_probes_routevpn_responder() {
 
 #[test]
 fn strongswan_rekeys_and_probes_routevpn_initiator() {
-    if !common::require_strongswan() {
+    if !testbed::require_strongswan() {
         return;
     }
     survive_strongswan_rekeys(false);

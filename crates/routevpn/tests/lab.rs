@@ -5,8 +5,6 @@
 //! 0.3 s here) is checked only against a generous 5 s bound so a loaded CI machine does
 //! not fail the test (DEVELOPERS.md: timings belong in benchmarks).
 
-mod common;
-
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,11 +13,11 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 #[test]
 fn triangle_heals_around_a_cut_link_and_fails_back() {
-    if !common::require_programs(&["ip", "nft"]) {
+    if !testbed::require_programs(&["ip", "nft"]) {
         return;
     }
     // The lab uses fixed namespace names; another lab (a kept one) means we cannot run.
-    let existing: Vec<String> = common::netns_list()
+    let existing: Vec<String> = testbed::netns_list()
         .into_iter()
         .filter(|n| n.starts_with("rvlab-"))
         .collect();
@@ -27,7 +25,7 @@ fn triangle_heals_around_a_cut_link_and_fails_back() {
         existing.is_empty(),
         "a routevpn lab is already running ({existing:?}); remove it with `routevpn lab --down`"
     );
-    let mut child = Command::new(common::ROUTEVPN_BIN)
+    let mut child = Command::new(testbed::routevpn_bin())
         .args(["lab", "--json"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -113,7 +111,7 @@ fn triangle_heals_around_a_cut_link_and_fails_back() {
         ctx()
     );
     // Nothing is left behind.
-    let left: Vec<String> = common::netns_list()
+    let left: Vec<String> = testbed::netns_list()
         .into_iter()
         .filter(|n| n.starts_with("rvlab-"))
         .collect();

@@ -3,11 +3,9 @@
 //! (routevpn↔routevpn and routevpn↔strongSwan), a `kill -9` detected by liveness
 //! checks, and a restarted peer coming back by itself.
 
-mod common;
-
-use common::{wait_until, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use testbed::{wait_until, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
 
 const T: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(50);
@@ -63,34 +61,11 @@ fn tunnel_json(rv: &Routevpn) -> Result<Value, String> {
 /// A bounded TCP transfer of `secs` seconds of data with a content check, and a ping
 /// at 20/s alongside; returns (bytes, ping sent, ping received).
 fn traffic_while(topo: &Topology, secs: u64) -> (u64, u64, u64) {
-    let dir = common::TestDir::new("soak");
-    let srv = "import socket,hashlib\n\
-        s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-        s.bind(('10.2.0.2',5301));s.listen(1);s.settimeout(30)\n\
-        c,_=s.accept();c.settimeout(30);h=hashlib.sha256();n=0\n\
-        while True:\n  b=c.recv(65536)\n  if not b: break\n  h.update(b);n+=len(b)\n\
-        print(n,h.hexdigest(),flush=True)\n";
-    let cli = format!(
-        "import socket,hashlib,time,random\n\
-         r=random.Random(3);blk=r.randbytes(65536);h=hashlib.sha256();n=0\n\
-         s=socket.create_connection(('10.2.0.2',5301),timeout=30);end=time.time()+{secs}\n\
-         while time.time()<end:\n  s.sendall(blk);h.update(blk);n+=len(blk);time.sleep(0.002)\n\
-         s.close();print(n,h.hexdigest(),flush=True)\n"
-    );
-    std::fs::write(dir.join("srv.py"), srv).unwrap();
-    std::fs::write(dir.join("cli.py"), cli).unwrap();
-    let srv_log = dir.join("srv.log");
+    let dir = testbed::TestDir::new("soak");
     let ping_log = dir.join("ping.log");
-    let server = topo.right_host.spawn(
-        &[
-            "timeout",
-            &(secs + 40).to_string(),
-            "python3",
-            dir.join("srv.py").to_str().unwrap(),
-        ],
-        &srv_log,
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let t = Duration::from_secs(30);
+    let server =
+        testbed::tcp_sink(&topo.right_host, "10.2.0.2", 5301, t).expect("server listening");
     let ping = topo.left_host.spawn(
         &[
             "ping",
@@ -104,21 +79,18 @@ fn traffic_while(topo: &Topology, secs: u64) -> (u64, u64, u64) {
         ],
         &ping_log,
     );
-    let sent = topo
-        .left_host
-        .run(&[
-            "timeout",
-            &(secs + 40).to_string(),
-            "python3",
-            dir.join("cli.py").to_str().unwrap(),
-        ])
-        .expect("transfer ran without error");
-    server
-        .wait_exit(Duration::from_secs(40))
-        .expect("server done");
+    let blk = testbed::pseudo_random(3, 65536);
+    let end = Instant::now() + Duration::from_secs(secs);
+    let sent = testbed::tcp_send(&topo.left_host, "10.2.0.2", 5301, t, move || {
+        (Instant::now() < end).then(|| {
+            std::thread::sleep(Duration::from_millis(2));
+            blk.clone()
+        })
+    })
+    .expect("transfer ran without error");
+    let got = server.join().expect("server thread").expect("server done");
     ping.wait_exit(Duration::from_secs(secs + 10))
         .expect("ping done");
-    let got = std::fs::read_to_string(&srv_log).unwrap();
     assert_eq!(
         sent.trim(),
         got.trim(),
@@ -145,7 +117,7 @@ fn traffic_while(topo: &Topology, secs: u64) -> (u64, u64, u64) {
 
 #[test]
 fn soak_routevpn_pair_rekeys_under_traffic() {
-    if !common::require_programs(&["python3", "ping"]) {
+    if !testbed::require_programs(&["ping"]) {
         return;
     }
     let topo = Topology::two_sites();
@@ -157,8 +129,8 @@ fn soak_routevpn_pair_rekeys_under_traffic() {
     ];
     let b = Routevpn::start(&topo.right, &cfg(tunnel(false, false, &short))).unwrap();
     let a = Routevpn::start(&topo.left, &cfg(tunnel(true, true, &short))).unwrap();
-    common::wait_tunnel_up(&a, T);
-    common::wait_tunnel_up(&b, T);
+    testbed::wait_tunnel_up(&a, T);
+    testbed::wait_tunnel_up(&b, T);
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
     let t0 = Instant::now();
     let (bytes, sent, recv) = traffic_while(&topo, 40);
@@ -180,7 +152,10 @@ fn soak_routevpn_pair_rekeys_under_traffic() {
     assert!(ca >= 10 && cb >= 10, "dozens of CHILD rekeys: {ca}/{cb}");
     assert!(ia + ib >= 4, "IKE rekeys: {ia}+{ib}");
     // No duplicate SAs left: one IKE SA and one CHILD SA on each side, mirrored.
-    let (ta, tb) = (common::wait_tunnel_up(&a, T), common::wait_tunnel_up(&b, T));
+    let (ta, tb) = (
+        testbed::wait_tunnel_up(&a, T),
+        testbed::wait_tunnel_up(&b, T),
+    );
     wait_until(T, POLL, || {
         let (ta, tb) = (tunnel_json(&a)?, tunnel_json(&b)?);
         let n = |t: &Value, k: &str| t[k].as_array().map(|a| a.len()).unwrap_or(0);
@@ -200,7 +175,7 @@ fn soak_routevpn_pair_rekeys_under_traffic() {
 
 #[test]
 fn soak_routevpn_with_strongswan_rekeys_under_traffic() {
-    if !common::require_strongswan() || !common::require_programs(&["python3"]) {
+    if !testbed::require_strongswan() {
         return;
     }
     let topo = Topology::two_sites();
@@ -234,7 +209,7 @@ fn soak_routevpn_with_strongswan_rekeys_under_traffic() {
     };
     let sw = Strongswan::start(&topo.right, &[conn]).unwrap();
     sw.wait_established("tun", T).unwrap();
-    common::wait_tunnel_up(&rv, T);
+    testbed::wait_tunnel_up(&rv, T);
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
     let (bytes, sent, recv) = traffic_while(&topo, 40);
     let log = rv.log();
@@ -269,7 +244,7 @@ fn soak_routevpn_with_strongswan_rekeys_under_traffic() {
 
 #[test]
 fn kill_9_is_detected_and_the_restarted_peer_returns() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let topo = Topology::two_sites();
@@ -281,18 +256,18 @@ fn kill_9_is_detected_and_the_restarted_peer_returns() {
     let b = Routevpn::start(&topo.right, &cfg(tunnel(false, false, &fast))).unwrap();
     let a_cfg = cfg(tunnel(true, true, &fast));
     let a = Routevpn::start(&topo.left, &a_cfg).unwrap();
-    common::wait_tunnel_up(&a, T);
-    common::wait_tunnel_up(&b, T);
-    assert!(common::link_up(&topo.right, "vti0"));
+    testbed::wait_tunnel_up(&a, T);
+    testbed::wait_tunnel_up(&b, T);
+    assert!(testbed::link_up(&topo.right, "vti0"));
     // kill -9: no DELETE is sent.
     let t0 = Instant::now();
     a.signal("KILL").unwrap();
     wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
-        (!common::link_up(&topo.right, "vti0"))
+        (!testbed::link_up(&topo.right, "vti0"))
             .then_some(())
             .ok_or("vti0 still up".to_string())
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&b.log(), 30)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&b.log(), 30)));
     let detect = t0.elapsed();
     assert!(
         !topo
@@ -313,8 +288,8 @@ fn kill_9_is_detected_and_the_restarted_peer_returns() {
     // The killed peer starts again: the tunnel comes back by itself.
     let t1 = Instant::now();
     let a2 = Routevpn::start(&topo.left, &a_cfg).unwrap();
-    common::wait_tunnel_up(&a2, T);
-    common::wait_tunnel_up(&b, T);
+    testbed::wait_tunnel_up(&a2, T);
+    testbed::wait_tunnel_up(&b, T);
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
     eprintln!(
         "restart: tunnel carrying traffic again {:?} after the daemon started",
@@ -331,7 +306,7 @@ fn kill_9_is_detected_and_the_restarted_peer_returns() {
 
 #[test]
 fn restarted_peer_replaces_stale_sas_before_dpd_notices() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let topo = Topology::two_sites();
@@ -339,13 +314,13 @@ fn restarted_peer_replaces_stale_sas_before_dpd_notices() {
     let b = Routevpn::start(&topo.right, &cfg(tunnel(false, false, &slow_dpd))).unwrap();
     let a_cfg = cfg(tunnel(true, true, &slow_dpd));
     let a = Routevpn::start(&topo.left, &a_cfg).unwrap();
-    common::wait_tunnel_up(&a, T);
-    let old = common::wait_tunnel_up(&b, T);
+    testbed::wait_tunnel_up(&a, T);
+    let old = testbed::wait_tunnel_up(&b, T);
     std::thread::sleep(Duration::from_millis(2500)); // past the INITIAL_CONTACT grace
     a.signal("KILL").unwrap();
     drop(a);
     let a2 = Routevpn::start(&topo.left, &a_cfg).unwrap();
-    common::wait_tunnel_up(&a2, T);
+    testbed::wait_tunnel_up(&a2, T);
     let t = wait_until(T, POLL, || {
         let t = tunnel_json(&b)?;
         let fresh = t["ike_sas"].as_array().map(|a| a.len()) == Some(1)
@@ -364,14 +339,14 @@ fn restarted_peer_replaces_stale_sas_before_dpd_notices() {
 
 #[test]
 fn reload_touches_only_changed_tunnels() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let topo = Topology::two_sites();
     let b = Routevpn::start(&topo.right, &cfg(tunnel(false, false, &[]))).unwrap();
     let mut a_cfg = cfg(tunnel(true, true, &[]));
     let a = Routevpn::start(&topo.left, &a_cfg).unwrap();
-    let before = common::wait_tunnel_up(&a, T);
+    let before = testbed::wait_tunnel_up(&a, T);
     // Add a second tunnel (to a peer that does not answer) and reload with SIGHUP.
     let mut extra = tunnel(true, true, &[]);
     extra.name = "vti9".into();
@@ -392,7 +367,7 @@ fn reload_touches_only_changed_tunnels() {
         topo.left.run(&["ip", "link", "show", "vti9"]).is_ok(),
         "new interface created"
     );
-    let same = common::wait_tunnel_up(&a, T);
+    let same = testbed::wait_tunnel_up(&a, T);
     assert_eq!(
         same["ike_sas"][0]["spi_i"], before["ike_sas"][0]["spi_i"],
         "unchanged tunnel left alone"
@@ -412,7 +387,7 @@ fn reload_touches_only_changed_tunnels() {
         out.contains("1 changed") && out.contains("1 removed"),
         "{out}"
     );
-    let after = common::wait_tunnel_up(&a, T);
+    let after = testbed::wait_tunnel_up(&a, T);
     assert_ne!(
         after["ike_sas"][0]["spi_i"], before["ike_sas"][0]["spi_i"],
         "changed tunnel re-established"
@@ -421,7 +396,7 @@ fn reload_touches_only_changed_tunnels() {
         topo.left.run(&["ip", "link", "show", "vti9"]).is_err(),
         "removed interface gone"
     );
-    common::wait_tunnel_up(&b, T);
+    testbed::wait_tunnel_up(&b, T);
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
     // A broken file changes nothing.
     std::fs::write(a.config_path(), "[[tunnel]]\nname = 1\n").unwrap();
@@ -430,14 +405,14 @@ fn reload_touches_only_changed_tunnels() {
         .unwrap_err();
     assert!(err.contains("nothing changed"), "{err}");
     assert_eq!(
-        common::wait_tunnel_up(&a, T)["ike_sas"][0]["spi_i"],
+        testbed::wait_tunnel_up(&a, T)["ike_sas"][0]["spi_i"],
         after["ike_sas"][0]["spi_i"]
     );
 }
 
 #[test]
 fn down_and_up_commands_and_byte_lifetimes() {
-    if !common::require_programs(&["python3", "ping"]) {
+    if !testbed::require_programs(&["ping"]) {
         return;
     }
     let topo = Topology::two_sites();
@@ -448,8 +423,8 @@ fn down_and_up_commands_and_byte_lifetimes() {
         &cfg(tunnel(true, true, &["child_lifetime_bytes = 3000000"])),
     )
     .unwrap();
-    common::wait_tunnel_up(&a, T);
-    common::wait_tunnel_up(&b, T);
+    testbed::wait_tunnel_up(&a, T);
+    testbed::wait_tunnel_up(&b, T);
     let sock = a.socket().to_str().unwrap().to_string();
     let installs = |rv: &Routevpn| rv.log().matches("CHILD SA installed").count();
     let before = installs(&a);
@@ -467,7 +442,7 @@ fn down_and_up_commands_and_byte_lifetimes() {
     let out = a.cli(&["down", "vti0", "--socket", &sock]).unwrap();
     assert!(out.contains("closing vti0"), "{out}");
     wait_until(T, POLL, || {
-        (!common::link_up(&topo.left, "vti0") && !common::link_up(&topo.right, "vti0"))
+        (!testbed::link_up(&topo.left, "vti0") && !testbed::link_up(&topo.right, "vti0"))
             .then_some(())
             .ok_or("still up".to_string())
     })
@@ -476,7 +451,7 @@ fn down_and_up_commands_and_byte_lifetimes() {
     assert_eq!(tunnel_json(&a).unwrap()["state"], "down", "down stays down");
     // `routevpn up`: back, with traffic.
     a.cli(&["up", "vti0", "--socket", &sock]).unwrap();
-    common::wait_tunnel_up(&a, T);
+    testbed::wait_tunnel_up(&a, T);
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
     let err = a.cli(&["up", "nosuch", "--socket", &sock]).unwrap_err();
     assert!(err.contains("no tunnel named"), "{err}");
@@ -484,7 +459,7 @@ fn down_and_up_commands_and_byte_lifetimes() {
 
 #[test]
 fn dpd_action_clear_takes_the_tunnel_down_and_keeps_it_down() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let topo = Topology::two_sites();
@@ -497,10 +472,10 @@ fn dpd_action_clear_takes_the_tunnel_down_and_keeps_it_down() {
     let mut a_extra = fast.to_vec();
     a_extra.push("dpd_action = \"clear\"");
     let a = Routevpn::start(&topo.left, &cfg(tunnel(true, true, &a_extra))).unwrap();
-    common::wait_tunnel_up(&a, T);
+    testbed::wait_tunnel_up(&a, T);
     b.signal("KILL").unwrap();
     wait_until(Duration::from_secs(20), POLL, || {
-        (!common::link_up(&topo.left, "vti0"))
+        (!testbed::link_up(&topo.left, "vti0"))
             .then_some(())
             .ok_or("vti0 still up".to_string())
     })

@@ -4,15 +4,13 @@
 //! SO_BINDTODEVICE keeping underlay packets out of a tunnel route. Needs root; skips
 //! loudly without it unless `ROUTEVPN_REQUIRE_NETNS=1`.
 
-mod common;
-
-use common::{veth, Netns};
 use routevpn::netlink::{Netlink, NetlinkError, RouteInfo, RTPROT_ROUTEVPN, RTPROT_ROUTEVPN_BGP};
 use routevpn::sockopt::bind_to_device;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
+use testbed::{veth, Netns};
 
 /// Enters `ns` on the calling thread (network namespace only).
 fn enter(ns_name: &str) {
@@ -82,7 +80,7 @@ fn routes_shown(ns: &Netns, fam: &str, proto: u8) -> String {
 
 #[test]
 fn link_up_down_mtu_and_index() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let ns = ns_with_tun("nl-link");
@@ -128,7 +126,7 @@ fn link_up_down_mtu_and_index() {
 
 #[test]
 fn addresses_v4_v6_and_lookup() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let ns = ns_with_tun("nl-addr");
@@ -203,7 +201,7 @@ fn addresses_v4_v6_and_lookup() {
 
 #[test]
 fn routes_with_metric_and_protocol_replace() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let ns = ns_with_tun("nl-route");
@@ -374,7 +372,7 @@ fn routes_with_metric_and_protocol_replace() {
 
 #[test]
 fn link_down_removes_routes_and_replace_restores_them() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let ns = ns_with_tun("nl-down");
@@ -438,7 +436,7 @@ fn link_down_removes_routes_and_replace_restores_them() {
 
 #[test]
 fn delete_and_flush_touch_only_our_protocol() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let ns = ns_with_tun("nl-flush");
@@ -652,7 +650,7 @@ fn tun_read_udp(tun: &tun_rs::SyncDevice, dst_port: u16) -> Option<([u8; 4], Vec
 
 #[test]
 fn bind_to_device_keeps_packets_on_the_underlay() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let a = Netns::new("nl-bind-a");

@@ -3,10 +3,8 @@
 //! content-checked TCP, what the transport link carries, replayed and tampered ESP,
 //! DELETE on SIGTERM, and static failover between two tunnels by route metric.
 
-mod common;
-
-use common::{wait_until, Netns, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
 use std::time::{Duration, Instant};
+use testbed::{wait_until, Netns, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
 
 const T: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(50);
@@ -61,52 +59,15 @@ fn cfg(t: RvTunnel) -> RvConfig {
 }
 
 /// Sends `len` pseudo-random bytes over TCP from `client` to `server_addr` (listening
-/// in `server`) and checks the SHA-256 the receiver computes. Bounded by timeouts.
+/// in `server`) and checks the digest the receiver computes. Bounded by timeouts.
 fn tcp_transfer(server: &Netns, client: &Netns, server_addr: &str, len: usize) {
-    let dir = common::TestDir::new("tcp");
-    let port = "5201";
-    let srv_py = format!(
-        "import socket,hashlib,sys\n\
-         fam=socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET\n\
-         s=socket.socket(fam);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-         s.bind((sys.argv[1],{port}));s.listen(1);s.settimeout(20)\n\
-         c,_=s.accept();c.settimeout(20);h=hashlib.sha256();n=0\n\
-         while True:\n  b=c.recv(65536)\n  if not b: break\n  h.update(b);n+=len(b)\n\
-         print(n,h.hexdigest(),flush=True)\n"
-    );
-    let cli_py = format!(
-        "import socket,hashlib,sys,random\n\
-         r=random.Random(7);data=r.randbytes({len})\n\
-         fam=socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET\n\
-         s=socket.create_connection((sys.argv[1],{port}),timeout=20);s.sendall(data);s.close()\n\
-         print(len(data),hashlib.sha256(data).hexdigest(),flush=True)\n"
-    );
-    std::fs::write(dir.join("srv.py"), srv_py).unwrap();
-    std::fs::write(dir.join("cli.py"), cli_py).unwrap();
-    let log = dir.join("srv.log");
-    let srv = server.spawn(
-        &[
-            "timeout",
-            "30",
-            "python3",
-            dir.join("srv.py").to_str().unwrap(),
-            server_addr,
-        ],
-        &log,
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let sent = client
-        .run(&[
-            "timeout",
-            "30",
-            "python3",
-            dir.join("cli.py").to_str().unwrap(),
-            server_addr,
-        ])
-        .expect("client");
-    srv.wait_exit(Duration::from_secs(25))
-        .expect("server finished");
-    let got = std::fs::read_to_string(&log).unwrap();
+    let port = 5201;
+    let t = Duration::from_secs(20);
+    let srv = testbed::tcp_sink(server, server_addr, port, t).expect("server listening");
+    let mut data = Some(testbed::pseudo_random(7, len));
+    let sent =
+        testbed::tcp_send(client, server_addr, port, t, move || data.take()).expect("client");
+    let got = srv.join().expect("server thread").expect("server finished");
     assert_eq!(
         sent.trim(),
         got.trim(),
@@ -118,20 +79,20 @@ fn pair(esp: &str) -> (Topology, Routevpn, Routevpn) {
     let topo = Topology::two_sites();
     let b = Routevpn::start(&topo.right, &cfg(tunnel(false, esp, false))).unwrap();
     let a = Routevpn::start(&topo.left, &cfg(tunnel(true, esp, true))).unwrap();
-    common::wait_tunnel_up(&a, T);
-    common::wait_tunnel_up(&b, T);
+    testbed::wait_tunnel_up(&a, T);
+    testbed::wait_tunnel_up(&b, T);
     (topo, a, b)
 }
 
 #[test]
 fn routevpn_pair_carries_ipv4_and_ipv6_and_only_esp_on_the_wire() {
-    if !common::require_programs(&["tcpdump", "python3", "ping"]) {
+    if !testbed::require_programs(&["tcpdump", "ping"]) {
         return;
     }
     for esp in ["aes128gcm16", "aes256-sha256-esn"] {
         let (topo, a, b) = pair(esp);
         // A capture on the transport link for the whole exchange.
-        let dir = common::TestDir::new("cap");
+        let dir = testbed::TestDir::new("cap");
         let cap = dir.join("wan.txt");
         let tcpdump = topo.left.spawn(
             &[
@@ -180,7 +141,7 @@ fn routevpn_pair_carries_ipv4_and_ipv6_and_only_esp_on_the_wire() {
                 "{esp}: plaintext or non-IKE/ESP on the wire: {l}"
             );
         }
-        let t = common::wait_tunnel_up(&a, T);
+        let t = testbed::wait_tunnel_up(&a, T);
         let c = &t["child_sas"][0];
         assert!(
             c["packets_out"].as_u64().unwrap() > 100 && c["packets_in"].as_u64().unwrap() > 100,
@@ -224,11 +185,11 @@ fn esp_payloads(pcap: &[u8]) -> Vec<Vec<u8>> {
 
 #[test]
 fn replayed_and_tampered_esp_is_dropped_and_counted() {
-    if !common::require_programs(&["tcpdump", "python3", "ping"]) {
+    if !testbed::require_programs(&["tcpdump", "ping"]) {
         return;
     }
     let (topo, _a, b) = pair("aes128gcm16");
-    let dir = common::TestDir::new("replay");
+    let dir = testbed::TestDir::new("replay");
     let pcap = dir.join("esp.pcap");
     let tcpdump = topo.right.spawn(
         &[
@@ -263,7 +224,7 @@ fn replayed_and_tampered_esp_is_dropped_and_counted() {
         .expect("capture done");
     let esp = esp_payloads(&std::fs::read(&pcap).unwrap());
     assert!(!esp.is_empty(), "captured ESP");
-    let before = common::wait_tunnel_up(&b, T)["child_sas"][0].clone();
+    let before = testbed::wait_tunnel_up(&b, T)["child_sas"][0].clone();
     // Re-inject the captured packet (a replay) and a copy with one ciphertext bit flipped.
     let mut tampered = esp[0].clone();
     let n = tampered.len();
@@ -271,12 +232,7 @@ fn replayed_and_tampered_esp_is_dropped_and_counted() {
     // A fresh sequence number so the anti-replay check passes and the ICV decides.
     tampered[4..8].copy_from_slice(&0x7fff_0000u32.to_be_bytes());
     let send = |bytes: &[u8]| {
-        let py = format!(
-            "import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.sendto(bytes.fromhex('{}'),('{}',4500))",
-            hex::encode(bytes),
-            Topology::RIGHT_WAN
-        );
-        topo.left.run(&["python3", "-c", &py]).unwrap();
+        testbed::udp_send(&topo.left, Topology::RIGHT_WAN, 4500, bytes).unwrap();
     };
     send(&esp[0]);
     send(&tampered);
@@ -297,11 +253,11 @@ fn replayed_and_tampered_esp_is_dropped_and_counted() {
 
 #[test]
 fn sigterm_deletes_sas_and_takes_the_peer_interface_down_at_once() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let (topo, mut a, b) = pair("aes128gcm16");
-    assert!(common::link_up(&topo.right, "vti0"));
+    assert!(testbed::link_up(&topo.right, "vti0"));
     assert!(topo
         .right
         .run(&["ip", "route", "show", Topology::LEFT_NET])
@@ -310,7 +266,7 @@ fn sigterm_deletes_sas_and_takes_the_peer_interface_down_at_once() {
     let t0 = Instant::now();
     a.stop();
     wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
-        (!common::link_up(&topo.right, "vti0"))
+        (!testbed::link_up(&topo.right, "vti0"))
             .then_some(())
             .ok_or("vti0 still up".to_string())
     })
@@ -334,13 +290,13 @@ fn sigterm_deletes_sas_and_takes_the_peer_interface_down_at_once() {
 
 #[test]
 fn two_tunnels_with_metrics_fail_over() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let topo = Topology::two_sites();
     // A second transport link; one routevpn daemon per tunnel on the right so one
     // peer can be stopped on its own.
-    common::veth(
+    testbed::veth(
         &topo.left,
         "wan1",
         &["198.51.100.1/24"],
@@ -435,8 +391,8 @@ fn two_tunnels_with_metrics_fail_over() {
         (ups == 2).then_some(()).ok_or(format!("{ups} tunnels up"))
     })
     .unwrap();
-    common::wait_tunnel_up(&b0, T);
-    common::wait_tunnel_up(&b1, T);
+    testbed::wait_tunnel_up(&b0, T);
+    testbed::wait_tunnel_up(&b1, T);
     let route = || {
         topo.left
             .run(&["ip", "route", "get", Topology::RIGHT_HOST])
@@ -449,7 +405,7 @@ fn two_tunnels_with_metrics_fail_over() {
     );
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
     // Count replies from a steady ping across the switch.
-    let dir = common::TestDir::new("ping");
+    let dir = testbed::TestDir::new("ping");
     let log = dir.join("ping.log");
     let ping = topo.left_host.spawn(
         &[
@@ -472,7 +428,7 @@ fn two_tunnels_with_metrics_fail_over() {
     .unwrap();
     ping.wait_exit(Duration::from_secs(10)).unwrap();
     let out = std::fs::read_to_string(&log).unwrap();
-    eprintln!("{}", common::tail(&out, 3));
+    eprintln!("{}", testbed::tail(&out, 3));
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
     let st = a.status().unwrap();
     assert_ne!(
@@ -511,7 +467,7 @@ fn swan(ike: &str, esp: &str) -> SwanConn {
 
 #[test]
 fn routevpn_and_strongswan_carry_traffic_in_both_roles() {
-    if !common::require_strongswan() || !common::require_programs(&["python3"]) {
+    if !testbed::require_strongswan() {
         return;
     }
     for (routevpn_initiates, esp) in [(true, "aes128gcm16"), (false, "aes256-sha256")] {
@@ -524,10 +480,10 @@ fn routevpn_and_strongswan_carry_traffic_in_both_roles() {
             sw.initiate("net").unwrap();
         }
         sw.wait_established("tun", T).unwrap();
-        common::wait_tunnel_up(&rv, T);
+        testbed::wait_tunnel_up(&rv, T);
         topo.left_host
             .wait_ping(Topology::RIGHT_HOST, T)
-            .unwrap_or_else(|e| panic!("{e}\n{}", common::tail(&rv.log(), 40)));
+            .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 40)));
         topo.right_host.wait_ping(Topology::LEFT_HOST, T).unwrap();
         topo.left_host.wait_ping(Topology::RIGHT_HOST6, T).unwrap();
         tcp_transfer(
@@ -557,7 +513,7 @@ fn routevpn_and_strongswan_carry_traffic_in_both_roles() {
 /// tunnel still comes up again after a `down`/`up` and carries traffic.
 #[test]
 fn ike_and_esp_never_route_into_the_tunnel() {
-    if !common::require_root() {
+    if !testbed::require_root() {
         return;
     }
     let (topo, a, _b) = pair("aes128gcm16");
@@ -584,13 +540,13 @@ fn ike_and_esp_never_route_into_the_tunnel() {
     // Tear down and re-establish: every IKE message must still use wan0.
     a.cli(&["down", "vti0", "--socket", &sock]).unwrap();
     wait_until(T, POLL, || {
-        (!common::link_up(&topo.left, "vti0"))
+        (!testbed::link_up(&topo.left, "vti0"))
             .then_some(())
             .ok_or("still up".to_string())
     })
     .unwrap();
     a.cli(&["up", "vti0", "--socket", &sock]).unwrap();
-    common::wait_tunnel_up(&a, T);
+    testbed::wait_tunnel_up(&a, T);
     // The routes died with the interface; put them back while the tunnel carries traffic.
     topo.left.must(&[
         "ip",
@@ -601,13 +557,13 @@ fn ike_and_esp_never_route_into_the_tunnel() {
         "vti0",
     ]);
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
-    let t = common::wait_tunnel_up(&a, T);
+    let t = testbed::wait_tunnel_up(&a, T);
     assert!(t["child_sas"][0]["packets_in"].as_u64().unwrap() > 0, "{t}");
     // With the route into the tunnel in place, IKE still reaches the peer: its DELETE
     // takes the far end down at once.
     a.cli(&["down", "vti0", "--socket", &sock]).unwrap();
     wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
-        (!common::link_up(&topo.right, "vti0"))
+        (!testbed::link_up(&topo.right, "vti0"))
             .then_some(())
             .ok_or("peer still up".to_string())
     })

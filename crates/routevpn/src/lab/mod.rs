@@ -20,7 +20,7 @@ use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -178,14 +178,12 @@ impl Daemons {
         let exe = std::env::current_exe().context("locating the routevpn executable")?;
         let log = File::create(r.log_path())
             .with_context(|| format!("creating {}", r.log_path().display()))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &r.ns()])
+        let child = testbed::ns::command(&r.ns(), &[])
             .arg(&exe)
             .arg("daemon")
             .arg("--config")
             .arg(r.config_path())
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             // Own process group: a terminal's Ctrl-C reaches only the lab, which then

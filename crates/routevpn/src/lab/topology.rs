@@ -2,12 +2,14 @@
 //! triangle: three routers and three hosts in network namespaces named `rvlab-*`.
 //!
 //! Transport links use RFC 5737 documentation prefixes only; site networks and tunnel
-//! inner addresses exist only inside the namespaces created here.
+//! inner addresses exist only inside the namespaces created here. The namespace, veth
+//! and sysctl commands themselves are the test bed's (`testbed::ns`); this file keeps
+//! only the lab's plan and wiring.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context as _};
+use testbed::ns;
 
 /// Every namespace of the lab starts with this; `--down` removes all of them.
 pub const NS_PREFIX: &str = "rvlab-";
@@ -210,56 +212,22 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Runs a program to completion; Ok(stdout) when it exits 0.
-pub fn run(prog: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(prog)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {prog}"))?;
-    if !out.status.success() {
-        bail!(
-            "`{prog} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Runs `args` inside namespace `ns` (`ip netns exec`).
 pub fn ns_run(ns: &str, args: &[&str]) -> anyhow::Result<String> {
-    let mut full = vec!["netns", "exec", ns];
-    full.extend_from_slice(args);
-    run("ip", &full)
+    Ok(ns::exec(ns, args)?)
 }
 
 /// Runs an `ip` command inside namespace `ns` (`ip -n NS ...`).
 pub fn ip_n(ns: &str, args: &[&str]) -> anyhow::Result<String> {
-    let mut full = vec!["-n", ns];
-    full.extend_from_slice(args);
-    run("ip", &full)
+    Ok(ns::ip_n(ns, args)?)
 }
 
 /// The lab's namespaces that exist now.
 pub fn lab_namespaces() -> Vec<String> {
-    run("ip", &["netns", "list"])
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
+    ns::list()
+        .into_iter()
         .filter(|n| n.starts_with(NS_PREFIX))
-        .map(str::to_string)
         .collect()
-}
-
-fn sysctl(ns: &str, key: &str, value: &str) -> anyhow::Result<()> {
-    ns_run(ns, &["sysctl", "-q", "-w", &format!("{key}={value}")])
-        .or_else(|_| {
-            // No sysctl binary: write /proc/sys directly from inside the namespace.
-            let path = format!("/proc/sys/{}", key.replace('.', "/"));
-            ns_run(ns, &["sh", "-c", &format!("echo {value} > {path}")])
-        })
-        .map(|_| ())
 }
 
 /// Creates a veth pair with one end in each namespace, addresses, and brings both up.
@@ -271,34 +239,23 @@ fn veth(
     if2: &str,
     addr2: &str,
 ) -> anyhow::Result<()> {
-    run(
-        "ip",
-        &[
-            "link", "add", if1, "netns", ns1, "type", "veth", "peer", "name", if2, "netns", ns2,
-        ],
-    )?;
-    for (ns, ifname, addr) in [(ns1, if1, addr1), (ns2, if2, addr2)] {
-        ip_n(ns, &["addr", "add", addr, "dev", ifname])?;
-        ip_n(ns, &["link", "set", ifname, "up"])?;
-    }
-    Ok(())
+    Ok(ns::veth(ns1, if1, &[addr1], ns2, if2, &[addr2])?)
 }
 
 /// Builds the six namespaces and their links. On error the caller tears down.
 pub fn build() -> anyhow::Result<()> {
     for r in &ROUTERS {
-        for ns in [r.ns(), r.host_ns()] {
-            run("ip", &["netns", "add", &ns])?;
-            ip_n(&ns, &["link", "set", "lo", "up"])?;
+        for name in [r.ns(), r.host_ns()] {
+            ns::add(&name)?;
         }
-        let ns = r.ns();
-        sysctl(&ns, "net.ipv4.ip_forward", "1")?;
+        let rns = r.ns();
+        ns::sysctl(&rns, "net.ipv4.ip_forward", "1")?;
         // Asymmetric paths during failover must not be dropped by reverse-path checks.
         for scope in ["all", "default"] {
-            sysctl(&ns, &format!("net.ipv4.conf.{scope}.rp_filter"), "0")?;
+            ns::sysctl(&rns, &format!("net.ipv4.conf.{scope}.rp_filter"), "0")?;
         }
         veth(
-            &ns,
+            &rns,
             "lan",
             &format!("{}/24", r.lan_addr()),
             &r.host_ns(),
@@ -386,9 +343,9 @@ pub fn site_routes(ns: &str) -> Vec<String> {
 /// Deletes every `rvlab-*` namespace (their veths, routes and nft rules go with them).
 pub fn delete_namespaces() -> Vec<String> {
     let mut errors = Vec::new();
-    for ns in lab_namespaces() {
-        if let Err(e) = run("ip", &["netns", "del", &ns]) {
-            errors.push(format!("{ns}: {e:#}"));
+    for name in lab_namespaces() {
+        if let Err(e) = ns::del(&name) {
+            errors.push(format!("{name}: {e:#}"));
         }
     }
     errors

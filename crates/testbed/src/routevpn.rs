@@ -1,12 +1,38 @@
 //! Runs the routevpn daemon under test inside a namespace and queries its control socket.
 
-use super::{dump_log, output_result, tail, wait_until, Netns, Proc, TestDir};
+use crate::{dump_log, output_result, tail, wait_until, Netns, Proc, TestDir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The binary built from this crate.
-pub const BIN: &str = env!("CARGO_BIN_EXE_routevpn");
+/// Environment variable naming the routevpn binary to run.
+pub const BIN_ENV: &str = "ROUTEVPN_BIN";
+
+/// The routevpn binary: `$ROUTEVPN_BIN` if set, else `routevpn` beside the running
+/// executable or one directory up (cargo puts integration tests in `target/*/deps/`
+/// and builds the package's binary into `target/*/` before running them).
+pub fn routevpn_bin() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os(BIN_ENV) {
+            return p.to_string_lossy().into_owned();
+        }
+        let exe = std::env::current_exe().expect("locating the running executable");
+        exe.parent()
+            .into_iter()
+            .flat_map(|d| [d.join("routevpn"), d.join("../routevpn")])
+            .find(|p| p.is_file())
+            .and_then(|p| p.canonicalize().ok())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no routevpn binary beside {}; build it or set {BIN_ENV}",
+                    exe.display()
+                )
+            })
+    })
+}
 
 /// One `[[tunnel]]` table of the routevpn config (see src/config.rs). Empty strings,
 /// empty lists and `None` leave the key out, so the daemon's default applies.
@@ -167,6 +193,7 @@ impl RvConfig {
 /// its log first if the test is panicking.
 #[derive(Debug)]
 pub struct Routevpn {
+    bin: String,
     ns: Netns,
     proc: Option<Proc>,
     config_path: PathBuf,
@@ -180,6 +207,16 @@ pub struct Routevpn {
 impl Routevpn {
     /// Writes the config and spawns the daemon without waiting for it.
     pub fn spawn(ns: &Netns, cfg: &RvConfig) -> Routevpn {
+        Routevpn::spawn_with(
+            routevpn_bin(),
+            ns,
+            cfg,
+            &[("RUST_LOG", "debug"), ("RUST_BACKTRACE", "1")],
+        )
+    }
+
+    /// [`Routevpn::spawn`] of binary `bin` with the environment `env`.
+    pub fn spawn_with(bin: &str, ns: &Netns, cfg: &RvConfig, env: &[(&str, &str)]) -> Routevpn {
         let dir = TestDir::new("rvd");
         let default_socket = dir.join("routevpn.sock");
         let socket = cfg.control_socket.clone().unwrap_or(default_socket.clone());
@@ -188,12 +225,9 @@ impl Routevpn {
             .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
         let log = dir.join("routevpn.log");
         let conf_s = config_path.to_string_lossy().into_owned();
-        let proc = ns.spawn_env(
-            &[BIN, "daemon", "--config", &conf_s],
-            &[("RUST_LOG", "debug"), ("RUST_BACKTRACE", "1")],
-            &log,
-        );
+        let proc = ns.spawn_env(&[bin, "daemon", "--config", &conf_s], env, &log);
         Routevpn {
+            bin: bin.to_string(),
             ns: ns.clone(),
             proc: Some(proc),
             config_path,
@@ -233,7 +267,8 @@ impl Routevpn {
         }
     }
 
-    fn exit_status(&self) -> Option<std::process::ExitStatus> {
+    /// The daemon's exit status once it has ended, None while it runs.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
         self.proc.as_ref().and_then(Proc::try_wait)
     }
 
@@ -257,9 +292,14 @@ impl Routevpn {
         self.proc.as_ref().map(Proc::pid).unwrap_or(0)
     }
 
+    /// The daemon's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// Runs `routevpn ARGS` (in the daemon's namespace); Ok(stdout) on exit 0.
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let mut cmd = vec![BIN];
+        let mut cmd = vec![self.bin.as_str()];
         cmd.extend_from_slice(args);
         self.ns.run(&cmd)
     }
@@ -267,7 +307,7 @@ impl Routevpn {
     /// `routevpn status --json --socket PATH`.
     pub fn status_json(&self) -> Result<String, String> {
         let sock = self.socket.to_string_lossy().into_owned();
-        let out = Command::new(BIN)
+        let out = Command::new(&self.bin)
             .args(["status", "--json", "--socket", &sock])
             .output();
         let text = output_result("routevpn status --json", out)?;

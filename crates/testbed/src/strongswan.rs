@@ -8,7 +8,7 @@
 //! `/var/run/charon.vici` and the file log `/run/charon.log` are per instance and many
 //! charons coexist. Nothing is written under `/etc`.
 
-use super::{dump_log, output_result, tail, wait_until, Netns, Proc, TestDir};
+use crate::{dump_log, output_result, tail, wait_until, Netns, Proc, TestDir};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

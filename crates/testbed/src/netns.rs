@@ -1,6 +1,6 @@
 //! Network namespaces, processes inside them, veth links and the two-site topology.
 
-use super::{output_result, unique_name, wait_until};
+use crate::{ns, output_result, unique_name, wait_until};
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -22,8 +22,8 @@ impl Netns {
     /// Creates `rv<pid>-<n>-<role>` with `lo` up. Panics when that fails.
     pub fn new(role: &str) -> Netns {
         let name = unique_name(role);
-        let out = Command::new("ip").args(["netns", "add", &name]).output();
-        output_result(&format!("ip netns add {name}"), out).unwrap_or_else(|e| panic!("{e}"));
+        let created = ns::run("ip", &["netns", "add", &name]);
+        created.unwrap_or_else(|e| panic!("{e}"));
         // The guard exists from here on, so a failure below still deletes the namespace.
         let ns = Netns(Arc::new(NetnsInner { name }));
         ns.must(&["ip", "link", "set", "lo", "up"]);
@@ -68,12 +68,8 @@ impl Netns {
     }
 
     /// A `Command` for `ip netns exec NAME cmd...` (the caller adds env, stdio...).
-    /// `ip netns exec` execs the program itself, so the child's PID is the program's.
     pub fn command(&self, cmd: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", self.name()]).args(cmd);
-        c.stdin(Stdio::null());
-        c
+        ns::command(self.name(), cmd)
     }
 
     /// Starts `cmd` in the namespace with stdout and stderr appended to `log`.
@@ -93,6 +89,18 @@ impl Netns {
         )
     }
 
+    /// Starts `cmd` in the namespace with stdout to `stdout` and stderr to `stderr`
+    /// (both truncated), e.g. a JSON report apart from its diagnostics.
+    pub fn spawn_split(&self, cmd: &[&str], stdout: &Path, stderr: &Path) -> Proc {
+        let label = format!("[{}] {}", self.name(), cmd.join(" "));
+        let open = |p: &Path| {
+            std::fs::File::create(p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()))
+        };
+        let mut c = self.command(cmd);
+        c.stdout(open(stdout)).stderr(open(stderr));
+        Proc::spawn_prepared(c, &label, Some(self.clone()))
+    }
+
     /// Sets a sysctl inside the namespace (`net.ipv4.ip_forward=1` style).
     pub fn sysctl(&self, key: &str, value: &str) {
         self.must(&["sysctl", "-qw", &format!("{key}={value}")]);
@@ -100,11 +108,7 @@ impl Netns {
 
     /// Adds an address (`10.1.0.1/24`, `fd00:1::1/64`) to `ifname`; IPv6 without DAD.
     pub fn addr_add(&self, ifname: &str, cidr: &str) {
-        if cidr.contains(':') {
-            self.must(&["ip", "-6", "addr", "add", cidr, "dev", ifname, "nodad"]);
-        } else {
-            self.must(&["ip", "addr", "add", cidr, "dev", ifname]);
-        }
+        ns::addr_add(self.name(), ifname, cidr).unwrap_or_else(|e| panic!("[{}] {e}", self.name()));
     }
 
     /// `ip route add DST via GW` (IPv6 chosen by the gateway's form).
@@ -126,14 +130,7 @@ impl Netns {
 
     /// PIDs of all processes in the namespace.
     pub fn pids(&self) -> Vec<u32> {
-        let out = Command::new("ip")
-            .args(["netns", "pids", self.name()])
-            .output();
-        output_result("ip netns pids", out)
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
+        ns::pids(self.name())
     }
 
     /// Addresses and routes, for failure reports.
@@ -157,18 +154,6 @@ impl Netns {
 
 impl Drop for NetnsInner {
     fn drop(&mut self) {
-        let pids_of = |name: &str| -> Vec<u32> {
-            Command::new("ip")
-                .args(["netns", "pids", name])
-                .output()
-                .map(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .split_whitespace()
-                        .filter_map(|p| p.parse().ok())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         if std::thread::panicking() {
             let ns_desc = Command::new("ip")
                 .args([
@@ -182,12 +167,12 @@ impl Drop for NetnsInner {
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default();
-            super::dump_log(&format!("namespace {}", self.name), &ns_desc);
+            crate::dump_log(&format!("namespace {}", self.name), &ns_desc);
         }
         // Processes left in the namespace were started by this test; kill them by PID.
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            let pids = pids_of(&self.name);
+            let pids = ns::pids(&self.name);
             if pids.is_empty() || Instant::now() > deadline {
                 break;
             }
@@ -198,9 +183,7 @@ impl Drop for NetnsInner {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        let _ = ns::del(&self.name);
     }
 }
 
@@ -225,7 +208,13 @@ impl Proc {
             .open(log)
             .unwrap_or_else(|e| panic!("open log {}: {e}", log.display()));
         let file2 = file.try_clone().expect("clone log file handle");
-        cmd.stdin(Stdio::null()).stdout(file).stderr(file2);
+        cmd.stdout(file).stderr(file2);
+        Proc::spawn_prepared(cmd, label, ns)
+    }
+
+    /// Spawns `cmd` as it is set up, with stdin null.
+    fn spawn_prepared(mut cmd: Command, label: &str, ns: Option<Netns>) -> Proc {
+        cmd.stdin(Stdio::null());
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {label}: {e}"));
         Proc {
             pid: child.id(),
@@ -317,37 +306,8 @@ impl Drop for Proc {
 /// Creates a veth pair `a_if` in `a` ↔ `b_if` in `b`, adds the addresses (IPv4 or IPv6
 /// CIDRs; IPv6 with `nodad` so they are usable at once) and brings both ends up.
 pub fn veth(a: &Netns, a_if: &str, a_addrs: &[&str], b: &Netns, b_if: &str, b_addrs: &[&str]) {
-    // Created inside `a` with the peer placed straight into `b`: no name ever appears
-    // in the root namespace.
-    let out = Command::new("ip")
-        .args([
-            "-n",
-            a.name(),
-            "link",
-            "add",
-            a_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            b_if,
-        ])
-        .args(["netns", b.name()])
-        .output();
-    output_result(
-        &format!("veth {}:{a_if} - {}:{b_if}", a.name(), b.name()),
-        out,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    // Both ends up before any address: an IPv6 address added while the link has no
-    // carrier is not answered for by neighbour discovery for up to a second.
-    a.must(&["ip", "link", "set", a_if, "up"]);
-    b.must(&["ip", "link", "set", b_if, "up"]);
-    for (ns, ifname, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
-        for cidr in addrs {
-            ns.addr_add(ifname, cidr);
-        }
-    }
+    ns::veth(a.name(), a_if, a_addrs, b.name(), b_if, b_addrs)
+        .unwrap_or_else(|e| panic!("veth {}:{a_if} - {}:{b_if}: {e}", a.name(), b.name()));
 }
 
 /// Two sites joined by a transport link:

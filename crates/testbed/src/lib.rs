@@ -1,28 +1,34 @@
-//! Shared harness for the routevpn integration tests: network namespaces, veth links,
-//! a two-site topology, real strongSwan peers (kernel-libipsec) and a routevpn daemon
-//! runner. Every resource is an RAII guard, so namespaces, processes and files are
-//! removed even when a test panics; on a panic the guards dump their logs first.
+//! The one test bed of routevpn: network namespaces, veth links, processes inside
+//! namespaces, and the peers a test, the lab or the benchmark runs there — routevpn
+//! daemons, strongSwan (charon + kernel-libipsec), BIRD and FRR. Every resource is an
+//! RAII guard, so namespaces, processes and files are removed even when a test panics;
+//! on a panic the guards dump their logs first.
 //!
-//! Use from a test file with `mod common;` and start each test with
-//! `if !common::require_root() { return; }`.
+//! Start each test with `if !testbed::require_root() { return; }`. The routevpn binary
+//! comes from the caller: `ROUTEVPN_BIN`, else the `routevpn` beside the running test
+//! executable (see [`routevpn_bin`]).
 //!
 //! Safety rules (DEVELOPERS.md): transport links use RFC 5737 addresses only, private
 //! subnets live only inside namespaces created here, and only processes started here
 //! are killed, by PID.
 
-// Each test file uses a different part of the harness.
-#![allow(dead_code, unused_imports)]
-
+mod bird;
+mod frr;
 mod netns;
+pub mod ns;
 mod routevpn;
 mod strongswan;
+mod tcp;
 
+pub use bird::Bird;
+pub use frr::Frr;
 pub use netns::{veth, Netns, Proc, Topology};
-pub use routevpn::{toml_str, Routevpn, RvConfig, RvTunnel, BIN as ROUTEVPN_BIN};
+pub use routevpn::{routevpn_bin, toml_str, Routevpn, RvConfig, RvTunnel, BIN_ENV};
 pub use strongswan::{
     charon_binary, parse_list_sas_raw, swanctl_conf, ChildSa, IkeSa, Strongswan, SwanConn,
     STRONGSWAN_CONF,
 };
+pub use tcp::{in_netns, pseudo_random, tcp_send, tcp_sink, udp_send, Digest};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -201,11 +207,7 @@ pub fn run(cmd: &[&str]) -> Result<String, String> {
 
 /// Names listed by `ip netns list`.
 pub fn netns_list() -> Vec<String> {
-    run(&["ip", "netns", "list"])
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect()
+    ns::list()
 }
 
 /// Returns the last `n` lines of `text`.

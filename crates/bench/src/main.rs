@@ -1,0 +1,395 @@
+//! `scripts/bench`: throughput and CPU cost of the routevpn dataplane, next to the plain
+//! routed path and a strongSwan (kernel-libipsec) tunnel on the same topology.
+//!
+//! iperf3 TCP runs host A → host B in all three cases, so the sender, the receiver, both
+//! routers' forwarding and the four veths are identical; only what carries 10.1/24 ↔
+//! 10.2/24 between the routers differs:
+//! - `veth`: plain IP routing over the transport veth (the path's limit);
+//! - `strongswan`: charon + kernel-libipsec on both routers (userspace ESP-in-UDP, TUN ipsec0);
+//! - `routevpn`: routevpn daemon on both routers (userspace ESP-in-UDP, TUN rvb0,
+//!   169.254.12.1/30 ↔ .2/30, `routes = ["10.x.0.0/24"]`).
+//!
+//! Both tunnels: IKE aes128gcm16-prfsha256-x25519, ESP aes128gcm16, tunnel MTU 1400
+//! (kernel-libipsec's default; set the same on routevpn).
+//!
+//! A binary of its own crate rather than one in `testbed`: its command line and
+//! reporting would otherwise become dependencies of the test bed, which routevpn links
+//! into its shipped binary for `routevpn lab`.
+
+mod cases;
+mod json;
+mod measure;
+mod report;
+mod signal;
+
+use clap::{Parser, ValueEnum};
+use json::{round, Obj, J};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+/// Exit status: 0 if every requested case ran, 1 if any failed (the others still run
+/// and are reported), 2 on bad usage / missing prerequisites, 130 on Ctrl-C.
+#[derive(Parser, Debug)]
+#[command(
+    name = "scripts/bench",
+    about = "Throughput and CPU cost of the routevpn dataplane, next to plain routing and strongSwan kernel-libipsec",
+    after_help = "Needs root, iproute2, iperf3; strongSwan (charon-systemd or charon, swanctl, \
+                  libcharon-extra-plugins) for that case; cargo for the routevpn build.\n\
+                  Exit status: 0 if every requested case ran, 1 if any failed (the others still \
+                  run and are reported), 2 on bad usage / missing prerequisites, 130 on Ctrl-C."
+)]
+struct Args {
+    /// Seconds per iperf3 run.
+    #[arg(long, visible_alias = "seconds", value_name = "S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    duration: u64,
+    /// Three seconds per run.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the JSON report [default: ./bench-results.json].
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Cases to run, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "veth,strongswan,routevpn"
+    )]
+    only: Vec<Case>,
+    /// iperf3 parallel stream counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    streams: Vec<u32>,
+    /// The routevpn binary to run (no build).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_build")]
+    routevpn_bin: Option<PathBuf>,
+    /// Use target/release/routevpn as it is.
+    #[arg(long)]
+    no_build: bool,
+    /// Keep configs and logs after the run.
+    #[arg(long)]
+    keep_logs: bool,
+}
+
+/// One way of carrying the sites' traffic between the routers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Case {
+    Veth,
+    Strongswan,
+    Routevpn,
+}
+
+/// Report order.
+pub const CASES: [Case; 3] = [Case::Veth, Case::Strongswan, Case::Routevpn];
+
+impl Case {
+    pub fn name(self) -> &'static str {
+        match self {
+            Case::Veth => "veth",
+            Case::Strongswan => "strongswan",
+            Case::Routevpn => "routevpn",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Case::Veth => "plain veth",
+            Case::Strongswan => "strongSwan",
+            Case::Routevpn => "routevpn",
+        }
+    }
+
+    pub fn description(self) -> String {
+        match self {
+            Case::Veth => "plain IP routing over the transport veth (no tunnel): the path's limit; CPU is the kernel's".into(),
+            Case::Strongswan => format!(
+                "strongSwan charon ({}) with kernel-libipsec on both routers (userspace ESP-in-UDP via TUN ipsec0); daemon CPU = both charons",
+                testbed::charon_binary().map(|p| p.display().to_string()).unwrap_or_default()
+            ),
+            Case::Routevpn => "routevpn daemon on both routers (userspace ESP-in-UDP via TUN rvb0, 169.254.12.1/30 <-> .2/30, routes to the far host net); daemon CPU = both daemons".into(),
+        }
+    }
+}
+
+/// What the cases share: settings, the work directory and the records so far.
+pub struct Ctx {
+    pub duration: u64,
+    pub streams: Vec<u32>,
+    pub work: PathBuf,
+    pub rv_bin: Option<String>,
+    pub psk: String,
+    pub records: Vec<Obj>,
+}
+
+/// Progress and diagnostics go to stderr; the table to stdout.
+pub fn log(msg: &str) {
+    eprintln!("{msg}");
+}
+
+/// The workspace root (for `cargo build` and target/).
+fn root() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    p.canonicalize().unwrap_or(p)
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    testbed::ns::run(cmd, args)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let duration = if args.quick { 3 } else { args.duration };
+    let json_out = absolute(
+        &args
+            .json
+            .clone()
+            .unwrap_or_else(|| "bench-results.json".into()),
+    );
+    let mut wanted: Vec<Case> = Vec::new();
+    for c in &args.only {
+        if !wanted.contains(c) {
+            wanted.push(*c);
+        }
+    }
+    if !testbed::ns::run("id", &["-u"]).is_ok_and(|u| u.trim() == "0") {
+        log("bench: needs root (network namespaces)");
+        return ExitCode::from(2);
+    }
+    for t in ["ip", "iperf3", "timeout", "ping", "ss", "unshare"] {
+        if testbed::find_program(t).is_none() {
+            log(&format!("bench: '{t}' not found"));
+            return ExitCode::from(2);
+        }
+    }
+    if args.keep_logs {
+        std::env::set_var(testbed::KEEP_ENV, "1");
+    }
+    let work = std::env::temp_dir().join(format!(
+        "rvbench.{}.{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    ));
+    if let Err(e) = std::fs::create_dir_all(&work) {
+        log(&format!("bench: cannot create {}: {e}", work.display()));
+        return ExitCode::from(2);
+    }
+    signal::install();
+    let mut ctx = Ctx {
+        duration,
+        streams: args.streams.clone(),
+        work: work.clone(),
+        rv_bin: None,
+        psk: format!("bench-psk-{}-{}", std::process::id(), random_u64()),
+        records: Vec::new(),
+    };
+    let rc = run(&args, &wanted, &mut ctx, &json_out);
+    if args.keep_logs || rc != 0 {
+        log(&format!("bench: logs kept in {}", work.display()));
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    ExitCode::from(rc)
+}
+
+/// A fresh PSK part per run, from the kernel's RNG.
+fn random_u64() -> u64 {
+    use std::io::Read as _;
+    let mut b = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    u64::from_le_bytes(b)
+}
+
+/// The routevpn binary to measure, building it unless told otherwise.
+fn routevpn_binary(args: &Args, ctx: &mut Ctx) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let bin = if let Some(p) = &args.routevpn_bin {
+        Some(absolute(p))
+    } else if args.no_build {
+        Some(target.join("release/routevpn"))
+    } else {
+        log("== cargo build --release -p routevpn");
+        let built = Command::new("cargo")
+            .args(["build", "--release", "-p", "routevpn"])
+            .current_dir(root())
+            .stdout(std::io::stderr())
+            .status()
+            .is_ok_and(|s| s.success());
+        if built {
+            Some(target.join("release/routevpn"))
+        } else {
+            ctx.records.push(
+                report::info(Case::Routevpn)
+                    .with("status", "failed")
+                    .with("error", "cargo build --release -p routevpn failed"),
+            );
+            None
+        }
+    };
+    ctx.rv_bin = bin.map(|b| b.to_string_lossy().into_owned());
+}
+
+fn run(args: &Args, wanted: &[Case], ctx: &mut Ctx, json_out: &Path) -> u8 {
+    if wanted.contains(&Case::Routevpn) {
+        routevpn_binary(args, ctx);
+    }
+    let nproc = sh("nproc", &[]);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let kernel = sh("uname", &["-r"]);
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = loadavg.split_whitespace().take(3).collect();
+    let load = load.join(" ");
+    let started = sh("date", &["+%Y-%m-%dT%H:%M:%S%z"]);
+    let iperf_version = sh("iperf3", &["--version"]);
+    let iperf_version = iperf_version
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or("");
+    let streams: Vec<String> = ctx.streams.iter().map(u32::to_string).collect();
+    let streams = streams.join(",");
+    println!("routevpn dataplane benchmark  {started}");
+    let model = if cpu_model.is_empty() {
+        "unknown CPU"
+    } else {
+        &cpu_model
+    };
+    println!("machine: {nproc} CPUs, {model}, kernel {kernel}, load {load}");
+    println!(
+        "iperf3 {iperf_version}, TCP host A 10.1.0.2 -> host B 10.2.0.2 via router A -> router B; {} s per run; streams {streams}",
+        ctx.duration
+    );
+    println!(
+        "tunnels: IKE {}, ESP {} (AES-GCM-128), tunnel MTU {}",
+        cases::IKE,
+        cases::ESP,
+        cases::TUN_MTU
+    );
+    println!("comparison: same 4-namespace path for all cases; only the router A <-> router B carriage differs");
+    println!("            (plain routing over the transport veth | strongSwan kernel-libipsec | routevpn)");
+    println!();
+
+    let mut descriptions = Obj::new();
+    for c in CASES {
+        descriptions.set(c.name(), c.description());
+    }
+    let meta = Obj::new()
+        .with("schema", "routevpn-bench/1")
+        .with("started", started.as_str())
+        .with(
+            "machine",
+            Obj::new()
+                .with("nproc", nproc.parse::<i64>().map_or(J::Null, J::Int))
+                .with("cpu_model", cpu_model.as_str())
+                .with("kernel", kernel.as_str())
+                .with("loadavg_at_start", load.as_str())
+                .with("clk_tck", measure::clk_tck()),
+        )
+        .with("duration_s", ctx.duration)
+        .with(
+            "streams",
+            ctx.streams.iter().map(|&s| J::from(s)).collect::<Vec<_>>(),
+        )
+        .with(
+            "cases_requested",
+            args.only.iter().map(|c| J::from(c.name())).collect::<Vec<_>>(),
+        )
+        .with("topology", "host A 10.1.0.2/24 -- router A 10.1.0.1 | 192.0.2.1/24 == transport veth == 192.0.2.2/24 | router B 10.2.0.1 -- host B 10.2.0.2/24; iperf3 client on host A, server on host B, all cases")
+        .with("cipher", Obj::new().with("ike", cases::IKE).with("esp", cases::ESP))
+        .with("tunnel_mtu_configured", u32::from(cases::TUN_MTU))
+        .with(
+            "units",
+            Obj::new()
+                .with("GB", "1e9 bytes received by the iperf3 server")
+                .with("cpu", "seconds of CPU time"),
+        )
+        .with("case_descriptions", descriptions);
+
+    for c in CASES.into_iter().filter(|c| wanted.contains(c)) {
+        if let Some(sig) = run_case(ctx, c) {
+            return u8::try_from(sig).unwrap_or(1);
+        }
+    }
+    println!();
+    let finished = sh("date", &["+%Y-%m-%dT%H:%M:%S%z"]);
+    match report::report(&meta, &ctx.records, json_out, &finished) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            log(&format!("bench: cannot write {}: {e}", json_out.display()));
+            1
+        }
+    }
+}
+
+/// Runs one case; any failure ends just that case (after its own cleanup) and is
+/// recorded. Some(exit status) when a signal arrived.
+fn run_case(ctx: &mut Ctx, c: Case) -> Option<i32> {
+    let build_failed = ctx.records.iter().any(|r| {
+        r.str("case") == c.name() && !r.contains("streams") && r.str("status") == "failed"
+    });
+    if build_failed {
+        return None;
+    }
+    let bg = round(measure::baseline(Duration::from_secs(1)), 1);
+    log(&format!(
+        "== {} (background machine load before: {bg:.1}% busy)",
+        c.name()
+    ));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cases::run(ctx, c)));
+    let error = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(cases::Stop::Failed(msg))) => Some(msg),
+        Ok(Err(cases::Stop::Signal(sig))) => {
+            log(&format!(
+                "bench: {}, cleaning up",
+                if sig == 130 {
+                    "interrupted"
+                } else {
+                    "terminated"
+                }
+            ));
+            return Some(sig);
+        }
+        Err(panic) => Some(format!(
+            "unexpected failure: {}",
+            panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("panic")
+        )),
+    };
+    if let Some(sig) = signal::caught() {
+        return Some(sig);
+    }
+    ctx.records
+        .push(report::info(c).with("background_busy_pct_before", bg));
+    if let Some(msg) = error {
+        ctx.records
+            .push(report::info(c).with("status", "failed").with("error", msg));
+    }
+    None
+}
