@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use testbed::{find_program, veth, wait_until, Netns, TestDir};
+use testbed::{optional_program, veth, wait_until, Netns, TestDir};
 
 use esp::{AesKeySize, Algorithm, OutboundSa, SaParams, Zeroizing};
 
@@ -261,7 +261,7 @@ fn esp_dataplane_between_namespaces() {
 
     // Everything on the transport link must be UDP 4500.
     let dir = TestDir::new("dp");
-    let capture = find_program("tcpdump").map(|_| {
+    let capture = optional_program("tcpdump", "the transport-link capture").map(|_| {
         let log = dir.join("tcpdump.log");
         let p = nb.spawn(
             &[
@@ -430,8 +430,7 @@ fn replay_icv_unknown_spi(a: &Side, b: &Side) {
 }
 
 fn iperf3_figures(a: &Side, b: &Side) {
-    if find_program("iperf3").is_none() {
-        report("dataplane: iperf3 not installed, no throughput figure");
+    if optional_program("iperf3", "the throughput figure").is_none() {
         return;
     }
     let dir = TestDir::new("iperf");

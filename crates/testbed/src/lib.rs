@@ -138,6 +138,20 @@ pub fn require_programs(programs: &[&str]) -> bool {
     }
 }
 
+/// A program a test uses for one of its checks (a capture, a throughput figure): its
+/// path, or None with a loud note; with `ROUTEVPN_REQUIRE_NETNS=1` a missing program is
+/// a failure, so CI never passes a check that did not run.
+pub fn optional_program(program: &str, check: &str) -> Option<PathBuf> {
+    let found = find_program(program);
+    if found.is_none() {
+        skip_or_panic(
+            program,
+            &format!("{program} not installed: {check} not done"),
+        );
+    }
+    found
+}
+
 /// [`require_root`] plus charon, swanctl and ping.
 pub fn require_strongswan() -> bool {
     if !require_root() {
