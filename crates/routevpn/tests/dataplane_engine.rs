@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use testbed::{optional_program, veth, wait_until, Netns, TestDir};
+use testbed::{optional_program, report, veth, wait_until, Netns, TestDir};
 
 use esp::{AesKeySize, Algorithm, OutboundSa, SaParams, Zeroizing};
 
@@ -139,11 +139,6 @@ fn install_pair(a: &Side, b: &Side, spi_a: u32, spi_b: u32, seed: u8) {
         },
     )
     .unwrap();
-}
-
-/// Writes straight to fd 2: libtest captures the print macros of passing tests.
-fn report(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
 fn pattern(i: u64) -> u8 {

@@ -14,6 +14,7 @@
 
 mod bird;
 mod frr;
+pub mod ikeflood;
 mod netns;
 pub mod ns;
 mod routevpn;
@@ -222,6 +223,13 @@ pub fn run(cmd: &[&str]) -> Result<String, String> {
 /// Names listed by `ip netns list`.
 pub fn netns_list() -> Vec<String> {
     ns::list()
+}
+
+/// Prints a figure for the reader of the test log, straight to fd 2 (libtest captures
+/// the print macros of passing tests).
+pub fn report(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
 /// Returns the last `n` lines of `text`.
