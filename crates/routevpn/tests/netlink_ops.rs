@@ -8,7 +8,7 @@ mod common;
 
 use common::{veth, Netns};
 use routevpn::netlink::{Netlink, NetlinkError, RouteInfo, RTPROT_ROUTEVPN, RTPROT_ROUTEVPN_BGP};
-use routevpn::sockopt::bind_to_device;
+use routevpn::sys::bind_to_device;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;

@@ -2,7 +2,7 @@
 //! dataplane), pinned to the underlay interface so that their own packets never follow a
 //! route into a tunnel.
 
-use crate::sockopt;
+use crate::sys;
 use anyhow::Context as _;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{IpAddr, SocketAddr};
@@ -20,7 +20,7 @@ pub fn bound_udp(addr: SocketAddr, dev: &str) -> anyhow::Result<std::net::UdpSoc
         sock.set_only_v6(true)?;
     }
     sock.set_reuse_address(true)?;
-    sockopt::bind_to_device(&sock, dev)
+    sys::bind_to_device(&sock, dev)
         .with_context(|| format!("binding socket to interface {dev}"))?;
     sock.bind(&addr.into())
         .with_context(|| format!("binding UDP {addr}"))?;

@@ -8,29 +8,7 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-fn set_int(
-    sock: &impl AsRawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    v: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `v` is a live c_int for the duration of the call and the length passed
-    // is its size; the kernel copies it. A bad fd is reported as EBADF.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (&v as *const libc::c_int).cast::<libc::c_void>(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
+use crate::sys;
 
 fn udp(v6: bool) -> io::Result<Socket> {
     let s = Socket::new(
@@ -57,9 +35,10 @@ pub fn rx_socket(v6: bool) -> io::Result<std::net::UdpSocket> {
     let s = udp(v6)?;
     s.set_reuse_address(true)?;
     if v6 {
-        set_int(&s, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
+        s.set_recv_hoplimit_v6(true)?;
     } else {
-        set_int(&s, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?;
+        // socket2 has no IP_RECVTTL.
+        sys::set_int_option(s.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?;
     }
     s.bind(&wildcard(v6, bfd::limits::CONTROL_PORT).into())?;
     s.set_nonblocking(true)?;
@@ -71,9 +50,9 @@ pub fn rx_socket(v6: bool) -> io::Result<std::net::UdpSocket> {
 pub fn tx_socket(v6: bool, start: u16) -> io::Result<std::net::UdpSocket> {
     let s = udp(v6)?;
     if v6 {
-        set_int(&s, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 255)?;
+        s.set_unicast_hops_v6(255)?;
     } else {
-        set_int(&s, libc::IPPROTO_IP, libc::IP_TTL, 255)?;
+        s.set_ttl_v4(255)?;
     }
     let lo = bfd::limits::SOURCE_PORT_MIN;
     let span = u32::from(bfd::limits::SOURCE_PORT_MAX - lo) + 1;
@@ -173,7 +152,7 @@ mod tests {
     #[test]
     fn ttl_is_255_and_reported() {
         let rx = udp(false).unwrap();
-        set_int(&rx, libc::IPPROTO_IP, libc::IP_RECVTTL, 1).unwrap();
+        sys::set_int_option(rx.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTTL, 1).unwrap();
         rx.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
             .unwrap();
         let rx: std::net::UdpSocket = rx.into();
