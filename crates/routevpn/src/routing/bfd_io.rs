@@ -1,13 +1,20 @@
 //! BFD sockets (RFC 5881): receive on UDP 3784 keeping only packets with TTL / hop limit
-//! 255 (§5, GTSM), send from one fixed source port in 49152..=65535 with TTL 255 (§4).
+//! 255 (§5, GTSM), send from one fixed source port in 49152..=65535 with TTL 255 (§4);
+//! and the driver's side: packets to sessions, timers, state changes to BGP.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use std::time::{Duration, Instant};
 
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::{canon, Driver, Input};
 use crate::sys;
 
 fn udp(v6: bool) -> io::Result<Socket> {
@@ -140,6 +147,129 @@ fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
             ))
         }
         _ => None,
+    }
+}
+
+/// Feeds the driver the BFD packets that arrive with TTL 255.
+pub(super) fn spawn_bfd_reader(
+    sock: std::net::UdpSocket,
+    tx: mpsc::Sender<Input>,
+) -> anyhow::Result<()> {
+    let sock = UdpSocket::from_std(sock)?;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let r = sock
+                .async_io(tokio::io::Interest::READABLE, || {
+                    recv_with_ttl(&sock, &mut buf)
+                })
+                .await;
+            match r {
+                Ok((n, from, ttl)) => {
+                    // RFC 5881 §5: only packets sent from one hop away (TTL 255).
+                    if ttl != Some(bfd::limits::TTL) {
+                        debug!(%from, ?ttl, "BFD packet with TTL != 255 dropped");
+                        continue;
+                    }
+                    let data = buf.get(..n).unwrap_or_default().to_vec();
+                    if tx.send(Input::Bfd { from, data }).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "BFD receive error");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+impl Driver {
+    pub(super) fn bfd_packet(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let pkt = match bfd::ControlPacket::decode(data) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(%from, error = %e, "malformed BFD packet");
+                return;
+            }
+        };
+        // RFC 5880 §6.3: by Your Discriminator, or by source address while it is zero.
+        let src = canon(from.ip());
+        let n = self.neighbors.iter_mut().find(|n| {
+            n.bfd.as_ref().is_some_and(|b| {
+                if pkt.your_discr != 0 {
+                    b.local_discr() == pkt.your_discr
+                } else {
+                    // A packet that does not know us yet belongs to our session only if
+                    // that session has not locked onto another remote session: a second,
+                    // still-Down session of the same peer (FRR can briefly have two) must
+                    // not tear down the one that is Up.
+                    n.cfg.address == src
+                        && (b.remote_discr() == 0 || b.remote_discr() == pkt.my_discr)
+                }
+            })
+        });
+        match n {
+            Some(n) => {
+                if n.cfg.address != src {
+                    debug!(%from, "BFD packet from an unexpected address");
+                    return;
+                }
+                if let Some(b) = &mut n.bfd {
+                    if let Err(e) = b.handle_packet(now, &pkt) {
+                        debug!(%from, error = %e, "BFD packet discarded");
+                    }
+                }
+            }
+            None => debug!(%from, your_discr = pkt.your_discr, "BFD packet for no session"),
+        }
+    }
+
+    /// BFD timers, events and transmissions.
+    pub(super) fn run_bfd(&mut self, now: Instant) {
+        for i in 0..self.neighbors.len() {
+            let mut events = Vec::new();
+            let mut out = Vec::new();
+            {
+                let n = &mut self.neighbors[i];
+                let Some(b) = &mut n.bfd else { continue };
+                if b.poll_timeout().is_some_and(|t| t <= now) {
+                    b.handle_timeout(now);
+                }
+                while let Some(e) = b.poll_event() {
+                    events.push(e);
+                }
+                while let Some(p) = b.poll_transmit(now, &mut self.rng) {
+                    out.push(p.to_bytes());
+                }
+            }
+            let addr = self.neighbors[i].cfg.address;
+            let to = SocketAddr::new(addr, bfd::limits::CONTROL_PORT);
+            let sock = if addr.is_ipv4() {
+                &self.bfd_tx4
+            } else {
+                &self.bfd_tx6
+            };
+            if let Some(s) = sock {
+                for p in out {
+                    if let Err(e) = s.try_send_to(&p, to) {
+                        debug!(%to, error = %e, "BFD send failed");
+                    }
+                }
+            }
+            for bfd::Event::StateChange { from, to, diag } in events {
+                info!(neighbor = %addr, from = ?from, to = ?to, diag = ?diag, "BFD session {:?}", to);
+                if to == bfd::State::Down && from == bfd::State::Up {
+                    warn!(neighbor = %addr, "BFD down: dropping the BGP session");
+                    let id = self.neighbors[i].id;
+                    self.speaker.handle_disconnected(now, id);
+                } else if to == bfd::State::Up {
+                    self.kick(now, i);
+                }
+            }
+        }
     }
 }
 
