@@ -28,6 +28,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -65,7 +66,7 @@ pub struct BgpConfig {
     pub asn: u32,
     pub router_id: Ipv4Addr,
     /// Prefixes we originate.
-    pub networks: Vec<(IpAddr, u8)>,
+    pub networks: Vec<IpNet>,
     /// Hold time we propose (whole seconds; zero = no keepalives).
     pub hold_time: Duration,
     pub connect_retry: Duration,
@@ -421,8 +422,13 @@ mod tests {
         let b = c.bgp.unwrap();
         assert_eq!(b.asn, 65001);
         assert_eq!(b.router_id, Ipv4Addr::new(10, 1, 0, 1));
+        let networks: Vec<(IpAddr, u8)> = b
+            .networks
+            .iter()
+            .map(|n| (n.addr(), n.prefix_len()))
+            .collect();
         assert_eq!(
-            b.networks,
+            networks,
             vec![
                 ("10.1.0.0".parse().unwrap(), 24),
                 ("fd00:1::".parse().unwrap(), 64)

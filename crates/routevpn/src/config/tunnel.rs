@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ike::proposal::{self, AlgorithmProposal, Protocol};
+use ipnet::IpNet;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -41,12 +42,12 @@ pub struct TunnelConfig {
     /// Initiate at start-up; otherwise only respond.
     pub start: bool,
     /// Addresses (with prefix length) for the tunnel interface.
-    pub addresses: Vec<(IpAddr, u8)>,
+    pub addresses: Vec<IpNet>,
     pub mtu: Option<u16>,
     /// Prefixes routed into the tunnel.
     pub routes: Vec<Route>,
-    pub local_ts: Vec<(IpAddr, u8)>,
-    pub remote_ts: Vec<(IpAddr, u8)>,
+    pub local_ts: Vec<IpNet>,
+    pub remote_ts: Vec<IpNet>,
     /// Rekey the IKE SA after this long (RFC 7296 §2.8), minus a random margin.
     pub ike_lifetime: Duration,
     /// Rekey CHILD SAs after this long, or after these many bytes/packets.
@@ -85,7 +86,7 @@ pub const DEFAULT_REPLAY_WINDOW: u32 = 128;
 /// A prefix routed into the tunnel interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
-    pub prefix: (IpAddr, u8),
+    pub prefix: IpNet,
     pub metric: Option<u32>,
 }
 
@@ -303,9 +304,9 @@ pub(super) fn tunnel(
 
     let prefixes = |list: &Option<Spanned<StrList>>,
                     what: &str,
-                    parse: fn(&str) -> Result<(IpAddr, u8), String>,
+                    parse: fn(&str) -> Result<IpNet, String>,
                     default: &[&str]|
-     -> Result<Vec<(IpAddr, u8)>, ConfigError> {
+     -> Result<Vec<IpNet>, ConfigError> {
         match list {
             None => Ok(default
                 .iter()
@@ -341,7 +342,7 @@ pub(super) fn tunnel(
         Some(m) => {
             let v = *m.get_ref();
             // RFC 791: every IPv4 host handles 68 bytes; RFC 8200 §5: IPv6 needs 1280.
-            let min = if addresses.iter().any(|(a, _)| a.is_ipv6()) {
+            let min = if addresses.iter().any(|a| a.addr().is_ipv6()) {
                 1280
             } else {
                 68
@@ -521,6 +522,11 @@ esp = ["aes256gcm16", "aes128-sha256"]
 start = true
 "#;
 
+    /// Prefixes as (address, length) pairs, as the assertions spell them.
+    fn pairs(nets: &[IpNet]) -> Vec<(IpAddr, u8)> {
+        nets.iter().map(|n| (n.addr(), n.prefix_len())).collect()
+    }
+
     fn err(text: &str) -> ConfigError {
         parse(text, "config.toml").unwrap_err()
     }
@@ -570,8 +576,8 @@ start = true
         assert_eq!(t.mtu, None);
         assert!(t.routes.is_empty());
         let all = vec![("0.0.0.0".parse().unwrap(), 0), ("::".parse().unwrap(), 0)];
-        assert_eq!(t.local_ts, all);
-        assert_eq!(t.remote_ts, all);
+        assert_eq!(pairs(&t.local_ts), all);
+        assert_eq!(pairs(&t.remote_ts), all);
         // An empty file is a valid (idle) configuration.
         assert!(parse("", "x.toml").unwrap().tunnels.is_empty());
     }
@@ -589,31 +595,35 @@ start = true
         let t = &c.tunnels[0];
         let p = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
-            t.addresses,
+            pairs(&t.addresses),
             vec![(p("169.254.12.1"), 30), (p("fd00::1"), 64)]
         );
         assert_eq!(t.mtu, Some(1400));
+        let net = |a: &str, l: u8| IpNet::new(p(a), l).unwrap();
         assert_eq!(
             t.routes,
             vec![
                 Route {
-                    prefix: (p("10.2.0.0"), 24),
+                    prefix: net("10.2.0.0", 24),
                     metric: None
                 },
                 Route {
-                    prefix: (p("2001:db8::"), 32),
+                    prefix: net("2001:db8::", 32),
                     metric: Some(7)
                 },
             ]
         );
-        assert_eq!(t.local_ts, vec![(p("10.1.0.0"), 16)]);
-        assert_eq!(t.remote_ts, vec![(p("10.2.0.0"), 16), (p("192.0.2.9"), 32)]);
+        assert_eq!(pairs(&t.local_ts), vec![(p("10.1.0.0"), 16)]);
+        assert_eq!(
+            pairs(&t.remote_ts),
+            vec![(p("10.2.0.0"), 16), (p("192.0.2.9"), 32)]
+        );
         assert_eq!((t.local_port, t.remote_port), (4500, 4501));
         assert!(!t.start);
         assert_eq!(t.ike.len(), 2);
         // A single address string works too.
         let c = parse(&format!("{MIN}address = \"10.0.0.1/31\"\n"), "x").unwrap();
-        assert_eq!(c.tunnels[0].addresses, vec![(p("10.0.0.1"), 31)]);
+        assert_eq!(pairs(&c.tunnels[0].addresses), vec![(p("10.0.0.1"), 31)]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ike::iana::IdType;
+use ipnet::IpNet;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
@@ -239,7 +240,7 @@ pub(super) fn item_span(item: &Spanned<String>, outer: Range<usize>) -> Range<us
 }
 
 /// `addr/len` or a bare address (a host prefix).
-pub(super) fn parse_prefix(s: &str) -> Result<(IpAddr, u8), String> {
+pub(super) fn parse_prefix(s: &str) -> Result<IpNet, String> {
     let (addr, len) = match s.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
@@ -260,24 +261,20 @@ pub(super) fn parse_prefix(s: &str) -> Result<(IpAddr, u8), String> {
             }
         },
     };
-    Ok((addr, len))
-}
-
-/// The network address of a prefix (host bits cleared); `len` is already checked.
-fn network(addr: IpAddr, len: u8) -> IpAddr {
-    ipnet::IpNet::new(addr, len).map_or(addr, |n| n.trunc().addr())
+    IpNet::new(addr, len)
+        .map_err(|_| format!("invalid prefix length in \"{s}\": expected 0..={max}"))
 }
 
 /// A prefix naming a network: host bits must be zero (likely a typo otherwise).
-pub(super) fn parse_network(s: &str) -> Result<(IpAddr, u8), String> {
-    let (addr, len) = parse_prefix(s)?;
-    let net = network(addr, len);
-    if net != addr {
+pub(super) fn parse_network(s: &str) -> Result<IpNet, String> {
+    let net = parse_prefix(s)?;
+    if net.trunc() != net {
         return Err(format!(
-            "\"{s}\" has host bits set (did you mean {net}/{len}?)"
+            "\"{s}\" has host bits set (did you mean {}?)",
+            net.trunc()
         ));
     }
-    Ok((addr, len))
+    Ok(net)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use ike::sa::{ChildSaInfo, Event, Session, SessionConfig};
 use ike::wire::{IdPayload, TrafficSelector};
+use ipnet::IpNet;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
@@ -55,10 +56,10 @@ fn id_payload(id: &crate::config::Identity) -> IdPayload {
     }
 }
 
-fn selectors(prefixes: &[(IpAddr, u8)]) -> Vec<TrafficSelector> {
+fn selectors(prefixes: &[IpNet]) -> Vec<TrafficSelector> {
     prefixes
         .iter()
-        .map(|(a, l)| TrafficSelector::from_prefix(*a, *l))
+        .map(|n| TrafficSelector::from_prefix(n.addr(), n.prefix_len()))
         .collect()
 }
 
@@ -213,19 +214,31 @@ pub(super) async fn set_link(t: &mut Tunnel, up: bool, nl: &Netlink) {
         }
         for r in &t.cfg.routes {
             let _ = nl
-                .delete_route(r.prefix.0, r.prefix.1, &name, r.metric, RTPROT_ROUTEVPN)
+                .delete_route(
+                    r.prefix.addr(),
+                    r.prefix.prefix_len(),
+                    &name,
+                    r.metric,
+                    RTPROT_ROUTEVPN,
+                )
                 .await;
         }
         return;
     }
-    for (addr, len) in &t.cfg.addresses {
-        if let Err(e) = nl.add_address(&name, *addr, *len).await {
+    for a in &t.cfg.addresses {
+        if let Err(e) = nl.add_address(&name, a.addr(), a.prefix_len()).await {
             warn!(tunnel = %name, error = %e, "cannot add address");
         }
     }
     for r in &t.cfg.routes {
         if let Err(e) = nl
-            .replace_route(r.prefix.0, r.prefix.1, &name, r.metric, RTPROT_ROUTEVPN)
+            .replace_route(
+                r.prefix.addr(),
+                r.prefix.prefix_len(),
+                &name,
+                r.metric,
+                RTPROT_ROUTEVPN,
+            )
             .await
         {
             warn!(tunnel = %name, error = %e, "cannot install route");

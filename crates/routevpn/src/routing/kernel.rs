@@ -72,11 +72,7 @@ impl Driver {
         let tunnel_dev = self
             .tunnels
             .iter()
-            .find(|t| {
-                t.addresses
-                    .iter()
-                    .any(|(a, l)| prefix_contains(*a, *l, gateway))
-            })
+            .find(|t| t.addresses.iter().any(|a| a.contains(&gateway)))
             .map(|t| t.name.clone());
         Some((gateway, tunnel_dev.or(peer_dev)?))
     }

@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bgp::{PeerId, PeerPolicy, Prefix, RibConfig, SessionConfig, Speaker, SpeakerEvent, StateName};
+use ipnet::IpNet;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -52,7 +53,7 @@ use tracing::{info, warn};
 use crate::config::{BgpConfig, NeighborConfig};
 use crate::control::RoutingStatus;
 use crate::netlink::Netlink;
-use kernel::{prefix_contains, Installed};
+use kernel::Installed;
 use tcp::Transport;
 
 /// How long shutdown waits for the Cease NOTIFICATIONs to be written.
@@ -64,7 +65,7 @@ pub struct TunnelInfo {
     /// Interface name.
     pub name: String,
     /// Interface addresses with prefix length.
-    pub addresses: Vec<(IpAddr, u8)>,
+    pub addresses: Vec<IpNet>,
     /// The IKE peer (underlay) address: never route it into a tunnel.
     pub remote: IpAddr,
 }
@@ -200,7 +201,7 @@ pub async fn start(
     let networks = cfg
         .networks
         .iter()
-        .filter_map(|(a, l)| Prefix::new(*a, *l).ok())
+        .filter_map(|n| Prefix::new(n.addr(), n.prefix_len()).ok())
         .collect();
     let speaker = Speaker::new(RibConfig {
         local_as: cfg.asn,
@@ -210,16 +211,14 @@ pub async fn start(
     });
     let mut neighbors = Vec::new();
     for (i, n) in cfg.neighbors.iter().enumerate() {
-        let t = tunnels.iter().find(|t| {
-            t.addresses
-                .iter()
-                .any(|(a, l)| prefix_contains(*a, *l, n.address))
-        });
+        let t = tunnels
+            .iter()
+            .find(|t| t.addresses.iter().any(|a| a.contains(&n.address)));
         let bind = t.and_then(|t| {
             t.addresses
                 .iter()
-                .find(|(a, l)| prefix_contains(*a, *l, n.address))
-                .map(|(a, _)| *a)
+                .find(|a| a.contains(&n.address))
+                .map(|a| a.addr())
         });
         let mut session = SessionConfig::new(cfg.asn, n.asn, cfg.router_id);
         session.hold_time = cfg.hold_time.as_secs().min(u64::from(u16::MAX)) as u16;
@@ -242,13 +241,10 @@ pub async fn start(
             let other = t
                 .addresses
                 .iter()
-                .find(|(a, _)| a.is_ipv4() != v4)
-                .map(|(a, _)| *a);
+                .map(|a| a.addr())
+                .find(|a| a.is_ipv4() != v4);
             let taken = cfg.neighbors.iter().any(|o| {
-                o.address.is_ipv4() != v4
-                    && t.addresses
-                        .iter()
-                        .any(|(a, l)| prefix_contains(*a, *l, o.address))
+                o.address.is_ipv4() != v4 && t.addresses.iter().any(|a| a.contains(&o.address))
             });
             if let (Some(other), false) = (other, taken) {
                 match other {

@@ -115,7 +115,7 @@ impl Driver {
             .cfg
             .networks
             .iter()
-            .filter_map(|(a, l)| Prefix::new(*a, *l).ok())
+            .filter_map(|n| Prefix::new(n.addr(), n.prefix_len()).ok())
             .collect();
         let set: BTreeSet<Prefix> = set.difference(&configured).copied().collect();
         for p in self.redistributed.difference(&set) {
