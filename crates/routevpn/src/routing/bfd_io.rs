@@ -3,10 +3,8 @@
 //! and the driver's side: packets to sessions, timers, state changes to BGP.
 
 use std::io;
-use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -78,78 +76,6 @@ pub fn tx_socket(v6: bool, start: u16) -> io::Result<std::net::UdpSocket> {
     Err(last.unwrap_or_else(|| io::Error::other("no free BFD source port")))
 }
 
-/// One datagram with its source and received TTL / hop limit (None if the kernel gave
-/// no ancillary data).
-pub fn recv_with_ttl(
-    sock: &impl AsRawFd,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<u8>)> {
-    // SAFETY: all-zero is a valid bit pattern for these plain C structs.
-    let mut from: libc::sockaddr_storage = unsafe { zeroed() };
-    let mut cmsg_buf = [0u64; 16]; // 128 bytes, 8-aligned: room for one int cmsg.
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg_buf.as_mut_ptr().cast();
-    msg.msg_controllen = size_of::<[u64; 16]>() as _;
-    // SAFETY: `msg` points at `from`, `iov` (over `buf`) and `cmsg_buf`, all live and of
-    // the sizes given, for the duration of the call.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut ttl = None;
-    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, bounded by
-    // msg_controllen; each data pointer is read only when the header says it holds a
-    // c_int (read_unaligned: no alignment assumption).
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            let h = &*c;
-            let is_ttl = (h.cmsg_level == libc::IPPROTO_IP && h.cmsg_type == libc::IP_TTL)
-                || (h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_HOPLIMIT);
-            if is_ttl
-                && h.cmsg_len as usize >= libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize
-            {
-                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                ttl = u8::try_from(v).ok();
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    let from = sockaddr_to_std(&from).ok_or_else(|| io::Error::other("unknown address family"))?;
-    Ok((n as usize, from, ttl))
-}
-
-fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(s.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in, which fits in it.
-            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
-                u16::from_be(a.sin_port),
-            ))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6, which fits in it.
-            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
-                u16::from_be(a.sin6_port),
-            ))
-        }
-        _ => None,
-    }
-}
-
 /// Feeds the driver the BFD packets that arrive with TTL 255.
 pub(super) fn spawn_bfd_reader(
     sock: std::net::UdpSocket,
@@ -161,7 +87,7 @@ pub(super) fn spawn_bfd_reader(
         loop {
             let r = sock
                 .async_io(tokio::io::Interest::READABLE, || {
-                    recv_with_ttl(&sock, &mut buf)
+                    sys::recv_with_ttl(&sock, &mut buf)
                 })
                 .await;
             match r {
@@ -296,7 +222,7 @@ mod tests {
         let mut buf = [0u8; 64];
         // Wait for readability with a blocking peek first.
         rx.peek_from(&mut buf).unwrap();
-        let (n, from, ttl) = recv_with_ttl(&rx, &mut buf).unwrap();
+        let (n, from, ttl) = sys::recv_with_ttl(&rx, &mut buf).unwrap();
         assert_eq!(&buf[..n], b"hello");
         assert_eq!(from.port(), port);
         assert_eq!(ttl, Some(255));
