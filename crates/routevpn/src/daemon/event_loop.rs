@@ -22,6 +22,8 @@ use crate::routing;
 /// How often the daemon reads SA counters (liveness, byte/packet lifetimes).
 const COUNTER_POLL: Duration = Duration::from_secs(1);
 
+/// What the socket readers, the dataplane, the control socket and the signal handlers
+/// hand the loop.
 pub(super) enum Input {
     Ike(ike::sa::Datagram),
     Control(Request, oneshot::Sender<Response>),
@@ -37,6 +39,7 @@ pub(super) struct Io {
     pub(super) nl: Netlink,
 }
 
+/// The daemon's state, owned by the event loop task.
 pub struct Daemon {
     pub(super) socket_path: PathBuf,
     /// Re-read on SIGHUP / `routevpn reload`.

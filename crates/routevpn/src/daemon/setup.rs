@@ -23,6 +23,7 @@ use crate::netlink::Netlink;
 use crate::routing;
 
 impl Daemon {
+    /// One tunnel (and IKE session) per `[[tunnel]]`; nothing is opened yet.
     pub fn new(cfg: Config, socket_path: PathBuf, config_path: PathBuf) -> anyhow::Result<Daemon> {
         let now = Instant::now();
         let tunnels = cfg
