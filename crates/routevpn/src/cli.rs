@@ -1,5 +1,6 @@
 //! Command line: `routevpn daemon | check | status | up | down | lab`.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -7,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, DEFAULT_CONTROL_SOCKET};
-use crate::control::{self, Request, Response};
+use crate::control::{self, Request, Response, StatusReport};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -173,7 +174,7 @@ fn ask(socket: &Path, req: &Request) -> anyhow::Result<Response> {
 fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
     match ask(socket, &Request::Status)? {
         Response::Status(r) if json => println!("{}", serde_json::to_string_pretty(&r)?),
-        Response::Status(r) => print!("{}", control::format_status(&r)),
+        Response::Status(r) => print!("{}", format_status(&r)),
         Response::Ok { message } => println!("{message}"),
         Response::Error { message } => anyhow::bail!("{message}"),
     }
@@ -183,10 +184,128 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
 fn simple(socket: &Path, req: &Request) -> anyhow::Result<()> {
     match ask(socket, req)? {
         Response::Ok { message } => println!("{message}"),
-        Response::Status(r) => print!("{}", control::format_status(&r)),
+        Response::Status(r) => print!("{}", format_status(&r)),
         Response::Error { message } => anyhow::bail!("{message}"),
     }
     Ok(())
+}
+
+/// `1h02m03s`-style duration.
+fn fmt_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s:02}s"),
+        (0, _, _) => format!("{h}h{m:02}m{s:02}s"),
+        _ => format!("{d}d{h:02}h{m:02}m"),
+    }
+}
+
+/// Human-readable status, in the spirit of `swanctl --list-sas`.
+pub fn format_status(r: &StatusReport) -> String {
+    let mut o = String::new();
+    let n = r.tunnels.len();
+    let _ = writeln!(
+        o,
+        "routevpn daemon (pid {}), up {}, {} tunnel{}",
+        r.daemon_pid,
+        fmt_duration(r.uptime_secs),
+        n,
+        if n == 1 { "" } else { "s" }
+    );
+    for t in &r.tunnels {
+        let _ = writeln!(o, "{}: {}", t.name, t.state);
+        let _ = writeln!(o, "  local  '{}' @ {}", t.local_id, t.local);
+        let _ = writeln!(o, "  remote '{}' @ {}", t.remote_id, t.remote);
+        if let Some(e) = &t.last_error {
+            let _ = writeln!(o, "  last error: {e}");
+        }
+        for sa in &t.ike_sas {
+            let (mark_i, mark_r) = if sa.initiator { ("*", "") } else { ("", "*") };
+            let _ = writeln!(
+                o,
+                "  IKE SA {}, {}_i{} {}_r{}, peer {}",
+                sa.state, sa.spi_i, mark_i, sa.spi_r, mark_r, sa.peer
+            );
+            let _ = writeln!(o, "    {}", sa.proposal);
+            let _ = writeln!(
+                o,
+                "    established {} ago, {} rekey{}",
+                fmt_duration(sa.age_secs),
+                sa.rekeys,
+                if sa.rekeys == 1 { "" } else { "s" }
+            );
+        }
+        for c in &t.child_sas {
+            let _ = writeln!(
+                o,
+                "  CHILD SA {}, ESP {}{}",
+                c.state,
+                c.proposal,
+                if c.esn { ", ESN" } else { "" }
+            );
+            let _ = writeln!(o, "    installed {} ago", fmt_duration(c.age_secs));
+            let _ = writeln!(
+                o,
+                "    in  {}, {:>12} bytes, {:>9} packets",
+                c.spi_in, c.bytes_in, c.packets_in
+            );
+            let _ = writeln!(
+                o,
+                "    out {}, {:>12} bytes, {:>9} packets",
+                c.spi_out, c.bytes_out, c.packets_out
+            );
+            if c.replayed + c.icv_failures + c.malformed > 0 {
+                let _ = writeln!(
+                    o,
+                    "    dropped: {} replayed, {} ICV failures, {} malformed",
+                    c.replayed, c.icv_failures, c.malformed
+                );
+            }
+            let _ = writeln!(o, "    local  {}", c.local_ts.join(" "));
+            let _ = writeln!(o, "    remote {}", c.remote_ts.join(" "));
+        }
+    }
+    if let Some(b) = &r.bgp {
+        let _ = writeln!(o, "BGP AS {}, router id {}", b.asn, b.router_id);
+        for n in &b.neighbors {
+            let up = n
+                .uptime_secs
+                .map(|s| format!(" for {}", fmt_duration(s)))
+                .unwrap_or_default();
+            let bfd = n
+                .bfd
+                .as_deref()
+                .map(|s| format!(", BFD {s}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "  neighbor {} AS {}: {}{}{}",
+                n.address, n.asn, n.state, up, bfd
+            );
+            let _ = writeln!(
+                o,
+                "    prefixes: {} received, {} accepted, {} sent",
+                n.prefixes_received, n.prefixes_accepted, n.prefixes_sent
+            );
+        }
+        for rt in &b.routes {
+            let _ = writeln!(
+                o,
+                "  route {} via {} dev {}",
+                rt.prefix, rt.next_hop, rt.device
+            );
+            for also in &rt.also_via {
+                let _ = writeln!(
+                    o,
+                    "        {:width$} and via {also}",
+                    "",
+                    width = rt.prefix.len()
+                );
+            }
+        }
+    }
+    o
 }
 
 #[cfg(test)]
@@ -289,5 +408,46 @@ mod tests {
             format!("{e:#}").starts_with("cannot reach routevpn daemon at "),
             "{e:#}"
         );
+    }
+
+    #[test]
+    fn human_format() {
+        let s = format_status(&crate::control::tests::sample());
+        assert!(
+            s.starts_with("routevpn daemon (pid 4242), up 1h02m03s, 2 tunnels\n"),
+            "{s}"
+        );
+        assert!(s.contains("vti0: established\n"), "{s}");
+        assert!(s.contains("  remote 'routerB' @ 192.0.2.2\n"), "{s}");
+        assert!(
+            s.contains("  IKE SA ESTABLISHED, 0123456789abcdef_i* fedcba9876543210_r, peer 192.0.2.2:500\n"),
+            "{s}"
+        );
+        assert!(s.contains("    established 1m05s ago, 1 rekey\n"), "{s}");
+        assert!(
+            s.contains("    in  c0ffee01,         1000 bytes,        10 packets\n"),
+            "{s}"
+        );
+        assert!(s.contains("    local  0.0.0.0/0 ::/0\n"), "{s}");
+        assert!(
+            s.contains("vti1: connecting\n  local  '2001:db8::1' @ 2001:db8::1\n"),
+            "{s}"
+        );
+        assert!(s.contains("  last error: AUTHENTICATION_FAILED\n"), "{s}");
+        assert!(s.contains("BGP AS 65001, router id 10.1.0.1\n"), "{s}");
+        assert!(
+            s.contains("  neighbor 169.254.12.2 AS 65002: Established for 1m01s, BFD Up\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("    prefixes: 2 received, 2 accepted, 2 sent\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("  route 10.2.0.0/24 via 169.254.12.2 dev vti0\n"),
+            "{s}"
+        );
+        assert_eq!(fmt_duration(0), "0s");
+        assert_eq!(fmt_duration(90061), "1d01h01m");
     }
 }

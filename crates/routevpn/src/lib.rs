@@ -9,4 +9,4 @@ pub mod dataplane;
 pub mod lab;
 pub mod netlink;
 pub mod routing;
-pub mod sockopt;
+pub mod sys;

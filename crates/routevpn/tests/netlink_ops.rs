@@ -5,7 +5,7 @@
 //! loudly without it unless `ROUTEVPN_REQUIRE_NETNS=1`.
 
 use routevpn::netlink::{Netlink, NetlinkError, RouteInfo, RTPROT_ROUTEVPN, RTPROT_ROUTEVPN_BGP};
-use routevpn::sockopt::bind_to_device;
+use routevpn::sys::bind_to_device;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;

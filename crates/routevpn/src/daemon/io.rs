@@ -1,11 +1,22 @@
 //! Sockets for IKE (UDP 500, tokio) and IKE/ESP-in-UDP (UDP 4500, owned by the
 //! dataplane), pinned to the underlay interface so that their own packets never follow a
-//! route into a tunnel.
+//! route into a tunnel; and the tasks that feed the event loop from the sockets, the
+//! control socket and signals.
 
-use crate::sockopt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context as _;
 use socket2::{Domain, Protocol, Socket, Type};
-use std::net::{IpAddr, SocketAddr};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use super::event_loop::Input;
+use crate::control::{Request, Response};
+use crate::sys;
 
 /// A UDP socket bound to `addr` and to the interface `dev` (SO_BINDTODEVICE).
 pub fn bound_udp(addr: SocketAddr, dev: &str) -> anyhow::Result<std::net::UdpSocket> {
@@ -20,7 +31,7 @@ pub fn bound_udp(addr: SocketAddr, dev: &str) -> anyhow::Result<std::net::UdpSoc
         sock.set_only_v6(true)?;
     }
     sock.set_reuse_address(true)?;
-    sockopt::bind_to_device(&sock, dev)
+    sys::bind_to_device(&sock, dev)
         .with_context(|| format!("binding socket to interface {dev}"))?;
     sock.bind(&addr.into())
         .with_context(|| format!("binding UDP {addr}"))?;
@@ -40,4 +51,86 @@ pub fn ike_datagram(local: SocketAddr, remote: SocketAddr, buf: &[u8]) -> ike::s
 /// Which of our configured local addresses an interface holds; for error messages.
 pub fn describe_local(addr: IpAddr) -> String {
     format!("local address {addr} is not configured on any interface")
+}
+
+pub(super) fn spawn_reader(sock: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {
+    tokio::spawn(async move {
+        let Ok(local) = sock.local_addr() else { return };
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match sock.recv_from(&mut buf).await {
+                Ok((n, remote)) => {
+                    if tx
+                        .send(Input::Ike(ike_datagram(local, remote, &buf[..n])))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "UDP receive error");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    });
+}
+
+pub(super) fn spawn_control(listener: tokio::net::UnixListener, tx: mpsc::Sender<Input>) {
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (rd, mut wr) = stream.into_split();
+                let mut line = String::new();
+                let mut rd = BufReader::new(rd);
+                if rd.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let resp = match serde_json::from_str::<Request>(line.trim()) {
+                    Ok(req) => {
+                        let (rtx, rrx) = oneshot::channel();
+                        if tx.send(Input::Control(req, rtx)).await.is_err() {
+                            return;
+                        }
+                        match rrx.await {
+                            Ok(r) => r,
+                            Err(_) => return,
+                        }
+                    }
+                    Err(e) => Response::Error {
+                        message: format!("bad request: {e}"),
+                    },
+                };
+                if let Ok(mut s) = serde_json::to_string(&resp) {
+                    s.push('\n');
+                    let _ = wr.write_all(s.as_bytes()).await;
+                }
+            });
+        }
+    });
+}
+
+pub(super) fn spawn_signals(tx: mpsc::Sender<Input>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    tokio::spawn(async move {
+        loop {
+            let input = tokio::select! {
+                _ = term.recv() => Input::Shutdown("SIGTERM"),
+                _ = int.recv() => Input::Shutdown("SIGINT"),
+                _ = hup.recv() => Input::Reload,
+            };
+            if tx.send(input).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
 }

@@ -1,8 +1,12 @@
 //! The daemon: owns sockets, clocks, randomness and the tokio runtime, and drives the
 //! sans-IO IKE sessions (one per `[[tunnel]]`).
 
+mod event_loop;
 mod io;
-mod state;
+mod reload;
+mod setup;
+mod status;
+mod tunnel;
 
 use crate::config::Config;
 use anyhow::Context as _;
@@ -16,5 +20,5 @@ pub fn run(cfg: Config, socket: PathBuf, config_path: PathBuf) -> anyhow::Result
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(state::Daemon::new(cfg, socket, config_path)?.run())
+    rt.block_on(event_loop::Daemon::new(cfg, socket, config_path)?.run())
 }

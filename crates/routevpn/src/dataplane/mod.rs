@@ -17,7 +17,6 @@
 //! once per receive batch, one uncontended `Mutex` per SA); the outbound SA
 //! of a tunnel behind a `Mutex` taken once per TUN read.
 
-mod sys;
 mod tables;
 mod thread_rx;
 mod thread_tx;

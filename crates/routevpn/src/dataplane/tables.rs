@@ -10,7 +10,8 @@ use std::thread::JoinHandle;
 use esp::{Counters, InboundSa, OutboundSa};
 use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 
-use super::{sys, TunnelId, TunnelStats, POLL_MS};
+use super::{TunnelId, TunnelStats, POLL_MS};
+use crate::sys;
 
 /// Socket buffer size asked for; large enough to absorb a few GRO/GSO
 /// batches while the other thread is busy with crypto.

@@ -13,7 +13,8 @@ use quinn_udp::{RecvMeta, UdpSockRef, BATCH_SIZE};
 use tun_rs::{GROTable, SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 use super::tables::{InboundEntry, Socket};
-use super::{lock, read, sys, Shared, TunnelId, POLL_MS};
+use super::{lock, read, Shared, TunnelId, POLL_MS};
+use crate::sys;
 
 /// One receive buffer: a whole GRO super-datagram (at most 64 KiB of UDP
 /// payload) or one maximal UDP datagram.

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use tun_rs::{IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 use super::tables::Tunnel;
-use super::{lock, sys, Shared, POLL_MS};
+use super::{lock, Shared, POLL_MS};
+use crate::sys;
 
 /// One TUN read: virtio-net header + a super-packet of at most 64 KiB.
 const TUN_READ_BUF: usize = VIRTIO_NET_HDR_LEN + 64 * 1024 + 1024;

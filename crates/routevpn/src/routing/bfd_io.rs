@@ -1,36 +1,19 @@
 //! BFD sockets (RFC 5881): receive on UDP 3784 keeping only packets with TTL / hop limit
-//! 255 (§5, GTSM), send from one fixed source port in 49152..=65535 with TTL 255 (§4).
+//! 255 (§5, GTSM), send from one fixed source port in 49152..=65535 with TTL 255 (§4);
+//! and the driver's side: packets to sessions, timers, state changes to BGP.
 
 use std::io;
-use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
 
-fn set_int(
-    sock: &impl AsRawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    v: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `v` is a live c_int for the duration of the call and the length passed
-    // is its size; the kernel copies it. A bad fd is reported as EBADF.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (&v as *const libc::c_int).cast::<libc::c_void>(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
+use super::{canon, Driver, Input};
+use crate::sys;
 
 fn udp(v6: bool) -> io::Result<Socket> {
     let s = Socket::new(
@@ -57,9 +40,10 @@ pub fn rx_socket(v6: bool) -> io::Result<std::net::UdpSocket> {
     let s = udp(v6)?;
     s.set_reuse_address(true)?;
     if v6 {
-        set_int(&s, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
+        s.set_recv_hoplimit_v6(true)?;
     } else {
-        set_int(&s, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?;
+        // socket2 has no IP_RECVTTL.
+        sys::set_int_option(s.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?;
     }
     s.bind(&wildcard(v6, bfd::limits::CONTROL_PORT).into())?;
     s.set_nonblocking(true)?;
@@ -71,9 +55,9 @@ pub fn rx_socket(v6: bool) -> io::Result<std::net::UdpSocket> {
 pub fn tx_socket(v6: bool, start: u16) -> io::Result<std::net::UdpSocket> {
     let s = udp(v6)?;
     if v6 {
-        set_int(&s, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 255)?;
+        s.set_unicast_hops_v6(255)?;
     } else {
-        set_int(&s, libc::IPPROTO_IP, libc::IP_TTL, 255)?;
+        s.set_ttl_v4(255)?;
     }
     let lo = bfd::limits::SOURCE_PORT_MIN;
     let span = u32::from(bfd::limits::SOURCE_PORT_MAX - lo) + 1;
@@ -92,75 +76,126 @@ pub fn tx_socket(v6: bool, start: u16) -> io::Result<std::net::UdpSocket> {
     Err(last.unwrap_or_else(|| io::Error::other("no free BFD source port")))
 }
 
-/// One datagram with its source and received TTL / hop limit (None if the kernel gave
-/// no ancillary data).
-pub fn recv_with_ttl(
-    sock: &impl AsRawFd,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<u8>)> {
-    // SAFETY: all-zero is a valid bit pattern for these plain C structs.
-    let mut from: libc::sockaddr_storage = unsafe { zeroed() };
-    let mut cmsg_buf = [0u64; 16]; // 128 bytes, 8-aligned: room for one int cmsg.
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg_buf.as_mut_ptr().cast();
-    msg.msg_controllen = size_of::<[u64; 16]>() as _;
-    // SAFETY: `msg` points at `from`, `iov` (over `buf`) and `cmsg_buf`, all live and of
-    // the sizes given, for the duration of the call.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut ttl = None;
-    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, bounded by
-    // msg_controllen; each data pointer is read only when the header says it holds a
-    // c_int (read_unaligned: no alignment assumption).
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            let h = &*c;
-            let is_ttl = (h.cmsg_level == libc::IPPROTO_IP && h.cmsg_type == libc::IP_TTL)
-                || (h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_HOPLIMIT);
-            if is_ttl
-                && h.cmsg_len as usize >= libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize
-            {
-                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                ttl = u8::try_from(v).ok();
+/// Feeds the driver the BFD packets that arrive with TTL 255.
+pub(super) fn spawn_bfd_reader(
+    sock: std::net::UdpSocket,
+    tx: mpsc::Sender<Input>,
+) -> anyhow::Result<()> {
+    let sock = UdpSocket::from_std(sock)?;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let r = sock
+                .async_io(tokio::io::Interest::READABLE, || {
+                    sys::recv_with_ttl(&sock, &mut buf)
+                })
+                .await;
+            match r {
+                Ok((n, from, ttl)) => {
+                    // RFC 5881 §5: only packets sent from one hop away (TTL 255).
+                    if ttl != Some(bfd::limits::TTL) {
+                        debug!(%from, ?ttl, "BFD packet with TTL != 255 dropped");
+                        continue;
+                    }
+                    let data = buf.get(..n).unwrap_or_default().to_vec();
+                    if tx.send(Input::Bfd { from, data }).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "BFD receive error");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
-            c = libc::CMSG_NXTHDR(&msg, c);
         }
-    }
-    let from = sockaddr_to_std(&from).ok_or_else(|| io::Error::other("unknown address family"))?;
-    Ok((n as usize, from, ttl))
+    });
+    Ok(())
 }
 
-fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(s.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in, which fits in it.
-            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
-                u16::from_be(a.sin_port),
-            ))
+impl Driver {
+    pub(super) fn bfd_packet(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let pkt = match bfd::ControlPacket::decode(data) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(%from, error = %e, "malformed BFD packet");
+                return;
+            }
+        };
+        // RFC 5880 §6.3: by Your Discriminator, or by source address while it is zero.
+        let src = canon(from.ip());
+        let n = self.neighbors.iter_mut().find(|n| {
+            n.bfd.as_ref().is_some_and(|b| {
+                if pkt.your_discr != 0 {
+                    b.local_discr() == pkt.your_discr
+                } else {
+                    // A packet that does not know us yet belongs to our session only if
+                    // that session has not locked onto another remote session: a second,
+                    // still-Down session of the same peer (FRR can briefly have two) must
+                    // not tear down the one that is Up.
+                    n.cfg.address == src
+                        && (b.remote_discr() == 0 || b.remote_discr() == pkt.my_discr)
+                }
+            })
+        });
+        match n {
+            Some(n) => {
+                if n.cfg.address != src {
+                    debug!(%from, "BFD packet from an unexpected address");
+                    return;
+                }
+                if let Some(b) = &mut n.bfd {
+                    if let Err(e) = b.handle_packet(now, &pkt) {
+                        debug!(%from, error = %e, "BFD packet discarded");
+                    }
+                }
+            }
+            None => debug!(%from, your_discr = pkt.your_discr, "BFD packet for no session"),
         }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6, which fits in it.
-            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
-                u16::from_be(a.sin6_port),
-            ))
+    }
+
+    /// BFD timers, events and transmissions.
+    pub(super) fn run_bfd(&mut self, now: Instant) {
+        for i in 0..self.neighbors.len() {
+            let mut events = Vec::new();
+            let mut out = Vec::new();
+            {
+                let n = &mut self.neighbors[i];
+                let Some(b) = &mut n.bfd else { continue };
+                if b.poll_timeout().is_some_and(|t| t <= now) {
+                    b.handle_timeout(now);
+                }
+                while let Some(e) = b.poll_event() {
+                    events.push(e);
+                }
+                while let Some(p) = b.poll_transmit(now, &mut self.rng) {
+                    out.push(p.to_bytes());
+                }
+            }
+            let addr = self.neighbors[i].cfg.address;
+            let to = SocketAddr::new(addr, bfd::limits::CONTROL_PORT);
+            let sock = if addr.is_ipv4() {
+                &self.bfd_tx4
+            } else {
+                &self.bfd_tx6
+            };
+            if let Some(s) = sock {
+                for p in out {
+                    if let Err(e) = s.try_send_to(&p, to) {
+                        debug!(%to, error = %e, "BFD send failed");
+                    }
+                }
+            }
+            for bfd::Event::StateChange { from, to, diag } in events {
+                info!(neighbor = %addr, from = ?from, to = ?to, diag = ?diag, "BFD session {:?}", to);
+                if to == bfd::State::Down && from == bfd::State::Up {
+                    warn!(neighbor = %addr, "BFD down: dropping the BGP session");
+                    let id = self.neighbors[i].id;
+                    self.speaker.handle_disconnected(now, id);
+                } else if to == bfd::State::Up {
+                    self.kick(now, i);
+                }
+            }
         }
-        _ => None,
     }
 }
 
@@ -173,7 +208,7 @@ mod tests {
     #[test]
     fn ttl_is_255_and_reported() {
         let rx = udp(false).unwrap();
-        set_int(&rx, libc::IPPROTO_IP, libc::IP_RECVTTL, 1).unwrap();
+        sys::set_int_option(rx.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTTL, 1).unwrap();
         rx.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
             .unwrap();
         let rx: std::net::UdpSocket = rx.into();
@@ -187,7 +222,7 @@ mod tests {
         let mut buf = [0u8; 64];
         // Wait for readability with a blocking peek first.
         rx.peek_from(&mut buf).unwrap();
-        let (n, from, ttl) = recv_with_ttl(&rx, &mut buf).unwrap();
+        let (n, from, ttl) = sys::recv_with_ttl(&rx, &mut buf).unwrap();
         assert_eq!(&buf[..n], b"hello");
         assert_eq!(from.port(), port);
         assert_eq!(ttl, Some(255));

@@ -1,0 +1,216 @@
+//! The TOML configuration file.
+//!
+//! ```toml
+//! control_socket = "/run/routevpn/routevpn.sock"   # default
+//!
+//! [[tunnel]]
+//! name = "vti0"          # tunnel interface this peer owns (Linux ifname: 1..15 chars)
+//! local = "192.0.2.1"    # underlay address IKE/ESP use (IPv4 or IPv6)
+//! remote = "192.0.2.2"   # same address family as `local`
+//! local_id = "routerA"   # default: the local address
+//! remote_id = "routerB"  # default: the remote address
+//! psk = "supersecret"    # or psk_file = "/path" (exactly one); "0x..." is hex
+//! ike = ["aes256gcm16-prfsha384-x25519", "aes128-sha256-modp2048"]  # default: built-in
+//! esp = ["aes256gcm16", "aes128-sha256"]                            # default: built-in
+//! start = true           # initiate at start-up (default); false = wait as responder
+//! # Optional:
+//! address = ["169.254.12.1/30", "fd00:12::1/64"]  # tunnel interface addresses
+//! mtu = 1400                                      # tunnel interface MTU
+//! routes = ["10.2.0.0/24", { prefix = "10.3.0.0/16", metric = 100 }]
+//! local_ts = ["0.0.0.0/0", "::/0"]                # traffic selectors (default: all)
+//! remote_ts = ["0.0.0.0/0", "::/0"]
+//! local_port = 500                                # IKE ports (default 500)
+//! remote_port = 500
+//! ```
+//!
+//! Every error names the file and line: `config.toml:7: tunnel "vti0": ...`.
+
+mod routing;
+mod tunnel;
+mod values;
+
+pub use routing::{
+    BfdConfig, BgpConfig, NeighborConfig, Redistribute, RoutingMode, DEFAULT_BFD_INTERVAL,
+    DEFAULT_BFD_MULTIPLIER, DEFAULT_BGP_CONNECT_RETRY, DEFAULT_BGP_HOLD_TIME,
+};
+pub use tunnel::{
+    DpdAction, Route, TunnelConfig, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD, DEFAULT_IKE_LIFETIME,
+    DEFAULT_IKE_PORT, DEFAULT_REPLAY_WINDOW, DEFAULT_TS,
+};
+pub use values::{parse_duration, Identity, Psk};
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use zeroize::Zeroizing;
+
+use routing::{routing_and_bgp, RawBgp};
+use tunnel::{check_ifname, tunnel, RawTunnel};
+
+/// Where the daemon listens for `routevpn status` & co. unless configured otherwise.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/routevpn/routevpn.sock";
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub control_socket: PathBuf,
+    pub tunnels: Vec<TunnelConfig>,
+    /// `routing = "embedded"` (default) or `"external"`; see [`RoutingMode`].
+    pub routing: RoutingMode,
+    /// The `[bgp]` table (embedded BGP speaker), if any; see [`BgpConfig`].
+    pub bgp: Option<BgpConfig>,
+}
+
+/// A configuration error, displayed as `file:line: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based line, when the error can be placed.
+    pub line: Option<usize>,
+    /// 1-based column (in characters) of the offending value.
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Read and validate a configuration file. A relative `psk_file` is resolved against
+/// the configuration file's directory.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    // The text holds the PSKs: keep it in a zeroizing buffer.
+    let text = std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|e| ConfigError {
+            file: file.clone(),
+            line: None,
+            column: None,
+            message: format!("cannot read: {e}"),
+        })?;
+    parse_in(&text, &file, path.parent())
+}
+
+/// Parse and validate configuration text; `file_name` is used in error messages and
+/// its directory to resolve a relative `psk_file`.
+pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
+    parse_in(text, file_name, Path::new(file_name).parent())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    control_socket: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    tunnel: Vec<Spanned<RawTunnel>>,
+    routing: Option<Spanned<String>>,
+    bgp: Option<Spanned<RawBgp>>,
+}
+
+/// Error construction with line lookup.
+struct Ctx<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
+        let (line, column) = match span {
+            Some(span) => {
+                let (l, c) = line_col(self.text, span.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        ConfigError {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+fn parse_in(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Config, ConfigError> {
+    let cx = Ctx { text, file };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| cx.err(e.span(), e.message()))?;
+
+    let control_socket = match &raw.control_socket {
+        Some(s) if s.get_ref().as_os_str().is_empty() => {
+            return Err(cx.err(Some(s.span()), "control_socket is empty"))
+        }
+        Some(s) => s.get_ref().clone(),
+        None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+    };
+
+    let mut tunnels: Vec<TunnelConfig> = Vec::new();
+    let mut names = HashSet::new();
+    let mut pairs = HashSet::new();
+    for t in &raw.tunnel {
+        let name = t.get_ref().name.get_ref();
+        check_ifname(name).map_err(|m| cx.err(Some(t.get_ref().name.span()), m))?;
+        if !names.insert(name.clone()) {
+            return Err(cx.err(
+                Some(t.get_ref().name.span()),
+                format!("duplicate tunnel name \"{name}\""),
+            ));
+        }
+        let tc = tunnel(&cx, t, base_dir)?;
+        if !pairs.insert((tc.local, tc.remote)) {
+            return Err(cx.err(
+                Some(t.get_ref().remote.span()),
+                format!(
+                    "tunnel \"{name}\": another tunnel already uses local {} and remote {}",
+                    tc.local, tc.remote
+                ),
+            ));
+        }
+        tunnels.push(tc);
+    }
+    let (routing, bgp) = routing_and_bgp(&cx, &raw, &tunnels)?;
+    Ok(Config {
+        control_socket,
+        tunnels,
+        routing,
+        bgp,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_chars() {
+        let t = "ab\nçd\nef";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 3), (2, 1));
+        assert_eq!(line_col(t, 5), (2, 2)); // after the 2-byte 'ç'
+        assert_eq!(line_col(t, 4), (2, 1)); // inside 'ç' rounds down
+        assert_eq!(line_col(t, 100), (3, 3));
+    }
+}

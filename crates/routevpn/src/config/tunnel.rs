@@ -1,0 +1,769 @@
+//! `[[tunnel]]`: one IKE peer and the tunnel interface routed through it.
+
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ike::proposal::{self, AlgorithmProposal, Protocol};
+use ipnet::IpNet;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::fmt;
+use toml::Spanned;
+use zeroize::{Zeroize, Zeroizing};
+
+use super::values::{
+    item_span, parse_duration, parse_network, parse_prefix, Identity, Psk, StrList,
+};
+use super::{ConfigError, Ctx};
+
+/// RFC 7296 §2: IKE uses UDP port 500 (4500 after NAT detection, RFC 3948).
+pub const DEFAULT_IKE_PORT: u16 = 500;
+/// Traffic selectors when none are configured: everything, both families.
+pub const DEFAULT_TS: [&str; 2] = ["0.0.0.0/0", "::/0"];
+/// Linux IFNAMSIZ is 16 including the terminating NUL.
+const MAX_IFNAME_LEN: usize = 15;
+
+/// One `[[tunnel]]`: a peer and the tunnel interface routed through it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TunnelConfig {
+    /// Tunnel interface name.
+    pub name: String,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub local_id: Identity,
+    pub remote_id: Identity,
+    pub psk: Psk,
+    pub ike: Vec<AlgorithmProposal>,
+    pub esp: Vec<AlgorithmProposal>,
+    /// Initiate at start-up; otherwise only respond.
+    pub start: bool,
+    /// Addresses (with prefix length) for the tunnel interface.
+    pub addresses: Vec<IpNet>,
+    pub mtu: Option<u16>,
+    /// Prefixes routed into the tunnel.
+    pub routes: Vec<Route>,
+    pub local_ts: Vec<IpNet>,
+    pub remote_ts: Vec<IpNet>,
+    /// Rekey the IKE SA after this long (RFC 7296 §2.8), minus a random margin.
+    pub ike_lifetime: Duration,
+    /// Rekey CHILD SAs after this long, or after these many bytes/packets.
+    pub child_lifetime: Duration,
+    pub child_lifetime_bytes: Option<u64>,
+    pub child_lifetime_packets: Option<u64>,
+    /// Liveness check after this long without traffic from the peer; None = off.
+    pub dpd: Option<Duration>,
+    pub dpd_action: DpdAction,
+    /// Anti-replay window in packets (RFC 4303 §3.4.3).
+    pub replay_window: u32,
+    /// First IKE retransmission timeout (doubled each time) and the number of
+    /// retransmissions before the peer is declared dead (RFC 7296 §2.4).
+    pub retransmit_timeout: Duration,
+    pub retransmit_tries: u32,
+}
+
+/// What to do when the peer is found dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpdAction {
+    /// Re-initiate the tunnel.
+    Restart,
+    /// Only take it down (the peer will re-initiate).
+    Clear,
+}
+
+/// Default IKE SA lifetime (strongSwan's `rekey_time` default).
+pub const DEFAULT_IKE_LIFETIME: Duration = Duration::from_secs(4 * 3600);
+/// Default CHILD SA lifetime (strongSwan's default).
+pub const DEFAULT_CHILD_LIFETIME: Duration = Duration::from_secs(3600);
+/// Default liveness interval.
+pub const DEFAULT_DPD: Duration = Duration::from_secs(30);
+/// Default anti-replay window (RFC 4303 §3.4.3 asks for at least 32; we use 128).
+pub const DEFAULT_REPLAY_WINDOW: u32 = 128;
+
+/// A prefix routed into the tunnel interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub prefix: IpNet,
+    pub metric: Option<u32>,
+}
+
+/// `routes` element: `"10.2.0.0/24"` or `{ prefix = "10.2.0.0/24", metric = 100 }`.
+#[derive(Debug)]
+pub(super) struct RawRoute {
+    prefix: String,
+    metric: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for RawRoute {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            prefix: String,
+            metric: Option<u32>,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawRoute;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a prefix string or a table { prefix, metric }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawRoute, E> {
+                Ok(RawRoute {
+                    prefix: v.to_string(),
+                    metric: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawRoute, A::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawRoute {
+                    prefix: t.prefix,
+                    metric: t.metric,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTunnel {
+    pub(super) name: Spanned<String>,
+    local: Spanned<String>,
+    pub(super) remote: Spanned<String>,
+    local_port: Option<Spanned<u16>>,
+    remote_port: Option<Spanned<u16>>,
+    local_id: Option<Spanned<String>>,
+    remote_id: Option<Spanned<String>>,
+    psk: Option<Spanned<String>>,
+    psk_file: Option<Spanned<PathBuf>>,
+    ike: Option<Spanned<StrList>>,
+    esp: Option<Spanned<StrList>>,
+    start: Option<bool>,
+    address: Option<Spanned<StrList>>,
+    mtu: Option<Spanned<u16>>,
+    routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
+    local_ts: Option<Spanned<StrList>>,
+    remote_ts: Option<Spanned<StrList>>,
+    ike_lifetime: Option<Spanned<String>>,
+    child_lifetime: Option<Spanned<String>>,
+    child_lifetime_bytes: Option<u64>,
+    child_lifetime_packets: Option<u64>,
+    dpd: Option<Spanned<DpdSetting>>,
+    dpd_action: Option<Spanned<String>>,
+    replay_window: Option<Spanned<u32>>,
+    retransmit_timeout: Option<Spanned<String>>,
+    retransmit_tries: Option<Spanned<u32>>,
+}
+
+/// `dpd = "10s"` or `dpd = false`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum DpdSetting {
+    Off(bool),
+    Interval(String),
+}
+
+impl Drop for RawTunnel {
+    fn drop(&mut self) {
+        if let Some(psk) = &mut self.psk {
+            psk.get_mut().zeroize();
+        }
+    }
+}
+
+/// Linux `dev_valid_name`, restricted to characters safe in shell commands and logs.
+pub(super) fn check_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_IFNAME_LEN {
+        return Err(format!(
+            "tunnel name \"{name}\" must be 1..={MAX_IFNAME_LEN} characters (Linux interface name)"
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!(
+            "tunnel name \"{name}\" is not a valid interface name"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "tunnel name \"{name}\" contains {c:?}; use letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn tunnel(
+    cx: &Ctx,
+    spanned: &Spanned<RawTunnel>,
+    base_dir: Option<&Path>,
+) -> Result<TunnelConfig, ConfigError> {
+    let t = spanned.get_ref();
+    let name = t.name.get_ref().clone();
+    // Semantic errors carry the tunnel's name.
+    let err = |span: Range<usize>, m: String| cx.err(Some(span), format!("tunnel \"{name}\": {m}"));
+
+    let addr = |s: &Spanned<String>, what: &str| -> Result<IpAddr, ConfigError> {
+        s.get_ref().trim().parse::<IpAddr>().map_err(|_| {
+            err(
+                s.span(),
+                format!(
+                    "invalid {what} address \"{}\": expected an IPv4 or IPv6 address",
+                    s.get_ref()
+                ),
+            )
+        })
+    };
+    let local = addr(&t.local, "local")?;
+    let remote = addr(&t.remote, "remote")?;
+    if local.is_ipv4() != remote.is_ipv4() {
+        return Err(err(
+            t.remote.span(),
+            format!("local {local} and remote {remote} are of different address families"),
+        ));
+    }
+    let port = |p: &Option<Spanned<u16>>| -> Result<u16, ConfigError> {
+        match p {
+            None => Ok(DEFAULT_IKE_PORT),
+            Some(p) if *p.get_ref() == 0 => Err(err(p.span(), "port 0 is not valid".into())),
+            Some(p) => Ok(*p.get_ref()),
+        }
+    };
+    let local_port = port(&t.local_port)?;
+    let remote_port = port(&t.remote_port)?;
+
+    let id = |s: &Option<Spanned<String>>, default: IpAddr| -> Result<Identity, ConfigError> {
+        match s {
+            None => Ok(Identity::from_addr(default)),
+            Some(s) => Identity::parse(s.get_ref()).map_err(|m| err(s.span(), m)),
+        }
+    };
+    let local_id = id(&t.local_id, local)?;
+    let remote_id = id(&t.remote_id, remote)?;
+
+    let psk = match (&t.psk, &t.psk_file) {
+        (Some(_), Some(f)) => {
+            return Err(err(
+                f.span(),
+                "psk and psk_file are mutually exclusive; set only one".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(err(
+                spanned.span(),
+                "a pre-shared key is required: set psk or psk_file".into(),
+            ))
+        }
+        (Some(p), None) => Psk::from_config_str(p.get_ref()).map_err(|m| err(p.span(), m))?,
+        (None, Some(f)) => read_psk_file(f.get_ref(), base_dir).map_err(|m| err(f.span(), m))?,
+    };
+
+    let proposals = |list: &Option<Spanned<StrList>>, protocol: Protocol| {
+        let (what, default) = match protocol {
+            Protocol::Ike => (
+                "ike",
+                proposal::default_ike as fn() -> Vec<AlgorithmProposal>,
+            ),
+            Protocol::Esp => (
+                "esp",
+                proposal::default_esp as fn() -> Vec<AlgorithmProposal>,
+            ),
+        };
+        let Some(list) = list else {
+            return Ok(default());
+        };
+        let mut out = Vec::new();
+        for item in &list.get_ref().0 {
+            // strongSwan writes alternatives comma-separated in one string.
+            for s in item.get_ref().split(',').map(str::trim) {
+                let p = proposal::parse(s, protocol).map_err(|e| {
+                    err(
+                        item_span(item, list.span()),
+                        format!("{} in {what} proposal \"{}\"", e.reason(), e.proposal()),
+                    )
+                })?;
+                out.push(p);
+            }
+        }
+        if out.is_empty() {
+            return Err(err(
+                list.span(),
+                format!("{what}: at least one proposal is required"),
+            ));
+        }
+        Ok(out)
+    };
+    let ike = proposals(&t.ike, Protocol::Ike)?;
+    let esp = proposals(&t.esp, Protocol::Esp)?;
+
+    let prefixes = |list: &Option<Spanned<StrList>>,
+                    what: &str,
+                    parse: fn(&str) -> Result<IpNet, String>,
+                    default: &[&str]|
+     -> Result<Vec<IpNet>, ConfigError> {
+        match list {
+            None => Ok(default
+                .iter()
+                .map(|s| parse(s).expect("built-in prefix"))
+                .collect()),
+            Some(list) => list
+                .get_ref()
+                .0
+                .iter()
+                .map(|item| {
+                    parse(item.get_ref())
+                        .map_err(|m| err(item_span(item, list.span()), format!("{what}: {m}")))
+                })
+                .collect(),
+        }
+    };
+    let addresses = prefixes(&t.address, "address", parse_prefix, &[])?;
+    let local_ts = prefixes(&t.local_ts, "local_ts", parse_network, &DEFAULT_TS)?;
+    let remote_ts = prefixes(&t.remote_ts, "remote_ts", parse_network, &DEFAULT_TS)?;
+    for (list, what) in [(&t.local_ts, "local_ts"), (&t.remote_ts, "remote_ts")] {
+        if let Some(list) = list {
+            if list.get_ref().0.is_empty() {
+                return Err(err(
+                    list.span(),
+                    format!("{what}: at least one selector is required"),
+                ));
+            }
+        }
+    }
+
+    let mtu = match &t.mtu {
+        None => None,
+        Some(m) => {
+            let v = *m.get_ref();
+            // RFC 791: every IPv4 host handles 68 bytes; RFC 8200 §5: IPv6 needs 1280.
+            let min = if addresses.iter().any(|a| a.addr().is_ipv6()) {
+                1280
+            } else {
+                68
+            };
+            if v < min {
+                return Err(err(
+                    m.span(),
+                    format!("mtu {v} is too small (minimum {min} for the configured addresses)"),
+                ));
+            }
+            Some(v)
+        }
+    };
+
+    let routes = match &t.routes {
+        None => Vec::new(),
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .map(|r| {
+                let prefix = parse_network(&r.get_ref().prefix)
+                    .map_err(|m| err(r.span(), format!("routes: {m}")))?;
+                Ok(Route {
+                    prefix,
+                    metric: r.get_ref().metric,
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?,
+    };
+
+    let duration = |v: &Option<Spanned<String>>, what: &str, default: Duration| match v {
+        None => Ok(default),
+        Some(v) => match parse_duration(v.get_ref()) {
+            Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+            Ok(_) => Err(err(v.span(), format!("{what} must be at least 1s"))),
+            Err(m) => Err(err(v.span(), format!("{what}: {m}"))),
+        },
+    };
+    let ike_lifetime = duration(&t.ike_lifetime, "ike_lifetime", DEFAULT_IKE_LIFETIME)?;
+    let child_lifetime = duration(&t.child_lifetime, "child_lifetime", DEFAULT_CHILD_LIFETIME)?;
+    let dpd = match &t.dpd {
+        None => Some(DEFAULT_DPD),
+        Some(d) => match d.get_ref() {
+            DpdSetting::Off(false) => None,
+            DpdSetting::Off(true) => Some(DEFAULT_DPD),
+            DpdSetting::Interval(s) => Some(
+                parse_duration(s)
+                    .ok()
+                    .filter(|d| *d >= Duration::from_millis(100))
+                    .ok_or_else(|| {
+                        err(
+                            d.span(),
+                            format!("dpd: invalid interval {s:?} (at least \"100ms\", or false)"),
+                        )
+                    })?,
+            ),
+        },
+    };
+    let dpd_action = match &t.dpd_action {
+        None => DpdAction::Restart,
+        Some(a) => match a.get_ref().as_str() {
+            "restart" => DpdAction::Restart,
+            "clear" => DpdAction::Clear,
+            other => {
+                return Err(err(
+                    a.span(),
+                    format!("dpd_action must be \"restart\" or \"clear\", not {other:?}"),
+                ))
+            }
+        },
+    };
+    let retransmit_timeout = match &t.retransmit_timeout {
+        None => ike::limits::RETRANSMIT_TIMEOUT,
+        Some(v) => parse_duration(v.get_ref())
+            .ok()
+            .filter(|d| *d >= Duration::from_millis(100) && *d <= Duration::from_secs(60))
+            .ok_or_else(|| {
+                err(
+                    v.span(),
+                    format!(
+                        "retransmit_timeout: invalid {:?} (100ms to 60s)",
+                        v.get_ref()
+                    ),
+                )
+            })?,
+    };
+    let retransmit_tries = match &t.retransmit_tries {
+        None => ike::limits::RETRANSMIT_TRIES,
+        Some(v) if (1..=20).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            return Err(err(
+                v.span(),
+                "retransmit_tries must be between 1 and 20".to_string(),
+            ))
+        }
+    };
+    let replay_window = match &t.replay_window {
+        None => DEFAULT_REPLAY_WINDOW,
+        Some(w) if (32..=4096).contains(w.get_ref()) => *w.get_ref(),
+        Some(w) => {
+            return Err(err(
+                w.span(),
+                "replay_window must be between 32 and 4096".to_string(),
+            ))
+        }
+    };
+
+    Ok(TunnelConfig {
+        name: name.clone(),
+        local,
+        remote,
+        local_port,
+        remote_port,
+        local_id,
+        remote_id,
+        psk,
+        ike,
+        esp,
+        start: t.start.unwrap_or(true),
+        addresses,
+        mtu,
+        routes,
+        local_ts,
+        remote_ts,
+        ike_lifetime,
+        child_lifetime,
+        child_lifetime_bytes: t.child_lifetime_bytes,
+        child_lifetime_packets: t.child_lifetime_packets,
+        dpd,
+        dpd_action,
+        replay_window,
+        retransmit_timeout,
+        retransmit_tries,
+    })
+}
+
+/// Read a PSK file: its content without one trailing newline; `0x...` text is hex.
+pub(super) fn read_psk_file(path: &Path, base_dir: Option<&Path>) -> Result<Psk, String> {
+    let full = match base_dir {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    };
+    let mut bytes = Zeroizing::new(
+        std::fs::read(&full)
+            .map_err(|e| format!("cannot read psk_file {}: {e}", full.display()))?,
+    );
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    match std::str::from_utf8(&bytes) {
+        Ok(s) => Psk::from_config_str(s),
+        Err(_) => Ok(Psk::new(bytes.to_vec())),
+    }
+    .map_err(|m| format!("psk_file {}: {m}", full.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{load, parse, DEFAULT_CONTROL_SOCKET};
+    use super::*;
+    use ike::iana::{DhId, EncrId};
+
+    const EXAMPLE: &str = r#"control_socket = "/run/routevpn/routevpn.sock"   # default
+
+[[tunnel]]
+name = "vti0"
+local = "192.0.2.1"
+remote = "192.0.2.2"
+local_id = "routerA"
+remote_id = "routerB"
+psk = "supersecret"
+ike = ["aes256gcm16-prfsha384-x25519", "aes128-sha256-modp2048"]
+esp = ["aes256gcm16", "aes128-sha256"]
+start = true
+"#;
+
+    /// Prefixes as (address, length) pairs, as the assertions spell them.
+    fn pairs(nets: &[IpNet]) -> Vec<(IpAddr, u8)> {
+        nets.iter().map(|n| (n.addr(), n.prefix_len())).collect()
+    }
+
+    fn err(text: &str) -> ConfigError {
+        parse(text, "config.toml").unwrap_err()
+    }
+
+    const MIN: &str =
+        "[[tunnel]]\nname = \"t0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\npsk = \"k\"\n";
+
+    #[test]
+    fn example_parses() {
+        let c = parse(EXAMPLE, "config.toml").unwrap();
+        assert_eq!(
+            c.control_socket,
+            PathBuf::from("/run/routevpn/routevpn.sock")
+        );
+        assert_eq!(c.tunnels.len(), 1);
+        let t = &c.tunnels[0];
+        assert_eq!(t.name, "vti0");
+        assert_eq!(t.local, "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(t.remote, "192.0.2.2".parse::<IpAddr>().unwrap());
+        assert_eq!(t.local_id, Identity::Fqdn("routerA".into()));
+        assert_eq!(t.remote_id, Identity::Fqdn("routerB".into()));
+        assert_eq!(t.psk.as_bytes(), b"supersecret");
+        assert_eq!(t.ike.len(), 2);
+        assert_eq!(t.ike[0].encr, vec![(EncrId::AES_GCM_16, Some(256))]);
+        assert_eq!(t.ike[1].dh, vec![DhId::MODP_2048]);
+        assert_eq!(t.esp.len(), 2);
+        assert!(t.start);
+        // Secrets stay out of Debug output.
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("supersecret"), "{dbg}");
+        assert!(dbg.contains("<redacted>"));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(MIN, "x.toml").unwrap();
+        assert_eq!(c.control_socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
+        let t = &c.tunnels[0];
+        assert_eq!(t.local_port, 500);
+        assert_eq!(t.remote_port, 500);
+        assert_eq!(t.local_id, Identity::Ipv4("192.0.2.1".parse().unwrap()));
+        assert_eq!(t.remote_id, Identity::Ipv4("192.0.2.2".parse().unwrap()));
+        assert_eq!(t.ike, proposal::default_ike());
+        assert_eq!(t.esp, proposal::default_esp());
+        assert!(t.start);
+        assert!(t.addresses.is_empty());
+        assert_eq!(t.mtu, None);
+        assert!(t.routes.is_empty());
+        let all = vec![("0.0.0.0".parse().unwrap(), 0), ("::".parse().unwrap(), 0)];
+        assert_eq!(pairs(&t.local_ts), all);
+        assert_eq!(pairs(&t.remote_ts), all);
+        // An empty file is a valid (idle) configuration.
+        assert!(parse("", "x.toml").unwrap().tunnels.is_empty());
+    }
+
+    #[test]
+    fn optional_keys() {
+        let text = format!(
+            "{MIN}address = [\"169.254.12.1/30\", \"fd00::1/64\"]\nmtu = 1400\n\
+             routes = [\"10.2.0.0/24\", {{ prefix = \"2001:db8::/32\", metric = 7 }}]\n\
+             local_ts = \"10.1.0.0/16\"\nremote_ts = [\"10.2.0.0/16\", \"192.0.2.9\"]\n\
+             local_port = 4500\nremote_port = 4501\nstart = false\n\
+             ike = \"aes128-sha256-modp2048, aes256gcm16-prfsha256-ecp256\"\n"
+        );
+        let c = parse(&text, "x.toml").unwrap();
+        let t = &c.tunnels[0];
+        let p = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            pairs(&t.addresses),
+            vec![(p("169.254.12.1"), 30), (p("fd00::1"), 64)]
+        );
+        assert_eq!(t.mtu, Some(1400));
+        let net = |a: &str, l: u8| IpNet::new(p(a), l).unwrap();
+        assert_eq!(
+            t.routes,
+            vec![
+                Route {
+                    prefix: net("10.2.0.0", 24),
+                    metric: None
+                },
+                Route {
+                    prefix: net("2001:db8::", 32),
+                    metric: Some(7)
+                },
+            ]
+        );
+        assert_eq!(pairs(&t.local_ts), vec![(p("10.1.0.0"), 16)]);
+        assert_eq!(
+            pairs(&t.remote_ts),
+            vec![(p("10.2.0.0"), 16), (p("192.0.2.9"), 32)]
+        );
+        assert_eq!((t.local_port, t.remote_port), (4500, 4501));
+        assert!(!t.start);
+        assert_eq!(t.ike.len(), 2);
+        // A single address string works too.
+        let c = parse(&format!("{MIN}address = \"10.0.0.1/31\"\n"), "x").unwrap();
+        assert_eq!(pairs(&c.tunnels[0].addresses), vec![(p("10.0.0.1"), 31)]);
+    }
+
+    #[test]
+    fn unknown_algorithm_names_line() {
+        let text = EXAMPLE.replace("\"aes128-sha256-modp2048\"", "\"aes257-sha256\"");
+        let e = err(&text);
+        assert_eq!(
+            e.to_string(),
+            "config.toml:10: tunnel \"vti0\": unknown algorithm \"aes257\" in ike proposal \"aes257-sha256\""
+        );
+        // Multi-line list: the element's own line.
+        let text = format!("{MIN}esp = [\n  \"aes128gcm16\",\n  \"aes128\",\n]\n");
+        let e = err(&text);
+        assert_eq!(e.line, Some(8), "{e}");
+        assert!(
+            e.message
+                .contains("no integrity algorithm in esp proposal \"aes128\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_and_schema_errors_name_line() {
+        let e = err("control_socket = \"/x\"\n[[tunnel]]\nname = \"a\"\nbogus = 1\n");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("unknown field"), "{e}");
+        let e = err("control_socket = \n");
+        assert_eq!(e.line, Some(1), "{e}");
+        let e = err("# c\n\n[[tunnel]]\nname = \"a\"\nlocal = \"192.0.2.1\"\n");
+        assert!(e.message.contains("missing field"), "{e}");
+        assert!(e.line.is_some());
+        let e = err(&format!("{MIN}local_port = 70000\n"));
+        assert_eq!(e.line, Some(6), "{e}");
+        let e = err(&format!(
+            "{MIN}routes = [{{ prefix = \"10.0.0.0/8\", metrc = 1 }}]\n"
+        ));
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(e.message.contains("metrc"), "{e}");
+        let e = err("[server]\nx = 1\n");
+        assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_line() {
+        let cases: &[(&str, &str)] = &[
+            ("local = \"192.0.2.300\"", "invalid local address"),
+            ("remote = \"2001:db8::2\"", "different address families"),
+            ("psk_file = \"/nonexistent\"", "mutually exclusive"),
+            ("local_id = \"@#xyz\"", "hex"),
+            ("remote_id = \"\"", "empty identity"),
+            ("remote_id = \"CN=foo\"", "distinguished name"),
+            ("address = [\"10.0.0.1/33\"]", "prefix length"),
+            ("routes = [\"10.2.0.1/24\"]", "did you mean 10.2.0.0/24"),
+            ("remote_ts = \"10.2.0.1/24\"", "host bits"),
+            ("local_ts = []", "at least one selector"),
+            ("ike = []", "at least one proposal"),
+            ("esp = [\"aes128gcm16-sha256\"]", "AEAD"),
+            ("ike = [\"aes128-sha256\"]", "key exchange"),
+            ("mtu = 60", "too small"),
+            ("local_port = 0", "port 0"),
+        ];
+        for &(extra, needle) in cases {
+            // TOML forbids duplicate keys: drop the line the variation replaces.
+            let text = MIN
+                .lines()
+                .filter(|l| {
+                    let key = extra.split(' ').next().unwrap();
+                    !l.starts_with(&format!("{key} "))
+                })
+                .chain(std::iter::once(extra))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let e = err(&text);
+            let msg = e.to_string();
+            assert!(msg.contains(needle), "{extra}: {msg}");
+            assert!(msg.contains("tunnel \"t0\""), "{extra}: {msg}");
+            // The varied key is always the last line.
+            let expect_line = text.lines().count();
+            assert_eq!(e.line, Some(expect_line), "{extra}: {msg}");
+        }
+        let e = err(&format!("{MIN}address = [\"fd00::1/64\"]\nmtu = 1000\n"));
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(e.message.contains("minimum 1280"), "{e}");
+    }
+
+    #[test]
+    fn tunnel_level_errors() {
+        let no_psk = "\n[[tunnel]]\nname = \"t0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\n";
+        let e = err(no_psk);
+        assert!(e.message.contains("psk or psk_file"), "{e}");
+        assert!(matches!(e.line, Some(2..=3)), "{e}");
+
+        let dup_name = format!("{MIN}\n{}", MIN.replace("192.0.2.2", "192.0.2.3"));
+        let e = err(&dup_name);
+        assert_eq!(e.line, Some(8), "{e}");
+        assert!(e.message.contains("duplicate tunnel name \"t0\""), "{e}");
+
+        let dup_pair = format!("{MIN}\n{}", MIN.replace("t0", "t1"));
+        let e = err(&dup_pair);
+        assert_eq!(e.line, Some(10), "{e}");
+        assert!(e.message.contains("already uses local 192.0.2.1"), "{e}");
+
+        for bad in ["", "this-name-is-too-long", "a/b", "a b", ".."] {
+            let e = err(&MIN.replace("\"t0\"", &format!("{bad:?}")));
+            assert_eq!(e.line, Some(2), "{bad}: {e}");
+            assert!(e.message.contains("tunnel name"), "{bad}: {e}");
+        }
+        assert!(parse(&MIN.replace("t0", "vti-a.b_c0123456"), "x").is_err());
+        assert!(parse(&MIN.replace("t0", "vti-a.b_c012345"), "x").is_ok());
+    }
+
+    #[test]
+    fn psk_forms_and_file() {
+        let c = parse(&MIN.replace("\"k\"", "\"0x00ff10\""), "x").unwrap();
+        assert_eq!(c.tunnels[0].psk.as_bytes(), &[0, 0xff, 0x10]);
+        let e = err(&MIN.replace("\"k\"", "\"0xzz\""));
+        assert!(e.message.contains("hex"), "{e}");
+        let e = err(&MIN.replace("\"k\"", "\"\""));
+        assert!(e.message.contains("empty"), "{e}");
+        assert_eq!(format!("{:?}", Psk::new(b"x".to_vec())), "<redacted>");
+
+        let dir = std::env::temp_dir().join(format!("routevpn-cfg-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("peer.psk"), b"from file\n").unwrap();
+        std::fs::write(dir.join("hex.psk"), b"0x0102\r\n").unwrap();
+        let cfg_path = dir.join("routevpn.toml");
+        let with_file = MIN.replace("psk = \"k\"", "psk_file = \"peer.psk\"");
+        std::fs::write(&cfg_path, &with_file).unwrap();
+        // Relative psk_file is resolved against the config file's directory.
+        let c = load(&cfg_path).unwrap();
+        assert_eq!(c.tunnels[0].psk.as_bytes(), b"from file");
+        std::fs::write(&cfg_path, with_file.replace("peer.psk", "hex.psk")).unwrap();
+        assert_eq!(load(&cfg_path).unwrap().tunnels[0].psk.as_bytes(), &[1, 2]);
+        std::fs::write(&cfg_path, with_file.replace("peer.psk", "missing.psk")).unwrap();
+        let e = load(&cfg_path).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("cannot read psk_file"), "{e}");
+        let e = load(&dir.join("nope.toml")).unwrap_err();
+        assert_eq!(e.line, None);
+        assert!(e.to_string().contains("nope.toml: cannot read"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

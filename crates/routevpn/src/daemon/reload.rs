@@ -1,0 +1,105 @@
+//! Reload (SIGHUP, `routevpn reload`): only tunnels whose configuration changed are
+//! torn down and started afresh.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tracing::{info, warn};
+
+use super::event_loop::Daemon;
+use super::tunnel::{flush_tunnel, set_link, Tunnel};
+use crate::control::Response;
+use crate::dataplane::Dataplane;
+use crate::netlink::Netlink;
+
+impl Daemon {
+    /// Re-reads the configuration (SIGHUP, `routevpn reload`): unchanged tunnels are
+    /// left alone; changed and removed ones are deleted (the peer is told) and their
+    /// interfaces removed; changed and new ones start afresh.
+    pub(super) async fn reload(
+        &mut self,
+        now: Instant,
+        ike_sockets: &HashMap<IpAddr, Arc<UdpSocket>>,
+        dp: &Dataplane,
+        nl: &Netlink,
+    ) -> Response {
+        let new = match crate::config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "reload: configuration rejected, nothing changed");
+                return Response::Error {
+                    message: format!("configuration rejected, nothing changed: {e}"),
+                };
+            }
+        };
+        let (mut kept, mut changed, mut removed, mut added) = (0, 0, 0, 0);
+        let mut notes = Vec::new();
+        let mut i = 0;
+        while i < self.tunnels.len() {
+            let fresh = new
+                .tunnels
+                .iter()
+                .find(|n| n.name == self.tunnels[i].cfg.name);
+            if fresh == Some(&self.tunnels[i].cfg) {
+                kept += 1;
+                i += 1;
+                continue;
+            }
+            let mut t = self.tunnels.remove(i);
+            if fresh.is_some() {
+                changed += 1;
+            } else {
+                removed += 1;
+            }
+            info!(tunnel = %t.cfg.name, "reload: tearing down");
+            t.session.close(now);
+            flush_tunnel(&mut t, ike_sockets, dp, nl).await;
+            if t.link_up {
+                set_link(&mut t, false, nl).await;
+            }
+            dp.remove_tunnel(t.tid);
+        }
+        for n in new.tunnels {
+            if self.tunnels.iter().any(|t| t.cfg.name == n.name) {
+                continue;
+            }
+            if !ike_sockets.contains_key(&n.local) {
+                notes.push(format!(
+                    "tunnel {}: new local address {} needs a daemon restart",
+                    n.name, n.local
+                ));
+                continue;
+            }
+            let tid = match dp.add_tunnel(&n.name, n.mtu.unwrap_or(1400)) {
+                Ok(tid) => tid,
+                Err(e) => {
+                    notes.push(format!("tunnel {}: cannot create interface: {e}", n.name));
+                    continue;
+                }
+            };
+            let _ = nl.set_link_up(&n.name, false).await;
+            info!(tunnel = %n.name, "reload: starting");
+            self.tunnels
+                .push(Tunnel::new(n, tid, self.routing.clone(), now));
+            added += 1;
+        }
+        let added = added - changed.min(added);
+        if new.bgp.is_some() != self.routing.is_some() || new.control_socket != self.socket_path {
+            notes.push(
+                "[bgp], routing and control_socket changes apply after a restart".to_string(),
+            );
+        }
+        let mut message = format!(
+            "reloaded: {kept} unchanged, {changed} changed, {added} added, {removed} removed"
+        );
+        for n in &notes {
+            message.push_str("; ");
+            message.push_str(n);
+        }
+        info!("{message}");
+        Response::Ok { message }
+    }
+}

@@ -1,0 +1,132 @@
+//! Start-up: the daemon's state from the configuration, then its sockets (pinned to
+//! the underlay), the dataplane and tunnel interfaces, the BGP speaker, the control
+//! socket and the signal handlers.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::event_loop::{Daemon, Input, Io};
+use super::io;
+use super::tunnel::Tunnel;
+use crate::config::Config;
+use crate::control;
+use crate::dataplane::{Dataplane, TunnelId};
+use crate::netlink::Netlink;
+use crate::routing;
+
+impl Daemon {
+    /// One tunnel (and IKE session) per `[[tunnel]]`; nothing is opened yet.
+    pub fn new(cfg: Config, socket_path: PathBuf, config_path: PathBuf) -> anyhow::Result<Daemon> {
+        let now = Instant::now();
+        let tunnels = cfg
+            .tunnels
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| Tunnel::new(t, TunnelId(i), None, now))
+            .collect();
+        Ok(Daemon {
+            socket_path,
+            config_path,
+            tunnels,
+            started: now,
+            bgp: cfg.bgp,
+            routing: None,
+        })
+    }
+
+    /// Opens the sockets, starts the dataplane with one TUN interface per tunnel, then
+    /// the BGP speaker, the control socket and the signal handlers.
+    pub(super) async fn open(&mut self, tx: &mpsc::Sender<Input>) -> anyhow::Result<Io> {
+        // No route flush at start or stop: our routes only ever point into our own TUN
+        // interfaces, which vanish with the process (and their routes with them), and
+        // another daemon in this namespace may own other routevpn routes.
+        let nl = Netlink::new().context("opening netlink")?;
+
+        // One IKE socket (500) and one NAT-T socket (4500) per local address, each
+        // pinned to the interface holding that address.
+        let mut ike_sockets: HashMap<IpAddr, Arc<UdpSocket>> = HashMap::new();
+        let mut natt = Vec::new();
+        for t in &self.tunnels {
+            let addr = t.cfg.local;
+            if ike_sockets.contains_key(&addr) {
+                continue;
+            }
+            let dev = nl
+                .interface_of_address(addr)
+                .await
+                .context("looking up underlay interfaces")?
+                .ok_or_else(|| anyhow::anyhow!(io::describe_local(addr)))?;
+            let s500 = io::bound_udp(SocketAddr::new(addr, t.cfg.local_port), &dev)?;
+            let s500 = Arc::new(UdpSocket::from_std(s500)?);
+            io::spawn_reader(s500.clone(), tx.clone());
+            ike_sockets.insert(addr, s500);
+            let s4500 = io::bound_udp(SocketAddr::new(addr, ike::limits::NATT_PORT), &dev)?;
+            s4500.set_nonblocking(false)?;
+            natt.push(s4500);
+            info!(%addr, interface = %dev, "listening for IKE on ports {} and {}", t.cfg.local_port, ike::limits::NATT_PORT);
+        }
+        let ike_tx = tx.clone();
+        let dp = Dataplane::start(
+            natt,
+            Box::new(move |local, remote, data| {
+                // Never block the dataplane thread; IKE retransmits cover a full queue.
+                let _ = ike_tx.try_send(Input::Ike(ike::sa::Datagram {
+                    local,
+                    remote,
+                    data,
+                }));
+            }),
+        )
+        .context("starting the dataplane")?;
+        let dp = Arc::new(dp);
+        for t in &mut self.tunnels {
+            let mtu = t.cfg.mtu.unwrap_or(1400);
+            t.tid = dp
+                .add_tunnel(&t.cfg.name, mtu)
+                .with_context(|| format!("creating tunnel interface {}", t.cfg.name))?;
+            // Down until a CHILD SA is installed.
+            if let Err(e) = nl.set_link_up(&t.cfg.name, false).await {
+                warn!(tunnel = %t.cfg.name, error = %e, "cannot set interface down");
+            }
+        }
+
+        // ---- embedded BGP/BFD: starts once the tunnel interfaces exist ----
+        if let Some(bgp) = self.bgp.take() {
+            let infos = self
+                .tunnels
+                .iter()
+                .map(|t| routing::TunnelInfo {
+                    name: t.cfg.name.clone(),
+                    addresses: t.cfg.addresses.clone(),
+                    remote: t.cfg.remote,
+                })
+                .collect();
+            let h = routing::start(bgp, infos, nl.clone())
+                .await
+                .context("starting the BGP speaker")?;
+            for t in &mut self.tunnels {
+                t.routing = Some(h.clone());
+            }
+            self.routing = Some(h);
+        }
+
+        let listener = control::bind(&self.socket_path)
+            .with_context(|| format!("control socket {}", self.socket_path.display()))?;
+        io::spawn_control(listener, tx.clone());
+        io::spawn_signals(tx.clone())?;
+        info!(tunnels = self.tunnels.len(), socket = %self.socket_path.display(), "routevpn daemon started");
+        Ok(Io {
+            ike_sockets,
+            dp,
+            nl,
+        })
+    }
+}

@@ -1,0 +1,85 @@
+//! `routevpn status`: the daemon's tunnels, SAs and counters as a [`StatusReport`].
+
+use std::time::Instant;
+
+use super::event_loop::Daemon;
+use super::tunnel::Tunnel;
+use crate::control::{ChildSaStatus, IkeSaStatus, StatusReport, TunnelStatus};
+use crate::dataplane::Dataplane;
+
+impl Daemon {
+    pub(super) fn status(&self, now: Instant, dp: &Dataplane) -> StatusReport {
+        StatusReport {
+            daemon_pid: std::process::id(),
+            uptime_secs: now.saturating_duration_since(self.started).as_secs(),
+            tunnels: self
+                .tunnels
+                .iter()
+                .map(|t| tunnel_status(t, now, dp))
+                .collect(),
+            bgp: self.routing.as_ref().map(|r| r.status()),
+        }
+    }
+}
+
+fn tunnel_status(t: &Tunnel, now: Instant, dp: &Dataplane) -> TunnelStatus {
+    let s = t.session.status(now);
+    let state = if s.ike_sas.iter().any(|i| i.state == "established") {
+        if s.children.is_empty() {
+            "ike-only"
+        } else {
+            "up"
+        }
+    } else if s.ike_sas.is_empty() {
+        "down"
+    } else {
+        "connecting"
+    };
+    TunnelStatus {
+        name: t.cfg.name.clone(),
+        local: t.cfg.local.to_string(),
+        remote: t.cfg.remote.to_string(),
+        local_id: t.cfg.local_id.to_string(),
+        remote_id: t.cfg.remote_id.to_string(),
+        state: state.to_string(),
+        last_error: s.last_error.clone(),
+        ike_sas: s
+            .ike_sas
+            .iter()
+            .map(|i| IkeSaStatus {
+                state: i.state.to_string(),
+                initiator: i.initiator,
+                spi_i: format!("{:016x}", i.spi_i),
+                spi_r: format!("{:016x}", i.spi_r),
+                proposal: i.proposal.clone(),
+                peer: i.remote.to_string(),
+                age_secs: i.age.as_secs(),
+                rekeys: i.rekeys,
+            })
+            .collect(),
+        child_sas: s
+            .children
+            .iter()
+            .map(|(c, age)| {
+                let ctr = dp.counters(c.spi_in).unwrap_or_default();
+                ChildSaStatus {
+                    state: "installed".to_string(),
+                    spi_in: format!("{:08x}", c.spi_in),
+                    spi_out: format!("{:08x}", c.spi_out),
+                    proposal: c.proposal.clone(),
+                    esn: c.esn,
+                    local_ts: c.local_ts.iter().map(ike::sa::ts_to_string).collect(),
+                    remote_ts: c.remote_ts.iter().map(ike::sa::ts_to_string).collect(),
+                    age_secs: age.as_secs(),
+                    packets_in: ctr.inbound.packets,
+                    packets_out: ctr.outbound.packets,
+                    bytes_in: ctr.inbound.bytes,
+                    bytes_out: ctr.outbound.bytes,
+                    replayed: ctr.inbound.replayed,
+                    icv_failures: ctr.inbound.icv_failures,
+                    malformed: ctr.inbound.malformed,
+                }
+            })
+            .collect(),
+    }
+}

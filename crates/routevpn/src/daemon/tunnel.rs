@@ -1,0 +1,252 @@
+//! One tunnel's lifecycle: its IKE session, the CHILD SAs it installs into the
+//! userspace dataplane, and its interface (up with addresses and routes only while a
+//! CHILD SA is installed).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ike::sa::{ChildSaInfo, Event, Session, SessionConfig};
+use ike::wire::{IdPayload, TrafficSelector};
+use ipnet::IpNet;
+use tokio::net::UdpSocket;
+use tracing::{debug, info, warn};
+
+use crate::config::TunnelConfig;
+use crate::dataplane::{self, ChildKeys, Dataplane, TunnelId};
+use crate::netlink::{Netlink, RTPROT_ROUTEVPN};
+use crate::routing;
+
+/// Underlay MTU assumed when computing a tunnel's MTU.
+const UNDERLAY_MTU: u16 = 1500;
+
+/// A CHILD SA as the daemon tracks it.
+pub(super) struct InstalledChild {
+    pub(super) spi_in: u32,
+    /// Inbound packets at the last counter poll (liveness).
+    pub(super) last_packets_in: u64,
+}
+
+pub(super) struct Tunnel {
+    pub(super) cfg: TunnelConfig,
+    pub(super) session: Session,
+    pub(super) tid: TunnelId,
+    pub(super) children: Vec<InstalledChild>,
+    pub(super) link_up: bool,
+    /// The BGP speaker, told when this interface goes up or down.
+    pub(super) routing: Option<routing::Handle>,
+}
+
+/// Randomness for the protocol cores, from the system CSPRNG.
+struct SystemRng(aws_lc_rs::rand::SystemRandom);
+
+impl ike::Rng for SystemRng {
+    fn fill(&mut self, buf: &mut [u8]) {
+        // A failing kernel RNG leaves nothing safe to do.
+        aws_lc_rs::rand::SecureRandom::fill(&self.0, buf).expect("system random generator failed");
+    }
+}
+
+fn id_payload(id: &crate::config::Identity) -> IdPayload {
+    IdPayload {
+        id_type: id.id_type(),
+        reserved: [0; 3],
+        data: id.data(),
+    }
+}
+
+fn selectors(prefixes: &[IpNet]) -> Vec<TrafficSelector> {
+    prefixes
+        .iter()
+        .map(|n| TrafficSelector::from_prefix(n.addr(), n.prefix_len()))
+        .collect()
+}
+
+fn session_config(t: &TunnelConfig) -> SessionConfig {
+    SessionConfig {
+        name: t.name.clone(),
+        local_id: id_payload(&t.local_id),
+        remote_id: id_payload(&t.remote_id),
+        psk: t.psk.secret().clone(),
+        ike: t.ike.clone(),
+        esp: t.esp.clone(),
+        local_ts: selectors(&t.local_ts),
+        remote_ts: selectors(&t.remote_ts),
+        initiate: t.start,
+        force_encap: true,
+        ike_lifetime: t.ike_lifetime,
+        child_lifetime: t.child_lifetime,
+        dpd: t.dpd,
+        dpd_restart: t.dpd_action == crate::config::DpdAction::Restart,
+        fragment_size: ike::limits::FRAGMENT_SIZE,
+        retransmit_timeout: t.retransmit_timeout,
+        retransmit_tries: t.retransmit_tries,
+    }
+}
+
+impl Tunnel {
+    /// A tunnel whose session starts now (initiating if so configured).
+    pub(super) fn new(
+        cfg: TunnelConfig,
+        tid: TunnelId,
+        routing: Option<routing::Handle>,
+        now: Instant,
+    ) -> Tunnel {
+        let session = Session::new(
+            session_config(&cfg),
+            cfg.local,
+            cfg.remote,
+            Box::new(SystemRng(aws_lc_rs::rand::SystemRandom::new())),
+            now,
+        );
+        Tunnel {
+            cfg,
+            session,
+            tid,
+            children: Vec::new(),
+            link_up: false,
+            routing,
+        }
+    }
+}
+
+/// Sends what one session queued and acts on its events.
+pub(super) async fn flush_tunnel(
+    t: &mut Tunnel,
+    ike_sockets: &HashMap<IpAddr, Arc<UdpSocket>>,
+    dp: &Dataplane,
+    nl: &Netlink,
+) {
+    loop {
+        while let Some(d) = t.session.poll_transmit() {
+            let r = if d.local.port() == ike::limits::NATT_PORT {
+                if d.data == [ike::limits::NATT_KEEPALIVE_BYTE] {
+                    dp.send_keepalive(d.local, d.remote)
+                } else {
+                    dp.send_ike(d.local, d.remote, &d.data)
+                }
+            } else {
+                match ike_sockets.get(&d.local.ip()) {
+                    Some(s) => s.send_to(&d.data, d.remote).await.map(|_| ()),
+                    None => Err(std::io::Error::other("no IKE socket for that address")),
+                }
+            };
+            if let Err(e) = r {
+                warn!(tunnel = %t.cfg.name, to = %d.remote, error = %e, "sending IKE datagram failed");
+            }
+        }
+        let Some(ev) = t.session.poll_event() else {
+            break;
+        };
+        match ev {
+            Event::ChildInstalled(info) => install(t, *info, dp, nl).await,
+            Event::ChildDeleted { spi_in, spi_out } => {
+                dp.remove_child(spi_in);
+                t.children.retain(|c| c.spi_in != spi_in);
+                debug!(tunnel = %t.cfg.name, spi_in = format_args!("{spi_in:08x}"), spi_out = format_args!("{spi_out:08x}"), "CHILD SA removed");
+                if t.children.is_empty() && t.link_up {
+                    set_link(t, false, nl).await;
+                }
+            }
+            Event::IkeClosed { reason, .. } => {
+                info!(tunnel = %t.cfg.name, %reason, "IKE SA closed")
+            }
+            Event::ChildFailed { reason } => {
+                warn!(tunnel = %t.cfg.name, %reason, "CHILD SA not created")
+            }
+            other => debug!(tunnel = %t.cfg.name, event = ?other, "session event"),
+        }
+    }
+}
+
+/// Puts a new CHILD SA into the dataplane and, for the tunnel's first one, brings the
+/// interface up with its MTU, addresses and routes.
+async fn install(t: &mut Tunnel, info: ChildSaInfo, dp: &Dataplane, nl: &Netlink) {
+    let Some(alg) = dataplane::algorithm_for(info.encr, info.encr_key_bits, info.integ) else {
+        warn!(tunnel = %t.cfg.name, proposal = %info.proposal, "negotiated ESP suite has no dataplane implementation");
+        return;
+    };
+    let keys = ChildKeys {
+        spi_in: info.spi_in,
+        spi_out: info.spi_out,
+        alg,
+        esn: info.esn,
+        keys_in: info.keys_in,
+        keys_out: info.keys_out,
+        remote: info.remote,
+        local: info.local,
+        replay_window: t.cfg.replay_window,
+        selectors: dataplane::selectors_for(&info.local_ts, &info.remote_ts),
+    };
+    if let Err(e) = dp.install_child(t.tid, keys) {
+        warn!(tunnel = %t.cfg.name, error = %e, "cannot install CHILD SA in the dataplane");
+        return;
+    }
+    t.children.push(InstalledChild {
+        spi_in: info.spi_in,
+        last_packets_in: 0,
+    });
+    if !t.link_up {
+        let mtu = t
+            .cfg
+            .mtu
+            .unwrap_or_else(|| dataplane::compute_mtu(UNDERLAY_MTU, t.cfg.local.is_ipv6(), alg));
+        if let Err(e) = nl.set_mtu(&t.cfg.name, mtu as u32).await {
+            warn!(tunnel = %t.cfg.name, error = %e, "cannot set MTU");
+        }
+        set_link(t, true, nl).await;
+    }
+}
+
+/// Brings a tunnel interface up (then its addresses and routes: an admin-down link
+/// loses its routes and IPv6 addresses) or down.
+pub(super) async fn set_link(t: &mut Tunnel, up: bool, nl: &Netlink) {
+    let name = t.cfg.name.clone();
+    if let Err(e) = nl.set_link_up(&name, up).await {
+        warn!(tunnel = %name, error = %e, "cannot change interface state");
+        return;
+    }
+    t.link_up = up;
+    if !up {
+        info!(tunnel = %name, "tunnel interface down (no CHILD SA)");
+        if let Some(r) = &t.routing {
+            r.link(&name, false).await;
+        }
+        for r in &t.cfg.routes {
+            let _ = nl
+                .delete_route(
+                    r.prefix.addr(),
+                    r.prefix.prefix_len(),
+                    &name,
+                    r.metric,
+                    RTPROT_ROUTEVPN,
+                )
+                .await;
+        }
+        return;
+    }
+    for a in &t.cfg.addresses {
+        if let Err(e) = nl.add_address(&name, a.addr(), a.prefix_len()).await {
+            warn!(tunnel = %name, error = %e, "cannot add address");
+        }
+    }
+    for r in &t.cfg.routes {
+        if let Err(e) = nl
+            .replace_route(
+                r.prefix.addr(),
+                r.prefix.prefix_len(),
+                &name,
+                r.metric,
+                RTPROT_ROUTEVPN,
+            )
+            .await
+        {
+            warn!(tunnel = %name, error = %e, "cannot install route");
+        }
+    }
+    info!(tunnel = %name, routes = t.cfg.routes.len(), "tunnel interface up");
+    if let Some(r) = &t.routing {
+        r.link(&name, true).await;
+    }
+}

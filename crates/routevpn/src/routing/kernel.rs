@@ -1,0 +1,181 @@
+//! The Loc-RIB into the kernel: each best route (or ECMP set) installed `via NEXT_HOP
+//! dev DEVICE proto 251`, never one that covers a tunnel's IKE peer.
+
+use std::net::IpAddr;
+
+use bgp::{Prefix, RibChange};
+use tracing::{debug, info, warn};
+
+use super::Driver;
+use crate::netlink::RTPROT_ROUTEVPN_BGP;
+
+/// An installed route: its next hops (gateway, device), best first; more than one
+/// means a multipath route.
+#[derive(PartialEq, Eq)]
+pub(super) struct Installed {
+    pub(super) hops: Vec<(IpAddr, String)>,
+}
+
+/// `169.254.12.2 dev vti0, 169.254.13.2 dev vti1` for logs.
+pub(super) fn hops_desc(hops: &[(IpAddr, String)]) -> String {
+    hops.iter()
+        .map(|(g, d)| format!("{g} dev {d}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether `addr` lies in `net/len` (false across families).
+pub(super) fn prefix_contains(net: IpAddr, len: u8, addr: IpAddr) -> bool {
+    ipnet::IpNet::new(net, len).is_ok_and(|n| n.contains(&addr))
+}
+
+impl Driver {
+    fn covers_ike_peer(&self, p: &Prefix) -> Option<IpAddr> {
+        self.tunnels
+            .iter()
+            .map(|t| t.remote)
+            .find(|r| prefix_contains(p.addr(), p.len(), *r))
+    }
+
+    pub(super) async fn uninstall(&mut self, prefix: &Prefix) {
+        let Some(old) = self.installed.remove(prefix) else {
+            return;
+        };
+        let r = match old.hops.as_slice() {
+            [(_, dev)] => {
+                self.nl
+                    .delete_route(prefix.addr(), prefix.len(), dev, None, RTPROT_ROUTEVPN_BGP)
+                    .await
+            }
+            _ => {
+                self.nl
+                    .delete_route_prefix(prefix.addr(), prefix.len(), RTPROT_ROUTEVPN_BGP)
+                    .await
+            }
+        };
+        match r {
+            Err(e) => warn!(%prefix, error = %e, "cannot delete BGP route"),
+            Ok(()) => info!(%prefix, via = %hops_desc(&old.hops), "BGP route withdrawn"),
+        }
+    }
+
+    /// Gateway and device for a route learned from a peer.
+    fn next_hop_of(&self, route: &bgp::Route) -> Option<(IpAddr, String)> {
+        let gateway = match route.next_hop.addr {
+            a if a.is_unspecified() => IpAddr::V6(route.next_hop.link_local?),
+            a => a,
+        };
+        let peer_dev = route
+            .peer
+            .and_then(|p| self.neighbors.get(p.0 as usize))
+            .and_then(|n| n.device.clone());
+        let tunnel_dev = self
+            .tunnels
+            .iter()
+            .find(|t| t.addresses.iter().any(|a| a.contains(&gateway)))
+            .map(|t| t.name.clone());
+        Some((gateway, tunnel_dev.or(peer_dev)?))
+    }
+
+    pub(super) async fn apply(&mut self, c: RibChange) {
+        let prefix = c.prefix;
+        let Some(best) = c.best.filter(|b| !b.is_local()) else {
+            self.uninstall(&prefix).await;
+            return;
+        };
+        if let Some(remote) = self.covers_ike_peer(&prefix) {
+            warn!(%prefix, ike_peer = %remote, "not installing a BGP route that covers a tunnel's IKE peer");
+            self.uninstall(&prefix).await;
+            return;
+        }
+        // The best path first, then the other equal paths (ECMP) when configured.
+        let mut hops: Vec<(IpAddr, String)> = Vec::new();
+        let Some(first) = self.next_hop_of(&best) else {
+            warn!(%prefix, next_hop = %best.next_hop.addr, "no interface for the BGP next hop; route not installed");
+            return;
+        };
+        hops.push(first);
+        if self.cfg.max_paths > 1 {
+            for r in c.ecmp.iter().filter(|r| !r.is_local() && **r != best) {
+                match self.next_hop_of(r) {
+                    Some(h) if !hops.contains(&h) => hops.push(h),
+                    Some(_) => {}
+                    None => {
+                        debug!(%prefix, next_hop = %r.next_hop.addr, "no interface for an equal path; left out")
+                    }
+                }
+            }
+            hops.truncate(self.cfg.max_paths);
+        }
+        let new = Installed { hops };
+        if let Some(old) = self.installed.get(&prefix) {
+            if *old == new {
+                return;
+            }
+            // A single-path route moving to another device, and IPv6 routes changing
+            // between single and multipath (siblings), are deleted first: a replace
+            // would only touch the one route the kernel matches.
+            let single_move = old.hops.len() == 1
+                && new.hops.len() == 1
+                && old.hops.first().map(|h| &h.1) != new.hops.first().map(|h| &h.1);
+            let v6_reshape = prefix.addr().is_ipv6() && (old.hops.len() > 1 || new.hops.len() > 1);
+            if single_move || v6_reshape {
+                self.uninstall(&prefix).await;
+            }
+        }
+        let r = match new.hops.as_slice() {
+            [(gateway, device)] => {
+                self.nl
+                    .replace_route_via(
+                        prefix.addr(),
+                        prefix.len(),
+                        *gateway,
+                        Some(device),
+                        None,
+                        RTPROT_ROUTEVPN_BGP,
+                    )
+                    .await
+            }
+            hops => {
+                self.nl
+                    .replace_route_multipath(prefix.addr(), prefix.len(), hops, RTPROT_ROUTEVPN_BGP)
+                    .await
+            }
+        };
+        match r {
+            Ok(()) => {
+                info!(%prefix, via = %hops_desc(&new.hops), "BGP route installed");
+                self.installed.insert(prefix, new);
+            }
+            Err(e) => warn!(%prefix, error = %e, "cannot install BGP route"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containment() {
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(prefix_contains(a("169.254.12.1"), 30, a("169.254.12.2")));
+        assert!(!prefix_contains(a("169.254.12.1"), 30, a("169.254.12.5")));
+        assert!(prefix_contains(a("fd00:12::1"), 64, a("fd00:12::2")));
+        assert!(!prefix_contains(a("fd00:12::1"), 64, a("169.254.12.2")));
+        assert!(prefix_contains(a("0.0.0.0"), 0, a("192.0.2.2")));
+        assert_eq!(super::super::canon(a("::ffff:10.0.0.1")), a("10.0.0.1"));
+    }
+
+    #[test]
+    fn hop_description() {
+        let hops = vec![
+            ("169.254.12.2".parse().unwrap(), "vti0".to_string()),
+            ("169.254.13.2".parse().unwrap(), "vti1".to_string()),
+        ];
+        assert_eq!(
+            hops_desc(&hops),
+            "169.254.12.2 dev vti0, 169.254.13.2 dev vti1"
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! The routing part of `routevpn status`, published after every turn of the loop.
+
+use std::time::Instant;
+
+use bgp::{PeerId, Prefix, StateName};
+
+use super::Driver;
+use crate::control::{BgpRouteStatus, NeighborStatus, RoutingStatus};
+
+fn state_name(s: StateName) -> &'static str {
+    match s {
+        StateName::Idle => "Idle",
+        StateName::Connect => "Connect",
+        StateName::Active => "Active",
+        StateName::OpenSent => "OpenSent",
+        StateName::OpenConfirm => "OpenConfirm",
+        StateName::Established => "Established",
+    }
+}
+
+fn bfd_state_name(s: bfd::State) -> String {
+    format!("{s:?}")
+}
+
+impl Driver {
+    pub(super) fn publish(&self, now: Instant) {
+        let loc: Vec<(Prefix, Option<PeerId>)> = self
+            .speaker
+            .rib()
+            .loc_rib()
+            .map(|(p, r)| (*p, r.peer))
+            .collect();
+        let neighbors = self
+            .neighbors
+            .iter()
+            .map(|n| {
+                let state = match self.speaker.session(n.id) {
+                    Some(s) if n.active => state_name(s.state()).to_string(),
+                    _ => "Paused".to_string(),
+                };
+                let received = self.speaker.rib().adj_rib_in(n.id).count() as u64;
+                let accepted = loc.iter().filter(|(_, p)| *p == Some(n.id)).count() as u64;
+                NeighborStatus {
+                    address: n.cfg.address.to_string(),
+                    asn: n.cfg.asn,
+                    state,
+                    uptime_secs: n
+                        .established_at
+                        .map(|t| now.saturating_duration_since(t).as_secs()),
+                    prefixes_received: received,
+                    prefixes_accepted: accepted,
+                    prefixes_sent: self.speaker.rib().adj_rib_out(n.id).count() as u64,
+                    bfd: n.cfg.bfd.map(|_| {
+                        n.bfd
+                            .as_ref()
+                            .map(|b| bfd_state_name(b.state()))
+                            .unwrap_or_else(|| "Paused".into())
+                    }),
+                }
+            })
+            .collect();
+        let routes = self
+            .installed
+            .iter()
+            .filter_map(|(p, r)| {
+                // The best path (the first next hop of a multipath route).
+                let (gateway, device) = r.hops.first()?;
+                Some(BgpRouteStatus {
+                    prefix: p.to_string(),
+                    next_hop: gateway.to_string(),
+                    device: device.clone(),
+                    also_via: r.hops[1..]
+                        .iter()
+                        .map(|(g, d)| format!("{g} dev {d}"))
+                        .collect(),
+                })
+            })
+            .collect();
+        if let Ok(mut s) = self.status.lock() {
+            *s = RoutingStatus {
+                asn: self.cfg.asn,
+                router_id: self.cfg.router_id.to_string(),
+                neighbors,
+                routes,
+            };
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The socket options and system calls beyond what `socket2`, `quinn-udp` and `tun-rs`
+//! offer; every `unsafe` of the daemon's I/O is here.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use socket2::SockRef;
+
+/// SO_BINDTODEVICE so the socket's packets only use routes via the underlay interface, even when a
+/// (default) route points into a tunnel (Linux restricts the FIB lookup to the bound device's nexthops).
+///
+/// Received packets are also limited to those arriving on `ifname`. Needs CAP_NET_RAW
+/// (root). `ifname` must be a valid interface name (1–15 bytes, no NUL); an interface
+/// that does not exist gives ENODEV.
+pub fn bind_to_device(sock: &impl AsFd, ifname: &str) -> io::Result<()> {
+    let name = ifname.as_bytes();
+    // IFNAMSIZ includes the terminating NUL.
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid interface name {ifname:?}"),
+        ));
+    }
+    // The bare OS error, so callers can match on the errno (ENODEV, EPERM).
+    SockRef::from(sock).bind_device(Some(name))
+}
+
+/// Sets an integer socket option that `socket2` does not offer.
+pub(crate) fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int for the duration of the call and the length passed
+    // is its size; the kernel copies it. A bad fd is reported as EBADF.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast::<libc::c_void>(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Waits until `fd` is ready for `events` or `timeout_ms` passes; returns
+/// whether it became ready. `EINTR` counts as "not ready".
+pub(crate) fn wait_fd(fd: RawFd, events: libc::c_short, timeout_ms: i32) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is a valid, initialized pollfd and we pass a count of 1.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(n > 0)
+}
+
+/// Raises SO_RCVBUF/SO_SNDBUF to `bytes`: the `FORCE` variants (which socket2 lacks)
+/// pass the `rmem_max`/`wmem_max` caps when we have CAP_NET_ADMIN, else the plain
+/// options get as much as the caps allow. Failure is not fatal.
+pub(crate) fn set_buffer_sizes(fd: RawFd, bytes: usize) {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if set_int_option(fd, libc::SOL_SOCKET, force, v).is_err() {
+            let _ = set_int_option(fd, libc::SOL_SOCKET, plain, v);
+        }
+    }
+}
+
+/// One datagram with its source (BFD's GTSM check, RFC 5881 §5) and received TTL / hop limit (None if the kernel gave
+/// no ancillary data).
+pub fn recv_with_ttl(
+    sock: &impl AsRawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<u8>)> {
+    // SAFETY: all-zero is a valid bit pattern for these plain C structs.
+    let mut from: libc::sockaddr_storage = unsafe { zeroed() };
+    let mut cmsg_buf = [0u64; 16]; // 128 bytes, 8-aligned: room for one int cmsg.
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<[u64; 16]>() as _;
+    // SAFETY: `msg` points at `from`, `iov` (over `buf`) and `cmsg_buf`, all live and of
+    // the sizes given, for the duration of the call.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut ttl = None;
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, bounded by
+    // msg_controllen; each data pointer is read only when the header says it holds a
+    // c_int (read_unaligned: no alignment assumption).
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let h = &*c;
+            let is_ttl = (h.cmsg_level == libc::IPPROTO_IP && h.cmsg_type == libc::IP_TTL)
+                || (h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_HOPLIMIT);
+            if is_ttl
+                && h.cmsg_len as usize >= libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize
+            {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                ttl = u8::try_from(v).ok();
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let from = sockaddr_to_std(&from).ok_or_else(|| io::Error::other("unknown address family"))?;
+    Ok((n as usize, from, ttl))
+}
+
+fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which fits in it.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6, which fits in it.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
+                u16::from_be(a.sin6_port),
+            ))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_names_before_the_kernel() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for bad in ["", "a\0b", "sixteen-chars-xx"] {
+            let e = bind_to_device(&sock, bad).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_interface_is_enodev() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let e = bind_to_device(&sock, "rvnosuchif0").unwrap_err();
+        // EPERM without CAP_NET_RAW, ENODEV with it.
+        assert!(
+            matches!(e.raw_os_error(), Some(libc::ENODEV) | Some(libc::EPERM)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn binds_to_loopback_when_privileged() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        match bind_to_device(&sock, "lo") {
+            Ok(()) => {}
+            // Without CAP_NET_RAW the kernel refuses; that is not this function's fault.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
