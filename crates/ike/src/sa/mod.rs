@@ -13,17 +13,22 @@ macro_rules! find {
 }
 
 mod child;
-mod exchange;
+mod child_create;
+mod ike_auth;
+mod ike_init;
+mod ike_rekey;
+mod ike_sa;
+mod informational;
 pub mod protect;
-mod rekey;
 
 pub use child::{ts_to_string, Child, ChildSaInfo};
 
-use crate::crypto::{IkeKeys, KeyExchange, Prf, SkCipher};
-use crate::iana::{DhId, NotifyType};
+use ike_sa::{Ctx, IkeSa, IkeState, Queued};
+
+use crate::iana::NotifyType;
 use crate::limits;
-use crate::proposal::{AlgorithmProposal, Selected};
-use crate::wire::{IdPayload, Payload, TrafficSelector};
+use crate::proposal::AlgorithmProposal;
+use crate::wire::{IdPayload, TrafficSelector};
 use crate::Rng;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -160,225 +165,6 @@ pub struct SessionStatus {
     pub last_error: Option<String>,
 }
 
-/// Negotiated IKE SA keys and algorithms.
-pub(crate) struct SaKeys {
-    pub sel: Selected,
-    pub prf: Prf,
-    pub sk_d: Zeroizing<Vec<u8>>,
-    pub sk_pi: Zeroizing<Vec<u8>>,
-    pub sk_pr: Zeroizing<Vec<u8>>,
-    pub out: SkCipher,
-    pub inb: SkCipher,
-}
-
-impl SaKeys {
-    /// Splits §2.14 keys into our directions.
-    pub fn new(
-        sel: Selected,
-        keys: IkeKeys,
-        initiator: bool,
-    ) -> Result<Self, crate::crypto::CryptoError> {
-        let prf = Prf::new(sel.prf.unwrap_or_default())?;
-        let integ = sel.integ.unwrap_or(crate::iana::IntegId::NONE);
-        let i2r = SkCipher::new(sel.encr.0, sel.encr.1, integ, &keys.sk_ei, &keys.sk_ai)?;
-        let r2i = SkCipher::new(sel.encr.0, sel.encr.1, integ, &keys.sk_er, &keys.sk_ar)?;
-        let (out, inb) = if initiator { (i2r, r2i) } else { (r2i, i2r) };
-        Ok(SaKeys {
-            sel,
-            prf,
-            sk_d: keys.sk_d,
-            sk_pi: keys.sk_pi,
-            sk_pr: keys.sk_pr,
-            out,
-            inb,
-        })
-    }
-}
-
-/// IKE SA state; each variant owns what is valid in it.
-pub(crate) enum IkeState {
-    /// HDR, SAi1, KEi, Ni --> sent; waiting for the response.
-    InitSent {
-        ke: KeyExchange,
-        ni: Vec<u8>,
-        cookie: Option<Vec<u8>>,
-        invalid_ke_retries: u32,
-    },
-    /// HDR, SK {IDi, AUTH, SAi2, TSi, TSr} --> sent.
-    AuthSent {
-        keys: SaKeys,
-        ni: Vec<u8>,
-        nr: Vec<u8>,
-        msg2: Vec<u8>,
-        child_spi: u32,
-    },
-    /// <-- HDR, SAr1, KEr, Nr sent; waiting for IKE_AUTH.
-    InitReplied {
-        keys: SaKeys,
-        msg1: Vec<u8>,
-        msg2: Vec<u8>,
-        ni: Vec<u8>,
-        nr: Vec<u8>,
-    },
-    Established {
-        keys: SaKeys,
-        established_at: Instant,
-    },
-    /// Delete(IKE) sent; waiting for its response (§1.4.1).
-    Deleting { keys: SaKeys },
-    /// Gone; kept only to answer retransmissions until `until`.
-    Dead { until: Instant },
-}
-
-impl IkeState {
-    pub fn name(&self) -> &'static str {
-        match self {
-            IkeState::InitSent { .. } => "connecting",
-            IkeState::AuthSent { .. } => "authenticating",
-            IkeState::InitReplied { .. } => "half-open",
-            IkeState::Established { .. } => "established",
-            IkeState::Deleting { .. } => "deleting",
-            IkeState::Dead { .. } => "dead",
-        }
-    }
-
-    pub fn keys(&self) -> Option<&SaKeys> {
-        match self {
-            IkeState::AuthSent { keys, .. }
-            | IkeState::InitReplied { keys, .. }
-            | IkeState::Established { keys, .. }
-            | IkeState::Deleting { keys } => Some(keys),
-            _ => None,
-        }
-    }
-}
-
-/// What our outstanding request was for, with what its response needs.
-pub(crate) enum RequestKind {
-    Init,
-    Auth,
-    DeleteIke,
-    Informational,
-    /// Dead peer detection probe (§1.4).
-    Liveness,
-    /// Delete of one of our CHILD SAs (by inbound SPI).
-    DeleteChild(u32),
-    /// CREATE_CHILD_SA for a new or rekeyed CHILD SA (§1.3.1, §1.3.3).
-    CreateChild {
-        rekey_of: Option<u32>,
-        spi_in: u32,
-        ni: Vec<u8>,
-        ke: Option<KeyExchange>,
-    },
-    /// CREATE_CHILD_SA rekeying this IKE SA (§1.3.2).
-    RekeyIke {
-        new_spi_i: u64,
-        ni: Vec<u8>,
-        ke: KeyExchange,
-    },
-}
-
-impl RequestKind {
-    pub(crate) fn is_delete_ike(&self) -> bool {
-        matches!(self, RequestKind::DeleteIke)
-    }
-}
-
-/// Requests waiting for the window (§2.3: one outstanding request).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Queued {
-    Liveness,
-    RekeyChild(u32),
-    DeleteChild(u32),
-    /// Delete a CHILD SA we created but lost a rekey collision with (§2.8.1); it was
-    /// never installed here.
-    DeleteRedundant(u32),
-    RekeyIke,
-    /// A fresh CHILD SA for a tunnel that lost its last one (§1.3.1).
-    NewChild,
-}
-
-/// Our outstanding request, retransmitted until answered (§2.1).
-pub(crate) struct Pending {
-    pub msg_id: u32,
-    /// The request's datagrams: one, or its fragments (RFC 7383).
-    pub packets: Vec<Vec<u8>>,
-    pub kind: RequestKind,
-    pub tries: u32,
-    pub interval: Duration,
-    pub deadline: Instant,
-}
-
-pub(crate) struct IkeSa {
-    pub spi_i: u64,
-    pub spi_r: u64,
-    /// We are the original initiator of this IKE SA (§2.2: sets the I flag).
-    pub initiator: bool,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub created: Instant,
-    pub state: IkeState,
-    pub next_msg_id: u32,
-    pub pending: Option<Pending>,
-    /// Message ID expected in the peer's next request, and our cached last response.
-    pub peer_next_id: u32,
-    pub last_response: Option<(u32, Vec<Vec<u8>>)>,
-    /// Both ends announced IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 §2.3).
-    pub frag_ok: bool,
-    /// Fragments of an incoming message being collected (RFC 7383 §2.6).
-    pub reassembly: Option<protect::Reassembly>,
-    /// A NAT in front of us (the peer's NAT_DETECTION_DESTINATION_IP did not match):
-    /// keepalives hold its mapping open (RFC 3948 §4).
-    pub behind_nat: bool,
-    pub last_tx: Instant,
-    /// Detected or forced NAT: IKE floats to 4500 and ESP is UDP-encapsulated (§2.23).
-    pub nat: bool,
-    pub rekeys: u32,
-    pub queued: VecDeque<Queued>,
-    /// When to rekey this SA (set once it is established).
-    pub rekey_at: Option<Instant>,
-    /// Last authenticated message (or ESP traffic) from the peer, for liveness checks.
-    pub last_rx: Instant,
-    /// Ni and Nr of IKE_SA_INIT, to settle duplicate IKE SAs.
-    pub nonces: Option<(Vec<u8>, Vec<u8>)>,
-    /// The peer's rekey of this IKE SA that crossed ours (§2.8.2): its Ni, our Nr and
-    /// the SPIi of the SA it created.
-    pub peer_ike_rekey: Option<(Vec<u8>, Vec<u8>, u64)>,
-    /// SPIi of the IKE SA that replaced this one (§2.18): CHILD SAs negotiated here
-    /// after the rekey, and requests still queued here, belong to it.
-    pub successor: Option<u64>,
-}
-
-/// The lowest of an IKE SA's two nonces.
-fn min_nonce(sa: &IkeSa) -> &[u8] {
-    match &sa.nonces {
-        Some((a, b)) => a.min(b),
-        None => &[],
-    }
-}
-
-/// §2.8.1: compare nonces as unsigned numbers of their common length.
-pub(crate) fn lowest_is_ours(ours: [&[u8]; 2], theirs: [&[u8]; 2]) -> bool {
-    let m_ours = ours[0].min(ours[1]);
-    let m_theirs = theirs[0].min(theirs[1]);
-    m_ours < m_theirs
-}
-
-/// Everything an exchange handler may touch besides its own IKE SA.
-pub(crate) struct Ctx<'a> {
-    pub cfg: &'a SessionConfig,
-    pub rng: &'a mut dyn Rng,
-    pub out: &'a mut VecDeque<Datagram>,
-    pub events: &'a mut VecDeque<Event>,
-    pub children: &'a mut Vec<Child>,
-    pub last_error: &'a mut Option<String>,
-    /// IKE SAs created by this exchange (IKE rekey, §2.18).
-    pub new_sas: &'a mut Vec<IkeSa>,
-    /// The peer authenticated with INITIAL_CONTACT: drop its older SAs.
-    pub initial_contact: bool,
-    pub now: Instant,
-}
-
 /// All IKE and CHILD SAs with one configured peer.
 pub struct Session {
     cfg: SessionConfig,
@@ -473,67 +259,6 @@ impl Session {
             self.with_sa(idx, now, |sa, ctx, now| sa.close(ctx, now));
         }
         self.drop_all_children();
-    }
-
-    /// §2.6: once too many IKE_SA_INITs from this peer's address are half-open, new
-    /// ones must echo a stateless COOKIE first. Returns false if the request was
-    /// answered with a COOKIE (or dropped) instead.
-    fn cookie_ok(&mut self, d: &Datagram, header: &crate::wire::Header) -> bool {
-        let half_open = self
-            .sas
-            .iter()
-            .filter(|s| matches!(s.state, IkeState::InitReplied { .. }))
-            .count();
-        if half_open < limits::COOKIE_THRESHOLD {
-            return true;
-        }
-        let Ok(msg) = crate::wire::Message::decode(&d.data) else {
-            return false;
-        };
-        let Some(ni) = find!(msg.payloads, Nonce) else {
-            return false;
-        };
-        let expect = self.cookie(ni, d.remote.ip(), header.spi_i);
-        // §2.6: the COOKIE notification comes first.
-        let echoed = matches!(msg.payloads.first(),
-            Some(Payload::Notify(n)) if n.ty == crate::iana::NotifyType::COOKIE && crate::crypto::ct_eq(&n.data, &expect));
-        if echoed {
-            return true;
-        }
-        tracing::debug!(tunnel = %self.cfg.name, half_open, "asking initiator for a COOKIE");
-        let mut h = *header;
-        h.flags = crate::wire::Flags(0x20);
-        let reply = crate::wire::Message {
-            header: h,
-            payloads: vec![Payload::Notify(crate::wire::NotifyPayload {
-                protocol: crate::iana::ProtocolId::NONE,
-                spi: vec![],
-                ty: crate::iana::NotifyType::COOKIE,
-                data: expect,
-            })],
-        };
-        self.out.push_back(Datagram {
-            local: d.local,
-            remote: d.remote,
-            data: reply.encode(),
-        });
-        false
-    }
-
-    /// Cookie = VersionIDofSecret | prf(secret, Ni | IPi | SPIi) (§2.6).
-    fn cookie(&self, ni: &[u8], ip: IpAddr, spi_i: u64) -> Vec<u8> {
-        use aws_lc_rs::hmac;
-        let key = hmac::Key::new(hmac::HMAC_SHA256, self.cookie_secret.as_ref());
-        let mut ctx = hmac::Context::with_key(&key);
-        ctx.update(ni);
-        match ip {
-            IpAddr::V4(v) => ctx.update(&v.octets()),
-            IpAddr::V6(v) => ctx.update(&v.octets()),
-        }
-        ctx.update(&spi_i.to_be_bytes());
-        let mut out = vec![1u8];
-        out.extend_from_slice(&ctx.sign().as_ref()[..16]);
-        out
     }
 
     /// Index of the newest established IKE SA.
@@ -730,39 +455,6 @@ impl Session {
         {
             self.initiate_at = Some(now + self.reinit_delay);
             self.reinit_delay = (self.reinit_delay * 2).min(limits::REINITIATE_MAX);
-        }
-    }
-
-    /// Both ends initiated at once and two IKE SAs came up (§2.8 gives no rule; we use
-    /// the rekey-collision one): the SA holding the lowest nonce is deleted by its
-    /// original initiator, together with its CHILD SAs; the other carries on.
-    fn resolve_duplicates(&mut self, now: Instant) {
-        let est: Vec<usize> = self
-            .sas
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| {
-                matches!(s.state, IkeState::Established { .. })
-                    && s.rekeys == 0
-                    && s.nonces.is_some()
-            })
-            .map(|(i, _)| i)
-            .collect();
-        if est.len() < 2 {
-            return;
-        }
-        let lowest = est
-            .iter()
-            .copied()
-            .min_by(|a, b| min_nonce(&self.sas[*a]).cmp(min_nonce(&self.sas[*b])))
-            .expect("two or more");
-        if self.sas[lowest].initiator {
-            tracing::info!(tunnel = %self.cfg.name, spi_i = format_args!("{:016x}", self.sas[lowest].spi_i),
-                "both ends initiated: deleting our duplicate IKE SA");
-            self.with_sa_no_bookkeeping(lowest, now, |sa, ctx, now| sa.close_redundant(ctx, now));
-        } else {
-            // The peer deletes it; keep it from being counted again meanwhile.
-            self.sas[lowest].nonces = None;
         }
     }
 
@@ -1005,16 +697,6 @@ impl Session {
             last_error: self.last_error.clone(),
         }
     }
-}
-
-/// The KE group we start with: the first group of our first IKE proposal (§1.2).
-pub(crate) fn initial_group(cfg: &SessionConfig) -> DhId {
-    cfg.ike
-        .iter()
-        .flat_map(|p| p.dh.iter())
-        .copied()
-        .next()
-        .unwrap_or(DhId::CURVE25519)
 }
 
 #[cfg(test)]

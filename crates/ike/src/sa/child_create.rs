@@ -1,0 +1,574 @@
+//! CREATE_CHILD_SA for new and rekeyed CHILD SAs, both roles (§1.3.1, §1.3.3, §2.8.1).
+//!
+//! ```text
+//! Initiator                         Responder
+//! HDR, SK {[N(REKEY_SA)], SA, Ni, [KEi,] TSi, TSr}  -->
+//!                            <--    HDR, SK {SA, Nr, [KEr,] TSi, TSr}
+//! ```
+
+use super::child::{self, Child, ChildSaInfo};
+use super::ike_sa::*;
+use super::{Event, Queued};
+use crate::crypto::KeyExchange;
+use crate::iana::{DhId, ExchangeType, NotifyType, ProtocolId};
+use crate::proposal::{self, Protocol, Selected};
+use crate::wire::{KePayload, NotifyPayload, Payload, SaPayload, TrafficSelector, TsPayload};
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// ESP SPIs 1..=255 are reserved (RFC 4303 §2.1).
+pub(super) fn random_esp_spi(ctx: &mut Ctx<'_>) -> u32 {
+    loop {
+        let mut b = [0u8; 4];
+        ctx.rng.fill(&mut b);
+        let spi = u32::from_be_bytes(b);
+        if spi > 255 && !ctx.children.iter().any(|c| c.spi_in == spi) {
+            return spi;
+        }
+    }
+}
+
+pub(super) fn ts_list(ts: &[TrafficSelector]) -> String {
+    ts.iter()
+        .map(child::ts_to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The group to ask for in INVALID_KE_PAYLOAD: the first one our chosen proposal names.
+pub(super) fn esp_group_wanted(ctx: &Ctx<'_>, sa: &SaPayload) -> DhId {
+    let local = proposal::esp_for_create_child(&ctx.cfg.esp);
+    proposal::choose(&local, &sa.proposals, Protocol::Esp)
+        .and_then(|(_, s)| s.dh)
+        .unwrap_or(DhId::NONE)
+}
+
+impl IkeSa {
+    /// KEYMAT for a CHILD SA from this IKE SA's SK_d (§2.17), split into (in, out).
+    pub(super) fn derive_child(
+        &self,
+        shared: Option<&[u8]>,
+        ni: &[u8],
+        nr: &[u8],
+        sel: &Selected,
+        we_initiated: bool,
+    ) -> Result<(child::Key, child::Key), (NotifyType, String)> {
+        let keys = self.state.keys().ok_or((
+            NotifyType::TEMPORARY_FAILURE,
+            "IKE SA has no keys".to_string(),
+        ))?;
+        child::derive(keys.prf, &keys.sk_d, shared, ni, nr, sel, we_initiated)
+            .map_err(|e| (NotifyType::NO_PROPOSAL_CHOSEN, e.to_string()))
+    }
+
+    /// A negotiated CHILD SA as the dataplane needs it: SPIs (in, out), keys (in, out),
+    /// selectors (local, remote).
+    pub(super) fn child_info(
+        &self,
+        sel: &Selected,
+        (spi_in, spi_out): (u32, u32),
+        (keys_in, keys_out): (child::Key, child::Key),
+        (local_ts, remote_ts): (Vec<TrafficSelector>, Vec<TrafficSelector>),
+        replaces: Option<u32>,
+    ) -> Box<ChildSaInfo> {
+        Box::new(ChildSaInfo {
+            spi_in,
+            spi_out,
+            encr: sel.encr.0,
+            encr_key_bits: sel.encr.1,
+            integ: sel.integ,
+            esn: sel.esn == Some(crate::iana::EsnId::ESN),
+            keys_in,
+            keys_out,
+            local_ts,
+            remote_ts,
+            local: self.local,
+            remote: self.remote,
+            proposal: sel.to_string(),
+            replaces,
+        })
+    }
+
+    pub(super) fn install_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        info: Box<ChildSaInfo>,
+    ) {
+        info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{:08x}", info.spi_in), spi_out = format_args!("{:08x}", info.spi_out),
+            proposal = %info.proposal,
+            local_ts = ?info.local_ts.iter().map(child::ts_to_string).collect::<Vec<_>>(),
+            remote_ts = ?info.remote_ts.iter().map(child::ts_to_string).collect::<Vec<_>>(),
+            "CHILD SA installed");
+        ctx.children.push(Child {
+            spi_in: info.spi_in,
+            spi_out: info.spi_out,
+            proposal: info.proposal.clone(),
+            esn: info.esn,
+            local_ts: info.local_ts.clone(),
+            remote_ts: info.remote_ts.clone(),
+            created: now,
+            rekey_at: None,
+            owner: self.successor.unwrap_or(self.spi_i),
+            superseded: false,
+            peer_rekey: None,
+        });
+        ctx.events.push_back(Event::ChildInstalled(info));
+    }
+
+    /// Responder side of a CHILD SA negotiation (IKE_AUTH or CREATE_CHILD_SA): selects
+    /// the proposal, narrows the selectors, derives keys. Returns the response payloads
+    /// (SAr, TSi, TSr, and Nr/KEr for CREATE_CHILD_SA) and the SA to install.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn accept_child(
+        &self,
+        ctx: &mut Ctx<'_>,
+        inner: &[Payload],
+        create: Option<(&[u8], Option<&KePayload>)>,
+        ni: &[u8],
+        nr: &[u8],
+        replaces: Option<u32>,
+    ) -> Result<(Vec<Payload>, Box<ChildSaInfo>), (NotifyType, String)> {
+        let (Some(sa), Some(tsi), Some(tsr)) =
+            (find!(inner, Sa), find!(inner, TsI), find!(inner, TsR))
+        else {
+            return Err((
+                NotifyType::INVALID_SYNTAX,
+                "request lacks SA, TSi or TSr".into(),
+            ));
+        };
+        let local = if create.is_some() {
+            proposal::esp_for_create_child(&ctx.cfg.esp)
+        } else {
+            proposal::without_dh(&ctx.cfg.esp)
+        };
+        let Some((idx, mut sel)) = proposal::choose(&local, &sa.proposals, Protocol::Esp) else {
+            let offered: Vec<_> = sa
+                .proposals
+                .iter()
+                .filter_map(|p| proposal::from_wire(p, Protocol::Esp))
+                .collect();
+            return Err((
+                NotifyType::NO_PROPOSAL_CHOSEN,
+                format!(
+                    "no common ESP proposal: peer offered [{}], we accept [{}]",
+                    proposal::describe(&offered),
+                    proposal::describe(&ctx.cfg.esp)
+                ),
+            ));
+        };
+        let prop = &sa.proposals[idx];
+        let Some(spi_out) = spi_u32(&prop.spi) else {
+            return Err((NotifyType::INVALID_SYNTAX, "bad ESP SPI size".into()));
+        };
+        if let Some((_, Some(ke))) = create {
+            sel = proposal::prefer_ke_group(&local, prop, Protocol::Esp, sel, ke.group);
+        }
+        let tsi_n = crate::wire::narrow(&tsi.selectors, &ctx.cfg.remote_ts);
+        let tsr_n = crate::wire::narrow(&tsr.selectors, &ctx.cfg.local_ts);
+        if tsi_n.is_empty() || tsr_n.is_empty() {
+            return Err((
+                NotifyType::TS_UNACCEPTABLE,
+                format!(
+                    "peer's traffic selectors TSi [{}] TSr [{}] do not overlap ours (remote_ts [{}], local_ts [{}])",
+                    ts_list(&tsi.selectors),
+                    ts_list(&tsr.selectors),
+                    ts_list(&ctx.cfg.remote_ts),
+                    ts_list(&ctx.cfg.local_ts)
+                ),
+            ));
+        }
+        let mut response = Vec::new();
+        let mut shared = None;
+        let mut our_ke = None;
+        if let Some((_, ke)) = create {
+            let group = sel.dh.unwrap_or(DhId::NONE);
+            if group != DhId::NONE {
+                // §1.3: a PFS group in the chosen proposal needs a matching KEi.
+                match ke {
+                    Some(ke) if ke.group == group => {
+                        let mine = KeyExchange::generate(group, ctx.rng)
+                            .map_err(|e| (NotifyType::NO_PROPOSAL_CHOSEN, e.to_string()))?;
+                        shared = Some(
+                            mine.agree(&ke.data)
+                                .map_err(|e| (NotifyType::INVALID_SYNTAX, e.to_string()))?,
+                        );
+                        our_ke = Some(mine);
+                    }
+                    _ => {
+                        return Err((
+                            NotifyType::INVALID_KE_PAYLOAD,
+                            format!("want group {group}"),
+                        ));
+                    }
+                }
+            } else {
+                sel.dh = None;
+            }
+        }
+        let spi_in = random_esp_spi(ctx);
+        let (keys_in, keys_out) =
+            self.derive_child(shared.as_deref().map(|s| s.as_slice()), ni, nr, &sel, false)?;
+        response.push(Payload::Sa(SaPayload {
+            proposals: vec![proposal::selected_to_wire(
+                &sel,
+                Protocol::Esp,
+                prop.num,
+                spi_in.to_be_bytes().to_vec(),
+            )],
+        }));
+        if create.is_some() {
+            response.push(Payload::Nonce(nr.to_vec()));
+            if let Some(k) = &our_ke {
+                response.push(Payload::Ke(KePayload {
+                    group: k.group(),
+                    reserved: 0,
+                    data: k.public_value().to_vec(),
+                }));
+            }
+        }
+        response.push(Payload::TsI(TsPayload {
+            selectors: tsi_n.clone(),
+        }));
+        response.push(Payload::TsR(TsPayload {
+            selectors: tsr_n.clone(),
+        }));
+        Ok((
+            response,
+            self.child_info(
+                &sel,
+                (spi_in, spi_out),
+                (keys_in, keys_out),
+                (tsr_n, tsi_n),
+                replaces,
+            ),
+        ))
+    }
+
+    // HDR, SK {SA, Ni, [KEi,] [N(REKEY_SA),] TSi, TSr} -->   (§1.3.1, §1.3.3)
+    // HDR, SK {SA, Ni, KEi} -->                               (§1.3.2 IKE SA rekey)
+    pub(super) fn handle_create_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        msg_id: u32,
+        inner: &[Payload],
+    ) {
+        let respond_err =
+            |sa: &mut IkeSa, ctx: &mut Ctx<'_>, ty: NotifyType, data: Vec<u8>, why: &str| {
+                warn!(tunnel = %ctx.cfg.name, error = %ty, "refusing CREATE_CHILD_SA: {why}");
+                *ctx.last_error = Some(format!("{ty}: refused peer's CREATE_CHILD_SA: {why}"));
+                sa.send_response(
+                    ctx,
+                    ExchangeType::CREATE_CHILD_SA,
+                    msg_id,
+                    vec![notify(ty, data)],
+                );
+            };
+        let (Some(sa), Some(ni)) = (find!(inner, Sa), find!(inner, Nonce)) else {
+            respond_err(
+                self,
+                ctx,
+                NotifyType::INVALID_SYNTAX,
+                vec![],
+                "no SA or Nonce",
+            );
+            return;
+        };
+        if !nonce_ok(ni) {
+            respond_err(
+                self,
+                ctx,
+                NotifyType::INVALID_SYNTAX,
+                vec![],
+                "bad nonce length",
+            );
+            return;
+        }
+        let ke = find!(inner, Ke);
+        let nr = random_nonce(ctx);
+        if sa.proposals.first().map(|p| p.protocol) == Some(ProtocolId::IKE) {
+            self.accept_ike_rekey(ctx, now, msg_id, sa, ni, ke, nr);
+            return;
+        }
+        let replaces = match find_notify(inner, NotifyType::REKEY_SA) {
+            Some(n) => match spi_u32(&n.spi)
+                .and_then(|spi| ctx.children.iter().find(|c| c.spi_out == spi))
+            {
+                Some(c) if c.superseded => {
+                    // §2.25: we already replaced this SA and are deleting it.
+                    let busy = vec![notify(NotifyType::TEMPORARY_FAILURE, vec![])];
+                    self.send_response(ctx, ExchangeType::CREATE_CHILD_SA, msg_id, busy);
+                    return;
+                }
+                Some(c) => Some(c.spi_in),
+                None => {
+                    // §2.25: the CHILD SA being rekeyed is gone.
+                    let mut resp = NotifyPayload {
+                        protocol: ProtocolId::ESP,
+                        spi: n.spi.clone(),
+                        ty: NotifyType::CHILD_SA_NOT_FOUND,
+                        data: vec![],
+                    };
+                    resp.protocol = n.protocol;
+                    warn!(tunnel = %ctx.cfg.name, "peer rekeys a CHILD SA we do not have");
+                    self.send_response(
+                        ctx,
+                        ExchangeType::CREATE_CHILD_SA,
+                        msg_id,
+                        vec![Payload::Notify(resp)],
+                    );
+                    return;
+                }
+            },
+            None => None,
+        };
+        match self.accept_child(ctx, inner, Some((ni, ke)), ni, &nr, replaces) {
+            Ok((resp, info)) => {
+                self.send_response(ctx, ExchangeType::CREATE_CHILD_SA, msg_id, resp);
+                if let Some(old) = replaces {
+                    // The peer rekeys it: drop our queued rekey, or note a collision (§2.8.1).
+                    // It is the peer's to delete now; we no longer rekey it.
+                    self.queued.retain(|q| *q != super::Queued::RekeyChild(old));
+                    if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == old) {
+                        c.superseded = true;
+                    }
+                    let ours_in_flight = matches!(&self.pending,
+                        Some(p) if matches!(p.kind, RequestKind::CreateChild { rekey_of: Some(x), .. } if x == old));
+                    if ours_in_flight {
+                        if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == old) {
+                            c.peer_rekey = Some((ni.to_vec(), nr.clone()));
+                        }
+                    }
+                    info!(tunnel = %ctx.cfg.name, old_spi_in = format_args!("{old:08x}"), "CHILD SA rekeyed by peer");
+                }
+                self.install_child(ctx, now, info);
+            }
+            Err((ty, why)) => {
+                let data = if ty == NotifyType::INVALID_KE_PAYLOAD {
+                    let want = esp_group_wanted(ctx, sa);
+                    want.0.to_be_bytes().to_vec()
+                } else {
+                    vec![]
+                };
+                respond_err(self, ctx, ty, data, &why);
+            }
+        }
+    }
+
+    // HDR, SK {N(REKEY_SA), SA, Ni, [KEi,] TSi, TSr} -->
+    pub(super) fn send_rekey_child(&mut self, ctx: &mut Ctx<'_>, now: Instant, old_spi_in: u32) {
+        let Some(old) = ctx
+            .children
+            .iter()
+            .find(|c| c.spi_in == old_spi_in)
+            .cloned()
+        else {
+            return;
+        };
+        self.send_create_child(ctx, now, Some(old_spi_in), old.local_ts, old.remote_ts);
+    }
+
+    /// HDR, SK {[N(REKEY_SA),] SA, Ni, [KEi,] TSi, TSr} --> : a rekey of `rekey_of`, or a
+    /// new CHILD SA when the tunnel has none (§1.3.1).
+    pub(super) fn send_create_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        rekey_of: Option<u32>,
+        local_ts: Vec<crate::wire::TrafficSelector>,
+        remote_ts: Vec<crate::wire::TrafficSelector>,
+    ) {
+        let spi_in = random_esp_spi(ctx);
+        let ni = random_nonce(ctx);
+        // §1.3.3: PFS when our proposals name a group; the first one goes in KEi.
+        let group = ctx
+            .cfg
+            .esp
+            .iter()
+            .flat_map(|p| p.dh.iter())
+            .copied()
+            .find(|g| *g != DhId::NONE);
+        let ke = match group.map(|g| KeyExchange::generate(g, ctx.rng)).transpose() {
+            Ok(k) => k,
+            Err(e) => {
+                warn!(tunnel = %ctx.cfg.name, error = %e, "cannot rekey CHILD SA");
+                return;
+            }
+        };
+        let proposals = ctx
+            .cfg
+            .esp
+            .iter()
+            .enumerate()
+            .map(|(i, p)| proposal::to_wire(p, (i + 1) as u8, spi_in.to_be_bytes().to_vec(), true))
+            .collect();
+        let mut inner = Vec::new();
+        if let Some(old) = rekey_of {
+            inner.push(Payload::Notify(NotifyPayload {
+                protocol: ProtocolId::ESP,
+                spi: old.to_be_bytes().to_vec(),
+                ty: NotifyType::REKEY_SA,
+                data: vec![],
+            }));
+        }
+        inner.push(Payload::Sa(SaPayload { proposals }));
+        inner.push(Payload::Nonce(ni.clone()));
+        if let Some(k) = &ke {
+            inner.push(Payload::Ke(KePayload {
+                group: k.group(),
+                reserved: 0,
+                data: k.public_value().to_vec(),
+            }));
+        }
+        inner.push(Payload::TsI(TsPayload {
+            selectors: local_ts,
+        }));
+        inner.push(Payload::TsR(TsPayload {
+            selectors: remote_ts,
+        }));
+        match rekey_of {
+            Some(old) => {
+                info!(tunnel = %ctx.cfg.name, old_spi_in = format_args!("{old:08x}"), "rekeying CHILD SA")
+            }
+            None => info!(tunnel = %ctx.cfg.name, "creating a CHILD SA"),
+        }
+        let kind = RequestKind::CreateChild {
+            rekey_of,
+            spi_in,
+            ni,
+            ke,
+        };
+        self.send_request(ctx, now, ExchangeType::CREATE_CHILD_SA, inner, kind);
+    }
+
+    // <-- HDR, SK {SA, Nr, [KEr,] TSi, TSr}
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn handle_create_child_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        inner: &[Payload],
+        rekey_of: Option<u32>,
+        spi_in: u32,
+        ni: &[u8],
+        ke: Option<KeyExchange>,
+    ) {
+        let result = (|| -> Result<Box<ChildSaInfo>, (NotifyType, String)> {
+            if let Some(n) = first_error(inner) {
+                return Err((n.ty, "peer refused CREATE_CHILD_SA".into()));
+            }
+            let (Some(sa), Some(nr), Some(tsi), Some(tsr)) = (
+                find!(inner, Sa),
+                find!(inner, Nonce),
+                find!(inner, TsI),
+                find!(inner, TsR),
+            ) else {
+                return Err((
+                    NotifyType::INVALID_SYNTAX,
+                    "response lacks SA, Nonce, TSi or TSr".into(),
+                ));
+            };
+            let local = proposal::esp_for_create_child(&ctx.cfg.esp);
+            let (prop, mut sel) = match sa.proposals.as_slice() {
+                [one] => proposal::choose(&local, std::slice::from_ref(one), Protocol::Esp)
+                    .map(|(_, s)| (one, s))
+                    .ok_or((
+                        NotifyType::NO_PROPOSAL_CHOSEN,
+                        "peer chose a proposal we did not offer".to_string(),
+                    ))?,
+                _ => {
+                    return Err((
+                        NotifyType::INVALID_SYNTAX,
+                        "response must carry one proposal".into(),
+                    ))
+                }
+            };
+            let spi_out =
+                spi_u32(&prop.spi).ok_or((NotifyType::INVALID_SYNTAX, "bad SPI".to_string()))?;
+            let group = sel.dh.unwrap_or(DhId::NONE);
+            let shared = if group == DhId::NONE {
+                sel.dh = None;
+                None
+            } else {
+                let (Some(mine), Some(theirs)) = (ke.as_ref(), find!(inner, Ke)) else {
+                    return Err((
+                        NotifyType::INVALID_SYNTAX,
+                        "PFS group chosen without KE".into(),
+                    ));
+                };
+                if mine.group() != group || theirs.group != group {
+                    return Err((NotifyType::INVALID_SYNTAX, "KE group mismatch".into()));
+                }
+                Some(
+                    mine.agree(&theirs.data)
+                        .map_err(|e| (NotifyType::INVALID_SYNTAX, e.to_string()))?,
+                )
+            };
+            if !crate::wire::is_subset(&tsi.selectors, &ctx.cfg.local_ts)
+                || !crate::wire::is_subset(&tsr.selectors, &ctx.cfg.remote_ts)
+            {
+                return Err((
+                    NotifyType::TS_UNACCEPTABLE,
+                    "peer widened our traffic selectors".into(),
+                ));
+            }
+            let (keys_in, keys_out) =
+                self.derive_child(shared.as_deref().map(|s| s.as_slice()), ni, nr, &sel, true)?;
+            Ok(self.child_info(
+                &sel,
+                (spi_in, spi_out),
+                (keys_in, keys_out),
+                (tsi.selectors.clone(), tsr.selectors.clone()),
+                rekey_of,
+            ))
+        })();
+        match result {
+            Ok(info) => {
+                // §2.8.1: if the peer rekeyed the same SA meanwhile, the SA created with
+                // the lowest of the four nonces is deleted by the node that created it.
+                let crossed = rekey_of
+                    .and_then(|old| ctx.children.iter().find(|c| c.spi_in == old))
+                    .and_then(|c| c.peer_rekey.clone());
+                if let Some((peer_ni, our_nr)) = crossed {
+                    let nr = find!(inner, Nonce).cloned().unwrap_or_default();
+                    if lowest_is_ours([ni, &nr], [&peer_ni, &our_nr]) {
+                        info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{:08x}", info.spi_in),
+                            "CHILD SA rekey collision: ours has the lowest nonce, deleting it");
+                        self.queued.push_back(Queued::DeleteRedundant(info.spi_in));
+                        return;
+                    }
+                    info!(tunnel = %ctx.cfg.name, "CHILD SA rekey collision: the peer deletes its SA");
+                }
+                self.install_child(ctx, now, info);
+                // Make-before-break: the old SA goes only after the new one is in.
+                if let Some(old) = rekey_of {
+                    if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == old) {
+                        c.superseded = true;
+                    }
+                    self.queued.push_back(Queued::DeleteChild(old));
+                }
+            }
+            Err((ty, why)) => {
+                warn!(tunnel = %ctx.cfg.name, error = %ty, "CREATE_CHILD_SA failed: {why}");
+                *ctx.last_error = Some(format!("{ty}: {why}"));
+                // §2.25: the peer no longer has the SA we tried to rekey — its DELETE
+                // was lost (e.g. sent on an IKE SA that was going away). Drop it here
+                // too, so traffic no longer goes into an SA the peer has forgotten.
+                if let (NotifyType::CHILD_SA_NOT_FOUND, Some(old)) = (ty, rekey_of) {
+                    if let Some(pos) = ctx.children.iter().position(|c| c.spi_in == old) {
+                        let c = ctx.children.remove(pos);
+                        info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{old:08x}"), "peer has no such CHILD SA: removed");
+                        ctx.events.push_back(Event::ChildDeleted {
+                            spi_in: c.spi_in,
+                            spi_out: c.spi_out,
+                        });
+                    }
+                    if ctx.children.is_empty() {
+                        self.queued.push_back(Queued::NewChild);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! IKE_AUTH, both roles, with the first CHILD SA (§1.2).
+//!
+//! ```text
+//! Initiator                         Responder
+//! HDR, SK {IDi, [CERT,] [CERTREQ,] [IDr,] AUTH, SAi2, TSi, TSr}  -->
+//!                            <--    HDR, SK {IDr, [CERT,] AUTH, SAr2, TSi, TSr}
+//! ```
+
+use super::child::ChildSaInfo;
+use super::child_create::random_esp_spi;
+use super::ike_sa::*;
+use super::{CloseReason, Event};
+use crate::crypto::{self};
+use crate::iana::{AuthMethod, ExchangeType, NotifyType};
+use crate::proposal::{self, Protocol};
+use crate::wire::{AuthPayload, IdPayload, Payload, SaPayload, TsPayload};
+use std::time::Instant;
+use tracing::{info, warn};
+
+pub(super) fn id_matches(a: &IdPayload, b: &IdPayload) -> bool {
+    a.id_type == b.id_type && a.data == b.data
+}
+
+impl IkeSa {
+    // HDR, SK {IDi, N(INITIAL_CONTACT), AUTH, SAi2, TSi, TSr} -->
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn send_auth(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        keys: SaKeys,
+        ni: Vec<u8>,
+        nr: Vec<u8>,
+        msg1: Vec<u8>,
+        msg2: Vec<u8>,
+    ) {
+        let child_spi = random_esp_spi(ctx);
+        let id_i = ctx.cfg.local_id.clone();
+        let auth = crypto::psk_auth(
+            keys.prf,
+            &ctx.cfg.psk,
+            &msg1,
+            &nr,
+            &keys.sk_pi,
+            &id_i.body(),
+        );
+        let proposals = proposal::without_dh(&ctx.cfg.esp)
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                proposal::to_wire(p, (i + 1) as u8, child_spi.to_be_bytes().to_vec(), false)
+            })
+            .collect();
+        let inner = vec![
+            Payload::IdI(id_i),
+            notify(NotifyType::INITIAL_CONTACT, vec![]),
+            Payload::Auth(AuthPayload {
+                method: AuthMethod::PSK,
+                reserved: [0; 3],
+                data: auth.to_vec(),
+            }),
+            Payload::Sa(SaPayload { proposals }),
+            Payload::TsI(TsPayload {
+                selectors: ctx.cfg.local_ts.clone(),
+            }),
+            Payload::TsR(TsPayload {
+                selectors: ctx.cfg.remote_ts.clone(),
+            }),
+        ];
+        self.state = IkeState::AuthSent {
+            keys,
+            ni,
+            nr,
+            msg2,
+            child_spi,
+        };
+        self.send_request(ctx, now, ExchangeType::IKE_AUTH, inner, RequestKind::Auth);
+    }
+
+    // <-- HDR, SK {IDr, AUTH, SAr2, TSi, TSr}
+    pub(super) fn handle_auth_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        inner: &[Payload],
+    ) {
+        let state = std::mem::replace(&mut self.state, IkeState::Dead { until: now });
+        let IkeState::AuthSent {
+            keys,
+            ni,
+            nr,
+            msg2,
+            child_spi,
+        } = state
+        else {
+            self.state = state;
+            return;
+        };
+        self.pending = None;
+        let auth = find!(inner, Auth);
+        if auth.is_none() {
+            let (ty, why) = match first_error(inner) {
+                Some(n) if n.ty == NotifyType::AUTHENTICATION_FAILED => (
+                    n.ty,
+                    "peer rejected our authentication: check psk and local_id/remote_id on both ends".to_string(),
+                ),
+                Some(n) => (n.ty, "peer refused IKE_AUTH".to_string()),
+                None => (NotifyType::INVALID_SYNTAX, "IKE_AUTH response without AUTH".to_string()),
+            };
+            self.fail(ctx, now, ty, why, false);
+            return;
+        }
+        let auth = auth.expect("checked above");
+        let id_r = find!(inner, IdR);
+        let failure = match id_r {
+            None => Some("IKE_AUTH response without IDr".to_string()),
+            Some(id) if !id_matches(id, &ctx.cfg.remote_id) => Some(format!(
+                "responder identity \"{id}\" does not match remote_id \"{}\"",
+                ctx.cfg.remote_id
+            )),
+            Some(id) => {
+                let expect =
+                    crypto::psk_auth(keys.prf, &ctx.cfg.psk, &msg2, &ni, &keys.sk_pr, &id.body());
+                (auth.method != AuthMethod::PSK || !crypto::ct_eq(&expect, &auth.data))
+                    .then(|| "responder's AUTH does not verify: pre-shared keys differ".to_string())
+            }
+        };
+        self.state = IkeState::Established {
+            keys,
+            established_at: now,
+        };
+        self.nonces = Some((ni.clone(), nr.clone()));
+        if let Some(why) = failure {
+            // §2.21.2: tell the responder, then drop the SA.
+            self.send_request(
+                ctx,
+                now,
+                ExchangeType::INFORMATIONAL,
+                vec![notify(NotifyType::AUTHENTICATION_FAILED, vec![])],
+                RequestKind::Informational,
+            );
+            self.fail(ctx, now, NotifyType::AUTHENTICATION_FAILED, why, false);
+            return;
+        }
+        self.peer_next_id = 0;
+        self.announce_established(ctx);
+        *ctx.last_error = None;
+
+        // The first CHILD SA (§1.2).
+        let child_err = (|| -> Result<Box<ChildSaInfo>, (NotifyType, String)> {
+            if let Some(n) = first_error(inner) {
+                return Err((n.ty, "peer refused the CHILD SA".into()));
+            }
+            let (Some(sa), Some(tsi), Some(tsr)) =
+                (find!(inner, Sa), find!(inner, TsI), find!(inner, TsR))
+            else {
+                return Err((
+                    NotifyType::INVALID_SYNTAX,
+                    "IKE_AUTH response lacks SA, TSi or TSr".into(),
+                ));
+            };
+            let local = proposal::without_dh(&ctx.cfg.esp);
+            let chosen = match sa.proposals.as_slice() {
+                [one] => proposal::choose(&local, std::slice::from_ref(one), Protocol::Esp)
+                    .map(|c| (one, c.1)),
+                _ => None,
+            };
+            let Some((prop, sel)) = chosen else {
+                return Err((
+                    NotifyType::NO_PROPOSAL_CHOSEN,
+                    "peer chose an ESP proposal we did not offer".into(),
+                ));
+            };
+            let Some(spi_out) = spi_u32(&prop.spi) else {
+                return Err((NotifyType::INVALID_SYNTAX, "bad ESP SPI".into()));
+            };
+            if !crate::wire::is_subset(&tsi.selectors, &ctx.cfg.local_ts)
+                || !crate::wire::is_subset(&tsr.selectors, &ctx.cfg.remote_ts)
+            {
+                return Err((
+                    NotifyType::TS_UNACCEPTABLE,
+                    "peer widened our traffic selectors".into(),
+                ));
+            }
+            let (keys_in, keys_out) = self.derive_child(None, &ni, &nr, &sel, true)?;
+            Ok(self.child_info(
+                &sel,
+                (child_spi, spi_out),
+                (keys_in, keys_out),
+                (tsi.selectors.clone(), tsr.selectors.clone()),
+                None,
+            ))
+        })();
+        match child_err {
+            Ok(info) => self.install_child(ctx, now, info),
+            Err((ty, why)) => {
+                let why = format!(
+                    "{why} (we offered ESP [{}])",
+                    proposal::describe(&ctx.cfg.esp)
+                );
+                warn!(tunnel = %ctx.cfg.name, error = %ty, "CHILD SA failed: {why}; deleting the IKE SA");
+                *ctx.last_error = Some(format!("{ty}: {why}"));
+                ctx.events.push_back(Event::ChildFailed {
+                    reason: CloseReason::Failed(ty, why),
+                });
+                // A route-based tunnel without a CHILD SA carries nothing.
+                self.close(ctx, now);
+            }
+        }
+    }
+
+    /// Logs and reports an IKE SA that just completed IKE_AUTH.
+    pub(super) fn announce_established(&self, ctx: &mut Ctx<'_>) {
+        let proposal = self
+            .state
+            .keys()
+            .map(|k| k.sel.to_string())
+            .unwrap_or_default();
+        let role = if self.initiator {
+            "initiator"
+        } else {
+            "responder"
+        };
+        info!(tunnel = %ctx.cfg.name, peer = %self.remote, spi_i = format_args!("{:016x}", self.spi_i),
+            spi_r = format_args!("{:016x}", self.spi_r), %proposal, role, "IKE SA established");
+        ctx.events.push_back(Event::IkeEstablished {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            proposal,
+            remote: self.remote,
+        });
+    }
+
+    // HDR, SK {IDi, [IDr,] AUTH, SAi2, TSi, TSr} -->  <-- HDR, SK {IDr, AUTH, SAr2, TSi, TSr}
+    pub(super) fn handle_auth_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        msg_id: u32,
+        inner: &[Payload],
+    ) {
+        let state = std::mem::replace(&mut self.state, IkeState::Dead { until: now });
+        let IkeState::InitReplied {
+            keys,
+            msg1,
+            msg2,
+            ni,
+            nr,
+        } = state
+        else {
+            self.state = state;
+            return;
+        };
+        self.state = IkeState::Established {
+            keys,
+            established_at: now,
+        };
+        self.nonces = Some((ni.clone(), nr.clone()));
+        let auth_fail = |sa: &mut IkeSa, ctx: &mut Ctx<'_>, ty: NotifyType, why: String| {
+            sa.send_response(
+                ctx,
+                ExchangeType::IKE_AUTH,
+                msg_id,
+                vec![notify(ty, vec![])],
+            );
+            sa.fail(ctx, now, ty, why, true);
+        };
+        if let Some(ty) = unknown_critical(inner) {
+            auth_fail(
+                self,
+                ctx,
+                NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD,
+                format!("unsupported critical payload {ty}"),
+            );
+            return;
+        }
+        let (Some(id_i), Some(auth)) = (find!(inner, IdI), find!(inner, Auth)) else {
+            auth_fail(
+                self,
+                ctx,
+                NotifyType::INVALID_SYNTAX,
+                "IKE_AUTH request lacks IDi or AUTH".into(),
+            );
+            return;
+        };
+        if !id_matches(id_i, &ctx.cfg.remote_id) {
+            let why = format!(
+                "peer identity \"{id_i}\" does not match remote_id \"{}\"",
+                ctx.cfg.remote_id
+            );
+            auth_fail(self, ctx, NotifyType::AUTHENTICATION_FAILED, why);
+            return;
+        }
+        let keys = self.state.keys().expect("established");
+        let expect = crypto::psk_auth(
+            keys.prf,
+            &ctx.cfg.psk,
+            &msg1,
+            &nr,
+            &keys.sk_pi,
+            &id_i.body(),
+        );
+        if auth.method != AuthMethod::PSK || !crypto::ct_eq(&expect, &auth.data) {
+            let why = if auth.method != AuthMethod::PSK {
+                format!("peer authenticates with {}, we require PSK", auth.method)
+            } else {
+                "peer's AUTH does not verify: pre-shared keys differ".to_string()
+            };
+            auth_fail(self, ctx, NotifyType::AUTHENTICATION_FAILED, why);
+            return;
+        }
+        ctx.initial_contact = find_notify(inner, NotifyType::INITIAL_CONTACT).is_some();
+        let id_r = ctx.cfg.local_id.clone();
+        let our_auth = crypto::psk_auth(
+            keys.prf,
+            &ctx.cfg.psk,
+            &msg2,
+            &ni,
+            &keys.sk_pr,
+            &id_r.body(),
+        );
+        let mut out = vec![
+            Payload::IdR(id_r),
+            Payload::Auth(AuthPayload {
+                method: AuthMethod::PSK,
+                reserved: [0; 3],
+                data: our_auth.to_vec(),
+            }),
+        ];
+        let child = self.accept_child(ctx, inner, None, &ni, &nr, None);
+        match &child {
+            Ok((resp, _)) => out.extend(resp.iter().cloned()),
+            Err((ty, why)) => {
+                warn!(tunnel = %ctx.cfg.name, error = %ty, "refusing the first CHILD SA: {why}");
+                *ctx.last_error = Some(format!("{ty}: {why}"));
+                out.push(notify(*ty, vec![]));
+            }
+        }
+        self.send_response(ctx, ExchangeType::IKE_AUTH, msg_id, out);
+        self.announce_established(ctx);
+        match child {
+            Ok((_, info)) => {
+                *ctx.last_error = None;
+                self.install_child(ctx, now, info);
+            }
+            Err((ty, why)) => ctx.events.push_back(Event::ChildFailed {
+                reason: CloseReason::Failed(ty, why),
+            }),
+        }
+    }
+}
