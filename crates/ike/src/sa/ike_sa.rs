@@ -377,14 +377,6 @@ impl IkeSa {
         &ctx.cfg.name
     }
 
-    pub(super) fn next_deadline(&self) -> Option<Instant> {
-        match &self.state {
-            IkeState::Dead { until } => Some(*until),
-            IkeState::InitReplied { .. } => Some(self.created + limits::HALF_OPEN_TIMEOUT),
-            _ => self.pending.as_ref().map(|p| p.deadline),
-        }
-    }
-
     pub(super) fn set_pending(
         &mut self,
         ctx: &Ctx<'_>,
@@ -678,26 +670,23 @@ impl IkeSa {
         self.remote = d.remote;
     }
 
-    /// Returns true when the peer was just declared dead.
-    pub(super) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>, now: Instant) -> bool {
-        if let IkeState::InitReplied { .. } = self.state {
-            if now >= self.created + limits::HALF_OPEN_TIMEOUT {
-                self.fail(
-                    ctx,
-                    now,
-                    NotifyType::TEMPORARY_FAILURE,
-                    "initiator never completed IKE_AUTH".into(),
-                    false,
-                );
-            }
-            return false;
-        }
+    /// §2.1: an IKE_SA_INIT we answered was never followed by IKE_AUTH.
+    pub(super) fn half_open_expired(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+        self.fail(
+            ctx,
+            now,
+            NotifyType::TEMPORARY_FAILURE,
+            "initiator never completed IKE_AUTH".into(),
+            false,
+        );
+    }
+
+    /// Resends our unanswered request (§2.4: doubling the interval) or, after the last
+    /// try, gives up; returns true when the peer was just declared dead.
+    pub(super) fn retransmit(&mut self, ctx: &mut Ctx<'_>, now: Instant) -> bool {
         let Some(p) = &mut self.pending else {
             return false;
         };
-        if now < p.deadline {
-            return false;
-        }
         if p.tries >= ctx.cfg.retransmit_tries {
             let delete_ike = p.kind.is_delete_ike();
             self.pending = None;

@@ -20,6 +20,7 @@ mod ike_rekey;
 mod ike_sa;
 mod informational;
 pub mod protect;
+mod timers;
 
 pub use child::{ts_to_string, Child, ChildSaInfo};
 
@@ -64,15 +65,6 @@ pub struct SessionConfig {
     /// retransmissions before the peer is declared dead.
     pub retransmit_timeout: Duration,
     pub retransmit_tries: u32,
-}
-
-/// `d` less a random margin of up to 10 % (§2.8: randomized rekey times make
-/// simultaneous rekeys unlikely).
-fn jittered(rng: &mut dyn Rng, d: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    rng.fill(&mut b);
-    let frac = u16::from_be_bytes(b) as u32;
-    d - (d / 10) * frac / u16::MAX as u32
 }
 
 /// A UDP datagram to or from the peer. For port 4500 the non-ESP marker is not part of
@@ -165,6 +157,20 @@ pub struct SessionStatus {
     pub last_error: Option<String>,
 }
 
+/// Where the session stands as a whole: whether it brings the tunnel (back) up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    /// Follows `initiate` from the configuration.
+    Active,
+    /// The peer was found dead and `dpd_restart` asks us to bring the tunnel back.
+    Restarting,
+    /// The peer was found dead and `dpd_action = clear`: stay down until told otherwise.
+    Cleared,
+    /// [`Session::close`] ran: no re-initiation, no new IKE SAs from the peer.
+    /// `restart` remembers a pending DPD restart for a later [`Session::initiate`].
+    Closing { restart: bool },
+}
+
 /// All IKE and CHILD SAs with one configured peer.
 pub struct Session {
     cfg: SessionConfig,
@@ -179,11 +185,7 @@ pub struct Session {
     initiate_at: Option<Instant>,
     reinit_delay: Duration,
     last_error: Option<String>,
-    closing: bool,
-    /// The peer was found dead and `dpd_restart` asks us to bring the tunnel back.
-    restart: bool,
-    /// The peer was found dead and `dpd_action = clear`: stay down until told otherwise.
-    cleared: bool,
+    lifecycle: Lifecycle,
     /// Secret for stateless COOKIEs (§2.6).
     cookie_secret: Zeroizing<[u8; 32]>,
 }
@@ -213,9 +215,7 @@ impl Session {
             initiate_at,
             reinit_delay: limits::REINITIATE_DELAY,
             last_error: None,
-            closing: false,
-            restart: false,
-            cleared: false,
+            lifecycle: Lifecycle::Active,
         }
     }
 
@@ -230,8 +230,10 @@ impl Session {
 
     /// Starts an IKE SA now unless one is already up or under way.
     pub fn initiate(&mut self, now: Instant) {
-        self.closing = false;
-        self.cleared = false;
+        self.lifecycle = match self.lifecycle {
+            Lifecycle::Restarting | Lifecycle::Closing { restart: true } => Lifecycle::Restarting,
+            _ => Lifecycle::Active,
+        };
         if self
             .sas
             .iter()
@@ -253,7 +255,12 @@ impl Session {
 
     /// Deletes every IKE SA (sending Delete) and stops re-initiating.
     pub fn close(&mut self, now: Instant) {
-        self.closing = true;
+        self.lifecycle = Lifecycle::Closing {
+            restart: matches!(
+                self.lifecycle,
+                Lifecycle::Restarting | Lifecycle::Closing { restart: true }
+            ),
+        };
         self.initiate_at = None;
         for idx in 0..self.sas.len() {
             self.with_sa(idx, now, |sa, ctx, now| sa.close(ctx, now));
@@ -400,16 +407,7 @@ impl Session {
                 self.with_sa_no_bookkeeping(j, now, |sa, ctx, now| sa.pump(ctx, now));
             }
         }
-        for sa in &mut self.sas {
-            if sa.rekey_at.is_none() && matches!(sa.state, IkeState::Established { .. }) {
-                sa.rekey_at = Some(now + jittered(self.rng.as_mut(), self.cfg.ike_lifetime));
-            }
-        }
-        for c in &mut self.children {
-            if c.rekey_at.is_none() {
-                c.rekey_at = Some(now + jittered(self.rng.as_mut(), self.cfg.child_lifetime));
-            }
-        }
+        self.arm_rekeys(now);
         let any_live = self.sas.iter().any(|s| {
             matches!(
                 s.state,
@@ -444,15 +442,18 @@ impl Session {
         }
         if any_established {
             self.reinit_delay = limits::REINITIATE_DELAY;
-            self.restart = false;
-            self.cleared = false;
+            self.lifecycle = match self.lifecycle {
+                Lifecycle::Closing { .. } => Lifecycle::Closing { restart: false },
+                _ => Lifecycle::Active,
+            };
             self.resolve_duplicates(now);
         }
-        if ((self.cfg.initiate && !self.cleared) || self.restart)
-            && !self.closing
-            && !any_live
-            && self.initiate_at.is_none()
-        {
+        let wanted = match self.lifecycle {
+            Lifecycle::Active => self.cfg.initiate,
+            Lifecycle::Restarting => true,
+            Lifecycle::Cleared | Lifecycle::Closing { .. } => false,
+        };
+        if wanted && !any_live && self.initiate_at.is_none() {
             self.initiate_at = Some(now + self.reinit_delay);
             self.reinit_delay = (self.reinit_delay * 2).min(limits::REINITIATE_MAX);
         }
@@ -494,7 +495,7 @@ impl Session {
                 && !is_response
                 && header.message_id == 0 =>
             {
-                if self.closing {
+                if matches!(self.lifecycle, Lifecycle::Closing { .. }) {
                     return;
                 }
                 if !self.cookie_ok(&d, &header) {
@@ -526,86 +527,21 @@ impl Session {
         }
     }
 
-    /// Runs timers: retransmissions, give-up, re-initiation, expiry of dead SAs.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(t) = self.initiate_at {
-            if now >= t {
-                self.initiate_at = None;
-                self.initiate(now);
-            }
-        }
-        for idx in 0..self.sas.len() {
-            let timed_out =
-                self.with_sa_no_bookkeeping(idx, now, |sa, ctx, now| sa.handle_timeout(ctx, now));
-            if timed_out && matches!(self.sas[idx].state, IkeState::Dead { .. }) {
-                // Found dead: `dpd_action` decides whether we bring it back.
-                if self.cfg.dpd_restart {
-                    self.restart = true;
-                } else {
-                    self.cleared = true;
-                }
-            }
-        }
-        self.sas
-            .retain(|s| !matches!(s.state, IkeState::Dead { until } if until <= now));
-        self.run_lifetimes(now);
-        self.after_change(now);
+    /// An IKE SA gave up on an unresponsive peer: `dpd_action` decides whether we
+    /// bring the tunnel back.
+    fn peer_found_dead(&mut self) {
+        self.lifecycle = match self.lifecycle {
+            Lifecycle::Closing { restart } => Lifecycle::Closing {
+                restart: restart || self.cfg.dpd_restart,
+            },
+            _ if self.cfg.dpd_restart => Lifecycle::Restarting,
+            _ => Lifecycle::Cleared,
+        };
     }
 
-    /// Scheduled rekeys (§2.8) and liveness checks (§1.4).
-    fn run_lifetimes(&mut self, now: Instant) {
-        let Some(cur) = self.current() else {
-            return;
-        };
-        let retry = limits::REKEY_RETRY;
-        let mut queue = Vec::new();
-        for c in &mut self.children {
-            if c.rekey_at.is_some_and(|t| t <= now) {
-                c.rekey_at = Some(now + retry);
-                // A replaced SA whose DELETE never came is deleted by us instead.
-                queue.push(if c.superseded {
-                    Queued::DeleteChild(c.spi_in)
-                } else {
-                    Queued::RekeyChild(c.spi_in)
-                });
-            }
-        }
-        for (i, sa) in self.sas.iter_mut().enumerate() {
-            if !matches!(sa.state, IkeState::Established { .. }) {
-                continue;
-            }
-            if i == cur && sa.rekey_at.is_some_and(|t| t <= now) {
-                sa.rekey_at = Some(now + retry);
-                if !sa.queued.contains(&Queued::RekeyIke) {
-                    sa.queued.push_back(Queued::RekeyIke);
-                }
-            }
-            if sa.behind_nat && now >= sa.last_tx + limits::NATT_KEEPALIVE {
-                // RFC 3948 §2.3: a single 0xFF octet on port 4500 (sent without marker).
-                sa.last_tx = now;
-                self.out.push_back(Datagram {
-                    local: sa.local,
-                    remote: sa.remote,
-                    data: vec![limits::NATT_KEEPALIVE_BYTE],
-                });
-            }
-            if let Some(dpd) = self.cfg.dpd {
-                if now >= sa.last_rx + dpd && sa.pending.is_none() {
-                    sa.last_rx = now;
-                    sa.queued.push_back(Queued::Liveness);
-                }
-            }
-        }
-        if let Some(sa) = self.sas.get_mut(cur) {
-            for q in queue {
-                if !sa.queued.contains(&q) {
-                    sa.queued.push_back(q);
-                }
-            }
-        }
-        for idx in 0..self.sas.len() {
-            self.with_sa_no_bookkeeping(idx, now, |sa, ctx, now| sa.pump(ctx, now));
-        }
+    /// Runs every timer that is due (see [`timers`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.fire_timers(now);
     }
 
     /// Inbound ESP traffic proves the peer alive (no liveness check needed).
@@ -628,26 +564,7 @@ impl Session {
 
     /// The earliest instant at which [`Session::handle_timeout`] must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let sa_deadlines = self.sas.iter().filter_map(|s| s.next_deadline());
-        let lifetimes = self
-            .sas
-            .iter()
-            .filter(|s| matches!(s.state, IkeState::Established { .. }))
-            .flat_map(|s| {
-                let dpd = self
-                    .cfg
-                    .dpd
-                    .map(|d| s.last_rx + d)
-                    .filter(|_| s.pending.is_none());
-                let keepalive = s.behind_nat.then_some(s.last_tx + limits::NATT_KEEPALIVE);
-                [s.rekey_at, dpd, keepalive]
-            });
-        let children = self.children.iter().filter_map(|c| c.rekey_at);
-        sa_deadlines
-            .chain(lifetimes.flatten())
-            .chain(children)
-            .chain(self.initiate_at)
-            .min()
+        self.next_deadline()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Datagram> {
