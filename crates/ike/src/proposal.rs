@@ -564,6 +564,15 @@ pub fn describe(ps: &[AlgorithmProposal]) -> String {
     v.join(", ")
 }
 
+/// A peer's offered proposals for display, skipping those we cannot read.
+pub fn describe_offered(offered: &[WireProposal], protocol: Protocol) -> String {
+    let ps: Vec<_> = offered
+        .iter()
+        .filter_map(|p| from_wire(p, protocol))
+        .collect();
+    describe(&ps)
+}
+
 /// Runs §2.7 selection of `offered` (wire) against `local`; returns the chosen wire
 /// proposal index and the selection.
 pub fn choose(

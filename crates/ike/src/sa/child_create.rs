@@ -7,6 +7,7 @@
 //! ```
 
 use super::child::{self, Child, ChildSaInfo};
+use super::error::ExchangeError;
 use super::ike_sa::*;
 use super::{Event, Queued};
 use crate::crypto::KeyExchange;
@@ -35,14 +36,6 @@ pub(super) fn ts_list(ts: &[TrafficSelector]) -> String {
         .join(", ")
 }
 
-/// The group to ask for in INVALID_KE_PAYLOAD: the first one our chosen proposal names.
-pub(super) fn esp_group_wanted(ctx: &Ctx<'_>, sa: &SaPayload) -> DhId {
-    let local = proposal::esp_for_create_child(&ctx.cfg.esp);
-    proposal::choose(&local, &sa.proposals, Protocol::Esp)
-        .and_then(|(_, s)| s.dh)
-        .unwrap_or(DhId::NONE)
-}
-
 impl IkeSa {
     /// KEYMAT for a CHILD SA from this IKE SA's SK_d (§2.17), split into (in, out).
     pub(super) fn derive_child(
@@ -52,13 +45,13 @@ impl IkeSa {
         nr: &[u8],
         sel: &Selected,
         we_initiated: bool,
-    ) -> Result<(child::Key, child::Key), (NotifyType, String)> {
-        let keys = self.state.keys().ok_or((
-            NotifyType::TEMPORARY_FAILURE,
-            "IKE SA has no keys".to_string(),
-        ))?;
+    ) -> Result<(child::Key, child::Key), ExchangeError> {
+        let keys = self
+            .state
+            .keys()
+            .ok_or_else(|| ExchangeError::Temporary("IKE SA has no keys".into()))?;
         child::derive(keys.prf, &keys.sk_d, shared, ni, nr, sel, we_initiated)
-            .map_err(|e| (NotifyType::NO_PROPOSAL_CHOSEN, e.to_string()))
+            .map_err(|e| ExchangeError::NoProposal(e.to_string()))
     }
 
     /// A negotiated CHILD SA as the dataplane needs it: SPIs (in, out), keys (in, out),
@@ -128,14 +121,11 @@ impl IkeSa {
         ni: &[u8],
         nr: &[u8],
         replaces: Option<u32>,
-    ) -> Result<(Vec<Payload>, Box<ChildSaInfo>), (NotifyType, String)> {
+    ) -> Result<(Vec<Payload>, Box<ChildSaInfo>), ExchangeError> {
         let (Some(sa), Some(tsi), Some(tsr)) =
             (find!(inner, Sa), find!(inner, TsI), find!(inner, TsR))
         else {
-            return Err((
-                NotifyType::INVALID_SYNTAX,
-                "request lacks SA, TSi or TSr".into(),
-            ));
+            return Err(ExchangeError::Syntax("request lacks SA, TSi or TSr".into()));
         };
         let local = if create.is_some() {
             proposal::esp_for_create_child(&ctx.cfg.esp)
@@ -143,23 +133,15 @@ impl IkeSa {
             proposal::without_dh(&ctx.cfg.esp)
         };
         let Some((idx, mut sel)) = proposal::choose(&local, &sa.proposals, Protocol::Esp) else {
-            let offered: Vec<_> = sa
-                .proposals
-                .iter()
-                .filter_map(|p| proposal::from_wire(p, Protocol::Esp))
-                .collect();
-            return Err((
-                NotifyType::NO_PROPOSAL_CHOSEN,
-                format!(
-                    "no common ESP proposal: peer offered [{}], we accept [{}]",
-                    proposal::describe(&offered),
-                    proposal::describe(&ctx.cfg.esp)
-                ),
-            ));
+            return Err(ExchangeError::NoProposal(format!(
+                "no common ESP proposal: peer offered [{}], we accept [{}]",
+                proposal::describe_offered(&sa.proposals, Protocol::Esp),
+                proposal::describe(&ctx.cfg.esp)
+            )));
         };
         let prop = &sa.proposals[idx];
         let Some(spi_out) = spi_u32(&prop.spi) else {
-            return Err((NotifyType::INVALID_SYNTAX, "bad ESP SPI size".into()));
+            return Err(ExchangeError::Syntax("bad ESP SPI size".into()));
         };
         if let Some((_, Some(ke))) = create {
             sel = proposal::prefer_ke_group(&local, prop, Protocol::Esp, sel, ke.group);
@@ -167,16 +149,13 @@ impl IkeSa {
         let tsi_n = crate::wire::narrow(&tsi.selectors, &ctx.cfg.remote_ts);
         let tsr_n = crate::wire::narrow(&tsr.selectors, &ctx.cfg.local_ts);
         if tsi_n.is_empty() || tsr_n.is_empty() {
-            return Err((
-                NotifyType::TS_UNACCEPTABLE,
-                format!(
-                    "peer's traffic selectors TSi [{}] TSr [{}] do not overlap ours (remote_ts [{}], local_ts [{}])",
-                    ts_list(&tsi.selectors),
-                    ts_list(&tsr.selectors),
-                    ts_list(&ctx.cfg.remote_ts),
-                    ts_list(&ctx.cfg.local_ts)
-                ),
-            ));
+            return Err(ExchangeError::TsUnacceptable(format!(
+                "peer's traffic selectors TSi [{}] TSr [{}] do not overlap ours (remote_ts [{}], local_ts [{}])",
+                ts_list(&tsi.selectors),
+                ts_list(&tsr.selectors),
+                ts_list(&ctx.cfg.remote_ts),
+                ts_list(&ctx.cfg.local_ts)
+            )));
         }
         let mut response = Vec::new();
         let mut shared = None;
@@ -188,18 +167,15 @@ impl IkeSa {
                 match ke {
                     Some(ke) if ke.group == group => {
                         let mine = KeyExchange::generate(group, ctx.rng)
-                            .map_err(|e| (NotifyType::NO_PROPOSAL_CHOSEN, e.to_string()))?;
+                            .map_err(|e| ExchangeError::NoProposal(e.to_string()))?;
                         shared = Some(
                             mine.agree(&ke.data)
-                                .map_err(|e| (NotifyType::INVALID_SYNTAX, e.to_string()))?,
+                                .map_err(|e| ExchangeError::Syntax(e.to_string()))?,
                         );
                         our_ke = Some(mine);
                     }
                     _ => {
-                        return Err((
-                            NotifyType::INVALID_KE_PAYLOAD,
-                            format!("want group {group}"),
-                        ));
+                        return Err(ExchangeError::InvalidKe(group));
                     }
                 }
             } else {
@@ -254,36 +230,13 @@ impl IkeSa {
         msg_id: u32,
         inner: &[Payload],
     ) {
-        let respond_err =
-            |sa: &mut IkeSa, ctx: &mut Ctx<'_>, ty: NotifyType, data: Vec<u8>, why: &str| {
-                warn!(tunnel = %ctx.cfg.name, error = %ty, "refusing CREATE_CHILD_SA: {why}");
-                *ctx.last_error = Some(format!("{ty}: refused peer's CREATE_CHILD_SA: {why}"));
-                sa.send_response(
-                    ctx,
-                    ExchangeType::CREATE_CHILD_SA,
-                    msg_id,
-                    vec![notify(ty, data)],
-                );
-            };
         let (Some(sa), Some(ni)) = (find!(inner, Sa), find!(inner, Nonce)) else {
-            respond_err(
-                self,
-                ctx,
-                NotifyType::INVALID_SYNTAX,
-                vec![],
-                "no SA or Nonce",
-            );
-            return;
+            let e = ExchangeError::Syntax("no SA or Nonce".into());
+            return self.refuse(ctx, now, ExchangeType::CREATE_CHILD_SA, msg_id, e);
         };
         if !nonce_ok(ni) {
-            respond_err(
-                self,
-                ctx,
-                NotifyType::INVALID_SYNTAX,
-                vec![],
-                "bad nonce length",
-            );
-            return;
+            let e = ExchangeError::Syntax("bad nonce length".into());
+            return self.refuse(ctx, now, ExchangeType::CREATE_CHILD_SA, msg_id, e);
         }
         let ke = find!(inner, Ke);
         let nr = random_nonce(ctx);
@@ -295,36 +248,23 @@ impl IkeSa {
             Some(n) => match spi_u32(&n.spi)
                 .and_then(|spi| ctx.children.iter().find(|c| c.spi_out == spi))
             {
-                Some(c) if c.superseded => {
-                    // §2.25: we already replaced this SA and are deleting it.
-                    let busy = vec![notify(NotifyType::TEMPORARY_FAILURE, vec![])];
-                    self.send_response(ctx, ExchangeType::CREATE_CHILD_SA, msg_id, busy);
-                    return;
-                }
-                Some(c) => Some(c.spi_in),
-                None => {
-                    // §2.25: the CHILD SA being rekeyed is gone.
-                    let mut resp = NotifyPayload {
-                        protocol: ProtocolId::ESP,
-                        spi: n.spi.clone(),
-                        ty: NotifyType::CHILD_SA_NOT_FOUND,
-                        data: vec![],
-                    };
-                    resp.protocol = n.protocol;
-                    warn!(tunnel = %ctx.cfg.name, "peer rekeys a CHILD SA we do not have");
-                    self.send_response(
-                        ctx,
-                        ExchangeType::CREATE_CHILD_SA,
-                        msg_id,
-                        vec![Payload::Notify(resp)],
-                    );
-                    return;
-                }
+                // §2.25: we already replaced this SA and are deleting it.
+                Some(c) if c.superseded => Err(ExchangeError::RekeyInProgress),
+                Some(c) => Ok(Some(c.spi_in)),
+                // §2.25: the CHILD SA being rekeyed is gone.
+                None => Err(ExchangeError::ChildSaNotFound {
+                    protocol: n.protocol,
+                    spi: n.spi.clone(),
+                }),
             },
-            None => None,
+            None => Ok(None),
         };
-        match self.accept_child(ctx, inner, Some((ni, ke)), ni, &nr, replaces) {
-            Ok((resp, info)) => {
+        let accepted = replaces.and_then(|replaces| {
+            let (resp, info) = self.accept_child(ctx, inner, Some((ni, ke)), ni, &nr, replaces)?;
+            Ok((replaces, resp, info))
+        });
+        match accepted {
+            Ok((replaces, resp, info)) => {
                 self.send_response(ctx, ExchangeType::CREATE_CHILD_SA, msg_id, resp);
                 if let Some(old) = replaces {
                     // The peer rekeys it: drop our queued rekey, or note a collision (§2.8.1).
@@ -344,15 +284,7 @@ impl IkeSa {
                 }
                 self.install_child(ctx, now, info);
             }
-            Err((ty, why)) => {
-                let data = if ty == NotifyType::INVALID_KE_PAYLOAD {
-                    let want = esp_group_wanted(ctx, sa);
-                    want.0.to_be_bytes().to_vec()
-                } else {
-                    vec![]
-                };
-                respond_err(self, ctx, ty, data, &why);
-            }
+            Err(e) => self.refuse(ctx, now, ExchangeType::CREATE_CHILD_SA, msg_id, e),
         }
     }
 
@@ -454,9 +386,12 @@ impl IkeSa {
         ni: &[u8],
         ke: Option<KeyExchange>,
     ) {
-        let result = (|| -> Result<Box<ChildSaInfo>, (NotifyType, String)> {
+        let result = (|| -> Result<Box<ChildSaInfo>, ExchangeError> {
             if let Some(n) = first_error(inner) {
-                return Err((n.ty, "peer refused CREATE_CHILD_SA".into()));
+                return Err(ExchangeError::Refused {
+                    notify: n.ty,
+                    why: "peer refused CREATE_CHILD_SA".into(),
+                });
             }
             let (Some(sa), Some(nr), Some(tsi), Some(tsr)) = (
                 find!(inner, Sa),
@@ -464,8 +399,7 @@ impl IkeSa {
                 find!(inner, TsI),
                 find!(inner, TsR),
             ) else {
-                return Err((
-                    NotifyType::INVALID_SYNTAX,
+                return Err(ExchangeError::Syntax(
                     "response lacks SA, Nonce, TSi or TSr".into(),
                 ));
             };
@@ -473,43 +407,37 @@ impl IkeSa {
             let (prop, mut sel) = match sa.proposals.as_slice() {
                 [one] => proposal::choose(&local, std::slice::from_ref(one), Protocol::Esp)
                     .map(|(_, s)| (one, s))
-                    .ok_or((
-                        NotifyType::NO_PROPOSAL_CHOSEN,
-                        "peer chose a proposal we did not offer".to_string(),
-                    ))?,
+                    .ok_or_else(|| {
+                        ExchangeError::NoProposal("peer chose a proposal we did not offer".into())
+                    })?,
                 _ => {
-                    return Err((
-                        NotifyType::INVALID_SYNTAX,
+                    return Err(ExchangeError::Syntax(
                         "response must carry one proposal".into(),
                     ))
                 }
             };
             let spi_out =
-                spi_u32(&prop.spi).ok_or((NotifyType::INVALID_SYNTAX, "bad SPI".to_string()))?;
+                spi_u32(&prop.spi).ok_or_else(|| ExchangeError::Syntax("bad SPI".into()))?;
             let group = sel.dh.unwrap_or(DhId::NONE);
             let shared = if group == DhId::NONE {
                 sel.dh = None;
                 None
             } else {
                 let (Some(mine), Some(theirs)) = (ke.as_ref(), find!(inner, Ke)) else {
-                    return Err((
-                        NotifyType::INVALID_SYNTAX,
-                        "PFS group chosen without KE".into(),
-                    ));
+                    return Err(ExchangeError::Syntax("PFS group chosen without KE".into()));
                 };
                 if mine.group() != group || theirs.group != group {
-                    return Err((NotifyType::INVALID_SYNTAX, "KE group mismatch".into()));
+                    return Err(ExchangeError::Syntax("KE group mismatch".into()));
                 }
                 Some(
                     mine.agree(&theirs.data)
-                        .map_err(|e| (NotifyType::INVALID_SYNTAX, e.to_string()))?,
+                        .map_err(|e| ExchangeError::Syntax(e.to_string()))?,
                 )
             };
             if !crate::wire::is_subset(&tsi.selectors, &ctx.cfg.local_ts)
                 || !crate::wire::is_subset(&tsr.selectors, &ctx.cfg.remote_ts)
             {
-                return Err((
-                    NotifyType::TS_UNACCEPTABLE,
+                return Err(ExchangeError::TsUnacceptable(
                     "peer widened our traffic selectors".into(),
                 ));
             }
@@ -549,9 +477,10 @@ impl IkeSa {
                     self.queued.push_back(Queued::DeleteChild(old));
                 }
             }
-            Err((ty, why)) => {
-                warn!(tunnel = %ctx.cfg.name, error = %ty, "CREATE_CHILD_SA failed: {why}");
-                *ctx.last_error = Some(format!("{ty}: {why}"));
+            Err(e) => {
+                let ty = e.notify_type();
+                warn!(tunnel = %ctx.cfg.name, error = %ty, "CREATE_CHILD_SA failed: {e}");
+                *ctx.last_error = Some(e.status_line());
                 // §2.25: the peer no longer has the SA we tried to rekey — its DELETE
                 // was lost (e.g. sent on an IKE SA that was going away). Drop it here
                 // too, so traffic no longer goes into an SA the peer has forgotten.

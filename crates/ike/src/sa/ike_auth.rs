@@ -8,6 +8,7 @@
 
 use super::child::ChildSaInfo;
 use super::child_create::random_esp_spi;
+use super::error::ExchangeError;
 use super::ike_sa::*;
 use super::{CloseReason, Event};
 use crate::crypto::{self};
@@ -99,15 +100,17 @@ impl IkeSa {
         self.pending = None;
         let auth = find!(inner, Auth);
         if auth.is_none() {
-            let (ty, why) = match first_error(inner) {
-                Some(n) if n.ty == NotifyType::AUTHENTICATION_FAILED => (
-                    n.ty,
-                    "peer rejected our authentication: check psk and local_id/remote_id on both ends".to_string(),
+            let e = match first_error(inner) {
+                Some(n) if n.ty == NotifyType::AUTHENTICATION_FAILED => ExchangeError::Auth(
+                    "peer rejected our authentication: check psk and local_id/remote_id on both ends".into(),
                 ),
-                Some(n) => (n.ty, "peer refused IKE_AUTH".to_string()),
-                None => (NotifyType::INVALID_SYNTAX, "IKE_AUTH response without AUTH".to_string()),
+                Some(n) => ExchangeError::Refused {
+                    notify: n.ty,
+                    why: "peer refused IKE_AUTH".into(),
+                },
+                None => ExchangeError::Syntax("IKE_AUTH response without AUTH".into()),
             };
-            self.fail(ctx, now, ty, why, false);
+            self.fail(ctx, now, e, false);
             return;
         }
         let auth = auth.expect("checked above");
@@ -132,14 +135,11 @@ impl IkeSa {
         self.nonces = Some((ni.clone(), nr.clone()));
         if let Some(why) = failure {
             // §2.21.2: tell the responder, then drop the SA.
-            self.send_request(
-                ctx,
-                now,
-                ExchangeType::INFORMATIONAL,
-                vec![notify(NotifyType::AUTHENTICATION_FAILED, vec![])],
-                RequestKind::Informational,
-            );
-            self.fail(ctx, now, NotifyType::AUTHENTICATION_FAILED, why, false);
+            let e = ExchangeError::Auth(why);
+            let inner = vec![e.notify()];
+            let kind = RequestKind::Informational;
+            self.send_request(ctx, now, ExchangeType::INFORMATIONAL, inner, kind);
+            self.fail(ctx, now, e, false);
             return;
         }
         self.peer_next_id = 0;
@@ -147,15 +147,17 @@ impl IkeSa {
         *ctx.last_error = None;
 
         // The first CHILD SA (§1.2).
-        let child_err = (|| -> Result<Box<ChildSaInfo>, (NotifyType, String)> {
+        let child_err = (|| -> Result<Box<ChildSaInfo>, ExchangeError> {
             if let Some(n) = first_error(inner) {
-                return Err((n.ty, "peer refused the CHILD SA".into()));
+                return Err(ExchangeError::Refused {
+                    notify: n.ty,
+                    why: "peer refused the CHILD SA".into(),
+                });
             }
             let (Some(sa), Some(tsi), Some(tsr)) =
                 (find!(inner, Sa), find!(inner, TsI), find!(inner, TsR))
             else {
-                return Err((
-                    NotifyType::INVALID_SYNTAX,
+                return Err(ExchangeError::Syntax(
                     "IKE_AUTH response lacks SA, TSi or TSr".into(),
                 ));
             };
@@ -166,19 +168,17 @@ impl IkeSa {
                 _ => None,
             };
             let Some((prop, sel)) = chosen else {
-                return Err((
-                    NotifyType::NO_PROPOSAL_CHOSEN,
+                return Err(ExchangeError::NoProposal(
                     "peer chose an ESP proposal we did not offer".into(),
                 ));
             };
             let Some(spi_out) = spi_u32(&prop.spi) else {
-                return Err((NotifyType::INVALID_SYNTAX, "bad ESP SPI".into()));
+                return Err(ExchangeError::Syntax("bad ESP SPI".into()));
             };
             if !crate::wire::is_subset(&tsi.selectors, &ctx.cfg.local_ts)
                 || !crate::wire::is_subset(&tsr.selectors, &ctx.cfg.remote_ts)
             {
-                return Err((
-                    NotifyType::TS_UNACCEPTABLE,
+                return Err(ExchangeError::TsUnacceptable(
                     "peer widened our traffic selectors".into(),
                 ));
             }
@@ -193,9 +193,10 @@ impl IkeSa {
         })();
         match child_err {
             Ok(info) => self.install_child(ctx, now, info),
-            Err((ty, why)) => {
+            Err(e) => {
+                let ty = e.notify_type();
                 let why = format!(
-                    "{why} (we offered ESP [{}])",
+                    "{e} (we offered ESP [{}])",
                     proposal::describe(&ctx.cfg.esp)
                 );
                 warn!(tunnel = %ctx.cfg.name, error = %ty, "CHILD SA failed: {why}; deleting the IKE SA");
@@ -256,59 +257,11 @@ impl IkeSa {
             established_at: now,
         };
         self.nonces = Some((ni.clone(), nr.clone()));
-        let auth_fail = |sa: &mut IkeSa, ctx: &mut Ctx<'_>, ty: NotifyType, why: String| {
-            sa.send_response(
-                ctx,
-                ExchangeType::IKE_AUTH,
-                msg_id,
-                vec![notify(ty, vec![])],
-            );
-            sa.fail(ctx, now, ty, why, true);
-        };
-        if let Some(ty) = unknown_critical(inner) {
-            auth_fail(
-                self,
-                ctx,
-                NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD,
-                format!("unsupported critical payload {ty}"),
-            );
-            return;
-        }
-        let (Some(id_i), Some(auth)) = (find!(inner, IdI), find!(inner, Auth)) else {
-            auth_fail(
-                self,
-                ctx,
-                NotifyType::INVALID_SYNTAX,
-                "IKE_AUTH request lacks IDi or AUTH".into(),
-            );
-            return;
-        };
-        if !id_matches(id_i, &ctx.cfg.remote_id) {
-            let why = format!(
-                "peer identity \"{id_i}\" does not match remote_id \"{}\"",
-                ctx.cfg.remote_id
-            );
-            auth_fail(self, ctx, NotifyType::AUTHENTICATION_FAILED, why);
+        if let Err(e) = self.verify_initiator(ctx, inner, &msg1, &nr) {
+            self.refuse(ctx, now, ExchangeType::IKE_AUTH, msg_id, e);
             return;
         }
         let keys = self.state.keys().expect("established");
-        let expect = crypto::psk_auth(
-            keys.prf,
-            &ctx.cfg.psk,
-            &msg1,
-            &nr,
-            &keys.sk_pi,
-            &id_i.body(),
-        );
-        if auth.method != AuthMethod::PSK || !crypto::ct_eq(&expect, &auth.data) {
-            let why = if auth.method != AuthMethod::PSK {
-                format!("peer authenticates with {}, we require PSK", auth.method)
-            } else {
-                "peer's AUTH does not verify: pre-shared keys differ".to_string()
-            };
-            auth_fail(self, ctx, NotifyType::AUTHENTICATION_FAILED, why);
-            return;
-        }
         ctx.initial_contact = find_notify(inner, NotifyType::INITIAL_CONTACT).is_some();
         let id_r = ctx.cfg.local_id.clone();
         let our_auth = crypto::psk_auth(
@@ -330,10 +283,11 @@ impl IkeSa {
         let child = self.accept_child(ctx, inner, None, &ni, &nr, None);
         match &child {
             Ok((resp, _)) => out.extend(resp.iter().cloned()),
-            Err((ty, why)) => {
-                warn!(tunnel = %ctx.cfg.name, error = %ty, "refusing the first CHILD SA: {why}");
-                *ctx.last_error = Some(format!("{ty}: {why}"));
-                out.push(notify(*ty, vec![]));
+            Err(e) => {
+                // §1.2: the IKE SA stands; the Notify in IKE_AUTH refuses only the CHILD SA.
+                warn!(tunnel = %ctx.cfg.name, error = %e.notify_type(), "refusing the first CHILD SA: {e}");
+                *ctx.last_error = Some(e.status_line());
+                out.push(e.notify());
             }
         }
         self.send_response(ctx, ExchangeType::IKE_AUTH, msg_id, out);
@@ -343,9 +297,47 @@ impl IkeSa {
                 *ctx.last_error = None;
                 self.install_child(ctx, now, info);
             }
-            Err((ty, why)) => ctx.events.push_back(Event::ChildFailed {
-                reason: CloseReason::Failed(ty, why),
+            Err(e) => ctx.events.push_back(Event::ChildFailed {
+                reason: CloseReason::Failed(e.notify_type(), e.to_string()),
             }),
         }
+    }
+
+    /// §2.15: the initiator's identity and AUTH, checked before we answer.
+    fn verify_initiator(
+        &self,
+        ctx: &Ctx<'_>,
+        inner: &[Payload],
+        msg1: &[u8],
+        nr: &[u8],
+    ) -> Result<(), ExchangeError> {
+        if let Some(ty) = unknown_critical(inner) {
+            return Err(ExchangeError::UnsupportedCritical(ty));
+        }
+        let (Some(id_i), Some(auth)) = (find!(inner, IdI), find!(inner, Auth)) else {
+            return Err(ExchangeError::Syntax(
+                "IKE_AUTH request lacks IDi or AUTH".into(),
+            ));
+        };
+        if !id_matches(id_i, &ctx.cfg.remote_id) {
+            return Err(ExchangeError::Auth(format!(
+                "peer identity \"{id_i}\" does not match remote_id \"{}\"",
+                ctx.cfg.remote_id
+            )));
+        }
+        if auth.method != AuthMethod::PSK {
+            return Err(ExchangeError::Auth(format!(
+                "peer authenticates with {}, we require PSK",
+                auth.method
+            )));
+        }
+        let keys = self.state.keys().expect("established");
+        let expect = crypto::psk_auth(keys.prf, &ctx.cfg.psk, msg1, nr, &keys.sk_pi, &id_i.body());
+        if !crypto::ct_eq(&expect, &auth.data) {
+            return Err(ExchangeError::Auth(
+                "peer's AUTH does not verify: pre-shared keys differ".into(),
+            ));
+        }
+        Ok(())
     }
 }

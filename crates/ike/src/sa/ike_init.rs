@@ -6,6 +6,7 @@
 //!                            <--    HDR, SAr1, KEr, Nr, [CERTREQ]
 //! ```
 
+use super::error::ExchangeError;
 use super::ike_sa::*;
 use super::{Datagram, Session, SessionConfig};
 use crate::crypto::{self, KeyExchange};
@@ -15,7 +16,7 @@ use crate::proposal::{self, Protocol};
 use crate::wire::{KePayload, Message, Payload, SaPayload};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 /// §2.23: NAT detection hash SHA-1(SPIi | SPIr | IP | Port).
 pub(super) fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
@@ -103,17 +104,6 @@ pub(crate) fn initial_group(cfg: &SessionConfig) -> DhId {
 }
 
 impl IkeSa {
-    /// An unprotected response to an IKE_SA_INIT we will not keep state for.
-    pub(super) fn send_init_error(&mut self, ctx: &mut Ctx<'_>, ty: NotifyType, data: Vec<u8>) {
-        let mut h = self.header(ExchangeType::IKE_SA_INIT, 0, true);
-        h.spi_r = 0; // §2.6/§2.21.1: no responder SPI on a stateless error reply
-        let msg = Message {
-            header: h,
-            payloads: vec![notify(ty, data)],
-        };
-        self.transmit(ctx, msg.encode());
-    }
-
     // ---- initiator: IKE_SA_INIT ------------------------------------------------------
 
     /// Starts the IKE_SA_INIT exchange.
@@ -134,8 +124,7 @@ impl IkeSa {
             Err(e) => self.fail(
                 ctx,
                 now,
-                NotifyType::NO_PROPOSAL_CHOSEN,
-                format!("key exchange {group}: {e}"),
+                ExchangeError::NoProposal(format!("key exchange {group}: {e}")),
                 false,
             ),
         }
@@ -201,13 +190,8 @@ impl IkeSa {
         // §2.6: the responder wants proof of our address first.
         if let Some(c) = find_notify(p, NotifyType::COOKIE) {
             if c.data.is_empty() || c.data.len() > limits::COOKIE_MAX || cookie.is_some() {
-                self.fail(
-                    ctx,
-                    now,
-                    NotifyType::INVALID_SYNTAX,
-                    "bad COOKIE request".into(),
-                    false,
-                );
+                let e = ExchangeError::Syntax("bad COOKIE request".into());
+                self.fail(ctx, now, e, false);
                 return;
             }
             debug!(tunnel = %ctx.cfg.name, "responder requested a COOKIE, retrying");
@@ -229,7 +213,7 @@ impl IkeSa {
                 .map(u16::from_be_bytes)
                 .map(DhId);
             let offered = |g: DhId| ctx.cfg.ike.iter().any(|p| p.dh.contains(&g));
-            match group {
+            let why = match group {
                 Some(g) if offered(g) && g != ke.group() && invalid_ke_retries < 3 => {
                     info!(tunnel = %ctx.cfg.name, group = %g, "peer asks for another key exchange group, retrying");
                     match KeyExchange::generate(g, ctx.rng) {
@@ -241,20 +225,41 @@ impl IkeSa {
                                 invalid_ke_retries: invalid_ke_retries + 1,
                             };
                             self.send_init(ctx, now);
+                            return;
                         }
-                        Err(e) => self.fail(ctx, now, NotifyType::INVALID_KE_PAYLOAD, e.to_string(), false),
+                        Err(e) => e.to_string(),
                     }
                 }
-                _ => self.fail(
-                    ctx,
-                    now,
-                    NotifyType::INVALID_KE_PAYLOAD,
-                    format!("peer demands key exchange group {group:?}, which our proposals do not offer"),
-                    false,
+                _ => format!(
+                    "peer demands key exchange group {group:?}, which our proposals do not offer"
                 ),
-            }
+            };
+            let notify = NotifyType::INVALID_KE_PAYLOAD;
+            self.fail(ctx, now, ExchangeError::Refused { notify, why }, false);
             return;
         }
+        let pending = self.pending.take();
+        match self.complete_init(ctx, msg, &ke, &ni) {
+            Ok((keys, nr)) => {
+                let msg1 = pending
+                    .and_then(|p| p.packets.into_iter().next())
+                    .unwrap_or_default();
+                self.send_auth(ctx, now, keys, ni, nr, msg1, d.data.clone());
+            }
+            Err(e) => self.fail(ctx, now, e, false),
+        }
+    }
+
+    /// Checks the responder's answer and derives the IKE SA keys (§2.14); floats to
+    /// port 4500 behind a NAT (§2.23).
+    fn complete_init(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        msg: &Message,
+        ke: &KeyExchange,
+        ni: &[u8],
+    ) -> Result<(SaKeys, Vec<u8>), ExchangeError> {
+        let p = &msg.payloads;
         if let Some(err) = first_error(p) {
             let why = if err.ty == NotifyType::NO_PROPOSAL_CHOSEN {
                 format!(
@@ -264,76 +269,41 @@ impl IkeSa {
             } else {
                 "peer rejected IKE_SA_INIT".to_string()
             };
-            self.fail(ctx, now, err.ty, why, false);
-            return;
+            return Err(ExchangeError::Refused {
+                notify: err.ty,
+                why,
+            });
         }
         let (Some(sa), Some(ke_r), Some(nr)) = (find!(p, Sa), find!(p, Ke), find!(p, Nonce)) else {
-            self.fail(
-                ctx,
-                now,
-                NotifyType::INVALID_SYNTAX,
+            return Err(ExchangeError::Syntax(
                 "IKE_SA_INIT response lacks SA, KE or Nonce".into(),
-                false,
-            );
-            return;
+            ));
         };
         let chosen = match sa.proposals.as_slice() {
             [one] => proposal::choose(&ctx.cfg.ike, std::slice::from_ref(one), Protocol::Ike),
             _ => None,
         };
         let Some((_, sel)) = chosen else {
-            self.fail(
-                ctx,
-                now,
-                NotifyType::NO_PROPOSAL_CHOSEN,
+            return Err(ExchangeError::NoProposal(
                 "peer answered with a proposal we did not offer".into(),
-                false,
-            );
-            return;
+            ));
         };
         if sel.dh != Some(ke.group())
             || ke_r.group != ke.group()
             || !nonce_ok(nr)
             || msg.header.spi_r == 0
         {
-            self.fail(
-                ctx,
-                now,
-                NotifyType::INVALID_SYNTAX,
+            return Err(ExchangeError::Syntax(
                 "inconsistent IKE_SA_INIT response (group, nonce or SPI)".into(),
-                false,
-            );
-            return;
+            ));
         }
-        let shared = match ke.agree(&ke_r.data) {
-            Ok(s) => s,
-            Err(e) => {
-                self.fail(
-                    ctx,
-                    now,
-                    NotifyType::INVALID_SYNTAX,
-                    format!("peer's KE payload: {e}"),
-                    false,
-                );
-                return;
-            }
-        };
+        let shared = ke
+            .agree(&ke_r.data)
+            .map_err(|e| ExchangeError::Syntax(format!("peer's KE payload: {e}")))?;
         self.spi_r = msg.header.spi_r;
-        let keys = crypto::derive_ike_keys(&suite(&sel), &shared, &ni, nr, self.spi_i, self.spi_r)
-            .and_then(|k| SaKeys::new(sel, k, true));
-        let keys = match keys {
-            Ok(k) => k,
-            Err(e) => {
-                self.fail(
-                    ctx,
-                    now,
-                    NotifyType::NO_PROPOSAL_CHOSEN,
-                    format!("key derivation: {e}"),
-                    false,
-                );
-                return;
-            }
-        };
+        let keys = crypto::derive_ike_keys(&suite(&sel), &shared, ni, nr, self.spi_i, self.spi_r)
+            .and_then(|k| SaKeys::new(sel, k, true))
+            .map_err(|e| ExchangeError::NoProposal(format!("key derivation: {e}")))?;
         self.nat =
             ctx.cfg.force_encap || nat_detected(p, self.spi_i, self.spi_r, self.local, self.remote);
         // RFC 7383 §2.3: fragmentation once both ends announce it.
@@ -345,60 +315,64 @@ impl IkeSa {
             self.local.set_port(limits::NATT_PORT);
             self.remote.set_port(limits::NATT_PORT);
         }
-        let msg1 = self
-            .pending
-            .take()
-            .and_then(|p| p.packets.into_iter().next())
-            .unwrap_or_default();
-        info!(tunnel = %ctx.cfg.name, proposal = %sel, "IKE_SA_INIT done");
-        let nr = nr.clone();
-        self.send_auth(ctx, now, keys, ni, nr, msg1, d.data.clone());
+        info!(tunnel = %ctx.cfg.name, proposal = %keys.sel, "IKE_SA_INIT done");
+        Ok((keys, nr.clone()))
     }
 
     // ---- responder: IKE_SA_INIT and IKE_AUTH ----------------------------------------
 
-    // HDR, SAi1, KEi, Ni -->  <-- HDR, SAr1, KEr, Nr, N(NAT_DETECTION_*)
-    /// Returns whether to keep this new SA.
-    pub(super) fn handle_init_request(&mut self, ctx: &mut Ctx<'_>, d: &Datagram) -> bool {
-        let msg = match Message::decode(&d.data) {
-            Ok(m) => m,
-            Err(e) => {
-                debug!(tunnel = %ctx.cfg.name, error = %e, "malformed IKE_SA_INIT request");
-                if matches!(e, crate::wire::DecodeError::UnsupportedVersion(_)) {
-                    return false;
-                }
-                self.send_init_error(ctx, NotifyType::INVALID_SYNTAX, vec![]);
+    /// Answers a new IKE_SA_INIT; returns whether to keep this new SA (a refused one
+    /// leaves no state, §2.6).
+    pub(super) fn handle_init_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        d: &Datagram,
+    ) -> bool {
+        let result = match Message::decode(&d.data) {
+            Ok(msg) => self.answer_init(ctx, d, &msg),
+            Err(crate::wire::DecodeError::UnsupportedVersion(v)) => {
+                debug!(tunnel = %ctx.cfg.name, version = v, "ignoring IKE_SA_INIT of another major version");
                 return false;
             }
+            Err(e) => Err(ExchangeError::Syntax(format!(
+                "malformed IKE_SA_INIT request: {e}"
+            ))),
         };
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                self.refuse(ctx, now, ExchangeType::IKE_SA_INIT, 0, e);
+                false
+            }
+        }
+    }
+
+    // HDR, SAi1, KEi, Ni -->  <-- HDR, SAr1, KEr, Nr, N(NAT_DETECTION_*)
+    fn answer_init(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        d: &Datagram,
+        msg: &Message,
+    ) -> Result<(), ExchangeError> {
         let p = &msg.payloads;
         if let Some(ty) = unknown_critical(p) {
-            self.send_init_error(ctx, NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD, vec![ty.0]);
-            return false;
+            return Err(ExchangeError::UnsupportedCritical(ty));
         }
         let (Some(sa), Some(ke_i), Some(ni)) = (find!(p, Sa), find!(p, Ke), find!(p, Nonce)) else {
-            self.send_init_error(ctx, NotifyType::INVALID_SYNTAX, vec![]);
-            return false;
+            return Err(ExchangeError::Syntax(
+                "request lacks SA, KE or Nonce".into(),
+            ));
         };
         if !nonce_ok(ni) {
-            self.send_init_error(ctx, NotifyType::INVALID_SYNTAX, vec![]);
-            return false;
+            return Err(ExchangeError::Syntax("bad nonce length".into()));
         }
         let Some((idx, sel)) = proposal::choose(&ctx.cfg.ike, &sa.proposals, Protocol::Ike) else {
-            let offered: Vec<_> = sa
-                .proposals
-                .iter()
-                .filter_map(|p| proposal::from_wire(p, Protocol::Ike))
-                .collect();
-            let why = format!(
+            return Err(ExchangeError::NoProposal(format!(
                 "no common IKE proposal: peer offered [{}], we accept [{}]",
-                proposal::describe(&offered),
+                proposal::describe_offered(&sa.proposals, Protocol::Ike),
                 proposal::describe(&ctx.cfg.ike)
-            );
-            warn!(tunnel = %ctx.cfg.name, peer = %d.remote, "{why}");
-            *ctx.last_error = Some(format!("NO_PROPOSAL_CHOSEN: {why}"));
-            self.send_init_error(ctx, NotifyType::NO_PROPOSAL_CHOSEN, vec![]);
-            return false;
+            )));
         };
         let sel = proposal::prefer_ke_group(
             &ctx.cfg.ike,
@@ -410,36 +384,17 @@ impl IkeSa {
         let group = sel.dh.unwrap_or(DhId::NONE);
         if group != ke_i.group {
             // §1.2: tell the initiator which group we want.
-            debug!(tunnel = %ctx.cfg.name, want = %group, got = %ke_i.group, "INVALID_KE_PAYLOAD");
-            self.send_init_error(
-                ctx,
-                NotifyType::INVALID_KE_PAYLOAD,
-                group.0.to_be_bytes().to_vec(),
-            );
-            return false;
+            return Err(ExchangeError::InvalidKe(group));
         }
-        let ke = match KeyExchange::generate(group, ctx.rng) {
-            Ok(k) => k,
-            Err(_) => {
-                self.send_init_error(ctx, NotifyType::NO_PROPOSAL_CHOSEN, vec![]);
-                return false;
-            }
-        };
-        let shared = match ke.agree(&ke_i.data) {
-            Ok(s) => s,
-            Err(e) => {
-                debug!(tunnel = %ctx.cfg.name, error = %e, "invalid KE payload from initiator");
-                self.send_init_error(ctx, NotifyType::INVALID_SYNTAX, vec![]);
-                return false;
-            }
-        };
+        let ke = KeyExchange::generate(group, ctx.rng)
+            .map_err(|e| ExchangeError::NoProposal(e.to_string()))?;
+        let shared = ke.agree(&ke_i.data).map_err(|e| {
+            ExchangeError::Syntax(format!("invalid KE payload from initiator: {e}"))
+        })?;
         let nr = random_nonce(ctx);
         let keys = crypto::derive_ike_keys(&suite(&sel), &shared, ni, &nr, self.spi_i, self.spi_r)
-            .and_then(|k| SaKeys::new(sel, k, false));
-        let Ok(keys) = keys else {
-            self.send_init_error(ctx, NotifyType::NO_PROPOSAL_CHOSEN, vec![]);
-            return false;
-        };
+            .and_then(|k| SaKeys::new(sel, k, false))
+            .map_err(|e| ExchangeError::NoProposal(format!("key derivation: {e}")))?;
         self.nat = ctx.cfg.force_encap || nat_detected(p, self.spi_i, 0, d.local, d.remote);
         let mut payloads = vec![
             Payload::Sa(SaPayload {
@@ -478,7 +433,7 @@ impl IkeSa {
             ni: ni.clone(),
             nr,
         };
-        true
+        Ok(())
     }
 }
 

@@ -7,11 +7,12 @@
 //!                            <--    HDR, SK {SA, Nr, KEr}
 //! ```
 
+use super::error::ExchangeError;
 use super::ike_sa::*;
 use super::informational::delete_ike;
 use super::{CloseReason, Event, Session};
 use crate::crypto::{self, KeyExchange};
-use crate::iana::{DhId, ExchangeType, NotifyType};
+use crate::iana::{DhId, ExchangeType};
 use crate::proposal::{self, Protocol};
 use crate::wire::{KePayload, Payload, SaPayload};
 use std::time::Instant;
@@ -30,83 +31,64 @@ impl IkeSa {
         ke: Option<&KePayload>,
         nr: Vec<u8>,
     ) {
-        let Some((idx, sel)) = proposal::choose(&ctx.cfg.ike, &sa.proposals, Protocol::Ike) else {
-            warn!(tunnel = %ctx.cfg.name, "refusing IKE SA rekey: no common proposal");
-            self.send_response(
-                ctx,
-                ExchangeType::CREATE_CHILD_SA,
-                msg_id,
-                vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, vec![])],
-            );
-            return;
-        };
-        let prop = &sa.proposals[idx];
-        let sel = match ke {
-            Some(k) => proposal::prefer_ke_group(&ctx.cfg.ike, prop, Protocol::Ike, sel, k.group),
-            None => sel,
-        };
-        let group = sel.dh.unwrap_or(DhId::NONE);
-        let Some(ke) = ke.filter(|k| k.group == group) else {
-            self.send_response(
-                ctx,
-                ExchangeType::CREATE_CHILD_SA,
-                msg_id,
-                vec![notify(
-                    NotifyType::INVALID_KE_PAYLOAD,
-                    group.0.to_be_bytes().to_vec(),
-                )],
-            );
-            return;
-        };
-        let Some(new_spi_i) = spi_u64(&prop.spi).filter(|s| *s != 0) else {
-            self.send_response(
-                ctx,
-                ExchangeType::CREATE_CHILD_SA,
-                msg_id,
-                vec![notify(NotifyType::INVALID_SYNTAX, vec![])],
-            );
-            return;
-        };
-        let mut b = [0u8; 8];
-        ctx.rng.fill(&mut b);
-        let new_spi_r = u64::from_be_bytes(b) | 1;
-        let derived = KeyExchange::generate(group, ctx.rng).and_then(|mine| {
-            let shared = mine.agree(&ke.data)?;
-            let old = self
-                .state
-                .keys()
-                .ok_or(crypto::CryptoError::Internal("no keys"))?;
-            let keys = crypto::derive_rekeyed_ike_keys(
-                old.prf,
-                &old.sk_d,
-                &suite(&sel),
-                &shared,
-                ni,
-                &nr,
-                new_spi_i,
-                new_spi_r,
-            )?;
-            Ok((mine, SaKeys::new(sel, keys, false)?))
-        });
-        let (mine, keys) = match derived {
+        let accepted = (|| {
+            let Some((idx, sel)) = proposal::choose(&ctx.cfg.ike, &sa.proposals, Protocol::Ike)
+            else {
+                return Err(ExchangeError::NoProposal(
+                    "IKE SA rekey: no common proposal".into(),
+                ));
+            };
+            let prop = &sa.proposals[idx];
+            let sel = match ke {
+                Some(k) => {
+                    proposal::prefer_ke_group(&ctx.cfg.ike, prop, Protocol::Ike, sel, k.group)
+                }
+                None => sel,
+            };
+            let group = sel.dh.unwrap_or(DhId::NONE);
+            let Some(ke) = ke.filter(|k| k.group == group) else {
+                return Err(ExchangeError::InvalidKe(group));
+            };
+            let Some(new_spi_i) = spi_u64(&prop.spi).filter(|s| *s != 0) else {
+                return Err(ExchangeError::Syntax("IKE SA rekey: bad SPI".into()));
+            };
+            let mut b = [0u8; 8];
+            ctx.rng.fill(&mut b);
+            let new_spi_r = u64::from_be_bytes(b) | 1;
+            let (mine, keys) = KeyExchange::generate(group, ctx.rng)
+                .and_then(|mine| {
+                    let shared = mine.agree(&ke.data)?;
+                    let old = self
+                        .state
+                        .keys()
+                        .ok_or(crypto::CryptoError::Internal("no keys"))?;
+                    let keys = crypto::derive_rekeyed_ike_keys(
+                        old.prf,
+                        &old.sk_d,
+                        &suite(&sel),
+                        &shared,
+                        ni,
+                        &nr,
+                        new_spi_i,
+                        new_spi_r,
+                    )?;
+                    Ok((mine, SaKeys::new(sel, keys, false)?))
+                })
+                .map_err(|e| ExchangeError::Syntax(format!("IKE SA rekey: {e}")))?;
+            Ok((prop.num, new_spi_i, new_spi_r, mine, keys))
+        })();
+        let (num, new_spi_i, new_spi_r, mine, keys) = match accepted {
             Ok(x) => x,
-            Err(e) => {
-                warn!(tunnel = %ctx.cfg.name, error = %e, "refusing IKE SA rekey");
-                self.send_response(
-                    ctx,
-                    ExchangeType::CREATE_CHILD_SA,
-                    msg_id,
-                    vec![notify(NotifyType::INVALID_SYNTAX, vec![])],
-                );
-                return;
-            }
+            Err(e) => return self.refuse(ctx, now, ExchangeType::CREATE_CHILD_SA, msg_id, e),
         };
+        let sel = keys.sel;
+        let group = mine.group();
         let resp = vec![
             Payload::Sa(SaPayload {
                 proposals: vec![proposal::selected_to_wire(
                     &sel,
                     Protocol::Ike,
-                    prop.num,
+                    num,
                     new_spi_r.to_be_bytes().to_vec(),
                 )],
             }),

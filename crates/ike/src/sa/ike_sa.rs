@@ -8,6 +8,7 @@
 //! ```
 
 use super::child::Child;
+use super::error::ExchangeError;
 
 use super::informational::delete_esp;
 use super::protect;
@@ -452,32 +453,6 @@ impl IkeSa {
         }
     }
 
-    /// Ends this SA after a negotiation error; `keep_for_retransmits` leaves the cached
-    /// response available to the peer for a while.
-    pub(super) fn fail(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        now: Instant,
-        ty: NotifyType,
-        why: String,
-        keep_for_retransmits: bool,
-    ) {
-        warn!(tunnel = %ctx.cfg.name, error = %ty, peer = %self.remote, "IKE SA failed: {why}");
-        *ctx.last_error = Some(format!("{ty}: {why}"));
-        ctx.events.push_back(Event::IkeClosed {
-            spi_i: self.spi_i,
-            spi_r: self.spi_r,
-            reason: CloseReason::Failed(ty, why),
-        });
-        self.pending = None;
-        let until = if keep_for_retransmits {
-            now + limits::HALF_OPEN_TIMEOUT
-        } else {
-            now
-        };
-        self.state = IkeState::Dead { until };
-    }
-
     // ---- established: peer requests ----------------------------------------------
 
     pub(super) fn handle_established_request(
@@ -489,26 +464,20 @@ impl IkeSa {
     ) {
         let id = msg.header.message_id;
         if let Some(ty) = unknown_critical(inner) {
-            self.send_response(
-                ctx,
-                msg.header.exchange,
-                id,
-                vec![notify(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD, vec![ty.0])],
-            );
+            let e = ExchangeError::UnsupportedCritical(ty);
+            self.refuse(ctx, now, msg.header.exchange, id, e);
             return;
         }
         match msg.header.exchange {
             ExchangeType::INFORMATIONAL => self.handle_informational(ctx, now, id, inner),
             ExchangeType::CREATE_CHILD_SA => self.handle_create_child(ctx, now, id, inner),
-            other => {
-                debug!(tunnel = %ctx.cfg.name, exchange = %other, "unexpected request on established IKE SA");
-                self.send_response(
-                    ctx,
-                    other,
-                    id,
-                    vec![notify(NotifyType::INVALID_SYNTAX, vec![])],
-                );
-            }
+            other => self.refuse(
+                ctx,
+                now,
+                other,
+                id,
+                ExchangeError::UnexpectedExchange(other),
+            ),
         }
     }
 
@@ -672,13 +641,8 @@ impl IkeSa {
 
     /// §2.1: an IKE_SA_INIT we answered was never followed by IKE_AUTH.
     pub(super) fn half_open_expired(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
-        self.fail(
-            ctx,
-            now,
-            NotifyType::TEMPORARY_FAILURE,
-            "initiator never completed IKE_AUTH".into(),
-            false,
-        );
+        let e = ExchangeError::Temporary("initiator never completed IKE_AUTH".into());
+        self.fail(ctx, now, e, false);
     }
 
     /// Resends our unanswered request (§2.4: doubling the interval) or, after the last

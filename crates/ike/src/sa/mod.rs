@@ -14,6 +14,7 @@ macro_rules! find {
 
 mod child;
 mod child_create;
+mod error;
 mod ike_auth;
 mod ike_init;
 mod ike_rekey;
@@ -510,8 +511,9 @@ impl Session {
                     now,
                 ));
                 let idx = self.sas.len() - 1;
-                let keep = self
-                    .with_sa_no_bookkeeping(idx, now, |sa, ctx, _| sa.handle_init_request(ctx, &d));
+                let keep = self.with_sa_no_bookkeeping(idx, now, |sa, ctx, now| {
+                    sa.handle_init_request(ctx, now, &d)
+                });
                 if !keep {
                     // Refused statelessly: nothing of it stays (a retransmission is
                     // answered the same way).
