@@ -128,11 +128,7 @@ impl IkeSa {
                     .then(|| "responder's AUTH does not verify: pre-shared keys differ".to_string())
             }
         };
-        self.state = IkeState::Established {
-            keys,
-            established_at: now,
-        };
-        self.nonces = Some((ni.clone(), nr.clone()));
+        self.state = IkeState::established(keys, now, Some((ni.clone(), nr.clone())));
         if let Some(why) = failure {
             // §2.21.2: tell the responder, then drop the SA.
             let e = ExchangeError::Auth(why);
@@ -252,11 +248,7 @@ impl IkeSa {
             self.state = state;
             return;
         };
-        self.state = IkeState::Established {
-            keys,
-            established_at: now,
-        };
-        self.nonces = Some((ni.clone(), nr.clone()));
+        self.state = IkeState::established(keys, now, Some((ni.clone(), nr.clone())));
         if let Err(e) = self.verify_initiator(ctx, inner, &msg1, &nr) {
             self.refuse(ctx, now, ExchangeType::IKE_AUTH, msg_id, e);
             return;

@@ -106,7 +106,9 @@ impl IkeSa {
             proposal = %sel, "IKE SA rekeyed by peer");
         self.queued.retain(|q| *q != super::Queued::RekeyIke);
         if matches!(&self.pending, Some(p) if matches!(p.kind, RequestKind::RekeyIke { .. })) {
-            self.peer_ike_rekey = Some((ni.to_vec(), resp_nr.clone(), new_spi_i));
+            if let Some(e) = self.state.established_mut() {
+                e.peer_rekey = Some((ni.to_vec(), resp_nr.clone(), new_spi_i));
+            }
         }
         for c in ctx.children.iter_mut().filter(|c| c.owner == self.spi_i) {
             c.owner = new_spi_i;
@@ -116,10 +118,7 @@ impl IkeSa {
         let mut new = IkeSa::new_responder(new_spi_i, new_spi_r, self.local, self.remote, now);
         new.nat = self.nat;
         new.rekeys = self.rekeys + 1;
-        new.state = IkeState::Established {
-            keys,
-            established_at: now,
-        };
+        new.state = IkeState::established(keys, now, None);
         ctx.new_sas.push(new);
         ctx.events.push_back(Event::IkeRekeyed {
             old_spi_i: self.spi_i,
@@ -234,14 +233,15 @@ impl IkeSa {
         new.spi_r = new_spi_r;
         new.nat = self.nat;
         new.rekeys = self.rekeys + 1;
-        new.state = IkeState::Established {
-            keys,
-            established_at: now,
-        };
+        new.state = IkeState::established(keys, now, None);
         // §2.8.2: if the peer rekeyed this SA meanwhile, the new SA holding the lowest
         // nonce is deleted by its creator; the winner deletes the old SA.
         let mut peer_sa = None;
-        if let Some((peer_ni, our_nr, peer_spi_i)) = self.peer_ike_rekey.take() {
+        if let Some((peer_ni, our_nr, peer_spi_i)) = self
+            .state
+            .established_mut()
+            .and_then(|e| e.peer_rekey.take())
+        {
             let nr = find!(inner, Nonce).cloned().unwrap_or_default();
             if lowest_is_ours([ni, &nr], [&peer_ni, &our_nr]) {
                 info!(tunnel = %ctx.cfg.name, "IKE SA rekey collision: ours has the lowest nonce, deleting it");
@@ -278,8 +278,8 @@ impl IkeSa {
             RequestKind::DeleteIke,
         );
         let state = std::mem::replace(&mut self.state, IkeState::Dead { until: now });
-        if let IkeState::Established { keys, .. } = state {
-            self.state = IkeState::Deleting { keys };
+        if let IkeState::Established(e) = state {
+            self.state = IkeState::Deleting { keys: e.keys };
         }
         ctx.events.push_back(Event::IkeClosed {
             spi_i: self.spi_i,
@@ -292,7 +292,7 @@ impl IkeSa {
     /// or duplicates another IKE SA.
     // HDR, SK {D} -->
     pub(super) fn close_redundant(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
-        if !matches!(self.state, IkeState::Established { .. }) {
+        if !matches!(self.state, IkeState::Established(_)) {
             return;
         }
         self.pending = None;
@@ -305,10 +305,10 @@ impl IkeSa {
             inner,
             RequestKind::DeleteIke,
         );
-        if let IkeState::Established { keys, .. } =
+        if let IkeState::Established(e) =
             std::mem::replace(&mut self.state, IkeState::Dead { until: now })
         {
-            self.state = IkeState::Deleting { keys };
+            self.state = IkeState::Deleting { keys: e.keys };
         }
         ctx.events.push_back(Event::IkeClosed {
             spi_i: self.spi_i,
@@ -328,9 +328,8 @@ impl Session {
             .iter()
             .enumerate()
             .filter(|(_, s)| {
-                matches!(s.state, IkeState::Established { .. })
+                matches!(&s.state, IkeState::Established(e) if e.init_nonces.is_some())
                     && s.rekeys == 0
-                    && s.nonces.is_some()
             })
             .map(|(i, _)| i)
             .collect();
@@ -348,15 +347,20 @@ impl Session {
             self.with_sa_no_bookkeeping(lowest, now, |sa, ctx, now| sa.close_redundant(ctx, now));
         } else {
             // The peer deletes it; keep it from being counted again meanwhile.
-            self.sas[lowest].nonces = None;
+            if let Some(e) = self.sas[lowest].state.established_mut() {
+                e.init_nonces = None;
+            }
         }
     }
 }
 
 /// The lowest of an IKE SA's two nonces.
 pub(super) fn min_nonce(sa: &IkeSa) -> &[u8] {
-    match &sa.nonces {
-        Some((a, b)) => a.min(b),
-        None => &[],
+    match &sa.state {
+        IkeState::Established(Established {
+            init_nonces: Some((a, b)),
+            ..
+        }) => a.min(b),
+        _ => &[],
     }
 }

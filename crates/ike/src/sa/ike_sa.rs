@@ -85,10 +85,8 @@ pub(crate) enum IkeState {
         ni: Vec<u8>,
         nr: Vec<u8>,
     },
-    Established {
-        keys: SaKeys,
-        established_at: Instant,
-    },
+    /// IKE_AUTH done (or created by a rekey): CHILD SAs, rekeys and liveness checks.
+    Established(Established),
     /// Delete(IKE) sent; waiting for its response (§1.4.1).
     Deleting { keys: SaKeys },
     /// Gone; kept only to answer retransmissions until `until`.
@@ -96,12 +94,20 @@ pub(crate) enum IkeState {
 }
 
 impl IkeState {
+    /// What only an established SA has.
+    pub fn established_mut(&mut self) -> Option<&mut Established> {
+        match self {
+            IkeState::Established(e) => Some(e),
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             IkeState::InitSent { .. } => "connecting",
             IkeState::AuthSent { .. } => "authenticating",
             IkeState::InitReplied { .. } => "half-open",
-            IkeState::Established { .. } => "established",
+            IkeState::Established(_) => "established",
             IkeState::Deleting { .. } => "deleting",
             IkeState::Dead { .. } => "dead",
         }
@@ -111,10 +117,44 @@ impl IkeState {
         match self {
             IkeState::AuthSent { keys, .. }
             | IkeState::InitReplied { keys, .. }
-            | IkeState::Established { keys, .. }
+            | IkeState::Established(Established { keys, .. })
             | IkeState::Deleting { keys } => Some(keys),
             _ => None,
         }
+    }
+}
+
+/// What only an established IKE SA has.
+pub(crate) struct Established {
+    pub keys: SaKeys,
+    pub established_at: Instant,
+    /// When to rekey this SA (§2.8); armed by the timer table.
+    pub rekey_at: Option<Instant>,
+    /// Last authenticated message (or ESP traffic) from the peer, for liveness checks.
+    pub last_rx: Instant,
+    /// Ni and Nr of IKE_SA_INIT, to settle duplicate IKE SAs (none after a rekey, or
+    /// once the duplicate is settled).
+    pub init_nonces: Option<(Vec<u8>, Vec<u8>)>,
+    /// The peer's rekey of this IKE SA that crossed ours (§2.8.2): its Ni, our Nr and
+    /// the SPIi of the SA it created.
+    pub peer_rekey: Option<(Vec<u8>, Vec<u8>, u64)>,
+}
+
+impl IkeState {
+    /// A freshly established IKE SA.
+    pub fn established(
+        keys: SaKeys,
+        now: Instant,
+        init_nonces: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Self {
+        IkeState::Established(Established {
+            keys,
+            established_at: now,
+            rekey_at: None,
+            last_rx: now,
+            init_nonces,
+            peer_rekey: None,
+        })
     }
 }
 
@@ -200,15 +240,6 @@ pub(crate) struct IkeSa {
     pub nat: bool,
     pub rekeys: u32,
     pub queued: VecDeque<Queued>,
-    /// When to rekey this SA (set once it is established).
-    pub rekey_at: Option<Instant>,
-    /// Last authenticated message (or ESP traffic) from the peer, for liveness checks.
-    pub last_rx: Instant,
-    /// Ni and Nr of IKE_SA_INIT, to settle duplicate IKE SAs.
-    pub nonces: Option<(Vec<u8>, Vec<u8>)>,
-    /// The peer's rekey of this IKE SA that crossed ours (§2.8.2): its Ni, our Nr and
-    /// the SPIi of the SA it created.
-    pub peer_ike_rekey: Option<(Vec<u8>, Vec<u8>, u64)>,
     /// SPIi of the IKE SA that replaced this one (§2.18): CHILD SAs negotiated here
     /// after the rekey, and requests still queued here, belong to it.
     pub successor: Option<u64>,
@@ -323,10 +354,6 @@ impl IkeSa {
             nat: false,
             rekeys: 0,
             queued: VecDeque::new(),
-            rekey_at: None,
-            last_rx: now,
-            nonces: None,
-            peer_ike_rekey: None,
             successor: None,
         }
     }
@@ -514,7 +541,7 @@ impl IkeSa {
                 return;
             };
             self.follow_peer(d);
-            self.last_rx = now;
+            self.note_peer_alive(now);
             let Some(p) = self.pending.take() else {
                 return;
             };
@@ -574,12 +601,12 @@ impl IkeSa {
         };
         self.peer_next_id = self.peer_next_id.wrapping_add(1);
         self.follow_peer(d);
-        self.last_rx = now;
+        self.note_peer_alive(now);
         match (&self.state, header.exchange) {
             (IkeState::InitReplied { .. }, ExchangeType::IKE_AUTH) => {
                 self.handle_auth_request(ctx, now, header.message_id, &inner)
             }
-            (IkeState::Established { .. }, _) => {
+            (IkeState::Established(_), _) => {
                 self.handle_established_request(ctx, now, &msg, &inner)
             }
             (IkeState::Deleting { .. }, ExchangeType::INFORMATIONAL) => {
@@ -633,6 +660,13 @@ impl IkeSa {
         }
     }
 
+    /// An authenticated message (or ESP traffic) from the peer: no liveness check due.
+    pub(super) fn note_peer_alive(&mut self, now: Instant) {
+        if let Some(e) = self.state.established_mut() {
+            e.last_rx = now;
+        }
+    }
+
     /// §2.23: answer from where the peer's latest authenticated message came.
     pub(super) fn follow_peer(&mut self, d: &Datagram) {
         self.local = d.local;
@@ -680,7 +714,7 @@ impl IkeSa {
 
     /// Sends the next queued request if the window is free (§2.3).
     pub(super) fn pump(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
-        while self.pending.is_none() && matches!(self.state, IkeState::Established { .. }) {
+        while self.pending.is_none() && matches!(self.state, IkeState::Established(_)) {
             let Some(q) = self.queued.pop_front() else {
                 return;
             };

@@ -139,8 +139,8 @@ impl IkeSa {
     pub(super) fn close(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
         let state = std::mem::replace(&mut self.state, IkeState::Dead { until: now });
         match state {
-            IkeState::Established { keys, .. } => {
-                self.state = IkeState::Deleting { keys };
+            IkeState::Established(e) => {
+                self.state = IkeState::Deleting { keys: e.keys };
                 let inner = vec![delete_ike()];
                 self.send_request(
                     ctx,

@@ -273,7 +273,7 @@ impl Session {
     fn current(&self) -> Option<usize> {
         self.sas
             .iter()
-            .rposition(|s| matches!(s.state, IkeState::Established { .. }))
+            .rposition(|s| matches!(s.state, IkeState::Established(_)))
     }
 
     fn enqueue(&mut self, now: Instant, q: Queued) -> bool {
@@ -364,8 +364,8 @@ impl Session {
                 // exchange are stale. (A grace period tells these apart from an SA the
                 // peer set up at the same moment as this one.)
                 for (i, sa) in sas.iter_mut().enumerate() {
-                    let old = matches!(sa.state, IkeState::Established { established_at, .. }
-                        if established_at + limits::INITIAL_CONTACT_GRACE <= now);
+                    let old = matches!(&sa.state, IkeState::Established(e)
+                        if e.established_at + limits::INITIAL_CONTACT_GRACE <= now);
                     if i != idx && old {
                         tracing::info!(tunnel = %cfg.name, spi_i = format_args!("{:016x}", sa.spi_i),
                             "peer restarted (INITIAL_CONTACT): dropping its old IKE SA");
@@ -390,7 +390,7 @@ impl Session {
     fn after_change(&mut self, now: Instant) {
         // Requests queued on a rekeyed-away IKE SA move to its successor (§2.18).
         for i in 0..self.sas.len() {
-            if matches!(self.sas[i].state, IkeState::Established { .. })
+            if matches!(self.sas[i].state, IkeState::Established(_))
                 || self.sas[i].queued.is_empty()
             {
                 continue;
@@ -412,22 +412,20 @@ impl Session {
         let any_live = self.sas.iter().any(|s| {
             matches!(
                 s.state,
-                IkeState::Established { .. }
-                    | IkeState::AuthSent { .. }
-                    | IkeState::InitSent { .. }
+                IkeState::Established(_) | IkeState::AuthSent { .. } | IkeState::InitSent { .. }
             )
         });
         let any_established = self
             .sas
             .iter()
-            .any(|s| matches!(s.state, IkeState::Established { .. }));
+            .any(|s| matches!(s.state, IkeState::Established(_)));
         // CHILD SAs die with the IKE SA that owns them (§1.4.1).
         let owned = |c: &Child| {
             self.sas.iter().any(|s| {
                 s.spi_i == c.owner
                     && matches!(
                         s.state,
-                        IkeState::Established { .. } | IkeState::Deleting { .. }
+                        IkeState::Established(_) | IkeState::Deleting { .. }
                     )
             })
         };
@@ -549,7 +547,7 @@ impl Session {
     /// Inbound ESP traffic proves the peer alive (no liveness check needed).
     pub fn note_inbound_traffic(&mut self, now: Instant) {
         if let Some(cur) = self.current() {
-            self.sas[cur].last_rx = now;
+            self.sas[cur].note_peer_alive(now);
         }
     }
 
@@ -581,7 +579,7 @@ impl Session {
     pub fn is_established(&self) -> bool {
         self.sas
             .iter()
-            .any(|s| matches!(s.state, IkeState::Established { .. }))
+            .any(|s| matches!(s.state, IkeState::Established(_)))
     }
 
     pub fn status(&self, now: Instant) -> SessionStatus {
@@ -602,7 +600,7 @@ impl Session {
                         .unwrap_or_default(),
                     remote: s.remote,
                     age: now.saturating_duration_since(match s.state {
-                        IkeState::Established { established_at, .. } => established_at,
+                        IkeState::Established(ref e) => e.established_at,
                         _ => s.created,
                     }),
                     rekeys: s.rekeys,

@@ -41,10 +41,9 @@ fn jittered(rng: &mut dyn Rng, d: Duration) -> Duration {
 impl Session {
     /// When `timer` fires, or None while it is not armed.
     pub(super) fn deadline(&self, timer: Timer) -> Option<Instant> {
-        let established = |i: usize| {
-            self.sas
-                .get(i)
-                .filter(|s| matches!(s.state, IkeState::Established { .. }))
+        let established = |i: usize| match &self.sas.get(i)?.state {
+            IkeState::Established(e) => Some((&self.sas[i], e)),
+            _ => None,
         };
         match timer {
             Timer::Reinitiate => self.initiate_at,
@@ -64,15 +63,15 @@ impl Session {
                 IkeState::Dead { until } => Some(until),
                 _ => None,
             },
-            Timer::Rekey(i) => established(i)?.rekey_at,
+            Timer::Rekey(i) => established(i)?.1.rekey_at,
             Timer::ChildRekey(i) => self.children.get(i)?.rekey_at,
             Timer::Dpd(i) => {
-                let sa = established(i).filter(|s| s.pending.is_none())?;
-                self.cfg.dpd.map(|d| sa.last_rx + d)
+                let (_, e) = established(i).filter(|(s, _)| s.pending.is_none())?;
+                self.cfg.dpd.map(|d| e.last_rx + d)
             }
             Timer::NatKeepalive(i) => established(i)
-                .filter(|s| s.behind_nat)
-                .map(|s| s.last_tx + limits::NATT_KEEPALIVE),
+                .filter(|(s, _)| s.behind_nat)
+                .map(|(s, _)| s.last_tx + limits::NATT_KEEPALIVE),
         }
     }
 
@@ -150,7 +149,9 @@ impl Session {
         for i in 0..self.sas.len() {
             if i == cur && self.due(Timer::Rekey(i), now) {
                 let sa = &mut self.sas[i];
-                sa.rekey_at = Some(now + retry);
+                if let Some(e) = sa.state.established_mut() {
+                    e.rekey_at = Some(now + retry);
+                }
                 if !sa.queued.contains(&Queued::RekeyIke) {
                     sa.queued.push_back(Queued::RekeyIke);
                 }
@@ -167,7 +168,7 @@ impl Session {
             }
             if self.due(Timer::Dpd(i), now) {
                 let sa = &mut self.sas[i];
-                sa.last_rx = now;
+                sa.note_peer_alive(now);
                 sa.queued.push_back(Queued::Liveness);
             }
         }
@@ -186,8 +187,10 @@ impl Session {
     /// Arms the rekey timers of newly established IKE SAs and new CHILD SAs.
     pub(super) fn arm_rekeys(&mut self, now: Instant) {
         for sa in &mut self.sas {
-            if sa.rekey_at.is_none() && matches!(sa.state, IkeState::Established { .. }) {
-                sa.rekey_at = Some(now + jittered(self.rng.as_mut(), self.cfg.ike_lifetime));
+            if let Some(e) = sa.state.established_mut() {
+                if e.rekey_at.is_none() {
+                    e.rekey_at = Some(now + jittered(self.rng.as_mut(), self.cfg.ike_lifetime));
+                }
             }
         }
         for c in &mut self.children {
