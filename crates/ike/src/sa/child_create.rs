@@ -196,11 +196,7 @@ impl IkeSa {
         if create.is_some() {
             response.push(Payload::Nonce(nr.to_vec()));
             if let Some(k) = &our_ke {
-                response.push(Payload::Ke(KePayload {
-                    group: k.group(),
-                    reserved: 0,
-                    data: k.public_value().to_vec(),
-                }));
+                response.push(ke_payload(k));
             }
         }
         response.push(Payload::TsI(TsPayload {
@@ -328,13 +324,6 @@ impl IkeSa {
                 return;
             }
         };
-        let proposals = ctx
-            .cfg
-            .esp
-            .iter()
-            .enumerate()
-            .map(|(i, p)| proposal::to_wire(p, (i + 1) as u8, spi_in.to_be_bytes().to_vec(), true))
-            .collect();
         let mut inner = Vec::new();
         if let Some(old) = rekey_of {
             inner.push(Payload::Notify(NotifyPayload {
@@ -344,14 +333,10 @@ impl IkeSa {
                 data: vec![],
             }));
         }
-        inner.push(Payload::Sa(SaPayload { proposals }));
+        inner.push(sa_offer(&ctx.cfg.esp, &spi_in.to_be_bytes(), true));
         inner.push(Payload::Nonce(ni.clone()));
         if let Some(k) = &ke {
-            inner.push(Payload::Ke(KePayload {
-                group: k.group(),
-                reserved: 0,
-                data: k.public_value().to_vec(),
-            }));
+            inner.push(ke_payload(k));
         }
         inner.push(Payload::TsI(TsPayload {
             selectors: local_ts,

@@ -2,7 +2,7 @@
 //! we answer with (§2.21, §3.10.1), the log line and the status `last_error`.
 
 use super::ike_sa::{Ctx, IkeSa, IkeState};
-use super::{CloseReason, Event};
+use super::CloseReason;
 use crate::iana::{DhId, ExchangeType, NotifyType, PayloadType, ProtocolId};
 use crate::limits;
 use crate::wire::{Message, NotifyPayload, Payload};
@@ -116,11 +116,7 @@ impl IkeSa {
         let why = err.to_string();
         warn!(tunnel = %ctx.cfg.name, error = %ty, peer = %self.remote, "IKE SA failed: {why}");
         *ctx.last_error = Some(err.status_line());
-        ctx.events.push_back(Event::IkeClosed {
-            spi_i: self.spi_i,
-            spi_r: self.spi_r,
-            reason: CloseReason::Failed(ty, why),
-        });
+        self.report_closed(ctx, CloseReason::Failed(ty, why));
         self.pending = None;
         let until = if keep_for_retransmits {
             now + limits::HALF_OPEN_TIMEOUT

@@ -14,7 +14,7 @@ use super::{CloseReason, Event};
 use crate::crypto::{self};
 use crate::iana::{AuthMethod, ExchangeType, NotifyType};
 use crate::proposal::{self, Protocol};
-use crate::wire::{AuthPayload, IdPayload, Payload, SaPayload, TsPayload};
+use crate::wire::{AuthPayload, IdPayload, Payload, TsPayload};
 use std::time::Instant;
 use tracing::{info, warn};
 
@@ -45,13 +45,6 @@ impl IkeSa {
             &keys.sk_pi,
             &id_i.body(),
         );
-        let proposals = proposal::without_dh(&ctx.cfg.esp)
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                proposal::to_wire(p, (i + 1) as u8, child_spi.to_be_bytes().to_vec(), false)
-            })
-            .collect();
         let inner = vec![
             Payload::IdI(id_i),
             notify(NotifyType::INITIAL_CONTACT, vec![]),
@@ -60,7 +53,7 @@ impl IkeSa {
                 reserved: [0; 3],
                 data: auth.to_vec(),
             }),
-            Payload::Sa(SaPayload { proposals }),
+            sa_offer(&ctx.cfg.esp, &child_spi.to_be_bytes(), false),
             Payload::TsI(TsPayload {
                 selectors: ctx.cfg.local_ts.clone(),
             }),

@@ -13,7 +13,7 @@ use crate::crypto::{self, KeyExchange};
 use crate::iana::{DhId, ExchangeType, NotifyType};
 use crate::limits;
 use crate::proposal::{self, Protocol};
-use crate::wire::{KePayload, Message, Payload, SaPayload};
+use crate::wire::{Message, Payload, SaPayload};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 use tracing::{debug, info};
@@ -139,19 +139,8 @@ impl IkeSa {
         if let Some(c) = cookie {
             payloads.push(notify(NotifyType::COOKIE, c.clone())); // §2.6: first payload
         }
-        let proposals = ctx
-            .cfg
-            .ike
-            .iter()
-            .enumerate()
-            .map(|(i, p)| proposal::to_wire(p, (i + 1) as u8, vec![], true))
-            .collect();
-        payloads.push(Payload::Sa(SaPayload { proposals }));
-        payloads.push(Payload::Ke(KePayload {
-            group: ke.group(),
-            reserved: 0,
-            data: ke.public_value().to_vec(),
-        }));
+        payloads.push(sa_offer(&ctx.cfg.ike, &[], true));
+        payloads.push(ke_payload(ke));
         payloads.push(Payload::Nonce(ni.clone()));
         let (local, remote) = (self.local, self.remote);
         payloads.extend(nat_notifies(ctx, self.spi_i, 0, local, remote));
@@ -405,11 +394,7 @@ impl IkeSa {
                     vec![],
                 )],
             }),
-            Payload::Ke(KePayload {
-                group,
-                reserved: 0,
-                data: ke.public_value().to_vec(),
-            }),
+            ke_payload(&ke),
             Payload::Nonce(nr.clone()),
         ];
         payloads.extend(nat_notifies(ctx, self.spi_i, self.spi_r, d.local, d.remote));

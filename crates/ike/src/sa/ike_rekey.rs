@@ -9,7 +9,6 @@
 
 use super::error::ExchangeError;
 use super::ike_sa::*;
-use super::informational::delete_ike;
 use super::{CloseReason, Event, Session};
 use crate::crypto::{self, KeyExchange};
 use crate::iana::{DhId, ExchangeType};
@@ -52,9 +51,7 @@ impl IkeSa {
             let Some(new_spi_i) = spi_u64(&prop.spi).filter(|s| *s != 0) else {
                 return Err(ExchangeError::Syntax("IKE SA rekey: bad SPI".into()));
             };
-            let mut b = [0u8; 8];
-            ctx.rng.fill(&mut b);
-            let new_spi_r = u64::from_be_bytes(b) | 1;
+            let new_spi_r = random_ike_spi(ctx);
             let (mine, keys) = KeyExchange::generate(group, ctx.rng)
                 .and_then(|mine| {
                     let shared = mine.agree(&ke.data)?;
@@ -82,7 +79,6 @@ impl IkeSa {
             Err(e) => return self.refuse(ctx, now, ExchangeType::CREATE_CHILD_SA, msg_id, e),
         };
         let sel = keys.sel;
-        let group = mine.group();
         let resp = vec![
             Payload::Sa(SaPayload {
                 proposals: vec![proposal::selected_to_wire(
@@ -93,11 +89,7 @@ impl IkeSa {
                 )],
             }),
             Payload::Nonce(nr.clone()),
-            Payload::Ke(KePayload {
-                group,
-                reserved: 0,
-                data: mine.public_value().to_vec(),
-            }),
+            ke_payload(&mine),
         ];
         let resp_nr = nr;
         self.send_response(ctx, ExchangeType::CREATE_CHILD_SA, msg_id, resp);
@@ -139,27 +131,12 @@ impl IkeSa {
                 return;
             }
         };
-        let mut b = [0u8; 8];
-        ctx.rng.fill(&mut b);
-        let new_spi_i = u64::from_be_bytes(b) | 1;
+        let new_spi_i = random_ike_spi(ctx);
         let ni = random_nonce(ctx);
-        let proposals = ctx
-            .cfg
-            .ike
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                proposal::to_wire(p, (i + 1) as u8, new_spi_i.to_be_bytes().to_vec(), true)
-            })
-            .collect();
         let inner = vec![
-            Payload::Sa(SaPayload { proposals }),
+            sa_offer(&ctx.cfg.ike, &new_spi_i.to_be_bytes(), true),
             Payload::Nonce(ni.clone()),
-            Payload::Ke(KePayload {
-                group: ke.group(),
-                reserved: 0,
-                data: ke.public_value().to_vec(),
-            }),
+            ke_payload(&ke),
         ];
         info!(tunnel = %ctx.cfg.name, spi_i = format_args!("{:016x}", self.spi_i), "rekeying IKE SA");
         self.send_request(
@@ -269,23 +246,7 @@ impl IkeSa {
             new_spi_r,
         });
         // HDR, SK {D} --> on the old SA; its CHILD SAs now belong to the new one.
-        let inner = vec![delete_ike()];
-        self.send_request(
-            ctx,
-            now,
-            ExchangeType::INFORMATIONAL,
-            inner,
-            RequestKind::DeleteIke,
-        );
-        let state = std::mem::replace(&mut self.state, IkeState::Dead { until: now });
-        if let IkeState::Established(e) = state {
-            self.state = IkeState::Deleting { keys: e.keys };
-        }
-        ctx.events.push_back(Event::IkeClosed {
-            spi_i: self.spi_i,
-            spi_r: self.spi_r,
-            reason: CloseReason::Rekeyed,
-        });
+        self.delete_ike_sa(ctx, now, CloseReason::Rekeyed);
     }
 
     /// Deletes this SA without taking CHILD SAs with it: it lost a collision (§2.8.2)
@@ -297,24 +258,7 @@ impl IkeSa {
         }
         self.pending = None;
         self.queued.clear();
-        let inner = vec![delete_ike()];
-        self.send_request(
-            ctx,
-            now,
-            ExchangeType::INFORMATIONAL,
-            inner,
-            RequestKind::DeleteIke,
-        );
-        if let IkeState::Established(e) =
-            std::mem::replace(&mut self.state, IkeState::Dead { until: now })
-        {
-            self.state = IkeState::Deleting { keys: e.keys };
-        }
-        ctx.events.push_back(Event::IkeClosed {
-            spi_i: self.spi_i,
-            spi_r: self.spi_r,
-            reason: CloseReason::Rekeyed,
-        });
+        self.delete_ike_sa(ctx, now, CloseReason::Rekeyed);
     }
 }
 

@@ -16,8 +16,8 @@ use super::{CloseReason, Datagram, Event, SessionConfig};
 use crate::crypto::{IkeKeys, KeyExchange, Prf, SkCipher, Suite};
 use crate::iana::{DhId, ExchangeType, NotifyType, PayloadType, ProtocolId};
 use crate::limits;
-use crate::proposal::Selected;
-use crate::wire::{Flags, Header, Message, NotifyPayload, Payload};
+use crate::proposal::{self, AlgorithmProposal, Selected};
+use crate::wire::{Flags, Header, KePayload, Message, NotifyPayload, Payload, SaPayload};
 use crate::Rng;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -267,6 +267,18 @@ pub(crate) struct Ctx<'a> {
     pub now: Instant,
 }
 
+impl Ctx<'_> {
+    /// Removes the CHILD SA at `pos` and reports it deleted.
+    pub fn remove_child(&mut self, pos: usize) -> Child {
+        let c = self.children.remove(pos);
+        self.events.push_back(Event::ChildDeleted {
+            spi_in: c.spi_in,
+            spi_out: c.spi_out,
+        });
+        c
+    }
+}
+
 /// Peer messages are checked against these before any state changes.
 pub(super) fn unknown_critical(payloads: &[Payload]) -> Option<PayloadType> {
     payloads.iter().find_map(|p| match p {
@@ -310,6 +322,32 @@ pub(super) fn random_nonce(ctx: &mut Ctx<'_>) -> Vec<u8> {
     n
 }
 
+/// A new IKE SPI for a rekeyed SA (§1.3.2); never zero.
+pub(super) fn random_ike_spi(ctx: &mut Ctx<'_>) -> u64 {
+    let mut b = [0u8; 8];
+    ctx.rng.fill(&mut b);
+    u64::from_be_bytes(b) | 1
+}
+
+/// KE payload with our public value (§3.4).
+pub(super) fn ke_payload(ke: &KeyExchange) -> Payload {
+    Payload::Ke(KePayload {
+        group: ke.group(),
+        reserved: 0,
+        data: ke.public_value().to_vec(),
+    })
+}
+
+/// SA payload offering our configured proposals, numbered from 1 (§3.3).
+pub(super) fn sa_offer(ps: &[AlgorithmProposal], spi: &[u8], with_dh: bool) -> Payload {
+    let proposals = ps
+        .iter()
+        .enumerate()
+        .map(|(i, p)| proposal::to_wire(p, (i + 1) as u8, spi.to_vec(), with_dh))
+        .collect();
+    Payload::Sa(SaPayload { proposals })
+}
+
 pub(super) fn spi_u32(b: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(b.try_into().ok()?))
 }
@@ -329,6 +367,15 @@ pub(super) fn suite(sel: &Selected) -> Suite {
 }
 
 impl IkeSa {
+    /// Reports this IKE SA gone, for `reason`.
+    pub(super) fn report_closed(&self, ctx: &mut Ctx<'_>, reason: CloseReason) {
+        ctx.events.push_back(Event::IkeClosed {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            reason,
+        });
+    }
+
     pub(super) fn new_initiator(
         spi_i: u64,
         local: SocketAddr,
@@ -694,11 +741,7 @@ impl IkeSa {
             }
             warn!(tunnel = %ctx.cfg.name, peer = %self.remote, "peer not responding, giving up on IKE SA");
             *ctx.last_error = Some(format!("peer {} not responding", self.remote.ip()));
-            ctx.events.push_back(Event::IkeClosed {
-                spi_i: self.spi_i,
-                spi_r: self.spi_r,
-                reason: CloseReason::Timeout,
-            });
+            self.report_closed(ctx, CloseReason::Timeout);
             self.state = IkeState::Dead { until: now };
             return true;
         }

@@ -7,7 +7,7 @@
 //! ```
 
 use super::ike_sa::*;
-use super::{CloseReason, Event};
+use super::CloseReason;
 use crate::iana::{ExchangeType, NotifyType, ProtocolId};
 use crate::limits;
 use crate::wire::{DeletePayload, Payload};
@@ -50,14 +50,10 @@ impl IkeSa {
                     for spi in d.spis.iter().filter_map(|s| spi_u32(s)) {
                         // §1.4.1: the SPIs are the sender's inbound ones, our outbound.
                         if let Some(pos) = ctx.children.iter().position(|c| c.spi_out == spi) {
-                            let c = ctx.children.remove(pos);
+                            let c = ctx.remove_child(pos);
                             info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{:08x}", c.spi_in),
                                 spi_out = format_args!("{:08x}", c.spi_out), "peer deleted CHILD SA");
                             our_spis.push(c.spi_in.to_be_bytes().to_vec());
-                            ctx.events.push_back(Event::ChildDeleted {
-                                spi_in: c.spi_in,
-                                spi_out: c.spi_out,
-                            });
                         }
                     }
                 }
@@ -75,11 +71,7 @@ impl IkeSa {
         if delete_ike {
             self.send_response(ctx, ExchangeType::INFORMATIONAL, msg_id, vec![]);
             info!(tunnel = %ctx.cfg.name, spi_i = format_args!("{:016x}", self.spi_i), "peer deleted IKE SA");
-            ctx.events.push_back(Event::IkeClosed {
-                spi_i: self.spi_i,
-                spi_r: self.spi_r,
-                reason: CloseReason::DeletedByPeer,
-            });
+            self.report_closed(ctx, CloseReason::DeletedByPeer);
             // A CHILD SA request in flight here is redone on the successor, if any.
             match self.pending.take().map(|p| p.kind) {
                 Some(RequestKind::DeleteChild(spi)) => {
@@ -114,57 +106,46 @@ impl IkeSa {
             return;
         }
         let inner = vec![delete_esp(spi_in)];
-        self.send_request(
-            ctx,
-            now,
-            ExchangeType::INFORMATIONAL,
-            inner,
-            RequestKind::DeleteChild(spi_in),
-        );
+        let kind = RequestKind::DeleteChild(spi_in);
+        self.send_request(ctx, now, ExchangeType::INFORMATIONAL, inner, kind);
     }
 
     // <-- HDR, SK {D}
     pub(super) fn handle_delete_child_response(&mut self, ctx: &mut Ctx<'_>, spi_in: u32) {
         if let Some(pos) = ctx.children.iter().position(|c| c.spi_in == spi_in) {
-            let c = ctx.children.remove(pos);
-            info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{:08x}", c.spi_in), "CHILD SA deleted");
-            ctx.events.push_back(Event::ChildDeleted {
-                spi_in: c.spi_in,
-                spi_out: c.spi_out,
-            });
+            ctx.remove_child(pos);
+            info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{spi_in:08x}"), "CHILD SA deleted");
         }
     }
 
     // HDR, SK {D} -->   (§1.4.1)
-    pub(super) fn close(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+    /// Deletes this established IKE SA (its CHILD SAs go with it) and reports it closed
+    /// for `reason`.
+    pub(super) fn delete_ike_sa(&mut self, ctx: &mut Ctx<'_>, now: Instant, reason: CloseReason) {
         let state = std::mem::replace(&mut self.state, IkeState::Dead { until: now });
-        match state {
-            IkeState::Established(e) => {
-                self.state = IkeState::Deleting { keys: e.keys };
-                let inner = vec![delete_ike()];
-                self.send_request(
-                    ctx,
-                    now,
-                    ExchangeType::INFORMATIONAL,
-                    inner,
-                    RequestKind::DeleteIke,
-                );
+        let IkeState::Established(e) = state else {
+            self.state = state;
+            return;
+        };
+        self.state = IkeState::Deleting { keys: e.keys };
+        let inner = vec![delete_ike()];
+        let kind = RequestKind::DeleteIke;
+        self.send_request(ctx, now, ExchangeType::INFORMATIONAL, inner, kind);
+        self.report_closed(ctx, reason);
+    }
+
+    /// Ends this IKE SA on `down` or shutdown.
+    pub(super) fn close(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+        match self.state {
+            IkeState::Established(_) => {
                 info!(tunnel = %ctx.cfg.name, spi_i = format_args!("{:016x}", self.spi_i), "deleting IKE SA");
-                ctx.events.push_back(Event::IkeClosed {
-                    spi_i: self.spi_i,
-                    spi_r: self.spi_r,
-                    reason: CloseReason::Local,
-                });
+                self.delete_ike_sa(ctx, now, CloseReason::Local);
             }
-            IkeState::Dead { until } => self.state = IkeState::Dead { until },
-            IkeState::Deleting { keys } => self.state = IkeState::Deleting { keys },
+            IkeState::Dead { .. } | IkeState::Deleting { .. } => {}
             _ => {
                 self.pending = None;
-                ctx.events.push_back(Event::IkeClosed {
-                    spi_i: self.spi_i,
-                    spi_r: self.spi_r,
-                    reason: CloseReason::Local,
-                });
+                self.state = IkeState::Dead { until: now };
+                self.report_closed(ctx, CloseReason::Local);
             }
         }
     }
