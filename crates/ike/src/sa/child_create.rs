@@ -217,6 +217,102 @@ impl IkeSa {
         ))
     }
 
+    /// Initiator side of a CHILD SA negotiation (IKE_AUTH or CREATE_CHILD_SA): checks the
+    /// responder's choice (§2.7), that it only narrowed our selectors (§2.9) and its KEr,
+    /// then derives keys. In IKE_AUTH, `nr` is IKE_SA_INIT's; CREATE_CHILD_SA carries one.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn complete_child(
+        &self,
+        ctx: &Ctx<'_>,
+        inner: &[Payload],
+        exchange: ExchangeType,
+        (spi_in, rekey_of): (u32, Option<u32>),
+        ni: &[u8],
+        nr: Option<&[u8]>,
+        ke: Option<&KeyExchange>,
+    ) -> Result<Box<ChildSaInfo>, ExchangeError> {
+        let auth = exchange == ExchangeType::IKE_AUTH;
+        if let Some(n) = first_error(inner) {
+            let why = if auth {
+                "peer refused the CHILD SA"
+            } else {
+                "peer refused CREATE_CHILD_SA"
+            };
+            return Err(ExchangeError::Refused {
+                notify: n.ty,
+                why: why.into(),
+            });
+        }
+        let nr = nr.or(find!(inner, Nonce).map(|n| n.as_slice()));
+        let (Some(sa), Some(nr), Some(tsi), Some(tsr)) =
+            (find!(inner, Sa), nr, find!(inner, TsI), find!(inner, TsR))
+        else {
+            return Err(ExchangeError::Syntax(if auth {
+                "IKE_AUTH response lacks SA, TSi or TSr".into()
+            } else {
+                "response lacks SA, Nonce, TSi or TSr".into()
+            }));
+        };
+        // §1.2: no key exchange for the CHILD SA of IKE_AUTH.
+        let local = if auth {
+            proposal::without_dh(&ctx.cfg.esp)
+        } else {
+            proposal::esp_for_create_child(&ctx.cfg.esp)
+        };
+        let not_offered = || {
+            ExchangeError::NoProposal(if auth {
+                "peer chose an ESP proposal we did not offer".into()
+            } else {
+                "peer chose a proposal we did not offer".into()
+            })
+        };
+        let (prop, mut sel) = match sa.proposals.as_slice() {
+            [one] => proposal::choose(&local, std::slice::from_ref(one), Protocol::Esp)
+                .map(|(_, s)| (one, s))
+                .ok_or_else(not_offered)?,
+            _ if auth => return Err(not_offered()),
+            _ => {
+                return Err(ExchangeError::Syntax(
+                    "response must carry one proposal".into(),
+                ))
+            }
+        };
+        let Some(spi_out) = spi_u32(&prop.spi) else {
+            let why = if auth { "bad ESP SPI" } else { "bad SPI" };
+            return Err(ExchangeError::Syntax(why.into()));
+        };
+        let group = sel.dh.unwrap_or(DhId::NONE);
+        let shared = if group == DhId::NONE {
+            sel.dh = None;
+            None
+        } else {
+            let (Some(mine), Some(theirs)) = (ke, find!(inner, Ke)) else {
+                return Err(ExchangeError::Syntax("PFS group chosen without KE".into()));
+            };
+            if mine.group() != group || theirs.group != group {
+                return Err(ExchangeError::Syntax("KE group mismatch".into()));
+            }
+            let shared = mine.agree(&theirs.data);
+            Some(shared.map_err(|e| ExchangeError::Syntax(e.to_string()))?)
+        };
+        if !crate::wire::is_subset(&tsi.selectors, &ctx.cfg.local_ts)
+            || !crate::wire::is_subset(&tsr.selectors, &ctx.cfg.remote_ts)
+        {
+            return Err(ExchangeError::TsUnacceptable(
+                "peer widened our traffic selectors".into(),
+            ));
+        }
+        let shared = shared.as_deref().map(|s| s.as_slice());
+        let (keys_in, keys_out) = self.derive_child(shared, ni, nr, &sel, true)?;
+        Ok(self.child_info(
+            &sel,
+            (spi_in, spi_out),
+            (keys_in, keys_out),
+            (tsi.selectors.clone(), tsr.selectors.clone()),
+            rekey_of,
+        ))
+    }
+
     // HDR, SK {SA, Ni, [KEi,] [N(REKEY_SA),] TSi, TSr} -->   (§1.3.1, §1.3.3)
     // HDR, SK {SA, Ni, KEi} -->                               (§1.3.2 IKE SA rekey)
     pub(super) fn handle_create_child(
@@ -371,71 +467,9 @@ impl IkeSa {
         ni: &[u8],
         ke: Option<KeyExchange>,
     ) {
-        let result = (|| -> Result<Box<ChildSaInfo>, ExchangeError> {
-            if let Some(n) = first_error(inner) {
-                return Err(ExchangeError::Refused {
-                    notify: n.ty,
-                    why: "peer refused CREATE_CHILD_SA".into(),
-                });
-            }
-            let (Some(sa), Some(nr), Some(tsi), Some(tsr)) = (
-                find!(inner, Sa),
-                find!(inner, Nonce),
-                find!(inner, TsI),
-                find!(inner, TsR),
-            ) else {
-                return Err(ExchangeError::Syntax(
-                    "response lacks SA, Nonce, TSi or TSr".into(),
-                ));
-            };
-            let local = proposal::esp_for_create_child(&ctx.cfg.esp);
-            let (prop, mut sel) = match sa.proposals.as_slice() {
-                [one] => proposal::choose(&local, std::slice::from_ref(one), Protocol::Esp)
-                    .map(|(_, s)| (one, s))
-                    .ok_or_else(|| {
-                        ExchangeError::NoProposal("peer chose a proposal we did not offer".into())
-                    })?,
-                _ => {
-                    return Err(ExchangeError::Syntax(
-                        "response must carry one proposal".into(),
-                    ))
-                }
-            };
-            let spi_out =
-                spi_u32(&prop.spi).ok_or_else(|| ExchangeError::Syntax("bad SPI".into()))?;
-            let group = sel.dh.unwrap_or(DhId::NONE);
-            let shared = if group == DhId::NONE {
-                sel.dh = None;
-                None
-            } else {
-                let (Some(mine), Some(theirs)) = (ke.as_ref(), find!(inner, Ke)) else {
-                    return Err(ExchangeError::Syntax("PFS group chosen without KE".into()));
-                };
-                if mine.group() != group || theirs.group != group {
-                    return Err(ExchangeError::Syntax("KE group mismatch".into()));
-                }
-                Some(
-                    mine.agree(&theirs.data)
-                        .map_err(|e| ExchangeError::Syntax(e.to_string()))?,
-                )
-            };
-            if !crate::wire::is_subset(&tsi.selectors, &ctx.cfg.local_ts)
-                || !crate::wire::is_subset(&tsr.selectors, &ctx.cfg.remote_ts)
-            {
-                return Err(ExchangeError::TsUnacceptable(
-                    "peer widened our traffic selectors".into(),
-                ));
-            }
-            let (keys_in, keys_out) =
-                self.derive_child(shared.as_deref().map(|s| s.as_slice()), ni, nr, &sel, true)?;
-            Ok(self.child_info(
-                &sel,
-                (spi_in, spi_out),
-                (keys_in, keys_out),
-                (tsi.selectors.clone(), tsr.selectors.clone()),
-                rekey_of,
-            ))
-        })();
+        let ke = ke.as_ref();
+        let exchange = ExchangeType::CREATE_CHILD_SA;
+        let result = self.complete_child(ctx, inner, exchange, (spi_in, rekey_of), ni, None, ke);
         match result {
             Ok(info) => {
                 // §2.8.1: if the peer rekeyed the same SA meanwhile, the SA created with

@@ -6,14 +6,13 @@
 //!                            <--    HDR, SK {IDr, [CERT,] AUTH, SAr2, TSi, TSr}
 //! ```
 
-use super::child::ChildSaInfo;
 use super::child_create::random_esp_spi;
 use super::error::ExchangeError;
 use super::ike_sa::*;
 use super::{CloseReason, Event};
 use crate::crypto::{self};
 use crate::iana::{AuthMethod, ExchangeType, NotifyType};
-use crate::proposal::{self, Protocol};
+use crate::proposal::{self};
 use crate::wire::{AuthPayload, IdPayload, Payload, TsPayload};
 use std::time::Instant;
 use tracing::{info, warn};
@@ -136,50 +135,16 @@ impl IkeSa {
         *ctx.last_error = None;
 
         // The first CHILD SA (§1.2).
-        let child_err = (|| -> Result<Box<ChildSaInfo>, ExchangeError> {
-            if let Some(n) = first_error(inner) {
-                return Err(ExchangeError::Refused {
-                    notify: n.ty,
-                    why: "peer refused the CHILD SA".into(),
-                });
-            }
-            let (Some(sa), Some(tsi), Some(tsr)) =
-                (find!(inner, Sa), find!(inner, TsI), find!(inner, TsR))
-            else {
-                return Err(ExchangeError::Syntax(
-                    "IKE_AUTH response lacks SA, TSi or TSr".into(),
-                ));
-            };
-            let local = proposal::without_dh(&ctx.cfg.esp);
-            let chosen = match sa.proposals.as_slice() {
-                [one] => proposal::choose(&local, std::slice::from_ref(one), Protocol::Esp)
-                    .map(|c| (one, c.1)),
-                _ => None,
-            };
-            let Some((prop, sel)) = chosen else {
-                return Err(ExchangeError::NoProposal(
-                    "peer chose an ESP proposal we did not offer".into(),
-                ));
-            };
-            let Some(spi_out) = spi_u32(&prop.spi) else {
-                return Err(ExchangeError::Syntax("bad ESP SPI".into()));
-            };
-            if !crate::wire::is_subset(&tsi.selectors, &ctx.cfg.local_ts)
-                || !crate::wire::is_subset(&tsr.selectors, &ctx.cfg.remote_ts)
-            {
-                return Err(ExchangeError::TsUnacceptable(
-                    "peer widened our traffic selectors".into(),
-                ));
-            }
-            let (keys_in, keys_out) = self.derive_child(None, &ni, &nr, &sel, true)?;
-            Ok(self.child_info(
-                &sel,
-                (child_spi, spi_out),
-                (keys_in, keys_out),
-                (tsi.selectors.clone(), tsr.selectors.clone()),
-                None,
-            ))
-        })();
+        let exchange = ExchangeType::IKE_AUTH;
+        let child_err = self.complete_child(
+            ctx,
+            inner,
+            exchange,
+            (child_spi, None),
+            &ni,
+            Some(&nr),
+            None,
+        );
         match child_err {
             Ok(info) => self.install_child(ctx, now, info),
             Err(e) => {
