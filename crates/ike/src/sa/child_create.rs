@@ -36,6 +36,25 @@ pub(super) fn ts_list(ts: &[TrafficSelector]) -> String {
         .join(", ")
 }
 
+/// SA and Ni of a CREATE_CHILD_SA request, for a CHILD SA or the IKE SA (§1.3).
+pub(super) fn sa_and_nonce(inner: &[Payload]) -> Result<(&SaPayload, &[u8]), ExchangeError> {
+    let (Some(sa), Some(ni)) = (find!(inner, Sa), find!(inner, Nonce)) else {
+        return Err(ExchangeError::Syntax("no SA or Nonce".into()));
+    };
+    if !nonce_ok(ni) {
+        return Err(ExchangeError::Syntax("bad nonce length".into()));
+    }
+    Ok((sa, ni))
+}
+
+/// A CREATE_CHILD_SA request whose proposals are for IKE rekeys the IKE SA (§1.3.2).
+pub(super) fn rekeys_ike_sa(inner: &[Payload]) -> bool {
+    find!(inner, Sa)
+        .and_then(|sa| sa.proposals.first())
+        .map(|p| p.protocol)
+        == Some(ProtocolId::IKE)
+}
+
 impl IkeSa {
     /// KEYMAT for a CHILD SA from this IKE SA's SK_d (§2.17), split into (in, out).
     pub(super) fn derive_child(
@@ -313,8 +332,9 @@ impl IkeSa {
         ))
     }
 
-    // HDR, SK {SA, Ni, [KEi,] [N(REKEY_SA),] TSi, TSr} -->   (§1.3.1, §1.3.3)
-    // HDR, SK {SA, Ni, KEi} -->                               (§1.3.2 IKE SA rekey)
+    /// Responder: the peer asks for a new CHILD SA (§1.3.1) or rekeys one (§1.3.3, with
+    /// N(REKEY_SA)); a crossing rekey of ours is noted for §2.8.1.
+    // HDR, SK {[N(REKEY_SA),] SA, Ni, [KEi,] TSi, TSr} -->  <-- HDR, SK {SA, Nr, [KEr,] TSi, TSr}
     pub(super) fn handle_create_child(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -322,20 +342,12 @@ impl IkeSa {
         msg_id: u32,
         inner: &[Payload],
     ) {
-        let (Some(sa), Some(ni)) = (find!(inner, Sa), find!(inner, Nonce)) else {
-            let e = ExchangeError::Syntax("no SA or Nonce".into());
-            return self.refuse(ctx, now, ExchangeType::CREATE_CHILD_SA, msg_id, e);
+        let (_, ni) = match sa_and_nonce(inner) {
+            Ok(x) => x,
+            Err(e) => return self.refuse(ctx, now, ExchangeType::CREATE_CHILD_SA, msg_id, e),
         };
-        if !nonce_ok(ni) {
-            let e = ExchangeError::Syntax("bad nonce length".into());
-            return self.refuse(ctx, now, ExchangeType::CREATE_CHILD_SA, msg_id, e);
-        }
         let ke = find!(inner, Ke);
         let nr = random_nonce(ctx);
-        if sa.proposals.first().map(|p| p.protocol) == Some(ProtocolId::IKE) {
-            self.accept_ike_rekey(ctx, now, msg_id, sa, ni, ke, nr);
-            return;
-        }
         let replaces = match find_notify(inner, NotifyType::REKEY_SA) {
             Some(n) => match spi_u32(&n.spi)
                 .and_then(|spi| ctx.children.iter().find(|c| c.spi_out == spi))

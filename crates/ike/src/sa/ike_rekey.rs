@@ -7,29 +7,32 @@
 //!                            <--    HDR, SK {SA, Nr, KEr}
 //! ```
 
+use super::child_create::sa_and_nonce;
 use super::error::ExchangeError;
 use super::ike_sa::*;
 use super::{CloseReason, Event, Session};
 use crate::crypto::{self, KeyExchange};
 use crate::iana::{DhId, ExchangeType};
 use crate::proposal::{self, Protocol};
-use crate::wire::{KePayload, Payload, SaPayload};
+use crate::wire::{Payload, SaPayload};
 use std::time::Instant;
 use tracing::{info, warn};
 
 impl IkeSa {
-    // <-- HDR, SK {SA, Nr, KEr}   (§1.3.2, keys per §2.18)
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn accept_ike_rekey(
+    // HDR, SK {SA, Ni, KEi} -->  <-- HDR, SK {SA, Nr, KEr}   (§1.3.2, keys per §2.18)
+    pub(super) fn handle_rekey_ike(
         &mut self,
         ctx: &mut Ctx<'_>,
         now: Instant,
         msg_id: u32,
-        sa: &SaPayload,
-        ni: &[u8],
-        ke: Option<&KePayload>,
-        nr: Vec<u8>,
+        inner: &[Payload],
     ) {
+        let (sa, ni) = match sa_and_nonce(inner) {
+            Ok(x) => x,
+            Err(e) => return self.refuse(ctx, now, ExchangeType::CREATE_CHILD_SA, msg_id, e),
+        };
+        let ke = find!(inner, Ke);
+        let nr = random_nonce(ctx);
         let accepted = (|| {
             let Some((idx, sel)) = proposal::choose(&ctx.cfg.ike, &sa.proposals, Protocol::Ike)
             else {

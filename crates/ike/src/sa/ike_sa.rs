@@ -8,6 +8,7 @@
 //! ```
 
 use super::child::Child;
+use super::child_create::rekeys_ike_sa;
 use super::error::ExchangeError;
 
 use super::informational::delete_esp;
@@ -544,6 +545,9 @@ impl IkeSa {
         }
         match msg.header.exchange {
             ExchangeType::INFORMATIONAL => self.handle_informational(ctx, now, id, inner),
+            ExchangeType::CREATE_CHILD_SA if rekeys_ike_sa(inner) => {
+                self.handle_rekey_ike(ctx, now, id, inner)
+            }
             ExchangeType::CREATE_CHILD_SA => self.handle_create_child(ctx, now, id, inner),
             other => self.refuse(
                 ctx,
