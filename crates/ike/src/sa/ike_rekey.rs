@@ -13,12 +13,33 @@ use super::ike_sa::*;
 use super::{CloseReason, Event, Session};
 use crate::crypto::{self, KeyExchange};
 use crate::iana::{DhId, ExchangeType};
-use crate::proposal::{self, Protocol};
+use crate::proposal::{self, Protocol, Selected};
 use crate::wire::{Payload, SaPayload};
 use std::time::Instant;
 use tracing::{info, warn};
 
 impl IkeSa {
+    /// Keys of the IKE SA that replaces this one, from this one's SK_d (§2.18);
+    /// `initiator`: we started the rekey.
+    fn rekeyed_keys(
+        &self,
+        sel: Selected,
+        shared: &[u8],
+        (ni, nr): (&[u8], &[u8]),
+        (spi_i, spi_r): (u64, u64),
+        initiator: bool,
+    ) -> Result<SaKeys, crypto::CryptoError> {
+        let old = self
+            .state
+            .keys()
+            .ok_or(crypto::CryptoError::Internal("no keys"))?;
+        let suite = suite(&sel);
+        let keys = crypto::derive_rekeyed_ike_keys(
+            old.prf, &old.sk_d, &suite, shared, ni, nr, spi_i, spi_r,
+        )?;
+        SaKeys::new(sel, keys, initiator)
+    }
+
     // HDR, SK {SA, Ni, KEi} -->  <-- HDR, SK {SA, Nr, KEr}   (§1.3.2, keys per §2.18)
     pub(super) fn handle_rekey_ike(
         &mut self,
@@ -58,21 +79,11 @@ impl IkeSa {
             let (mine, keys) = KeyExchange::generate(group, ctx.rng)
                 .and_then(|mine| {
                     let shared = mine.agree(&ke.data)?;
-                    let old = self
-                        .state
-                        .keys()
-                        .ok_or(crypto::CryptoError::Internal("no keys"))?;
-                    let keys = crypto::derive_rekeyed_ike_keys(
-                        old.prf,
-                        &old.sk_d,
-                        &suite(&sel),
-                        &shared,
-                        ni,
-                        &nr,
-                        new_spi_i,
-                        new_spi_r,
-                    )?;
-                    Ok((mine, SaKeys::new(sel, keys, false)?))
+                    let spis = (new_spi_i, new_spi_r);
+                    Ok((
+                        mine,
+                        self.rekeyed_keys(sel, &shared, (ni, &nr), spis, false)?,
+                    ))
                 })
                 .map_err(|e| ExchangeError::Syntax(format!("IKE SA rekey: {e}")))?;
             Ok((prop.num, new_spi_i, new_spi_r, mine, keys))
@@ -183,19 +194,9 @@ impl IkeSa {
                 .filter(|s| *s != 0)
                 .ok_or("bad IKE SPI")?;
             let shared = ke.agree(&ke_r.data).map_err(|e| e.to_string())?;
-            let old = self.state.keys().ok_or("no keys")?;
-            let keys = crypto::derive_rekeyed_ike_keys(
-                old.prf,
-                &old.sk_d,
-                &suite(&sel),
-                &shared,
-                ni,
-                nr,
-                new_spi_i,
-                new_spi_r,
-            )
-            .and_then(|k| SaKeys::new(sel, k, true))
-            .map_err(|e| e.to_string())?;
+            let keys = self
+                .rekeyed_keys(sel, &shared, (ni, nr), (new_spi_i, new_spi_r), true)
+                .map_err(|e| e.to_string())?;
             Ok((new_spi_r, keys))
         })();
         let (new_spi_r, keys) = match result {
