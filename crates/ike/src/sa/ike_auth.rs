@@ -33,6 +33,7 @@ impl IkeSa {
         nr: Vec<u8>,
         msg1: Vec<u8>,
         msg2: Vec<u8>,
+        behind_nat: bool,
     ) {
         let child_spi = random_esp_spi(ctx);
         let id_i = ctx.cfg.local_id.clone();
@@ -66,6 +67,7 @@ impl IkeSa {
             nr,
             msg2,
             child_spi,
+            behind_nat,
         };
         self.send_request(ctx, now, ExchangeType::IKE_AUTH, inner, RequestKind::Auth);
     }
@@ -84,6 +86,7 @@ impl IkeSa {
             nr,
             msg2,
             child_spi,
+            behind_nat,
         } = state
         else {
             self.state = state;
@@ -121,6 +124,9 @@ impl IkeSa {
             }
         };
         self.state = IkeState::established(keys, now, Some((ni.clone(), nr.clone())));
+        if let Some(e) = self.state.established_mut() {
+            e.behind_nat = behind_nat;
+        }
         if let Some(why) = failure {
             // §2.21.2: tell the responder, then drop the SA.
             let e = ExchangeError::Auth(why);

@@ -229,11 +229,12 @@ impl IkeSa {
         }
         let pending = self.pending.take();
         match self.complete_init(ctx, msg, &ke, &ni) {
-            Ok((keys, nr)) => {
+            Ok((keys, nr, behind_nat)) => {
                 let msg1 = pending
                     .and_then(|p| p.packets.into_iter().next())
                     .unwrap_or_default();
-                self.send_auth(ctx, now, keys, ni, nr, msg1, d.data.clone());
+                let msg2 = d.data.clone();
+                self.send_auth(ctx, now, keys, ni, nr, msg1, msg2, behind_nat);
             }
             Err(e) => self.fail(ctx, now, e, false),
         }
@@ -247,7 +248,7 @@ impl IkeSa {
         msg: &Message,
         ke: &KeyExchange,
         ni: &[u8],
-    ) -> Result<(SaKeys, Vec<u8>), ExchangeError> {
+    ) -> Result<(SaKeys, Vec<u8>, bool), ExchangeError> {
         let p = &msg.payloads;
         if let Some(err) = first_error(p) {
             let why = if err.ty == NotifyType::NO_PROPOSAL_CHOSEN {
@@ -298,14 +299,14 @@ impl IkeSa {
         // RFC 7383 §2.3: fragmentation once both ends announce it.
         self.frag_ok = find_notify(p, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         // RFC 3948 §4: keepalives when the mapping in front of us must be kept open.
-        self.behind_nat = nat_detected_either(p, self.spi_i, self.spi_r, self.local, self.remote).1;
+        let behind_nat = nat_detected_either(p, self.spi_i, self.spi_r, self.local, self.remote).1;
         if self.nat {
             // §2.23: float to 4500 once a NAT is detected.
             self.local.set_port(limits::NATT_PORT);
             self.remote.set_port(limits::NATT_PORT);
         }
         info!(tunnel = %ctx.cfg.name, proposal = %keys.sel, "IKE_SA_INIT done");
-        Ok((keys, nr.clone()))
+        Ok((keys, nr.clone(), behind_nat))
     }
 
     // ---- responder: IKE_SA_INIT and IKE_AUTH ----------------------------------------

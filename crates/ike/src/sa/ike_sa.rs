@@ -77,6 +77,8 @@ pub(crate) enum IkeState {
         nr: Vec<u8>,
         msg2: Vec<u8>,
         child_spi: u32,
+        /// A NAT in front of us, seen in IKE_SA_INIT (§2.23).
+        behind_nat: bool,
     },
     /// <-- HDR, SAr1, KEr, Nr sent; waiting for IKE_AUTH.
     InitReplied {
@@ -133,6 +135,9 @@ pub(crate) struct Established {
     pub rekey_at: Option<Instant>,
     /// Last authenticated message (or ESP traffic) from the peer, for liveness checks.
     pub last_rx: Instant,
+    /// A NAT in front of us (the peer's NAT_DETECTION_DESTINATION_IP did not match):
+    /// keepalives hold its mapping open (RFC 3948 §4).
+    pub behind_nat: bool,
     /// Ni and Nr of IKE_SA_INIT, to settle duplicate IKE SAs (none after a rekey, or
     /// once the duplicate is settled).
     pub init_nonces: Option<(Vec<u8>, Vec<u8>)>,
@@ -153,6 +158,7 @@ impl IkeState {
             established_at: now,
             rekey_at: None,
             last_rx: now,
+            behind_nat: false,
             init_nonces,
             peer_rekey: None,
         })
@@ -233,9 +239,7 @@ pub(crate) struct IkeSa {
     pub frag_ok: bool,
     /// Fragments of an incoming message being collected (RFC 7383 §2.6).
     pub reassembly: Option<protect::Reassembly>,
-    /// A NAT in front of us (the peer's NAT_DETECTION_DESTINATION_IP did not match):
-    /// keepalives hold its mapping open (RFC 3948 §4).
-    pub behind_nat: bool,
+    /// Our last datagram to the peer: NAT keepalives go only after a silence.
     pub last_tx: Instant,
     /// Detected or forced NAT: IKE floats to 4500 and ESP is UDP-encapsulated (§2.23).
     pub nat: bool,
@@ -397,7 +401,6 @@ impl IkeSa {
             last_response: None,
             frag_ok: false,
             reassembly: None,
-            behind_nat: false,
             last_tx: now,
             nat: false,
             rekeys: 0,

@@ -70,7 +70,7 @@ impl Session {
                 self.cfg.dpd.map(|d| e.last_rx + d)
             }
             Timer::NatKeepalive(i) => established(i)
-                .filter(|(s, _)| s.behind_nat)
+                .filter(|(_, e)| e.behind_nat)
                 .map(|(s, _)| s.last_tx + limits::NATT_KEEPALIVE),
         }
     }
