@@ -172,38 +172,43 @@ impl IkeSa {
         ni: &[u8],
         ke: KeyExchange,
     ) {
-        let result = (|| -> Result<(u64, SaKeys), String> {
+        let result = (|| -> Result<(u64, SaKeys), ExchangeError> {
             if let Some(n) = first_error(inner) {
-                return Err(format!("peer refused the IKE SA rekey with {}", n.ty));
+                let why = format!("peer refused the IKE SA rekey with {}", n.ty);
+                return Err(ExchangeError::Refused { notify: n.ty, why });
             }
+            let syntax = |why: &str| ExchangeError::Syntax(why.into());
             let (Some(sa), Some(nr), Some(ke_r)) =
                 (find!(inner, Sa), find!(inner, Nonce), find!(inner, Ke))
             else {
-                return Err("response lacks SA, Nonce or KE".into());
+                return Err(syntax("response lacks SA, Nonce or KE"));
             };
             let [prop] = sa.proposals.as_slice() else {
-                return Err("response must carry one proposal".into());
+                return Err(syntax("response must carry one proposal"));
             };
             let (_, sel) =
                 proposal::choose(&ctx.cfg.ike, std::slice::from_ref(prop), Protocol::Ike)
-                    .ok_or("peer chose a proposal we did not offer")?;
+                    .ok_or_else(|| {
+                        ExchangeError::NoProposal("peer chose a proposal we did not offer".into())
+                    })?;
             if sel.dh != Some(ke.group()) || ke_r.group != ke.group() {
-                return Err("KE group mismatch".into());
+                return Err(syntax("KE group mismatch"));
             }
             let new_spi_r = spi_u64(&prop.spi)
                 .filter(|s| *s != 0)
-                .ok_or("bad IKE SPI")?;
-            let shared = ke.agree(&ke_r.data).map_err(|e| e.to_string())?;
+                .ok_or_else(|| syntax("bad IKE SPI"))?;
+            let shared = ke.agree(&ke_r.data).map_err(|e| syntax(&e.to_string()))?;
             let keys = self
                 .rekeyed_keys(sel, &shared, (ni, nr), (new_spi_i, new_spi_r), true)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| syntax(&e.to_string()))?;
             Ok((new_spi_r, keys))
         })();
         let (new_spi_r, keys) = match result {
             Ok(x) => x,
-            Err(why) => {
-                warn!(tunnel = %ctx.cfg.name, "IKE SA rekey failed: {why}");
-                *ctx.last_error = Some(format!("IKE SA rekey failed: {why}"));
+            Err(e) => {
+                // §2.8: the old SA carries on; the rekey is retried on schedule.
+                warn!(tunnel = %ctx.cfg.name, error = %e.notify_type(), "IKE SA rekey failed: {e}");
+                *ctx.last_error = Some(format!("IKE SA rekey failed: {e}"));
                 return;
             }
         };
