@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! Initiator                         Responder
-//! HDR, SK {...}              -->
-//!                            <--    HDR, SK {...}
+//! HDR, SK {request}          -->                 (retransmitted until answered, §2.1)
+//!                            <--    HDR, SK {response}   (cached for retransmissions)
 //! ```
 
 use super::child::Child;

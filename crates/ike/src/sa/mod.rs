@@ -2,6 +2,17 @@
 //!
 //! Sans-IO: datagrams and `now` go in through `handle_*`; datagrams to send, the next
 //! deadline and events come out through `poll_*`.
+//!
+//! One file per exchange, both roles in each (as strongSwan's tasks):
+//! - `ike_init.rs`: IKE_SA_INIT, cookies (§2.6), NAT detection (§2.23);
+//! - `ike_auth.rs`: IKE_AUTH and the first CHILD SA (§1.2);
+//! - `child_create.rs`: CREATE_CHILD_SA for new and rekeyed CHILD SAs (§1.3.1, §1.3.3);
+//! - `ike_rekey.rs`: IKE SA rekeys and collisions (§1.3.2, §2.8.2), duplicate IKE SAs;
+//! - `informational.rs`: delete, liveness checks, closing (§1.4);
+//! - `ike_sa.rs`: one IKE SA's state, send/receive, dispatch, retransmission;
+//! - `timers.rs`: every timer and its deadline; `error.rs`: errors and their Notify;
+//! - `session.rs`: bookkeeping between the API below and the IKE SAs;
+//! - `child.rs`: CHILD SAs as tracked and installed; `protect.rs`: SK/SKF payloads.
 
 macro_rules! find {
     ($payloads:expr, $variant:ident) => {
