@@ -9,6 +9,7 @@
 use super::child::{self, Child, ChildSaInfo};
 use super::error::ExchangeError;
 use super::ike_sa::*;
+use super::payloads::*;
 use super::{Event, Queued};
 use crate::crypto::KeyExchange;
 use crate::iana::{DhId, ExchangeType, NotifyType, ProtocolId};

@@ -9,6 +9,7 @@
 use super::child_create::random_esp_spi;
 use super::error::ExchangeError;
 use super::ike_sa::*;
+use super::payloads::*;
 use super::{CloseReason, Event};
 use crate::crypto::{self};
 use crate::iana::{AuthMethod, ExchangeType, NotifyType};

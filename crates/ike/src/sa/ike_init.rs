@@ -8,6 +8,7 @@
 
 use super::error::ExchangeError;
 use super::ike_sa::*;
+use super::payloads::*;
 use super::{Datagram, Session, SessionConfig};
 use crate::crypto::{self, KeyExchange};
 use crate::iana::{DhId, ExchangeType, NotifyType};

@@ -10,6 +10,7 @@
 use super::child_create::sa_and_nonce;
 use super::error::ExchangeError;
 use super::ike_sa::*;
+use super::payloads::*;
 use super::{CloseReason, Event, Session};
 use crate::crypto::{self, KeyExchange};
 use crate::iana::{DhId, ExchangeType};

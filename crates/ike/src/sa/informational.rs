@@ -7,6 +7,7 @@
 //! ```
 
 use super::ike_sa::*;
+use super::payloads::*;
 use super::CloseReason;
 use crate::iana::{ExchangeType, NotifyType, ProtocolId};
 use crate::limits;

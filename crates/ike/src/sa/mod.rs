@@ -12,7 +12,8 @@
 //! - `ike_sa.rs`: one IKE SA's state, send/receive, dispatch, retransmission;
 //! - `timers.rs`: every timer and its deadline; `error.rs`: errors and their Notify;
 //! - `session.rs`: bookkeeping between the API below and the IKE SAs;
-//! - `child.rs`: CHILD SAs as tracked and installed; `protect.rs`: SK/SKF payloads.
+//! - `child.rs`: CHILD SAs as tracked and installed; `protect.rs`: SK/SKF payloads;
+//! - `payloads.rs`: building and finding payloads, nonces and SPIs.
 
 macro_rules! find {
     ($payloads:expr, $variant:ident) => {
@@ -31,6 +32,7 @@ mod ike_init;
 mod ike_rekey;
 mod ike_sa;
 mod informational;
+mod payloads;
 pub mod protect;
 mod session;
 mod timers;
