@@ -9,7 +9,8 @@
 
 use core::fmt;
 
-use crate::iana::{DhId, EncrId, EsnId, IntegId, PrfId, ProtocolId};
+use crate::iana::{DhId, EncrId, EsnId, IntegId, PrfId, ProtocolId, TransformType};
+use crate::wire::{Proposal as WireProposal, Transform};
 
 /// Which SA a proposal negotiates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -472,6 +473,185 @@ pub fn select(
         .iter()
         .enumerate()
         .find_map(|(i, o)| local.iter().find_map(|l| match_one(l, o)).map(|s| (i, s)))
+}
+
+// ---- conversion to and from SA payload proposals (§3.3) -------------------------------
+
+/// Our configured proposal as an SA payload proposal (§3.3).
+pub fn to_wire(p: &AlgorithmProposal, num: u8, spi: Vec<u8>, with_dh: bool) -> WireProposal {
+    let protocol = match p.protocol {
+        Protocol::Ike => ProtocolId::IKE,
+        Protocol::Esp => ProtocolId::ESP,
+    };
+    let mut transforms = Vec::new();
+    for &(id, bits) in &p.encr {
+        transforms.push(match bits {
+            Some(b) => Transform::with_key_length(TransformType::ENCR, id.0, b),
+            None => Transform::new(TransformType::ENCR, id.0),
+        });
+    }
+    for id in &p.integ {
+        transforms.push(Transform::new(TransformType::INTEG, id.0));
+    }
+    for id in &p.prf {
+        transforms.push(Transform::new(TransformType::PRF, id.0));
+    }
+    if with_dh {
+        for id in &p.dh {
+            transforms.push(Transform::new(TransformType::KE, id.0));
+        }
+    }
+    if p.protocol == Protocol::Esp {
+        let esn: &[EsnId] = if p.esn.is_empty() {
+            &[EsnId::NO_ESN]
+        } else {
+            &p.esn
+        };
+        for id in esn {
+            transforms.push(Transform::new(TransformType::ESN, id.0));
+        }
+    }
+    WireProposal {
+        num,
+        protocol,
+        spi,
+        transforms,
+    }
+}
+
+/// A peer's proposal in our algorithm terms, or `None` when it names a transform type
+/// we do not understand (§3.3.6: such a proposal is rejected) or another protocol.
+pub fn from_wire(p: &WireProposal, protocol: Protocol) -> Option<AlgorithmProposal> {
+    let want = match protocol {
+        Protocol::Ike => ProtocolId::IKE,
+        Protocol::Esp => ProtocolId::ESP,
+    };
+    if p.protocol != want {
+        return None;
+    }
+    let mut ap = AlgorithmProposal {
+        protocol,
+        encr: vec![],
+        integ: vec![],
+        prf: vec![],
+        dh: vec![],
+        esn: vec![],
+    };
+    for t in &p.transforms {
+        match t.ty {
+            TransformType::ENCR => ap.encr.push((EncrId(t.id), t.key_length())),
+            TransformType::INTEG => {
+                if t.id != IntegId::NONE.0 {
+                    ap.integ.push(IntegId(t.id))
+                }
+            }
+            TransformType::PRF => ap.prf.push(PrfId(t.id)),
+            TransformType::KE => {
+                if t.id != DhId::NONE.0 {
+                    ap.dh.push(DhId(t.id))
+                }
+            }
+            TransformType::ESN => ap.esn.push(EsnId(t.id)),
+            _ => return None,
+        }
+    }
+    Some(ap)
+}
+
+/// Proposals converted for display in logs ("IKE:AES_GCM_16_256/..., ...").
+pub fn describe(ps: &[AlgorithmProposal]) -> String {
+    let v: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
+    v.join(", ")
+}
+
+/// A peer's offered proposals for display, skipping those we cannot read.
+pub fn describe_offered(offered: &[WireProposal], protocol: Protocol) -> String {
+    let ps: Vec<_> = offered
+        .iter()
+        .filter_map(|p| from_wire(p, protocol))
+        .collect();
+    describe(&ps)
+}
+
+/// Runs §2.7 selection of `offered` (wire) against `local`; returns the chosen wire
+/// proposal index and the selection.
+pub fn choose(
+    local: &[AlgorithmProposal],
+    offered: &[WireProposal],
+    protocol: Protocol,
+) -> Option<(usize, Selected)> {
+    let converted: Vec<(usize, AlgorithmProposal)> = offered
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| from_wire(p, protocol).map(|ap| (i, ap)))
+        .collect();
+    let aps: Vec<AlgorithmProposal> = converted.iter().map(|(_, ap)| ap.clone()).collect();
+    let (idx, sel) = crate::proposal::select(local, &aps)?;
+    Some((converted[idx].0, sel))
+}
+
+/// The single-transform-per-type proposal we answer with (§3.3: the accepted proposal
+/// keeps the initiator's proposal number).
+pub fn selected_to_wire(sel: &Selected, protocol: Protocol, num: u8, spi: Vec<u8>) -> WireProposal {
+    let ap = AlgorithmProposal {
+        protocol,
+        encr: vec![sel.encr],
+        integ: sel.integ.into_iter().collect(),
+        prf: sel.prf.into_iter().collect(),
+        dh: sel.dh.into_iter().filter(|d| *d != DhId::NONE).collect(),
+        esn: sel.esn.into_iter().collect(),
+    };
+    to_wire(&ap, num, spi, true)
+}
+
+/// A proposal with the DH transforms removed (§1.2: the first CHILD SA in IKE_AUTH
+/// never carries a key exchange).
+pub fn without_dh(ps: &[AlgorithmProposal]) -> Vec<AlgorithmProposal> {
+    ps.iter()
+        .map(|p| AlgorithmProposal {
+            dh: vec![],
+            ..p.clone()
+        })
+        .collect()
+}
+
+/// Local ESP proposals for a CREATE_CHILD_SA request: a configured PFS group is
+/// required; without one we accept the peer's choice of any group we implement.
+pub fn esp_for_create_child(cfg: &[AlgorithmProposal]) -> Vec<AlgorithmProposal> {
+    cfg.iter()
+        .map(|p| {
+            let mut p = p.clone();
+            if p.dh.is_empty() {
+                p.dh = std::iter::once(DhId::NONE)
+                    .chain(crate::crypto::supported_groups().iter().copied())
+                    .collect();
+            }
+            p
+        })
+        .collect()
+}
+
+/// If the peer's KE group differs from the selection but its chosen proposal also
+/// offers that group and we accept it, use it rather than demand a retry (§1.2, §1.3).
+pub fn prefer_ke_group(
+    local: &[AlgorithmProposal],
+    offered: &WireProposal,
+    protocol: Protocol,
+    sel: Selected,
+    ke_group: DhId,
+) -> Selected {
+    if sel.dh == Some(ke_group) {
+        return sel;
+    }
+    if let Some(mut ap) = from_wire(offered, protocol) {
+        if ap.dh.contains(&ke_group) {
+            ap.dh = vec![ke_group];
+            if let Some((_, s)) = select(local, &[ap]) {
+                return s;
+            }
+        }
+    }
+    sel
 }
 
 #[cfg(test)]

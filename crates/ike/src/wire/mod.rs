@@ -27,7 +27,7 @@ pub use payload::{
 };
 pub use reader::Reader;
 pub use sa::{Attribute, AttributeValue, Proposal, SaPayload, Transform, ATTR_KEY_LENGTH};
-pub use ts::{TrafficSelector, TsPayload};
+pub use ts::{is_subset, narrow, TrafficSelector, TsPayload};
 
 /// Why bytes from a peer could not be decoded. Every variant except
 /// [`DecodeError::UnsupportedVersion`] is answered with INVALID_SYNTAX (RFC 7296 §2.21.1)

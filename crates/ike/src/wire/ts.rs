@@ -260,9 +260,115 @@ impl TsPayload {
     }
 }
 
+// ---- narrowing (§2.9) ----------------------------------------------------------------
+
+fn ip_to_u128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v) => u32::from(v) as u128,
+        IpAddr::V6(v) => u128::from(v),
+    }
+}
+
+/// Intersection of two selectors, `None` if empty or of different families (§2.9).
+pub fn intersect(a: &TrafficSelector, b: &TrafficSelector) -> Option<TrafficSelector> {
+    let (
+        TrafficSelector::Range {
+            ts_type: ta,
+            ip_protocol: pa,
+            start_port: spa,
+            end_port: epa,
+            start: sa,
+            end: ea,
+        },
+        TrafficSelector::Range {
+            ts_type: tb,
+            ip_protocol: pb,
+            start_port: spb,
+            end_port: epb,
+            start: sb,
+            end: eb,
+        },
+    ) = (a, b)
+    else {
+        return None;
+    };
+    if ta != tb || sa.is_ipv4() != sb.is_ipv4() {
+        return None;
+    }
+    let proto = match (*pa, *pb) {
+        (0, p) | (p, 0) => p,
+        (x, y) if x == y => x,
+        _ => return None,
+    };
+    let start_port = (*spa).max(*spb);
+    let end_port = (*epa).min(*epb);
+    if start_port > end_port {
+        return None;
+    }
+    let start = if ip_to_u128(*sa) >= ip_to_u128(*sb) {
+        *sa
+    } else {
+        *sb
+    };
+    let end = if ip_to_u128(*ea) <= ip_to_u128(*eb) {
+        *ea
+    } else {
+        *eb
+    };
+    if ip_to_u128(start) > ip_to_u128(end) {
+        return None;
+    }
+    Some(TrafficSelector::Range {
+        ts_type: *ta,
+        ip_protocol: proto,
+        start_port,
+        end_port,
+        start,
+        end,
+    })
+}
+
+/// §2.9 narrowing: every non-empty intersection of the peer's selectors with ours.
+pub fn narrow(peer: &[TrafficSelector], ours: &[TrafficSelector]) -> Vec<TrafficSelector> {
+    let mut out = Vec::new();
+    for p in peer {
+        for o in ours {
+            if let Some(i) = intersect(p, o) {
+                if !out.contains(&i) {
+                    out.push(i);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// True if every selector in `inner` lies within one of `outer` (the initiator's check
+/// that the responder only narrowed, §2.9).
+pub fn is_subset(inner: &[TrafficSelector], outer: &[TrafficSelector]) -> bool {
+    inner
+        .iter()
+        .all(|i| outer.iter().any(|o| intersect(i, o).as_ref() == Some(i)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pfx(a: &str, l: u8) -> TrafficSelector {
+        TrafficSelector::from_prefix(a.parse().unwrap(), l)
+    }
+
+    #[test]
+    fn narrowing_intersects_ranges() {
+        let any = [TrafficSelector::any_v4(), TrafficSelector::any_v6()];
+        let peer = [pfx("10.1.0.0", 24)];
+        assert_eq!(narrow(&peer, &any), vec![pfx("10.1.0.0", 24)]);
+        assert_eq!(narrow(&any, &peer), vec![pfx("10.1.0.0", 24)]);
+        assert!(narrow(&[pfx("10.1.0.0", 24)], &[pfx("10.2.0.0", 24)]).is_empty());
+        assert!(is_subset(&[pfx("10.1.0.0", 24)], &any));
+        assert!(!is_subset(&any, &[pfx("10.1.0.0", 24)]));
+    }
 
     fn enc(ts: &TsPayload) -> Vec<u8> {
         let mut out = Vec::new();

@@ -1,0 +1,535 @@
+//! CREATE_CHILD_SA for new and rekeyed CHILD SAs, both roles (§1.3.1, §1.3.3, §2.8.1).
+//!
+//! ```text
+//! Initiator                         Responder
+//! HDR, SK {[N(REKEY_SA)], SA, Ni, [KEi,] TSi, TSr}  -->
+//!                            <--    HDR, SK {SA, Nr, [KEr,] TSi, TSr}
+//! ```
+
+use super::child::{self, Child, ChildSaInfo};
+use super::error::ExchangeError;
+use super::ike_sa::*;
+use super::payloads::*;
+use super::{Event, Queued};
+use crate::crypto::KeyExchange;
+use crate::iana::{DhId, ExchangeType, NotifyType, ProtocolId};
+use crate::proposal::{self, Protocol, Selected};
+use crate::wire::{KePayload, NotifyPayload, Payload, SaPayload, TrafficSelector, TsPayload};
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// ESP SPIs 1..=255 are reserved (RFC 4303 §2.1).
+pub(super) fn random_esp_spi(ctx: &mut Ctx<'_>) -> u32 {
+    loop {
+        let mut b = [0u8; 4];
+        ctx.rng.fill(&mut b);
+        let spi = u32::from_be_bytes(b);
+        if spi > 255 && !ctx.children.iter().any(|c| c.spi_in == spi) {
+            return spi;
+        }
+    }
+}
+
+pub(super) fn ts_list(ts: &[TrafficSelector]) -> String {
+    ts.iter()
+        .map(child::ts_to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// SA and Ni of a CREATE_CHILD_SA request, for a CHILD SA or the IKE SA (§1.3).
+pub(super) fn sa_and_nonce(inner: &[Payload]) -> Result<(&SaPayload, &[u8]), ExchangeError> {
+    let (Some(sa), Some(ni)) = (find!(inner, Sa), find!(inner, Nonce)) else {
+        return Err(ExchangeError::Syntax("no SA or Nonce".into()));
+    };
+    if !nonce_ok(ni) {
+        return Err(ExchangeError::Syntax("bad nonce length".into()));
+    }
+    Ok((sa, ni))
+}
+
+/// A CREATE_CHILD_SA request whose proposals are for IKE rekeys the IKE SA (§1.3.2).
+pub(super) fn rekeys_ike_sa(inner: &[Payload]) -> bool {
+    find!(inner, Sa)
+        .and_then(|sa| sa.proposals.first())
+        .map(|p| p.protocol)
+        == Some(ProtocolId::IKE)
+}
+
+impl IkeSa {
+    /// KEYMAT for a CHILD SA from this IKE SA's SK_d (§2.17), split into (in, out).
+    pub(super) fn derive_child(
+        &self,
+        shared: Option<&[u8]>,
+        ni: &[u8],
+        nr: &[u8],
+        sel: &Selected,
+        we_initiated: bool,
+    ) -> Result<(child::Key, child::Key), ExchangeError> {
+        let keys = self
+            .state
+            .keys()
+            .ok_or_else(|| ExchangeError::Temporary("IKE SA has no keys".into()))?;
+        child::derive(keys.prf, &keys.sk_d, shared, ni, nr, sel, we_initiated)
+            .map_err(|e| ExchangeError::NoProposal(e.to_string()))
+    }
+
+    /// A negotiated CHILD SA as the dataplane needs it: SPIs (in, out), keys (in, out),
+    /// selectors (local, remote).
+    pub(super) fn child_info(
+        &self,
+        sel: &Selected,
+        (spi_in, spi_out): (u32, u32),
+        (keys_in, keys_out): (child::Key, child::Key),
+        (local_ts, remote_ts): (Vec<TrafficSelector>, Vec<TrafficSelector>),
+        replaces: Option<u32>,
+    ) -> Box<ChildSaInfo> {
+        Box::new(ChildSaInfo {
+            spi_in,
+            spi_out,
+            encr: sel.encr.0,
+            encr_key_bits: sel.encr.1,
+            integ: sel.integ,
+            esn: sel.esn == Some(crate::iana::EsnId::ESN),
+            keys_in,
+            keys_out,
+            local_ts,
+            remote_ts,
+            local: self.local,
+            remote: self.remote,
+            proposal: sel.to_string(),
+            replaces,
+        })
+    }
+
+    pub(super) fn install_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        info: Box<ChildSaInfo>,
+    ) {
+        info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{:08x}", info.spi_in), spi_out = format_args!("{:08x}", info.spi_out),
+            proposal = %info.proposal,
+            local_ts = ?info.local_ts.iter().map(child::ts_to_string).collect::<Vec<_>>(),
+            remote_ts = ?info.remote_ts.iter().map(child::ts_to_string).collect::<Vec<_>>(),
+            "CHILD SA installed");
+        ctx.children.push(Child {
+            spi_in: info.spi_in,
+            spi_out: info.spi_out,
+            proposal: info.proposal.clone(),
+            esn: info.esn,
+            local_ts: info.local_ts.clone(),
+            remote_ts: info.remote_ts.clone(),
+            created: now,
+            rekey_at: None,
+            owner: self.successor.unwrap_or(self.spi_i),
+            superseded: false,
+            peer_rekey: None,
+        });
+        ctx.events.push_back(Event::ChildInstalled(info));
+    }
+
+    /// Responder side of a CHILD SA negotiation (IKE_AUTH or CREATE_CHILD_SA): selects
+    /// the proposal, narrows the selectors, derives keys. Returns the response payloads
+    /// (SAr, TSi, TSr, and Nr/KEr for CREATE_CHILD_SA) and the SA to install.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn accept_child(
+        &self,
+        ctx: &mut Ctx<'_>,
+        inner: &[Payload],
+        create: Option<(&[u8], Option<&KePayload>)>,
+        ni: &[u8],
+        nr: &[u8],
+        replaces: Option<u32>,
+    ) -> Result<(Vec<Payload>, Box<ChildSaInfo>), ExchangeError> {
+        let (Some(sa), Some(tsi), Some(tsr)) =
+            (find!(inner, Sa), find!(inner, TsI), find!(inner, TsR))
+        else {
+            return Err(ExchangeError::Syntax("request lacks SA, TSi or TSr".into()));
+        };
+        let local = if create.is_some() {
+            proposal::esp_for_create_child(&ctx.cfg.esp)
+        } else {
+            proposal::without_dh(&ctx.cfg.esp)
+        };
+        let Some((idx, mut sel)) = proposal::choose(&local, &sa.proposals, Protocol::Esp) else {
+            return Err(ExchangeError::NoProposal(format!(
+                "no common ESP proposal: peer offered [{}], we accept [{}]",
+                proposal::describe_offered(&sa.proposals, Protocol::Esp),
+                proposal::describe(&ctx.cfg.esp)
+            )));
+        };
+        let prop = &sa.proposals[idx];
+        let Some(spi_out) = spi_u32(&prop.spi) else {
+            return Err(ExchangeError::Syntax("bad ESP SPI size".into()));
+        };
+        if let Some((_, Some(ke))) = create {
+            sel = proposal::prefer_ke_group(&local, prop, Protocol::Esp, sel, ke.group);
+        }
+        let tsi_n = crate::wire::narrow(&tsi.selectors, &ctx.cfg.remote_ts);
+        let tsr_n = crate::wire::narrow(&tsr.selectors, &ctx.cfg.local_ts);
+        if tsi_n.is_empty() || tsr_n.is_empty() {
+            return Err(ExchangeError::TsUnacceptable(format!(
+                "peer's traffic selectors TSi [{}] TSr [{}] do not overlap ours (remote_ts [{}], local_ts [{}])",
+                ts_list(&tsi.selectors),
+                ts_list(&tsr.selectors),
+                ts_list(&ctx.cfg.remote_ts),
+                ts_list(&ctx.cfg.local_ts)
+            )));
+        }
+        let mut response = Vec::new();
+        let mut shared = None;
+        let mut our_ke = None;
+        if let Some((_, ke)) = create {
+            let group = sel.dh.unwrap_or(DhId::NONE);
+            if group != DhId::NONE {
+                // §1.3: a PFS group in the chosen proposal needs a matching KEi.
+                match ke {
+                    Some(ke) if ke.group == group => {
+                        let mine = KeyExchange::generate(group, ctx.rng)
+                            .map_err(|e| ExchangeError::NoProposal(e.to_string()))?;
+                        shared = Some(
+                            mine.agree(&ke.data)
+                                .map_err(|e| ExchangeError::Syntax(e.to_string()))?,
+                        );
+                        our_ke = Some(mine);
+                    }
+                    _ => {
+                        return Err(ExchangeError::InvalidKe(group));
+                    }
+                }
+            } else {
+                sel.dh = None;
+            }
+        }
+        let spi_in = random_esp_spi(ctx);
+        let (keys_in, keys_out) =
+            self.derive_child(shared.as_deref().map(|s| s.as_slice()), ni, nr, &sel, false)?;
+        response.push(Payload::Sa(SaPayload {
+            proposals: vec![proposal::selected_to_wire(
+                &sel,
+                Protocol::Esp,
+                prop.num,
+                spi_in.to_be_bytes().to_vec(),
+            )],
+        }));
+        if create.is_some() {
+            response.push(Payload::Nonce(nr.to_vec()));
+            if let Some(k) = &our_ke {
+                response.push(ke_payload(k));
+            }
+        }
+        response.push(Payload::TsI(TsPayload {
+            selectors: tsi_n.clone(),
+        }));
+        response.push(Payload::TsR(TsPayload {
+            selectors: tsr_n.clone(),
+        }));
+        Ok((
+            response,
+            self.child_info(
+                &sel,
+                (spi_in, spi_out),
+                (keys_in, keys_out),
+                (tsr_n, tsi_n),
+                replaces,
+            ),
+        ))
+    }
+
+    /// Initiator side of a CHILD SA negotiation (IKE_AUTH or CREATE_CHILD_SA): checks the
+    /// responder's choice (§2.7), that it only narrowed our selectors (§2.9) and its KEr,
+    /// then derives keys. In IKE_AUTH, `nr` is IKE_SA_INIT's; CREATE_CHILD_SA carries one.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn complete_child(
+        &self,
+        ctx: &Ctx<'_>,
+        inner: &[Payload],
+        exchange: ExchangeType,
+        (spi_in, rekey_of): (u32, Option<u32>),
+        ni: &[u8],
+        nr: Option<&[u8]>,
+        ke: Option<&KeyExchange>,
+    ) -> Result<Box<ChildSaInfo>, ExchangeError> {
+        let auth = exchange == ExchangeType::IKE_AUTH;
+        if let Some(n) = first_error(inner) {
+            let why = if auth {
+                "peer refused the CHILD SA"
+            } else {
+                "peer refused CREATE_CHILD_SA"
+            };
+            return Err(ExchangeError::Refused {
+                notify: n.ty,
+                why: why.into(),
+            });
+        }
+        let nr = nr.or(find!(inner, Nonce).map(|n| n.as_slice()));
+        let (Some(sa), Some(nr), Some(tsi), Some(tsr)) =
+            (find!(inner, Sa), nr, find!(inner, TsI), find!(inner, TsR))
+        else {
+            return Err(ExchangeError::Syntax(if auth {
+                "IKE_AUTH response lacks SA, TSi or TSr".into()
+            } else {
+                "response lacks SA, Nonce, TSi or TSr".into()
+            }));
+        };
+        // §1.2: no key exchange for the CHILD SA of IKE_AUTH.
+        let local = if auth {
+            proposal::without_dh(&ctx.cfg.esp)
+        } else {
+            proposal::esp_for_create_child(&ctx.cfg.esp)
+        };
+        let not_offered = || {
+            ExchangeError::NoProposal(if auth {
+                "peer chose an ESP proposal we did not offer".into()
+            } else {
+                "peer chose a proposal we did not offer".into()
+            })
+        };
+        let (prop, mut sel) = match sa.proposals.as_slice() {
+            [one] => proposal::choose(&local, std::slice::from_ref(one), Protocol::Esp)
+                .map(|(_, s)| (one, s))
+                .ok_or_else(not_offered)?,
+            _ if auth => return Err(not_offered()),
+            _ => {
+                return Err(ExchangeError::Syntax(
+                    "response must carry one proposal".into(),
+                ))
+            }
+        };
+        let Some(spi_out) = spi_u32(&prop.spi) else {
+            let why = if auth { "bad ESP SPI" } else { "bad SPI" };
+            return Err(ExchangeError::Syntax(why.into()));
+        };
+        let group = sel.dh.unwrap_or(DhId::NONE);
+        let shared = if group == DhId::NONE {
+            sel.dh = None;
+            None
+        } else {
+            let (Some(mine), Some(theirs)) = (ke, find!(inner, Ke)) else {
+                return Err(ExchangeError::Syntax("PFS group chosen without KE".into()));
+            };
+            if mine.group() != group || theirs.group != group {
+                return Err(ExchangeError::Syntax("KE group mismatch".into()));
+            }
+            let shared = mine.agree(&theirs.data);
+            Some(shared.map_err(|e| ExchangeError::Syntax(e.to_string()))?)
+        };
+        if !crate::wire::is_subset(&tsi.selectors, &ctx.cfg.local_ts)
+            || !crate::wire::is_subset(&tsr.selectors, &ctx.cfg.remote_ts)
+        {
+            return Err(ExchangeError::TsUnacceptable(
+                "peer widened our traffic selectors".into(),
+            ));
+        }
+        let shared = shared.as_deref().map(|s| s.as_slice());
+        let (keys_in, keys_out) = self.derive_child(shared, ni, nr, &sel, true)?;
+        Ok(self.child_info(
+            &sel,
+            (spi_in, spi_out),
+            (keys_in, keys_out),
+            (tsi.selectors.clone(), tsr.selectors.clone()),
+            rekey_of,
+        ))
+    }
+
+    /// Responder: the peer asks for a new CHILD SA (§1.3.1) or rekeys one (§1.3.3, with
+    /// N(REKEY_SA)); a crossing rekey of ours is noted for §2.8.1.
+    // HDR, SK {[N(REKEY_SA),] SA, Ni, [KEi,] TSi, TSr} -->  <-- HDR, SK {SA, Nr, [KEr,] TSi, TSr}
+    pub(super) fn handle_create_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        msg_id: u32,
+        inner: &[Payload],
+    ) {
+        let (_, ni) = match sa_and_nonce(inner) {
+            Ok(x) => x,
+            Err(e) => return self.refuse(ctx, now, ExchangeType::CREATE_CHILD_SA, msg_id, e),
+        };
+        let ke = find!(inner, Ke);
+        let nr = random_nonce(ctx);
+        let replaces = match find_notify(inner, NotifyType::REKEY_SA) {
+            Some(n) => match spi_u32(&n.spi)
+                .and_then(|spi| ctx.children.iter().find(|c| c.spi_out == spi))
+            {
+                // §2.25: we already replaced this SA and are deleting it.
+                Some(c) if c.superseded => Err(ExchangeError::RekeyInProgress),
+                Some(c) => Ok(Some(c.spi_in)),
+                // §2.25: the CHILD SA being rekeyed is gone.
+                None => Err(ExchangeError::ChildSaNotFound {
+                    protocol: n.protocol,
+                    spi: n.spi.clone(),
+                }),
+            },
+            None => Ok(None),
+        };
+        let accepted = replaces.and_then(|replaces| {
+            let (resp, info) = self.accept_child(ctx, inner, Some((ni, ke)), ni, &nr, replaces)?;
+            Ok((replaces, resp, info))
+        });
+        match accepted {
+            Ok((replaces, resp, info)) => {
+                self.send_response(ctx, ExchangeType::CREATE_CHILD_SA, msg_id, resp);
+                if let Some(old) = replaces {
+                    // The peer rekeys it: drop our queued rekey, or note a collision (§2.8.1).
+                    // It is the peer's to delete now; we no longer rekey it.
+                    self.queued.retain(|q| *q != super::Queued::RekeyChild(old));
+                    if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == old) {
+                        c.superseded = true;
+                    }
+                    let ours_in_flight = matches!(&self.pending,
+                        Some(p) if matches!(p.kind, RequestKind::CreateChild { rekey_of: Some(x), .. } if x == old));
+                    if ours_in_flight {
+                        if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == old) {
+                            c.peer_rekey = Some((ni.to_vec(), nr.clone()));
+                        }
+                    }
+                    info!(tunnel = %ctx.cfg.name, old_spi_in = format_args!("{old:08x}"), "CHILD SA rekeyed by peer");
+                }
+                self.install_child(ctx, now, info);
+            }
+            Err(e) => self.refuse(ctx, now, ExchangeType::CREATE_CHILD_SA, msg_id, e),
+        }
+    }
+
+    // HDR, SK {N(REKEY_SA), SA, Ni, [KEi,] TSi, TSr} -->
+    pub(super) fn send_rekey_child(&mut self, ctx: &mut Ctx<'_>, now: Instant, old_spi_in: u32) {
+        let Some(old) = ctx
+            .children
+            .iter()
+            .find(|c| c.spi_in == old_spi_in)
+            .cloned()
+        else {
+            return;
+        };
+        self.send_create_child(ctx, now, Some(old_spi_in), old.local_ts, old.remote_ts);
+    }
+
+    /// HDR, SK {[N(REKEY_SA),] SA, Ni, [KEi,] TSi, TSr} --> : a rekey of `rekey_of`, or a
+    /// new CHILD SA when the tunnel has none (§1.3.1).
+    pub(super) fn send_create_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        rekey_of: Option<u32>,
+        local_ts: Vec<crate::wire::TrafficSelector>,
+        remote_ts: Vec<crate::wire::TrafficSelector>,
+    ) {
+        let spi_in = random_esp_spi(ctx);
+        let ni = random_nonce(ctx);
+        // §1.3.3: PFS when our proposals name a group; the first one goes in KEi.
+        let group = ctx
+            .cfg
+            .esp
+            .iter()
+            .flat_map(|p| p.dh.iter())
+            .copied()
+            .find(|g| *g != DhId::NONE);
+        let ke = match group.map(|g| KeyExchange::generate(g, ctx.rng)).transpose() {
+            Ok(k) => k,
+            Err(e) => {
+                warn!(tunnel = %ctx.cfg.name, error = %e, "cannot rekey CHILD SA");
+                return;
+            }
+        };
+        let mut inner = Vec::new();
+        if let Some(old) = rekey_of {
+            inner.push(Payload::Notify(NotifyPayload {
+                protocol: ProtocolId::ESP,
+                spi: old.to_be_bytes().to_vec(),
+                ty: NotifyType::REKEY_SA,
+                data: vec![],
+            }));
+        }
+        inner.push(sa_offer(&ctx.cfg.esp, &spi_in.to_be_bytes(), true));
+        inner.push(Payload::Nonce(ni.clone()));
+        if let Some(k) = &ke {
+            inner.push(ke_payload(k));
+        }
+        inner.push(Payload::TsI(TsPayload {
+            selectors: local_ts,
+        }));
+        inner.push(Payload::TsR(TsPayload {
+            selectors: remote_ts,
+        }));
+        match rekey_of {
+            Some(old) => {
+                info!(tunnel = %ctx.cfg.name, old_spi_in = format_args!("{old:08x}"), "rekeying CHILD SA")
+            }
+            None => info!(tunnel = %ctx.cfg.name, "creating a CHILD SA"),
+        }
+        let kind = RequestKind::CreateChild {
+            rekey_of,
+            spi_in,
+            ni,
+            ke,
+        };
+        self.send_request(ctx, now, ExchangeType::CREATE_CHILD_SA, inner, kind);
+    }
+
+    // <-- HDR, SK {SA, Nr, [KEr,] TSi, TSr}
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn handle_create_child_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        inner: &[Payload],
+        rekey_of: Option<u32>,
+        spi_in: u32,
+        ni: &[u8],
+        ke: Option<KeyExchange>,
+    ) {
+        let ke = ke.as_ref();
+        let exchange = ExchangeType::CREATE_CHILD_SA;
+        let result = self.complete_child(ctx, inner, exchange, (spi_in, rekey_of), ni, None, ke);
+        match result {
+            Ok(info) => {
+                // §2.8.1: if the peer rekeyed the same SA meanwhile, the SA created with
+                // the lowest of the four nonces is deleted by the node that created it.
+                let crossed = rekey_of
+                    .and_then(|old| ctx.children.iter().find(|c| c.spi_in == old))
+                    .and_then(|c| c.peer_rekey.clone());
+                if let Some((peer_ni, our_nr)) = crossed {
+                    let nr = find!(inner, Nonce).cloned().unwrap_or_default();
+                    if lowest_is_ours([ni, &nr], [&peer_ni, &our_nr]) {
+                        info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{:08x}", info.spi_in),
+                            "CHILD SA rekey collision: ours has the lowest nonce, deleting it");
+                        self.queued.push_back(Queued::DeleteRedundant(info.spi_in));
+                        return;
+                    }
+                    info!(tunnel = %ctx.cfg.name, "CHILD SA rekey collision: the peer deletes its SA");
+                }
+                self.install_child(ctx, now, info);
+                // Make-before-break: the old SA goes only after the new one is in.
+                if let Some(old) = rekey_of {
+                    if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == old) {
+                        c.superseded = true;
+                    }
+                    self.queued.push_back(Queued::DeleteChild(old));
+                }
+            }
+            Err(e) => {
+                let ty = e.notify_type();
+                warn!(tunnel = %ctx.cfg.name, error = %ty, "CREATE_CHILD_SA failed: {e}");
+                *ctx.last_error = Some(e.status_line());
+                // §2.25: the peer no longer has the SA we tried to rekey — its DELETE
+                // was lost (e.g. sent on an IKE SA that was going away). Drop it here
+                // too, so traffic no longer goes into an SA the peer has forgotten.
+                if let (NotifyType::CHILD_SA_NOT_FOUND, Some(old)) = (ty, rekey_of) {
+                    if let Some(pos) = ctx.children.iter().position(|c| c.spi_in == old) {
+                        let c = ctx.children.remove(pos);
+                        info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{old:08x}"), "peer has no such CHILD SA: removed");
+                        ctx.events.push_back(Event::ChildDeleted {
+                            spi_in: c.spi_in,
+                            spi_out: c.spi_out,
+                        });
+                    }
+                    if ctx.children.is_empty() {
+                        self.queued.push_back(Queued::NewChild);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Why an exchange failed, and the one place that turns such an error into the Notify
+//! we answer with (§2.21, §3.10.1), the log line and the status `last_error`.
+
+use super::ike_sa::{Ctx, IkeSa, IkeState};
+use super::CloseReason;
+use crate::iana::{DhId, ExchangeType, NotifyType, PayloadType, ProtocolId};
+use crate::limits;
+use crate::wire::{Message, NotifyPayload, Payload};
+use std::time::Instant;
+use tracing::{debug, warn};
+
+/// An error in one exchange. Its text is what users see in logs and `status`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ExchangeError {
+    /// A message that is malformed or contradicts itself (§2.21.1).
+    #[error("{0}")]
+    Syntax(String),
+    /// A critical payload we do not implement (§2.5; data: its type).
+    #[error("unsupported critical payload {0}")]
+    UnsupportedCritical(PayloadType),
+    /// No proposal acceptable to both ends (§2.7).
+    #[error("{0}")]
+    NoProposal(String),
+    /// The KE payload is not of the group we chose (§1.2, §1.3; data: that group).
+    #[error("want group {0}")]
+    InvalidKe(DhId),
+    /// Identity or AUTH does not verify (§2.15).
+    #[error("{0}")]
+    Auth(String),
+    /// Traffic selectors that do not fit ours (§2.9).
+    #[error("{0}")]
+    TsUnacceptable(String),
+    /// Cannot be done now (§2.25).
+    #[error("{0}")]
+    Temporary(String),
+    /// The peer rekeys a CHILD SA we already replaced and are deleting (§2.25).
+    #[error("CHILD SA is being rekeyed")]
+    RekeyInProgress,
+    /// The peer rekeys a CHILD SA we do not have (§2.25; the Notify names its SPI).
+    #[error("peer rekeys a CHILD SA we do not have")]
+    ChildSaNotFound { protocol: ProtocolId, spi: Vec<u8> },
+    /// A request of an exchange type not allowed in this state.
+    #[error("unexpected {0} request")]
+    UnexpectedExchange(ExchangeType),
+    /// The peer answered our request with this error Notify.
+    #[error("{why}")]
+    Refused { notify: NotifyType, why: String },
+}
+
+impl ExchangeError {
+    /// The error Notify type that reports this error.
+    pub fn notify_type(&self) -> NotifyType {
+        match self {
+            ExchangeError::Syntax(_) | ExchangeError::UnexpectedExchange(_) => {
+                NotifyType::INVALID_SYNTAX
+            }
+            ExchangeError::UnsupportedCritical(_) => NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD,
+            ExchangeError::NoProposal(_) => NotifyType::NO_PROPOSAL_CHOSEN,
+            ExchangeError::InvalidKe(_) => NotifyType::INVALID_KE_PAYLOAD,
+            ExchangeError::Auth(_) => NotifyType::AUTHENTICATION_FAILED,
+            ExchangeError::TsUnacceptable(_) => NotifyType::TS_UNACCEPTABLE,
+            ExchangeError::Temporary(_) | ExchangeError::RekeyInProgress => {
+                NotifyType::TEMPORARY_FAILURE
+            }
+            ExchangeError::ChildSaNotFound { .. } => NotifyType::CHILD_SA_NOT_FOUND,
+            ExchangeError::Refused { notify, .. } => *notify,
+        }
+    }
+
+    /// The Notify payload we answer with (§3.10.1: data as each type defines it).
+    pub fn notify(&self) -> Payload {
+        let (protocol, spi, data) = match self {
+            ExchangeError::UnsupportedCritical(ty) => (ProtocolId::NONE, vec![], vec![ty.0]),
+            ExchangeError::InvalidKe(group) => {
+                (ProtocolId::NONE, vec![], group.0.to_be_bytes().to_vec())
+            }
+            ExchangeError::ChildSaNotFound { protocol, spi } => (*protocol, spi.clone(), vec![]),
+            _ => (ProtocolId::NONE, vec![], vec![]),
+        };
+        Payload::Notify(NotifyPayload {
+            protocol,
+            spi,
+            ty: self.notify_type(),
+            data,
+        })
+    }
+
+    /// Protocol housekeeping rather than a disagreement worth a warning and a status line.
+    fn is_routine(&self) -> bool {
+        matches!(
+            self,
+            ExchangeError::UnsupportedCritical(_)
+                | ExchangeError::RekeyInProgress
+                | ExchangeError::ChildSaNotFound { .. }
+                | ExchangeError::UnexpectedExchange(_)
+        )
+    }
+
+    /// `last_error` as `status` shows it.
+    pub fn status_line(&self) -> String {
+        format!("{}: {self}", self.notify_type())
+    }
+}
+
+impl IkeSa {
+    /// Ends this SA after a negotiation error; `keep_for_retransmits` leaves the cached
+    /// response available to the peer for a while.
+    pub(super) fn fail(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        err: ExchangeError,
+        keep_for_retransmits: bool,
+    ) {
+        let ty = err.notify_type();
+        let why = err.to_string();
+        warn!(tunnel = %ctx.cfg.name, error = %ty, peer = %self.remote, "IKE SA failed: {why}");
+        *ctx.last_error = Some(err.status_line());
+        self.report_closed(ctx, CloseReason::Failed(ty, why));
+        self.pending = None;
+        let until = if keep_for_retransmits {
+            now + limits::HALF_OPEN_TIMEOUT
+        } else {
+            now
+        };
+        self.state = IkeState::Dead { until };
+    }
+
+    /// Refuses the peer's request `msg_id` of `exchange` because of `err`: the one place
+    /// an error becomes the Notify we answer with, a log line and `last_error`.
+    pub(super) fn refuse(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        exchange: ExchangeType,
+        msg_id: u32,
+        err: ExchangeError,
+    ) {
+        match exchange {
+            // §2.6, §2.21.1: answered without keeping state, so not protected.
+            ExchangeType::IKE_SA_INIT => {
+                if let ExchangeError::NoProposal(_) = err {
+                    warn!(tunnel = %ctx.cfg.name, peer = %self.remote, "{err}");
+                    *ctx.last_error = Some(err.status_line());
+                } else {
+                    debug!(tunnel = %ctx.cfg.name, peer = %self.remote, error = %err, "refusing IKE_SA_INIT");
+                }
+                let mut header = self.header(ExchangeType::IKE_SA_INIT, 0, true);
+                header.spi_r = 0; // §2.6/§2.21.1: no responder SPI on a stateless error reply
+                let msg = Message {
+                    header,
+                    payloads: vec![err.notify()],
+                };
+                self.transmit(ctx, msg.encode());
+            }
+            // §2.21.2: a failed IKE_AUTH ends the IKE SA; the answer stays cached for
+            // retransmissions.
+            ExchangeType::IKE_AUTH => {
+                self.send_response(ctx, exchange, msg_id, vec![err.notify()]);
+                self.fail(ctx, now, err, true);
+            }
+            _ => {
+                if err.is_routine() {
+                    debug!(tunnel = %ctx.cfg.name, %exchange, error = %err, "refusing request");
+                } else {
+                    let ty = err.notify_type();
+                    warn!(tunnel = %ctx.cfg.name, error = %ty, "refusing {exchange}: {err}");
+                    *ctx.last_error = Some(format!("{ty}: refused peer's {exchange}: {err}"));
+                }
+                self.send_response(ctx, exchange, msg_id, vec![err.notify()]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping() {
+        let e = ExchangeError::InvalidKe(DhId::CURVE25519);
+        assert_eq!(e.notify_type(), NotifyType::INVALID_KE_PAYLOAD);
+        let Payload::Notify(n) = e.notify() else {
+            panic!()
+        };
+        assert_eq!(n.data, DhId::CURVE25519.0.to_be_bytes());
+        let e = ExchangeError::UnsupportedCritical(PayloadType(99));
+        let Payload::Notify(n) = e.notify() else {
+            panic!()
+        };
+        assert_eq!(
+            (n.ty, n.data),
+            (NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD, vec![99])
+        );
+        let e = ExchangeError::ChildSaNotFound {
+            protocol: ProtocolId::ESP,
+            spi: vec![1, 2, 3, 4],
+        };
+        let Payload::Notify(n) = e.notify() else {
+            panic!()
+        };
+        assert_eq!((n.protocol, n.spi), (ProtocolId::ESP, vec![1, 2, 3, 4]));
+        assert_eq!(
+            ExchangeError::Auth("x".into()).status_line(),
+            "AUTHENTICATION_FAILED: x"
+        );
+    }
+}

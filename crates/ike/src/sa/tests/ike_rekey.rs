@@ -1,0 +1,296 @@
+//! IKE SA rekeys and their collisions (§2.8.2), with the full collision matrix.
+
+use super::*;
+
+#[test]
+fn ike_rekey_from_either_side_keeps_children_and_works_after() {
+    for a_initiates in [true, false] {
+        let mut p = rekey_pair("aes256gcm16", "aes256gcm16");
+        let old = p.a.status(p.now).ike_sas[0].clone();
+        let children_before = child_spis(&p.a, p.now);
+        if a_initiates {
+            assert!(p.a.rekey_ike(p.now));
+        } else {
+            assert!(p.b.rekey_ike(p.now));
+        }
+        p.run();
+        let sa = p.a.status(p.now);
+        assert_eq!(sa.ike_sas.len(), 1, "old IKE SA deleted: {:?}", sa.ike_sas);
+        assert_ne!(sa.ike_sas[0].spi_i, old.spi_i);
+        assert_eq!(sa.ike_sas[0].rekeys, 1);
+        assert_eq!(
+            sa.ike_sas[0].initiator, a_initiates,
+            "the rekey's initiator is the new original initiator"
+        );
+        assert_eq!(p.b.status(p.now).ike_sas.len(), 1);
+        assert_eq!(
+            child_spis(&p.a, p.now),
+            children_before,
+            "CHILD SAs survive the IKE rekey"
+        );
+        assert!(!p
+            .events_a
+            .iter()
+            .any(|e| matches!(e, Event::ChildDeleted { .. })));
+        // The new IKE SA carries further exchanges: a CHILD rekey and a liveness check.
+        assert!(p.b.rekey_child(p.now));
+        p.run();
+        assert_children_mirror(&p);
+        assert!(p.a.send_liveness(p.now));
+        let sent = p.run();
+        assert_eq!(sent, 2, "liveness request and its response");
+        assert!(p.a.is_established() && p.b.is_established());
+    }
+}
+
+#[test]
+fn repeated_rekeys_of_both_kinds() {
+    let mut p = rekey_pair("aes256gcm16-x25519", "aes256gcm16-x25519");
+    for i in 0..10 {
+        let who_a = i % 2 == 0;
+        let s = if who_a { &mut p.a } else { &mut p.b };
+        if i % 3 == 0 {
+            assert!(s.rekey_ike(p.now));
+        } else {
+            assert!(s.rekey_child(p.now));
+        }
+        p.run();
+        assert_eq!(child_spis(&p.a, p.now).len(), 1);
+        assert_children_mirror(&p);
+        assert_eq!(p.a.status(p.now).ike_sas.len(), 1);
+    }
+    assert!(!p.events_a.iter().any(|e| matches!(
+        e,
+        Event::IkeClosed {
+            reason: CloseReason::Failed(..) | CloseReason::Timeout,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn simultaneous_ike_rekey_leaves_one_ike_sa() {
+    let mut p = rekey_pair("aes256gcm16", "aes256gcm16");
+    let children = child_spis(&p.a, p.now);
+    assert!(p.a.rekey_ike(p.now));
+    assert!(p.b.rekey_ike(p.now));
+    p.run();
+    let (sa, sb) = (p.a.status(p.now), p.b.status(p.now));
+    assert_eq!(sa.ike_sas.len(), 1, "{:?}", sa.ike_sas);
+    assert_eq!(sb.ike_sas.len(), 1, "{:?}", sb.ike_sas);
+    assert_eq!(
+        (sa.ike_sas[0].spi_i, sa.ike_sas[0].spi_r),
+        (sb.ike_sas[0].spi_i, sb.ike_sas[0].spi_r)
+    );
+    assert_eq!(child_spis(&p.a, p.now), children, "CHILD SAs survive");
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+    // The surviving SA works.
+    assert!(p.a.rekey_child(p.now));
+    p.run();
+    assert_children_mirror(&p);
+    assert!(p.b.send_liveness(p.now));
+    assert_eq!(p.run(), 2);
+}
+
+#[test]
+fn rekey_crossing_a_delete_ends_cleanly() {
+    let mut p = rekey_pair("aes256gcm16", "aes256gcm16");
+    assert!(p.a.rekey_child(p.now));
+    p.b.close(p.now);
+    p.run();
+    for _ in 0..10 {
+        p.step_timer();
+    }
+    assert!(child_spis(&p.b, p.now).is_empty());
+    assert!(child_spis(&p.a, p.now).is_empty() || p.a.is_established());
+}
+
+/// What each side starts at the same moment in the collision matrix.
+#[derive(Clone, Copy, Debug)]
+enum Act {
+    RekeyChild,
+    RekeyIke,
+    Liveness,
+    /// Tear the whole IKE SA down (a DELETE crossing the other side's rekey).
+    Close,
+}
+
+fn start_act(s: &mut Session, now: Instant, act: Act) {
+    match act {
+        Act::RekeyChild => assert!(s.rekey_child(now)),
+        Act::RekeyIke => assert!(s.rekey_ike(now)),
+        Act::Liveness => assert!(s.send_liveness(now)),
+        Act::Close => s.close(now),
+    }
+}
+
+/// Delivers queued datagrams one at a time, choosing the sender by the bits of
+/// `pattern` whenever both have something in flight: every interleaving of two
+/// concurrent exchanges is reachable this way (§2.8.1/§2.8.2 and strongSwan's
+/// collision tests enumerate the same orderings).
+fn run_interleaved(p: &mut Pair, mut pattern: u32) {
+    let mut qa: std::collections::VecDeque<Datagram> = Default::default();
+    let mut qb: std::collections::VecDeque<Datagram> = Default::default();
+    for _ in 0..200 {
+        qa.extend(std::iter::from_fn(|| p.a.poll_transmit()));
+        qb.extend(std::iter::from_fn(|| p.b.poll_transmit()));
+        p.events_a.extend(std::iter::from_fn(|| p.a.poll_event()));
+        p.events_b.extend(std::iter::from_fn(|| p.b.poll_event()));
+        let from_a = match (qa.is_empty(), qb.is_empty()) {
+            (true, true) => return,
+            (false, true) => true,
+            (true, false) => false,
+            (false, false) => {
+                let bit = pattern & 1 == 1;
+                pattern >>= 1;
+                bit
+            }
+        };
+        if from_a {
+            let d = qa.pop_front().expect("non-empty");
+            p.b.handle_datagram(p.now, mirrored(d));
+        } else {
+            let d = qb.pop_front().expect("non-empty");
+            p.a.handle_datagram(p.now, mirrored(d));
+        }
+    }
+    panic!("exchange did not settle");
+}
+
+/// Starting from `n` CHILD SAs, the count never drops to zero.
+fn stays_up(events: &[Event], mut n: i32) -> bool {
+    for e in events {
+        match e {
+            Event::ChildInstalled(_) => n += 1,
+            Event::ChildDeleted { .. } => {
+                n -= 1;
+                if n < 1 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
+#[test]
+fn collision_matrix_every_interleaving() {
+    use Act::*;
+    let pairs = [
+        (RekeyChild, RekeyChild),
+        (RekeyIke, RekeyIke),
+        (RekeyChild, RekeyIke),
+        (RekeyIke, RekeyChild),
+        (RekeyChild, Liveness),
+        (RekeyIke, Liveness),
+        (RekeyChild, Close),
+        (RekeyIke, Close),
+        (Close, RekeyChild),
+        (Close, RekeyIke),
+        (Liveness, RekeyChild),
+        (Liveness, RekeyIke),
+    ];
+    let mut cases = 0;
+    for (act_a, act_b) in pairs {
+        for pfs in ["aes256gcm16", "aes256gcm16-x25519"] {
+            for seed in 0..3u64 {
+                for pattern in 0..64u32 {
+                    let mut p = Pair::new(
+                        config(
+                            "a",
+                            "routerA",
+                            "routerB",
+                            &["aes256gcm16-prfsha384-x25519"],
+                            &[pfs],
+                            "s",
+                            true,
+                        ),
+                        config(
+                            "b",
+                            "routerB",
+                            "routerA",
+                            &["aes256gcm16-prfsha384-x25519"],
+                            &[pfs],
+                            "s",
+                            false,
+                        ),
+                    );
+                    // Different seeds: different nonces, so either side may win.
+                    p.a = Session::new(
+                        config(
+                            "a",
+                            "routerA",
+                            "routerB",
+                            &["aes256gcm16-prfsha384-x25519"],
+                            &[pfs],
+                            "s",
+                            true,
+                        ),
+                        A,
+                        B,
+                        Box::new(TestRng(100 + seed)),
+                        p.now,
+                    );
+                    p.start();
+                    assert!(p.a.is_established() && p.b.is_established());
+                    p.events_a.clear();
+                    p.events_b.clear();
+                    start_act(&mut p.a, p.now, act_a);
+                    start_act(&mut p.b, p.now, act_b);
+                    run_interleaved(&mut p, pattern);
+                    // Let retransmissions and queued follow-ups (deletes) finish.
+                    for _ in 0..3 {
+                        p.run();
+                    }
+                    let what =
+                        format!("{act_a:?}/{act_b:?} {pfs} seed {seed} pattern {pattern:06b}");
+                    let (sa, sb) = (p.a.status(p.now), p.b.status(p.now));
+                    if matches!(act_a, Close) || matches!(act_b, Close) {
+                        assert!(
+                            !p.a.is_established() && !p.b.is_established(),
+                            "{what}: closed"
+                        );
+                        assert!(sa.children.is_empty() && sb.children.is_empty(), "{what}");
+                    } else {
+                        assert_eq!(sa.ike_sas.len(), 1, "{what}: A IKE SAs {:?}", sa.ike_sas);
+                        assert_eq!(sb.ike_sas.len(), 1, "{what}: B IKE SAs {:?}", sb.ike_sas);
+                        assert_eq!(
+                            (sa.ike_sas[0].spi_i, sa.ike_sas[0].spi_r),
+                            (sb.ike_sas[0].spi_i, sb.ike_sas[0].spi_r),
+                            "{what}"
+                        );
+                        assert_eq!(
+                            sa.children.len(),
+                            1,
+                            "{what}: A CHILD SAs {:?}",
+                            sa.children
+                        );
+                        let (ca, cb) = (child_spis(&p.a, p.now), child_spis(&p.b, p.now));
+                        assert_eq!(
+                            ca.iter().map(|(i, o)| (*o, *i)).collect::<Vec<_>>(),
+                            cb,
+                            "{what}: CHILD SAs mirror"
+                        );
+                        assert!(
+                            stays_up(&p.events_a, 1) && stays_up(&p.events_b, 1),
+                            "{what}: the tunnel never went without a CHILD SA"
+                        );
+                        // The surviving SAs still work.
+                        assert!(p.a.rekey_child(p.now), "{what}");
+                        p.run();
+                        assert_children_mirror(&p);
+                        assert!(p.b.send_liveness(p.now));
+                        assert_eq!(p.run(), 2, "{what}: liveness answered");
+                    }
+                    assert!(
+                        no_failures(&p.events_a) && no_failures(&p.events_b),
+                        "{what}: no failures"
+                    );
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, pairs.len() * 2 * 3 * 64);
+}
