@@ -50,3 +50,19 @@ pub const NATT_KEEPALIVE_BYTE: u8 = 0xff;
 /// §2.6: half-open IKE SAs from one peer address before new IKE_SA_INITs must carry a
 /// COOKIE (each `[[tunnel]]` is one peer address, so this is the per-source limit).
 pub const COOKIE_THRESHOLD: usize = 4;
+/// §2.6: more new IKE_SA_INIT requests than this per second from the peer's address
+/// (refused ones too: they leave no state, so half-open SAs alone never count them) and
+/// every new one must echo a COOKIE first.
+pub const COOKIE_RATE: u32 = 10;
+/// §2.6: the COOKIE secret is replaced this often; cookies made with the previous one
+/// (told apart by the version octet) stay valid for one more period.
+pub const COOKIE_SECRET_LIFETIME: Duration = Duration::from_secs(120);
+/// §2.6: half-open IKE SAs kept for one peer address; a new one evicts the oldest.
+pub const MAX_HALF_OPEN: usize = 16;
+/// RFC 7383 §7: octets of decrypted fragments held for one reassembly.
+pub const MAX_REASSEMBLY_BYTES: usize = 64 * 1024;
+/// Refusals of IKE_SA_INIT logged per second and tunnel; the rest are counted and the
+/// count logged with the next one that is printed.
+pub const REFUSAL_LOGS_PER_SEC: u32 = 5;
+/// Longest peer-controlled text that goes into a log line or `last_error`.
+pub const MAX_LOGGED_TEXT: usize = 300;

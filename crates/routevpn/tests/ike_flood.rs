@@ -69,14 +69,17 @@ fn peer_establishes_and_responder_stays_cheap_under_an_ike_sa_init_flood() {
     // unless refusals do), and half of them well-formed (random public values).
     for ((ike, group), malformed_every) in groups.into_iter().flat_map(|g| [(g, 1), (g, 2)]) {
         let topo = Topology::two_sites();
-        let responder = Routevpn::start(
+        // Logging as in production: a per-packet debug line would measure the logger.
+        let responder = Routevpn::spawn_with(
+            testbed::routevpn_bin(),
             &topo.left,
             &RvConfig {
                 tunnels: vec![tunnel(true, ike)],
                 ..RvConfig::default()
             },
-        )
-        .unwrap();
+            &[("RUST_LOG", "info")],
+        );
+        responder.wait_ready(Duration::from_secs(10)).unwrap();
         let cpu0 = cpu_seconds(responder.pid());
         let t0 = Instant::now();
         let right = topo.right.clone();

@@ -221,6 +221,33 @@ impl KeyExchange {
     }
 }
 
+/// Checks a peer's KE payload data for `group` without any private-key work: the length
+/// (RFC 7296 §3.4, RFC 5903 §7, RFC 8031 §2.1), MODP range (§5) and, for ECP, that the
+/// point is on the curve. A responder runs this before generating its own value, so a
+/// malformed KE costs no key generation (RFC 7296 §2.6 DoS considerations).
+pub fn validate_peer_public(group: DhId, peer: &[u8]) -> Result<(), CryptoError> {
+    if group == DhId::MODP_2048 {
+        return modp_peer_value(peer).map(|_| ());
+    }
+    let (alg, len) = ec_alg(group).ok_or(CryptoError::InvalidPublicValue)?;
+    if group == DhId::CURVE25519 {
+        return if peer.len() == len {
+            Ok(())
+        } else {
+            Err(CryptoError::InvalidPublicValue)
+        };
+    }
+    if peer.len() != 2 * len {
+        return Err(CryptoError::InvalidPublicValue);
+    }
+    let mut sec1 = Vec::with_capacity(1 + peer.len());
+    sec1.push(0x04);
+    sec1.extend_from_slice(peer);
+    agreement::ParsedPublicKey::try_from(&UnparsedPublicKey::new(alg, &sec1))
+        .map(|_| ())
+        .map_err(|_| CryptoError::InvalidPublicValue)
+}
+
 fn agree(
     key: &PrivateKey,
     alg: &'static agreement::Algorithm,
@@ -275,6 +302,38 @@ mod tests {
 
     fn fixed(group: DhId, private: &[u8]) -> KeyExchange {
         KeyExchange::generate(group, &mut ReplayRng::new(private.to_vec())).unwrap()
+    }
+
+    /// Every group: a valid public value passes, wrong lengths, off-curve points and
+    /// out-of-range MODP values do not, all without a private key.
+    #[test]
+    fn peer_public_values_are_validated_without_key_generation() {
+        for &group in supported_groups() {
+            let mine = KeyExchange::generate(group, &mut ReplayRng::new(vec![])).unwrap();
+            let good = mine.public_value();
+            assert_eq!(validate_peer_public(group, good), Ok(()), "{group:?}");
+            assert!(validate_peer_public(group, &[0x42]).is_err(), "{group:?}");
+            assert!(
+                validate_peer_public(group, &good[1..]).is_err(),
+                "{group:?}"
+            );
+        }
+        // ECP: a point off the curve (y + 1).
+        for group in [DhId::ECP_256, DhId::ECP_384] {
+            let mine = KeyExchange::generate(group, &mut ReplayRng::new(vec![])).unwrap();
+            let mut off = mine.public_value().to_vec();
+            *off.last_mut().unwrap() ^= 1;
+            assert!(validate_peer_public(group, &off).is_err(), "{group:?}");
+        }
+        // MODP: 0, 1 and p - 1 are refused.
+        let mut one = vec![0u8; MODP_2048_LEN];
+        assert!(validate_peer_public(DhId::MODP_2048, &one).is_err());
+        one[MODP_2048_LEN - 1] = 1;
+        assert!(validate_peer_public(DhId::MODP_2048, &one).is_err());
+        let mut p_minus_1 = h(MODP_2048_P);
+        p_minus_1[MODP_2048_LEN - 1] -= 1;
+        assert!(validate_peer_public(DhId::MODP_2048, &p_minus_1).is_err());
+        assert!(validate_peer_public(DhId(99), &[0; 32]).is_err());
     }
 
     // RFC 5903 §8.1: 256-bit random ECP group.

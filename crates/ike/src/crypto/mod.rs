@@ -11,7 +11,7 @@ mod keys;
 mod prf;
 mod sk;
 
-pub use dh::{supported_groups, KeyExchange};
+pub use dh::{supported_groups, validate_peer_public, KeyExchange};
 pub use keys::{
     child_keymat, derive_ike_keys, derive_rekeyed_ike_keys, encr_key_len, integ_key_len, is_aead,
     psk_auth, IkeKeys, Suite,

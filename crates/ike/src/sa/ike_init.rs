@@ -16,8 +16,9 @@ use crate::limits;
 use crate::proposal::{self, Protocol};
 use crate::wire::{Message, Payload, SaPayload};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{debug, info};
+use zeroize::Zeroizing;
 
 /// §2.23: NAT detection hash SHA-1(SPIi | SPIr | IP | Port).
 pub(super) fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
@@ -377,6 +378,10 @@ impl IkeSa {
             // §1.2: tell the initiator which group we want.
             return Err(ExchangeError::InvalidKe(group));
         }
+        // §2.6: every check that needs no private-key work comes before key generation.
+        crypto::validate_peer_public(group, &ke_i.data).map_err(|e| {
+            ExchangeError::Syntax(format!("invalid KE payload from initiator: {e}"))
+        })?;
         let ke = KeyExchange::generate(group, ctx.rng)
             .map_err(|e| ExchangeError::NoProposal(e.to_string()))?;
         let shared = ke.agree(&ke_i.data).map_err(|e| {
@@ -424,35 +429,135 @@ impl IkeSa {
     }
 }
 
+/// §2.6 stateless COOKIE state of one session (one peer address): the current and
+/// previous secret (the cookie's first octet names which), and a one-second count of
+/// new IKE_SA_INIT requests, accepted or refused.
+pub(super) struct Cookies {
+    secret: Zeroizing<[u8; 32]>,
+    previous: Option<Zeroizing<[u8; 32]>>,
+    version: u8,
+    secret_born: Instant,
+    window_start: Instant,
+    in_window: u32,
+    last_window: u32,
+}
+
+impl Cookies {
+    pub(super) fn new(rng: &mut dyn crate::Rng, now: Instant) -> Cookies {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        rng.fill(secret.as_mut());
+        Cookies {
+            secret,
+            previous: None,
+            version: 1,
+            secret_born: now,
+            window_start: now,
+            in_window: 0,
+            last_window: 0,
+        }
+    }
+
+    /// Counts one new IKE_SA_INIT; true when the recent rate calls for COOKIEs.
+    fn note_request(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= Duration::from_secs(1) {
+            // A quiet second in between forgets the load.
+            self.last_window = if elapsed >= Duration::from_secs(2) {
+                0
+            } else {
+                self.in_window
+            };
+            self.in_window = 0;
+            self.window_start = now;
+        }
+        self.in_window = self.in_window.saturating_add(1);
+        self.in_window.max(self.last_window) > limits::COOKIE_RATE
+    }
+
+    fn rotate_if_due(&mut self, rng: &mut dyn crate::Rng, now: Instant) {
+        if now.saturating_duration_since(self.secret_born) < limits::COOKIE_SECRET_LIFETIME {
+            return;
+        }
+        let mut fresh = Zeroizing::new([0u8; 32]);
+        rng.fill(fresh.as_mut());
+        self.previous = Some(std::mem::replace(&mut self.secret, fresh));
+        self.version = self.version.wrapping_add(1).max(1);
+        self.secret_born = now;
+    }
+
+    /// Cookie = VersionIDofSecret | prf(secret, Ni | IPi | SPIi) (§2.6).
+    fn make(&self, version: u8, ni: &[u8], ip: IpAddr, spi_i: u64) -> Option<Vec<u8>> {
+        use aws_lc_rs::hmac;
+        let previous = if self.version <= 1 {
+            u8::MAX
+        } else {
+            self.version - 1
+        };
+        let secret = if version == self.version {
+            &self.secret
+        } else if version == previous {
+            self.previous.as_ref()?
+        } else {
+            return None;
+        };
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_ref());
+        let mut ctx = hmac::Context::with_key(&key);
+        ctx.update(ni);
+        match ip {
+            IpAddr::V4(v) => ctx.update(&v.octets()),
+            IpAddr::V6(v) => ctx.update(&v.octets()),
+        }
+        ctx.update(&spi_i.to_be_bytes());
+        let mut out = vec![version];
+        out.extend_from_slice(&ctx.sign().as_ref()[..16]);
+        Some(out)
+    }
+}
+
 impl Session {
-    /// §2.6: once too many IKE_SA_INITs from this peer's address are half-open, new
-    /// ones must echo a stateless COOKIE first. Returns false if the request was
-    /// answered with a COOKIE (or dropped) instead.
-    pub(super) fn cookie_ok(&mut self, d: &Datagram, header: &crate::wire::Header) -> bool {
+    /// §2.6: when IKE_SA_INITs from this peer's address come fast (refused ones count)
+    /// or too many are half-open, new ones must echo a stateless COOKIE first. Returns
+    /// false if the request was answered with a COOKIE (or dropped) instead.
+    pub(super) fn cookie_ok(
+        &mut self,
+        now: Instant,
+        d: &Datagram,
+        header: &crate::wire::Header,
+    ) -> bool {
+        let busy = self.cookies.note_request(now);
         let half_open = self
             .sas
             .iter()
             .filter(|s| matches!(s.state, IkeState::InitReplied { .. }))
             .count();
-        if half_open < limits::COOKIE_THRESHOLD {
+        if !busy && half_open < limits::COOKIE_THRESHOLD {
             return true;
         }
+        self.cookies.rotate_if_due(self.rng.as_mut(), now);
         let Ok(msg) = crate::wire::Message::decode(&d.data) else {
             return false;
         };
         let Some(ni) = find!(msg.payloads, Nonce) else {
             return false;
         };
-        let expect = self.cookie(ni, d.remote.ip(), header.spi_i);
+        let ip = d.remote.ip();
         // §2.6: the COOKIE notification comes first.
         let echoed = matches!(msg.payloads.first(),
-            Some(Payload::Notify(n)) if n.ty == crate::iana::NotifyType::COOKIE && crate::crypto::ct_eq(&n.data, &expect));
+            Some(Payload::Notify(n)) if n.ty == crate::iana::NotifyType::COOKIE
+                && n.data.first().and_then(|&v| self.cookies.make(v, ni, ip, header.spi_i))
+                    .is_some_and(|want| crate::crypto::ct_eq(&n.data, &want)));
         if echoed {
             return true;
         }
-        tracing::debug!(tunnel = %self.cfg.name, half_open, "asking initiator for a COOKIE");
+        let Some(expect) = self
+            .cookies
+            .make(self.cookies.version, ni, ip, header.spi_i)
+        else {
+            return false;
+        };
+        tracing::trace!(tunnel = %self.cfg.name, half_open, busy, "asking initiator for a COOKIE");
         let mut h = *header;
-        h.flags = crate::wire::Flags(0x20);
+        h.flags = crate::wire::Flags(crate::wire::Flags::RESPONSE);
         let reply = crate::wire::Message {
             header: h,
             payloads: vec![Payload::Notify(crate::wire::NotifyPayload {
@@ -470,19 +575,16 @@ impl Session {
         false
     }
 
-    /// Cookie = VersionIDofSecret | prf(secret, Ni | IPi | SPIi) (§2.6).
-    pub(super) fn cookie(&self, ni: &[u8], ip: IpAddr, spi_i: u64) -> Vec<u8> {
-        use aws_lc_rs::hmac;
-        let key = hmac::Key::new(hmac::HMAC_SHA256, self.cookie_secret.as_ref());
-        let mut ctx = hmac::Context::with_key(&key);
-        ctx.update(ni);
-        match ip {
-            IpAddr::V4(v) => ctx.update(&v.octets()),
-            IpAddr::V6(v) => ctx.update(&v.octets()),
+    /// §2.6: at most [`limits::MAX_HALF_OPEN`] half-open SAs; the oldest makes room.
+    pub(super) fn make_room_for_half_open(&mut self) {
+        let half_open: Vec<usize> = (0..self.sas.len())
+            .filter(|&i| matches!(self.sas[i].state, IkeState::InitReplied { .. }))
+            .collect();
+        if half_open.len() >= limits::MAX_HALF_OPEN {
+            if let Some(&oldest) = half_open.iter().min_by_key(|&&i| self.sas[i].created) {
+                tracing::debug!(tunnel = %self.cfg.name, "dropping the oldest half-open IKE SA");
+                self.sas.remove(oldest);
+            }
         }
-        ctx.update(&spi_i.to_be_bytes());
-        let mut out = vec![1u8];
-        out.extend_from_slice(&ctx.sign().as_ref()[..16]);
-        out
     }
 }

@@ -201,8 +201,8 @@ pub struct Session {
     reinit_delay: Duration,
     last_error: Option<String>,
     lifecycle: Lifecycle,
-    /// Secret for stateless COOKIEs (§2.6).
-    cookie_secret: Zeroizing<[u8; 32]>,
+    /// Stateless COOKIEs (§2.6): secrets, and how many new IKE_SA_INITs arrived lately.
+    cookies: ike_init::Cookies,
 }
 
 impl Session {
@@ -215,10 +215,8 @@ impl Session {
     ) -> Session {
         let initiate_at = cfg.initiate.then_some(now);
         let mut rng = rng;
-        let mut cookie_secret = Zeroizing::new([0u8; 32]);
-        rng.fill(cookie_secret.as_mut());
         Session {
-            cookie_secret,
+            cookies: ike_init::Cookies::new(rng.as_mut(), now),
             cfg,
             local,
             remote,
@@ -331,9 +329,10 @@ impl Session {
                 if matches!(self.lifecycle, Lifecycle::Closing { .. }) {
                     return;
                 }
-                if !self.cookie_ok(&d, &header) {
+                if !self.cookie_ok(now, &d, &header) {
                     return;
                 }
+                self.make_room_for_half_open();
                 let spi_r = self.random_spi();
                 self.sas.push(IkeSa::new_responder(
                     header.spi_i,
