@@ -244,7 +244,231 @@ pub fn host_has_address(ip: IpAddr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{load_checked, parse, parse_checked};
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const TUN: &str = "[[tunnel]]\nname = \"t0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\n\
+                       psk = \"correct-horse-battery-staple\"\naddress = [\"169.254.12.1/30\"]\n";
+    const BGP: &str =
+        "\n[bgp]\nasn = 65001\nrouter_id = \"10.1.0.1\"\n[[bgp.neighbor]]\nasn = 65002\n";
+
+    fn err(text: &str) -> ConfigError {
+        parse(text, "c.toml").unwrap_err()
+    }
+
+    fn warnings(text: &str) -> Vec<String> {
+        parse_checked(text, "c.toml")
+            .unwrap()
+            .warnings
+            .iter()
+            .map(|w| w.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn unknown_keys_in_every_table_suggest_the_nearest() {
+        let bfd = format!("{TUN}{BGP}address = \"169.254.12.2\"\nbfd = {{ multipler = 3 }}\n");
+        let e = err(&bfd);
+        assert_eq!(
+            e.to_string(),
+            "c.toml:14:9: unknown key `multipler`, did you mean `multiplier`?"
+        );
+        let cases = [
+            (
+                format!("contrl_socket = \"/x\"\n{TUN}"),
+                "`contrl_socket`, did you mean `control_socket`?",
+                1,
+            ),
+            (
+                format!("{TUN}remote_idd = \"x\"\n"),
+                "`remote_idd`, did you mean `remote_id`?",
+                7,
+            ),
+            (
+                format!("{TUN}routes = [{{ prefix = \"10.0.0.0/8\", metrc = 1 }}]\n"),
+                "`metrc`, did you mean `metric`?",
+                7,
+            ),
+            (
+                format!("{TUN}{BGP}address = \"169.254.12.2\"\npasive = true\n"),
+                "`pasive`, did you mean `passive`?",
+                14,
+            ),
+            (
+                format!("{TUN}{BGP}adress = \"169.254.12.2\"\n"),
+                "`adress`, did you mean `address`?",
+                13,
+            ),
+            (
+                format!("{TUN}{BGP}address = \"169.254.12.2\"\n[bgp.x]\n"),
+                "unknown key `x`",
+                14,
+            ),
+        ];
+        for (text, needle, line) in &cases {
+            let e = err(text);
+            assert!(e.message.contains(needle), "{e}");
+            assert_eq!(e.line, Some(*line), "{e}");
+            assert!(e.column.is_some(), "{e}");
+        }
+        // Far from every key: the list instead of a guess.
+        let e = err(&format!("{TUN}colour = 1\n"));
+        assert!(e.message.contains("valid keys: name, local,"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_are_plain_words() {
+        let cases = [
+            (
+                "dpd = 30",
+                "dpd: expected a duration like \"30s\" or false, found integer 30",
+            ),
+            (
+                "local_port = 70000",
+                "local_port: expected a whole number from 0 to 65535, found integer 70000",
+            ),
+            (
+                "start = \"yes\"",
+                "start: expected true or false, found string \"yes\"",
+            ),
+            (
+                "mtu = \"1400\"",
+                "mtu: expected a whole number from 0 to 65535",
+            ),
+            (
+                "child_lifetime_bytes = -1",
+                "child_lifetime_bytes: expected a whole number (0 or more)",
+            ),
+        ];
+        for (line, needle) in cases {
+            let e = err(&format!("{TUN}{line}\n"));
+            assert!(e.message.contains(needle), "{line}: {e}");
+            assert_eq!((e.line, e.column.is_some()), (Some(7), true), "{e}");
+            for rust in ["u16", "u64", "DpdSetting", "untagged", "boolean"] {
+                assert!(!e.message.contains(rust), "{line}: {e}");
+            }
+        }
+        let e = err(&format!("{TUN}{BGP}address = \"169.254.12.2\"\nbfd = 7\n"));
+        assert!(
+            e.message.contains("bfd: expected true, false or a table"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn overlapping_tunnel_subnets() {
+        let second = TUN
+            .replace("t0", "t1")
+            .replace("192.0.2.2", "192.0.2.3")
+            .replace("169.254.12.1/30", "169.254.12.2/24");
+        let e = err(&format!("{TUN}{second}"));
+        assert_eq!(e.line, Some(12), "{e}");
+        assert!(
+            e.message.contains(
+                "address 169.254.12.2/24 overlaps address 169.254.12.1/30 of tunnel \"t0\""
+            ),
+            "{e}"
+        );
+        let apart = second.replace("169.254.12.2/24", "169.254.12.5/30");
+        assert!(parse(&format!("{TUN}{apart}"), "c.toml").is_ok());
+    }
+
+    #[test]
+    fn remote_port_other_than_500_is_refused() {
+        let e = err(&format!("{TUN}remote_port = 4500\n"));
+        assert_eq!((e.line, e.column), (Some(7), Some(15)), "{e}");
+        assert!(
+            e.message.contains("remote_port = 4500 is not supported"),
+            "{e}"
+        );
+        assert!(parse(&format!("{TUN}remote_port = 500\n"), "c.toml").is_ok());
+    }
+
+    #[test]
+    fn strongswan_default_proposal_keyword() {
+        let c = parse(
+            &format!("{TUN}ike = [\"default\"]\nesp = \"aes128gcm16, default\"\n"),
+            "c",
+        )
+        .unwrap();
+        let t = &c.tunnels[0];
+        assert_eq!(t.ike, ike::proposal::default_ike());
+        assert_eq!(t.esp.len(), 1 + ike::proposal::default_esp().len());
+    }
+
+    #[test]
+    fn short_psk_and_outside_neighbor_warn() {
+        assert!(warnings(TUN).is_empty());
+        let w = warnings(&TUN.replace("correct-horse-battery-staple", "short"));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("c.toml:5:7: tunnel \"t0\": the pre-shared key is 5 bytes long"),
+            "{w:?}"
+        );
+        let inside = format!("{TUN}{BGP}address = \"169.254.12.2\"\n");
+        assert!(warnings(&inside).is_empty());
+        let w = warnings(&inside.replace("169.254.12.2\"", "10.9.9.9\""));
+        assert_eq!(
+            w,
+            ["c.toml:13:11: [[bgp.neighbor]] 10.9.9.9: not inside any tunnel's address subnet"]
+        );
+    }
+
+    #[test]
+    fn readable_files_and_foreign_local_address_warn() {
+        let dir = std::env::temp_dir().join(format!("routevpn-diag-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("peer.psk");
+        std::fs::write(&key, "correct-horse-battery-staple\n").unwrap();
+        let cfg = dir.join("r.toml");
+        let text = TUN
+            .replace(
+                "psk = \"correct-horse-battery-staple\"",
+                "psk_file = \"peer.psk\"",
+            )
+            .replace("192.0.2.1", "127.0.0.1")
+            .replace("192.0.2.2", "127.0.0.2");
+        std::fs::write(&cfg, &text).unwrap();
+        let chmod = |p: &std::path::Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        chmod(&cfg, 0o600);
+        chmod(&key, 0o600);
+        assert!(load_checked(&cfg).unwrap().0.warnings.is_empty());
+        chmod(&cfg, 0o644);
+        chmod(&key, 0o640);
+        let w: Vec<String> = load_checked(&cfg)
+            .unwrap()
+            .0
+            .warnings
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains(
+                "r.toml: the configuration file is accessible by group or others (mode 0644)"
+            ),
+            "{w:?}"
+        );
+        assert!(w[1].contains("r.toml:5:12: tunnel \"t0\": psk_file peer.psk is accessible by group or others (mode 0640)"), "{w:?}");
+        // An address no interface of this host has (TEST-NET-1 outside any namespace).
+        chmod(&cfg, 0o600);
+        chmod(&key, 0o600);
+        std::fs::write(
+            &cfg,
+            text.replace("127.0.0.1", "192.0.2.1")
+                .replace("127.0.0.2", "192.0.2.2"),
+        )
+        .unwrap();
+        if !host_has_address("192.0.2.1".parse().unwrap()) {
+            let w = load_checked(&cfg).unwrap().0.warnings;
+            assert_eq!(w.len(), 1, "{w:?}");
+            assert!(w[0].to_string().contains("r.toml:3:9: tunnel \"t0\": local address 192.0.2.1 is not on any interface of this host"), "{w:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn nearest_key() {

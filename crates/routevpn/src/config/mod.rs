@@ -19,8 +19,8 @@
 //! routes = ["10.2.0.0/24", { prefix = "10.3.0.0/16", metric = 100 }]
 //! local_ts = ["0.0.0.0/0", "::/0"]                # traffic selectors (default: all)
 //! remote_ts = ["0.0.0.0/0", "::/0"]
-//! local_port = 500                                # IKE ports (default 500)
-//! remote_port = 500
+//! local_port = 500                                # IKE port we listen on (default 500)
+//! remote_port = 500     # only 500: IKE goes to the peer's 500 (4500 after NAT-T)
 //! ```
 //!
 //! Every error names the file, line and column: `config.toml:7:10: tunnel "vti0": ...`;
