@@ -46,6 +46,19 @@ fn abusive_clients_neither_block_status_nor_grow_memory() {
     let rv = Routevpn::start(&ns, &RvConfig::default()).expect("daemon ready");
     let pid = rv.pid();
     rv.status().expect("status before the abuse");
+    // The daemon warns at start, as `check` does, about a config others can read.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(rv.config_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        rv.wait_log(
+            "the configuration file is accessible by group or others",
+            Duration::from_secs(5),
+        )
+        .expect("start-up warning");
+    }
     let before = rss_kib(pid);
 
     // 1 MB without a newline, written from a thread: the daemon may stop reading (and
