@@ -35,11 +35,15 @@ pub enum Command {
         #[arg(long, value_name = "LEVEL")]
         log_level: Option<String>,
     },
-    /// Validate a configuration file and exit.
+    /// Validate a configuration file and exit: errors and warnings go to stderr, each
+    /// with its file:line:column and the line itself.
     Check {
         /// Configuration file (TOML).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Treat warnings as errors (exit status 1).
+        #[arg(long)]
+        strict: bool,
     },
     /// Show the running daemon's tunnels and SAs.
     Status {
@@ -96,7 +100,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Daemon { config, log_level } => daemon(&config, cli.socket, log_level.as_deref()),
-        Command::Check { config } => check(&config).map(|s| println!("{s}")),
+        Command::Check { config, strict } => return check_command(&config, strict),
         Command::Status { json, config } => {
             socket_path(cli.socket, config.as_deref()).and_then(|s| status(&s, json))
         }
@@ -136,16 +140,56 @@ pub fn socket_path(socket: Option<PathBuf>, config: Option<&Path>) -> anyhow::Re
 /// `routevpn check`: the summary line printed on success.
 pub fn check(config: &Path) -> anyhow::Result<String> {
     let cfg = config::load(config)?;
+    Ok(summary(&cfg, 0))
+}
+
+fn summary(cfg: &config::Config, warnings: usize) -> String {
     let n = cfg.tunnels.len();
-    Ok(format!(
-        "config OK: {n} tunnel{}",
-        if n == 1 { "" } else { "s" }
-    ))
+    let mut s = format!("config OK: {n} tunnel{}", if n == 1 { "" } else { "s" });
+    if warnings > 0 {
+        let _ = write!(
+            s,
+            ", {warnings} warning{}",
+            if warnings == 1 { "" } else { "s" }
+        );
+    }
+    s
+}
+
+/// `routevpn check [--strict]`: the error, or each warning, rendered with its line on
+/// stderr; the summary on stdout. Exit 1 on an error, or on a warning with `strict`.
+pub fn check_command(config: &Path, strict: bool) -> ExitCode {
+    let (checked, text) = match config::load_checked(config) {
+        Ok(c) => c,
+        Err(e) => {
+            let text = std::fs::read_to_string(config).unwrap_or_default();
+            eprint!("{}", e.render(&text, "error"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let severity = if strict { "error" } else { "warning" };
+    for w in &checked.warnings {
+        eprint!("{}", w.render(&text, severity));
+    }
+    if strict && !checked.warnings.is_empty() {
+        eprintln!(
+            "{}: {} warning(s) treated as errors (--strict)",
+            config.display(),
+            checked.warnings.len()
+        );
+        return ExitCode::FAILURE;
+    }
+    println!("{}", summary(&checked.config, checked.warnings.len()));
+    ExitCode::SUCCESS
 }
 
 fn daemon(config: &Path, socket: Option<PathBuf>, log_level: Option<&str>) -> anyhow::Result<()> {
-    let cfg = config::load(config)?;
+    let (checked, _text) = config::load_checked(config)?;
+    let cfg = checked.config;
     init_logging(log_level)?;
+    for w in &checked.warnings {
+        tracing::warn!("{w}");
+    }
     let socket = socket.unwrap_or_else(|| cfg.control_socket.clone());
     crate::daemon::run(cfg, socket, config.to_path_buf())
 }
@@ -391,7 +435,7 @@ mod tests {
             .downcast_ref::<config::ConfigError>()
             .expect("a ConfigError");
         assert_eq!(ce.line, Some(4));
-        assert!(ce.to_string().ends_with("r.toml:4: tunnel \"t\": invalid remote address \"x\": expected an IPv4 or IPv6 address"), "{ce}");
+        assert!(ce.to_string().ends_with("r.toml:4:10: tunnel \"t\": invalid remote address \"x\": expected an IPv4 or IPv6 address"), "{ce}");
         assert_eq!(
             run(parse(&["check", "-c", cfg.to_str().unwrap()]).unwrap()),
             ExitCode::FAILURE

@@ -12,17 +12,24 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 
 /// How long the client waits for the daemon, end to end.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the server waits for a client to send its request.
-pub const SERVER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the server waits for a client to send its whole request line; the CLI
+/// sends it at once, so this only bounds how long an idle client holds a slot.
+pub const SERVER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the server waits for a client to take its response.
+pub const SERVER_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; further ones are closed at once (the client retries).
+pub const MAX_CONNECTIONS: usize = 32;
 /// Upper bound on a request line; real requests are tiny.
 pub const MAX_REQUEST_LEN: u64 = 64 * 1024;
 /// Upper bound on a response line the client accepts.
@@ -178,22 +185,43 @@ pub async fn request_with_timeout(
         .with_context(unreachable)
 }
 
+/// One request; a connection the daemon closes without a word (all its slots taken by
+/// other clients, see [`MAX_CONNECTIONS`]) is retried until the caller's timeout.
 async fn exchange(socket: &Path, req: &Request) -> anyhow::Result<Response> {
-    let stream = UnixStream::connect(socket).await?;
+    loop {
+        // A daemon that is not there at all is reported at once.
+        let stream = UnixStream::connect(socket).await?;
+        match exchange_once(stream, req).await {
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `None` when the daemon closed the connection without answering.
+async fn exchange_once(stream: UnixStream, req: &Request) -> anyhow::Result<Option<Response>> {
     let (rd, mut wr) = stream.into_split();
     let mut line = serde_json::to_string(req)?;
     line.push('\n');
-    wr.write_all(line.as_bytes()).await?;
-    wr.shutdown().await?;
+    // A refused connection may already be closed: its write or read fails.
+    if wr.write_all(line.as_bytes()).await.is_err() || wr.shutdown().await.is_err() {
+        return Ok(None);
+    }
     let mut buf = Vec::new();
-    BufReader::new(rd)
+    let read = BufReader::new(rd)
         .take(MAX_RESPONSE_LEN)
         .read_until(b'\n', &mut buf)
-        .await?;
-    if buf.is_empty() {
-        anyhow::bail!("the daemon closed the connection without answering");
+        .await;
+    match read {
+        Ok(_) if buf.is_empty() => return Ok(None),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset && buf.is_empty() => return Ok(None),
+        Err(e) => return Err(e.into()),
     }
-    serde_json::from_slice(&buf).context("invalid response from the daemon")
+    serde_json::from_slice(&buf)
+        .map(Some)
+        .context("invalid response from the daemon")
 }
 
 /// Server side: listen on `path`. Creates the parent directory if missing, replaces a
@@ -236,8 +264,9 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Serve one connection: read a request line, answer with `handler`'s response. A
-/// malformed request gets an `Error` response; a client that sends nothing within
-/// [`SERVER_READ_TIMEOUT`] is dropped.
+/// malformed request, or one longer than [`MAX_REQUEST_LEN`], gets an `Error`
+/// response; a client that has not sent its line within [`SERVER_READ_TIMEOUT`], or
+/// does not take the response within [`SERVER_WRITE_TIMEOUT`], is dropped.
 pub async fn handle_connection<F, Fut>(stream: UnixStream, handler: F) -> io::Result<()>
 where
     F: FnOnce(Request) -> Fut,
@@ -250,32 +279,61 @@ where
     tokio::time::timeout(SERVER_READ_TIMEOUT, read)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "control client sent nothing"))??;
-    let response = match serde_json::from_slice::<Request>(&buf) {
-        Ok(req) => handler(req).await,
-        Err(e) => Response::Error {
-            message: format!("invalid request: {e}"),
-        },
+    let response = if buf.len() as u64 >= MAX_REQUEST_LEN && buf.last() != Some(&b'\n') {
+        Response::Error {
+            message: format!("invalid request: longer than {MAX_REQUEST_LEN} bytes"),
+        }
+    } else {
+        match serde_json::from_slice::<Request>(&buf) {
+            Ok(req) => handler(req).await,
+            Err(e) => Response::Error {
+                message: format!("invalid request: {e}"),
+            },
+        }
     };
+    drop(buf);
     let mut line = serde_json::to_string(&response).map_err(io::Error::other)?;
     line.push('\n');
-    wr.write_all(line.as_bytes()).await?;
-    wr.shutdown().await
+    let write = async {
+        wr.write_all(line.as_bytes()).await?;
+        wr.shutdown().await
+    };
+    tokio::time::timeout(SERVER_WRITE_TIMEOUT, write)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "control client took no response"))?
 }
 
 /// Accept connections forever, each served on its own task by a clone of `handler`
-/// (typically a closure holding a channel sender to the daemon's main loop).
-pub async fn serve<F, Fut>(listener: UnixListener, handler: F) -> io::Result<()>
+/// (typically a closure holding a channel sender to the daemon's main loop), at most
+/// [`MAX_CONNECTIONS`] at once: one slow client never blocks another.
+pub async fn serve<F, Fut>(listener: UnixListener, handler: F)
 where
     F: Fn(Request) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Response> + Send + 'static,
 {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning or giving up.
+                tracing::warn!("control socket: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(
+                "control socket: {MAX_CONNECTIONS} connections busy, closing a new one"
+            );
+            continue; // dropping `stream` closes it
+        };
         let handler = handler.clone();
         tokio::spawn(async move {
             if let Err(e) = handle_connection(stream, handler).await {
                 tracing::debug!("control connection: {e}");
             }
+            drop(slot);
         });
     }
 }

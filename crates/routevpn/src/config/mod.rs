@@ -19,15 +19,21 @@
 //! routes = ["10.2.0.0/24", { prefix = "10.3.0.0/16", metric = 100 }]
 //! local_ts = ["0.0.0.0/0", "::/0"]                # traffic selectors (default: all)
 //! remote_ts = ["0.0.0.0/0", "::/0"]
-//! local_port = 500                                # IKE ports (default 500)
-//! remote_port = 500
+//! local_port = 500                                # IKE port we listen on (default 500)
+//! remote_port = 500     # only 500: IKE goes to the peer's 500 (4500 after NAT-T)
 //! ```
 //!
-//! Every error names the file and line: `config.toml:7: tunnel "vti0": ...`.
+//! Every error names the file, line and column: `config.toml:7:10: tunnel "vti0": ...`;
+//! [`ConfigError::render`] adds the line itself with a caret under the column. Mistakes
+//! that still give a working tunnel (a world-readable key, a short PSK, an address this
+//! host does not have) are warnings, collected by [`load_checked`].
 
+mod diagnostics;
 mod routing;
 mod tunnel;
 mod values;
+
+pub use diagnostics::host_has_address;
 
 pub use routing::{
     BfdConfig, BgpConfig, NeighborConfig, Redistribute, RoutingMode, DEFAULT_BFD_INTERVAL,
@@ -39,9 +45,11 @@ pub use tunnel::{
 };
 pub use values::{parse_duration, Identity, Psk};
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -78,11 +86,22 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
+        match (self.line, self.column) {
+            (Some(line), Some(col)) => write!(f, "{}:{line}:{col}: {}", self.file, self.message),
+            (Some(line), None) => write!(f, "{}:{line}: {}", self.file, self.message),
+            _ => write!(f, "{}: {}", self.file, self.message),
         }
     }
+}
+
+/// A mistake that still gives a working configuration, placed like an error.
+pub type ConfigWarning = ConfigError;
+
+/// A valid configuration and what looked wrong in it.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub config: Config,
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl std::error::Error for ConfigError {}
@@ -100,13 +119,55 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             column: None,
             message: format!("cannot read: {e}"),
         })?;
-    parse_in(&text, &file, path.parent())
+    parse_in(&text, &file, path.parent(), false).map(|c| c.config)
+}
+
+/// [`load`], also returning the warnings: the file or a `psk_file` readable by group or
+/// others, a short PSK, a `local` address no interface of this host has, a BGP
+/// neighbor outside every tunnel subnet. Errors and warnings can be shown with
+/// [`ConfigError::render`] over `text` (returned too).
+pub fn load_checked(path: &Path) -> Result<(Checked, Zeroizing<String>), ConfigError> {
+    let file = path.display().to_string();
+    let cannot_read = |e: std::io::Error| ConfigError {
+        file: file.clone(),
+        line: None,
+        column: None,
+        message: format!("cannot read: {e}"),
+    };
+    let text = std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(cannot_read)?;
+    let mode = std::fs::metadata(path)
+        .map_err(cannot_read)?
+        .permissions()
+        .mode();
+    let mut checked = parse_in(&text, &file, path.parent(), true)?;
+    if mode & 0o077 != 0 {
+        checked.warnings.insert(
+            0,
+            ConfigError {
+                file: file.clone(),
+                line: None,
+                column: None,
+                message: format!(
+                    "the configuration file is accessible by group or others (mode {:04o}) and holds secrets: chmod 600 {file}",
+                    mode & 0o7777
+                ),
+            },
+        );
+    }
+    Ok((checked, text))
 }
 
 /// Parse and validate configuration text; `file_name` is used in error messages and
 /// its directory to resolve a relative `psk_file`.
 pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
-    parse_in(text, file_name, Path::new(file_name).parent())
+    parse_checked(text, file_name).map(|c| c.config)
+}
+
+/// [`parse`] with the warnings that do not depend on this host (see [`load_checked`]).
+pub fn parse_checked(text: &str, file_name: &str) -> Result<Checked, ConfigError> {
+    parse_in(text, file_name, Path::new(file_name).parent(), false)
 }
 
 #[derive(Deserialize)]
@@ -119,13 +180,19 @@ struct RawConfig {
     bgp: Option<Spanned<RawBgp>>,
 }
 
-/// Error construction with line lookup.
+/// Error construction with line lookup; collects warnings.
 struct Ctx<'a> {
     text: &'a str,
     file: &'a str,
+    warnings: RefCell<Vec<ConfigWarning>>,
 }
 
 impl Ctx<'_> {
+    fn warn(&self, span: Option<Range<usize>>, message: impl Into<String>) {
+        let w = self.err(span, message);
+        self.warnings.borrow_mut().push(w);
+    }
+
     fn err(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
         let (line, column) = match span {
             Some(span) => {
@@ -155,9 +222,23 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-fn parse_in(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Config, ConfigError> {
-    let cx = Ctx { text, file };
-    let raw: RawConfig = toml::from_str(text).map_err(|e| cx.err(e.span(), e.message()))?;
+/// `host`: also check the addresses against this host's interfaces.
+fn parse_in(
+    text: &str,
+    file: &str,
+    base_dir: Option<&Path>,
+    host: bool,
+) -> Result<Checked, ConfigError> {
+    let cx = Ctx {
+        text,
+        file,
+        warnings: RefCell::new(Vec::new()),
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let span = e.span();
+        let message = diagnostics::plain_toml_message(e.message(), text, span.clone());
+        cx.err(span, message)
+    })?;
 
     let control_socket = match &raw.control_socket {
         Some(s) if s.get_ref().as_os_str().is_empty() => {
@@ -189,14 +270,31 @@ fn parse_in(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Config, C
                 ),
             ));
         }
+        diagnostics::check_overlap(&cx, &raw.tunnel, &tunnels, &tc)?;
+        if host && !host_has_address(tc.local) {
+            cx.warn(
+                Some(t.get_ref().local.span()),
+                format!(
+                    "tunnel \"{name}\": local address {} is not on any interface of this host",
+                    tc.local
+                ),
+            );
+        }
         tunnels.push(tc);
     }
     let (routing, bgp) = routing_and_bgp(&cx, &raw, &tunnels)?;
-    Ok(Config {
+    if let (Some(b), Some(raw_bgp)) = (&bgp, &raw.bgp) {
+        diagnostics::check_neighbors(&cx, b, raw_bgp.get_ref(), &tunnels);
+    }
+    let config = Config {
         control_socket,
         tunnels,
         routing,
         bgp,
+    };
+    Ok(Checked {
+        config,
+        warnings: cx.warnings.into_inner(),
     })
 }
 

@@ -120,13 +120,13 @@ pub(super) struct RawBgp {
     max_paths: Option<Spanned<u32>>,
     redistribute: Option<Spanned<StrList>>,
     #[serde(default)]
-    neighbor: Vec<Spanned<RawNeighbor>>,
+    pub(super) neighbor: Vec<Spanned<RawNeighbor>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawNeighbor {
-    address: Spanned<String>,
+    pub(super) address: Spanned<String>,
     asn: Spanned<u32>,
     bfd: Option<Spanned<RawBfd>>,
     passive: Option<bool>,
@@ -137,14 +137,43 @@ pub(super) struct RawNeighbor {
 }
 
 /// `bfd = true | false | { interval = "100ms", multiplier = 3 }`.
-#[derive(Deserialize)]
-#[serde(untagged)]
 pub(super) enum RawBfd {
     Flag(bool),
     Table {
         interval: Option<String>,
         multiplier: Option<u8>,
     },
+}
+
+// By hand rather than `untagged`, so that an unknown key in the table is an error.
+impl<'de> Deserialize<'de> for RawBfd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, MapAccess, Visitor};
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            interval: Option<String>,
+            multiplier: Option<u8>,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawBfd;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or a table { interval = \"100ms\", multiplier = 3 }")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawBfd, E> {
+                Ok(RawBfd::Flag(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawBfd, A::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawBfd::Table {
+                    interval: t.interval,
+                    multiplier: t.multiplier,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 pub(super) fn routing_and_bgp(
@@ -540,7 +569,7 @@ mod tests {
                 6,
                 "expected \"connected\" or \"static\"",
             ),
-            ("[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\nbogus = 1\n", 4, "unknown field"),
+            ("[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\nbogus = 1\n", 4, "unknown key `bogus`"),
             (
                 "[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\n[[bgp.neighbor]]\naddress = \"x\"\nasn = 2\n",
                 5,
@@ -580,10 +609,7 @@ mod tests {
             let e = err(text);
             assert_eq!(e.line, Some(*line), "{text}: {e}");
             assert!(e.to_string().contains(needle), "{text}: {e}");
-            assert!(
-                e.to_string().starts_with(&format!("c.toml:{line}: ")),
-                "{e}"
-            );
+            assert!(e.to_string().starts_with(&format!("c.toml:{line}:")), "{e}");
         }
         // A neighbor on a tunnel's underlay address is a mistake.
         let e = err(&format!(

@@ -133,7 +133,7 @@ impl<'de> Deserialize<'de> for RawRoute {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTunnel {
     pub(super) name: Spanned<String>,
-    local: Spanned<String>,
+    pub(super) local: Spanned<String>,
     pub(super) remote: Spanned<String>,
     local_port: Option<Spanned<u16>>,
     remote_port: Option<Spanned<u16>>,
@@ -144,7 +144,7 @@ pub(super) struct RawTunnel {
     ike: Option<Spanned<StrList>>,
     esp: Option<Spanned<StrList>>,
     start: Option<bool>,
-    address: Option<Spanned<StrList>>,
+    pub(super) address: Option<Spanned<StrList>>,
     mtu: Option<Spanned<u16>>,
     routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
     local_ts: Option<Spanned<StrList>>,
@@ -161,12 +161,33 @@ pub(super) struct RawTunnel {
 }
 
 /// `dpd = "10s"` or `dpd = false`.
-#[derive(Deserialize)]
-#[serde(untagged)]
 pub(super) enum DpdSetting {
     Off(bool),
     Interval(String),
 }
+
+impl<'de> Deserialize<'de> for DpdSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DpdSetting;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration like \"30s\" or false")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<DpdSetting, E> {
+                Ok(DpdSetting::Off(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DpdSetting, E> {
+                Ok(DpdSetting::Interval(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Shorter pre-shared keys are guessable offline from one captured exchange
+/// (RFC 7296 §2.15 asks for keys as strong as the negotiated PRF's key).
+pub const MIN_PSK_LEN: usize = 20;
 
 impl Drop for RawTunnel {
     fn drop(&mut self) {
@@ -236,7 +257,20 @@ pub(super) fn tunnel(
         }
     };
     let local_port = port(&t.local_port)?;
-    let remote_port = port(&t.remote_port)?;
+    // The daemon always sends to the peer's port 500 (4500 after NAT detection): a
+    // different port would be silently ignored, so it is refused.
+    let remote_port = match &t.remote_port {
+        Some(p) if *p.get_ref() != DEFAULT_IKE_PORT => {
+            return Err(err(
+                p.span(),
+                format!(
+                    "remote_port = {} is not supported: routevpn sends IKE to the peer's port {DEFAULT_IKE_PORT} (4500 after NAT detection); remove the line",
+                    p.get_ref()
+                ),
+            ))
+        }
+        _ => DEFAULT_IKE_PORT,
+    };
 
     let id = |s: &Option<Spanned<String>>, default: IpAddr| -> Result<Identity, ConfigError> {
         match s {
@@ -261,8 +295,32 @@ pub(super) fn tunnel(
             ))
         }
         (Some(p), None) => Psk::from_config_str(p.get_ref()).map_err(|m| err(p.span(), m))?,
-        (None, Some(f)) => read_psk_file(f.get_ref(), base_dir).map_err(|m| err(f.span(), m))?,
+        (None, Some(f)) => {
+            let psk = read_psk_file(f.get_ref(), base_dir).map_err(|m| err(f.span(), m))?;
+            if let Some(mode) = psk_file_mode(f.get_ref(), base_dir).filter(|m| m & 0o077 != 0) {
+                cx.warn(
+                    Some(f.span()),
+                    format!(
+                        "tunnel \"{name}\": psk_file {} is accessible by group or others (mode {:04o}): chmod 600 it",
+                        f.get_ref().display(),
+                        mode & 0o7777
+                    ),
+                );
+            }
+            psk
+        }
     };
+    if psk.as_bytes().len() < MIN_PSK_LEN {
+        let span = t.psk.as_ref().map(|p| p.span());
+        let span = span.or_else(|| t.psk_file.as_ref().map(|f| f.span()));
+        cx.warn(
+            span,
+            format!(
+                "tunnel \"{name}\": the pre-shared key is {} bytes long; use at least {MIN_PSK_LEN} random characters",
+                psk.as_bytes().len()
+            ),
+        );
+    }
 
     let proposals = |list: &Option<Spanned<StrList>>, protocol: Protocol| {
         let (what, default) = match protocol {
@@ -282,6 +340,11 @@ pub(super) fn tunnel(
         for item in &list.get_ref().0 {
             // strongSwan writes alternatives comma-separated in one string.
             for s in item.get_ref().split(',').map(str::trim) {
+                // strongSwan's keyword for its own default proposal.
+                if s == "default" {
+                    out.extend(default());
+                    continue;
+                }
                 let p = proposal::parse(s, protocol).map_err(|e| {
                     err(
                         item_span(item, list.span()),
@@ -479,6 +542,16 @@ pub(super) fn tunnel(
     })
 }
 
+/// The permission bits of a psk_file, resolved as [`read_psk_file`] does.
+fn psk_file_mode(path: &Path, base_dir: Option<&Path>) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let full = match base_dir {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    };
+    std::fs::metadata(full).ok().map(|m| m.permissions().mode())
+}
+
 /// Read a PSK file: its content without one trailing newline; `0x...` text is hex.
 pub(super) fn read_psk_file(path: &Path, base_dir: Option<&Path>) -> Result<Psk, String> {
     let full = match base_dir {
@@ -588,7 +661,7 @@ start = true
             "{MIN}address = [\"169.254.12.1/30\", \"fd00::1/64\"]\nmtu = 1400\n\
              routes = [\"10.2.0.0/24\", {{ prefix = \"2001:db8::/32\", metric = 7 }}]\n\
              local_ts = \"10.1.0.0/16\"\nremote_ts = [\"10.2.0.0/16\", \"192.0.2.9\"]\n\
-             local_port = 4500\nremote_port = 4501\nstart = false\n\
+             local_port = 4500\nremote_port = 500\nstart = false\n\
              ike = \"aes128-sha256-modp2048, aes256gcm16-prfsha256-ecp256\"\n"
         );
         let c = parse(&text, "x.toml").unwrap();
@@ -618,7 +691,7 @@ start = true
             pairs(&t.remote_ts),
             vec![(p("10.2.0.0"), 16), (p("192.0.2.9"), 32)]
         );
-        assert_eq!((t.local_port, t.remote_port), (4500, 4501));
+        assert_eq!((t.local_port, t.remote_port), (4500, 500));
         assert!(!t.start);
         assert_eq!(t.ike.len(), 2);
         // A single address string works too.
@@ -632,7 +705,7 @@ start = true
         let e = err(&text);
         assert_eq!(
             e.to_string(),
-            "config.toml:10: tunnel \"vti0\": unknown algorithm \"aes257\" in ike proposal \"aes257-sha256\""
+            "config.toml:10:40: tunnel \"vti0\": unknown algorithm \"aes257\" in ike proposal \"aes257-sha256\""
         );
         // Multi-line list: the element's own line.
         let text = format!("{MIN}esp = [\n  \"aes128gcm16\",\n  \"aes128\",\n]\n");
@@ -649,11 +722,11 @@ start = true
     fn syntax_and_schema_errors_name_line() {
         let e = err("control_socket = \"/x\"\n[[tunnel]]\nname = \"a\"\nbogus = 1\n");
         assert_eq!(e.line, Some(4), "{e}");
-        assert!(e.message.contains("unknown field"), "{e}");
+        assert!(e.message.contains("unknown key `bogus`"), "{e}");
         let e = err("control_socket = \n");
         assert_eq!(e.line, Some(1), "{e}");
         let e = err("# c\n\n[[tunnel]]\nname = \"a\"\nlocal = \"192.0.2.1\"\n");
-        assert!(e.message.contains("missing field"), "{e}");
+        assert!(e.message.contains("missing key `remote`"), "{e}");
         assert!(e.line.is_some());
         let e = err(&format!("{MIN}local_port = 70000\n"));
         assert_eq!(e.line, Some(6), "{e}");

@@ -9,13 +9,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::event_loop::Input;
-use crate::control::{Request, Response};
+use crate::control::{self, Request, Response};
 use crate::sys;
 
 /// A UDP socket bound to `addr` and to the interface `dev` (SO_BINDTODEVICE).
@@ -77,42 +76,26 @@ pub(super) fn spawn_reader(sock: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {
     });
 }
 
+/// The control socket, served by [`control::serve`] (bounded requests, timeouts, a cap
+/// on connections); each request goes to the event loop, which answers on a oneshot.
 pub(super) fn spawn_control(listener: tokio::net::UnixListener, tx: mpsc::Sender<Input>) {
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let (rd, mut wr) = stream.into_split();
-                let mut line = String::new();
-                let mut rd = BufReader::new(rd);
-                if rd.read_line(&mut line).await.is_err() {
-                    return;
-                }
-                let resp = match serde_json::from_str::<Request>(line.trim()) {
-                    Ok(req) => {
-                        let (rtx, rrx) = oneshot::channel();
-                        if tx.send(Input::Control(req, rtx)).await.is_err() {
-                            return;
-                        }
-                        match rrx.await {
-                            Ok(r) => r,
-                            Err(_) => return,
-                        }
-                    }
-                    Err(e) => Response::Error {
-                        message: format!("bad request: {e}"),
-                    },
-                };
-                if let Ok(mut s) = serde_json::to_string(&resp) {
-                    s.push('\n');
-                    let _ = wr.write_all(s.as_bytes()).await;
-                }
-            });
+    let handler = move |req: Request| {
+        let tx = tx.clone();
+        async move {
+            let (rtx, rrx) = oneshot::channel();
+            if tx.send(Input::Control(req, rtx)).await.is_err() {
+                return shutting_down();
+            }
+            rrx.await.unwrap_or_else(|_| shutting_down())
         }
-    });
+    };
+    tokio::spawn(control::serve(listener, handler));
+}
+
+fn shutting_down() -> Response {
+    Response::Error {
+        message: "the daemon is shutting down".into(),
+    }
 }
 
 pub(super) fn spawn_signals(tx: mpsc::Sender<Input>) -> anyhow::Result<()> {
