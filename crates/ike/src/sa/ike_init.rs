@@ -416,6 +416,7 @@ impl IkeSa {
         .encode();
         self.transmit(ctx, msg2.clone());
         self.last_response = Some((0, vec![msg2.clone()]));
+        self.last_request = Some(RequestDigest::of(&d.data));
         self.peer_next_id = 1;
         info!(tunnel = %ctx.cfg.name, peer = %d.remote, proposal = %sel, "IKE_SA_INIT answered");
         self.state = IkeState::InitReplied {

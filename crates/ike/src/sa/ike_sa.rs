@@ -222,6 +222,20 @@ pub(crate) struct Pending {
     pub deadline: Instant,
 }
 
+/// SHA-256 of a request datagram, to tell a retransmission (the same bytes) from a new
+/// message that merely reuses a message ID (§2.1).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestDigest([u8; 32]);
+
+impl RequestDigest {
+    pub(crate) fn of(datagram: &[u8]) -> RequestDigest {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, datagram);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        RequestDigest(out)
+    }
+}
+
 pub(crate) struct IkeSa {
     pub spi_i: u64,
     pub spi_r: u64,
@@ -236,6 +250,11 @@ pub(crate) struct IkeSa {
     /// Message ID expected in the peer's next request, and our cached last response.
     pub peer_next_id: u32,
     pub last_response: Option<(u32, Vec<Vec<u8>>)>,
+    /// §2.1: SHA-256 of the request that `last_response` answers (its fragment 1 when
+    /// fragmented): only the same bytes again are a retransmission.
+    pub last_request: Option<RequestDigest>,
+    /// SHA-256 of fragment 1 of the request being reassembled (RFC 7383 §2.6.1).
+    pub fragment1: Option<RequestDigest>,
     /// Both ends announced IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 §2.3).
     pub frag_ok: bool,
     /// Fragments of an incoming message being collected (RFC 7383 §2.6).
@@ -313,6 +332,8 @@ impl IkeSa {
             pending: None,
             peer_next_id: 0,
             last_response: None,
+            last_request: None,
+            fragment1: None,
             frag_ok: false,
             reassembly: None,
             last_tx: now,
@@ -534,7 +555,7 @@ impl IkeSa {
         // A request from the peer. §2.1: a retransmission gets the cached response.
         if header.exchange == ExchangeType::IKE_SA_INIT {
             if let Some((0, resp)) = &self.last_response {
-                if !self.initiator {
+                if !self.initiator && self.last_request == Some(RequestDigest::of(&d.data)) {
                     for r in resp.clone() {
                         self.transmit(ctx, r);
                     }
@@ -546,8 +567,9 @@ impl IkeSa {
             // RFC 7383 §2.6.1: answer a fragmented retransmission once, on fragment 1.
             let later_fragment = matches!(msg.payloads.last(),
                 Some(Payload::EncryptedFragment(f)) if f.fragment_number != 1);
+            let same = self.last_request == Some(RequestDigest::of(&d.data));
             if let Some((id, resp)) = &self.last_response {
-                if *id == header.message_id && !later_fragment {
+                if *id == header.message_id && !later_fragment && same {
                     for data in resp.clone() {
                         ctx.out.push_back(Datagram {
                             local: d.local,
@@ -564,8 +586,14 @@ impl IkeSa {
             return;
         }
         // §2.21.2: unauthenticated junk changes nothing.
+        let fragmented = matches!(msg.payloads.last(), Some(Payload::EncryptedFragment(_)));
         let Some(inner) = self.unprotect(ctx, d, &msg, false) else {
             return;
+        };
+        self.last_request = if fragmented {
+            self.fragment1.take()
+        } else {
+            Some(RequestDigest::of(&d.data))
         };
         self.peer_next_id = self.peer_next_id.wrapping_add(1);
         self.follow_peer(d);
@@ -608,6 +636,9 @@ impl IkeSa {
                 };
                 if frag.total as usize > limits::MAX_FRAGMENTS {
                     return None;
+                }
+                if frag.number == 1 && !response {
+                    self.fragment1 = Some(RequestDigest::of(&d.data));
                 }
                 let fresh = !matches!(&self.reassembly, Some(r) if r.msg_id == id && r.response == response);
                 if fresh {

@@ -64,6 +64,40 @@ fn retransmitted_request_gets_the_cached_response() {
     assert_eq!(p.b.status(p.now).children.len(), 1);
 }
 
+/// §2.1: only the same bytes are a retransmission. A datagram that merely carries the
+/// last request's SPIs and message ID (spoofable by anyone on the path, no key needed)
+/// gets nothing: the cached response is not a free reflector.
+#[test]
+fn same_message_id_with_other_bytes_is_not_answered_from_the_cache() {
+    let mut p = establish("aes256gcm16-prfsha384-x25519", "aes256gcm16");
+    let auth_req = p
+        .wire_log
+        .iter()
+        .find(|(a, d)| *a && d.local.port() == 4500)
+        .unwrap()
+        .1
+        .clone();
+    // Same header, one flipped octet at the end (the ICV): not the request.
+    let mut forged = auth_req.clone();
+    *forged.data.last_mut().unwrap() ^= 0x01;
+    p.b.handle_datagram(p.now, forged);
+    assert!(
+        p.b.poll_transmit().is_none(),
+        "forged retransmission answered"
+    );
+    // Just the header with the same message ID and no body.
+    let mut header_only = auth_req.clone();
+    header_only.data.truncate(28);
+    p.b.handle_datagram(p.now, header_only);
+    assert!(
+        p.b.poll_transmit().is_none(),
+        "header-only retransmission answered"
+    );
+    // The genuine retransmission still is.
+    p.b.handle_datagram(p.now, auth_req);
+    assert!(p.b.poll_transmit().is_some());
+}
+
 #[test]
 fn unanswered_initiator_gives_up_and_retries_later() {
     let mut p = Pair::new(
