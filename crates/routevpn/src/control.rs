@@ -80,6 +80,10 @@ pub struct NeighborStatus {
     pub prefixes_accepted: u64,
     /// Prefixes we announce to it.
     pub prefixes_sent: u64,
+    /// Routes the import guard refused (they would take traffic for our own
+    /// infrastructure, or had a third-party next hop) since the session started.
+    #[serde(default)]
+    pub prefixes_refused: u64,
     /// BFD state (`AdminDown`, `Down`, `Init`, `Up`), None when BFD is off.
     pub bfd: Option<String>,
 }
@@ -350,6 +354,7 @@ pub(crate) mod tests {
                     prefixes_received: 2,
                     prefixes_accepted: 2,
                     prefixes_sent: 2,
+                    prefixes_refused: 0,
                     bfd: Some("Up".into()),
                 }],
                 routes: vec![BgpRouteStatus {

@@ -508,3 +508,156 @@ fn redistribute_connected_and_static() {
     .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&left.log(), 60)));
     assert!(bgp_route(right.netns(), "10.9.0.0/24").is_some());
 }
+
+/// Issue 9, "a neighbour can only speak for itself": the left router has two tunnels
+/// to the right one, an honest session over vti0 and a malicious one over vti1. The
+/// malicious session announces a /32 of the honest neighbour's tunnel-inner address, a
+/// more-specific of the left's vti0 subnet, and IPv6 routes with a third-party next hop
+/// (an address on the left's vti0 subnet, i.e. another tunnel) besides one legitimate
+/// route. The left must install only the legitimate one, count the others, keep both
+/// sessions up, and traffic must still flow over the honest tunnel.
+#[test]
+fn import_guard_refuses_hijacks_from_a_neighbor() {
+    if !testbed::require_programs(&["ip", "ping"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    testbed::veth(
+        &topo.left,
+        "wan1",
+        &["198.51.100.1/24"],
+        &topo.right,
+        "wan1",
+        &["198.51.100.2/24"],
+    );
+    let left_cfg = RvConfig {
+        tunnels: vec![
+            tunnel_on(
+                "vti0",
+                Topology::LEFT_WAN,
+                Topology::RIGHT_WAN,
+                &["169.254.12.1/30".into(), "fd00:12::1/64".into()],
+                true,
+            ),
+            tunnel_on(
+                "vti1",
+                "198.51.100.1",
+                "198.51.100.2",
+                &["169.254.13.1/30".into(), "fd00:13::1/64".into()],
+                true,
+            ),
+        ],
+        extra_tail: format!(
+            "[bgp]\nasn = 65001\nrouter_id = \"10.1.0.1\"\nnetworks = [\"{}\", \"{}\"]\n\
+             hold_time = \"9s\"\nconnect_retry = \"1s\"\n\
+             [[bgp.neighbor]]\naddress = \"169.254.12.2\"\nasn = 65002\n\
+             [[bgp.neighbor]]\naddress = \"169.254.13.2\"\nasn = 65002\n",
+            Topology::LEFT_NET,
+            Topology::LEFT_NET6
+        ),
+        ..RvConfig::default()
+    };
+    // The attacker's side: its vti1 IPv6 address lies in the left's vti0 subnet, so the
+    // IPv6 routes it sends over vti1 carry a next hop that steers into vti0.
+    let right_cfg = RvConfig {
+        tunnels: vec![
+            tunnel_on(
+                "vti0",
+                Topology::RIGHT_WAN,
+                Topology::LEFT_WAN,
+                &["169.254.12.2/30".into(), "fd00:12::2/64".into()],
+                false,
+            ),
+            tunnel_on(
+                "vti1",
+                "198.51.100.2",
+                "198.51.100.1",
+                &["169.254.13.2/30".into(), "fd00:12::3/128".into()],
+                false,
+            ),
+        ],
+        extra_tail: format!(
+            "[bgp]\nasn = 65002\nrouter_id = \"10.2.0.1\"\n\
+             networks = [\"{}\", \"{}\", \"169.254.12.2/32\", \"169.254.12.0/31\", \"10.66.0.0/24\", \"fd00:66::/64\"]\n\
+             hold_time = \"9s\"\nconnect_retry = \"1s\"\n\
+             [[bgp.neighbor]]\naddress = \"169.254.12.1\"\nasn = 65001\n\
+             export = [\"permit {}\", \"permit {}\"]\n\
+             [[bgp.neighbor]]\naddress = \"169.254.13.1\"\nasn = 65001\n\
+             export = [\"permit 169.254.12.2/32\", \"permit 169.254.12.0/31\", \"permit 10.66.0.0/24\", \"permit fd00:66::/64\"]\n",
+            Topology::RIGHT_NET,
+            Topology::RIGHT_NET6,
+            Topology::RIGHT_NET,
+            Topology::RIGHT_NET6
+        ),
+        ..RvConfig::default()
+    };
+    let left = Routevpn::start(&topo.left, &left_cfg).unwrap_or_else(|e| panic!("{e}"));
+    let right = Routevpn::start(&topo.right, &right_cfg).unwrap_or_else(|e| panic!("{e}"));
+    let fail = |e: String| -> ! {
+        panic!(
+            "{e}\nstatus: {:?}\nleft log:\n{}\nright log:\n{}",
+            left.status_json(),
+            testbed::tail(&left.log(), 80),
+            testbed::tail(&right.log(), 40)
+        )
+    };
+    // The legitimate route of the malicious neighbour arrives: its UPDATEs are processed.
+    let l = wait_until(T, POLL, || {
+        route_line(&topo.left, "10.66.0.0/24")
+            .filter(|l| l.contains("proto 251") && l.contains("via 169.254.13.2 dev vti1"))
+            .ok_or_else(|| "no 10.66.0.0/24 via vti1".to_string())
+    })
+    .unwrap_or_else(|e| fail(e));
+    eprintln!("left, legitimate route from the malicious neighbour: {l}");
+    wait_route(&left, Topology::RIGHT_NET, "via 169.254.12.2");
+    // Everything the malicious session sent arrived with the legitimate route (one
+    // session, in order); give the kernel a moment anyway.
+    std::thread::sleep(Duration::from_millis(500));
+    let hijacks = ["169.254.12.2/32", "169.254.12.0/31", "fd00:66::/64"];
+    let mut installed = Vec::new();
+    for h in hijacks {
+        let fam = if h.contains(':') { "-6" } else { "-4" };
+        let dst = h.trim_end_matches("/32");
+        installed.extend(
+            topo.left
+                .run(&["ip", fam, "-o", "route", "show", "proto", "251"])
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with(&format!("{dst} ")))
+                .map(str::to_string),
+        );
+    }
+    if !installed.is_empty() {
+        fail(format!("hijacking routes installed: {installed:?}"));
+    }
+    let st = left.status().unwrap();
+    let ns = st["bgp"]["neighbors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ns.len(), 2, "{st}");
+    for n in &ns {
+        assert_eq!(n["state"], "Established", "{st}");
+    }
+    let bad = ns.iter().find(|n| n["address"] == "169.254.13.2").unwrap();
+    assert_eq!(bad["prefixes_refused"], 3, "{st}");
+    assert_eq!(bad["prefixes_received"], 1, "{st}");
+    assert!(
+        left.log()
+            .contains("refused routes that would take traffic for our own infrastructure"),
+        "{}",
+        testbed::tail(&left.log(), 40)
+    );
+    // The honest session's own address still goes over vti0, and traffic flows.
+    let r = topo
+        .left
+        .run(&["ip", "-4", "-o", "route", "get", "169.254.12.2"])
+        .unwrap_or_default();
+    assert!(r.contains("dev vti0"), "{r}");
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST, Duration::from_secs(5))
+        .expect("ping over the honest tunnel");
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST6, Duration::from_secs(5))
+        .expect("IPv6 ping over the honest tunnel");
+}

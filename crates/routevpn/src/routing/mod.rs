@@ -14,8 +14,10 @@
 //!   251` (DEVICE: the tunnel holding the neighbor, or the interface of our end of the
 //!   TCP connection). With `max_paths > 1` and several equal paths, one multipath route
 //!   (RTA_MULTIPATH, a `nexthop via NEXT_HOP dev DEVICE` per path) is installed instead.
-//!   A route covering a tunnel's IKE peer address is never installed (it would pull the
-//!   tunnel's own packets into itself). All our routes are deleted at shutdown.
+//!   All our routes are deleted at shutdown.
+//! * Import guard ([`guard`]): a route that would take traffic for a tunnel subnet, a
+//!   connected subnet, a neighbour or an IKE peer, or whose next hop is not on the
+//!   announcing neighbour's own tunnel, is refused before the Adj-RIB-In.
 //! * Redistribution (`[bgp] redistribute`): the kernel's main table is read at start and
 //!   every [`REDISTRIBUTE_SCAN`]; connected prefixes (proto kernel, no gateway) on
 //!   interfaces other than loopback and the tunnels, and static routes (proto static or
@@ -31,6 +33,7 @@
 //!   neighbor on that tunnel uses it (next hop: our tunnel address of that family).
 
 mod bfd_io;
+mod guard;
 mod kernel;
 mod redistribute;
 mod status;
@@ -52,7 +55,7 @@ use tracing::{info, warn};
 
 use crate::config::{BgpConfig, NeighborConfig};
 use crate::control::RoutingStatus;
-use crate::netlink::Netlink;
+use crate::netlink::{Netlink, RTPROT_KERNEL};
 use kernel::Installed;
 use tcp::Transport;
 
@@ -153,6 +156,7 @@ struct Neighbor {
     bfd: Option<bfd::Session>,
     established_at: Option<Instant>,
     device: Option<String>,
+    refusals: guard::RefusalLog,
 }
 
 struct SystemRng(aws_lc_rs::rand::SystemRandom);
@@ -209,6 +213,19 @@ pub async fn start(
         networks,
         max_paths: cfg.max_paths,
     });
+    // Connected subnets (local and underlay addresses) as they are at start.
+    let connected: Vec<IpNet> = match nl.main_table_routes().await {
+        Ok(routes) => routes
+            .iter()
+            .filter(|r| r.protocol == RTPROT_KERNEL && r.info.gateway.is_none())
+            .filter_map(|r| IpNet::new(r.info.dst, r.info.prefix_len).ok())
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot read connected routes: the import guard protects only tunnel subnets, neighbours and IKE peers");
+            Vec::new()
+        }
+    };
+    let infra = guard::Infrastructure::new(&tunnels, &connected, &cfg.neighbors);
     let mut neighbors = Vec::new();
     for (i, n) in cfg.neighbors.iter().enumerate() {
         let t = tunnels
@@ -235,6 +252,7 @@ pub async fn start(
         policy.export = n.export.clone();
         policy.max_prefix = n.max_prefix;
         policy.local_pref = n.local_pref;
+        policy.guard = infra.guard(n.address, t);
         // The other family rides along when this tunnel has an address of it and no
         // other neighbor on the tunnel speaks it natively.
         if let Some(t) = t {
@@ -271,6 +289,7 @@ pub async fn start(
             bfd: None,
             established_at: None,
             device: None,
+            refusals: guard::RefusalLog::default(),
         });
     }
 
@@ -356,6 +375,7 @@ impl Driver {
             let now = Instant::now();
             self.run_bfd(now);
             self.drain(now).await;
+            self.log_refusals(now);
             self.publish(now);
             if ack.is_some() {
                 break;

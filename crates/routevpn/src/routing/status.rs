@@ -50,6 +50,7 @@ impl Driver {
                     prefixes_received: received,
                     prefixes_accepted: accepted,
                     prefixes_sent: self.speaker.rib().adj_rib_out(n.id).count() as u64,
+                    prefixes_refused: self.speaker.rib().refused(n.id).count,
                     bfd: n.cfg.bfd.map(|_| {
                         n.bfd
                             .as_ref()
