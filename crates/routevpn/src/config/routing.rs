@@ -20,7 +20,7 @@
 //! passive = false               # default false: we also connect
 //! import = ["permit 10.0.0.0/8 le 24"]  # prefix list, default: accept all
 //! export = ["permit 10.1.0.0/24"]       # prefix list, default: announce all
-//! max_prefix = 1000             # default: no limit
+//! max_prefix = 1000             # default 10000 (DEFAULT_MAX_PREFIX); 0 = no limit
 //! local_pref = 100              # default 100
 //! ```
 
@@ -57,6 +57,9 @@ pub const DEFAULT_BGP_HOLD_TIME: Duration = Duration::from_secs(90);
 pub const DEFAULT_BGP_CONNECT_RETRY: Duration = Duration::from_secs(5);
 /// `bfd = true`: 300 ms × 3 (≈ 0.9 s detection), FRR's defaults.
 pub const DEFAULT_BFD_INTERVAL: Duration = Duration::from_millis(300);
+/// Routes accepted from one neighbour before the session is closed with Cease/1
+/// (RFC 4486 §4): a neighbour must not be able to fill our memory and kernel table.
+pub const DEFAULT_MAX_PREFIX: u32 = 10_000;
 /// Detect multiplier for `bfd = true`.
 pub const DEFAULT_BFD_MULTIPLIER: u8 = 3;
 
@@ -97,6 +100,7 @@ pub struct NeighborConfig {
     pub passive: bool,
     pub import: Option<bgp::PrefixList>,
     pub export: Option<bgp::PrefixList>,
+    /// Accepted-route limit; None = unlimited (`max_prefix = 0`).
     pub max_prefix: Option<u32>,
     pub local_pref: u32,
 }
@@ -368,14 +372,6 @@ pub(super) fn neighbor(
     };
     let import = list(&n.import)?;
     let export = list(&n.export)?;
-    if let Some(m) = &n.max_prefix {
-        if *m.get_ref() == 0 {
-            return Err(err(
-                m.span(),
-                "max_prefix must be at least 1 (leave it out for no limit)".into(),
-            ));
-        }
-    }
     Ok(NeighborConfig {
         address,
         asn: *n.asn.get_ref(),
@@ -383,7 +379,12 @@ pub(super) fn neighbor(
         passive: n.passive.unwrap_or(false),
         import,
         export,
-        max_prefix: n.max_prefix.as_ref().map(|m| *m.get_ref()),
+        // `max_prefix = 0` is the explicit "no limit".
+        max_prefix: match n.max_prefix.as_ref().map(|m| *m.get_ref()) {
+            None => Some(DEFAULT_MAX_PREFIX),
+            Some(0) => None,
+            Some(m) => Some(m),
+        },
         local_pref: n
             .local_pref
             .as_ref()
@@ -487,8 +488,15 @@ mod tests {
         assert_eq!(n.bfd, None);
         assert!(!n.passive);
         assert!(n.import.is_none() && n.export.is_none());
-        assert_eq!(n.max_prefix, None);
+        assert_eq!(n.max_prefix, Some(DEFAULT_MAX_PREFIX));
         assert_eq!(n.local_pref, 100);
+        // `max_prefix = 0`: no limit.
+        let c = parse(
+            "[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\n[[bgp.neighbor]]\naddress = \"10.0.0.2\"\nasn = 2\nmax_prefix = 0\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(c.bgp.unwrap().neighbors[0].max_prefix, None);
         // No [bgp] at all: no speaker.
         let c = parse(TUN, "c.toml").unwrap();
         assert!(c.bgp.is_none());
@@ -569,11 +577,6 @@ mod tests {
                  [[bgp.neighbor]]\naddress = \"10.0.0.2\"\nasn = 3\n",
                 8,
                 "duplicate neighbor",
-            ),
-            (
-                "[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\n[[bgp.neighbor]]\naddress = \"10.0.0.2\"\nasn = 2\nmax_prefix = 0\n",
-                7,
-                "max_prefix",
             ),
         ];
         for (text, line, needle) in cases {
