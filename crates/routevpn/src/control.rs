@@ -86,6 +86,14 @@ pub struct NeighborStatus {
     pub prefixes_refused: u64,
     /// BFD state (`AdminDown`, `Down`, `Init`, `Up`), None when BFD is off.
     pub bfd: Option<String>,
+    /// BFD authentication (`keyed-sha1`, `meticulous-keyed-sha1`), None when off; never
+    /// the key.
+    #[serde(default)]
+    pub bfd_auth: Option<String>,
+    /// BFD packets dropped because they arrived on another interface than the
+    /// neighbour's tunnel.
+    #[serde(default)]
+    pub bfd_wrong_interface: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,6 +364,8 @@ pub(crate) mod tests {
                     prefixes_sent: 2,
                     prefixes_refused: 0,
                     bfd: Some("Up".into()),
+                    bfd_auth: None,
+                    bfd_wrong_interface: 0,
                 }],
                 routes: vec![BgpRouteStatus {
                     prefix: "10.2.0.0/24".into(),

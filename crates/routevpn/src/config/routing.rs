@@ -17,6 +17,10 @@
 //! address = "169.254.12.2"      # the peer's tunnel-inner address (IPv4 or IPv6)
 //! asn = 65002                   # required
 //! bfd = { interval = "100ms", multiplier = 3 }  # or true (300ms x 3) / false (default)
+//! # bfd = { interval = "100ms", multiplier = 3, auth = "meticulous-keyed-sha1",
+//! #         key_id = 1, key = "..." }   # RFC 5880 §6.7; or auth = "keyed-sha1"
+//! gtsm = true                   # default: on for directly connected eBGP (RFC 5082)
+//! password = "..."              # TCP MD5 signature (RFC 2385), default: none
 //! passive = false               # default false: we also connect
 //! import = ["permit 10.0.0.0/8 le 24"]  # prefix list, default: accept all
 //! export = ["permit 10.1.0.0/24"]       # prefix list, default: announce all
@@ -24,6 +28,7 @@
 //! local_pref = 100              # default 100
 //! ```
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 use std::time::Duration;
@@ -31,6 +36,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
+use zeroize::Zeroizing;
 
 use super::tunnel::TunnelConfig;
 use super::values::{item_span, parse_duration, parse_network, StrList};
@@ -90,6 +96,31 @@ pub enum Redistribute {
     Static,
 }
 
+/// A TCP MD5 password (RFC 2385): zeroized on drop, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(Zeroizing<Vec<u8>>);
+
+impl Password {
+    /// The key as bytes (1..=80, TCP_MD5SIG_MAXKEYLEN).
+    pub fn new(bytes: &[u8]) -> Self {
+        Password(Zeroizing::new(bytes.to_vec()))
+    }
+
+    /// The key, for the socket option only.
+    pub fn secret(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The longest TCP MD5 key Linux accepts (TCP_MD5SIG_MAXKEYLEN).
+pub const MD5_KEY_MAX: usize = 80;
+
 /// One `[[bgp.neighbor]]`.
 #[derive(Debug, Clone)]
 pub struct NeighborConfig {
@@ -103,14 +134,19 @@ pub struct NeighborConfig {
     /// Accepted-route limit; None = unlimited (`max_prefix = 0`).
     pub max_prefix: Option<u32>,
     pub local_pref: u32,
+    /// GTSM (RFC 5082): None = the default (on for a directly connected eBGP neighbour).
+    pub gtsm: Option<bool>,
+    /// TCP MD5 signature key (RFC 2385).
+    pub password: Option<Password>,
 }
 
 /// BFD timers: we send every `interval` and ask the same of the peer; the session goes
-/// down after `multiplier` missed intervals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// down after `multiplier` missed intervals. `auth`: RFC 5880 §6.7 keyed SHA1.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BfdConfig {
     pub interval: Duration,
     pub multiplier: u8,
+    pub auth: Option<bfd::AuthConfig>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +174,8 @@ pub(super) struct RawNeighbor {
     export: Option<Spanned<StrList>>,
     max_prefix: Option<Spanned<u32>>,
     local_pref: Option<Spanned<u32>>,
+    gtsm: Option<bool>,
+    password: Option<Spanned<String>>,
 }
 
 /// `bfd = true | false | { interval = "100ms", multiplier = 3 }`.
@@ -148,6 +186,9 @@ pub(super) enum RawBfd {
     Table {
         interval: Option<String>,
         multiplier: Option<u8>,
+        auth: Option<String>,
+        key_id: Option<u8>,
+        key: Option<String>,
     },
 }
 
@@ -332,10 +373,14 @@ pub(super) fn neighbor(
             RawBfd::Flag(true) => Some(BfdConfig {
                 interval: DEFAULT_BFD_INTERVAL,
                 multiplier: DEFAULT_BFD_MULTIPLIER,
+                auth: None,
             }),
             RawBfd::Table {
                 interval,
                 multiplier,
+                auth,
+                key_id,
+                key,
             } => {
                 let interval = match interval {
                     None => DEFAULT_BFD_INTERVAL,
@@ -352,9 +397,37 @@ pub(super) fn neighbor(
                 if multiplier == 0 {
                     return Err(err(b.span(), "bfd multiplier must be 1..=255".into()));
                 }
+                let auth = match (auth.as_deref(), key) {
+                    (None, None) => None,
+                    (None, Some(_)) => {
+                        return Err(err(
+                            b.span(),
+                            "bfd key without auth: set auth = \"meticulous-keyed-sha1\" or \"keyed-sha1\"".into(),
+                        ))
+                    }
+                    (Some(mode), key) => {
+                        let mode = match mode {
+                            "keyed-sha1" => bfd::Sha1Mode::Keyed,
+                            "meticulous-keyed-sha1" => bfd::Sha1Mode::Meticulous,
+                            other => {
+                                return Err(err(
+                                    b.span(),
+                                    format!("bfd auth \"{other}\": expected \"meticulous-keyed-sha1\" or \"keyed-sha1\""),
+                                ))
+                            }
+                        };
+                        let Some(key) = key else {
+                            return Err(err(b.span(), "bfd auth needs a key".into()));
+                        };
+                        let a = bfd::AuthConfig::new(mode, key_id.unwrap_or(1), key.as_bytes())
+                            .map_err(|e| err(b.span(), format!("bfd key: {e}")))?;
+                        Some(a)
+                    }
+                };
                 Some(BfdConfig {
                     interval,
                     multiplier,
+                    auth,
                 })
             }
         },
@@ -372,6 +445,16 @@ pub(super) fn neighbor(
     };
     let import = list(&n.import)?;
     let export = list(&n.export)?;
+    let password = match &n.password {
+        None => None,
+        Some(p) if p.get_ref().is_empty() || p.get_ref().len() > MD5_KEY_MAX => {
+            return Err(err(
+                p.span(),
+                format!("password must be 1 to {MD5_KEY_MAX} bytes (TCP MD5, RFC 2385)"),
+            ))
+        }
+        Some(p) => Some(Password::new(p.get_ref().as_bytes())),
+    };
     Ok(NeighborConfig {
         address,
         asn: *n.asn.get_ref(),
@@ -390,6 +473,8 @@ pub(super) fn neighbor(
             .as_ref()
             .map(|m| *m.get_ref())
             .unwrap_or(bgp::limits::DEFAULT_LOCAL_PREF),
+        gtsm: n.gtsm,
+        password,
     })
 }
 

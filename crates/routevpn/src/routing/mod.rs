@@ -89,6 +89,8 @@ pub(super) enum Input {
     },
     Bfd {
         from: SocketAddr,
+        /// The interface it arrived on.
+        ifindex: Option<u32>,
         data: Vec<u8>,
     },
     Link {
@@ -157,6 +159,21 @@ struct Neighbor {
     established_at: Option<Instant>,
     device: Option<String>,
     refusals: guard::RefusalLog,
+    /// The interface BFD packets from this neighbour must arrive on.
+    bfd_link: BfdLink,
+    /// BFD packets dropped for arriving on another interface.
+    bfd_wrong_link: u64,
+}
+
+/// Where a neighbour's BFD packets may arrive from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BfdLink {
+    /// Its tunnel, whose interface index is not known yet: nothing is accepted.
+    Unknown,
+    /// This interface.
+    Index(u32),
+    /// Not on a connected subnet we know of: no check.
+    Any,
 }
 
 struct SystemRng(aws_lc_rs::rand::SystemRandom);
@@ -176,7 +193,6 @@ struct Driver {
     nl: Netlink,
     tx: mpsc::Sender<Input>,
     next_conn: u64,
-    next_discr: u32,
     bfd_tx4: Option<UdpSocket>,
     bfd_tx6: Option<UdpSocket>,
     rng: SystemRng,
@@ -213,19 +229,21 @@ pub async fn start(
         networks,
         max_paths: cfg.max_paths,
     });
-    // Connected subnets (local and underlay addresses) as they are at start.
-    let connected: Vec<IpNet> = match nl.main_table_routes().await {
+    // Connected subnets (local and underlay addresses) as they are at start, with
+    // their interface index.
+    let connected: Vec<(IpNet, Option<u32>)> = match nl.main_table_routes().await {
         Ok(routes) => routes
             .iter()
             .filter(|r| r.protocol == RTPROT_KERNEL && r.info.gateway.is_none())
-            .filter_map(|r| IpNet::new(r.info.dst, r.info.prefix_len).ok())
+            .filter_map(|r| Some((IpNet::new(r.info.dst, r.info.prefix_len).ok()?, r.info.oif)))
             .collect(),
         Err(e) => {
             warn!(error = %e, "cannot read connected routes: the import guard protects only tunnel subnets, neighbours and IKE peers");
             Vec::new()
         }
     };
-    let infra = guard::Infrastructure::new(&tunnels, &connected, &cfg.neighbors);
+    let connected_nets: Vec<IpNet> = connected.iter().map(|(n, _)| *n).collect();
+    let infra = guard::Infrastructure::new(&tunnels, &connected_nets, &cfg.neighbors);
     let mut neighbors = Vec::new();
     for (i, n) in cfg.neighbors.iter().enumerate() {
         let t = tunnels
@@ -290,6 +308,16 @@ pub async fn start(
             established_at: None,
             device: None,
             refusals: guard::RefusalLog::default(),
+            bfd_link: match t {
+                Some(_) => BfdLink::Unknown,
+                None => connected
+                    .iter()
+                    .filter(|(net, _)| net.contains(&n.address))
+                    .max_by_key(|(net, _)| net.prefix_len())
+                    .and_then(|(_, oif)| *oif)
+                    .map_or(BfdLink::Any, BfdLink::Index),
+            },
+            bfd_wrong_link: 0,
         });
     }
 
@@ -342,7 +370,6 @@ pub async fn start(
         nl,
         tx: tx.clone(),
         next_conn: 1,
-        next_discr: (std::process::id() << 12) | 1,
         bfd_tx4,
         bfd_tx6,
         rng: SystemRng(aws_lc_rs::rand::SystemRandom::new()),
@@ -419,8 +446,17 @@ impl Driver {
             } => self.connect_result(now, peer, attempt, result),
             Input::Bytes { conn, data } => self.bytes(now, conn, data),
             Input::Closed { conn } => self.closed(now, conn),
-            Input::Bfd { from, data } => self.bfd_packet(now, from, &data),
-            Input::Link { tunnel, up } => self.link(now, &tunnel, up),
+            Input::Bfd {
+                from,
+                ifindex,
+                data,
+            } => self.bfd_packet(now, from, ifindex, &data),
+            Input::Link { tunnel, up } => {
+                if up {
+                    self.learn_link(&tunnel).await;
+                }
+                self.link(now, &tunnel, up)
+            }
             Input::Redistribute(set) => self.redistribute(now, set),
             Input::Shutdown(_) => {}
         }
@@ -434,18 +470,41 @@ impl Driver {
         n.active = true;
         self.speaker
             .add_peer(now, n.id, n.session.clone(), n.policy.clone());
-        if let Some(b) = n.cfg.bfd {
-            self.next_discr = self.next_discr.wrapping_add(1).max(1);
+        if let Some(b) = n.cfg.bfd.clone() {
+            let local_discr = self.fresh_discriminator();
+            let n = &mut self.neighbors[i];
             let cfg = bfd::SessionConfig {
-                local_discr: self.next_discr,
+                local_discr,
                 desired_min_tx: b.interval,
                 required_min_rx: b.interval,
                 detect_mult: b.multiplier,
                 passive: false,
             };
             match bfd::Session::new(cfg, now) {
-                Ok(s) => n.bfd = Some(s),
+                Ok(s) => {
+                    n.bfd = Some(match b.auth {
+                        Some(a) => s.with_auth(a),
+                        None => s,
+                    })
+                }
                 Err(e) => warn!(neighbor = %n.cfg.address, error = %e, "cannot start BFD"),
+            }
+        }
+    }
+
+    /// RFC 5880 §6.8.1: a random local discriminator (an off-path attacker cannot guess
+    /// it), nonzero and unique among our sessions.
+    fn fresh_discriminator(&mut self) -> u32 {
+        loop {
+            let mut b = [0u8; 4];
+            bfd::Rng::fill(&mut self.rng, &mut b);
+            let d = u32::from_be_bytes(b);
+            let taken = self
+                .neighbors
+                .iter()
+                .any(|n| n.bfd.as_ref().is_some_and(|s| s.local_discr() == d));
+            if d != 0 && !taken {
+                return d;
             }
         }
     }
@@ -484,6 +543,22 @@ impl Driver {
             // Keep the running BFD session (and its discriminator).
             if bfd.is_some() {
                 self.neighbors[i].bfd = bfd;
+            }
+        }
+    }
+
+    /// Learns a tunnel interface's index (BFD packets of its neighbours must arrive on it).
+    async fn learn_link(&mut self, tunnel: &str) {
+        let index = match self.nl.link_index(tunnel).await {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(%tunnel, error = %e, "cannot look up the tunnel interface: its BFD packets are dropped");
+                None
+            }
+        };
+        for n in &mut self.neighbors {
+            if n.tunnel.as_deref() == Some(tunnel) {
+                n.bfd_link = index.map_or(BfdLink::Unknown, BfdLink::Index);
             }
         }
     }
