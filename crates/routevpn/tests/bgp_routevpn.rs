@@ -661,3 +661,94 @@ fn import_guard_refuses_hijacks_from_a_neighbor() {
         .wait_ping(Topology::RIGHT_HOST6, Duration::from_secs(5))
         .expect("IPv6 ping over the honest tunnel");
 }
+
+/// BFD packets count only when they arrive on the neighbour's own tunnel: an attacker on
+/// another link of the left router, who knows both discriminators (read here off the
+/// tunnel interface) and spoofs the neighbour's address with TTL 255, sends AdminDown.
+/// The left must drop every one (counted) and keep BFD and BGP up.
+#[test]
+fn bfd_packet_on_another_interface_is_dropped() {
+    if !testbed::require_programs(&["ip", "tcpdump", "python3"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let left = start(&topo.left, true);
+    let right = start(&topo.right, false);
+    for rv in [&left, &right] {
+        wait_until(T, POLL, || {
+            let n = neighbor(rv);
+            (n["state"] == "Established" && n["bfd"] == "Up")
+                .then_some(())
+                .ok_or_else(|| format!("neighbor {n}"))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 80)));
+    }
+    // The discriminators, from one of the right's BFD packets as the left's vti0 sees it.
+    let pcap = std::env::temp_dir().join(format!("rv-bfd-{}.pcap", std::process::id()));
+    let pcap_s = pcap.to_str().unwrap();
+    let o = topo.left.exec(&[
+        "timeout",
+        "5",
+        "tcpdump",
+        "-i",
+        "vti0",
+        "-c",
+        "1",
+        "-w",
+        pcap_s,
+        "src host 169.254.12.2 and udp dst port 3784",
+    ]);
+    let cap = std::fs::read(&pcap).unwrap_or_default();
+    let _ = std::fs::remove_file(&pcap);
+    // pcap header (24) + record header (16) + IPv4 (20) + UDP (8): the BFD packet.
+    let bfd = cap
+        .get(68..92)
+        .unwrap_or_else(|| panic!("no BFD packet captured: {o:?}"));
+    let (theirs, ours) = (&bfd[4..8], &bfd[8..12]);
+    assert_ne!(ours, [0; 4], "the right knows our discriminator by now");
+    // AdminDown (RFC 5880 §4.1: version 1, state 0), Detect Mult 3, both discriminators.
+    let mut pkt = vec![0x20, 0x00, 3, 24];
+    pkt.extend_from_slice(theirs);
+    pkt.extend_from_slice(ours);
+    pkt.extend_from_slice(&1_000_000u32.to_be_bytes());
+    pkt.extend_from_slice(&1_000_000u32.to_be_bytes());
+    pkt.extend_from_slice(&[0; 4]);
+    let hex: String = pkt.iter().map(|b| format!("{b:02x}")).collect();
+
+    let evil = Netns::new("bfdevil");
+    testbed::veth(
+        &topo.left,
+        "evil0",
+        &["203.0.113.1/24"],
+        &evil,
+        "eth0",
+        &["203.0.113.2/24", "169.254.12.2/32"],
+    );
+    // A router with loose reverse-path filtering: the spoofed source is not refused.
+    topo.left.sysctl("net.ipv4.conf.all.rp_filter", "0");
+    topo.left.sysctl("net.ipv4.conf.evil0.rp_filter", "0");
+    evil.must(&["ip", "route", "add", "169.254.12.1/32", "dev", "eth0"]);
+    let script = "import socket, sys, time\n\
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)\n\
+        s.bind(('169.254.12.2', 49999))\n\
+        pkt = bytes.fromhex(sys.argv[1])\n\
+        end = time.time() + 1.5\n\
+        while time.time() < end:\n    s.sendto(pkt, ('169.254.12.1', 3784)); time.sleep(0.01)\n";
+    let o = evil.exec(&["python3", "-c", script, &hex]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let n = neighbor(&left);
+    let log = left.log();
+    assert!(
+        n["bfd"] == "Up" && n["state"] == "Established" && !log.contains("BFD down"),
+        "injected AdminDown took the session down: {n}\n{}",
+        testbed::tail(&log, 40)
+    );
+    assert!(
+        n["bfd_wrong_interface"].as_u64().unwrap_or(0) > 10,
+        "the injected packets were not seen: {n}"
+    );
+    wait_route(&left, Topology::RIGHT_NET, "via 169.254.12.2");
+}
