@@ -534,7 +534,8 @@ mod tests {
             n.bfd,
             Some(BfdConfig {
                 interval: Duration::from_millis(100),
-                multiplier: 4
+                multiplier: 4,
+                auth: None,
             })
         );
         assert!(n.passive);
@@ -549,9 +550,54 @@ mod tests {
             n.bfd,
             Some(BfdConfig {
                 interval: DEFAULT_BFD_INTERVAL,
-                multiplier: 3
+                multiplier: 3,
+                auth: None,
             })
         );
+    }
+
+    #[test]
+    fn security_options() {
+        let c = parse(
+            "[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\n[[bgp.neighbor]]\naddress = \"10.0.0.2\"\nasn = 2\n\
+             gtsm = false\npassword = \"s3cret-md5\"\n\
+             bfd = { interval = \"100ms\", multiplier = 3, auth = \"meticulous-keyed-sha1\", key_id = 7, key = \"bfd-key\" }\n\
+             [[bgp.neighbor]]\naddress = \"10.0.0.3\"\nasn = 3\nbfd = { auth = \"keyed-sha1\", key = \"k\" }\n",
+            "c.toml",
+        )
+        .unwrap();
+        let b = c.bgp.unwrap();
+        let n = &b.neighbors[0];
+        assert_eq!(n.gtsm, Some(false));
+        assert_eq!(n.password.as_ref().unwrap().secret(), b"s3cret-md5");
+        let auth = n.bfd.as_ref().unwrap().auth.as_ref().unwrap();
+        assert_eq!((auth.mode, auth.key_id), (bfd::Sha1Mode::Meticulous, 7));
+        // Secrets never printed.
+        let dbg = format!("{n:?}");
+        assert!(!dbg.contains("s3cret") && !dbg.contains("bfd-key"), "{dbg}");
+        let n = &b.neighbors[1];
+        assert_eq!(n.gtsm, None);
+        assert!(n.password.is_none());
+        let auth = n.bfd.as_ref().unwrap().auth.as_ref().unwrap();
+        assert_eq!((auth.mode, auth.key_id), (bfd::Sha1Mode::Keyed, 1));
+        for (bad, needle) in [
+            ("password = \"\"", "password"),
+            (&*format!("password = \"{}\"", "x".repeat(81)), "password"),
+            ("bfd = { auth = \"md5\", key = \"k\" }", "bfd auth"),
+            ("bfd = { auth = \"keyed-sha1\" }", "needs a key"),
+            ("bfd = { key = \"k\" }", "without auth"),
+            (
+                "bfd = { auth = \"keyed-sha1\", key = \"123456789012345678901\" }",
+                "bfd key",
+            ),
+        ] {
+            let text = format!(
+                "[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\n[[bgp.neighbor]]\naddress = \"10.0.0.2\"\nasn = 2\n{bad}\n"
+            );
+            let e = parse(&text, "c.toml").unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+            assert!(!e.contains("123456789012345678901"), "{e}");
+        }
     }
 
     #[test]
@@ -597,7 +643,7 @@ mod tests {
         let b = c.bgp.unwrap();
         assert_eq!(b.neighbors[0].bfd, None);
         assert_eq!(
-            b.neighbors[1].bfd.unwrap().interval,
+            b.neighbors[1].bfd.as_ref().unwrap().interval,
             Duration::from_millis(300)
         );
     }

@@ -176,6 +176,8 @@ mod tests {
             export: None,
             max_prefix: None,
             local_pref: 100,
+            gtsm: None,
+            password: None,
         };
         let infra = Infrastructure::new(
             &tunnels,

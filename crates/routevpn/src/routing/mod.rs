@@ -163,6 +163,8 @@ struct Neighbor {
     bfd_link: BfdLink,
     /// BFD packets dropped for arriving on another interface.
     bfd_wrong_link: u64,
+    /// GTSM (RFC 5082) on its TCP connections.
+    gtsm: bool,
 }
 
 /// Where a neighbour's BFD packets may arrive from.
@@ -318,12 +320,43 @@ pub async fn start(
                     .map_or(BfdLink::Any, BfdLink::Index),
             },
             bfd_wrong_link: 0,
+            gtsm: n.gtsm.unwrap_or_else(|| {
+                // Default on for a directly connected eBGP neighbour (RFC 5082 §3).
+                let direct = t.is_some() || connected_nets.iter().any(|c| c.contains(&n.address));
+                direct && n.asn != cfg.asn
+            }),
         });
     }
 
     for v6 in [false, true] {
+        let family: Vec<&Neighbor> = neighbors
+            .iter()
+            .filter(|n| n.cfg.address.is_ipv6() == v6)
+            .collect();
         match tcp::tcp_listener(v6) {
-            Ok(l) => tcp::spawn_accept(l, tx.clone()),
+            Ok(l) => {
+                // RFC 2385: each neighbour's key on the listener, for its address.
+                for n in family.iter().filter(|n| n.cfg.password.is_some()) {
+                    if let Some(p) = &n.cfg.password {
+                        crate::sys::set_tcp_md5sig(&l, n.cfg.address, p.secret()).with_context(
+                            || format!("setting the TCP MD5 key of neighbor {}", n.cfg.address),
+                        )?;
+                    }
+                }
+                // RFC 5082: when every neighbour of the family has GTSM, even their
+                // SYNs must come from one hop away.
+                if !family.is_empty() && family.iter().all(|n| n.gtsm) {
+                    use std::os::fd::AsRawFd as _;
+                    if let Err(e) = crate::sys::set_gtsm(l.as_raw_fd(), v6) {
+                        warn!(ipv6 = v6, error = %e, "cannot set GTSM on the BGP listener");
+                    }
+                }
+                tcp::spawn_accept(l, tx.clone())
+            }
+            Err(e) if family.iter().any(|n| n.cfg.password.is_some()) => {
+                return Err(anyhow::Error::new(e)
+                    .context("listening on BGP port 179 for a neighbor with a password"))
+            }
             Err(e) => warn!(ipv6 = v6, error = %e, "cannot listen on BGP port 179"),
         }
     }
