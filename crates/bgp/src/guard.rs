@@ -4,7 +4,8 @@
 //!
 //! "Would take traffic" is decided as the kernel's longest-prefix match would: a route
 //! equal to or more specific than a protected subnet steals (part of) it; a less
-//! specific one (a default route, a /8 over a connected /30) does not and is allowed.
+//! specific one (a /8 over a connected /30) does not and is allowed. Entries with
+//! `steal_len` 0 (IKE peers) refuse every covering route, a default route included.
 
 use std::fmt;
 use std::net::IpAddr;
