@@ -752,3 +752,53 @@ fn bfd_packet_on_another_interface_is_dropped() {
     );
     wait_route(&left, Topology::RIGHT_NET, "via 169.254.12.2");
 }
+
+/// `max_prefix` at the daemon: the left accepts one route from the right, which
+/// announces two (10.2.0.0/24 and fd00:2::/64). The left closes the session with
+/// NOTIFICATION Cease/1 (RFC 4486) and never has more than one route from it in the
+/// kernel.
+#[test]
+fn max_prefix_exceeded_closes_the_session() {
+    if !testbed::require_programs(&["ip"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let tail = bgp(true).replacen(
+        "bfd = { interval = \"100ms\", multiplier = 3 }",
+        "max_prefix = 1",
+        1,
+    );
+    let left = Routevpn::start(
+        &topo.left,
+        &RvConfig {
+            tunnels: vec![tunnel(true)],
+            extra_tail: tail,
+            ..RvConfig::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let right = start(&topo.right, false);
+    let t0 = Instant::now();
+    let mut most = 0;
+    while t0.elapsed() < Duration::from_secs(5) {
+        let n = [Topology::RIGHT_NET, Topology::RIGHT_NET6]
+            .iter()
+            .filter(|d| bgp_route(&topo.left, d).is_some())
+            .count();
+        most = most.max(n);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(most <= 1, "both routes were installed");
+    assert!(
+        left.log().contains("MaxPrefixes"),
+        "{}",
+        testbed::tail(&left.log(), 40)
+    );
+    let rlog = right.log();
+    assert!(
+        rlog.contains("PeerNotification(Notification { code: 6, subcode: 1,"),
+        "the right was not told (Cease/1):\n{}\nleft:\n{}",
+        testbed::tail(&rlog, 40),
+        testbed::tail(&left.log(), 40)
+    );
+}
