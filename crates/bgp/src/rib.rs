@@ -758,55 +758,6 @@ mod tests {
     }
 
     #[test]
-    fn guard_refuses_before_the_adj_rib_in_and_counts() {
-        use crate::guard::{Protected, ProtectedKind};
-        let mut rib = Rib::new(RibConfig {
-            local_as: 65001,
-            router_id: Ipv4Addr::new(10, 0, 0, 1),
-            networks: vec![],
-            max_paths: 1,
-        });
-        let mut policy = PeerPolicy::new(65002, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)));
-        policy.guard = ImportGuard {
-            protected: vec![Protected {
-                net: "192.0.2.0/24".parse().unwrap(),
-                steal_len: 24,
-                what: ProtectedKind::TunnelSubnet,
-            }],
-            next_hop_nets: vec!["192.0.2.0/24".parse().unwrap()],
-        };
-        rib.add_peer(PeerId(2), policy);
-        rib.peer_up(
-            PeerId(2),
-            PeerUp {
-                bgp_id: Ipv4Addr::new(10, 0, 0, 2),
-                ipv4: true,
-                ipv6: false,
-                local_addr: None,
-            },
-        );
-        let ok = "10.9.0.0/16".parse::<Prefix>().unwrap();
-        rib.handle_update(PeerId(2), &upd("10.9.0.0/16", vec![65002], 2))
-            .unwrap();
-        // A more-specific of the protected subnet, and a third-party next hop.
-        rib.handle_update(PeerId(2), &upd("192.0.2.1/32", vec![65002], 2))
-            .unwrap();
-        let mut third = upd("10.8.0.0/16", vec![65002], 2);
-        third.announced[0].1.addr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
-        rib.handle_update(PeerId(2), &third).unwrap();
-        let held: Vec<Prefix> = rib.adj_rib_in(PeerId(2)).map(|r| r.prefix).collect();
-        assert_eq!(held, vec![ok]);
-        let r = rib.refused(PeerId(2));
-        assert_eq!(r.count, 2);
-        assert_eq!(r.last.map(|(p, _)| p), Some("10.8.0.0/16".parse().unwrap()));
-        // A refused announcement implicitly withdraws what the peer had sent before.
-        let mut again = upd("10.9.0.0/16", vec![65002], 2);
-        again.announced[0].1.addr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
-        rib.handle_update(PeerId(2), &again).unwrap();
-        assert!(rib.best(&ok).is_none());
-    }
-
-    #[test]
     fn ecmp_change_and_peer_down() {
         let mut rib = rib_with_peers();
         let p: Prefix = "10.9.0.0/16".parse().unwrap();
