@@ -4,12 +4,14 @@
 //!   RFC 7606 error handling.
 //! * [`session`]: one peer's finite state machine (RFC 4271 §8). Bytes and `now` go in
 //!   through `handle_*`; bytes, deadlines and events come out through `poll_*`.
+//! * [`guard`]: the import guard (a neighbour speaks only for itself).
 //! * [`rib`]: Adj-RIB-In, best-path selection (RFC 4271 §9.1.2), export policy.
 //! * [`speaker`]: sessions and RIB glued together, the API a daemon drives.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod guard;
 pub mod limits;
 pub mod prefix;
 pub mod rib;
@@ -18,8 +20,9 @@ pub mod speaker;
 pub mod wire;
 
 pub use error::{BgpError, CeaseSubcode, UpdateError, UpdateSubcode};
+pub use guard::{ImportGuard, Protected, ProtectedKind, Refusal};
 pub use prefix::{Action, Prefix, PrefixList, PrefixListEntry};
-pub use rib::{PeerId, PeerPolicy, PeerUp, Rib, RibChange, RibConfig, Route};
+pub use rib::{PeerId, PeerPolicy, PeerUp, Refused, Rib, RibChange, RibConfig, Route};
 pub use session::{
     resolve_collision, CollisionWinner, DownReason, Event, PeerInfo, Session, SessionConfig,
     StateName,

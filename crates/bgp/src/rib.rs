@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::error::BgpError;
+use crate::guard::{ImportGuard, Refusal};
 use crate::limits::DEFAULT_LOCAL_PREF;
 use crate::prefix::{Prefix, PrefixList};
 use crate::wire::{announce_updates, withdraw_updates};
@@ -47,6 +48,9 @@ pub struct PeerPolicy {
     pub next_hop_v4: Option<Ipv4Addr>,
     /// IPv6 next hop we announce; default: our transport address if IPv6.
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// Routes that would take traffic for our infrastructure, or with a third-party
+    /// next hop, are refused at import (default: none).
+    pub guard: ImportGuard,
 }
 
 impl PeerPolicy {
@@ -61,8 +65,18 @@ impl PeerPolicy {
             local_pref: DEFAULT_LOCAL_PREF,
             next_hop_v4: None,
             next_hop_v6: None,
+            guard: ImportGuard::default(),
         }
     }
+}
+
+/// Routes a peer announced that the import guard refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// How many, since the peer was added.
+    pub count: u64,
+    /// The last one and why.
+    pub last: Option<(Prefix, Refusal)>,
 }
 
 /// What is known about a peer once its session is Established.
@@ -127,6 +141,7 @@ struct PeerEntry {
     adj_out: BTreeMap<Prefix, (PathAttributes, MpNextHop)>,
     pending_announce: BTreeMap<Prefix, (PathAttributes, MpNextHop)>,
     pending_withdraw: BTreeSet<Prefix>,
+    refused: Refused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +207,7 @@ impl Rib {
                 adj_out: BTreeMap::new(),
                 pending_announce: BTreeMap::new(),
                 pending_withdraw: BTreeSet::new(),
+                refused: Refused::default(),
             },
         );
     }
@@ -273,7 +289,15 @@ impl Rib {
             // RFC 4271 §9.1.2: a route whose AS_PATH contains our AS is unfeasible.
             let looped = u.attrs.as_path.contains(local_as);
             let denied = p.policy.import.as_ref().is_some_and(|l| !l.permits(prefix));
-            if !afi_ok || looped || denied {
+            let guarded = match p.policy.guard.check(prefix, nh) {
+                Ok(()) => false,
+                Err(why) => {
+                    p.refused.count += 1;
+                    p.refused.last = Some((*prefix, why));
+                    true
+                }
+            };
+            if !afi_ok || looped || denied || guarded {
                 // An implicit withdraw of what we had (RFC 4271 §9).
                 if p.adj_in.remove(prefix).is_some() {
                     touched.insert(*prefix);
@@ -315,6 +339,11 @@ impl Rib {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Routes from `id` the import guard refused.
+    pub fn refused(&self, id: PeerId) -> Refused {
+        self.peers.get(&id).map(|p| p.refused).unwrap_or_default()
     }
 
     /// Next Loc-RIB change.

@@ -87,8 +87,20 @@ pub struct NeighborStatus {
     pub prefixes_accepted: u64,
     /// Prefixes we announce to it.
     pub prefixes_sent: u64,
+    /// Routes the import guard refused (they would take traffic for our own
+    /// infrastructure, or had a third-party next hop) since the session started.
+    #[serde(default)]
+    pub prefixes_refused: u64,
     /// BFD state (`AdminDown`, `Down`, `Init`, `Up`), None when BFD is off.
     pub bfd: Option<String>,
+    /// BFD authentication (`keyed-sha1`, `meticulous-keyed-sha1`), None when off; never
+    /// the key.
+    #[serde(default)]
+    pub bfd_auth: Option<String>,
+    /// BFD packets dropped because they arrived on another interface than the
+    /// neighbour's tunnel.
+    #[serde(default)]
+    pub bfd_wrong_interface: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -408,7 +420,10 @@ pub(crate) mod tests {
                     prefixes_received: 2,
                     prefixes_accepted: 2,
                     prefixes_sent: 2,
+                    prefixes_refused: 0,
                     bfd: Some("Up".into()),
+                    bfd_auth: None,
+                    bfd_wrong_interface: 0,
                 }],
                 routes: vec![BgpRouteStatus {
                     prefix: "10.2.0.0/24".into(),

@@ -87,15 +87,33 @@ pub(crate) fn set_buffer_sizes(fd: RawFd, bytes: usize) {
     }
 }
 
-/// One datagram with its source (BFD's GTSM check, RFC 5881 §5) and received TTL / hop limit (None if the kernel gave
-/// no ancillary data).
-pub fn recv_with_ttl(
-    sock: &impl AsRawFd,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<u8>)> {
+/// A datagram as [`recv_with_ttl`] received it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub len: usize,
+    pub from: SocketAddr,
+    /// TTL / hop limit (None if the kernel gave no ancillary data).
+    pub ttl: Option<u8>,
+    /// The interface it arrived on (IP_PKTINFO / IPV6_PKTINFO, when enabled).
+    pub ifindex: Option<u32>,
+}
+
+/// Asks the kernel for the arrival interface of each datagram (IP_PKTINFO /
+/// IPV6_RECVPKTINFO), reported by [`recv_with_ttl`].
+pub fn set_recv_pktinfo(fd: RawFd, v6: bool) -> io::Result<()> {
+    if v6 {
+        set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
+    } else {
+        set_int_option(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+    }
+}
+
+/// One datagram with its source, received TTL / hop limit (BFD's GTSM check, RFC 5881
+/// §5) and arrival interface.
+pub fn recv_with_ttl(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
     // SAFETY: all-zero is a valid bit pattern for these plain C structs.
     let mut from: libc::sockaddr_storage = unsafe { zeroed() };
-    let mut cmsg_buf = [0u64; 16]; // 128 bytes, 8-aligned: room for one int cmsg.
+    let mut cmsg_buf = [0u64; 16]; // 128 bytes, 8-aligned: a TTL and a PKTINFO cmsg.
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -115,26 +133,125 @@ pub fn recv_with_ttl(
         return Err(io::Error::last_os_error());
     }
     let mut ttl = None;
+    let mut ifindex = None;
     // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, bounded by
-    // msg_controllen; each data pointer is read only when the header says it holds a
-    // c_int (read_unaligned: no alignment assumption).
+    // msg_controllen; each data pointer is read only when the header's length says it
+    // holds the type read (read_unaligned: no alignment assumption).
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
             let h = &*c;
+            let len = h.cmsg_len as usize;
+            let fits = |size: usize| len >= libc::CMSG_LEN(size as u32) as usize;
             let is_ttl = (h.cmsg_level == libc::IPPROTO_IP && h.cmsg_type == libc::IP_TTL)
                 || (h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_HOPLIMIT);
-            if is_ttl
-                && h.cmsg_len as usize >= libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize
-            {
+            if is_ttl && fits(size_of::<libc::c_int>()) {
                 let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
                 ttl = u8::try_from(v).ok();
+            }
+            if h.cmsg_level == libc::IPPROTO_IP
+                && h.cmsg_type == libc::IP_PKTINFO
+                && fits(size_of::<libc::in_pktinfo>())
+            {
+                let p = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>());
+                ifindex = u32::try_from(p.ipi_ifindex).ok();
+            }
+            if h.cmsg_level == libc::IPPROTO_IPV6
+                && h.cmsg_type == libc::IPV6_PKTINFO
+                && fits(size_of::<libc::in6_pktinfo>())
+            {
+                let p = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::in6_pktinfo>());
+                ifindex = Some(p.ipi6_ifindex);
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
     let from = sockaddr_to_std(&from).ok_or_else(|| io::Error::other("unknown address family"))?;
-    Ok((n as usize, from, ttl))
+    Ok(Received {
+        len: n as usize,
+        from,
+        ttl,
+        ifindex,
+    })
+}
+
+/// `struct tcp_md5sig` (linux/tcp.h), which the libc crate does not define.
+#[repr(C)]
+struct TcpMd5Sig {
+    addr: libc::sockaddr_storage,
+    flags: u8,
+    prefixlen: u8,
+    keylen: u16,
+    ifindex: libc::c_int,
+    key: [u8; 80],
+}
+
+/// TCP_MD5SIG (RFC 2385): segments to and from `peer` on this socket (a listener, or
+/// one about to connect) carry and must carry an MD5 signature with `key` (1..=80
+/// bytes); an empty key removes it.
+pub fn set_tcp_md5sig(sock: &impl AsRawFd, peer: IpAddr, key: &[u8]) -> io::Result<()> {
+    // SAFETY: all-zero is a valid bit pattern for this plain C struct.
+    let mut sig: TcpMd5Sig = unsafe { zeroed() };
+    let Some(dst) = sig.key.get_mut(..key.len()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "TCP MD5 key longer than 80 bytes",
+        ));
+    };
+    dst.copy_from_slice(key);
+    sig.keylen = key.len() as u16;
+    write_sockaddr(&mut sig.addr, peer);
+    // SAFETY: `sig` is a live, initialized tcp_md5sig and the length passed is its size;
+    // the kernel copies it. A bad fd is reported as EBADF.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MD5SIG,
+            (&sig as *const TcpMd5Sig).cast::<libc::c_void>(),
+            size_of::<TcpMd5Sig>() as libc::socklen_t,
+        )
+    };
+    // The key's copy on the stack is wiped (the kernel has its own).
+    sig.key.fill(0);
+    // SAFETY: `sig.key` is a live array; a volatile read keeps the wipe from being elided.
+    let _ = unsafe { std::ptr::read_volatile(&sig.key) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn write_sockaddr(s: &mut libc::sockaddr_storage, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => {
+            // SAFETY: a sockaddr_in fits in (and is aligned within) sockaddr_storage.
+            let sin =
+                unsafe { &mut *(s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_addr.s_addr = u32::from(a).to_be();
+        }
+        IpAddr::V6(a) => {
+            // SAFETY: a sockaddr_in6 fits in (and is aligned within) sockaddr_storage.
+            let sin6 =
+                unsafe { &mut *(s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_addr.s6_addr = a.octets();
+        }
+    }
+}
+
+/// GTSM (RFC 5082 §3): send with TTL / hop limit 255 and have the kernel drop what
+/// arrives with less than 254 (one hop away at most).
+pub fn set_gtsm(fd: RawFd, v6: bool) -> io::Result<()> {
+    if v6 {
+        set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 255)?;
+        set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT, 254)
+    } else {
+        set_int_option(fd, libc::IPPROTO_IP, libc::IP_TTL, 255)?;
+        set_int_option(fd, libc::IPPROTO_IP, libc::IP_MINTTL, 254)
+    }
 }
 
 fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {

@@ -13,8 +13,9 @@ const T: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
 
 /// BIRD on the right router of [`Topology::two_sites`]: eBGP to routevpn on `wan0`
-/// (separate IPv4 and IPv6 sessions), BFD 100 ms × 3, exports its LAN, installs what it
-/// learns into the kernel.
+/// (separate IPv4 and IPv6 sessions, GTSM: routevpn's default for a directly connected
+/// eBGP neighbour), BFD 100 ms × 3, exports its LAN, installs what it learns into the
+/// kernel.
 const BIRD_PEER_CONF: &str = r#"
 router id 10.2.0.1;
 protocol device { scan time 1; }
@@ -24,15 +25,28 @@ protocol kernel { ipv6 { import none; export all; }; }
 protocol bfd { interface "wan0" { interval 100 ms; multiplier 3; }; }
 protocol bgp rv4 {
   local 192.0.2.2 as 65002; neighbor 192.0.2.1 as 65001;
-  hold time 9; connect retry time 1; bfd on;
+  hold time 9; connect retry time 1; bfd on; ttl security on;
   ipv4 { import all; export where source = RTS_DEVICE; };
 }
 protocol bgp rv6 {
   local 2001:db8::2 as 65002; neighbor 2001:db8::1 as 65001;
-  hold time 9; connect retry time 1; bfd on;
+  hold time 9; connect retry time 1; bfd on; ttl security on;
   ipv6 { import all; export where source = RTS_DEVICE; };
 }
 "#;
+
+/// [`BIRD_PEER_CONF`] with a TCP MD5 password on both sessions and meticulous keyed
+/// SHA1 on BFD (key ID 1).
+fn bird_secured_conf(password: &str, bfd_key: &str) -> String {
+    BIRD_PEER_CONF
+        .replace(
+            "interval 100 ms; multiplier 3;",
+            &format!(
+                "interval 100 ms; multiplier 3; authentication meticulous keyed sha1; password \"{bfd_key}\" {{ id 1; }};"
+            ),
+        )
+        .replace("ttl security on;", &format!("ttl security on; password \"{password}\";"))
+}
 
 /// `routing = "external"`: the BIRD config for each router (README material). Router A
 /// (`left`): AS 65001, tunnel address 169.254.12.1/30 + fd00:12::1/64 on `vti0`; router B
@@ -95,17 +109,27 @@ fn wait_kernel_route(ns: &Netns, dst: &str, needle: &str) -> String {
 /// routevpn on the left router peering with `wan0` neighbors (IPv4 and IPv6), BFD on
 /// the IPv4 session and, if `bfd_v6`, on the IPv6 one.
 fn routevpn_peer_config(peer_asn: u32, v4: &str, v6: &str, bfd_v6: bool) -> RvConfig {
-    let v6_bfd = if bfd_v6 {
-        "{ interval = \"100ms\", multiplier = 3 }"
-    } else {
-        "false"
-    };
+    secured_peer_config(peer_asn, v4, v6, bfd_v6, "", "")
+}
+
+/// [`routevpn_peer_config`] with `extra` in each neighbor and `bfd_extra` in each `bfd`
+/// table (e.g. a password, BFD authentication).
+fn secured_peer_config(
+    peer_asn: u32,
+    v4: &str,
+    v6: &str,
+    bfd_v6: bool,
+    extra: &str,
+    bfd_extra: &str,
+) -> RvConfig {
+    let bfd = format!("{{ interval = \"100ms\", multiplier = 3{bfd_extra} }}");
+    let v6_bfd = if bfd_v6 { bfd.as_str() } else { "false" };
     RvConfig {
         extra_tail: format!(
             "[bgp]\nasn = 65001\nrouter_id = \"10.1.0.1\"\n\
              networks = [\"{}\", \"{}\"]\nhold_time = \"9s\"\nconnect_retry = \"1s\"\n\
-             [[bgp.neighbor]]\naddress = \"{v4}\"\nasn = {peer_asn}\nbfd = {{ interval = \"100ms\", multiplier = 3 }}\n\
-             [[bgp.neighbor]]\naddress = \"{v6}\"\nasn = {peer_asn}\nbfd = {v6_bfd}\n",
+             [[bgp.neighbor]]\naddress = \"{v4}\"\nasn = {peer_asn}\nbfd = {bfd}\n{extra}\
+             [[bgp.neighbor]]\naddress = \"{v6}\"\nasn = {peer_asn}\nbfd = {v6_bfd}\n{extra}",
             Topology::LEFT_NET,
             Topology::LEFT_NET6
         ),
@@ -178,11 +202,81 @@ fn routevpn_bird_bgp_bfd() {
     topo.left_host
         .wait_ping(Topology::RIGHT_HOST6, Duration::from_secs(5))
         .expect("IPv6 ping via BGP routes");
+    // GTSM (RFC 5082), on by default for these directly connected eBGP neighbors: a
+    // host two hops away cannot even open a TCP connection to our port 179 (its SYN
+    // arrives with TTL 63 and the kernel drops it).
+    let o = topo.right_host.exec(&[
+        "timeout",
+        "3",
+        "bash",
+        "-c",
+        "exec 3<>/dev/tcp/192.0.2.1/179",
+    ]);
+    assert!(
+        !o.status.success(),
+        "a TCP connection to port 179 from two hops away was accepted"
+    );
 
     let d = cut_and_measure(&topo, true);
     eprintln!("routevpn<->BIRD: BFD failover (drop -> routevpn withdrew): {d:?}");
     assert!(d < Duration::from_secs(2), "{d:?}");
     assert!(rv.log().contains("BFD down"));
+}
+
+/// TCP MD5 (RFC 2385) on both BGP sessions and meticulous keyed SHA1 on BFD (RFC 5880
+/// §6.7), against BIRD; then BIRD with another password and another BFD key: neither BGP
+/// nor BFD may come up.
+#[test]
+fn routevpn_bird_md5_and_bfd_auth() {
+    if !testbed::require_programs(&["bird", "birdc"]) {
+        return;
+    }
+    let rv_cfg = secured_peer_config(
+        65002,
+        "192.0.2.2",
+        "2001:db8::2",
+        true,
+        "password = \"md5-secret\"\n",
+        ", auth = \"meticulous-keyed-sha1\", key_id = 1, key = \"bfd-secret\"",
+    );
+    {
+        let topo = Topology::two_sites();
+        let bird = Bird::start(&topo.right, &bird_secured_conf("md5-secret", "bfd-secret"));
+        let rv = Routevpn::start(&topo.left, &rv_cfg).unwrap_or_else(|e| panic!("{e}"));
+        bird.wait_established("rv4");
+        bird.wait_established("rv6");
+        wait_rv_neighbors(&rv, true);
+        wait_kernel_route(&topo.left, Topology::RIGHT_NET, "proto 251");
+        let bfd = bird.birdc(&["show", "bfd", "sessions"]).unwrap();
+        assert_eq!(bfd.matches(" Up ").count(), 2, "{bfd}");
+        let st = rv.status().unwrap();
+        for n in st["bgp"]["neighbors"].as_array().unwrap() {
+            assert_eq!(n["bfd_auth"], "meticulous-keyed-sha1", "{st}");
+        }
+        let text = format!("{st}{}", rv.log());
+        assert!(!text.contains("md5-secret") && !text.contains("bfd-secret"));
+    }
+    {
+        let topo = Topology::two_sites();
+        let bird = Bird::start(&topo.right, &bird_secured_conf("other-md5", "other-bfd"));
+        let rv = Routevpn::start(&topo.left, &rv_cfg).unwrap_or_else(|e| panic!("{e}"));
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(6) {
+            let st = rv.status().unwrap_or_default();
+            for n in st["bgp"]["neighbors"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                assert_ne!(n["state"], "Established", "wrong password: {st}");
+                assert_ne!(n["bfd"], "Up", "wrong BFD key: {st}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let bfd = bird.birdc(&["show", "bfd", "sessions"]).unwrap();
+        assert_eq!(bfd.matches(" Up ").count(), 0, "{bfd}");
+        assert!(bgp_route(&topo.left, Topology::RIGHT_NET).is_none());
+    }
 }
 
 /// bgpd of the FRR peer on the right router (see `testbed::Frr`).
@@ -195,10 +289,12 @@ router bgp 65002
  neighbor 192.0.2.1 bfd
  neighbor 192.0.2.1 bfd profile fast
  neighbor 192.0.2.1 timers connect 1
+ neighbor 192.0.2.1 password frr-md5-key
  neighbor 2001:db8::1 remote-as 65001
  neighbor 2001:db8::1 bfd
  neighbor 2001:db8::1 bfd profile fast
  neighbor 2001:db8::1 timers connect 1
+ neighbor 2001:db8::1 password frr-md5-key
  address-family ipv4 unicast
   redistribute connected
   no neighbor 2001:db8::1 activate
@@ -234,9 +330,19 @@ fn routevpn_frr_bgp_bfd() {
     }
     let topo = Topology::two_sites();
     let frr = Frr::start(&topo.right, FRR_BGPD_CONF, FRR_BFDD_CONF);
+    // TCP MD5 (RFC 2385) on both sessions. GTSM off: with `ttl-security hops 1`, FRR
+    // 8.4 runs the neighbor's BFD as multihop (port 4784) and single-hop BFD never
+    // comes up; GTSM interop is tested with BIRD.
     let rv = Routevpn::start(
         &topo.left,
-        &routevpn_peer_config(65002, "192.0.2.2", "2001:db8::2", true),
+        &secured_peer_config(
+            65002,
+            "192.0.2.2",
+            "2001:db8::2",
+            true,
+            "password = \"frr-md5-key\"\ngtsm = false\n",
+            "",
+        ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     wait_rv_neighbors(&rv, true);

@@ -508,3 +508,297 @@ fn redistribute_connected_and_static() {
     .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&left.log(), 60)));
     assert!(bgp_route(right.netns(), "10.9.0.0/24").is_some());
 }
+
+/// Issue 9, "a neighbour can only speak for itself": the left router has two tunnels
+/// to the right one, an honest session over vti0 and a malicious one over vti1. The
+/// malicious session announces a /32 of the honest neighbour's tunnel-inner address, a
+/// more-specific of the left's vti0 subnet, and IPv6 routes with a third-party next hop
+/// (an address on the left's vti0 subnet, i.e. another tunnel) besides one legitimate
+/// route. The left must install only the legitimate one, count the others, keep both
+/// sessions up, and traffic must still flow over the honest tunnel.
+#[test]
+fn import_guard_refuses_hijacks_from_a_neighbor() {
+    if !testbed::require_programs(&["ip", "ping"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    testbed::veth(
+        &topo.left,
+        "wan1",
+        &["198.51.100.1/24"],
+        &topo.right,
+        "wan1",
+        &["198.51.100.2/24"],
+    );
+    let left_cfg = RvConfig {
+        tunnels: vec![
+            tunnel_on(
+                "vti0",
+                Topology::LEFT_WAN,
+                Topology::RIGHT_WAN,
+                &["169.254.12.1/30".into(), "fd00:12::1/64".into()],
+                true,
+            ),
+            tunnel_on(
+                "vti1",
+                "198.51.100.1",
+                "198.51.100.2",
+                &["169.254.13.1/30".into(), "fd00:13::1/64".into()],
+                true,
+            ),
+        ],
+        extra_tail: format!(
+            "[bgp]\nasn = 65001\nrouter_id = \"10.1.0.1\"\nnetworks = [\"{}\", \"{}\"]\n\
+             hold_time = \"9s\"\nconnect_retry = \"1s\"\n\
+             [[bgp.neighbor]]\naddress = \"169.254.12.2\"\nasn = 65002\n\
+             [[bgp.neighbor]]\naddress = \"169.254.13.2\"\nasn = 65002\n",
+            Topology::LEFT_NET,
+            Topology::LEFT_NET6
+        ),
+        ..RvConfig::default()
+    };
+    // The attacker's side: its vti1 IPv6 address lies in the left's vti0 subnet, so the
+    // IPv6 routes it sends over vti1 carry a next hop that steers into vti0.
+    let right_cfg = RvConfig {
+        tunnels: vec![
+            tunnel_on(
+                "vti0",
+                Topology::RIGHT_WAN,
+                Topology::LEFT_WAN,
+                &["169.254.12.2/30".into(), "fd00:12::2/64".into()],
+                false,
+            ),
+            tunnel_on(
+                "vti1",
+                "198.51.100.2",
+                "198.51.100.1",
+                &["169.254.13.2/30".into(), "fd00:12::3/128".into()],
+                false,
+            ),
+        ],
+        extra_tail: format!(
+            "[bgp]\nasn = 65002\nrouter_id = \"10.2.0.1\"\n\
+             networks = [\"{}\", \"{}\", \"169.254.12.2/32\", \"169.254.12.0/31\", \"10.66.0.0/24\", \"fd00:66::/64\"]\n\
+             hold_time = \"9s\"\nconnect_retry = \"1s\"\n\
+             [[bgp.neighbor]]\naddress = \"169.254.12.1\"\nasn = 65001\n\
+             export = [\"permit {}\", \"permit {}\"]\n\
+             [[bgp.neighbor]]\naddress = \"169.254.13.1\"\nasn = 65001\n\
+             export = [\"permit 169.254.12.2/32\", \"permit 169.254.12.0/31\", \"permit 10.66.0.0/24\", \"permit fd00:66::/64\"]\n",
+            Topology::RIGHT_NET,
+            Topology::RIGHT_NET6,
+            Topology::RIGHT_NET,
+            Topology::RIGHT_NET6
+        ),
+        ..RvConfig::default()
+    };
+    let left = Routevpn::start(&topo.left, &left_cfg).unwrap_or_else(|e| panic!("{e}"));
+    let right = Routevpn::start(&topo.right, &right_cfg).unwrap_or_else(|e| panic!("{e}"));
+    let fail = |e: String| -> ! {
+        panic!(
+            "{e}\nstatus: {:?}\nleft log:\n{}\nright log:\n{}",
+            left.status_json(),
+            testbed::tail(&left.log(), 80),
+            testbed::tail(&right.log(), 40)
+        )
+    };
+    // The legitimate route of the malicious neighbour arrives: its UPDATEs are processed.
+    let l = wait_until(T, POLL, || {
+        route_line(&topo.left, "10.66.0.0/24")
+            .filter(|l| l.contains("proto 251") && l.contains("via 169.254.13.2 dev vti1"))
+            .ok_or_else(|| "no 10.66.0.0/24 via vti1".to_string())
+    })
+    .unwrap_or_else(|e| fail(e));
+    eprintln!("left, legitimate route from the malicious neighbour: {l}");
+    wait_route(&left, Topology::RIGHT_NET, "via 169.254.12.2");
+    // Everything the malicious session sent arrived with the legitimate route (one
+    // session, in order); give the kernel a moment anyway.
+    std::thread::sleep(Duration::from_millis(500));
+    let hijacks = ["169.254.12.2/32", "169.254.12.0/31", "fd00:66::/64"];
+    let mut installed = Vec::new();
+    for h in hijacks {
+        let fam = if h.contains(':') { "-6" } else { "-4" };
+        let dst = h.trim_end_matches("/32");
+        installed.extend(
+            topo.left
+                .run(&["ip", fam, "-o", "route", "show", "proto", "251"])
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with(&format!("{dst} ")))
+                .map(str::to_string),
+        );
+    }
+    if !installed.is_empty() {
+        fail(format!("hijacking routes installed: {installed:?}"));
+    }
+    let st = left.status().unwrap();
+    let ns = st["bgp"]["neighbors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ns.len(), 2, "{st}");
+    for n in &ns {
+        assert_eq!(n["state"], "Established", "{st}");
+    }
+    let bad = ns.iter().find(|n| n["address"] == "169.254.13.2").unwrap();
+    assert_eq!(bad["prefixes_refused"], 3, "{st}");
+    assert_eq!(bad["prefixes_received"], 1, "{st}");
+    assert!(
+        left.log()
+            .contains("refused routes that would take traffic for our own infrastructure"),
+        "{}",
+        testbed::tail(&left.log(), 40)
+    );
+    // The honest session's own address still goes over vti0, and traffic flows.
+    let r = topo
+        .left
+        .run(&["ip", "-4", "-o", "route", "get", "169.254.12.2"])
+        .unwrap_or_default();
+    assert!(r.contains("dev vti0"), "{r}");
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST, Duration::from_secs(5))
+        .expect("ping over the honest tunnel");
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST6, Duration::from_secs(5))
+        .expect("IPv6 ping over the honest tunnel");
+}
+
+/// BFD packets count only when they arrive on the neighbour's own tunnel: an attacker on
+/// another link of the left router, who knows both discriminators (read here off the
+/// tunnel interface) and spoofs the neighbour's address with TTL 255, sends AdminDown.
+/// The left must drop every one (counted) and keep BFD and BGP up.
+#[test]
+fn bfd_packet_on_another_interface_is_dropped() {
+    if !testbed::require_programs(&["ip", "tcpdump", "python3"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let left = start(&topo.left, true);
+    let right = start(&topo.right, false);
+    for rv in [&left, &right] {
+        wait_until(T, POLL, || {
+            let n = neighbor(rv);
+            (n["state"] == "Established" && n["bfd"] == "Up")
+                .then_some(())
+                .ok_or_else(|| format!("neighbor {n}"))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 80)));
+    }
+    // The discriminators, from one of the right's BFD packets as the left's vti0 sees it.
+    let pcap = std::env::temp_dir().join(format!("rv-bfd-{}.pcap", std::process::id()));
+    let pcap_s = pcap.to_str().unwrap();
+    let o = topo.left.exec(&[
+        "timeout",
+        "5",
+        "tcpdump",
+        "-i",
+        "vti0",
+        "-c",
+        "1",
+        "-w",
+        pcap_s,
+        "src host 169.254.12.2 and udp dst port 3784",
+    ]);
+    let cap = std::fs::read(&pcap).unwrap_or_default();
+    let _ = std::fs::remove_file(&pcap);
+    // pcap header (24) + record header (16) + IPv4 (20) + UDP (8): the BFD packet.
+    let bfd = cap
+        .get(68..92)
+        .unwrap_or_else(|| panic!("no BFD packet captured: {o:?}"));
+    let (theirs, ours) = (&bfd[4..8], &bfd[8..12]);
+    assert_ne!(ours, [0; 4], "the right knows our discriminator by now");
+    // AdminDown (RFC 5880 §4.1: version 1, state 0), Detect Mult 3, both discriminators.
+    let mut pkt = vec![0x20, 0x00, 3, 24];
+    pkt.extend_from_slice(theirs);
+    pkt.extend_from_slice(ours);
+    pkt.extend_from_slice(&1_000_000u32.to_be_bytes());
+    pkt.extend_from_slice(&1_000_000u32.to_be_bytes());
+    pkt.extend_from_slice(&[0; 4]);
+    let hex: String = pkt.iter().map(|b| format!("{b:02x}")).collect();
+
+    let evil = Netns::new("bfdevil");
+    testbed::veth(
+        &topo.left,
+        "evil0",
+        &["203.0.113.1/24"],
+        &evil,
+        "eth0",
+        &["203.0.113.2/24", "169.254.12.2/32"],
+    );
+    // A router with loose reverse-path filtering: the spoofed source is not refused.
+    topo.left.sysctl("net.ipv4.conf.all.rp_filter", "0");
+    topo.left.sysctl("net.ipv4.conf.evil0.rp_filter", "0");
+    evil.must(&["ip", "route", "add", "169.254.12.1/32", "dev", "eth0"]);
+    let script = "import socket, sys, time\n\
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)\n\
+        s.bind(('169.254.12.2', 49999))\n\
+        pkt = bytes.fromhex(sys.argv[1])\n\
+        end = time.time() + 1.5\n\
+        while time.time() < end:\n    s.sendto(pkt, ('169.254.12.1', 3784)); time.sleep(0.01)\n";
+    let o = evil.exec(&["python3", "-c", script, &hex]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let n = neighbor(&left);
+    let log = left.log();
+    assert!(
+        n["bfd"] == "Up" && n["state"] == "Established" && !log.contains("BFD down"),
+        "injected AdminDown took the session down: {n}\n{}",
+        testbed::tail(&log, 40)
+    );
+    assert!(
+        n["bfd_wrong_interface"].as_u64().unwrap_or(0) > 10,
+        "the injected packets were not seen: {n}"
+    );
+    wait_route(&left, Topology::RIGHT_NET, "via 169.254.12.2");
+}
+
+/// `max_prefix` at the daemon: the left accepts one route from the right, which
+/// announces two (10.2.0.0/24 and fd00:2::/64). The left closes the session with
+/// NOTIFICATION Cease/1 (RFC 4486) and never has more than one route from it in the
+/// kernel.
+#[test]
+fn max_prefix_exceeded_closes_the_session() {
+    if !testbed::require_programs(&["ip"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let tail = bgp(true).replacen(
+        "bfd = { interval = \"100ms\", multiplier = 3 }",
+        "max_prefix = 1",
+        1,
+    );
+    let left = Routevpn::start(
+        &topo.left,
+        &RvConfig {
+            tunnels: vec![tunnel(true)],
+            extra_tail: tail,
+            ..RvConfig::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let right = start(&topo.right, false);
+    let t0 = Instant::now();
+    let mut most = 0;
+    while t0.elapsed() < Duration::from_secs(5) {
+        let n = [Topology::RIGHT_NET, Topology::RIGHT_NET6]
+            .iter()
+            .filter(|d| bgp_route(&topo.left, d).is_some())
+            .count();
+        most = most.max(n);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(most <= 1, "both routes were installed");
+    assert!(
+        left.log().contains("MaxPrefixes"),
+        "{}",
+        testbed::tail(&left.log(), 40)
+    );
+    let rlog = right.log();
+    assert!(
+        rlog.contains("PeerNotification(Notification { code: 6, subcode: 1,"),
+        "the right was not told (Cease/1):\n{}\nleft:\n{}",
+        testbed::tail(&rlog, 40),
+        testbed::tail(&left.log(), 40)
+    );
+}

@@ -17,13 +17,18 @@
 //! address = "169.254.12.2"      # the peer's tunnel-inner address (IPv4 or IPv6)
 //! asn = 65002                   # required
 //! bfd = { interval = "100ms", multiplier = 3 }  # or true (300ms x 3) / false (default)
+//! # bfd = { interval = "100ms", multiplier = 3, auth = "meticulous-keyed-sha1",
+//! #         key_id = 1, key = "..." }   # RFC 5880 §6.7; or auth = "keyed-sha1"
+//! gtsm = true                   # default: on for directly connected eBGP (RFC 5082)
+//! password = "..."              # TCP MD5 signature (RFC 2385), default: none
 //! passive = false               # default false: we also connect
 //! import = ["permit 10.0.0.0/8 le 24"]  # prefix list, default: accept all
 //! export = ["permit 10.1.0.0/24"]       # prefix list, default: announce all
-//! max_prefix = 1000             # default: no limit
+//! max_prefix = 1000             # default 10000 (DEFAULT_MAX_PREFIX); 0 = no limit
 //! local_pref = 100              # default 100
 //! ```
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 use std::time::Duration;
@@ -31,6 +36,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
+use zeroize::Zeroizing;
 
 use super::tunnel::TunnelConfig;
 use super::values::{item_span, parse_duration, parse_network, StrList};
@@ -57,6 +63,9 @@ pub const DEFAULT_BGP_HOLD_TIME: Duration = Duration::from_secs(90);
 pub const DEFAULT_BGP_CONNECT_RETRY: Duration = Duration::from_secs(5);
 /// `bfd = true`: 300 ms × 3 (≈ 0.9 s detection), FRR's defaults.
 pub const DEFAULT_BFD_INTERVAL: Duration = Duration::from_millis(300);
+/// Routes accepted from one neighbour before the session is closed with Cease/1
+/// (RFC 4486 §4): a neighbour must not be able to fill our memory and kernel table.
+pub const DEFAULT_MAX_PREFIX: u32 = 10_000;
 /// Detect multiplier for `bfd = true`.
 pub const DEFAULT_BFD_MULTIPLIER: u8 = 3;
 
@@ -87,6 +96,31 @@ pub enum Redistribute {
     Static,
 }
 
+/// A TCP MD5 password (RFC 2385): zeroized on drop, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(Zeroizing<Vec<u8>>);
+
+impl Password {
+    /// The key as bytes (1..=80, TCP_MD5SIG_MAXKEYLEN).
+    pub fn new(bytes: &[u8]) -> Self {
+        Password(Zeroizing::new(bytes.to_vec()))
+    }
+
+    /// The key, for the socket option only.
+    pub fn secret(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The longest TCP MD5 key Linux accepts (TCP_MD5SIG_MAXKEYLEN).
+pub const MD5_KEY_MAX: usize = 80;
+
 /// One `[[bgp.neighbor]]`.
 #[derive(Debug, Clone)]
 pub struct NeighborConfig {
@@ -97,16 +131,22 @@ pub struct NeighborConfig {
     pub passive: bool,
     pub import: Option<bgp::PrefixList>,
     pub export: Option<bgp::PrefixList>,
+    /// Accepted-route limit; None = unlimited (`max_prefix = 0`).
     pub max_prefix: Option<u32>,
     pub local_pref: u32,
+    /// GTSM (RFC 5082): None = the default (on for a directly connected eBGP neighbour).
+    pub gtsm: Option<bool>,
+    /// TCP MD5 signature key (RFC 2385).
+    pub password: Option<Password>,
 }
 
 /// BFD timers: we send every `interval` and ask the same of the peer; the session goes
-/// down after `multiplier` missed intervals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// down after `multiplier` missed intervals. `auth`: RFC 5880 §6.7 keyed SHA1.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BfdConfig {
     pub interval: Duration,
     pub multiplier: u8,
+    pub auth: Option<bfd::AuthConfig>,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +174,8 @@ pub(super) struct RawNeighbor {
     export: Option<Spanned<StrList>>,
     max_prefix: Option<Spanned<u32>>,
     local_pref: Option<Spanned<u32>>,
+    gtsm: Option<bool>,
+    password: Option<Spanned<String>>,
 }
 
 /// `bfd = true | false | { interval = "100ms", multiplier = 3 }`.
@@ -142,6 +184,9 @@ pub(super) enum RawBfd {
     Table {
         interval: Option<String>,
         multiplier: Option<u8>,
+        auth: Option<String>,
+        key_id: Option<u8>,
+        key: Option<String>,
     },
 }
 
@@ -357,10 +402,14 @@ pub(super) fn neighbor(
             RawBfd::Flag(true) => Some(BfdConfig {
                 interval: DEFAULT_BFD_INTERVAL,
                 multiplier: DEFAULT_BFD_MULTIPLIER,
+                auth: None,
             }),
             RawBfd::Table {
                 interval,
                 multiplier,
+                auth,
+                key_id,
+                key,
             } => {
                 let interval = match interval {
                     None => DEFAULT_BFD_INTERVAL,
@@ -377,9 +426,37 @@ pub(super) fn neighbor(
                 if multiplier == 0 {
                     return Err(err(b.span(), "bfd multiplier must be 1..=255".into()));
                 }
+                let auth = match (auth.as_deref(), key) {
+                    (None, None) => None,
+                    (None, Some(_)) => {
+                        return Err(err(
+                            b.span(),
+                            "bfd key without auth: set auth = \"meticulous-keyed-sha1\" or \"keyed-sha1\"".into(),
+                        ))
+                    }
+                    (Some(mode), key) => {
+                        let mode = match mode {
+                            "keyed-sha1" => bfd::Sha1Mode::Keyed,
+                            "meticulous-keyed-sha1" => bfd::Sha1Mode::Meticulous,
+                            other => {
+                                return Err(err(
+                                    b.span(),
+                                    format!("bfd auth \"{other}\": expected \"meticulous-keyed-sha1\" or \"keyed-sha1\""),
+                                ))
+                            }
+                        };
+                        let Some(key) = key else {
+                            return Err(err(b.span(), "bfd auth needs a key".into()));
+                        };
+                        let a = bfd::AuthConfig::new(mode, key_id.unwrap_or(1), key.as_bytes())
+                            .map_err(|e| err(b.span(), format!("bfd key: {e}")))?;
+                        Some(a)
+                    }
+                };
                 Some(BfdConfig {
                     interval,
                     multiplier,
+                    auth,
                 })
             }
         },
@@ -397,14 +474,16 @@ pub(super) fn neighbor(
     };
     let import = list(&n.import)?;
     let export = list(&n.export)?;
-    if let Some(m) = &n.max_prefix {
-        if *m.get_ref() == 0 {
+    let password = match &n.password {
+        None => None,
+        Some(p) if p.get_ref().is_empty() || p.get_ref().len() > MD5_KEY_MAX => {
             return Err(err(
-                m.span(),
-                "max_prefix must be at least 1 (leave it out for no limit)".into(),
-            ));
+                p.span(),
+                format!("password must be 1 to {MD5_KEY_MAX} bytes (TCP MD5, RFC 2385)"),
+            ))
         }
-    }
+        Some(p) => Some(Password::new(p.get_ref().as_bytes())),
+    };
     Ok(NeighborConfig {
         address,
         asn: *n.asn.get_ref(),
@@ -412,12 +491,19 @@ pub(super) fn neighbor(
         passive: n.passive.unwrap_or(false),
         import,
         export,
-        max_prefix: n.max_prefix.as_ref().map(|m| *m.get_ref()),
+        // `max_prefix = 0` is the explicit "no limit".
+        max_prefix: match n.max_prefix.as_ref().map(|m| *m.get_ref()) {
+            None => Some(DEFAULT_MAX_PREFIX),
+            Some(0) => None,
+            Some(m) => Some(m),
+        },
         local_pref: n
             .local_pref
             .as_ref()
             .map(|m| *m.get_ref())
             .unwrap_or(bgp::limits::DEFAULT_LOCAL_PREF),
+        gtsm: n.gtsm,
+        password,
     })
 }
 
@@ -477,7 +563,8 @@ mod tests {
             n.bfd,
             Some(BfdConfig {
                 interval: Duration::from_millis(100),
-                multiplier: 4
+                multiplier: 4,
+                auth: None,
             })
         );
         assert!(n.passive);
@@ -492,9 +579,54 @@ mod tests {
             n.bfd,
             Some(BfdConfig {
                 interval: DEFAULT_BFD_INTERVAL,
-                multiplier: 3
+                multiplier: 3,
+                auth: None,
             })
         );
+    }
+
+    #[test]
+    fn security_options() {
+        let c = parse(
+            "[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\n[[bgp.neighbor]]\naddress = \"10.0.0.2\"\nasn = 2\n\
+             gtsm = false\npassword = \"s3cret-md5\"\n\
+             bfd = { interval = \"100ms\", multiplier = 3, auth = \"meticulous-keyed-sha1\", key_id = 7, key = \"bfd-key\" }\n\
+             [[bgp.neighbor]]\naddress = \"10.0.0.3\"\nasn = 3\nbfd = { auth = \"keyed-sha1\", key = \"k\" }\n",
+            "c.toml",
+        )
+        .unwrap();
+        let b = c.bgp.unwrap();
+        let n = &b.neighbors[0];
+        assert_eq!(n.gtsm, Some(false));
+        assert_eq!(n.password.as_ref().unwrap().secret(), b"s3cret-md5");
+        let auth = n.bfd.as_ref().unwrap().auth.as_ref().unwrap();
+        assert_eq!((auth.mode, auth.key_id), (bfd::Sha1Mode::Meticulous, 7));
+        // Secrets never printed.
+        let dbg = format!("{n:?}");
+        assert!(!dbg.contains("s3cret") && !dbg.contains("bfd-key"), "{dbg}");
+        let n = &b.neighbors[1];
+        assert_eq!(n.gtsm, None);
+        assert!(n.password.is_none());
+        let auth = n.bfd.as_ref().unwrap().auth.as_ref().unwrap();
+        assert_eq!((auth.mode, auth.key_id), (bfd::Sha1Mode::Keyed, 1));
+        for (bad, needle) in [
+            ("password = \"\"", "password"),
+            (&*format!("password = \"{}\"", "x".repeat(81)), "password"),
+            ("bfd = { auth = \"md5\", key = \"k\" }", "bfd auth"),
+            ("bfd = { auth = \"keyed-sha1\" }", "needs a key"),
+            ("bfd = { key = \"k\" }", "without auth"),
+            (
+                "bfd = { auth = \"keyed-sha1\", key = \"123456789012345678901\" }",
+                "bfd key",
+            ),
+        ] {
+            let text = format!(
+                "[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\n[[bgp.neighbor]]\naddress = \"10.0.0.2\"\nasn = 2\n{bad}\n"
+            );
+            let e = parse(&text, "c.toml").unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+            assert!(!e.contains("123456789012345678901"), "{e}");
+        }
     }
 
     #[test]
@@ -516,8 +648,15 @@ mod tests {
         assert_eq!(n.bfd, None);
         assert!(!n.passive);
         assert!(n.import.is_none() && n.export.is_none());
-        assert_eq!(n.max_prefix, None);
+        assert_eq!(n.max_prefix, Some(DEFAULT_MAX_PREFIX));
         assert_eq!(n.local_pref, 100);
+        // `max_prefix = 0`: no limit.
+        let c = parse(
+            "[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\n[[bgp.neighbor]]\naddress = \"10.0.0.2\"\nasn = 2\nmax_prefix = 0\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(c.bgp.unwrap().neighbors[0].max_prefix, None);
         // No [bgp] at all: no speaker.
         let c = parse(TUN, "c.toml").unwrap();
         assert!(c.bgp.is_none());
@@ -533,7 +672,7 @@ mod tests {
         let b = c.bgp.unwrap();
         assert_eq!(b.neighbors[0].bfd, None);
         assert_eq!(
-            b.neighbors[1].bfd.unwrap().interval,
+            b.neighbors[1].bfd.as_ref().unwrap().interval,
             Duration::from_millis(300)
         );
     }
@@ -598,11 +737,6 @@ mod tests {
                  [[bgp.neighbor]]\naddress = \"10.0.0.2\"\nasn = 3\n",
                 8,
                 "duplicate neighbor",
-            ),
-            (
-                "[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\n[[bgp.neighbor]]\naddress = \"10.0.0.2\"\nasn = 2\nmax_prefix = 0\n",
-                7,
-                "max_prefix",
             ),
         ];
         for (text, line, needle) in cases {

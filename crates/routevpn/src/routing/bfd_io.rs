@@ -1,6 +1,8 @@
 //! BFD sockets (RFC 5881): receive on UDP 3784 keeping only packets with TTL / hop limit
 //! 255 (§5, GTSM), send from one fixed source port in 49152..=65535 with TTL 255 (§4);
-//! and the driver's side: packets to sessions, timers, state changes to BGP.
+//! and the driver's side: packets to sessions (only those that arrived on the
+//! neighbour's own interface, authenticated when configured), timers, state changes to
+//! BGP.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -12,7 +14,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::{canon, Driver, Input};
+use super::{canon, BfdLink, Driver, Input};
 use crate::sys;
 
 fn udp(v6: bool) -> io::Result<Socket> {
@@ -35,10 +37,12 @@ fn wildcard(v6: bool, port: u16) -> SocketAddr {
     }
 }
 
-/// The receive socket on port 3784 of one family, reporting each packet's TTL.
+/// The receive socket on port 3784 of one family, reporting each packet's TTL and
+/// arrival interface.
 pub fn rx_socket(v6: bool) -> io::Result<std::net::UdpSocket> {
     let s = udp(v6)?;
     s.set_reuse_address(true)?;
+    sys::set_recv_pktinfo(s.as_raw_fd(), v6)?;
     if v6 {
         s.set_recv_hoplimit_v6(true)?;
     } else {
@@ -91,14 +95,19 @@ pub(super) fn spawn_bfd_reader(
                 })
                 .await;
             match r {
-                Ok((n, from, ttl)) => {
+                Ok(r) => {
                     // RFC 5881 §5: only packets sent from one hop away (TTL 255).
-                    if ttl != Some(bfd::limits::TTL) {
-                        debug!(%from, ?ttl, "BFD packet with TTL != 255 dropped");
+                    if r.ttl != Some(bfd::limits::TTL) {
+                        debug!(from = %r.from, ttl = ?r.ttl, "BFD packet with TTL != 255 dropped");
                         continue;
                     }
-                    let data = buf.get(..n).unwrap_or_default().to_vec();
-                    if tx.send(Input::Bfd { from, data }).await.is_err() {
+                    let data = buf.get(..r.len).unwrap_or_default().to_vec();
+                    let input = Input::Bfd {
+                        from: r.from,
+                        ifindex: r.ifindex,
+                        data,
+                    };
+                    if tx.send(input).await.is_err() {
                         return;
                     }
                 }
@@ -113,7 +122,13 @@ pub(super) fn spawn_bfd_reader(
 }
 
 impl Driver {
-    pub(super) fn bfd_packet(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    pub(super) fn bfd_packet(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        ifindex: Option<u32>,
+        data: &[u8],
+    ) {
         let pkt = match bfd::ControlPacket::decode(data) {
             Ok(p) => p,
             Err(e) => {
@@ -143,8 +158,21 @@ impl Driver {
                     debug!(%from, "BFD packet from an unexpected address");
                     return;
                 }
+                // Only what arrived on the neighbour's own link (its tunnel): a packet
+                // with the right discriminators injected on another interface is not
+                // the neighbour's.
+                let link_ok = match (&n.bfd_link, ifindex) {
+                    (BfdLink::Any, _) => true,
+                    (BfdLink::Index(want), Some(got)) => *want == got,
+                    _ => false,
+                };
+                if !link_ok {
+                    debug!(%from, ?ifindex, expected = ?n.bfd_link, "BFD packet from another interface dropped");
+                    n.bfd_wrong_link += 1;
+                    return;
+                }
                 if let Some(b) = &mut n.bfd {
-                    if let Err(e) = b.handle_packet(now, &pkt) {
+                    if let Err(e) = b.handle_datagram(now, data, &pkt) {
                         debug!(%from, error = %e, "BFD packet discarded");
                     }
                 }
@@ -167,8 +195,9 @@ impl Driver {
                 while let Some(e) = b.poll_event() {
                     events.push(e);
                 }
-                while let Some(p) = b.poll_transmit(now, &mut self.rng) {
-                    out.push(p.to_bytes());
+                let mut p = Vec::new();
+                while b.poll_datagram(now, &mut self.rng, &mut p) {
+                    out.push(std::mem::take(&mut p));
                 }
             }
             let addr = self.neighbors[i].cfg.address;
@@ -222,9 +251,9 @@ mod tests {
         let mut buf = [0u8; 64];
         // Wait for readability with a blocking peek first.
         rx.peek_from(&mut buf).unwrap();
-        let (n, from, ttl) = sys::recv_with_ttl(&rx, &mut buf).unwrap();
-        assert_eq!(&buf[..n], b"hello");
-        assert_eq!(from.port(), port);
-        assert_eq!(ttl, Some(255));
+        let r = sys::recv_with_ttl(&rx, &mut buf).unwrap();
+        assert_eq!(&buf[..r.len], b"hello");
+        assert_eq!(r.from.port(), port);
+        assert_eq!(r.ttl, Some(255));
     }
 }

@@ -1,5 +1,6 @@
 //! The Loc-RIB into the kernel: each best route (or ECMP set) installed `via NEXT_HOP
-//! dev DEVICE proto 251`, never one that covers a tunnel's IKE peer.
+//! dev DEVICE proto 251`. What may not be installed (routes covering an IKE peer, our
+//! subnets, neighbours) never got past the import guard (`guard.rs`).
 
 use std::net::IpAddr;
 
@@ -30,13 +31,6 @@ pub(super) fn prefix_contains(net: IpAddr, len: u8, addr: IpAddr) -> bool {
 }
 
 impl Driver {
-    fn covers_ike_peer(&self, p: &Prefix) -> Option<IpAddr> {
-        self.tunnels
-            .iter()
-            .map(|t| t.remote)
-            .find(|r| prefix_contains(p.addr(), p.len(), *r))
-    }
-
     pub(super) async fn uninstall(&mut self, prefix: &Prefix) {
         let Some(old) = self.installed.remove(prefix) else {
             return;
@@ -83,11 +77,6 @@ impl Driver {
             self.uninstall(&prefix).await;
             return;
         };
-        if let Some(remote) = self.covers_ike_peer(&prefix) {
-            warn!(%prefix, ike_peer = %remote, "not installing a BGP route that covers a tunnel's IKE peer");
-            self.uninstall(&prefix).await;
-            return;
-        }
         // The best path first, then the other equal paths (ECMP) when configured.
         let mut hops: Vec<(IpAddr, String)> = Vec::new();
         let Some(first) = self.next_hop_of(&best) else {

@@ -14,8 +14,10 @@
 //!   251` (DEVICE: the tunnel holding the neighbor, or the interface of our end of the
 //!   TCP connection). With `max_paths > 1` and several equal paths, one multipath route
 //!   (RTA_MULTIPATH, a `nexthop via NEXT_HOP dev DEVICE` per path) is installed instead.
-//!   A route covering a tunnel's IKE peer address is never installed (it would pull the
-//!   tunnel's own packets into itself). All our routes are deleted at shutdown.
+//!   All our routes are deleted at shutdown.
+//! * Import guard ([`guard`]): a route that would take traffic for a tunnel subnet, a
+//!   connected subnet, a neighbour or an IKE peer, or whose next hop is not on the
+//!   announcing neighbour's own tunnel, is refused before the Adj-RIB-In.
 //! * Redistribution (`[bgp] redistribute`): the kernel's main table is read at start and
 //!   every [`REDISTRIBUTE_SCAN`]; connected prefixes (proto kernel, no gateway) on
 //!   interfaces other than loopback and the tunnels, and static routes (proto static or
@@ -31,6 +33,7 @@
 //!   neighbor on that tunnel uses it (next hop: our tunnel address of that family).
 
 mod bfd_io;
+mod guard;
 mod kernel;
 mod redistribute;
 mod status;
@@ -52,7 +55,7 @@ use tracing::{info, warn};
 
 use crate::config::{BgpConfig, NeighborConfig};
 use crate::control::RoutingStatus;
-use crate::netlink::Netlink;
+use crate::netlink::{Netlink, RTPROT_KERNEL};
 use kernel::Installed;
 use tcp::Transport;
 
@@ -86,6 +89,8 @@ pub(super) enum Input {
     },
     Bfd {
         from: SocketAddr,
+        /// The interface it arrived on.
+        ifindex: Option<u32>,
         data: Vec<u8>,
     },
     Link {
@@ -153,6 +158,24 @@ struct Neighbor {
     bfd: Option<bfd::Session>,
     established_at: Option<Instant>,
     device: Option<String>,
+    refusals: guard::RefusalLog,
+    /// The interface BFD packets from this neighbour must arrive on.
+    bfd_link: BfdLink,
+    /// BFD packets dropped for arriving on another interface.
+    bfd_wrong_link: u64,
+    /// GTSM (RFC 5082) on its TCP connections.
+    gtsm: bool,
+}
+
+/// Where a neighbour's BFD packets may arrive from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BfdLink {
+    /// Its tunnel, whose interface index is not known yet: nothing is accepted.
+    Unknown,
+    /// This interface.
+    Index(u32),
+    /// Not on a connected subnet we know of: no check.
+    Any,
 }
 
 struct SystemRng(aws_lc_rs::rand::SystemRandom);
@@ -172,7 +195,6 @@ struct Driver {
     nl: Netlink,
     tx: mpsc::Sender<Input>,
     next_conn: u64,
-    next_discr: u32,
     bfd_tx4: Option<UdpSocket>,
     bfd_tx6: Option<UdpSocket>,
     rng: SystemRng,
@@ -209,6 +231,21 @@ pub async fn start(
         networks,
         max_paths: cfg.max_paths,
     });
+    // Connected subnets (local and underlay addresses) as they are at start, with
+    // their interface index.
+    let connected: Vec<(IpNet, Option<u32>)> = match nl.main_table_routes().await {
+        Ok(routes) => routes
+            .iter()
+            .filter(|r| r.protocol == RTPROT_KERNEL && r.info.gateway.is_none())
+            .filter_map(|r| Some((IpNet::new(r.info.dst, r.info.prefix_len).ok()?, r.info.oif)))
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot read connected routes: the import guard protects only tunnel subnets, neighbours and IKE peers");
+            Vec::new()
+        }
+    };
+    let connected_nets: Vec<IpNet> = connected.iter().map(|(n, _)| *n).collect();
+    let infra = guard::Infrastructure::new(&tunnels, &connected_nets, &cfg.neighbors);
     let mut neighbors = Vec::new();
     for (i, n) in cfg.neighbors.iter().enumerate() {
         let t = tunnels
@@ -235,6 +272,7 @@ pub async fn start(
         policy.export = n.export.clone();
         policy.max_prefix = n.max_prefix;
         policy.local_pref = n.local_pref;
+        policy.guard = infra.guard(n.address, t);
         // The other family rides along when this tunnel has an address of it and no
         // other neighbor on the tunnel speaks it natively.
         if let Some(t) = t {
@@ -271,12 +309,54 @@ pub async fn start(
             bfd: None,
             established_at: None,
             device: None,
+            refusals: guard::RefusalLog::default(),
+            bfd_link: match t {
+                Some(_) => BfdLink::Unknown,
+                None => connected
+                    .iter()
+                    .filter(|(net, _)| net.contains(&n.address))
+                    .max_by_key(|(net, _)| net.prefix_len())
+                    .and_then(|(_, oif)| *oif)
+                    .map_or(BfdLink::Any, BfdLink::Index),
+            },
+            bfd_wrong_link: 0,
+            gtsm: n.gtsm.unwrap_or_else(|| {
+                // Default on for a directly connected eBGP neighbour (RFC 5082 §3).
+                let direct = t.is_some() || connected_nets.iter().any(|c| c.contains(&n.address));
+                direct && n.asn != cfg.asn
+            }),
         });
     }
 
     for v6 in [false, true] {
+        let family: Vec<&Neighbor> = neighbors
+            .iter()
+            .filter(|n| n.cfg.address.is_ipv6() == v6)
+            .collect();
         match tcp::tcp_listener(v6) {
-            Ok(l) => tcp::spawn_accept(l, tx.clone()),
+            Ok(l) => {
+                // RFC 2385: each neighbour's key on the listener, for its address.
+                for n in family.iter().filter(|n| n.cfg.password.is_some()) {
+                    if let Some(p) = &n.cfg.password {
+                        crate::sys::set_tcp_md5sig(&l, n.cfg.address, p.secret()).with_context(
+                            || format!("setting the TCP MD5 key of neighbor {}", n.cfg.address),
+                        )?;
+                    }
+                }
+                // RFC 5082: when every neighbour of the family has GTSM, even their
+                // SYNs must come from one hop away.
+                if !family.is_empty() && family.iter().all(|n| n.gtsm) {
+                    use std::os::fd::AsRawFd as _;
+                    if let Err(e) = crate::sys::set_gtsm(l.as_raw_fd(), v6) {
+                        warn!(ipv6 = v6, error = %e, "cannot set GTSM on the BGP listener");
+                    }
+                }
+                tcp::spawn_accept(l, tx.clone())
+            }
+            Err(e) if family.iter().any(|n| n.cfg.password.is_some()) => {
+                return Err(anyhow::Error::new(e)
+                    .context("listening on BGP port 179 for a neighbor with a password"))
+            }
             Err(e) => warn!(ipv6 = v6, error = %e, "cannot listen on BGP port 179"),
         }
     }
@@ -323,7 +403,6 @@ pub async fn start(
         nl,
         tx: tx.clone(),
         next_conn: 1,
-        next_discr: (std::process::id() << 12) | 1,
         bfd_tx4,
         bfd_tx6,
         rng: SystemRng(aws_lc_rs::rand::SystemRandom::new()),
@@ -356,6 +435,7 @@ impl Driver {
             let now = Instant::now();
             self.run_bfd(now);
             self.drain(now).await;
+            self.log_refusals(now);
             self.publish(now);
             if ack.is_some() {
                 break;
@@ -399,8 +479,17 @@ impl Driver {
             } => self.connect_result(now, peer, attempt, result),
             Input::Bytes { conn, data } => self.bytes(now, conn, data),
             Input::Closed { conn } => self.closed(now, conn),
-            Input::Bfd { from, data } => self.bfd_packet(now, from, &data),
-            Input::Link { tunnel, up } => self.link(now, &tunnel, up),
+            Input::Bfd {
+                from,
+                ifindex,
+                data,
+            } => self.bfd_packet(now, from, ifindex, &data),
+            Input::Link { tunnel, up } => {
+                if up {
+                    self.learn_link(&tunnel).await;
+                }
+                self.link(now, &tunnel, up)
+            }
             Input::Redistribute(set) => self.redistribute(now, set),
             Input::Shutdown(_) => {}
         }
@@ -414,18 +503,41 @@ impl Driver {
         n.active = true;
         self.speaker
             .add_peer(now, n.id, n.session.clone(), n.policy.clone());
-        if let Some(b) = n.cfg.bfd {
-            self.next_discr = self.next_discr.wrapping_add(1).max(1);
+        if let Some(b) = n.cfg.bfd.clone() {
+            let local_discr = self.fresh_discriminator();
+            let n = &mut self.neighbors[i];
             let cfg = bfd::SessionConfig {
-                local_discr: self.next_discr,
+                local_discr,
                 desired_min_tx: b.interval,
                 required_min_rx: b.interval,
                 detect_mult: b.multiplier,
                 passive: false,
             };
             match bfd::Session::new(cfg, now) {
-                Ok(s) => n.bfd = Some(s),
+                Ok(s) => {
+                    n.bfd = Some(match b.auth {
+                        Some(a) => s.with_auth(a),
+                        None => s,
+                    })
+                }
                 Err(e) => warn!(neighbor = %n.cfg.address, error = %e, "cannot start BFD"),
+            }
+        }
+    }
+
+    /// RFC 5880 §6.8.1: a random local discriminator (an off-path attacker cannot guess
+    /// it), nonzero and unique among our sessions.
+    fn fresh_discriminator(&mut self) -> u32 {
+        loop {
+            let mut b = [0u8; 4];
+            bfd::Rng::fill(&mut self.rng, &mut b);
+            let d = u32::from_be_bytes(b);
+            let taken = self
+                .neighbors
+                .iter()
+                .any(|n| n.bfd.as_ref().is_some_and(|s| s.local_discr() == d));
+            if d != 0 && !taken {
+                return d;
             }
         }
     }
@@ -464,6 +576,22 @@ impl Driver {
             // Keep the running BFD session (and its discriminator).
             if bfd.is_some() {
                 self.neighbors[i].bfd = bfd;
+            }
+        }
+    }
+
+    /// Learns a tunnel interface's index (BFD packets of its neighbours must arrive on it).
+    async fn learn_link(&mut self, tunnel: &str) {
+        let index = match self.nl.link_index(tunnel).await {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(%tunnel, error = %e, "cannot look up the tunnel interface: its BFD packets are dropped");
+                None
+            }
+        };
+        for n in &mut self.neighbors {
+            if n.tunnel.as_deref() == Some(tunnel) {
+                n.bfd_link = index.map_or(BfdLink::Unknown, BfdLink::Index);
             }
         }
     }

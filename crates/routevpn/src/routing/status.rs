@@ -50,12 +50,21 @@ impl Driver {
                     prefixes_received: received,
                     prefixes_accepted: accepted,
                     prefixes_sent: self.speaker.rib().adj_rib_out(n.id).count() as u64,
-                    bfd: n.cfg.bfd.map(|_| {
+                    prefixes_refused: self.speaker.rib().refused(n.id).count,
+                    bfd: n.cfg.bfd.as_ref().map(|_| {
                         n.bfd
                             .as_ref()
                             .map(|b| bfd_state_name(b.state()))
                             .unwrap_or_else(|| "Paused".into())
                     }),
+                    bfd_auth: n.cfg.bfd.as_ref().and_then(|b| b.auth.as_ref()).map(|a| {
+                        match a.mode {
+                            bfd::Sha1Mode::Keyed => "keyed-sha1",
+                            bfd::Sha1Mode::Meticulous => "meticulous-keyed-sha1",
+                        }
+                        .to_string()
+                    }),
+                    bfd_wrong_interface: n.bfd_wrong_link,
                 }
             })
             .collect();

@@ -8,6 +8,9 @@
 //! ours dies meanwhile) the session restarts on the peer's connection.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bgp::StateName;
@@ -15,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{canon, Driver, Input};
 
@@ -23,12 +26,23 @@ use super::{canon, Driver, Input};
 /// sends more without a full OPEN is closed.
 const MAX_PENDING: usize = bgp::limits::MAX_MESSAGE_LEN;
 
+/// A peer that stops reading must not make us buffer without bound: past this many
+/// unwritten bytes on one connection the session is reset.
+pub(super) const MAX_WRITE_QUEUE: usize = 4 << 20;
+
+/// A single write that makes no progress for this long ends the connection (a peer
+/// that stopped reading, after our Cease or otherwise).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One TCP connection: a writer task fed through `tx` and a reader task feeding the
 /// driver `Input::Bytes`/`Input::Closed` tagged with `id`.
 pub(super) struct Conn {
     pub(super) id: u64,
     pub(super) tx: mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes handed to the writer and not yet written.
+    queued: Arc<AtomicUsize>,
     reader: AbortHandle,
+    writer: AbortHandle,
     /// We connected (rather than accepted).
     outbound: bool,
     /// Our end's address (the speaker's next hop self).
@@ -39,6 +53,27 @@ impl Conn {
     /// Queued bytes are still written, then the write side is shut down.
     pub(super) fn close(self) {
         self.reader.abort();
+    }
+
+    /// Drops the connection at once, queued bytes and all.
+    fn reset(self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+
+    /// Queues `bytes` for the writer; false (nothing queued) when that would put more
+    /// than [`MAX_WRITE_QUEUE`] bytes behind a peer that is not reading.
+    pub(super) fn send(&self, bytes: Vec<u8>) -> bool {
+        let len = bytes.len();
+        let before = self.queued.fetch_add(len, Ordering::Relaxed);
+        if before + len > MAX_WRITE_QUEUE {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        if self.tx.send(bytes).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+        }
+        true
     }
 }
 
@@ -167,6 +202,17 @@ impl Transport {
         });
     }
 
+    /// Resets our connection (queued bytes dropped); a held connection stays.
+    pub(super) fn reset_conn(&mut self) {
+        self.update(|ours, held| match ours {
+            Ours::Open(c) => {
+                c.reset();
+                (Ours::Nothing, held)
+            }
+            other => (other, held),
+        });
+    }
+
     /// Aborts our attempt, if one is in flight.
     fn abort_attempt(&mut self) {
         self.update(|ours, held| match ours {
@@ -286,14 +332,20 @@ impl Driver {
         let local = canon(stream.local_addr().ok()?.ip());
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        tokio::spawn(async move {
+        let queued = Arc::new(AtomicUsize::new(0));
+        let left = queued.clone();
+        let writer = tokio::spawn(async move {
             while let Some(b) = rx.recv().await {
-                if wr.write_all(&b).await.is_err() {
-                    return;
+                match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&b)).await {
+                    Ok(Ok(())) => {
+                        left.fetch_sub(b.len(), Ordering::Relaxed);
+                    }
+                    _ => return,
                 }
             }
-            let _ = wr.shutdown().await;
-        });
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown()).await;
+        })
+        .abort_handle();
         let itx = self.tx.clone();
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; 65536];
@@ -316,7 +368,9 @@ impl Driver {
         Some(Conn {
             id,
             tx,
+            queued,
             reader,
+            writer,
             outbound,
             local,
         })
@@ -333,6 +387,15 @@ impl Driver {
             debug!(from = %peer, "BGP connection from an unconfigured or paused address refused");
             return;
         };
+        if self.neighbors[i].gtsm {
+            // RFC 5082 §3: from here on the kernel drops this peer's segments unless
+            // they arrive with TTL >= 254 (the listener already did when every
+            // neighbour of the family has GTSM).
+            if let Err(e) = crate::sys::set_gtsm(stream.as_raw_fd(), ip.is_ipv6()) {
+                warn!(neighbor = %ip, error = %e, "cannot set GTSM on the BGP connection; closing it");
+                return;
+            }
+        }
         let Some(conn) = self.spawn_conn(stream, false) else {
             return;
         };
@@ -386,6 +449,8 @@ impl Driver {
         let n = &mut self.neighbors[i];
         let addr = SocketAddr::new(n.cfg.address, bgp::limits::BGP_PORT);
         let bind = n.bind;
+        let gtsm = n.gtsm;
+        let password = n.cfg.password.clone();
         let timeout = self.cfg.connect_retry;
         let tx = self.tx.clone();
         let task = tokio::spawn(async move {
@@ -397,6 +462,12 @@ impl Driver {
                 };
                 if let Some(b) = bind {
                     s.bind(SocketAddr::new(b, 0))?;
+                }
+                if gtsm {
+                    crate::sys::set_gtsm(s.as_raw_fd(), addr.is_ipv6())?;
+                }
+                if let Some(p) = &password {
+                    crate::sys::set_tcp_md5sig(&s, addr.ip(), p.secret())?;
                 }
                 tokio::time::timeout(timeout, s.connect(addr))
                     .await
@@ -549,16 +620,29 @@ impl Driver {
         }
     }
 
-    /// Writes what the speaker queued to each peer's connection.
+    /// Writes what the speaker queued to each peer's connection; resets the session of
+    /// a peer with more than [`MAX_WRITE_QUEUE`] bytes it has not read.
     pub(super) fn flush_transmit(&mut self) {
+        let mut stuck = Vec::new();
         while let Some((id, bytes)) = self.speaker.poll_transmit() {
             if let Some(c) = self
                 .neighbors
                 .get(id.0 as usize)
                 .and_then(|n| n.transport.conn())
             {
-                let _ = c.tx.send(bytes);
+                if !c.send(bytes) && !stuck.contains(&id) {
+                    stuck.push(id);
+                }
             }
+        }
+        for id in stuck {
+            let Some(n) = self.neighbors.get_mut(id.0 as usize) else {
+                continue;
+            };
+            warn!(neighbor = %n.cfg.address, limit = MAX_WRITE_QUEUE, "BGP peer is not reading: write queue full, resetting the session");
+            n.transport.reset_conn();
+            n.established_at = None;
+            self.speaker.handle_disconnected(Instant::now(), id);
         }
     }
 }
@@ -576,10 +660,31 @@ mod tests {
         Conn {
             id,
             tx,
+            queued: Arc::new(AtomicUsize::new(0)),
             reader: task(),
+            writer: task(),
             outbound,
             local: IpAddr::from([169, 254, 12, 1]),
         }
+    }
+
+    /// A peer that reads nothing: the queue stops at MAX_WRITE_QUEUE and refuses more.
+    #[tokio::test]
+    async fn write_queue_is_bounded() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let c = Conn {
+            tx,
+            ..conn(1, true)
+        };
+        let msg = vec![0u8; 4096];
+        let mut sent = 0;
+        while c.send(msg.clone()) {
+            sent += msg.len();
+            assert!(sent <= MAX_WRITE_QUEUE, "{sent}");
+        }
+        assert_eq!(sent, MAX_WRITE_QUEUE);
+        assert!(!c.send(vec![0u8; 1]));
+        drop(rx);
     }
 
     fn attempt(id: u64) -> Attempt {
