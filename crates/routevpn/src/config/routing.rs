@@ -199,12 +199,15 @@ impl<'de> Deserialize<'de> for RawBfd {
         struct Table {
             interval: Option<String>,
             multiplier: Option<u8>,
+            auth: Option<String>,
+            key_id: Option<u8>,
+            key: Option<String>,
         }
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = RawBfd;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("true, false or a table { interval = \"100ms\", multiplier = 3 }")
+                f.write_str("true, false or a table { interval = \"100ms\", multiplier = 3, auth = \"meticulous-keyed-sha1\", key_id = 1, key = \"...\" }")
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawBfd, E> {
                 Ok(RawBfd::Flag(v))
@@ -214,6 +217,9 @@ impl<'de> Deserialize<'de> for RawBfd {
                 Ok(RawBfd::Table {
                     interval: t.interval,
                     multiplier: t.multiplier,
+                    auth: t.auth,
+                    key_id: t.key_id,
+                    key: t.key,
                 })
             }
         }
