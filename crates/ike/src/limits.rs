@@ -66,3 +66,5 @@ pub const MAX_REASSEMBLY_BYTES: usize = 64 * 1024;
 pub const REFUSAL_LOGS_PER_SEC: u32 = 5;
 /// Longest peer-controlled text that goes into a log line or `last_error`.
 pub const MAX_LOGGED_TEXT: usize = 300;
+/// Proposals of a peer's list named in a NO_PROPOSAL_CHOSEN log line.
+pub const MAX_DESCRIBED_PROPOSALS: usize = 8;

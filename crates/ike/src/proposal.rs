@@ -565,12 +565,17 @@ pub fn describe(ps: &[AlgorithmProposal]) -> String {
 }
 
 /// A peer's offered proposals for display, skipping those we cannot read.
+/// At most [`crate::limits::MAX_DESCRIBED_PROPOSALS`] of them: the list is the peer's.
 pub fn describe_offered(offered: &[WireProposal], protocol: Protocol) -> String {
     let ps: Vec<_> = offered
         .iter()
         .filter_map(|p| from_wire(p, protocol))
         .collect();
-    describe(&ps)
+    let max = crate::limits::MAX_DESCRIBED_PROPOSALS;
+    match ps.len().checked_sub(max) {
+        Some(more) if more > 0 => format!("{}, … and {more} more", describe(&ps[..max])),
+        _ => describe(&ps),
+    }
 }
 
 /// Runs §2.7 selection of `offered` (wire) against `local`; returns the chosen wire
@@ -663,6 +668,21 @@ mod tests {
     }
     fn esp(s: &str) -> AlgorithmProposal {
         parse(s, Protocol::Esp).unwrap()
+    }
+
+    /// A peer's long list is named only in part (it goes into logs and `status`).
+    #[test]
+    fn offered_list_description_is_bounded() {
+        let one = ike("aes128gcm16-prfsha256-ecp256");
+        let many: Vec<WireProposal> = (1..=100).map(|n| to_wire(&one, n, vec![], true)).collect();
+        let d = describe_offered(&many, Protocol::Ike);
+        assert!(d.ends_with(", … and 92 more"), "{d}");
+        assert_eq!(
+            d.matches("ECP_256").count() + d.matches("ecp256").count(),
+            8,
+            "{d}"
+        );
+        assert!(!describe_offered(&many[..3], Protocol::Ike).contains("more"));
     }
 
     #[test]

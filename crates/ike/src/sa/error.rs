@@ -98,7 +98,65 @@ impl ExchangeError {
 
     /// `last_error` as `status` shows it.
     pub fn status_line(&self) -> String {
-        format!("{}: {self}", self.notify_type())
+        format!("{}: {}", self.notify_type(), self.bounded())
+    }
+
+    /// The text, cut to [`limits::MAX_LOGGED_TEXT`]: much of it can come from the peer
+    /// (proposals, identities), and a spoofed 60 KB list must not become 60 KB of log.
+    pub fn bounded(&self) -> String {
+        bounded_text(self.to_string())
+    }
+}
+
+/// `text` cut at a character boundary to [`limits::MAX_LOGGED_TEXT`] octets, saying how
+/// much was left out.
+pub(crate) fn bounded_text(mut text: String) -> String {
+    if text.len() <= limits::MAX_LOGGED_TEXT {
+        return text;
+    }
+    let mut cut = limits::MAX_LOGGED_TEXT;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = text.len() - cut;
+    text.truncate(cut);
+    text.push_str(&format!("… ({dropped} more bytes)"));
+    text
+}
+
+/// Rate limit of the log lines for refused IKE_SA_INITs of one session (they cost an
+/// attacker nothing to provoke).
+#[derive(Debug)]
+pub(crate) struct RefusalLog {
+    window_start: Option<Instant>,
+    printed: u32,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    pub(crate) const fn new() -> RefusalLog {
+        RefusalLog {
+            window_start: None,
+            printed: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Some(number suppressed since the last printed line) if this one may be printed.
+    pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
+        let fresh = self
+            .window_start
+            .is_none_or(|t| now.saturating_duration_since(t) >= std::time::Duration::from_secs(1));
+        if fresh {
+            self.window_start = Some(now);
+            self.printed = 0;
+        }
+        if self.printed >= limits::REFUSAL_LOGS_PER_SEC {
+            self.suppressed += 1;
+            return None;
+        }
+        self.printed += 1;
+        Some(std::mem::take(&mut self.suppressed))
     }
 }
 
@@ -113,7 +171,7 @@ impl IkeSa {
         keep_for_retransmits: bool,
     ) {
         let ty = err.notify_type();
-        let why = err.to_string();
+        let why = err.bounded();
         warn!(tunnel = %ctx.cfg.name, error = %ty, peer = %self.remote, "IKE SA failed: {why}");
         *ctx.last_error = Some(err.status_line());
         self.report_closed(ctx, CloseReason::Failed(ty, why));
@@ -140,10 +198,15 @@ impl IkeSa {
             // §2.6, §2.21.1: answered without keeping state, so not protected.
             ExchangeType::IKE_SA_INIT => {
                 if let ExchangeError::NoProposal(_) = err {
-                    warn!(tunnel = %ctx.cfg.name, peer = %self.remote, "{err}");
                     *ctx.last_error = Some(err.status_line());
-                } else {
-                    debug!(tunnel = %ctx.cfg.name, peer = %self.remote, error = %err, "refusing IKE_SA_INIT");
+                }
+                if let Some(suppressed) = ctx.refusals.allow(now) {
+                    let why = err.bounded();
+                    if let ExchangeError::NoProposal(_) = err {
+                        warn!(tunnel = %ctx.cfg.name, peer = %self.remote, suppressed, "{why}");
+                    } else {
+                        debug!(tunnel = %ctx.cfg.name, peer = %self.remote, suppressed, error = %why, "refusing IKE_SA_INIT");
+                    }
                 }
                 let mut header = self.header(ExchangeType::IKE_SA_INIT, 0, true);
                 header.spi_r = 0; // §2.6/§2.21.1: no responder SPI on a stateless error reply
@@ -160,12 +223,13 @@ impl IkeSa {
                 self.fail(ctx, now, err, true);
             }
             _ => {
+                let why = err.bounded();
                 if err.is_routine() {
-                    debug!(tunnel = %ctx.cfg.name, %exchange, error = %err, "refusing request");
+                    debug!(tunnel = %ctx.cfg.name, %exchange, error = %why, "refusing request");
                 } else {
                     let ty = err.notify_type();
-                    warn!(tunnel = %ctx.cfg.name, error = %ty, "refusing {exchange}: {err}");
-                    *ctx.last_error = Some(format!("{ty}: refused peer's {exchange}: {err}"));
+                    warn!(tunnel = %ctx.cfg.name, error = %ty, "refusing {exchange}: {why}");
+                    *ctx.last_error = Some(format!("{ty}: refused peer's {exchange}: {why}"));
                 }
                 self.send_response(ctx, exchange, msg_id, vec![err.notify()]);
             }
@@ -176,6 +240,30 @@ impl IkeSa {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_text_is_bounded_and_refusal_logs_rate_limited() {
+        let long = ExchangeError::NoProposal("x".repeat(60_000));
+        assert!(long.status_line().len() < limits::MAX_LOGGED_TEXT + 64);
+        assert!(
+            long.bounded().ends_with("(59700 more bytes)"),
+            "{}",
+            long.bounded()
+        );
+        // A multi-octet character at the cut is not split.
+        let text = "é".repeat(400);
+        assert!(bounded_text(text).is_char_boundary(limits::MAX_LOGGED_TEXT));
+        let t0 = Instant::now();
+        let mut log = RefusalLog::new();
+        let printed = (0..1000).filter(|_| log.allow(t0).is_some()).count();
+        assert_eq!(printed, limits::REFUSAL_LOGS_PER_SEC as usize);
+        // The next second prints again and says how many were left out.
+        let next = t0 + std::time::Duration::from_secs(1);
+        assert_eq!(
+            log.allow(next),
+            Some(1000 - u64::from(limits::REFUSAL_LOGS_PER_SEC))
+        );
+    }
 
     #[test]
     fn mapping() {

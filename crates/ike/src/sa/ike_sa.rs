@@ -290,6 +290,8 @@ pub(crate) struct Ctx<'a> {
     /// The peer authenticated with INITIAL_CONTACT: drop its older SAs.
     pub initial_contact: bool,
     pub now: Instant,
+    /// Rate limit of IKE_SA_INIT refusal log lines.
+    pub refusals: &'a mut super::error::RefusalLog,
 }
 
 impl Ctx<'_> {

@@ -203,6 +203,8 @@ pub struct Session {
     lifecycle: Lifecycle,
     /// Stateless COOKIEs (§2.6): secrets, and how many new IKE_SA_INITs arrived lately.
     cookies: ike_init::Cookies,
+    /// Rate limit of the log lines for refused IKE_SA_INITs.
+    refusals: error::RefusalLog,
 }
 
 impl Session {
@@ -217,6 +219,7 @@ impl Session {
         let mut rng = rng;
         Session {
             cookies: ike_init::Cookies::new(rng.as_mut(), now),
+            refusals: error::RefusalLog::new(),
             cfg,
             local,
             remote,

@@ -19,6 +19,11 @@ pub enum OpenError {
     Padding,
     #[error("inner payloads: {0}")]
     Decode(#[from] DecodeError),
+    #[error(
+        "fragments add up to more than {} octets",
+        crate::limits::MAX_REASSEMBLY_BYTES
+    )]
+    TooLarge,
 }
 
 /// Encodes `header` + SK{inner} and protects it with `cipher`; header lengths and
@@ -195,6 +200,8 @@ pub struct Reassembly {
     total: u16,
     first_inner: PayloadType,
     parts: Vec<Option<Zeroizing<Vec<u8>>>>,
+    /// Octets held in `parts` (RFC 7383 §7: bounded).
+    bytes: usize,
 }
 
 impl Reassembly {
@@ -205,6 +212,7 @@ impl Reassembly {
             total,
             first_inner: PayloadType::NONE,
             parts: vec![None; total as usize],
+            bytes: 0,
         }
     }
 
@@ -216,8 +224,14 @@ impl Reassembly {
         if f.number == 1 {
             self.first_inner = f.first_inner;
         }
-        let slot = self.parts.get_mut(f.number as usize - 1)?;
+        let slot = self.parts.get_mut(usize::from(f.number).checked_sub(1)?)?;
+        let held = slot.as_ref().map_or(0, |d| d.len());
+        self.bytes = self.bytes - held + f.data.len();
         *slot = Some(f.data);
+        // RFC 7383 §7: a peer must not make us hold more than a bounded amount.
+        if self.bytes > crate::limits::MAX_REASSEMBLY_BYTES {
+            return Some(Err(OpenError::TooLarge));
+        }
         if self.parts.iter().any(|p| p.is_none()) {
             return None;
         }
@@ -226,5 +240,38 @@ impl Reassembly {
             all.extend_from_slice(p);
         }
         Some(wire::decode_chain(self.first_inner, &all).map_err(OpenError::from))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frag(number: u16, total: u16, len: usize) -> Fragment {
+        Fragment {
+            number,
+            total,
+            first_inner: PayloadType::NONE,
+            data: Zeroizing::new(vec![0; len]),
+        }
+    }
+
+    /// RFC 7383 §7: the octets held for one message are bounded, also when a peer
+    /// resends a slot; fragment number 0 is ignored rather than underflowing.
+    #[test]
+    fn reassembly_holds_a_bounded_number_of_octets() {
+        let mut r = Reassembly::new(1, false, 40);
+        assert!(r.add(frag(0, 40, 100)).is_none());
+        let per = 4000;
+        let fit = crate::limits::MAX_REASSEMBLY_BYTES / per;
+        for n in 1..=fit as u16 {
+            assert!(r.add(frag(n, 40, per)).is_none(), "fragment {n}");
+        }
+        // Replacing a held fragment does not count twice.
+        assert!(r.add(frag(1, 40, per)).is_none());
+        assert!(matches!(
+            r.add(frag(fit as u16 + 1, 40, per)),
+            Some(Err(OpenError::TooLarge))
+        ));
     }
 }

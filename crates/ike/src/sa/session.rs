@@ -67,6 +67,7 @@ impl Session {
                 events,
                 rng,
                 last_error,
+                refusals,
                 ..
             } = self;
             let mut ctx = Ctx {
@@ -79,6 +80,7 @@ impl Session {
                 new_sas: &mut new_sas,
                 initial_contact: false,
                 now,
+                refusals,
             };
             let r = f(&mut sas[idx], &mut ctx, now);
             if ctx.initial_contact {
