@@ -185,7 +185,8 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 /// Two tunnels whose interface subnets overlap would route the same addresses into
-/// two interfaces: an error on the later tunnel's `address`.
+/// two interfaces: an error on the later tunnel's `address`. A host address (/32, /128)
+/// installs no subnet route, so it clashes only with the very same address.
 pub(super) fn check_overlap(
     cx: &Ctx,
     raw: &[Spanned<RawTunnel>],
@@ -196,7 +197,13 @@ pub(super) fn check_overlap(
         for a in &new.addresses {
             for b in &old.addresses {
                 let (na, nb) = (a.trunc(), b.trunc());
-                if na.contains(&nb.network()) || nb.contains(&na.network()) {
+                let host = |n: &ipnet::IpNet| n.prefix_len() == n.max_prefix_len();
+                let clash = if host(a) || host(b) {
+                    a.addr() == b.addr()
+                } else {
+                    na.contains(&nb.network()) || nb.contains(&na.network())
+                };
+                if clash {
                     let span = raw
                         .get(earlier.len())
                         .and_then(|t| t.get_ref().address.as_ref())
@@ -372,6 +379,16 @@ mod tests {
         );
         let apart = second.replace("169.254.12.2/24", "169.254.12.5/30");
         assert!(parse(&format!("{TUN}{apart}"), "c.toml").is_ok());
+        // A host address inside another tunnel's subnet adds no subnet route: allowed;
+        // the very same address twice is not.
+        let host = second.replace("169.254.12.2/24", "169.254.12.2/32");
+        assert!(parse(&format!("{TUN}{host}"), "c.toml").is_ok());
+        let same = second.replace("169.254.12.2/24", "169.254.12.1/32");
+        let e = err(&format!("{TUN}{same}"));
+        assert!(
+            e.message.contains("overlaps address 169.254.12.1/30"),
+            "{e}"
+        );
     }
 
     #[test]
