@@ -299,11 +299,12 @@ pub fn format_status(r: &StatusReport) -> String {
                 "    out {}, {:>12} bytes, {:>9} packets",
                 c.spi_out, c.bytes_out, c.packets_out
             );
-            if c.replayed + c.icv_failures + c.malformed > 0 {
+            if c.replayed + c.icv_failures + c.malformed + c.ts_mismatch_in + c.ts_mismatch_out > 0
+            {
                 let _ = writeln!(
                     o,
-                    "    dropped: {} replayed, {} ICV failures, {} malformed",
-                    c.replayed, c.icv_failures, c.malformed
+                    "    dropped: {} replayed, {} ICV failures, {} malformed, {} outside selectors in / {} out",
+                    c.replayed, c.icv_failures, c.malformed, c.ts_mismatch_in, c.ts_mismatch_out
                 );
             }
             let _ = writeln!(o, "    local  {}", c.local_ts.join(" "));

@@ -167,6 +167,12 @@ pub struct ChildSaStatus {
     /// Inbound packets with bad padding, next header or inner packet.
     #[serde(default)]
     pub malformed: u64,
+    /// Packets outside the negotiated traffic selectors, dropped (RFC 4301 §5.2):
+    /// authentic inbound ones, and outbound ones the SA was not negotiated for.
+    #[serde(default)]
+    pub ts_mismatch_in: u64,
+    #[serde(default)]
+    pub ts_mismatch_out: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -395,6 +401,8 @@ pub(crate) mod tests {
                         replayed: 1,
                         icv_failures: 2,
                         malformed: 0,
+                        ts_mismatch_in: 0,
+                        ts_mismatch_out: 0,
                     }],
                 },
                 TunnelStatus {

@@ -78,6 +78,8 @@ fn tunnel_status(t: &Tunnel, now: Instant, dp: &Dataplane) -> TunnelStatus {
                     replayed: ctr.inbound.replayed,
                     icv_failures: ctr.inbound.icv_failures,
                     malformed: ctr.inbound.malformed,
+                    ts_mismatch_in: ctr.inbound.ts_mismatch,
+                    ts_mismatch_out: ctr.outbound.ts_mismatch,
                 }
             })
             .collect(),
