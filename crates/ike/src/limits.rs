@@ -68,3 +68,5 @@ pub const REFUSAL_LOGS_PER_SEC: u32 = 5;
 pub const MAX_LOGGED_TEXT: usize = 300;
 /// Proposals of a peer's list named in a NO_PROPOSAL_CHOSEN log line.
 pub const MAX_DESCRIBED_PROPOSALS: usize = 8;
+/// §3.13: Number of TSs is one octet.
+pub const MAX_SELECTORS: usize = 255;

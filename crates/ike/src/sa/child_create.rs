@@ -13,6 +13,7 @@ use super::payloads::*;
 use super::{Event, Queued};
 use crate::crypto::KeyExchange;
 use crate::iana::{DhId, ExchangeType, NotifyType, ProtocolId};
+use crate::limits;
 use crate::proposal::{self, Protocol, Selected};
 use crate::wire::{KePayload, NotifyPayload, Payload, SaPayload, TrafficSelector, TsPayload};
 use std::time::Instant;
@@ -168,6 +169,16 @@ impl IkeSa {
         }
         let tsi_n = crate::wire::narrow(&tsi.selectors, &ctx.cfg.remote_ts);
         let tsr_n = crate::wire::narrow(&tsr.selectors, &ctx.cfg.local_ts);
+        // §3.13: a TS payload counts its selectors in one octet.
+        let most = tsi_n.len().max(tsr_n.len());
+        if most > limits::MAX_SELECTORS {
+            return Err(ExchangeError::TsUnacceptable(format!(
+                "narrowing the peer's {} TSi and {} TSr selectors yields {most}, more than a TS payload holds ({})",
+                tsi.selectors.len(),
+                tsr.selectors.len(),
+                limits::MAX_SELECTORS
+            )));
+        }
         if tsi_n.is_empty() || tsr_n.is_empty() {
             return Err(ExchangeError::TsUnacceptable(format!(
                 "peer's traffic selectors TSi [{}] TSr [{}] do not overlap ours (remote_ts [{}], local_ts [{}])",

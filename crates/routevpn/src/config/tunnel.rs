@@ -397,6 +397,17 @@ pub(super) fn tunnel(
                     format!("{what}: at least one selector is required"),
                 ));
             }
+            // RFC 7296 §3.13: a TS payload counts its selectors in one octet.
+            if list.get_ref().0.len() > ike::limits::MAX_SELECTORS {
+                return Err(err(
+                    list.span(),
+                    format!(
+                        "{what}: {} selectors, at most {} fit in a TS payload",
+                        list.get_ref().0.len(),
+                        ike::limits::MAX_SELECTORS
+                    ),
+                ));
+            }
         }
     }
 

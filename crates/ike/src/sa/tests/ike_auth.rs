@@ -171,6 +171,66 @@ fn unacceptable_traffic_selectors() {
     )));
 }
 
+/// §2.9 narrowing can multiply selectors (each of the peer's with each of ours); a
+/// result that a TS payload cannot carry (more than 255) is refused with
+/// TS_UNACCEPTABLE instead of being encoded wrong.
+#[test]
+fn narrowing_past_255_selectors_is_refused() {
+    let mut a = config(
+        "a",
+        "routerA",
+        "routerB",
+        &["aes256gcm16-prfsha384-x25519"],
+        &["aes256gcm16"],
+        "s",
+        true,
+    );
+    a.local_ts = (0..200u8)
+        .map(|i| TrafficSelector::from_prefix(std::net::Ipv4Addr::new(10, 0, 0, i).into(), 32))
+        .collect();
+    let mut b = config(
+        "b",
+        "routerB",
+        "routerA",
+        &["aes256gcm16-prfsha384-x25519"],
+        &["aes256gcm16"],
+        "s",
+        false,
+    );
+    // Two selectors that each narrow every one of A's 200 to a different result.
+    let udp_only = match TrafficSelector::from_prefix("10.0.0.0".parse().unwrap(), 8) {
+        TrafficSelector::Range {
+            ts_type,
+            start_port,
+            end_port,
+            start,
+            end,
+            ..
+        } => TrafficSelector::Range {
+            ts_type,
+            ip_protocol: 17,
+            start_port,
+            end_port,
+            start,
+            end,
+        },
+        other => other,
+    };
+    b.remote_ts = vec![TrafficSelector::any_v4(), udp_only];
+    let mut p = Pair::new(a, b);
+    p.start();
+    assert!(
+        p.events_a.iter().any(|e| matches!(
+            e,
+            Event::ChildFailed {
+                reason: CloseReason::Failed(NotifyType::TS_UNACCEPTABLE, _)
+            }
+        )),
+        "{:?}",
+        p.events_a
+    );
+}
+
 #[test]
 fn responder_narrows_traffic_selectors() {
     let a = config(
