@@ -276,6 +276,37 @@ fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// Effective uid is 0 (namespaces, veths and nftables need root).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) takes no arguments, touches no memory of ours and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Sends signal `sig` to process `pid` (kill(2)).
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill(2) takes two integers and touches no memory of ours; signalling the
+    // wrong process is a logic error the caller guards against, not undefined behaviour.
+    let rc = unsafe { libc::kill(pid, sig) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Moves the calling thread into the network namespace open as `ns` (setns(2)); other
+/// threads and sockets already made stay where they are.
+pub fn enter_netns(ns: &impl AsFd) -> io::Result<()> {
+    // SAFETY: the borrowed fd stays open for the whole call; setns with CLONE_NEWNET only
+    // changes this thread's network namespace and touches no memory of ours.
+    let rc = unsafe { libc::setns(ns.as_fd().as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

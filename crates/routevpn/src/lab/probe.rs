@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,13 +23,7 @@ const READ_TIMEOUT: Duration = Duration::from_millis(50);
 pub fn enter_netns(name: &str) -> anyhow::Result<()> {
     let path = format!("/run/netns/{name}");
     let f = File::open(&path).with_context(|| format!("opening {path}"))?;
-    // SAFETY: `f` is an open namespace file descriptor for the duration of the call;
-    // setns only changes this thread's network namespace.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("setns into {name}"));
-    }
-    Ok(())
+    crate::sys::enter_netns(&f).with_context(|| format!("setns into {name}"))
 }
 
 fn encode(seq: u64) -> [u8; PROBE_LEN] {

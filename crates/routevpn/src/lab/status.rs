@@ -1,7 +1,21 @@
 //! Reading a daemon's status defensively, as JSON: the lab must keep compiling and
 //! reporting sensibly while the status report grows (e.g. the `bgp` section).
 
+use std::path::Path;
+
+use anyhow::bail;
 use serde_json::Value;
+
+use crate::control::{Request, Response};
+
+/// One status request to a daemon, as JSON.
+pub fn fetch(rt: &tokio::runtime::Runtime, socket: &Path) -> anyhow::Result<Value> {
+    match rt.block_on(crate::control::request(socket, &Request::Status))? {
+        Response::Status(r) => Ok(serde_json::to_value(r)?),
+        Response::Error { message } => bail!("{message}"),
+        Response::Ok { message } => bail!("unexpected answer: {message}"),
+    }
+}
 
 /// What the lab needs from one daemon's status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -208,8 +208,7 @@ pub fn check_programs() -> anyhow::Result<()> {
 
 /// Effective uid is 0.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    crate::sys::is_root()
 }
 
 /// Runs `args` inside namespace `ns` (`ip netns exec`).
