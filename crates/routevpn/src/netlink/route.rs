@@ -210,7 +210,9 @@ impl Netlink {
 
     /// Installs `msg` with NLM_F_REPLACE. That replaces the first route with the same
     /// (dst, tos, metric) in the table, whoever owns it: look first and refuse to take
-    /// over a foreign route.
+    /// over a foreign route. A route that is not there yet (every route a BGP session
+    /// brings in) goes in with NLM_F_EXCL and no table dump, so installing N routes costs
+    /// N requests, not N dumps of a growing table.
     async fn replace_ours(
         &self,
         op: String,
@@ -220,6 +222,15 @@ impl Netlink {
         metric: Option<u32>,
         protocol: u8,
     ) -> Result<(), NetlinkError> {
+        match self.handle.route().add(msg.clone()).execute().await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let err = NetlinkError::from_rtnl(op.clone(), e);
+                if err.errno() != Some(libc::EEXIST) {
+                    return Err(err);
+                }
+            }
+        }
         let want = effective_metric(dst.is_ipv6(), metric);
         let existing = self.dump_routes(family_of(dst), &op).await?;
         match existing.iter().find(|r| {
