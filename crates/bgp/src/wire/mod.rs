@@ -1,15 +1,16 @@
 //! BGP-4 wire format (RFC 4271 §4): message header, framing a TCP byte stream into
 //! messages, and the five message types.
 
+mod attrs;
 mod open;
 mod update;
 
-pub use open::{Capability, ExtNextHop, Open, OptParam};
-pub use update::{
-    announce_updates, withdraw_updates, Aggregator, AsPath, AsSegment, AttrFlags, AttrType,
-    MpNextHop, MpReach, MpUnreach, Origin, ParsedUpdate, PathAttributes, RawAttribute, SegmentType,
-    Update, UpdateContext,
+pub use attrs::{
+    Aggregator, AsPath, AsSegment, AttrFlags, AttrType, MpNextHop, MpReach, MpUnreach, Origin,
+    ParsedUpdate, PathAttributes, RawAttribute, SegmentType, UpdateContext,
 };
+pub use open::{Capability, ExtNextHop, Open, OptParam};
+pub use update::{announce_updates, withdraw_updates, Update};
 
 use crate::error::BgpError;
 use crate::limits::{
