@@ -122,7 +122,12 @@ impl World {
         self.resp.handle_timeout(self.now);
         for s in [&self.init, &self.resp] {
             if let Some(t) = s.poll_timeout() {
-                assert!(t >= self.now, "deadline {:?} in the past", self.now - t);
+                assert!(
+                    t >= self.now,
+                    "deadline {:?} in the past: {:#?}",
+                    self.now - t,
+                    s.status(self.now)
+                );
             }
         }
         self.drain();
@@ -195,6 +200,19 @@ fuzz_target!(|data: &[u8]| {
         steps += 1;
         if steps > 200 {
             break;
+        }
+        if std::env::var_os("FUZZ_TRACE").is_some() {
+            eprintln!(
+                "t={:?} op={} resp={:?}",
+                w.now - start,
+                op % 16,
+                w.resp
+                    .status(w.now)
+                    .ike_sas
+                    .iter()
+                    .map(|s| (s.state, s.spi_r & 0xffff, s.rekeys))
+                    .collect::<Vec<_>>()
+            );
         }
         match op % 16 {
             // Deliver the next honest datagram.
