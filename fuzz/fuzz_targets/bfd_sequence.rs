@@ -62,7 +62,10 @@ fuzz_target!(|data: &[u8]| {
         if s.state() == bfd::State::Up {
             let det = s.detection_time().expect("Up implies the peer was heard");
             let heard = last_valid.expect("Up without a valid packet");
-            assert!(now.duration_since(heard) <= det, "Up past the Detection Time");
+            assert!(
+                now.duration_since(heard) <= det,
+                "Up past the Detection Time"
+            );
         }
     }
 });

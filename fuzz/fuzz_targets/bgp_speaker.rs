@@ -45,7 +45,12 @@ fuzz_target!(|data: &[u8]| {
     let mut b = speaker(65002, 2, &["10.2.0.0/16"], 1);
     let mut pol = PeerPolicy::new(65002, b_addr);
     pol.max_prefix = Some(LIMIT);
-    a.add_peer(t, PeerId(2), SessionConfig::new(65001, 65002, Ipv4Addr::new(10, 255, 0, 1)), pol);
+    a.add_peer(
+        t,
+        PeerId(2),
+        SessionConfig::new(65001, 65002, Ipv4Addr::new(10, 255, 0, 1)),
+        pol,
+    );
     b.add_peer(
         t,
         PeerId(1),
@@ -76,6 +81,9 @@ fuzz_target!(|data: &[u8]| {
         while a.poll_transmit().is_some() {}
         drain(&mut a);
         let from_peer = a.rib().adj_rib_in(PeerId(2)).count();
-        assert!(from_peer <= LIMIT as usize, "{from_peer} routes past max_prefix");
+        assert!(
+            from_peer <= LIMIT as usize,
+            "{from_peer} routes past max_prefix"
+        );
     }
 });

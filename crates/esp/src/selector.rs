@@ -120,12 +120,15 @@ impl Selectors {
     }
 
     fn permits(&self, packet: &[u8], src_sel: &[Selector], dst_sel: &[Selector]) -> bool {
+        // 0/0 for this family: one branch on the version nibble, nothing parsed.
+        match packet.first().map(|b| b >> 4) {
+            Some(4) if self.all_v4 => return true,
+            Some(6) if self.all_v6 => return true,
+            _ => {}
+        }
         let Some(ip) = IpView::parse(packet) else {
             return false;
         };
-        if (ip.src.is_ipv4() && self.all_v4) || (ip.src.is_ipv6() && self.all_v6) {
-            return true;
-        }
         let (src_port, dst_port) = ip.ports(packet);
         let ok = |list: &[Selector], addr, port| {
             list.iter()
@@ -266,6 +269,31 @@ mod tests {
         // Not an IP packet at all.
         assert!(!s.permits_inbound(&[0x15, 0, 0]));
         assert!(!s.permits_inbound(&[]));
+    }
+
+    /// Found by the `esp_open` fuzz target: under 0/0 the check parsed the packet
+    /// first, so an authentic IPv6 packet whose extension header runs past its payload
+    /// length was sealed by the sender (untrimmed buffer) and dropped by the receiver
+    /// (trimmed to the IP length) as a selector mismatch.
+    #[test]
+    fn route_based_default_does_not_parse_extension_headers() {
+        // Hop-by-hop (next header 0) cut after its first octet: no length to read.
+        let p = v6(
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+            0,
+            &[17],
+        );
+        let s = Selectors::default();
+        assert!(s.permits_inbound(&p) && s.permits_outbound(&p));
+        let narrowed = Selectors::new(
+            vec![net("2001:db8::", "2001:db8::ffff")],
+            vec![net("2001:db8::", "2001:db8::ffff")],
+        );
+        assert!(
+            !narrowed.permits_inbound(&p),
+            "truncated header: no ports to check"
+        );
     }
 
     #[test]

@@ -281,6 +281,11 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Parses one request line as the server receives it (trailing newline included).
+pub fn parse_request(line: &[u8]) -> Result<Request, serde_json::Error> {
+    serde_json::from_slice(line)
+}
+
 /// Serve one connection: read a request line, answer with `handler`'s response. A
 /// malformed request, or one longer than [`MAX_REQUEST_LEN`], gets an `Error`
 /// response; a client that has not sent its line within [`SERVER_READ_TIMEOUT`], or
@@ -302,7 +307,7 @@ where
             message: format!("invalid request: longer than {MAX_REQUEST_LEN} bytes"),
         }
     } else {
-        match serde_json::from_slice::<Request>(&buf) {
+        match parse_request(&buf) {
             Ok(req) => handler(req).await,
             Err(e) => Response::Error {
                 message: format!("invalid request: {e}"),

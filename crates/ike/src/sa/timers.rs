@@ -63,8 +63,14 @@ impl Session {
                 IkeState::Dead { until } => Some(until),
                 _ => None,
             },
-            Timer::Rekey(i) => established(i)?.1.rekey_at,
-            Timer::ChildRekey(i) => self.children.get(i)?.rekey_at,
+            // Only the current IKE SA rekeys (an older one waits for the peer's Delete),
+            // and CHILD SAs rekey through it: an unarmed timer is never reported.
+            Timer::Rekey(i) if self.current() == Some(i) => established(i)?.1.rekey_at,
+            Timer::Rekey(_) => None,
+            Timer::ChildRekey(i) => {
+                self.current()?;
+                self.children.get(i)?.rekey_at
+            }
             Timer::Dpd(i) => {
                 let (_, e) = established(i).filter(|(s, _)| s.pending.is_none())?;
                 self.cfg.dpd.map(|d| e.last_rx + d)

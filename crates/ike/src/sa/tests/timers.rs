@@ -58,3 +58,28 @@ fn scheduled_rekeys_and_liveness_over_hours_of_virtual_time() {
     assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
     assert!(never_empty(&p.events_a) && never_empty(&p.events_b));
 }
+
+/// Found by the `ike_session` fuzz target: after the peer rekeyed the IKE SA, the old SA
+/// stays established until the peer's Delete arrives; its rekey deadline may only fire
+/// for the current SA, yet `poll_timeout` reported it, so once it passed the deadline
+/// stayed in the past for ever and a daemon waiting on it would spin.
+#[test]
+fn no_deadline_in_the_past_after_handle_timeout_with_a_lingering_old_ike_sa() {
+    let mut p = rekey_pair("aes256gcm16", "aes256gcm16");
+    // A: 1 IKE_SA_INIT, 2 IKE_AUTH, 3 CREATE_CHILD_SA (rekey), 4 the Delete of the old
+    // IKE SA, which is lost.
+    p.drop_a = vec![4];
+    assert!(p.a.rekey_ike(p.now));
+    p.run();
+    assert_eq!(
+        p.b.status(p.now).ike_sas.len(),
+        2,
+        "B still holds the old SA"
+    );
+    // Both SAs' lifetimes (4 h less jitter) pass before the Delete is retransmitted.
+    p.now += Duration::from_secs(5 * 3600);
+    p.b.handle_timeout(p.now);
+    if let Some(t) = p.b.poll_timeout() {
+        assert!(t > p.now, "deadline {:?} in the past", p.now - t);
+    }
+}
