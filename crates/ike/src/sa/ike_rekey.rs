@@ -126,6 +126,10 @@ impl IkeSa {
         new.nat = self.nat;
         new.rekeys = self.rekeys + 1;
         new.state = IkeState::established(keys, now, None);
+        // RFC 3948 §4: the NAT in front of us outlives the rekey; keep its mapping open.
+        if let (Some(e), true) = (new.state.established_mut(), self.behind_nat()) {
+            e.behind_nat = true;
+        }
         ctx.new_sas.push(new);
         ctx.events.push_back(Event::IkeRekeyed {
             old_spi_i: self.spi_i,
@@ -221,6 +225,10 @@ impl IkeSa {
         new.nat = self.nat;
         new.rekeys = self.rekeys + 1;
         new.state = IkeState::established(keys, now, None);
+        // RFC 3948 §4: the NAT in front of us outlives the rekey; keep its mapping open.
+        if let (Some(e), true) = (new.state.established_mut(), self.behind_nat()) {
+            e.behind_nat = true;
+        }
         // §2.8.2: if the peer rekeyed this SA meanwhile, the new SA holding the lowest
         // nonce is deleted by its creator; the winner deletes the old SA.
         let mut peer_sa = None;

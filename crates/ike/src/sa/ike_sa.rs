@@ -661,6 +661,11 @@ impl IkeSa {
         }
     }
 
+    /// A NAT in front of us was detected on this established SA (RFC 3948 §4).
+    pub(super) fn behind_nat(&self) -> bool {
+        matches!(&self.state, IkeState::Established(e) if e.behind_nat)
+    }
+
     /// An authenticated message (or ESP traffic) from the peer: no liveness check due.
     pub(super) fn note_peer_alive(&mut self, now: Instant) {
         if let Some(e) = self.state.established_mut() {

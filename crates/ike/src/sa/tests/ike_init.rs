@@ -228,32 +228,35 @@ fn nat_keepalives_only_when_behind_a_nat() {
         p.now,
     );
     a.handle_timeout(p.now);
-    for _ in 0..10 {
-        while let Some(mut d) = a.poll_transmit() {
-            d.remote = SocketAddr::new(B, d.remote.port());
-            d.local = nat;
-            let mut d2 = d.clone();
-            std::mem::swap(&mut d2.local, &mut d2.remote);
-            b.handle_datagram(
-                p.now,
-                Datagram {
-                    local: d.remote,
-                    remote: nat,
-                    data: d.data,
-                },
-            );
+    // Carries A's datagrams through the NAT to B and B's answers back, until quiet.
+    let pump = |a: &mut Session, b: &mut Session, now: Instant| {
+        for _ in 0..10 {
+            while let Some(d) = a.poll_transmit() {
+                if d.data == [0xff] {
+                    continue;
+                }
+                b.handle_datagram(
+                    now,
+                    Datagram {
+                        local: SocketAddr::new(B, d.remote.port()),
+                        remote: nat,
+                        data: d.data,
+                    },
+                );
+            }
+            while let Some(d) = b.poll_transmit() {
+                a.handle_datagram(
+                    now,
+                    Datagram {
+                        local: SocketAddr::new(A, d.remote.port().max(500)),
+                        remote: d.local,
+                        data: d.data,
+                    },
+                );
+            }
         }
-        while let Some(d) = b.poll_transmit() {
-            a.handle_datagram(
-                p.now,
-                Datagram {
-                    local: SocketAddr::new(A, d.remote.port().max(500)),
-                    remote: d.local,
-                    data: d.data,
-                },
-            );
-        }
-    }
+    };
+    pump(&mut a, &mut b, p.now);
     assert!(a.is_established(), "established through the NAT");
     let t = a.poll_timeout().unwrap();
     assert!(t <= p.now + limits::NATT_KEEPALIVE);
@@ -261,4 +264,41 @@ fn nat_keepalives_only_when_behind_a_nat() {
     let ka = std::iter::from_fn(|| a.poll_transmit()).find(|d| d.data == [0xff]);
     let ka = ka.expect("keepalive sent");
     assert_eq!(ka.remote.port(), limits::NATT_PORT);
+
+    // RFC 3948 §4: the NAT is still there after the IKE SA is rekeyed (by either end), so
+    // the successor SA must keep the mapping open too.
+    for rekeying_a in [true, false] {
+        let now = p.now + limits::NATT_KEEPALIVE;
+        let before = a.status(now).ike_sas.iter().map(|s| s.rekeys).max();
+        if rekeying_a {
+            assert!(a.rekey_ike(now));
+        } else {
+            assert!(b.rekey_ike(now));
+            // B's request has to reach A through the NAT mapping: deliver B first.
+            while let Some(d) = b.poll_transmit() {
+                a.handle_datagram(
+                    now,
+                    Datagram {
+                        local: SocketAddr::new(A, d.remote.port().max(500)),
+                        remote: d.local,
+                        data: d.data,
+                    },
+                );
+            }
+        }
+        pump(&mut a, &mut b, now);
+        let after = a.status(now).ike_sas.iter().map(|s| s.rekeys).max();
+        assert!(
+            after > before,
+            "IKE SA rekeyed ({rekeying_a}): {before:?} -> {after:?}"
+        );
+        let later = now + limits::NATT_KEEPALIVE * 2;
+        a.handle_timeout(later);
+        let ka = std::iter::from_fn(|| a.poll_transmit()).find(|d| d.data == [0xff]);
+        assert!(
+            ka.is_some(),
+            "keepalive after the IKE SA was rekeyed (rekeyed by A: {rekeying_a})"
+        );
+        p.now = later;
+    }
 }
