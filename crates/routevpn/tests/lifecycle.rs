@@ -387,6 +387,19 @@ fn reload_touches_only_changed_tunnels() {
         out.contains("1 changed") && out.contains("1 removed"),
         "{out}"
     );
+    // The file the test wrote is world-readable: each reload warns as start-up does.
+    let mode = std::fs::metadata(a.config_path()).unwrap().permissions();
+    assert_ne!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0);
+    let readable = "accessible by group or others";
+    assert!(
+        a.log()
+            .lines()
+            .filter(|l| l.contains("reload: ") && l.contains(readable))
+            .count()
+            >= 2,
+        "both reloads warn about the readable config:\n{}",
+        testbed::tail(&a.log(), 30)
+    );
     let after = testbed::wait_tunnel_up(&a, T);
     assert_ne!(
         after["ike_sas"][0]["spi_i"], before["ike_sas"][0]["spi_i"],

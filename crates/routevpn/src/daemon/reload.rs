@@ -26,8 +26,14 @@ impl Daemon {
         dp: &Dataplane,
         nl: &Netlink,
     ) -> Response {
-        let new = match crate::config::load(&self.config_path) {
-            Ok(c) => c,
+        let new = match crate::config::load_checked(&self.config_path) {
+            Ok((checked, _text)) => {
+                // The same warnings as at start-up (readable secrets, short PSK, ...).
+                for w in &checked.warnings {
+                    warn!("reload: {w}");
+                }
+                checked.config
+            }
             Err(e) => {
                 warn!(error = %e, "reload: configuration rejected, nothing changed");
                 return Response::Error {
