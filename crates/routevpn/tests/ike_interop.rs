@@ -197,11 +197,11 @@ fn routevpn_initiates_to_strongswan() {
         assert_eq!(child.get("encap"), Some("yes"));
         assert_eq!(
             child.get("spi-in").map(|s| s.trim_start_matches("0x")),
-            t["child_sas"][0]["spi_out"].as_str()
+            Some(testbed::json_str(&t, "/child_sas/0/spi_out").as_str())
         );
         assert_eq!(
             child.get("spi-out").map(|s| s.trim_start_matches("0x")),
-            t["child_sas"][0]["spi_in"].as_str()
+            Some(testbed::json_str(&t, "/child_sas/0/spi_in").as_str())
         );
         // strongSwan narrowed our 0/0 to its site networks.
         assert_eq!(t["child_sas"][0]["remote_ts"][0], Topology::RIGHT_NET);
@@ -236,7 +236,7 @@ fn strongswan_initiates_to_routevpn() {
         let child = sa.installed().next().unwrap();
         assert_eq!(
             child.get("spi-in").map(|s| s.trim_start_matches("0x")),
-            t["child_sas"][0]["spi_out"].as_str()
+            Some(testbed::json_str(&t, "/child_sas/0/spi_out").as_str())
         );
     }
 }

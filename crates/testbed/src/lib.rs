@@ -225,6 +225,16 @@ pub fn netns_list() -> Vec<String> {
     ns::list()
 }
 
+/// The string at JSON `pointer` (e.g. "/ike_sas/0/spi_i") of a `status --json` value;
+/// panics naming the path if it is missing, so a renamed field can never turn a
+/// comparison into `null == null`.
+pub fn json_str(v: &serde_json::Value, pointer: &str) -> String {
+    v.pointer(pointer)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {pointer} in {v}"))
+        .to_string()
+}
+
 /// Prints a figure for the reader of the test log, straight to fd 2 (libtest captures
 /// the print macros of passing tests).
 pub fn report(msg: &str) {
