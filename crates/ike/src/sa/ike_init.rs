@@ -589,3 +589,58 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Counter(u8);
+    impl crate::Rng for Counter {
+        fn fill(&mut self, buf: &mut [u8]) {
+            for b in buf {
+                self.0 = self.0.wrapping_add(13);
+                *b = self.0;
+            }
+        }
+    }
+
+    /// §2.6: a cookie stays valid across one secret rotation (version octet), not two;
+    /// the secret only rotates once its lifetime is over.
+    #[test]
+    fn cookie_secret_rotation_honours_the_previous_secret_only() {
+        let t0 = Instant::now();
+        let mut rng = Counter(1);
+        let mut c = Cookies::new(&mut rng, t0);
+        let ip: IpAddr = "192.0.2.2".parse().unwrap();
+        let issued = c.make(c.version, b"nonce", ip, 7).unwrap();
+        c.rotate_if_due(&mut rng, t0 + limits::COOKIE_SECRET_LIFETIME / 2);
+        assert_eq!(c.make(issued[0], b"nonce", ip, 7).as_ref(), Some(&issued));
+        c.rotate_if_due(&mut rng, t0 + limits::COOKIE_SECRET_LIFETIME);
+        assert_ne!(c.version, issued[0], "rotated");
+        assert_eq!(c.make(issued[0], b"nonce", ip, 7).as_ref(), Some(&issued));
+        assert_ne!(c.make(c.version, b"nonce", ip, 7).as_ref(), Some(&issued));
+        c.rotate_if_due(&mut rng, t0 + limits::COOKIE_SECRET_LIFETIME * 2);
+        assert_eq!(
+            c.make(issued[0], b"nonce", ip, 7),
+            None,
+            "two rotations ago"
+        );
+    }
+
+    /// §2.6: more than COOKIE_RATE new requests in a second call for cookies; a quiet
+    /// second in between forgets the load.
+    #[test]
+    fn request_rate_window() {
+        let t0 = Instant::now();
+        let mut c = Cookies::new(&mut Counter(1), t0);
+        let busy: Vec<bool> = (0..=limits::COOKIE_RATE)
+            .map(|_| c.note_request(t0))
+            .collect();
+        assert!(!busy[..limits::COOKIE_RATE as usize].iter().any(|&b| b));
+        assert!(busy[limits::COOKIE_RATE as usize]);
+        // The next second still remembers the busy one.
+        assert!(c.note_request(t0 + Duration::from_millis(1500)));
+        // After a quiet second it does not.
+        assert!(!c.note_request(t0 + Duration::from_secs(5)));
+    }
+}
