@@ -1,9 +1,11 @@
 //! End to end: `routevpn lab --json` builds the three-router triangle, cuts the A–B
 //! link, and must see traffic recover via C and return to A–B after the restore.
 //!
-//! Only recovery is asserted. The timings are printed; the outage (BFD 100 ms × 3, about
-//! 0.3 s here) is checked only against a generous 5 s bound so a loaded CI machine does
-//! not fail the test (DEVELOPERS.md: timings belong in benchmarks).
+//! Recovery is asserted, not timings: the outage (BFD 100 ms × 3, about 0.3 s here) is
+//! printed; it is a benchmark figure, not a pass/fail bound (DEVELOPERS.md). The lab runs
+//! with `--keep` so that, besides its own report, the test checks the kept triangle
+//! independently (kernel routes, pings between the hosts, each daemon's status) and then
+//! removes it with `lab --down`.
 
 use serde_json::Value;
 use std::process::{Command, Stdio};
@@ -26,7 +28,7 @@ fn triangle_heals_around_a_cut_link_and_fails_back() {
         "a routevpn lab is already running ({existing:?}); remove it with `routevpn lab --down`"
     );
     let mut child = Command::new(testbed::routevpn_bin())
-        .args(["lab", "--json"])
+        .args(["lab", "--json", "--keep"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -40,6 +42,8 @@ fn triangle_heals_around_a_cut_link_and_fails_back() {
         s
     });
     let start = Instant::now();
+    // Whatever happens below, the kept lab is removed.
+    let _down = LabDown;
     let status = loop {
         if let Some(st) = child.try_wait().expect("wait") {
             break st;
@@ -80,12 +84,9 @@ fn triangle_heals_around_a_cut_link_and_fails_back() {
     assert_eq!(report["tunnels_up"], 6, "{}", ctx());
     assert_eq!(report["bgp_established"], 6, "{}", ctx());
     assert_eq!(report["detour_dev"], "ac", "traffic went via C: {}", ctx());
-    let outage = report["outage_ms"].as_u64().expect("outage_ms");
-    assert!(
-        outage < 5000,
-        "outage {outage} ms (generous bound): {}",
-        ctx()
-    );
+    assert!(report["outage_ms"].as_u64().is_some(), "{}", ctx());
+    // Fail-back is make-before-break: the path via C carries traffic until A–B is back.
+    assert_eq!(report["lost_after_restore"], 0, "{}", ctx());
     assert!(report["failback_ms"].as_u64().is_some(), "{}", ctx());
     let steps = report["steps"].as_array().expect("steps");
     assert!(
@@ -110,6 +111,37 @@ fn triangle_heals_around_a_cut_link_and_fails_back() {
         "{}",
         ctx()
     );
+    check_kept_lab();
+    // `lab --down` removes everything: daemons, namespaces, state directory.
+    let pids: Vec<u32> = ['A', 'B', 'C']
+        .iter()
+        .map(|r| {
+            let p = format!("{STATE}/{r}/routevpn.pid");
+            std::fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("kept lab has no {p}: {e}"))
+                .trim()
+                .parse()
+                .expect("pid")
+        })
+        .collect();
+    let down = Command::new(testbed::routevpn_bin())
+        .args(["lab", "--down"])
+        .output()
+        .expect("run lab --down");
+    assert!(
+        down.status.success(),
+        "lab --down: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    for pid in pids {
+        // A zombie awaiting its reaper (init: the lab has exited) has stopped running.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let running = state
+            .lines()
+            .find(|l| l.starts_with("State:"))
+            .is_some_and(|l| !l.contains("Z (zombie)"));
+        assert!(!running, "daemon {pid} still running after lab --down");
+    }
     // Nothing is left behind.
     let left: Vec<String> = testbed::netns_list()
         .into_iter()
@@ -117,7 +149,74 @@ fn triangle_heals_around_a_cut_link_and_fails_back() {
         .collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
     assert!(
-        !std::path::Path::new("/run/routevpn-lab").exists(),
+        !std::path::Path::new(STATE).exists(),
         "state dir left behind"
     );
+}
+
+const STATE: &str = "/run/routevpn-lab";
+
+/// The kept lab, seen from outside: A's kernel routes, reachability between every pair of
+/// hosts, and each daemon's own status.
+fn check_kept_lab() {
+    let ns = |n: &str| format!("rvlab-{n}");
+    for n in ["A", "B", "C", "hostA", "hostB", "hostC"] {
+        assert!(
+            testbed::netns_list().contains(&ns(n)),
+            "--keep kept namespace {}",
+            ns(n)
+        );
+    }
+    let routes = testbed::ns::exec(&ns("A"), &["ip", "route", "show", "10.2.0.0/24"])
+        .expect("ip route in rvlab-A");
+    assert!(
+        routes.contains("dev ab") && routes.contains("proto"),
+        "A reaches B's site directly again: {routes}"
+    );
+    for (from, to) in [
+        ("hostA", "10.2.0.2"),
+        ("hostA", "10.3.0.2"),
+        ("hostB", "10.3.0.2"),
+    ] {
+        let r = testbed::ns::exec(&ns(from), &["ping", "-c", "3", "-i", "0.2", "-W", "2", to]);
+        assert!(r.is_ok(), "{from} → {to} through the kept lab: {r:?}");
+    }
+    for r in ['A', 'B', 'C'] {
+        let out = Command::new(testbed::routevpn_bin())
+            .args([
+                "status",
+                "--json",
+                "--socket",
+                &format!("{STATE}/{r}/routevpn.sock"),
+            ])
+            .output()
+            .expect("routevpn status");
+        assert!(out.status.success(), "status of {r}: {out:?}");
+        let st: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        let tunnels = st["tunnels"].as_array().expect("tunnels");
+        assert_eq!(tunnels.len(), 2, "{r}: {st:#}");
+        for t in tunnels {
+            assert_eq!(
+                testbed::json_str(t, "/state"),
+                "up",
+                "{r}: every tunnel up: {st:#}"
+            );
+        }
+    }
+}
+
+/// Removes a kept lab when the test ends, whether it passed or not.
+struct LabDown;
+
+impl Drop for LabDown {
+    fn drop(&mut self) {
+        if testbed::netns_list()
+            .iter()
+            .any(|n| n.starts_with("rvlab-"))
+        {
+            let _ = Command::new(testbed::routevpn_bin())
+                .args(["lab", "--down"])
+                .status();
+        }
+    }
 }
