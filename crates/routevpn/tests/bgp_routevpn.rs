@@ -631,9 +631,19 @@ fn import_guard_refuses_hijacks_from_a_neighbor() {
     .unwrap_or_else(|e| fail(e));
     eprintln!("left, legitimate route from the malicious neighbour: {l}");
     wait_route(&left, Topology::RIGHT_NET, "via 169.254.12.2");
-    // Everything the malicious session sent arrived with the legitimate route (one
-    // session, in order); give the kernel a moment anyway.
-    std::thread::sleep(Duration::from_millis(500));
+    // The guard has decided on all three hijacks (refused routes never reach the kernel,
+    // accepted ones are installed before the counter is read again).
+    wait_until(T, POLL, || {
+        let st = left.status()?;
+        let refused = st["bgp"]["neighbors"]
+            .as_array()
+            .and_then(|ns| ns.iter().find(|n| n["address"] == "169.254.13.2"))
+            .map(|n| n["prefixes_refused"].clone());
+        (refused == Some(3.into()))
+            .then_some(())
+            .ok_or(format!("refused so far: {refused:?}"))
+    })
+    .unwrap_or_else(|e| fail(e));
     let hijacks = ["169.254.12.2/32", "169.254.12.0/31", "fd00:66::/64"];
     let mut installed = Vec::new();
     for h in hijacks {
@@ -758,7 +768,14 @@ fn bfd_packet_on_another_interface_is_dropped() {
         while time.time() < end:\n    s.sendto(pkt, ('169.254.12.1', 3784)); time.sleep(0.01)\n";
     let o = evil.exec(&["python3", "-c", script, &hex]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::thread::sleep(Duration::from_millis(300));
+    // The daemon has read the injected packets (they arrive on the wrong interface).
+    wait_until(T, POLL, || {
+        let n = neighbor(&left);
+        (n["bfd_wrong_interface"].as_u64().unwrap_or(0) > 10)
+            .then_some(())
+            .ok_or(format!("{n}"))
+    })
+    .unwrap_or_else(|e| panic!("the injected packets were not seen: {e}"));
 
     let n = neighbor(&left);
     let log = left.log();

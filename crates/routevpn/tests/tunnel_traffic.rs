@@ -94,14 +94,12 @@ fn routevpn_pair_carries_ipv4_and_ipv6_and_only_esp_on_the_wire() {
         // A capture on the transport link for the whole exchange.
         let dir = testbed::TestDir::new("cap");
         let cap = dir.join("wan.txt");
-        let tcpdump = topo.left.spawn(
+        let tcpdump = topo.left.tcpdump(
             &[
-                "tcpdump", "-i", "wan0", "-nn", "-l", "-c", "2000", "not", "arp", "and", "not",
-                "icmp6",
+                "-i", "wan0", "-nn", "-l", "-c", "2000", "not", "arp", "and", "not", "icmp6",
             ],
             &cap,
         );
-        std::thread::sleep(Duration::from_millis(500));
         topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
         topo.right_host.wait_ping(Topology::LEFT_HOST, T).unwrap();
         topo.left_host.wait_ping(Topology::RIGHT_HOST6, T).unwrap();
@@ -191,9 +189,8 @@ fn replayed_and_tampered_esp_is_dropped_and_counted() {
     let (topo, _a, b) = pair("aes128gcm16");
     let dir = testbed::TestDir::new("replay");
     let pcap = dir.join("esp.pcap");
-    let tcpdump = topo.right.spawn(
+    let tcpdump = topo.right.tcpdump(
         &[
-            "tcpdump",
             "-i",
             "wan0",
             "-nn",
@@ -212,7 +209,6 @@ fn replayed_and_tampered_esp_is_dropped_and_counted() {
         ],
         &dir.join("tcpdump.log"),
     );
-    std::thread::sleep(Duration::from_millis(500));
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
     for _ in 0..5 {
         let _ = topo

@@ -89,6 +89,22 @@ impl Netns {
         )
     }
 
+    /// Starts `tcpdump ARGS` in the namespace (its output and diagnostics to `log`) and
+    /// returns once it is capturing ("listening on" in its diagnostics), not after a sleep.
+    pub fn tcpdump(&self, args: &[&str], log: &Path) -> Proc {
+        let mut cmd = vec!["tcpdump"];
+        cmd.extend_from_slice(args);
+        let p = self.spawn(&cmd, log);
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            let s = std::fs::read_to_string(log).unwrap_or_default();
+            s.contains("listening on")
+                .then_some(())
+                .ok_or_else(|| format!("[{}] tcpdump not capturing yet: {s}", self.name()))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        p
+    }
+
     /// Starts `cmd` in the namespace with stdout to `stdout` and stderr to `stderr`
     /// (both truncated), e.g. a JSON report apart from its diagnostics.
     pub fn spawn_split(&self, cmd: &[&str], stdout: &Path, stderr: &Path) -> Proc {
