@@ -51,6 +51,10 @@ fn tunnel(left: bool, esp: &str, start: bool) -> RvTunnel {
     }
 }
 
+fn tunnel_json_of(rv: &Routevpn) -> Result<serde_json::Value, String> {
+    Ok(rv.status()?["tunnels"][0].clone())
+}
+
 fn cfg(t: RvTunnel) -> RvConfig {
     RvConfig {
         tunnels: vec![t],
@@ -505,14 +509,24 @@ fn routevpn_and_strongswan_carry_traffic_in_both_roles() {
 }
 
 /// A default route and a host route to the peer both pointing into the tunnel must not
-/// capture IKE or ESP themselves (the sockets are pinned to the underlay interface): the
-/// tunnel still comes up again after a `down`/`up` and carries traffic.
+/// capture IKE or ESP themselves (the sockets are pinned to the underlay interface). With
+/// those routes in place the tunnel rekeys (IKE SA and CHILD SA) while carrying traffic:
+/// every IKE and ESP packet is on wan0, none enters vti0.
 #[test]
 fn ike_and_esp_never_route_into_the_tunnel() {
-    if !testbed::require_root() {
+    if !testbed::require_programs(&["tcpdump", "ping"]) {
         return;
     }
-    let (topo, a, _b) = pair("aes128gcm16");
+    let topo = Topology::two_sites();
+    let b = Routevpn::start(&topo.right, &cfg(tunnel(false, "aes128gcm16", false))).unwrap();
+    let mut left = tunnel(true, "aes128gcm16", true);
+    left.extra = vec![
+        "ike_lifetime = \"6s\"".into(),
+        "child_lifetime = \"2s\"".into(),
+    ];
+    let a = Routevpn::start(&topo.left, &cfg(left)).unwrap();
+    let t0 = testbed::wait_tunnel_up(&a, T);
+    testbed::wait_tunnel_up(&b, T);
     let sock = a.socket().to_str().unwrap().to_string();
     topo.left
         .must(&["ip", "route", "add", "default", "dev", "vti0"]);
@@ -532,27 +546,50 @@ fn ike_and_esp_never_route_into_the_tunnel() {
         via.contains("dev vti0"),
         "the routing table sends the peer into the tunnel: {via}"
     );
+    let dir = testbed::TestDir::new("capture-routes");
+    let (in_tun, on_wan) = (dir.join("vti0.txt"), dir.join("wan0.txt"));
+    let cap_tun = topo.left.tcpdump(
+        &["-i", "vti0", "-nn", "-l", "udp port 500 or udp port 4500"],
+        &in_tun,
+    );
+    let cap_wan = topo.left.tcpdump(
+        &[
+            "-i",
+            "wan0",
+            "-nn",
+            "-l",
+            // IKE: port 500, or 4500 behind the non-ESP marker (RFC 3948 §2.2).
+            "udp port 500 or (udp port 4500 and udp[8:4] = 0)",
+        ],
+        &on_wan,
+    );
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
-    // Tear down and re-establish: every IKE message must still use wan0.
-    a.cli(&["down", "vti0", "--socket", &sock]).unwrap();
-    wait_until(T, POLL, || {
-        (!testbed::link_up(&topo.left, "vti0"))
-            .then_some(())
-            .ok_or("still up".to_string())
+    // Both kinds of rekey happen while the capturing routes are in place.
+    let spi0 = testbed::json_str(&t0, "/ike_sas/0/spi_i");
+    let rekeyed = wait_until(Duration::from_secs(30), POLL, || {
+        let t = tunnel_json_of(&a)?;
+        let ike_rekeys = t["ike_sas"][0]["rekeys"].as_u64().unwrap_or(0);
+        let new_ike = t["ike_sas"][0]["spi_i"].as_str() != Some(&spi0);
+        (ike_rekeys >= 1 && new_ike && t["state"] == "up")
+            .then_some(t.clone())
+            .ok_or(format!("{t}"))
     })
-    .unwrap();
-    a.cli(&["up", "vti0", "--socket", &sock]).unwrap();
-    testbed::wait_tunnel_up(&a, T);
-    // The routes died with the interface; put them back while the tunnel carries traffic.
-    topo.left.must(&[
-        "ip",
-        "route",
-        "replace",
-        &format!("{}/32", Topology::RIGHT_WAN),
-        "dev",
-        "vti0",
-    ]);
+    .unwrap_or_else(|e| panic!("no IKE rekey with the routes in place: {e}"));
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+    drop(cap_tun);
+    drop(cap_wan);
+    let tun = std::fs::read_to_string(&in_tun).unwrap();
+    let wan = std::fs::read_to_string(&on_wan).unwrap();
+    let ike_on_wan = wan.lines().filter(|l| l.contains(" IP ")).count();
+    eprintln!(
+        "capturing routes: {ike_on_wan} IKE packets on wan0 during the rekeys, status {rekeyed}"
+    );
+    assert!(
+        !tun.lines().any(|l| l.contains(" IP ")),
+        "IKE or ESP entered the tunnel:\n{tun}"
+    );
+    // An IKE SA rekey and CHILD SA rekeys: at least four messages each way.
+    assert!(ike_on_wan >= 8, "the rekeys went over wan0:\n{wan}");
     let t = testbed::wait_tunnel_up(&a, T);
     assert!(t["child_sas"][0]["packets_in"].as_u64().unwrap() > 0, "{t}");
     // With the route into the tunnel in place, IKE still reaches the peer: its DELETE
