@@ -599,12 +599,12 @@ fn import_guard_refuses_hijacks_from_a_neighbor() {
         ],
         extra_tail: format!(
             "[bgp]\nasn = 65002\nrouter_id = \"10.2.0.1\"\n\
-             networks = [\"{}\", \"{}\", \"169.254.12.2/32\", \"169.254.12.0/31\", \"10.66.0.0/24\", \"fd00:66::/64\"]\n\
+             networks = [\"{}\", \"{}\", \"169.254.12.2/32\", \"169.254.12.0/31\", \"10.66.0.0/24\", \"fd00:66::/64\", \"128.0.0.0/1\"]\n\
              hold_time = \"9s\"\nconnect_retry = \"1s\"\n\
              [[bgp.neighbor]]\naddress = \"169.254.12.1\"\nasn = 65001\n\
              export = [\"permit {}\", \"permit {}\"]\n\
              [[bgp.neighbor]]\naddress = \"169.254.13.1\"\nasn = 65001\n\
-             export = [\"permit 169.254.12.2/32\", \"permit 169.254.12.0/31\", \"permit 10.66.0.0/24\", \"permit fd00:66::/64\"]\n",
+             export = [\"permit 169.254.12.2/32\", \"permit 169.254.12.0/31\", \"permit 10.66.0.0/24\", \"permit fd00:66::/64\", \"permit 128.0.0.0/1\"]\n",
             Topology::RIGHT_NET,
             Topology::RIGHT_NET6,
             Topology::RIGHT_NET,
@@ -631,7 +631,7 @@ fn import_guard_refuses_hijacks_from_a_neighbor() {
     .unwrap_or_else(|e| fail(e));
     eprintln!("left, legitimate route from the malicious neighbour: {l}");
     wait_route(&left, Topology::RIGHT_NET, "via 169.254.12.2");
-    // The guard has decided on all three hijacks (refused routes never reach the kernel,
+    // The guard has decided on all four hijacks (refused routes never reach the kernel,
     // accepted ones are installed before the counter is read again).
     wait_until(T, POLL, || {
         let st = left.status()?;
@@ -639,12 +639,20 @@ fn import_guard_refuses_hijacks_from_a_neighbor() {
             .as_array()
             .and_then(|ns| ns.iter().find(|n| n["address"] == "169.254.13.2"))
             .map(|n| n["prefixes_refused"].clone());
-        (refused == Some(3.into()))
+        (refused == Some(4.into()))
             .then_some(())
             .ok_or(format!("refused so far: {refused:?}"))
     })
     .unwrap_or_else(|e| fail(e));
-    let hijacks = ["169.254.12.2/32", "169.254.12.0/31", "fd00:66::/64"];
+    // 128.0.0.0/1 is less specific than every subnet of ours, but it covers the left's
+    // IKE peers (192.0.2.2, 198.51.100.2): installed, it would pull the tunnels into
+    // themselves.
+    let hijacks = [
+        "169.254.12.2/32",
+        "169.254.12.0/31",
+        "fd00:66::/64",
+        "128.0.0.0/1",
+    ];
     let mut installed = Vec::new();
     for h in hijacks {
         let fam = if h.contains(':') { "-6" } else { "-4" };
@@ -671,7 +679,7 @@ fn import_guard_refuses_hijacks_from_a_neighbor() {
         assert_eq!(n["state"], "Established", "{st}");
     }
     let bad = ns.iter().find(|n| n["address"] == "169.254.13.2").unwrap();
-    assert_eq!(bad["prefixes_refused"], 3, "{st}");
+    assert_eq!(bad["prefixes_refused"], 4, "{st}");
     assert_eq!(bad["prefixes_received"], 1, "{st}");
     assert!(
         left.log()
