@@ -602,3 +602,55 @@ fn ike_and_esp_never_route_into_the_tunnel() {
     })
     .unwrap();
 }
+
+/// The tunnel's static `routes` go through the daemon into the kernel with routevpn's
+/// protocol number (README: `ip route show proto 250`), follow the tunnel down and up,
+/// and a reload that drops one route removes exactly that one.
+#[test]
+fn static_routes_are_proto_250_and_follow_the_tunnel() {
+    if !testbed::require_programs(&["ping"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let b = Routevpn::start(&topo.right, &cfg(tunnel(false, "aes128gcm16", false))).unwrap();
+    let mut left = cfg(tunnel(true, "aes128gcm16", true));
+    let a = Routevpn::start(&topo.left, &left).unwrap();
+    testbed::wait_tunnel_up(&a, T);
+    testbed::wait_tunnel_up(&b, T);
+    let sock = a.socket().to_str().unwrap().to_string();
+    let ours = |fam: &str| {
+        topo.left
+            .run(&["ip", fam, "-o", "route", "show", "proto", "250"])
+            .unwrap_or_default()
+    };
+    let has = |fam: &str, net: &str| {
+        ours(fam)
+            .lines()
+            .any(|l| l.starts_with(&format!("{net} ")) && l.contains("dev vti0"))
+    };
+    let wait_routes = |v4: bool, v6: bool| {
+        wait_until(T, POLL, || {
+            (has("-4", Topology::RIGHT_NET) == v4 && has("-6", Topology::RIGHT_NET6) == v6)
+                .then_some(())
+                .ok_or(format!("proto 250: {} {}", ours("-4"), ours("-6")))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&a.log(), 40)));
+    };
+    wait_routes(true, true);
+    topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+    topo.left_host.wait_ping(Topology::RIGHT_HOST6, T).unwrap();
+    // Down: the interface goes and its routes with it; up: the daemon puts them back.
+    a.cli(&["down", "vti0", "--socket", &sock]).unwrap();
+    wait_routes(false, false);
+    a.cli(&["up", "vti0", "--socket", &sock]).unwrap();
+    testbed::wait_tunnel_up(&a, T);
+    wait_routes(true, true);
+    topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+    // Reload without the IPv6 route: only that one goes.
+    left.tunnels[0].routes = vec![Topology::RIGHT_NET.into()];
+    std::fs::write(a.config_path(), left.to_toml(a.socket())).unwrap();
+    a.cli(&["reload", "--socket", &sock]).unwrap();
+    wait_routes(true, false);
+    testbed::wait_tunnel_up(&a, T);
+    topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+}
