@@ -433,4 +433,39 @@ fn external_routing_bird_over_routevpn_tunnels() {
     topo.left_host
         .wait_ping(Topology::RIGHT_HOST6, Duration::from_secs(5))
         .expect("IPv6 ping via BIRD routes over the routevpn tunnel");
+    // README: routevpn takes the tunnel interface down with its CHILD SA, so BIRD drops
+    // the session at once because its neighbour is gone, not when the hold timer
+    // (9 s) expires. Both ends: the left by `down`, the right by the IKE DELETE.
+    let sock = rvs[0].socket().to_str().unwrap().to_string();
+    rvs[0].cli(&["down", "vti0", "--socket", &sock]).unwrap();
+    for (b, side) in birds.iter().zip(["left", "right"]) {
+        let why = wait_until(T, Duration::from_millis(50), || {
+            let p = b.birdc(&["show", "protocols", "all", "tunnel"])?;
+            (!p.contains("Established"))
+                .then(|| p.clone())
+                .ok_or_else(|| format!("still established: {p}"))
+        })
+        .unwrap_or_else(|e| panic!("{side}: {e}"));
+        eprintln!("{side} BIRD after `routevpn down`:\n{why}");
+        assert!(
+            why.contains("Neighbor lost") && !why.contains("Hold timer expired"),
+            "{side}: BIRD did not drop the session for its lost neighbour:\n{why}"
+        );
+        let gone = bgp_route(
+            if side == "left" {
+                &topo.left
+            } else {
+                &topo.right
+            },
+            if side == "left" {
+                Topology::RIGHT_NET
+            } else {
+                Topology::LEFT_NET
+            },
+        );
+        assert!(
+            gone.is_none(),
+            "{side}: BIRD route still installed: {gone:?}"
+        );
+    }
 }
