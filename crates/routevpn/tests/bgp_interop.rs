@@ -469,3 +469,69 @@ fn external_routing_bird_over_routevpn_tunnels() {
         );
     }
 }
+
+/// 4-octet AS numbers in a live session (RFC 6793: both ASes above 65535, so the OPEN
+/// carries AS_TRANS and the capability) and ROUTE-REFRESH (RFC 2918): BIRD's
+/// `reload in` asks routevpn to send its routes again, and routevpn does.
+#[test]
+fn four_octet_as_and_route_refresh_with_bird() {
+    if !testbed::require_programs(&["bird", "birdc"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let conf = BIRD_PEER_CONF
+        .replace(
+            "as 65002; neighbor 192.0.2.1 as 65001;",
+            "as 4200000002; neighbor 192.0.2.1 as 4200000001;",
+        )
+        .replace(
+            "as 65002; neighbor 2001:db8::1 as 65001;",
+            "as 4200000002; neighbor 2001:db8::1 as 4200000001;",
+        );
+    assert_eq!(conf.matches("4200000001").count(), 2, "{conf}");
+    let bird = Bird::start(&topo.right, &conf);
+    let mut cfg = routevpn_peer_config(4_200_000_002, "192.0.2.2", "2001:db8::2", true);
+    cfg.extra_tail = cfg
+        .extra_tail
+        .replace("asn = 65001\n", "asn = 4200000001\n");
+    assert!(cfg.extra_tail.contains("asn = 4200000001\n"));
+    let rv = Routevpn::start(&topo.left, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    bird.wait_established("rv4");
+    bird.wait_established("rv6");
+    wait_rv_neighbors(&rv, true);
+    let st = rv.status().unwrap();
+    assert_eq!(st["bgp"]["neighbors"][0]["asn"], 4_200_000_002u64, "{st}");
+    // BIRD sees our 4-octet AS in the AS_PATH of the route it learned.
+    wait_kernel_route(&topo.right, Topology::LEFT_NET, "via 192.0.2.1");
+    let r = bird
+        .birdc(&["show", "route", Topology::LEFT_NET, "all"])
+        .unwrap();
+    assert!(r.contains("BGP.as_path: 4200000001"), "{r}");
+    // And we see BIRD's in the route we installed.
+    wait_kernel_route(&topo.left, Topology::RIGHT_NET, "proto 251");
+    let received = |b: &Bird| -> u64 {
+        let p = b.birdc(&["show", "protocols", "all", "rv4"]).unwrap();
+        p.lines()
+            .find(|l| l.trim_start().starts_with("Import updates:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no import stats in:\n{p}"))
+    };
+    let before = received(&bird);
+    assert!(before >= 1, "BIRD received our route");
+    // ROUTE-REFRESH: BIRD asks again; routevpn re-sends its Adj-RIB-Out.
+    let out = bird.birdc(&["reload", "in", "rv4"]).unwrap();
+    eprintln!("birdc reload in rv4: {}", out.trim());
+    wait_until(T, Duration::from_millis(50), || {
+        let now = received(&bird);
+        (now > before)
+            .then_some(())
+            .ok_or(format!("BIRD import updates still {now} (before {before})"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 40)));
+    let n = &rv.status().unwrap()["bgp"]["neighbors"][0];
+    assert_eq!(
+        n["state"], "Established",
+        "the refresh kept the session: {n}"
+    );
+}
