@@ -535,3 +535,76 @@ fn four_octet_as_and_route_refresh_with_bird() {
         "the refresh kept the session: {n}"
     );
 }
+
+/// `routing = "external"` with FRR: BIRD on the left router and FRR 8.4 on the right
+/// peer over the routevpn tunnel interface (eBGP, IPv4 session carrying IPv6 too);
+/// routevpn only provides the interface. Host A reaches host B over their routes.
+#[test]
+fn external_routing_frr_over_routevpn_tunnel() {
+    if !testbed::require_programs(&["bird", "birdc", "vtysh", "ping"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let frr_conf = r#"
+router bgp 65002
+ bgp router-id 10.2.0.1
+ no bgp ebgp-requires-policy
+ timers bgp 3 9
+ neighbor 169.254.12.1 remote-as 65001
+ neighbor 169.254.12.1 timers connect 1
+ address-family ipv4 unicast
+  network 10.2.0.0/24
+ exit-address-family
+ address-family ipv6 unicast
+  network fd00:2::/64
+  neighbor 169.254.12.1 activate
+ exit-address-family
+"#;
+    let mut rvs = Vec::new();
+    for (ns, left) in [(&topo.left, true), (&topo.right, false)] {
+        let (local, remote, a4, a6) = if left {
+            (
+                Topology::LEFT_WAN,
+                Topology::RIGHT_WAN,
+                "169.254.12.1/30",
+                "fd00:12::1/64",
+            )
+        } else {
+            (
+                Topology::RIGHT_WAN,
+                Topology::LEFT_WAN,
+                "169.254.12.2/30",
+                "fd00:12::2/64",
+            )
+        };
+        let cfg = RvConfig {
+            extra_top: vec!["routing = \"external\"".into()],
+            tunnels: vec![RvTunnel {
+                local: local.into(),
+                remote: remote.into(),
+                psk: "external-frr".into(),
+                start: left,
+                address: vec![a4.into(), a6.into()],
+                ..RvTunnel::default()
+            }],
+            ..RvConfig::default()
+        };
+        rvs.push(Routevpn::start(ns, &cfg).unwrap_or_else(|e| panic!("{e}")));
+    }
+    let bird = Bird::start(&topo.left, &bird_external_conf(true));
+    let frr = Frr::start(&topo.right, frr_conf, "");
+    bird.wait_established("tunnel");
+    let l4 = wait_kernel_route(&topo.left, Topology::RIGHT_NET, "dev vti0 proto bird");
+    let l6 = wait_kernel_route(&topo.left, Topology::RIGHT_NET6, "dev vti0 proto bird");
+    let r4 = wait_kernel_route(&topo.right, Topology::LEFT_NET, "dev vti0 proto bgp");
+    let r6 = wait_kernel_route(&topo.right, Topology::LEFT_NET6, "proto bgp");
+    eprintln!("BIRD: {l4}\nBIRD: {l6}\nFRR: {r4}\nFRR: {r6}");
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\n{}", frr.logs()));
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST6, Duration::from_secs(5))
+        .expect("IPv6 ping via BGP routes over the routevpn tunnel");
+    let sum = frr.vtysh("show bgp ipv4 unicast summary").unwrap();
+    assert!(sum.contains("169.254.12.1"), "{sum}");
+}
