@@ -10,10 +10,19 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, DEFAULT_CONTROL_SOCKET};
 use crate::control::{self, Request, Response, StatusReport};
 
+/// `routevpn --version`: the package version and the git commit it was built from
+/// (`-dirty` with uncommitted changes, `unknown` outside git; see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("ROUTEVPN_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "routevpn",
-    version,
+    version = VERSION,
     about = "Route-based IPsec VPN (IKEv2 + ESP-in-UDP)"
 )]
 pub struct Cli {
@@ -365,6 +374,28 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn version_names_the_git_commit() {
+        let v = Cli::command().render_version();
+        let commit = env!("ROUTEVPN_GIT_COMMIT");
+        assert_eq!(
+            v.trim(),
+            format!("routevpn {} (git {commit})", env!("CARGO_PKG_VERSION"))
+        );
+        let head = std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        match head {
+            // Built from this checkout: the hash (a later commit would rebuild us).
+            Some(h) => assert_eq!(commit.trim_end_matches("-dirty"), h, "{v}"),
+            None => assert_eq!(commit, "unknown"),
+        }
     }
 
     #[test]

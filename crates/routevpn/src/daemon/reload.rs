@@ -98,6 +98,9 @@ impl Daemon {
                 "[bgp], routing and control_socket changes apply after a restart".to_string(),
             );
         }
+        if new.control_socket_group.as_ref().map(|g| g.gid) != self.socket_group {
+            notes.push("control_socket_group changes apply after a restart".to_string());
+        }
         let mut message = format!(
             "reloaded: {kept} unchanged, {changed} changed, {added} added, {removed} removed"
         );

@@ -39,6 +39,8 @@ impl Daemon {
             started: now,
             bgp: cfg.bgp,
             routing: None,
+            socket_group: cfg.control_socket_group.as_ref().map(|g| g.gid),
+            notify: super::notify::Notifier::from_env(now),
         })
     }
 
@@ -118,7 +120,7 @@ impl Daemon {
             self.routing = Some(h);
         }
 
-        let listener = control::bind(&self.socket_path)
+        let listener = control::bind_with_group(&self.socket_path, self.socket_group)
             .with_context(|| format!("control socket {}", self.socket_path.display()))?;
         io::spawn_control(listener, tx.clone());
         io::spawn_signals(tx.clone())?;
