@@ -98,6 +98,20 @@ pub enum Command {
         #[arg(long)]
         down: bool,
     },
+    /// Write manual pages or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// routevpn.8, routevpn-SUBCOMMAND.8 and routevpn.toml.5 into DIR.
+    Man { dir: PathBuf },
+    /// routevpn.bash, _routevpn (zsh) and routevpn.fish into DIR.
+    Completions { dir: PathBuf },
 }
 
 /// Entry point of the binary.
@@ -123,6 +137,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Lab { json, keep, down } => {
             return crate::lab::main(&crate::lab::Options { json, keep, down })
         }
+        Command::Generate { what } => generate(what),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -135,6 +150,23 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn generate(what: Generate) -> anyhow::Result<()> {
+    let (dir, files) = match what {
+        Generate::Man { dir } => {
+            let f = crate::generate::man_pages(&dir);
+            (dir, f)
+        }
+        Generate::Completions { dir } => {
+            let f = crate::generate::completions(&dir);
+            (dir, f)
+        }
+    };
+    for f in files.with_context(|| format!("writing into {}", dir.display()))? {
+        println!("{}", f.display());
+    }
+    Ok(())
 }
 
 /// `--socket`, else the configuration's `control_socket`, else the default.

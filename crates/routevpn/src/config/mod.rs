@@ -29,6 +29,7 @@
 //! host does not have) are warnings, collected by [`load_checked`].
 
 mod diagnostics;
+pub mod reference;
 mod routing;
 mod service;
 mod tunnel;
