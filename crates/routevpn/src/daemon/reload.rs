@@ -82,6 +82,7 @@ impl Daemon {
             let tid = match dp.add_tunnel(&n.name, n.mtu.unwrap_or(1400)) {
                 Ok(tid) => tid,
                 Err(e) => {
+                    let e = super::setup::tun_error(e);
                     notes.push(format!("tunnel {}: cannot create interface: {e}", n.name));
                     continue;
                 }
