@@ -89,17 +89,22 @@ impl Notifier {
 }
 
 impl Daemon {
-    /// `3/4 tunnels up, 2 BGP sessions established` (the BGP part only with `[bgp]`).
+    /// `3/4 tunnels up, 1 connecting, 2 BGP sessions established` (connecting only when
+    /// some are, the BGP part only with `[bgp]`).
     pub(super) fn service_status(&self) -> String {
+        let now = Instant::now();
         let up = self.tunnels.iter().filter(|t| t.link_up).count();
+        let connecting = self
+            .tunnels
+            .iter()
+            .filter(|t| !t.link_up && !t.session.status(now).ike_sas.is_empty())
+            .count();
         let mut s = format!("{up}/{} tunnels up", self.tunnels.len());
+        if connecting > 0 {
+            s.push_str(&format!(", {connecting} connecting"));
+        }
         if let Some(r) = &self.routing {
-            let n = r
-                .status()
-                .neighbors
-                .iter()
-                .filter(|n| n.state == "Established")
-                .count();
+            let n = r.established();
             s.push_str(&format!(
                 ", {n} BGP session{} established",
                 if n == 1 { "" } else { "s" }
