@@ -10,10 +10,19 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, DEFAULT_CONTROL_SOCKET};
 use crate::control::{self, Request, Response, StatusReport};
 
+/// `routevpn --version`: the package version and the git commit it was built from
+/// (`-dirty` with uncommitted changes, `unknown` outside git; see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("ROUTEVPN_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "routevpn",
-    version,
+    version = VERSION,
     about = "Route-based IPsec VPN (IKEv2 + ESP-in-UDP)"
 )]
 pub struct Cli {
@@ -89,6 +98,20 @@ pub enum Command {
         #[arg(long)]
         down: bool,
     },
+    /// Write manual pages or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// routevpn.8, routevpn-SUBCOMMAND.8 and routevpn.toml.5 into DIR.
+    Man { dir: PathBuf },
+    /// routevpn.bash, _routevpn (zsh) and routevpn.fish into DIR.
+    Completions { dir: PathBuf },
 }
 
 /// Entry point of the binary.
@@ -114,6 +137,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Lab { json, keep, down } => {
             return crate::lab::main(&crate::lab::Options { json, keep, down })
         }
+        Command::Generate { what } => generate(what),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,6 +150,23 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn generate(what: Generate) -> anyhow::Result<()> {
+    let (dir, files) = match what {
+        Generate::Man { dir } => {
+            let f = crate::generate::man_pages(&dir);
+            (dir, f)
+        }
+        Generate::Completions { dir } => {
+            let f = crate::generate::completions(&dir);
+            (dir, f)
+        }
+    };
+    for f in files.with_context(|| format!("writing into {}", dir.display()))? {
+        println!("{}", f.display());
+    }
+    Ok(())
 }
 
 /// `--socket`, else the configuration's `control_socket`, else the default.
@@ -365,6 +406,28 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn version_names_the_git_commit() {
+        let v = Cli::command().render_version();
+        let commit = env!("ROUTEVPN_GIT_COMMIT");
+        assert_eq!(
+            v.trim(),
+            format!("routevpn {} (git {commit})", env!("CARGO_PKG_VERSION"))
+        );
+        let head = std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        match head {
+            // Built from this checkout: the hash (a later commit would rebuild us).
+            Some(h) => assert_eq!(commit.trim_end_matches("-dirty"), h, "{v}"),
+            None => assert_eq!(commit, "unknown"),
+        }
     }
 
     #[test]

@@ -246,6 +246,12 @@ async fn exchange_once(stream: UnixStream, req: &Request) -> anyhow::Result<Opti
 /// stale socket left by a dead daemon (but refuses if one is still answering) and
 /// restricts the socket to its owner (mode 0600). Must run inside a tokio runtime.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    bind_with_group(path, None)
+}
+
+/// [`bind`]; with `group`, the socket belongs to that group with mode 0660, so its
+/// members can run `routevpn status` (`control_socket_group`).
+pub fn bind_with_group(path: &Path, group: Option<u32>) -> io::Result<UnixListener> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -277,7 +283,20 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let mode = match group {
+        Some(gid) => {
+            // Connecting to a Unix socket needs write permission on it (unix(7)).
+            std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot give {} to group id {gid}: {e}", path.display()),
+                )
+            })?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 
@@ -557,6 +576,23 @@ pub(crate) mod tests {
         drop(std::fs::remove_dir_all(
             path.parent().unwrap().parent().unwrap(),
         ));
+    }
+
+    #[tokio::test]
+    async fn group_socket_is_0660_and_owned_by_the_group() {
+        use std::os::unix::fs::MetadataExt;
+        let path = temp_socket("group");
+        let root = path.parent().unwrap().parent().unwrap().to_path_buf();
+        let _ = std::fs::remove_dir_all(&root);
+        // Our own primary group: chown to it works without privileges.
+        // SAFETY: getegid(2) takes no arguments and cannot fail.
+        let gid = unsafe { libc::getegid() };
+        let l = bind_with_group(&path, Some(gid)).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        assert_eq!(meta.gid(), gid);
+        drop(l);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[tokio::test]

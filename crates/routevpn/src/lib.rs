@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod generate;
 pub mod lab;
 pub mod netlink;
 pub mod routing;

@@ -282,6 +282,40 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The id of group `name` from the system's group database (getgrnam_r(3), so NSS
+/// sources count too); None when there is no such group.
+pub fn group_id(name: &str) -> io::Result<Option<u32>> {
+    let Ok(cname) = std::ffi::CString::new(name) else {
+        return Ok(None); // a NUL byte: no group has that name
+    };
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: all-zero is a valid `struct group` (null pointers, gid 0); getgrnam_r
+        // only fills it with pointers into `buf`, which outlives every use below.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: `cname` is NUL-terminated, `grp`, `buf` (with its true length) and
+        // `result` are valid for writes for the whole call.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        match rc {
+            0 if result.is_null() => return Ok(None),
+            0 => return Ok(Some(grp.gr_gid)),
+            libc::ERANGE if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
+            // Some NSS modules report "not found" as an errno.
+            libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(None),
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
 /// Sends signal `sig` to process `pid` (kill(2)).
 pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
     // SAFETY: kill(2) takes two integers and touches no memory of ours; signalling the
@@ -310,6 +344,13 @@ pub fn enter_netns(ns: &impl AsFd) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_lookup() {
+        assert_eq!(group_id("root").unwrap(), Some(0));
+        assert_eq!(group_id("no-such-group-routevpn-test").unwrap(), None);
+        assert_eq!(group_id("bad\0name").unwrap(), None);
+    }
 
     #[test]
     fn rejects_bad_names_before_the_kernel() {

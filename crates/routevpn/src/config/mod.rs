@@ -29,7 +29,9 @@
 //! host does not have) are warnings, collected by [`load_checked`].
 
 mod diagnostics;
+pub mod reference;
 mod routing;
+mod service;
 mod tunnel;
 mod values;
 
@@ -39,6 +41,7 @@ pub use routing::{
     BfdConfig, BgpConfig, NeighborConfig, Redistribute, RoutingMode, DEFAULT_BFD_INTERVAL,
     DEFAULT_BFD_MULTIPLIER, DEFAULT_BGP_CONNECT_RETRY, DEFAULT_BGP_HOLD_TIME,
 };
+pub use service::SocketGroup;
 pub use tunnel::{
     DpdAction, Route, TunnelConfig, DEFAULT_CHILD_LIFETIME, DEFAULT_DPD, DEFAULT_IKE_LIFETIME,
     DEFAULT_IKE_PORT, DEFAULT_REPLAY_WINDOW, DEFAULT_TS,
@@ -71,6 +74,8 @@ pub struct Config {
     pub routing: RoutingMode,
     /// The `[bgp]` table (embedded BGP speaker), if any; see [`BgpConfig`].
     pub bgp: Option<BgpConfig>,
+    /// `control_socket_group`: the control socket's group (mode 0660), else root-only.
+    pub control_socket_group: Option<SocketGroup>,
 }
 
 /// A configuration error, displayed as `file:line: message`.
@@ -178,6 +183,7 @@ struct RawConfig {
     tunnel: Vec<Spanned<RawTunnel>>,
     routing: Option<Spanned<String>>,
     bgp: Option<Spanned<RawBgp>>,
+    control_socket_group: Option<Spanned<String>>,
 }
 
 /// Error construction with line lookup; collects warnings.
@@ -286,11 +292,14 @@ fn parse_in(
     if let (Some(b), Some(raw_bgp)) = (&bgp, &raw.bgp) {
         diagnostics::check_neighbors(&cx, b, raw_bgp.get_ref(), &tunnels);
     }
+    let control_socket_group =
+        service::control_socket_group(&cx, raw.control_socket_group.as_ref())?;
     let config = Config {
         control_socket,
         tunnels,
         routing,
         bgp,
+        control_socket_group,
     };
     Ok(Checked {
         config,

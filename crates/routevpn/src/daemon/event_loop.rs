@@ -49,6 +49,10 @@ pub struct Daemon {
     /// `[bgp]`, until the speaker starts; then its handle.
     pub(super) bgp: Option<crate::config::BgpConfig>,
     pub(super) routing: Option<routing::Handle>,
+    /// `control_socket_group`: the control socket's group (mode 0660), else 0600.
+    pub(super) socket_group: Option<u32>,
+    /// systemd notifications (no-op without NOTIFY_SOCKET).
+    pub(super) notify: super::notify::Notifier,
 }
 
 impl Daemon {
@@ -60,6 +64,18 @@ impl Daemon {
             dp,
             nl,
         } = self.open(&tx).await?;
+
+        // Initiate every `start = true` tunnel before READY=1, so that "ready" means
+        // the control socket answers and the first IKE_SA_INITs are on the wire.
+        let now = Instant::now();
+        for t in &mut self.tunnels {
+            if t.session.poll_timeout().is_some_and(|d| d <= now) {
+                t.session.handle_timeout(now);
+            }
+        }
+        self.flush(&ike_sockets, &dp, &nl).await;
+        let status = self.service_status();
+        self.notify.ready(status);
 
         let mut shutdown_deadline: Option<Instant> = None;
         let mut next_poll = Instant::now() + COUNTER_POLL;
@@ -78,6 +94,7 @@ impl Daemon {
                 .filter_map(|t| t.session.poll_timeout())
                 .chain(shutdown_deadline)
                 .chain(Some(next_poll))
+                .chain(self.notify.deadline())
                 .min()
                 .unwrap_or(now + Duration::from_secs(3600));
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
@@ -91,7 +108,7 @@ impl Daemon {
                             None => debug!(from = %d.remote, "IKE message from an unconfigured peer"),
                         },
                         Input::Control(Request::Reload, reply) => {
-                            let resp = self.reload(now, &ike_sockets, &dp, &nl).await;
+                            let resp = self.notified_reload(now, &ike_sockets, &dp, &nl).await;
                             let _ = reply.send(resp);
                         }
                         Input::Control(req, reply) => {
@@ -99,10 +116,11 @@ impl Daemon {
                             let _ = reply.send(resp);
                         }
                         Input::Reload => {
-                            self.reload(now, &ike_sockets, &dp, &nl).await;
+                            self.notified_reload(now, &ike_sockets, &dp, &nl).await;
                         }
                         Input::Shutdown(sig) => {
                             if shutdown_deadline.is_none() {
+                                self.notify.stopping();
                                 // BGP first: its Cease NOTIFICATIONs still need the tunnels.
                                 if let Some(r) = &self.routing {
                                     r.shutdown().await;
@@ -128,7 +146,10 @@ impl Daemon {
                     if now >= next_poll {
                         next_poll = now + COUNTER_POLL;
                         self.poll_counters(now, &dp);
+                        let status = self.service_status();
+                        self.notify.status(status);
                     }
+                    self.notify.tick(now);
                 }
             }
         }
@@ -143,6 +164,21 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.socket_path);
         info!("routevpn daemon stopped");
         Ok(())
+    }
+
+    /// [`Daemon::reload`] between RELOADING=1 and READY=1 (sd_notify(3)).
+    async fn notified_reload(
+        &mut self,
+        now: Instant,
+        ike_sockets: &HashMap<IpAddr, Arc<UdpSocket>>,
+        dp: &Dataplane,
+        nl: &Netlink,
+    ) -> Response {
+        self.notify.reloading();
+        let resp = self.reload(now, ike_sockets, dp, nl).await;
+        let status = self.service_status();
+        self.notify.ready(status);
+        resp
     }
 
     /// Reads SA counters: inbound ESP proves the peer alive (no liveness check needed),

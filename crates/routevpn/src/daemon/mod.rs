@@ -3,6 +3,7 @@
 
 mod event_loop;
 mod io;
+mod notify;
 mod reload;
 mod setup;
 mod status;

@@ -82,6 +82,7 @@ impl Daemon {
             let tid = match dp.add_tunnel(&n.name, n.mtu.unwrap_or(1400)) {
                 Ok(tid) => tid,
                 Err(e) => {
+                    let e = super::setup::tun_error(e);
                     notes.push(format!("tunnel {}: cannot create interface: {e}", n.name));
                     continue;
                 }
@@ -97,6 +98,9 @@ impl Daemon {
             notes.push(
                 "[bgp], routing and control_socket changes apply after a restart".to_string(),
             );
+        }
+        if new.control_socket_group.as_ref().map(|g| g.gid) != self.socket_group {
+            notes.push("control_socket_group changes apply after a restart".to_string());
         }
         let mut message = format!(
             "reloaded: {kept} unchanged, {changed} changed, {added} added, {removed} removed"

@@ -39,6 +39,8 @@ impl Daemon {
             started: now,
             bgp: cfg.bgp,
             routing: None,
+            socket_group: cfg.control_socket_group.as_ref().map(|g| g.gid),
+            notify: super::notify::Notifier::from_env(now),
         })
     }
 
@@ -91,6 +93,7 @@ impl Daemon {
             let mtu = t.cfg.mtu.unwrap_or(1400);
             t.tid = dp
                 .add_tunnel(&t.cfg.name, mtu)
+                .map_err(tun_error)
                 .with_context(|| format!("creating tunnel interface {}", t.cfg.name))?;
             // Down until a CHILD SA is installed.
             if let Err(e) = nl.set_link_up(&t.cfg.name, false).await {
@@ -118,7 +121,7 @@ impl Daemon {
             self.routing = Some(h);
         }
 
-        let listener = control::bind(&self.socket_path)
+        let listener = control::bind_with_group(&self.socket_path, self.socket_group)
             .with_context(|| format!("control socket {}", self.socket_path.display()))?;
         io::spawn_control(listener, tx.clone());
         io::spawn_signals(tx.clone())?;
@@ -128,5 +131,17 @@ impl Daemon {
             dp,
             nl,
         })
+    }
+}
+
+/// Opening /dev/net/tun needs file permission even with CAP_NET_ADMIN: say so.
+pub(super) fn tun_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        anyhow::anyhow!(
+            "{e}: this user may not open /dev/net/tun (it needs read-write access to it, \
+             e.g. mode 0666 or a group it is in, and CAP_NET_ADMIN)"
+        )
+    } else {
+        e.into()
     }
 }

@@ -127,6 +127,20 @@ impl Handle {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// How many sessions are Established (systemd's status line), without a copy of
+    /// the whole status.
+    pub fn established(&self) -> usize {
+        self.status
+            .lock()
+            .map(|s| {
+                s.neighbors
+                    .iter()
+                    .filter(|n| n.state == "Established")
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Stops every session (Cease), deletes our routes and ends the task. Idempotent;
     /// bounded to a few seconds.
     pub async fn shutdown(&self) {

@@ -1,0 +1,204 @@
+//! The configuration reference: every key of every table, its form, default and
+//! meaning. The single source of routevpn.toml(5) (`routevpn generate man`); a test
+//! checks it against the keys the parser accepts, both ways.
+
+/// One table of the file (`""` is the top level).
+pub struct Section {
+    pub table: &'static str,
+    pub about: &'static str,
+    pub keys: &'static [Key],
+}
+
+/// One key.
+pub struct Key {
+    pub name: &'static str,
+    /// The value's form, in words (`duration`, `list of prefixes`).
+    pub form: &'static str,
+    /// The default, or `required`.
+    pub default: &'static str,
+    pub about: &'static str,
+}
+
+const fn key(
+    name: &'static str,
+    form: &'static str,
+    default: &'static str,
+    about: &'static str,
+) -> Key {
+    Key {
+        name,
+        form,
+        default,
+        about,
+    }
+}
+
+/// Durations are written like `"30s"`, `"500ms"`, `"4h"` or `"1h30m"`.
+pub const SECTIONS: &[Section] = &[
+    Section {
+        table: "",
+        about: "Top-level keys, before the first table.",
+        keys: &[
+            key(
+                "control_socket",
+                "path",
+                "/run/routevpn/routevpn.sock",
+                "Unix socket where the daemon answers `routevpn status`, `up`, `down` and `reload`. Under systemd the unit's RuntimeDirectory provides /run/routevpn.",
+            ),
+            key(
+                "control_socket_group",
+                "group name or number",
+                "none (socket mode 0600, owner only)",
+                "Members of this group may use the control socket: it is given to the group with mode 0660. An unknown group is an error. The package creates group `routevpn`.",
+            ),
+            key(
+                "routing",
+                "\"embedded\" or \"external\"",
+                "\"embedded\"",
+                "`embedded`: the built-in BGP speaker runs when there is a [bgp] table. `external`: no [bgp] table; BIRD or FRR speak BGP over the tunnel interfaces.",
+            ),
+            key(
+                "metrics",
+                "address:port",
+                "off",
+                "Serve Prometheus/OpenMetrics text at http://ADDRESS:PORT/metrics, e.g. \"127.0.0.1:9477\" or \"[::1]:9477\".",
+            ),
+        ],
+    },
+    Section {
+        table: "[[tunnel]]",
+        about: "One table per peer. Each tunnel is a network interface (a TUN device the daemon creates), up with its addresses and routes only while its CHILD SA is installed.",
+        keys: &[
+            key("name", "interface name (1 to 15 characters)", "required", "The tunnel interface, e.g. \"vti0\"."),
+            key("local", "IP address", "required", "Underlay address IKE and ESP use; must be on an interface of this host."),
+            key("remote", "IP address", "required", "The peer's underlay address, same family as `local`."),
+            key("local_port", "port", "500", "UDP port we listen on for IKE."),
+            key("remote_port", "port", "500", "The peer's IKE port; only 500 is supported (4500 after NAT detection)."),
+            key("local_id", "identity", "the local address", "Our IKE identity: an IP address, user@host, @#hex (key id), or an FQDN (optionally @name), as in strongSwan."),
+            key("remote_id", "identity", "the remote address", "The identity the peer must prove."),
+            key("psk", "string", "required unless psk_file", "Pre-shared key; \"0x...\" is hex. Prefer psk_file and keep the file mode 0600."),
+            key("psk_file", "path", "none", "File holding the pre-shared key (relative to the configuration file's directory). Exactly one of psk and psk_file."),
+            key("ike", "list of proposals", "built-in", "IKE proposals in strongSwan syntax, e.g. [\"aes256gcm16-prfsha384-x25519\"]; \"default\" stands for the built-in list."),
+            key("esp", "list of proposals", "built-in", "ESP proposals, e.g. [\"aes256gcm16\", \"aes128-sha256-esn\"]; a key-exchange group means PFS on rekeys."),
+            key("start", "true or false", "true", "Initiate at start-up (and after failures); false waits as responder."),
+            key("address", "list of prefixes", "none", "Tunnel interface addresses, e.g. [\"169.254.12.1/30\", \"fd00:12::1/64\"]."),
+            key("mtu", "number", "computed from the ESP suite", "Tunnel interface MTU."),
+            key("routes", "list of prefixes or { prefix, metric } tables", "none", "Static routes into the tunnel while it is up (protocol 250)."),
+            key("local_ts", "list of prefixes", "0.0.0.0/0 and ::/0", "Local traffic selectors; the route-based default covers everything."),
+            key("remote_ts", "list of prefixes", "0.0.0.0/0 and ::/0", "Remote traffic selectors."),
+            key("ike_lifetime", "duration", "4h", "Rekey the IKE SA after this long, less a random margin."),
+            key("child_lifetime", "duration", "1h", "Rekey CHILD SAs after this long, less a random margin."),
+            key("child_lifetime_bytes", "number", "none", "Also rekey a CHILD SA after this many bytes."),
+            key("child_lifetime_packets", "number", "none", "Also rekey a CHILD SA after this many packets."),
+            key("dpd", "duration or false", "30s", "Liveness check after this long without traffic from the peer; false turns it off."),
+            key("dpd_action", "\"restart\" or \"clear\"", "\"restart\"", "What to do with a dead peer: initiate again, or just delete the SAs."),
+            key("retransmit_timeout", "duration (100ms to 60s)", "1s", "First IKE retransmission timeout, doubled per try."),
+            key("retransmit_tries", "number (1 to 20)", "5", "IKE retransmissions before the peer is declared dead."),
+            key("replay_window", "number", "128", "Anti-replay window in packets (RFC 4303)."),
+            key("on_up", "list of strings", "none", "Command run (without a shell) when the tunnel comes up: [\"/absolute/path\", \"arg\", ...]. Its environment has ROUTEVPN_TUNNEL, ROUTEVPN_INTERFACE, ROUTEVPN_LOCAL, ROUTEVPN_REMOTE, ROUTEVPN_LOCAL_ID, ROUTEVPN_REMOTE_ID and ROUTEVPN_EVENT. It runs with a timeout and never blocks the daemon; failures are logged."),
+            key("on_down", "list of strings", "none", "Command run the same way when the tunnel goes down."),
+        ],
+    },
+    Section {
+        table: "[bgp]",
+        about: "The embedded BGP-4 speaker (routing = \"embedded\").",
+        keys: &[
+            key("asn", "AS number (4-octet)", "required", "Our autonomous system."),
+            key("router_id", "IPv4 address", "required", "BGP identifier."),
+            key("networks", "list of prefixes", "none", "Prefixes we announce."),
+            key("hold_time", "duration", "90s", "Proposed hold time."),
+            key("connect_retry", "duration", "5s", "Time between connection attempts."),
+            key("max_paths", "number (1 or more)", "1", "Equal-cost paths installed as one multipath route."),
+            key("redistribute", "list of \"connected\", \"static\"", "none", "Also announce these kernel routes."),
+            key("neighbor", "list of [[bgp.neighbor]] tables", "none", "The neighbours, below."),
+        ],
+    },
+    Section {
+        table: "[[bgp.neighbor]]",
+        about: "One table per BGP neighbour, reached over a tunnel.",
+        keys: &[
+            key("address", "IP address", "required", "The neighbour's tunnel-inner address."),
+            key("asn", "AS number", "required", "The neighbour's AS."),
+            key("bfd", "true, or a { interval, multiplier, auth, key_id, key } table", "off", "BFD on this session: true is 300ms x 3. auth is \"keyed-sha1\" or \"meticulous-keyed-sha1\" with key_id and a key of 1 to 20 bytes."),
+            key("passive", "true or false", "false", "Wait for the neighbour to connect."),
+            key("import", "list of prefix-list entries", "accept all", "Import policy, e.g. [\"permit 10.0.0.0/8 le 24\"]."),
+            key("export", "list of prefix-list entries", "announce all", "Export policy."),
+            key("max_prefix", "number", "10000", "Accepted routes before the session is closed (Cease/1); 0 means no limit."),
+            key("local_pref", "number", "100", "LOCAL_PREF given to routes from this neighbour."),
+            key("gtsm", "true or false", "on for directly connected eBGP", "Generalized TTL Security Mechanism (RFC 5082)."),
+            key("password", "string", "none", "TCP MD5 signature key (RFC 2385)."),
+        ],
+    },
+];
+
+/// Keys other parts of routevpn document here before their parser lands beside this
+/// table (the reference may run ahead of the parser, never behind it).
+#[cfg(test)]
+const AHEAD_OF_PARSER: &[(&str, &str)] = &[
+    ("", "metrics"),
+    ("[[tunnel]]", "on_up"),
+    ("[[tunnel]]", "on_down"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys the parser accepts in a table, from its "unknown field" error (serde
+    /// lists every field it knows).
+    fn parser_keys(table: &str) -> Vec<String> {
+        let probe = "zz_not_a_key = 1";
+        let tunnel = "name = \"t\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\npsk = \"0123456789abcdefghij\"\n";
+        let text = match table {
+            "" => format!("{probe}\n"),
+            "[[tunnel]]" => format!("[[tunnel]]\n{tunnel}{probe}\n"),
+            "[bgp]" => format!("[bgp]\nasn = 1\nrouter_id = \"10.0.0.1\"\n{probe}\n"),
+            "[[bgp.neighbor]]" => format!(
+                "[bgp]\nasn = 1\nrouter_id = \"10.0.0.1\"\n[[bgp.neighbor]]\naddress = \"10.0.0.2\"\nasn = 2\n{probe}\n"
+            ),
+            other => panic!("no probe for {other}"),
+        };
+        let e = toml::from_str::<super::super::RawConfig>(&text)
+            .err()
+            .unwrap_or_else(|| panic!("{table}: the probe key was accepted"));
+        let msg = e.message().to_string();
+        let expected = msg
+            .split_once("expected")
+            .unwrap_or_else(|| panic!("{table}: {msg}"))
+            .1;
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_parser_key_is_documented_and_every_documented_key_parses() {
+        for s in SECTIONS {
+            let parsed = parser_keys(s.table);
+            assert!(parsed.len() > 2, "{}: {parsed:?}", s.table);
+            let documented: Vec<&str> = s.keys.iter().map(|k| k.name).collect();
+            // The top level's tables have sections of their own.
+            for p in parsed
+                .iter()
+                .filter(|p| !(s.table.is_empty() && (*p == "tunnel" || *p == "bgp")))
+            {
+                assert!(
+                    documented.contains(&p.as_str()),
+                    "{} key `{p}` is missing from the configuration reference (config/reference.rs)",
+                    if s.table.is_empty() { "top-level" } else { s.table }
+                );
+            }
+            for d in &documented {
+                let ahead = AHEAD_OF_PARSER.contains(&(s.table, *d));
+                assert!(
+                    parsed.iter().any(|p| p == d) || ahead,
+                    "{}: `{d}` is documented but the parser does not know it",
+                    s.table
+                );
+            }
+        }
+    }
+}

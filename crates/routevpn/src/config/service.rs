@@ -1,0 +1,82 @@
+//! Top-level keys for running as a service: `control_socket_group`.
+
+use toml::Spanned;
+
+use super::ConfigError;
+use super::Ctx;
+
+/// `control_socket_group = "routevpn"`: members of this group may use the control
+/// socket (`routevpn status` without root); the socket gets mode 0660 instead of 0600.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketGroup {
+    pub name: String,
+    pub gid: u32,
+}
+
+/// Resolves the group (a name, or a numeric id) against this host's group database.
+pub(super) fn control_socket_group(
+    cx: &Ctx<'_>,
+    raw: Option<&Spanned<String>>,
+) -> Result<Option<SocketGroup>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let name = raw.get_ref().trim();
+    let err = |m: String| cx.err(Some(raw.span()), m);
+    if name.is_empty() {
+        return Err(err(
+            "control_socket_group is empty: name a group, e.g. \"routevpn\"".into(),
+        ));
+    }
+    let gid = match name.parse::<u32>() {
+        Ok(gid) => gid,
+        Err(_) => match crate::sys::group_id(name) {
+            Ok(Some(gid)) => gid,
+            Ok(None) => {
+                return Err(err(format!(
+                    "control_socket_group: no group named \"{name}\" on this host (create it with `groupadd --system {name}`)"
+                )))
+            }
+            Err(e) => {
+                return Err(err(format!(
+                    "control_socket_group: cannot look up group \"{name}\": {e}"
+                )))
+            }
+        },
+    };
+    Ok(Some(SocketGroup {
+        name: name.to_string(),
+        gid,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+
+    #[test]
+    fn group_by_name_and_number() {
+        let c = parse("control_socket_group = \"root\"\n", "t.toml").unwrap();
+        let g = c.control_socket_group.unwrap();
+        assert_eq!((g.name.as_str(), g.gid), ("root", 0));
+        let c = parse("control_socket_group = \"4242\"\n", "t.toml").unwrap();
+        assert_eq!(c.control_socket_group.unwrap().gid, 4242);
+        let c = parse("", "t.toml").unwrap();
+        assert_eq!(c.control_socket_group, None);
+    }
+
+    #[test]
+    fn unknown_group_is_an_error_naming_the_line() {
+        let text = "routing = \"embedded\"\ncontrol_socket_group = \"nosuchgroup-rv\"\n";
+        let e = parse(text, "t.toml").unwrap_err();
+        assert_eq!((e.line, e.column), (Some(2), Some(24)), "{e}");
+        assert!(
+            e.message.contains("no group named \"nosuchgroup-rv\""),
+            "{e}"
+        );
+        let e = parse("control_socket_group = \"\"\n", "t.toml").unwrap_err();
+        assert_eq!(e.line, Some(1));
+        assert!(e.message.contains("empty"), "{e}");
+        // A misspelt key gets the usual suggestion.
+        let e = parse("control_socket_grup = \"root\"\n", "t.toml").unwrap_err();
+        assert!(e.message.contains("control_socket_group"), "{e}");
+    }
+}
