@@ -51,8 +51,15 @@ pub enum Request {
     Reload,
 }
 
+/// The `schema` of `status --json`; bumped when a field changes meaning or goes away
+/// (adding fields does not bump it). Fields are documented in docs/status.md.
+pub const STATUS_SCHEMA: &str = "routevpn-status/1";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
+    /// Always [`STATUS_SCHEMA`] from this daemon (empty from a daemon before it).
+    #[serde(default)]
+    pub schema: String,
     pub daemon_pid: u32,
     pub uptime_secs: u64,
     pub tunnels: Vec<TunnelStatus>,
@@ -101,6 +108,9 @@ pub struct NeighborStatus {
     /// neighbour's tunnel.
     #[serde(default)]
     pub bfd_wrong_interface: u64,
+    /// Times the BFD session left Up since the daemon started.
+    #[serde(default)]
+    pub bfd_flaps: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -369,6 +379,7 @@ pub(crate) mod tests {
     /// A report with every kind of entry; the CLI's formatting tests use it too.
     pub(crate) fn sample() -> StatusReport {
         StatusReport {
+            schema: STATUS_SCHEMA.into(),
             daemon_pid: 4242,
             uptime_secs: 3723,
             tunnels: vec![
@@ -437,6 +448,7 @@ pub(crate) mod tests {
                     bfd: Some("Up".into()),
                     bfd_auth: None,
                     bfd_wrong_interface: 0,
+                    bfd_flaps: 1,
                 }],
                 routes: vec![BgpRouteStatus {
                     prefix: "10.2.0.0/24".into(),
@@ -475,7 +487,9 @@ pub(crate) mod tests {
         let r = Response::Status(sample());
         let json = serde_json::to_string(&r).unwrap();
         assert!(
-            json.starts_with(r#"{"result":"status","daemon_pid":4242,"#),
+            json.starts_with(
+                r#"{"result":"status","schema":"routevpn-status/1","daemon_pid":4242,"#
+            ),
             "{json}"
         );
         assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), r);

@@ -39,6 +39,8 @@ impl Daemon {
             started: now,
             bgp: cfg.bgp,
             routing: None,
+            metrics: cfg.metrics,
+            setup: crate::metrics::setup_histogram(),
         })
     }
 
@@ -122,6 +124,9 @@ impl Daemon {
             .with_context(|| format!("control socket {}", self.socket_path.display()))?;
         io::spawn_control(listener, tx.clone());
         io::spawn_signals(tx.clone())?;
+        if let Some(addr) = self.metrics {
+            io::spawn_metrics(addr, tx.clone()).await?;
+        }
         info!(tunnels = self.tunnels.len(), socket = %self.socket_path.display(), "routevpn daemon started");
         Ok(Io {
             ike_sockets,
