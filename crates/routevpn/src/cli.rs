@@ -4,11 +4,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, DEFAULT_CONTROL_SOCKET};
 use crate::control::{self, Request, Response, StatusReport};
+use crate::logging::{self, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,6 +20,16 @@ pub struct Cli {
     /// Control socket [default: control_socket from --config, else /run/routevpn/routevpn.sock]
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Daemon log format on stderr: `text` (colours only on a terminal, none with
+    /// NO_COLOR; no timestamps under systemd) or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "ROUTEVPN_LOG_FORMAT",
+        default_value_t
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -99,7 +109,9 @@ pub fn main() -> ExitCode {
 /// Run a parsed command line; errors go to stderr and exit with status 1.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Daemon { config, log_level } => daemon(&config, cli.socket, log_level.as_deref()),
+        Command::Daemon { config, log_level } => {
+            daemon(&config, cli.socket, log_level.as_deref(), cli.log_format)
+        }
         Command::Check { config, strict } => return check_command(&config, strict),
         Command::Status { json, config } => {
             socket_path(cli.socket, config.as_deref()).and_then(|s| status(&s, json))
@@ -119,9 +131,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Configuration errors already read `file:line: message`.
-            match e.downcast_ref::<config::ConfigError>() {
-                Some(ce) => eprintln!("{ce}"),
-                None => eprintln!("routevpn: {e:#}"),
+            let message = match e.downcast_ref::<config::ConfigError>() {
+                Some(ce) => ce.to_string(),
+                None => format!("routevpn: {e:#}"),
+            };
+            if logging::json_active() {
+                // Keeps stderr one JSON object per line.
+                tracing::error!("{message}");
+            } else {
+                eprintln!("{message}");
             }
             ExitCode::FAILURE
         }
@@ -183,28 +201,21 @@ pub fn check_command(config: &Path, strict: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn daemon(config: &Path, socket: Option<PathBuf>, log_level: Option<&str>) -> anyhow::Result<()> {
+fn daemon(
+    config: &Path,
+    socket: Option<PathBuf>,
+    log_level: Option<&str>,
+    log_format: LogFormat,
+) -> anyhow::Result<()> {
+    // Before the configuration, so its errors come out in the chosen format.
+    logging::init(log_level, log_format)?;
     let (checked, _text) = config::load_checked(config)?;
     let cfg = checked.config;
-    init_logging(log_level)?;
     for w in &checked.warnings {
         tracing::warn!("{w}");
     }
     let socket = socket.unwrap_or_else(|| cfg.control_socket.clone());
     crate::daemon::run(cfg, socket, config.to_path_buf())
-}
-
-fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(l) => EnvFilter::try_new(l).with_context(|| format!("invalid --log-level {l:?}"))?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
 /// Run one control request on a small single-threaded runtime.

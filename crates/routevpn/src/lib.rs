@@ -7,6 +7,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod lab;
+pub mod logging;
 pub mod metrics;
 pub mod netlink;
 pub mod routing;
