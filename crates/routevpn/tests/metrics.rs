@@ -142,6 +142,56 @@ fn config(left: bool, metrics: &str, with_tunnel: bool) -> RvConfig {
     }
 }
 
+/// `path` of every key in `v` (`tunnels[].ike_sas[].spi_i`).
+fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                key_paths(v, &p, out);
+                out.push(p);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for v in a {
+                key_paths(v, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The live daemon's `status --json` keys are all in docs/status.md, and its text
+/// status for this one tunnel fits a 24x100 screen.
+fn check_status_docs_and_screen(rv: &Routevpn) {
+    let st = rv.status().unwrap();
+    assert_eq!(st["schema"], "routevpn-status/1", "{st}");
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/status.md"))
+            .unwrap();
+    let mut paths = Vec::new();
+    key_paths(&st, "", &mut paths);
+    assert!(
+        paths.iter().any(|p| p == "bgp.neighbors[].bfd_flaps"),
+        "{paths:?}"
+    );
+    let missing: Vec<&String> = paths
+        .iter()
+        .filter(|p| !doc.contains(&format!("| `{p}` |")))
+        .collect();
+    assert!(missing.is_empty(), "undocumented status keys: {missing:?}");
+    let text = rv
+        .cli(&["status", "--socket", rv.socket().to_str().unwrap()])
+        .unwrap();
+    eprintln!("routevpn status:\n{text}");
+    assert!(text.lines().count() <= 24, "{text}");
+    assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+}
+
 /// Packets `ping` got back, from its summary line.
 fn received(ping_output: &str) -> u64 {
     ping_output
@@ -206,6 +256,7 @@ fn metrics_follow_tunnel_state_and_traffic() {
         0.0
     );
     eprintln!("left /metrics before traffic:\n{}", before.text);
+    check_status_docs_and_screen(&left);
 
     // Traffic: a few hundred pings of 200 octets (228-octet IPv4 packets) each way.
     let (count, size) = (300u64, 200u64);
