@@ -129,3 +129,60 @@ fn daemon_logs_json_with_fields_and_plain_text_without_colour() {
     assert!(text.contains("tunnel=vti0"), "{text}");
     assert!(!text.contains('\x1b'), "ANSI escape in the text log");
 }
+
+/// Under systemd (JOURNAL_STREAM naming our stderr) lines carry a `<N>` syslog priority
+/// and no timestamp (journald adds its own). A daemon without tunnels opens no sockets
+/// but its control socket, so this runs anywhere.
+#[test]
+fn journal_stream_gets_priority_prefixes_without_timestamps() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = TestDir::new("logjournal");
+    let cfg = dir.join("r.toml");
+    let sock = dir.join("r.sock");
+    std::fs::write(
+        &cfg,
+        format!("control_socket = {:?}\n", sock.to_str().unwrap()),
+    )
+    .unwrap();
+    let log_path = dir.join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let m = log.metadata().unwrap();
+    let mut child = Command::new(routevpn_bin())
+        .args(["daemon", "-c", cfg.to_str().unwrap()])
+        .env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
+        .env_remove("ROUTEVPN_LOG_FORMAT")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = testbed::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        text.contains("routevpn daemon started")
+            .then_some(())
+            .ok_or(text)
+    });
+    // By pid: the child this test spawned and has not reaped.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    started.unwrap_or_else(|e| panic!("daemon did not start: {e}"));
+    assert!(status.success(), "{status}: {text}");
+    for l in text.lines() {
+        assert!(
+            l.starts_with("<6>") || l.starts_with("<4>"),
+            "no priority: {l}"
+        );
+        assert!(
+            !l.contains("Z ") && !l.contains('\x1b'),
+            "timestamp or colour: {l}"
+        );
+    }
+    assert!(
+        text.contains("<6> INFO routevpn::daemon::setup: routevpn daemon started"),
+        "{text}"
+    );
+}

@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! control_socket = "/run/routevpn/routevpn.sock"   # default
+//! metrics = "127.0.0.1:9477"                       # Prometheus /metrics (off by default)
 //!
 //! [[tunnel]]
 //! name = "vti0"          # tunnel interface this peer owns (Linux ifname: 1..15 chars)

@@ -97,7 +97,7 @@ impl Daemon {
                                 t.note_ike(now);
                                 t.session.handle_datagram(now, d)
                             }
-                            None => debug!(from = %d.remote, "IKE message from an unconfigured peer"),
+                            None => debug!(peer = %d.remote, "IKE message from an unconfigured peer"),
                         },
                         Input::Control(Request::Reload, reply) => {
                             let resp = self.reload(now, &ike_sockets, &dp, &nl).await;
