@@ -127,6 +127,12 @@ fn config(left: bool, metrics: &str, with_tunnel: bool) -> RvConfig {
         esp: vec!["aes128gcm16".into()],
         start: left,
         address: vec![addr.into()],
+        // The ping below spans several CHILD SA rekeys: totals must survive them.
+        extra: if left {
+            vec!["child_lifetime_packets = 200".into()]
+        } else {
+            vec![]
+        },
         ..RvTunnel::default()
     };
     RvConfig {
@@ -289,6 +295,11 @@ fn metrics_follow_tunnel_state_and_traffic() {
         delta("routevpn_tunnel_bytes_total{direction=\"in\",tunnel=\"vti0\"}"),
     );
     eprintln!("ping: {count} sent, {got} received; metrics: out +{po} pkts +{bo} B, in +{pi} pkts +{bi} B");
+    assert!(
+        after.get("routevpn_child_sa_rekeys_total{tunnel=\"vti0\"}") >= 1.0,
+        "no CHILD SA rekey during the ping:\n{}",
+        after.text
+    );
     assert!(po >= count as f64, "out packets +{po} < {count}");
     assert!(bo >= (count * (size + 28)) as f64, "out bytes +{bo}");
     assert!(pi >= got as f64, "in packets +{pi} < {got}");
