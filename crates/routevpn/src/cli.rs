@@ -4,11 +4,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, DEFAULT_CONTROL_SOCKET};
 use crate::control::{self, Request, Response, StatusReport};
+use crate::logging::{self, LogFormat};
 
 /// `routevpn --version`: the package version and the git commit it was built from
 /// (`-dirty` with uncommitted changes, `unknown` outside git; see build.rs).
@@ -29,6 +29,16 @@ pub struct Cli {
     /// Control socket [default: control_socket from --config, else /run/routevpn/routevpn.sock]
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Daemon log format on stderr: `text` (colours only on a terminal, none with
+    /// NO_COLOR; no timestamps under systemd) or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "ROUTEVPN_LOG_FORMAT",
+        default_value_t
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -122,7 +132,9 @@ pub fn main() -> ExitCode {
 /// Run a parsed command line; errors go to stderr and exit with status 1.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Daemon { config, log_level } => daemon(&config, cli.socket, log_level.as_deref()),
+        Command::Daemon { config, log_level } => {
+            daemon(&config, cli.socket, log_level.as_deref(), cli.log_format)
+        }
         Command::Check { config, strict } => return check_command(&config, strict),
         Command::Status { json, config } => {
             socket_path(cli.socket, config.as_deref()).and_then(|s| status(&s, json))
@@ -143,9 +155,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Configuration errors already read `file:line: message`.
-            match e.downcast_ref::<config::ConfigError>() {
-                Some(ce) => eprintln!("{ce}"),
-                None => eprintln!("routevpn: {e:#}"),
+            let message = match e.downcast_ref::<config::ConfigError>() {
+                Some(ce) => ce.to_string(),
+                None => format!("routevpn: {e:#}"),
+            };
+            if logging::json_active() {
+                // Keeps stderr one JSON object per line.
+                tracing::error!("{message}");
+            } else {
+                eprintln!("{message}");
             }
             ExitCode::FAILURE
         }
@@ -224,28 +242,21 @@ pub fn check_command(config: &Path, strict: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn daemon(config: &Path, socket: Option<PathBuf>, log_level: Option<&str>) -> anyhow::Result<()> {
+fn daemon(
+    config: &Path,
+    socket: Option<PathBuf>,
+    log_level: Option<&str>,
+    log_format: LogFormat,
+) -> anyhow::Result<()> {
+    // Before the configuration, so its errors come out in the chosen format.
+    logging::init(log_level, log_format)?;
     let (checked, _text) = config::load_checked(config)?;
     let cfg = checked.config;
-    init_logging(log_level)?;
     for w in &checked.warnings {
         tracing::warn!("{w}");
     }
     let socket = socket.unwrap_or_else(|| cfg.control_socket.clone());
     crate::daemon::run(cfg, socket, config.to_path_buf())
-}
-
-fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(l) => EnvFilter::try_new(l).with_context(|| format!("invalid --log-level {l:?}"))?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
 /// Run one control request on a small single-threaded runtime.
@@ -307,29 +318,37 @@ pub fn format_status(r: &StatusReport) -> String {
         }
         for sa in &t.ike_sas {
             let (mark_i, mark_r) = if sa.initiator { ("*", "") } else { ("", "*") };
+            // The peer goes with the age: an IPv6 peer with port would push the SPI
+            // line past 100 columns.
             let _ = writeln!(
                 o,
-                "  IKE SA {}, {}_i{} {}_r{}, peer {}",
-                sa.state, sa.spi_i, mark_i, sa.spi_r, mark_r, sa.peer
+                "  IKE SA {}, {}_i{} {}_r{}",
+                sa.state, sa.spi_i, mark_i, sa.spi_r, mark_r
             );
             let _ = writeln!(o, "    {}", sa.proposal);
             let _ = writeln!(
                 o,
-                "    established {} ago, {} rekey{}",
+                "    {} {} ago, {} rekey{}, peer {}",
+                if sa.state.eq_ignore_ascii_case("established") {
+                    "established"
+                } else {
+                    "created"
+                },
                 fmt_duration(sa.age_secs),
                 sa.rekeys,
-                if sa.rekeys == 1 { "" } else { "s" }
+                if sa.rekeys == 1 { "" } else { "s" },
+                sa.peer
             );
         }
         for c in &t.child_sas {
             let _ = writeln!(
                 o,
-                "  CHILD SA {}, ESP {}{}",
+                "  CHILD SA {} {} ago, ESP {}{}",
                 c.state,
+                fmt_duration(c.age_secs),
                 c.proposal,
                 if c.esn { ", ESN" } else { "" }
             );
-            let _ = writeln!(o, "    installed {} ago", fmt_duration(c.age_secs));
             let _ = writeln!(
                 o,
                 "    in  {}, {:>12} bytes, {:>9} packets",
@@ -528,10 +547,19 @@ mod tests {
         assert!(s.contains("vti0: established\n"), "{s}");
         assert!(s.contains("  remote 'routerB' @ 192.0.2.2\n"), "{s}");
         assert!(
-            s.contains("  IKE SA ESTABLISHED, 0123456789abcdef_i* fedcba9876543210_r, peer 192.0.2.2:500\n"),
+            s.contains("  IKE SA ESTABLISHED, 0123456789abcdef_i* fedcba9876543210_r\n"),
             "{s}"
         );
-        assert!(s.contains("    established 1m05s ago, 1 rekey\n"), "{s}");
+        assert!(
+            s.contains(
+                "    AES_GCM_16_256/PRF_HMAC_SHA2_384/CURVE_25519\n    established 1m05s ago, 1 rekey, peer 192.0.2.2:500\n"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("  CHILD SA INSTALLED 5s ago, ESP AES_GCM_16_256/NO_EXT_SEQ\n"),
+            "{s}"
+        );
         assert!(
             s.contains("    in  c0ffee01,         1000 bytes,        10 packets\n"),
             "{s}"
@@ -557,5 +585,47 @@ mod tests {
         );
         assert_eq!(fmt_duration(0), "0s");
         assert_eq!(fmt_duration(90061), "1d01h01m");
+    }
+
+    /// `routevpn status` for one tunnel fits a 24x100 terminal: in steady state with
+    /// BGP, and in the middle of a rekey (two IKE and two CHILD SAs) with drops.
+    #[test]
+    fn one_tunnel_is_one_screen() {
+        let mut r = crate::control::tests::sample();
+        r.tunnels.truncate(1);
+        let t = &mut r.tunnels[0];
+        t.local = "2001:db8:ffff:ffff:ffff:ffff:ffff:1".into();
+        t.remote = "2001:db8:ffff:ffff:ffff:ffff:ffff:2".into();
+        t.local_id = "router-a.site-1.example.net".into();
+        t.remote_id = "router-b.site-2.example.net".into();
+        t.last_error = Some("AUTHENTICATION_FAILED: peer sent AUTHENTICATION_FAILED".into());
+        t.ike_sas[0].peer = "[2001:db8:ffff:ffff:ffff:ffff:ffff:2]:4500".into();
+        t.ike_sas[0].proposal = "AES_CBC_256/HMAC_SHA2_512_256/PRF_HMAC_SHA2_512/MODP_4096".into();
+        t.ike_sas[0].age_secs = 86_400 * 3;
+        t.child_sas[0].proposal = "AES_CBC_256/HMAC_SHA2_512_256/MODP_4096/EXT_SEQ".into();
+        t.child_sas[0].esn = true;
+        t.child_sas[0].bytes_in = u64::MAX;
+        t.child_sas[0].packets_in = u64::MAX;
+        t.child_sas[0].replayed = 123_456_789;
+        t.child_sas[0].local_ts = vec!["0.0.0.0/0".into(), "::/0".into()];
+        let check = |r: &StatusReport, what: &str| {
+            let s = format_status(r);
+            let lines: Vec<&str> = s.lines().collect();
+            assert!(lines.len() <= 24, "{what}: {} lines\n{s}", lines.len());
+            for l in &lines {
+                assert!(
+                    l.chars().count() <= 100,
+                    "{what}: {} columns: {l}",
+                    l.chars().count()
+                );
+            }
+        };
+        check(&r, "steady state with BGP");
+        let mut rekey = r.clone();
+        rekey.bgp = None;
+        let t = &mut rekey.tunnels[0];
+        t.ike_sas.push(t.ike_sas[0].clone());
+        t.child_sas.push(t.child_sas[0].clone());
+        check(&rekey, "during a rekey");
     }
 }

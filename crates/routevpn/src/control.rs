@@ -51,8 +51,15 @@ pub enum Request {
     Reload,
 }
 
+/// The `schema` of `status --json`; bumped when a field changes meaning or goes away
+/// (adding fields does not bump it). Fields are documented in docs/status.md.
+pub const STATUS_SCHEMA: &str = "routevpn-status/1";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
+    /// Always [`STATUS_SCHEMA`] from this daemon (empty from a daemon before it).
+    #[serde(default)]
+    pub schema: String,
     pub daemon_pid: u32,
     pub uptime_secs: u64,
     pub tunnels: Vec<TunnelStatus>,
@@ -101,6 +108,9 @@ pub struct NeighborStatus {
     /// neighbour's tunnel.
     #[serde(default)]
     pub bfd_wrong_interface: u64,
+    /// Times the BFD session left Up since the daemon started.
+    #[serde(default)]
+    pub bfd_flaps: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -388,6 +398,7 @@ pub(crate) mod tests {
     /// A report with every kind of entry; the CLI's formatting tests use it too.
     pub(crate) fn sample() -> StatusReport {
         StatusReport {
+            schema: STATUS_SCHEMA.into(),
             daemon_pid: 4242,
             uptime_secs: 3723,
             tunnels: vec![
@@ -456,6 +467,7 @@ pub(crate) mod tests {
                     bfd: Some("Up".into()),
                     bfd_auth: None,
                     bfd_wrong_interface: 0,
+                    bfd_flaps: 1,
                 }],
                 routes: vec![BgpRouteStatus {
                     prefix: "10.2.0.0/24".into(),
@@ -465,6 +477,54 @@ pub(crate) mod tests {
                 }],
             }),
         }
+    }
+
+    /// `path` of every key in `v` (`tunnels[].ike_sas[].spi_i`).
+    fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    key_paths(v, &p, out);
+                    out.push(p);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for v in a {
+                    key_paths(v, &format!("{prefix}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_status_key_is_documented() {
+        // Every optional part present, so every key the daemon can emit is walked.
+        let mut r = sample();
+        r.bgp.as_mut().unwrap().routes[0].also_via = vec!["169.254.13.2 dev vti1".into()];
+        let v = serde_json::to_value(&r).unwrap();
+        let mut paths = Vec::new();
+        key_paths(&v, "", &mut paths);
+        assert!(paths.contains(&"bgp.routes[].also_via".to_string()));
+        assert!(paths.contains(&"tunnels[].child_sas[].bytes_in".to_string()));
+        let doc = include_str!("../../../docs/status.md");
+        let mut missing: Vec<&String> = paths
+            .iter()
+            .filter(|p| !doc.contains(&format!("| `{p}` |")))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        assert!(
+            missing.is_empty(),
+            "status --json keys not documented in docs/status.md: {missing:?}"
+        );
+        assert_eq!(v["schema"], STATUS_SCHEMA);
+        assert!(doc.contains(&format!("`\"{STATUS_SCHEMA}\"`")));
     }
 
     #[test]
@@ -494,7 +554,9 @@ pub(crate) mod tests {
         let r = Response::Status(sample());
         let json = serde_json::to_string(&r).unwrap();
         assert!(
-            json.starts_with(r#"{"result":"status","daemon_pid":4242,"#),
+            json.starts_with(
+                r#"{"result":"status","schema":"routevpn-status/1","daemon_pid":4242,"#
+            ),
             "{json}"
         );
         assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), r);

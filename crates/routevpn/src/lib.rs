@@ -8,6 +8,8 @@ pub mod daemon;
 pub mod dataplane;
 pub mod generate;
 pub mod lab;
+pub mod logging;
+pub mod metrics;
 pub mod netlink;
 pub mod routing;
 pub mod sys;

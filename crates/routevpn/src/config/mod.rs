@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! control_socket = "/run/routevpn/routevpn.sock"   # default
+//! metrics = "127.0.0.1:9477"                       # Prometheus /metrics (off by default)
 //!
 //! [[tunnel]]
 //! name = "vti0"          # tunnel interface this peer owns (Linux ifname: 1..15 chars)
@@ -76,6 +77,8 @@ pub struct Config {
     pub bgp: Option<BgpConfig>,
     /// `control_socket_group`: the control socket's group (mode 0660), else root-only.
     pub control_socket_group: Option<SocketGroup>,
+    /// `metrics = "127.0.0.1:9477"`: where `/metrics` is served (off when absent).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// A configuration error, displayed as `file:line: message`.
@@ -184,6 +187,7 @@ struct RawConfig {
     routing: Option<Spanned<String>>,
     bgp: Option<Spanned<RawBgp>>,
     control_socket_group: Option<Spanned<String>>,
+    metrics: Option<Spanned<String>>,
 }
 
 /// Error construction with line lookup; collects warnings.
@@ -294,12 +298,14 @@ fn parse_in(
     }
     let control_socket_group =
         service::control_socket_group(&cx, raw.control_socket_group.as_ref())?;
+    let metrics = metrics_listen(&cx, &raw)?;
     let config = Config {
         control_socket,
         tunnels,
         routing,
         bgp,
         control_socket_group,
+        metrics,
     };
     Ok(Checked {
         config,
@@ -307,9 +313,55 @@ fn parse_in(
     })
 }
 
+/// `metrics = "address:port"`; IPv6 in brackets.
+fn metrics_listen(
+    cx: &Ctx<'_>,
+    raw: &RawConfig,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let Some(m) = &raw.metrics else {
+        return Ok(None);
+    };
+    m.get_ref().parse().map(Some).map_err(|_| {
+        cx.err(
+            Some(m.span()),
+            format!(
+                "metrics: invalid listen address \"{}\": expected an address and port like \"127.0.0.1:9477\" or \"[::1]:9477\"",
+                m.get_ref()
+            ),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_address() {
+        let tunnel = "[[tunnel]]\nname = \"t\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\npsk = \"k\"\n";
+        let c = parse(tunnel, "r.toml").unwrap();
+        assert_eq!(c.metrics, None, "off by default");
+        let c = parse(&format!("metrics = \"127.0.0.1:9477\"\n{tunnel}"), "r.toml").unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9477".parse().unwrap()));
+        let c = parse(&format!("metrics = \"[::1]:9477\"\n{tunnel}"), "r.toml").unwrap();
+        assert_eq!(c.metrics, Some("[::1]:9477".parse().unwrap()));
+        for bad in ["9477", "localhost:9477", "127.0.0.1", "::1:9477", ""] {
+            let e = parse(&format!("metrics = \"{bad}\"\n{tunnel}"), "r.toml").unwrap_err();
+            assert!(
+                e.message.starts_with("metrics: invalid listen address"),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse(&format!("metrics = \"localhost:9477\"\n{tunnel}"), "r.toml").unwrap_err();
+        assert_eq!((e.line, e.column), (Some(1), Some(11)), "{e}");
+        assert!(
+            e.message
+                .contains("expected an address and port like \"127.0.0.1:9477\""),
+            "{e}"
+        );
+        let e = parse(&format!("metrcs = \"127.0.0.1:9477\"\n{tunnel}"), "r.toml").unwrap_err();
+        assert!(e.message.contains("did you mean `metrics`"), "{e}");
+    }
 
     #[test]
     fn line_col_counts_chars() {

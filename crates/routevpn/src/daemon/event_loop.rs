@@ -30,6 +30,8 @@ pub(super) enum Input {
     Shutdown(&'static str),
     /// SIGHUP.
     Reload,
+    /// A `/metrics` scrape.
+    Metrics(oneshot::Sender<crate::metrics::Snapshot>),
 }
 
 /// What `open` set up and the loop sends through.
@@ -53,6 +55,10 @@ pub struct Daemon {
     pub(super) socket_group: Option<u32>,
     /// systemd notifications (no-op without NOTIFY_SOCKET).
     pub(super) notify: super::notify::Notifier,
+    /// `metrics = "addr:port"`, when configured.
+    pub(super) metrics: Option<std::net::SocketAddr>,
+    /// `routevpn_ike_setup_seconds`, over all tunnels.
+    pub(super) setup: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Daemon {
@@ -104,8 +110,11 @@ impl Daemon {
                     let now = Instant::now();
                     match input {
                         Input::Ike(d) => match self.tunnels.iter_mut().find(|t| t.session.matches(&d)) {
-                            Some(t) => t.session.handle_datagram(now, d),
-                            None => debug!(from = %d.remote, "IKE message from an unconfigured peer"),
+                            Some(t) => {
+                                t.note_ike(now);
+                                t.session.handle_datagram(now, d)
+                            }
+                            None => debug!(peer = %d.remote, "IKE message from an unconfigured peer"),
                         },
                         Input::Control(Request::Reload, reply) => {
                             let resp = self.notified_reload(now, &ike_sockets, &dp, &nl).await;
@@ -117,6 +126,9 @@ impl Daemon {
                         }
                         Input::Reload => {
                             self.notified_reload(now, &ike_sockets, &dp, &nl).await;
+                        }
+                        Input::Metrics(reply) => {
+                            let _ = reply.send(self.metrics_snapshot(now, &dp));
                         }
                         Input::Shutdown(sig) => {
                             if shutdown_deadline.is_none() {
@@ -227,7 +239,7 @@ impl Daemon {
         nl: &Netlink,
     ) {
         for t in &mut self.tunnels {
-            flush_tunnel(t, ike_sockets, dp, nl).await;
+            flush_tunnel(t, ike_sockets, dp, nl, &self.setup).await;
         }
     }
 

@@ -117,3 +117,22 @@ pub(super) fn spawn_signals(tx: mpsc::Sender<Input>) -> anyhow::Result<()> {
     });
     Ok(())
 }
+
+/// Serves `/metrics` on `addr`; each scrape asks the event loop for a snapshot and
+/// renders it outside the loop.
+pub(super) async fn spawn_metrics(addr: SocketAddr, tx: mpsc::Sender<Input>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("metrics: cannot listen on {addr}"))?;
+    crate::metrics::http::spawn(listener, move || {
+        let tx = tx.clone();
+        async move {
+            let (reply, rx) = oneshot::channel();
+            tx.send(Input::Metrics(reply)).await.ok()?;
+            let snapshot = rx.await.ok()?;
+            Some(crate::metrics::render(&snapshot))
+        }
+    });
+    tracing::info!(%addr, "serving metrics at /metrics");
+    Ok(())
+}

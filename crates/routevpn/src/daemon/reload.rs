@@ -62,7 +62,7 @@ impl Daemon {
             }
             info!(tunnel = %t.cfg.name, "reload: tearing down");
             t.session.close(now);
-            flush_tunnel(&mut t, ike_sockets, dp, nl).await;
+            flush_tunnel(&mut t, ike_sockets, dp, nl, &self.setup).await;
             if t.link_up {
                 set_link(&mut t, false, nl).await;
             }
@@ -101,6 +101,9 @@ impl Daemon {
         }
         if new.control_socket_group.as_ref().map(|g| g.gid) != self.socket_group {
             notes.push("control_socket_group changes apply after a restart".to_string());
+        }
+        if new.metrics != self.metrics {
+            notes.push("metrics changes apply after a restart".to_string());
         }
         let mut message = format!(
             "reloaded: {kept} unchanged, {changed} changed, {added} added, {removed} removed"

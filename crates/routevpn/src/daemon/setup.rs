@@ -41,6 +41,8 @@ impl Daemon {
             routing: None,
             socket_group: cfg.control_socket_group.as_ref().map(|g| g.gid),
             notify: super::notify::Notifier::from_env(now),
+            metrics: cfg.metrics,
+            setup: crate::metrics::setup_histogram(),
         })
     }
 
@@ -125,6 +127,9 @@ impl Daemon {
             .with_context(|| format!("control socket {}", self.socket_path.display()))?;
         io::spawn_control(listener, tx.clone());
         io::spawn_signals(tx.clone())?;
+        if let Some(addr) = self.metrics {
+            io::spawn_metrics(addr, tx.clone()).await?;
+        }
         info!(tunnels = self.tunnels.len(), socket = %self.socket_path.display(), "routevpn daemon started");
         Ok(Io {
             ike_sockets,

@@ -4,12 +4,14 @@ use std::time::Instant;
 
 use super::event_loop::Daemon;
 use super::tunnel::Tunnel;
-use crate::control::{ChildSaStatus, IkeSaStatus, StatusReport, TunnelStatus};
+use crate::control::{ChildSaStatus, IkeSaStatus, StatusReport, TunnelStatus, STATUS_SCHEMA};
 use crate::dataplane::Dataplane;
+use crate::metrics::{Snapshot, TunnelCounters};
 
 impl Daemon {
     pub(super) fn status(&self, now: Instant, dp: &Dataplane) -> StatusReport {
         StatusReport {
+            schema: STATUS_SCHEMA.to_string(),
             daemon_pid: std::process::id(),
             uptime_secs: now.saturating_duration_since(self.started).as_secs(),
             tunnels: self
@@ -18,6 +20,23 @@ impl Daemon {
                 .map(|t| tunnel_status(t, now, dp))
                 .collect(),
             bgp: self.routing.as_ref().map(|r| r.status()),
+        }
+    }
+
+    /// What a `/metrics` scrape shows: the status plus the counters it does not keep.
+    pub(super) fn metrics_snapshot(&self, now: Instant, dp: &Dataplane) -> Snapshot {
+        Snapshot {
+            status: self.status(now, dp),
+            tunnels: self
+                .tunnels
+                .iter()
+                .map(|t| TunnelCounters {
+                    no_sa: dp.tunnel_stats(t.tid).map_or(0, |s| s.tx_no_sa),
+                    ..t.counters.clone()
+                })
+                .collect(),
+            unknown_spi: dp.stats().unknown_spi,
+            setup: self.setup.clone(),
         }
     }
 }

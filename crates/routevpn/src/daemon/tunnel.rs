@@ -10,11 +10,13 @@ use std::time::Instant;
 use ike::sa::{ChildSaInfo, Event, Session, SessionConfig};
 use ike::wire::{IdPayload, TrafficSelector};
 use ipnet::IpNet;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
 use crate::config::TunnelConfig;
 use crate::dataplane::{self, ChildKeys, Dataplane, TunnelId};
+use crate::metrics::{self, FailureReason};
 use crate::netlink::{Netlink, RTPROT_ROUTEVPN};
 use crate::routing;
 
@@ -36,6 +38,10 @@ pub(super) struct Tunnel {
     pub(super) link_up: bool,
     /// The BGP speaker, told when this interface goes up or down.
     pub(super) routing: Option<routing::Handle>,
+    /// Events for the metrics that `status` does not keep.
+    pub(super) counters: metrics::TunnelCounters,
+    /// First IKE message of the current setup attempt (for `ike_setup_seconds`).
+    pub(super) setup_started: Option<Instant>,
 }
 
 /// Randomness for the protocol cores, from the system CSPRNG.
@@ -107,6 +113,16 @@ impl Tunnel {
             children: Vec::new(),
             link_up: false,
             routing,
+            counters: metrics::TunnelCounters::default(),
+            setup_started: None,
+        }
+    }
+
+    /// An IKE message went out or came in: while no CHILD SA is installed, that starts
+    /// the clock of a setup attempt.
+    pub(super) fn note_ike(&mut self, now: Instant) {
+        if self.children.is_empty() && self.setup_started.is_none() {
+            self.setup_started = Some(now);
         }
     }
 }
@@ -117,9 +133,11 @@ pub(super) async fn flush_tunnel(
     ike_sockets: &HashMap<IpAddr, Arc<UdpSocket>>,
     dp: &Dataplane,
     nl: &Netlink,
+    setup: &Histogram,
 ) {
     loop {
         while let Some(d) = t.session.poll_transmit() {
+            t.note_ike(Instant::now());
             let r = if d.local.port() == ike::limits::NATT_PORT {
                 if d.data == [ike::limits::NATT_KEEPALIVE_BYTE] {
                     dp.send_keepalive(d.local, d.remote)
@@ -140,8 +158,28 @@ pub(super) async fn flush_tunnel(
             break;
         };
         match ev {
-            Event::ChildInstalled(info) => install(t, *info, dp, nl).await,
+            Event::ChildInstalled(info) => {
+                if info.replaces.is_some() {
+                    t.counters.child_rekeys += 1;
+                } else if let Some(start) = t.setup_started.take() {
+                    setup.observe(start.elapsed().as_secs_f64());
+                }
+                install(t, *info, dp, nl).await
+            }
             Event::ChildDeleted { spi_in, spi_out } => {
+                // Its traffic stays in the tunnel's totals.
+                if let Some(c) = dp.counters(spi_in) {
+                    t.counters.retired.add(&metrics::Traffic {
+                        packets_in: c.inbound.packets,
+                        packets_out: c.outbound.packets,
+                        bytes_in: c.inbound.bytes,
+                        bytes_out: c.outbound.bytes,
+                        replayed: c.inbound.replayed,
+                        icv_failures: c.inbound.icv_failures,
+                        malformed: c.inbound.malformed,
+                        ts_mismatch: c.inbound.ts_mismatch + c.outbound.ts_mismatch,
+                    });
+                }
                 dp.remove_child(spi_in);
                 t.children.retain(|c| c.spi_in != spi_in);
                 debug!(tunnel = %t.cfg.name, spi_in = format_args!("{spi_in:08x}"), spi_out = format_args!("{spi_out:08x}"), "CHILD SA removed");
@@ -149,10 +187,22 @@ pub(super) async fn flush_tunnel(
                     set_link(t, false, nl).await;
                 }
             }
+            Event::IkeEstablished { .. } => {
+                t.counters.ike_established += 1;
+                debug!(tunnel = %t.cfg.name, event = ?ev, "session event");
+            }
             Event::IkeClosed { reason, .. } => {
+                if let Some(f) = FailureReason::of(&reason) {
+                    t.counters.failure(f);
+                }
+                if t.children.is_empty() {
+                    t.setup_started = None;
+                }
                 info!(tunnel = %t.cfg.name, %reason, "IKE SA closed")
             }
             Event::ChildFailed { reason } => {
+                t.counters
+                    .failure(FailureReason::of(&reason).unwrap_or(FailureReason::Other));
                 warn!(tunnel = %t.cfg.name, %reason, "CHILD SA not created")
             }
             other => debug!(tunnel = %t.cfg.name, event = ?other, "session event"),

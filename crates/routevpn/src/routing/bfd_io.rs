@@ -216,6 +216,9 @@ impl Driver {
             }
             for bfd::Event::StateChange { from, to, diag } in events {
                 info!(neighbor = %addr, from = ?from, to = ?to, diag = ?diag, "BFD session {:?}", to);
+                if from == bfd::State::Up {
+                    self.neighbors[i].bfd_flaps += 1;
+                }
                 if to == bfd::State::Down && from == bfd::State::Up {
                     warn!(neighbor = %addr, "BFD down: dropping the BGP session");
                     let id = self.neighbors[i].id;

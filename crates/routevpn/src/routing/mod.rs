@@ -177,6 +177,8 @@ struct Neighbor {
     bfd_link: BfdLink,
     /// BFD packets dropped for arriving on another interface.
     bfd_wrong_link: u64,
+    /// BFD sessions that left Up (flaps), for `status` and the metrics.
+    bfd_flaps: u64,
     /// GTSM (RFC 5082) on its TCP connections.
     gtsm: bool,
 }
@@ -334,6 +336,7 @@ pub async fn start(
                     .map_or(BfdLink::Any, BfdLink::Index),
             },
             bfd_wrong_link: 0,
+            bfd_flaps: 0,
             gtsm: n.gtsm.unwrap_or_else(|| {
                 // Default on for a directly connected eBGP neighbour (RFC 5082 §3).
                 let direct = t.is_some() || connected_nets.iter().any(|c| c.contains(&n.address));

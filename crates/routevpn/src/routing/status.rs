@@ -65,6 +65,7 @@ impl Driver {
                         .to_string()
                     }),
                     bfd_wrong_interface: n.bfd_wrong_link,
+                    bfd_flaps: n.bfd_flaps,
                 }
             })
             .collect();
