@@ -154,3 +154,35 @@ fn warnings_and_strict() {
     assert!(ok, "{stderr}");
     assert_eq!(stdout.trim(), "config OK: 1 tunnel");
 }
+
+#[test]
+fn unsupported_algorithm_lists_the_supported_ones() {
+    let (ok, _, stderr) = check(
+        "alg.toml",
+        &format!("{TUNNEL}ike = [\"aes512-sha256-modp2048\"]\n"),
+        0o600,
+        &[],
+    );
+    testbed::report(&format!("$ routevpn check --config alg.toml\n{stderr}"));
+    assert!(!ok, "an unknown algorithm must fail check");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(
+            "alg.toml:7:8: error: tunnel \"vti0\": ike: unsupported algorithm \"aes512\" in \
+             proposal \"aes512-sha256-modp2048\"; supported: aes128gcm16, "
+        ),
+        "{stderr}"
+    );
+    for kind in [
+        "aes256 (encryption)",
+        "sha512 (integrity)",
+        "prfsha512 (PRF)",
+        "modp2048, modp3072, modp4096, ecp256, ecp384, x25519 (key exchange)",
+    ] {
+        assert!(first.contains(kind), "{kind:?} in {first}");
+    }
+    assert!(
+        stderr.contains("7 | ike = [\"aes512-sha256-modp2048\"]\n  |        ^"),
+        "{stderr}"
+    );
+}

@@ -346,10 +346,17 @@ pub(super) fn tunnel(
                     continue;
                 }
                 let p = proposal::parse(s, protocol).map_err(|e| {
-                    err(
-                        item_span(item, list.span()),
-                        format!("{} in {what} proposal \"{}\"", e.reason(), e.proposal()),
-                    )
+                    let message = match e.supported() {
+                        Some(list) => format!(
+                            "{what}: {} in proposal \"{}\"; supported: {list}",
+                            e.reason(),
+                            e.proposal()
+                        ),
+                        None => {
+                            format!("{} in {what} proposal \"{}\"", e.reason(), e.proposal())
+                        }
+                    };
+                    err(item_span(item, list.span()), message)
                 })?;
                 out.push(p);
             }
@@ -716,7 +723,21 @@ start = true
         let e = err(&text);
         assert_eq!(
             e.to_string(),
-            "config.toml:10:40: tunnel \"vti0\": unknown algorithm \"aes257\" in ike proposal \"aes257-sha256\""
+            format!(
+                "config.toml:10:40: tunnel \"vti0\": ike: unsupported algorithm \"aes257\" in \
+                 proposal \"aes257-sha256\"; supported: {}",
+                proposal::supported(Protocol::Ike)
+            )
+        );
+        assert!(e.message.contains("modp2048, modp3072"), "{e}");
+        let e = err(&EXAMPLE.replace("\"aes128-sha256\"]", "\"aes512-sha256\"]"));
+        assert!(
+            e.message.contains("esp: unsupported algorithm \"aes512\""),
+            "{e}"
+        );
+        assert!(
+            e.message.contains("noesn (extended sequence numbers)"),
+            "{e}"
         );
         // Multi-line list: the element's own line.
         let text = format!("{MIN}esp = [\n  \"aes128gcm16\",\n  \"aes128\",\n]\n");
