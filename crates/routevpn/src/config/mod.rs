@@ -29,12 +29,14 @@
 //! host does not have) are warnings, collected by [`load_checked`].
 
 mod diagnostics;
+mod hooks;
 mod routing;
 mod tunnel;
 mod values;
 
 pub use diagnostics::host_has_address;
 
+pub use hooks::{Hooks, DEFAULT_HOOK_TIMEOUT};
 pub use routing::{
     BfdConfig, BgpConfig, NeighborConfig, Redistribute, RoutingMode, DEFAULT_BFD_INTERVAL,
     DEFAULT_BFD_MULTIPLIER, DEFAULT_BGP_CONNECT_RETRY, DEFAULT_BGP_HOLD_TIME,

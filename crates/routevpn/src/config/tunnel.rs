@@ -13,6 +13,7 @@ use std::fmt;
 use toml::Spanned;
 use zeroize::{Zeroize, Zeroizing};
 
+use super::hooks::{hooks, Hooks, RawCommand, RawHooks};
 use super::values::{
     item_span, parse_duration, parse_network, parse_prefix, Identity, Psk, StrList,
 };
@@ -63,6 +64,8 @@ pub struct TunnelConfig {
     /// retransmissions before the peer is declared dead (RFC 7296 §2.4).
     pub retransmit_timeout: Duration,
     pub retransmit_tries: u32,
+    /// `on_up`, `on_down`, `hook_timeout`.
+    pub hooks: Hooks,
 }
 
 /// What to do when the peer is found dead.
@@ -158,6 +161,9 @@ pub(super) struct RawTunnel {
     replay_window: Option<Spanned<u32>>,
     retransmit_timeout: Option<Spanned<String>>,
     retransmit_tries: Option<Spanned<u32>>,
+    on_up: Option<Spanned<RawCommand>>,
+    on_down: Option<Spanned<RawCommand>>,
+    hook_timeout: Option<Spanned<String>>,
 }
 
 /// `dpd = "10s"` or `dpd = false`.
@@ -530,6 +536,15 @@ pub(super) fn tunnel(
             ))
         }
     };
+    let hooks = hooks(
+        cx,
+        &name,
+        RawHooks {
+            on_up: &t.on_up,
+            on_down: &t.on_down,
+            hook_timeout: &t.hook_timeout,
+        },
+    )?;
 
     Ok(TunnelConfig {
         name: name.clone(),
@@ -557,6 +572,7 @@ pub(super) fn tunnel(
         replay_window,
         retransmit_timeout,
         retransmit_tries,
+        hooks,
     })
 }
 

@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
+use super::hooks::{HookEvent, Hooks};
 use crate::config::TunnelConfig;
 use crate::dataplane::{self, ChildKeys, Dataplane, TunnelId};
 use crate::netlink::{Netlink, RTPROT_ROUTEVPN};
@@ -36,6 +37,8 @@ pub(super) struct Tunnel {
     pub(super) link_up: bool,
     /// The BGP speaker, told when this interface goes up or down.
     pub(super) routing: Option<routing::Handle>,
+    /// Runs `on_up` / `on_down` when the interface goes up or down.
+    pub(super) hooks: Hooks,
 }
 
 /// Randomness for the protocol cores, from the system CSPRNG.
@@ -91,6 +94,7 @@ impl Tunnel {
         cfg: TunnelConfig,
         tid: TunnelId,
         routing: Option<routing::Handle>,
+        hooks: Hooks,
         now: Instant,
     ) -> Tunnel {
         let session = Session::new(
@@ -107,6 +111,7 @@ impl Tunnel {
             children: Vec::new(),
             link_up: false,
             routing,
+            hooks,
         }
     }
 }
@@ -224,6 +229,7 @@ pub(super) async fn set_link(t: &mut Tunnel, up: bool, nl: &Netlink) {
                 )
                 .await;
         }
+        t.hooks.fire(&t.cfg, HookEvent::Down);
         return;
     }
     for a in &t.cfg.addresses {
@@ -249,4 +255,5 @@ pub(super) async fn set_link(t: &mut Tunnel, up: bool, nl: &Netlink) {
     if let Some(r) = &t.routing {
         r.link(&name, true).await;
     }
+    t.hooks.fire(&t.cfg, HookEvent::Up);
 }
