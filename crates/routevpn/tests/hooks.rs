@@ -141,6 +141,19 @@ fn up_and_down_hooks_get_the_tunnel_environment() {
     let b_down = record(&db.join("down.env"), &b);
     assert_eq!(var(&b_down, "ROUTEVPN_EVENT"), "down", "{b_down}");
     assert!(a.log().contains("hook finished"), "{}", a.log());
+
+    // Up again, then the daemon stops (SIGTERM): going down with it runs on_down too.
+    for f in ["up.env", "down.env"] {
+        std::fs::remove_file(da.join(f)).unwrap();
+    }
+    let sock = a.socket().to_string_lossy().into_owned();
+    a.cli(&["up", "vti0", "--socket", &sock]).unwrap();
+    let up = record(&da.join("up.env"), &a);
+    assert_eq!(var(&up, "ROUTEVPN_EVENT"), "up", "{up}");
+    a.signal("TERM").unwrap();
+    let down = record(&da.join("down.env"), &a);
+    assert_eq!(var(&down, "ROUTEVPN_EVENT"), "down", "{down}");
+    a.wait_exit(T).unwrap();
 }
 
 #[test]

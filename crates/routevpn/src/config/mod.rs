@@ -21,6 +21,9 @@
 //! remote_ts = ["0.0.0.0/0", "::/0"]
 //! local_port = 500                                # IKE port we listen on (default 500)
 //! remote_port = 500     # only 500: IKE goes to the peer's 500 (4500 after NAT-T)
+//! on_up = ["/usr/local/bin/x", "arg"]   # run (no shell) when the interface comes up
+//! on_down = ["/usr/local/bin/y"]        # ... and when it goes down; see `hooks`
+//! hook_timeout = "10s"                  # then the hook's process group is killed
 //! ```
 //!
 //! Every error names the file, line and column: `config.toml:7:10: tunnel "vti0": ...`;

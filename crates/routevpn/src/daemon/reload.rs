@@ -129,3 +129,31 @@ fn same_but_hooks(a: &crate::config::TunnelConfig, b: &crate::config::TunnelConf
     a.hooks = b.hooks.clone();
     a == *b
 }
+
+#[cfg(test)]
+mod tests {
+    use super::same_but_hooks;
+
+    fn tunnel(extra: &str) -> crate::config::TunnelConfig {
+        let text = format!(
+            "[[tunnel]]\nname = \"t0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\npsk = \"k\"\n{extra}"
+        );
+        crate::config::parse(&text, "t.toml")
+            .unwrap()
+            .tunnels
+            .remove(0)
+    }
+
+    #[test]
+    fn hook_changes_alone_keep_the_tunnel() {
+        let plain = tunnel("");
+        let hooked = tunnel("on_up = [\"/bin/true\"]\nhook_timeout = \"3s\"\n");
+        assert_ne!(plain, hooked);
+        assert!(same_but_hooks(&hooked, &plain));
+        // Anything else still counts as a change.
+        assert!(!same_but_hooks(
+            &tunnel("on_up = [\"/bin/true\"]\nmtu = 1300\n"),
+            &plain
+        ));
+    }
+}
