@@ -12,6 +12,11 @@ use core::fmt;
 use crate::iana::{DhId, EncrId, EsnId, IntegId, PrfId, ProtocolId, TransformType};
 use crate::wire::{Proposal as WireProposal, Transform};
 
+mod keywords;
+
+pub use keywords::supported;
+use keywords::{keyword, Keyword};
+
 /// Which SA a proposal negotiates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -58,8 +63,12 @@ pub struct AlgorithmProposal {
 /// A proposal string that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProposalError {
-    #[error("unknown algorithm \"{keyword}\" in \"{proposal}\"")]
-    UnknownKeyword { keyword: String, proposal: String },
+    #[error("unsupported algorithm \"{keyword}\" in \"{proposal}\"; supported: {}", supported(*protocol))]
+    UnknownKeyword {
+        keyword: String,
+        proposal: String,
+        protocol: Protocol,
+    },
     #[error("no {what} algorithm in \"{proposal}\"")]
     Missing {
         what: &'static str,
@@ -75,10 +84,18 @@ impl ProposalError {
     pub fn reason(&self) -> String {
         match self {
             ProposalError::UnknownKeyword { keyword, .. } => {
-                format!("unknown algorithm \"{keyword}\"")
+                format!("unsupported algorithm \"{keyword}\"")
             }
             ProposalError::Missing { what, .. } => format!("no {what} algorithm"),
             ProposalError::Invalid { reason, .. } => reason.clone(),
+        }
+    }
+
+    /// For an unknown keyword, what the parser accepts instead (see [`supported`]).
+    pub fn supported(&self) -> Option<String> {
+        match self {
+            ProposalError::UnknownKeyword { protocol, .. } => Some(supported(*protocol)),
+            _ => None,
         }
     }
 
@@ -90,59 +107,6 @@ impl ProposalError {
             | ProposalError::Invalid { proposal, .. } => proposal,
         }
     }
-}
-
-/// What a single keyword stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keyword {
-    Encr(EncrId, Option<u16>),
-    /// An integrity keyword; in IKE it also implies the PRF with the same hash when no
-    /// explicit PRF is given (strongSwan behaviour).
-    Integ(IntegId, PrfId),
-    Prf(PrfId),
-    Dh(DhId),
-    Esn(EsnId),
-}
-
-/// Look up a keyword (case-insensitive, as written in strongSwan configurations).
-fn keyword(word: &str) -> Option<Keyword> {
-    use Keyword::*;
-    let w = word.to_ascii_lowercase();
-    let k = match w.as_str() {
-        // AES-CBC (RFC 3602); bare "aes" is AES-128 as in strongSwan.
-        "aes" | "aes128" => Encr(EncrId::AES_CBC, Some(128)),
-        "aes192" => Encr(EncrId::AES_CBC, Some(192)),
-        "aes256" => Encr(EncrId::AES_CBC, Some(256)),
-        // AES-GCM (RFC 4106 / RFC 5282); the suffix is the ICV length in bytes (or bits).
-        "aes128gcm16" | "aes128gcm128" | "aes128gcm" => Encr(EncrId::AES_GCM_16, Some(128)),
-        "aes192gcm16" | "aes192gcm128" | "aes192gcm" => Encr(EncrId::AES_GCM_16, Some(192)),
-        "aes256gcm16" | "aes256gcm128" | "aes256gcm" => Encr(EncrId::AES_GCM_16, Some(256)),
-        "aes128gcm12" | "aes128gcm96" => Encr(EncrId::AES_GCM_12, Some(128)),
-        "aes192gcm12" | "aes192gcm96" => Encr(EncrId::AES_GCM_12, Some(192)),
-        "aes256gcm12" | "aes256gcm96" => Encr(EncrId::AES_GCM_12, Some(256)),
-        "aes128gcm8" | "aes128gcm64" => Encr(EncrId::AES_GCM_8, Some(128)),
-        "aes192gcm8" | "aes192gcm64" => Encr(EncrId::AES_GCM_8, Some(192)),
-        "aes256gcm8" | "aes256gcm64" => Encr(EncrId::AES_GCM_8, Some(256)),
-        // HMAC-SHA2 truncated to half the hash (RFC 4868 §2.3).
-        "sha256" | "sha2_256" => Integ(IntegId::HMAC_SHA2_256_128, PrfId::HMAC_SHA2_256),
-        "sha384" | "sha2_384" => Integ(IntegId::HMAC_SHA2_384_192, PrfId::HMAC_SHA2_384),
-        "sha512" | "sha2_512" => Integ(IntegId::HMAC_SHA2_512_256, PrfId::HMAC_SHA2_512),
-        // PRF_HMAC_SHA2 (RFC 4868 §2.4).
-        "prfsha256" | "prfsha2_256" => Prf(PrfId::HMAC_SHA2_256),
-        "prfsha384" | "prfsha2_384" => Prf(PrfId::HMAC_SHA2_384),
-        "prfsha512" | "prfsha2_512" => Prf(PrfId::HMAC_SHA2_512),
-        // MODP groups (RFC 3526), ECP groups (RFC 5903), Curve25519 (RFC 8031).
-        "modp2048" => Dh(DhId::MODP_2048),
-        "modp3072" => Dh(DhId::MODP_3072),
-        "modp4096" => Dh(DhId::MODP_4096),
-        "ecp256" => Dh(DhId::ECP_256),
-        "ecp384" => Dh(DhId::ECP_384),
-        "x25519" | "curve25519" => Dh(DhId::CURVE25519),
-        "esn" => Esn(EsnId::ESN),
-        "noesn" => Esn(EsnId::NO_ESN),
-        _ => return None,
-    };
-    Some(k)
 }
 
 /// RFC 7296 §3.3: combined-mode (AEAD) ciphers carry their own integrity protection.
@@ -195,6 +159,7 @@ pub fn parse(s: &str, protocol: Protocol) -> Result<AlgorithmProposal, ProposalE
                 return Err(ProposalError::UnknownKeyword {
                     keyword: word.to_string(),
                     proposal: s.to_string(),
+                    protocol,
                 })
             }
             Some(Keyword::Encr(id, bits)) => push_unique(&mut p.encr, (id, bits)),
@@ -821,9 +786,14 @@ mod tests {
         let e = parse("aes257-sha256", Protocol::Ike).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown algorithm \"aes257\" in \"aes257-sha256\""
+            "unsupported algorithm \"aes257\" in \"aes257-sha256\"; supported: \
+             aes128gcm16, aes192gcm16, aes256gcm16, aes128gcm12, aes192gcm12, aes256gcm12, \
+             aes128gcm8, aes192gcm8, aes256gcm8, aes128, aes192, aes256 (encryption), \
+             sha256, sha384, sha512 (integrity), prfsha256, prfsha384, prfsha512 (PRF), \
+             modp2048, modp3072, modp4096, ecp256, ecp384, x25519 (key exchange)"
         );
-        assert_eq!(e.reason(), "unknown algorithm \"aes257\"");
+        assert_eq!(e.reason(), "unsupported algorithm \"aes257\"");
+        assert_eq!(e.supported(), Some(supported(Protocol::Ike)));
         assert_eq!(e.proposal(), "aes257-sha256");
         let err = |s: &str, p| parse(s, p).unwrap_err();
         assert!(matches!(

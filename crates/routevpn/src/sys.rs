@@ -341,6 +341,21 @@ pub fn enter_netns(ns: &impl AsFd) -> io::Result<()> {
     }
 }
 
+/// Sends SIGKILL to every process in process group `pgid` (a hook started with
+/// `process_group(0)`, whose group id is its pid): a hook's own children go too.
+pub fn kill_process_group(pgid: u32) -> io::Result<()> {
+    let pgid = i32::try_from(pgid)
+        .ok()
+        .filter(|p| *p > 1)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "invalid process group"))?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; a negative
+    // pid addresses the group, and pgid > 1 rules out "every process" (-1).
+    if unsafe { libc::kill(-pgid, libc::SIGKILL) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

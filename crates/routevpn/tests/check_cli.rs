@@ -154,3 +154,65 @@ fn warnings_and_strict() {
     assert!(ok, "{stderr}");
     assert_eq!(stdout.trim(), "config OK: 1 tunnel");
 }
+
+#[test]
+fn unsupported_algorithm_lists_the_supported_ones() {
+    let (ok, _, stderr) = check(
+        "alg.toml",
+        &format!("{TUNNEL}ike = [\"aes512-sha256-modp2048\"]\n"),
+        0o600,
+        &[],
+    );
+    testbed::report(&format!("$ routevpn check --config alg.toml\n{stderr}"));
+    assert!(!ok, "an unknown algorithm must fail check");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(
+            "alg.toml:7:8: error: tunnel \"vti0\": ike: unsupported algorithm \"aes512\" in \
+             proposal \"aes512-sha256-modp2048\"; supported: aes128gcm16, "
+        ),
+        "{stderr}"
+    );
+    for kind in [
+        "aes256 (encryption)",
+        "sha512 (integrity)",
+        "prfsha512 (PRF)",
+        "modp2048, modp3072, modp4096, ecp256, ecp384, x25519 (key exchange)",
+    ] {
+        assert!(first.contains(kind), "{kind:?} in {first}");
+    }
+    assert!(
+        stderr.contains("7 | ike = [\"aes512-sha256-modp2048\"]\n  |        ^"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn hooks_are_checked() {
+    assert_error(
+        "hook.toml",
+        &format!("{TUNNEL}on_up = [\"vti0-up.sh\"]\n"),
+        "hook.toml:7:10: error: tunnel \"vti0\": on_up: the program must be an absolute path, \
+         not \"vti0-up.sh\"\n  |\n7 | on_up = [\"vti0-up.sh\"]\n  |          ^^^^^^^^^^^^\n",
+    );
+    // A program not installed yet is a warning: the tunnel works without it.
+    let local = TUNNEL
+        .replace("192.0.2.1", "127.0.0.1")
+        .replace("192.0.2.2", "127.0.0.2");
+    let text = format!("{local}on_down = [\"/nonexistent/vti0-down\", \"x\"]\n");
+    let (ok, stdout, stderr) = check("hook.toml", &text, 0o600, &[]);
+    testbed::report(&format!(
+        "$ routevpn check --config hook.toml\n{stderr}{stdout}"
+    ));
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "config OK: 1 tunnel, 1 warning");
+    assert!(
+        stderr.starts_with(
+            "hook.toml:7:12: warning: tunnel \"vti0\": on_down: /nonexistent/vti0-down does not \
+             exist (yet): the hook will fail until it is installed\n"
+        ),
+        "{stderr}"
+    );
+    let (ok, _, _) = check("hook.toml", &text, 0o600, &["--strict"]);
+    assert!(!ok, "--strict fails on the missing hook");
+}

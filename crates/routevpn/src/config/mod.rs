@@ -22,6 +22,9 @@
 //! remote_ts = ["0.0.0.0/0", "::/0"]
 //! local_port = 500                                # IKE port we listen on (default 500)
 //! remote_port = 500     # only 500: IKE goes to the peer's 500 (4500 after NAT-T)
+//! on_up = ["/usr/local/bin/x", "arg"]   # run (no shell) when the interface comes up
+//! on_down = ["/usr/local/bin/y"]        # ... and when it goes down; see `hooks`
+//! hook_timeout = "10s"                  # then the hook's process group is killed
 //! ```
 //!
 //! Every error names the file, line and column: `config.toml:7:10: tunnel "vti0": ...`;
@@ -31,6 +34,7 @@
 
 mod diagnostics;
 pub mod reference;
+mod hooks;
 mod routing;
 mod service;
 mod tunnel;
@@ -38,6 +42,7 @@ mod values;
 
 pub use diagnostics::host_has_address;
 
+pub use hooks::{Hooks, DEFAULT_HOOK_TIMEOUT};
 pub use routing::{
     BfdConfig, BgpConfig, NeighborConfig, Redistribute, RoutingMode, DEFAULT_BFD_INTERVAL,
     DEFAULT_BFD_MULTIPLIER, DEFAULT_BGP_CONNECT_RETRY, DEFAULT_BGP_HOLD_TIME,

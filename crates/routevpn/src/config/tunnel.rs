@@ -13,6 +13,7 @@ use std::fmt;
 use toml::Spanned;
 use zeroize::{Zeroize, Zeroizing};
 
+use super::hooks::{hooks, Hooks, RawCommand, RawHooks};
 use super::values::{
     item_span, parse_duration, parse_network, parse_prefix, Identity, Psk, StrList,
 };
@@ -63,6 +64,8 @@ pub struct TunnelConfig {
     /// retransmissions before the peer is declared dead (RFC 7296 §2.4).
     pub retransmit_timeout: Duration,
     pub retransmit_tries: u32,
+    /// `on_up`, `on_down`, `hook_timeout`.
+    pub hooks: Hooks,
 }
 
 /// What to do when the peer is found dead.
@@ -158,6 +161,9 @@ pub(super) struct RawTunnel {
     replay_window: Option<Spanned<u32>>,
     retransmit_timeout: Option<Spanned<String>>,
     retransmit_tries: Option<Spanned<u32>>,
+    on_up: Option<Spanned<RawCommand>>,
+    on_down: Option<Spanned<RawCommand>>,
+    hook_timeout: Option<Spanned<String>>,
 }
 
 /// `dpd = "10s"` or `dpd = false`.
@@ -346,10 +352,17 @@ pub(super) fn tunnel(
                     continue;
                 }
                 let p = proposal::parse(s, protocol).map_err(|e| {
-                    err(
-                        item_span(item, list.span()),
-                        format!("{} in {what} proposal \"{}\"", e.reason(), e.proposal()),
-                    )
+                    let message = match e.supported() {
+                        Some(list) => format!(
+                            "{what}: {} in proposal \"{}\"; supported: {list}",
+                            e.reason(),
+                            e.proposal()
+                        ),
+                        None => {
+                            format!("{} in {what} proposal \"{}\"", e.reason(), e.proposal())
+                        }
+                    };
+                    err(item_span(item, list.span()), message)
                 })?;
                 out.push(p);
             }
@@ -523,6 +536,15 @@ pub(super) fn tunnel(
             ))
         }
     };
+    let hooks = hooks(
+        cx,
+        &name,
+        RawHooks {
+            on_up: &t.on_up,
+            on_down: &t.on_down,
+            hook_timeout: &t.hook_timeout,
+        },
+    )?;
 
     Ok(TunnelConfig {
         name: name.clone(),
@@ -550,6 +572,7 @@ pub(super) fn tunnel(
         replay_window,
         retransmit_timeout,
         retransmit_tries,
+        hooks,
     })
 }
 
@@ -716,7 +739,21 @@ start = true
         let e = err(&text);
         assert_eq!(
             e.to_string(),
-            "config.toml:10:40: tunnel \"vti0\": unknown algorithm \"aes257\" in ike proposal \"aes257-sha256\""
+            format!(
+                "config.toml:10:40: tunnel \"vti0\": ike: unsupported algorithm \"aes257\" in \
+                 proposal \"aes257-sha256\"; supported: {}",
+                proposal::supported(Protocol::Ike)
+            )
+        );
+        assert!(e.message.contains("modp2048, modp3072"), "{e}");
+        let e = err(&EXAMPLE.replace("\"aes128-sha256\"]", "\"aes512-sha256\"]"));
+        assert!(
+            e.message.contains("esp: unsupported algorithm \"aes512\""),
+            "{e}"
+        );
+        assert!(
+            e.message.contains("noesn (extended sequence numbers)"),
+            "{e}"
         );
         // Multi-line list: the element's own line.
         let text = format!("{MIN}esp = [\n  \"aes128gcm16\",\n  \"aes128\",\n]\n");

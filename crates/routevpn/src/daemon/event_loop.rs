@@ -13,6 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
+use super::hooks::{HookEvent, Hooks};
 use super::tunnel::{flush_tunnel, Tunnel};
 use crate::control::{Request, Response};
 use crate::dataplane::Dataplane;
@@ -21,6 +22,9 @@ use crate::routing;
 
 /// How often the daemon reads SA counters (liveness, byte/packet lifetimes).
 const COUNTER_POLL: Duration = Duration::from_secs(1);
+
+/// On the way out, how much longer than the longest `hook_timeout` queued hooks get.
+const HOOK_DRAIN_MARGIN: Duration = Duration::from_secs(2);
 
 /// What the socket readers, the dataplane, the control socket and the signal handlers
 /// hand the loop.
@@ -59,6 +63,8 @@ pub struct Daemon {
     pub(super) metrics: Option<std::net::SocketAddr>,
     /// `routevpn_ike_setup_seconds`, over all tunnels.
     pub(super) setup: prometheus_client::metrics::histogram::Histogram,
+    /// Every tunnel's on_up/on_down queue.
+    pub(super) hooks: Hooks,
 }
 
 impl Daemon {
@@ -168,7 +174,15 @@ impl Daemon {
         self.flush(&ike_sockets, &dp, &nl).await;
         for t in &self.tunnels {
             let _ = nl.set_link_up(&t.cfg.name, false).await;
+            // Going down with the daemon is going down: on_down runs (as wg-quick's PostDown).
+            if t.link_up {
+                t.hooks.fire(&t.cfg, HookEvent::Down);
+            }
         }
+        let longest = self.tunnels.iter().map(|t| t.cfg.hooks.timeout).max();
+        self.hooks
+            .drain(longest.unwrap_or_default() + HOOK_DRAIN_MARGIN)
+            .await;
         if let Some(r) = &self.routing {
             r.shutdown().await;
         }

@@ -2,6 +2,7 @@
 //! sans-IO IKE sessions (one per `[[tunnel]]`).
 
 mod event_loop;
+mod hooks;
 mod io;
 mod notify;
 mod reload;

@@ -54,6 +54,14 @@ impl Daemon {
                 i += 1;
                 continue;
             }
+            // New hooks alone do not disturb the tunnel: they apply from the next event.
+            if let Some(f) = fresh.filter(|f| same_but_hooks(f, &self.tunnels[i].cfg)) {
+                info!(tunnel = %f.name, "reload: new hooks");
+                self.tunnels[i].cfg.hooks = f.hooks.clone();
+                kept += 1;
+                i += 1;
+                continue;
+            }
             let mut t = self.tunnels.remove(i);
             if fresh.is_some() {
                 changed += 1;
@@ -89,8 +97,13 @@ impl Daemon {
             };
             let _ = nl.set_link_up(&n.name, false).await;
             info!(tunnel = %n.name, "reload: starting");
-            self.tunnels
-                .push(Tunnel::new(n, tid, self.routing.clone(), now));
+            self.tunnels.push(Tunnel::new(
+                n,
+                tid,
+                self.routing.clone(),
+                self.hooks.clone(),
+                now,
+            ));
             added += 1;
         }
         let added = added - changed.min(added);
@@ -114,5 +127,40 @@ impl Daemon {
         }
         info!("{message}");
         Response::Ok { message }
+    }
+}
+
+/// Whether two tunnel configurations differ in their hooks at most.
+fn same_but_hooks(a: &crate::config::TunnelConfig, b: &crate::config::TunnelConfig) -> bool {
+    let mut a = a.clone();
+    a.hooks = b.hooks.clone();
+    a == *b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_but_hooks;
+
+    fn tunnel(extra: &str) -> crate::config::TunnelConfig {
+        let text = format!(
+            "[[tunnel]]\nname = \"t0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\npsk = \"k\"\n{extra}"
+        );
+        crate::config::parse(&text, "t.toml")
+            .unwrap()
+            .tunnels
+            .remove(0)
+    }
+
+    #[test]
+    fn hook_changes_alone_keep_the_tunnel() {
+        let plain = tunnel("");
+        let hooked = tunnel("on_up = [\"/bin/true\"]\nhook_timeout = \"3s\"\n");
+        assert_ne!(plain, hooked);
+        assert!(same_but_hooks(&hooked, &plain));
+        // Anything else still counts as a change.
+        assert!(!same_but_hooks(
+            &tunnel("on_up = [\"/bin/true\"]\nmtu = 1300\n"),
+            &plain
+        ));
     }
 }

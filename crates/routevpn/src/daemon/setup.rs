@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::event_loop::{Daemon, Input, Io};
+use super::hooks::Hooks;
 use super::io;
 use super::tunnel::Tunnel;
 use crate::config::Config;
@@ -26,11 +27,12 @@ impl Daemon {
     /// One tunnel (and IKE session) per `[[tunnel]]`; nothing is opened yet.
     pub fn new(cfg: Config, socket_path: PathBuf, config_path: PathBuf) -> anyhow::Result<Daemon> {
         let now = Instant::now();
+        let hooks = Hooks::default();
         let tunnels = cfg
             .tunnels
             .into_iter()
             .enumerate()
-            .map(|(i, t)| Tunnel::new(t, TunnelId(i), None, now))
+            .map(|(i, t)| Tunnel::new(t, TunnelId(i), None, hooks.clone(), now))
             .collect();
         Ok(Daemon {
             socket_path,
@@ -43,6 +45,7 @@ impl Daemon {
             notify: super::notify::Notifier::from_env(now),
             metrics: cfg.metrics,
             setup: crate::metrics::setup_histogram(),
+            hooks,
         })
     }
 

@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
+use super::hooks::{HookEvent, Hooks};
 use crate::config::TunnelConfig;
 use crate::dataplane::{self, ChildKeys, Dataplane, TunnelId};
 use crate::metrics::{self, FailureReason};
@@ -42,6 +43,8 @@ pub(super) struct Tunnel {
     pub(super) counters: metrics::TunnelCounters,
     /// First IKE message of the current setup attempt (for `ike_setup_seconds`).
     pub(super) setup_started: Option<Instant>,
+    /// Runs `on_up` / `on_down` when the interface goes up or down.
+    pub(super) hooks: Hooks,
 }
 
 /// Randomness for the protocol cores, from the system CSPRNG.
@@ -97,6 +100,7 @@ impl Tunnel {
         cfg: TunnelConfig,
         tid: TunnelId,
         routing: Option<routing::Handle>,
+        hooks: Hooks,
         now: Instant,
     ) -> Tunnel {
         let session = Session::new(
@@ -115,6 +119,7 @@ impl Tunnel {
             routing,
             counters: metrics::TunnelCounters::default(),
             setup_started: None,
+            hooks,
         }
     }
 
@@ -274,6 +279,7 @@ pub(super) async fn set_link(t: &mut Tunnel, up: bool, nl: &Netlink) {
                 )
                 .await;
         }
+        t.hooks.fire(&t.cfg, HookEvent::Down);
         return;
     }
     for a in &t.cfg.addresses {
@@ -299,4 +305,5 @@ pub(super) async fn set_link(t: &mut Tunnel, up: bool, nl: &Netlink) {
     if let Some(r) = &t.routing {
         r.link(&name, true).await;
     }
+    t.hooks.fire(&t.cfg, HookEvent::Up);
 }
