@@ -17,6 +17,7 @@ mod frr;
 pub mod ikeflood;
 mod netns;
 pub mod ns;
+pub mod pcap;
 mod routevpn;
 mod strongswan;
 mod tcp;
