@@ -49,6 +49,8 @@ pub struct Daemon {
     /// `[bgp]`, until the speaker starts; then its handle.
     pub(super) bgp: Option<crate::config::BgpConfig>,
     pub(super) routing: Option<routing::Handle>,
+    /// RFC 7296 §2.6 IKE_SA_INIT admission shared by all tunnels (rate, half-open).
+    pub(super) admission: ike::Admission,
 }
 
 impl Daemon {
@@ -87,7 +89,7 @@ impl Daemon {
                     let now = Instant::now();
                     match input {
                         Input::Ike(d) => match self.tunnels.iter_mut().find(|t| t.session.matches(&d)) {
-                            Some(t) => t.session.handle_datagram(now, d),
+                            Some(t) => t.session.handle_datagram_admitted(now, d, &mut self.admission),
                             None => debug!(from = %d.remote, "IKE message from an unconfigured peer"),
                         },
                         Input::Control(Request::Reload, reply) => {
@@ -122,7 +124,7 @@ impl Daemon {
                     let now = Instant::now();
                     for t in &mut self.tunnels {
                         if t.session.poll_timeout().is_some_and(|d| d <= now) {
-                            t.session.handle_timeout(now);
+                            t.session.handle_timeout_admitted(now, &mut self.admission);
                         }
                     }
                     if now >= next_poll {

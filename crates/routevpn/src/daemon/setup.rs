@@ -39,6 +39,7 @@ impl Daemon {
             started: now,
             bgp: cfg.bgp,
             routing: None,
+            admission: ike::Admission::new(),
         })
     }
 
