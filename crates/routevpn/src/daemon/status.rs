@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::event_loop::Daemon;
 use super::tunnel::Tunnel;
-use crate::control::{ChildSaStatus, IkeSaStatus, StatusReport, TunnelStatus};
+use crate::control::{ChildSaStatus, DataplaneStatus, IkeSaStatus, StatusReport, TunnelStatus};
 use crate::dataplane::Dataplane;
 
 impl Daemon {
@@ -18,7 +18,18 @@ impl Daemon {
                 .map(|t| tunnel_status(t, now, dp))
                 .collect(),
             bgp: self.routing.as_ref().map(|r| r.status()),
+            dataplane: dataplane_status(dp),
         }
+    }
+}
+
+fn dataplane_status(dp: &Dataplane) -> DataplaneStatus {
+    let s = dp.stats();
+    DataplaneStatus {
+        unknown_spi: s.unknown_spi,
+        invalid: s.invalid,
+        keepalives: s.keepalives,
+        ike_on_4500: s.ike,
     }
 }
 
