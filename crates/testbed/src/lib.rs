@@ -14,6 +14,7 @@
 
 mod bird;
 mod frr;
+pub mod hostile;
 pub mod ikeflood;
 mod netns;
 pub mod ns;
