@@ -109,14 +109,22 @@ fn random_chain(rng: &mut Rand) -> Vec<u8> {
         if rng.next().is_multiple_of(4) {
             len = (rng.next() % 0x1_0000) as u16;
         }
-        let critical = if rng.next().is_multiple_of(2) { 0x80 } else { 0 };
+        let critical = if rng.next().is_multiple_of(2) {
+            0x80
+        } else {
+            0
+        };
         body.extend_from_slice(&[next, critical]);
         body.extend_from_slice(&len.to_be_bytes());
         body.extend_from_slice(&data);
     }
     let mut m = Vec::with_capacity(IKE_HEADER + body.len());
     m.extend_from_slice(&rng.next().to_be_bytes());
-    let spi_r = if rng.next().is_multiple_of(2) { 0 } else { rng.next() };
+    let spi_r = if rng.next().is_multiple_of(2) {
+        0
+    } else {
+        rng.next()
+    };
     m.extend_from_slice(&spi_r.to_be_bytes());
     let exchange = 34 + (rng.next() % 4) as u8;
     let flags = [0x08, 0x20, 0x28, 0x00][(rng.next() % 4) as usize];
