@@ -126,10 +126,11 @@ fn packets_outside_narrowed_selectors_from_strongswan_are_dropped_and_counted() 
     })
     .unwrap();
     assert_eq!(c["ts_mismatch_in"], 3, "{c}");
-    // (testbed's --raw parser does not take selectors with brackets: read the text.)
-    let raw = sw.swanctl(&["--list-sas", "--raw"]).unwrap();
-    assert!(
-        raw.contains(" packets-out=5 "),
-        "strongSwan sent all five: {raw}"
+    let sas = sw.sas().unwrap();
+    let out = sas[0].children[0].get("packets-out").map(str::to_string);
+    assert_eq!(
+        out.as_deref(),
+        Some("5"),
+        "strongSwan sent all five: {sas:?}"
     );
 }
