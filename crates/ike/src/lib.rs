@@ -4,6 +4,7 @@
 //! [`Rng`] go in, datagrams, deadlines and events come out.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod crypto;
 pub mod iana;
 pub mod limits;
@@ -13,6 +14,8 @@ pub mod wire;
 
 /// Source of randomness, supplied by the caller (the daemon passes a CSPRNG; tests a
 /// deterministic one) so the protocol core stays reproducible.
+pub use admission::Admission;
+
 pub trait Rng {
     /// Fill `buf` with random bytes.
     fn fill(&mut self, buf: &mut [u8]);

@@ -59,6 +59,15 @@ pub const COOKIE_RATE: u32 = 10;
 pub const COOKIE_SECRET_LIFETIME: Duration = Duration::from_secs(120);
 /// §2.6: half-open IKE SAs kept for one peer address; a new one evicts the oldest.
 pub const MAX_HALF_OPEN: usize = 16;
+/// §2.6, daemon-wide (all tunnels): more new IKE_SA_INIT requests than this per second
+/// and every tunnel demands a COOKIE, however few each peer address sent.
+pub const GLOBAL_COOKIE_RATE: u32 = 40;
+/// §2.6, daemon-wide: this many half-open IKE SAs over all tunnels and every tunnel
+/// demands a COOKIE.
+pub const GLOBAL_COOKIE_THRESHOLD: usize = 32;
+/// §2.6, daemon-wide cap on half-open IKE SAs: at the cap a tunnel makes room by dropping
+/// its own oldest half-open SA, and one that has none drops the request.
+pub const GLOBAL_MAX_HALF_OPEN: usize = 256;
 /// RFC 7383 §7: octets of decrypted fragments held for one reassembly.
 pub const MAX_REASSEMBLY_BYTES: usize = 64 * 1024;
 /// Refusals of IKE_SA_INIT logged per second and tunnel; the rest are counted and the

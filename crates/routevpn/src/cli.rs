@@ -310,6 +310,14 @@ pub fn format_status(r: &StatusReport) -> String {
         n,
         if n == 1 { "" } else { "s" }
     );
+    let dp = &r.dataplane;
+    if dp.unknown_spi + dp.invalid > 0 {
+        let _ = writeln!(
+            o,
+            "dropped on port 4500: {} ESP for unknown SPIs, {} invalid",
+            dp.unknown_spi, dp.invalid
+        );
+    }
     for t in &r.tunnels {
         let _ = writeln!(o, "{}: {}", t.name, t.state);
         let _ = writeln!(o, "  local  '{}' @ {}", t.local_id, t.local);
@@ -546,6 +554,10 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("vti0: established\n"), "{s}");
+        assert!(
+            s.contains("dropped on port 4500: 3 ESP for unknown SPIs, 1 invalid\n"),
+            "{s}"
+        );
         assert!(s.contains("  remote 'routerB' @ 192.0.2.2\n"), "{s}");
         assert!(
             s.contains("  IKE SA ESTABLISHED, 0123456789abcdef_i* fedcba9876543210_r\n"),

@@ -66,6 +66,21 @@ pub struct StatusReport {
     /// The embedded BGP speaker, when `[bgp]` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<RoutingStatus>,
+    /// Port-4500 drops no SA can be charged with.
+    #[serde(default)]
+    pub dataplane: DataplaneStatus,
+}
+
+/// Dataplane-wide counters (ESP drops that belong to no SA).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneStatus {
+    /// ESP whose SPI matches no installed inbound SA (RFC 4303 §3.4.2).
+    pub unknown_spi: u64,
+    /// Port-4500 datagrams that are neither ESP, IKE nor a NAT-keepalive.
+    pub invalid: u64,
+    pub keepalives: u64,
+    /// IKE messages received on port 4500.
+    pub ike_on_4500: u64,
 }
 
 /// The embedded BGP speaker and BFD (`routing` module).
@@ -452,6 +467,12 @@ pub(crate) mod tests {
                     child_sas: vec![],
                 },
             ],
+            dataplane: DataplaneStatus {
+                unknown_spi: 3,
+                invalid: 1,
+                keepalives: 0,
+                ike_on_4500: 9,
+            },
             bgp: Some(RoutingStatus {
                 asn: 65001,
                 router_id: "10.1.0.1".into(),

@@ -321,6 +321,15 @@ fn list_sas_raw_parser() {
         .unwrap()
         .is_empty());
     assert!(testbed::parse_list_sas_raw("list-sa event {tun {a=b").is_err());
+    // Selectors with protocol and port (as in tests/esp_selectors.rs).
+    let ports = "list-sa event {tun {state=ESTABLISHED child-sas {net-1 {name=net \
+        state=INSTALLED packets-out=5 local-ts=[10.2.0.0/24[icmp/0]] \
+        remote-ts=[10.1.0.0/24[icmp] fd00:1::/64]}}}}\n";
+    let sas = testbed::parse_list_sas_raw(ports).unwrap();
+    let c = &sas[0].children[0];
+    assert_eq!(c.get("local-ts"), Some("10.2.0.0/24[icmp/0]"));
+    assert_eq!(c.get("remote-ts"), Some("10.1.0.0/24[icmp] fd00:1::/64"));
+    assert_eq!(c.get("packets-out"), Some("5"));
 }
 
 #[test]

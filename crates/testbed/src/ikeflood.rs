@@ -50,17 +50,17 @@ fn ke_len(group: DhId) -> usize {
 }
 
 /// xorshift64*: cheap, deterministic per seed, plenty for SPIs and nonces here.
-struct Rand(u64);
+pub(crate) struct Rand(pub(crate) u64);
 
 impl Rand {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
+    pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n.div_ceil(8))
             .flat_map(|_| self.next().to_be_bytes())
             .take(n)

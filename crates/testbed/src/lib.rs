@@ -14,9 +14,11 @@
 
 mod bird;
 mod frr;
+pub mod hostile;
 pub mod ikeflood;
 mod netns;
 pub mod ns;
+pub mod pcap;
 mod routevpn;
 mod strongswan;
 mod tcp;

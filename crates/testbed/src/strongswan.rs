@@ -286,6 +286,19 @@ fn raw_section(tokens: &[String], pos: &mut usize) -> Result<Vec<(String, Raw)>,
                             *pos += 1;
                             break;
                         }
+                        // A selector with protocol/port, `10.2.0.0/24[icmp/0]`: the
+                        // brackets belong to the item before them.
+                        Some(t) if t == "[" => {
+                            let close = tokens[*pos..]
+                                .iter()
+                                .position(|t| t == "]")
+                                .ok_or("unterminated selector")?;
+                            let inner = tokens[*pos + 1..*pos + close].join(" ");
+                            let last: &mut String =
+                                list.last_mut().ok_or("bracket without selector")?;
+                            last.push_str(&format!("[{inner}]"));
+                            *pos += close + 1;
+                        }
                         Some(t) => {
                             list.push(t.clone());
                             *pos += 1;

@@ -16,7 +16,7 @@ use crate::limits;
 use crate::proposal::{self, Protocol};
 use crate::wire::{Message, Payload, SaPayload};
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::{debug, info};
 use zeroize::Zeroizing;
 
@@ -438,9 +438,7 @@ pub(super) struct Cookies {
     previous: Option<Zeroizing<[u8; 32]>>,
     version: u8,
     secret_born: Instant,
-    window_start: Instant,
-    in_window: u32,
-    last_window: u32,
+    requests: crate::admission::RateWindow,
 }
 
 impl Cookies {
@@ -452,27 +450,13 @@ impl Cookies {
             previous: None,
             version: 1,
             secret_born: now,
-            window_start: now,
-            in_window: 0,
-            last_window: 0,
+            requests: Default::default(),
         }
     }
 
     /// Counts one new IKE_SA_INIT; true when the recent rate calls for COOKIEs.
     fn note_request(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed >= Duration::from_secs(1) {
-            // A quiet second in between forgets the load.
-            self.last_window = if elapsed >= Duration::from_secs(2) {
-                0
-            } else {
-                self.in_window
-            };
-            self.in_window = 0;
-            self.window_start = now;
-        }
-        self.in_window = self.in_window.saturating_add(1);
-        self.in_window.max(self.last_window) > limits::COOKIE_RATE
+        self.requests.note(now) > limits::COOKIE_RATE
     }
 
     fn rotate_if_due(&mut self, rng: &mut dyn crate::Rng, now: Instant) {
@@ -517,21 +501,21 @@ impl Cookies {
 
 impl Session {
     /// §2.6: when IKE_SA_INITs from this peer's address come fast (refused ones count)
-    /// or too many are half-open, new ones must echo a stateless COOKIE first. Returns
-    /// false if the request was answered with a COOKIE (or dropped) instead.
+    /// or too many are half-open, or the same holds daemon-wide (`admission`, all
+    /// tunnels), new ones must echo a stateless COOKIE first. Returns false if the
+    /// request was answered with a COOKIE (or dropped) instead.
     pub(super) fn cookie_ok(
         &mut self,
         now: Instant,
         d: &Datagram,
         header: &crate::wire::Header,
+        admission: Option<&mut crate::Admission>,
     ) -> bool {
         let busy = self.cookies.note_request(now);
-        let half_open = self
-            .sas
-            .iter()
-            .filter(|s| matches!(s.state, IkeState::InitReplied { .. }))
-            .count();
-        if !busy && half_open < limits::COOKIE_THRESHOLD {
+        // Counted whatever this peer's own state: a flood spread over many tunnels.
+        let global = admission.is_some_and(|a| a.note_request(now));
+        let half_open = self.half_open();
+        if !busy && !global && half_open < limits::COOKIE_THRESHOLD {
             return true;
         }
         self.cookies.rotate_if_due(self.rng.as_mut(), now);
@@ -556,7 +540,7 @@ impl Session {
         else {
             return false;
         };
-        tracing::trace!(tunnel = %self.cfg.name, half_open, busy, "asking initiator for a COOKIE");
+        tracing::trace!(tunnel = %self.cfg.name, half_open, busy, global, "asking initiator for a COOKIE");
         let mut h = *header;
         h.flags = crate::wire::Flags(crate::wire::Flags::RESPONSE);
         let reply = crate::wire::Message {
@@ -576,23 +560,44 @@ impl Session {
         false
     }
 
-    /// §2.6: at most [`limits::MAX_HALF_OPEN`] half-open SAs; the oldest makes room.
-    pub(super) fn make_room_for_half_open(&mut self) {
+    /// Half-open IKE SAs of this peer (IKE_SA_INIT answered, IKE_AUTH not yet).
+    pub fn half_open(&self) -> usize {
+        self.sas
+            .iter()
+            .filter(|s| matches!(s.state, IkeState::InitReplied { .. }))
+            .count()
+    }
+
+    /// §2.6: at most [`limits::MAX_HALF_OPEN`] half-open SAs per peer, and none beyond
+    /// [`limits::GLOBAL_MAX_HALF_OPEN`] daemon-wide; the oldest of this peer's makes
+    /// room. False when the daemon-wide cap is reached and this peer has none to give.
+    pub(super) fn make_room_for_half_open(&mut self, global_full: bool) -> bool {
         let half_open: Vec<usize> = (0..self.sas.len())
             .filter(|&i| matches!(self.sas[i].state, IkeState::InitReplied { .. }))
             .collect();
-        if half_open.len() >= limits::MAX_HALF_OPEN {
-            if let Some(&oldest) = half_open.iter().min_by_key(|&&i| self.sas[i].created) {
-                tracing::debug!(tunnel = %self.cfg.name, "dropping the oldest half-open IKE SA");
-                self.sas.remove(oldest);
-            }
+        if half_open.len() >= limits::MAX_HALF_OPEN || global_full {
+            let Some(&oldest) = half_open.iter().min_by_key(|&&i| self.sas[i].created) else {
+                tracing::debug!(tunnel = %self.cfg.name, "too many half-open IKE SAs daemon-wide: dropping IKE_SA_INIT");
+                return false;
+            };
+            tracing::debug!(tunnel = %self.cfg.name, "dropping the oldest half-open IKE SA");
+            self.sas.remove(oldest);
         }
+        true
+    }
+
+    /// Brings the daemon-wide half-open count up to date with this session's.
+    pub(super) fn sync_admission(&mut self, admission: &mut crate::Admission) {
+        let is = self.half_open();
+        admission.replace_half_open(self.admitted_half_open, is);
+        self.admitted_half_open = is;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     struct Counter(u8);
     impl crate::Rng for Counter {

@@ -205,6 +205,8 @@ pub struct Session {
     cookies: ike_init::Cookies,
     /// Rate limit of the log lines for refused IKE_SA_INITs.
     refusals: error::RefusalLog,
+    /// Half-open IKE SAs last added to the daemon-wide [`crate::Admission`].
+    admitted_half_open: usize,
 }
 
 impl Session {
@@ -220,6 +222,7 @@ impl Session {
         Session {
             cookies: ike_init::Cookies::new(rng.as_mut(), now),
             refusals: error::RefusalLog::new(),
+            admitted_half_open: 0,
             cfg,
             local,
             remote,
@@ -302,8 +305,43 @@ impl Session {
         self.enqueue(now, Queued::Liveness)
     }
 
-    /// Feeds one received IKE datagram.
+    /// Feeds one received IKE datagram (per-peer admission limits only).
     pub fn handle_datagram(&mut self, now: Instant, d: Datagram) {
+        self.handle_datagram_inner(now, d, None);
+    }
+
+    /// [`Session::handle_datagram`] under the daemon-wide IKE_SA_INIT limits of
+    /// `admission`, shared by every session of the daemon (§2.6).
+    pub fn handle_datagram_admitted(
+        &mut self,
+        now: Instant,
+        d: Datagram,
+        admission: &mut crate::Admission,
+    ) {
+        self.sync_admission(admission);
+        self.handle_datagram_inner(now, d, Some(&mut *admission));
+        self.sync_admission(admission);
+    }
+
+    /// [`Session::handle_timeout`], keeping `admission`'s half-open count current
+    /// (half-open SAs expire here).
+    pub fn handle_timeout_admitted(&mut self, now: Instant, admission: &mut crate::Admission) {
+        self.handle_timeout(now);
+        self.sync_admission(admission);
+    }
+
+    /// Takes this session's half-open SAs out of `admission` (the tunnel is removed).
+    pub fn leave_admission(&mut self, admission: &mut crate::Admission) {
+        admission.replace_half_open(self.admitted_half_open, 0);
+        self.admitted_half_open = 0;
+    }
+
+    fn handle_datagram_inner(
+        &mut self,
+        now: Instant,
+        d: Datagram,
+        mut admission: Option<&mut crate::Admission>,
+    ) {
         let header = match crate::wire::Header::decode(&d.data) {
             Ok(h) => h,
             Err(crate::wire::DecodeError::UnsupportedVersion(v)) => {
@@ -332,10 +370,12 @@ impl Session {
                 if matches!(self.lifecycle, Lifecycle::Closing { .. }) {
                     return;
                 }
-                if !self.cookie_ok(now, &d, &header) {
+                if !self.cookie_ok(now, &d, &header, admission.as_deref_mut()) {
                     return;
                 }
-                self.make_room_for_half_open();
+                if !self.make_room_for_half_open(admission.is_some_and(|a| a.full())) {
+                    return;
+                }
                 let spi_r = self.random_spi();
                 self.sas.push(IkeSa::new_responder(
                     header.spi_i,

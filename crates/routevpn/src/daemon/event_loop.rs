@@ -65,6 +65,8 @@ pub struct Daemon {
     pub(super) setup: prometheus_client::metrics::histogram::Histogram,
     /// Every tunnel's on_up/on_down queue.
     pub(super) hooks: Hooks,
+    /// RFC 7296 §2.6 IKE_SA_INIT admission shared by all tunnels (rate, half-open).
+    pub(super) admission: ike::Admission,
 }
 
 impl Daemon {
@@ -118,7 +120,7 @@ impl Daemon {
                         Input::Ike(d) => match self.tunnels.iter_mut().find(|t| t.session.matches(&d)) {
                             Some(t) => {
                                 t.note_ike(now);
-                                t.session.handle_datagram(now, d)
+                                t.session.handle_datagram_admitted(now, d, &mut self.admission)
                             }
                             None => debug!(peer = %d.remote, "IKE message from an unconfigured peer"),
                         },
@@ -158,7 +160,7 @@ impl Daemon {
                     let now = Instant::now();
                     for t in &mut self.tunnels {
                         if t.session.poll_timeout().is_some_and(|d| d <= now) {
-                            t.session.handle_timeout(now);
+                            t.session.handle_timeout_admitted(now, &mut self.admission);
                         }
                     }
                     if now >= next_poll {

@@ -70,6 +70,7 @@ impl Daemon {
             }
             info!(tunnel = %t.cfg.name, "reload: tearing down");
             t.session.close(now);
+            t.session.leave_admission(&mut self.admission);
             flush_tunnel(&mut t, ike_sockets, dp, nl, &self.setup).await;
             if t.link_up {
                 set_link(&mut t, false, nl).await;

@@ -46,6 +46,7 @@ impl Daemon {
             metrics: cfg.metrics,
             setup: crate::metrics::setup_histogram(),
             hooks,
+            admission: ike::Admission::new(),
         })
     }
 

@@ -4,7 +4,9 @@ use std::time::Instant;
 
 use super::event_loop::Daemon;
 use super::tunnel::Tunnel;
-use crate::control::{ChildSaStatus, IkeSaStatus, StatusReport, TunnelStatus, STATUS_SCHEMA};
+use crate::control::{
+    ChildSaStatus, DataplaneStatus, IkeSaStatus, StatusReport, TunnelStatus, STATUS_SCHEMA,
+};
 use crate::dataplane::Dataplane;
 use crate::metrics::{Snapshot, TunnelCounters};
 
@@ -20,6 +22,7 @@ impl Daemon {
                 .map(|t| tunnel_status(t, now, dp))
                 .collect(),
             bgp: self.routing.as_ref().map(|r| r.status()),
+            dataplane: dataplane_status(dp),
         }
     }
 
@@ -38,6 +41,16 @@ impl Daemon {
             unknown_spi: dp.stats().unknown_spi,
             setup: self.setup.clone(),
         }
+    }
+}
+
+fn dataplane_status(dp: &Dataplane) -> DataplaneStatus {
+    let s = dp.stats();
+    DataplaneStatus {
+        unknown_spi: s.unknown_spi,
+        invalid: s.invalid,
+        keepalives: s.keepalives,
+        ike_on_4500: s.ike,
     }
 }
 

@@ -7,6 +7,7 @@ use crate::proposal::{parse, Protocol};
 use crate::wire::{IdPayload, TrafficSelector};
 use std::net::{IpAddr, Ipv4Addr};
 
+mod admission;
 mod child_create;
 mod ike_auth;
 mod ike_init;
