@@ -151,6 +151,12 @@ pub struct TunnelStatus {
     pub last_error: Option<String>,
     pub ike_sas: Vec<IkeSaStatus>,
     pub child_sas: Vec<ChildSaStatus>,
+    /// CHILD SA rekeys of this tunnel since the daemon (or a reload that redid it) started.
+    #[serde(default)]
+    pub child_rekeys: u64,
+    /// IKE SA rekeys of this tunnel, counted the same way.
+    #[serde(default)]
+    pub ike_rekeys: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -454,6 +460,8 @@ pub(crate) mod tests {
                         ts_mismatch_in: 0,
                         ts_mismatch_out: 0,
                     }],
+                    child_rekeys: 0,
+                    ike_rekeys: 0,
                 },
                 TunnelStatus {
                     name: "vti1".into(),
@@ -465,6 +473,8 @@ pub(crate) mod tests {
                     last_error: Some("AUTHENTICATION_FAILED".into()),
                     ike_sas: vec![],
                     child_sas: vec![],
+                    child_rekeys: 0,
+                    ike_rekeys: 0,
                 },
             ],
             dataplane: DataplaneStatus {

@@ -33,8 +33,8 @@
 //! host does not have) are warnings, collected by [`load_checked`].
 
 mod diagnostics;
-pub mod reference;
 mod hooks;
+pub mod reference;
 mod routing;
 mod service;
 mod tunnel;

@@ -115,5 +115,7 @@ fn tunnel_status(t: &Tunnel, now: Instant, dp: &Dataplane) -> TunnelStatus {
                 }
             })
             .collect(),
+        child_rekeys: t.counters.child_rekeys,
+        ike_rekeys: t.counters.ike_rekeys,
     }
 }

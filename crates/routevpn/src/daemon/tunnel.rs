@@ -205,12 +205,15 @@ pub(super) async fn flush_tunnel(
                 }
                 info!(tunnel = %t.cfg.name, %reason, "IKE SA closed")
             }
+            Event::IkeRekeyed { .. } => {
+                t.counters.ike_rekeys += 1;
+                debug!(tunnel = %t.cfg.name, event = ?ev, "session event");
+            }
             Event::ChildFailed { reason } => {
                 t.counters
                     .failure(FailureReason::of(&reason).unwrap_or(FailureReason::Other));
                 warn!(tunnel = %t.cfg.name, %reason, "CHILD SA not created")
             }
-            other => debug!(tunnel = %t.cfg.name, event = ?other, "session event"),
         }
     }
 }

@@ -111,6 +111,7 @@ pub struct TunnelCounters {
     /// Indexed like [`FailureReason::ALL`].
     pub failures: [u64; 6],
     pub child_rekeys: u64,
+    pub ike_rekeys: u64,
     /// Traffic of CHILD SAs already deleted (installed ones are in the status).
     pub retired: Traffic,
     /// Packets read from the tunnel interface while no CHILD SA was installed.
