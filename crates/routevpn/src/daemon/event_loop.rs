@@ -36,6 +36,8 @@ pub(super) enum Input {
     Reload,
     /// A `/metrics` scrape.
     Metrics(oneshot::Sender<crate::metrics::Snapshot>),
+    /// The CHILD SA with this inbound SPI reached its byte or packet lifetime.
+    VolumeLifetime(u32),
 }
 
 /// What `open` set up and the loop sends through.
@@ -138,6 +140,16 @@ impl Daemon {
                         Input::Metrics(reply) => {
                             let _ = reply.send(self.metrics_snapshot(now, &dp));
                         }
+                        Input::VolumeLifetime(spi) => {
+                            // RFC 7296 §2.8: rekey as the volume lifetime is reached.
+                            if let Some(t) = self
+                                .tunnels
+                                .iter_mut()
+                                .find(|t| t.children.iter().any(|c| c.spi_in == spi))
+                            {
+                                t.session.rekey_child_spi(now, spi);
+                            }
+                        }
                         Input::Shutdown(sig) => {
                             if shutdown_deadline.is_none() {
                                 self.notify.stopping();
@@ -209,8 +221,10 @@ impl Daemon {
         resp
     }
 
-    /// Reads SA counters: inbound ESP proves the peer alive (no liveness check needed),
-    /// and byte/packet lifetimes trigger CHILD SA rekeys (RFC 7296 §2.8).
+    /// Reads SA counters: inbound ESP proves the peer alive (no liveness check needed).
+    /// Byte/packet lifetimes (RFC 7296 §2.8) arrive as [`Input::VolumeLifetime`] the
+    /// moment they are reached; checking them here too covers a notice lost to a full
+    /// queue.
     fn poll_counters(&mut self, now: Instant, dp: &Dataplane) {
         for t in &mut self.tunnels {
             let mut alive = false;

@@ -94,6 +94,10 @@ impl Daemon {
             }),
         )
         .context("starting the dataplane")?;
+        let life_tx = tx.clone();
+        dp.on_lifetime(Box::new(move |spi| {
+            let _ = life_tx.try_send(Input::VolumeLifetime(spi));
+        }));
         let dp = Arc::new(dp);
         for t in &mut self.tunnels {
             let mtu = t.cfg.mtu.unwrap_or(1400);

@@ -241,6 +241,11 @@ async fn install(t: &mut Tunnel, info: ChildSaInfo, dp: &Dataplane, nl: &Netlink
         warn!(tunnel = %t.cfg.name, error = %e, "cannot install CHILD SA in the dataplane");
         return;
     }
+    dp.set_volume_limits(
+        info.spi_in,
+        t.cfg.child_lifetime_bytes,
+        t.cfg.child_lifetime_packets,
+    );
     t.children.push(InstalledChild {
         spi_in: info.spi_in,
         last_packets_in: 0,

@@ -33,11 +33,14 @@ use esp::{AesKeySize, Algorithm, Counters, EspError, InboundSa, Integrity, Outbo
 use ike::iana::{EncrId, IntegId};
 use ike::wire::TrafficSelector;
 
-use tables::{InboundEntry, Outbound, Socket, Tunnel};
+use tables::{InboundEntry, Outbound, Socket, Tunnel, Volume};
 
 /// Callback for IKE messages received on port 4500: `(local, remote, message)`
 /// with the non-ESP marker already stripped.
 pub type IkeCallback = Box<dyn Fn(SocketAddr, SocketAddr, Vec<u8>) + Send + Sync>;
+/// Called from a dataplane thread with a CHILD SA's inbound SPI when its volume
+/// lifetime ([`Dataplane::set_volume_limits`]) is reached; must not block.
+pub type LifetimeCallback = Box<dyn Fn(u32) + Send + Sync>;
 
 /// Identifies a tunnel (one TUN interface) inside a [`Dataplane`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -197,6 +200,17 @@ pub fn compute_mtu(underlay_mtu: u16, outer_ipv6: bool, alg: Algorithm) -> u16 {
     u16::try_from(ct.saturating_sub(ESP_TRAILER)).unwrap_or(0)
 }
 
+impl Shared {
+    /// Counts packets of a CHILD SA against its volume lifetime; tells the daemon once.
+    pub(crate) fn count_volume(&self, v: &Volume, bytes: u64, packets: u64) {
+        if v.add(bytes, packets) {
+            if let Some(cb) = self.on_lifetime.get() {
+                cb(v.spi_in());
+            }
+        }
+    }
+}
+
 /// State shared by the API handle and every dataplane thread.
 pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
@@ -204,6 +218,7 @@ pub(crate) struct Shared {
     pub(crate) inbound: RwLock<HashMap<u32, Arc<InboundEntry>>>,
     pub(crate) tunnels: RwLock<HashMap<usize, Arc<Tunnel>>>,
     pub(crate) on_ike: IkeCallback,
+    pub(crate) on_lifetime: std::sync::OnceLock<LifetimeCallback>,
     pub(crate) unknown_spi: AtomicU64,
     pub(crate) invalid: AtomicU64,
     pub(crate) keepalives: AtomicU64,
@@ -241,6 +256,7 @@ impl Dataplane {
             inbound: RwLock::new(HashMap::new()),
             tunnels: RwLock::new(HashMap::new()),
             on_ike,
+            on_lifetime: std::sync::OnceLock::new(),
             unknown_spi: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
             keepalives: AtomicU64::new(0),
@@ -338,6 +354,7 @@ impl Dataplane {
             .filter(|s| s.local.ip().is_unspecified())
             .map(|_| keys.local.ip())
             .filter(|ip| !ip.is_unspecified());
+        let volume = Arc::new(Volume::new(keys.spi_in));
         let entry = Arc::new(InboundEntry {
             tunnel,
             spi_out: keys.spi_out,
@@ -347,6 +364,7 @@ impl Dataplane {
             out_final: Mutex::new(None),
             out_spare: Mutex::new(None),
             installed: self.installs.fetch_add(1, Ordering::Relaxed),
+            volume: volume.clone(),
         });
         if write(&self.shared.inbound)
             .insert(keys.spi_in, entry)
@@ -363,6 +381,7 @@ impl Dataplane {
             sock,
             dst: keys.remote,
             src_ip,
+            volume,
         });
         if let Some(old) = old {
             self.retire_outbound(old);
@@ -407,6 +426,19 @@ impl Dataplane {
                     lock(&e.out_spare).take()
                 });
             }
+        }
+    }
+
+    /// Sets what `on_lifetime` is called with (once per process).
+    pub fn on_lifetime(&self, callback: LifetimeCallback) {
+        let _ = self.shared.on_lifetime.set(callback);
+    }
+
+    /// Gives the CHILD SA with this inbound SPI a lifetime in bytes and/or packets
+    /// over both directions (RFC 7296 §2.8); reaching it calls `on_lifetime` once.
+    pub fn set_volume_limits(&self, spi_in: u32, bytes: Option<u64>, packets: Option<u64>) {
+        if let Some(e) = read(&self.shared.inbound).get(&spi_in) {
+            e.volume.set_limits(bytes, packets);
         }
     }
 

@@ -69,6 +69,57 @@ impl Socket {
     }
 }
 
+/// A CHILD SA's lifetime in volume (RFC 7296 §2.8: rekey after so many bytes or
+/// packets), counted over both directions as the packets pass, so the rekey starts
+/// when the limit is crossed rather than at the daemon's next look at the counters.
+pub(crate) struct Volume {
+    spi_in: u32,
+    bytes: AtomicU64,
+    packets: AtomicU64,
+    /// `u64::MAX` for no limit.
+    limit_bytes: AtomicU64,
+    limit_packets: AtomicU64,
+    fired: AtomicBool,
+}
+
+impl Volume {
+    pub(crate) fn new(spi_in: u32) -> Volume {
+        Volume {
+            spi_in,
+            bytes: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
+            limit_bytes: AtomicU64::new(u64::MAX),
+            limit_packets: AtomicU64::new(u64::MAX),
+            fired: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn set_limits(&self, bytes: Option<u64>, packets: Option<u64>) {
+        self.limit_bytes
+            .store(bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.limit_packets
+            .store(packets.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Counts packets that passed; returns true once, when a limit is first reached.
+    pub(crate) fn add(&self, bytes: u64, packets: u64) -> bool {
+        let (lb, lp) = (
+            self.limit_bytes.load(Ordering::Relaxed),
+            self.limit_packets.load(Ordering::Relaxed),
+        );
+        if (lb == u64::MAX && lp == u64::MAX) || packets == 0 {
+            return false;
+        }
+        let b = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let p = self.packets.fetch_add(packets, Ordering::Relaxed) + packets;
+        (b >= lb || p >= lp) && !self.fired.swap(true, Ordering::Relaxed)
+    }
+
+    pub(crate) fn spi_in(&self) -> u32 {
+        self.spi_in
+    }
+}
+
 /// One inbound SA and where its packets go.
 pub(crate) struct InboundEntry {
     pub(crate) tunnel: TunnelId,
@@ -87,6 +138,8 @@ pub(crate) struct InboundEntry {
     pub(crate) out_spare: Mutex<Option<Outbound>>,
     /// Install order, to pick the newest spare.
     pub(crate) installed: u64,
+    /// Shared with the outbound half.
+    pub(crate) volume: Arc<Volume>,
 }
 
 /// The current outbound SA of a tunnel.
@@ -99,6 +152,8 @@ pub(crate) struct Outbound {
     pub(crate) dst: SocketAddr,
     /// Source address to pin when the socket is bound to a wildcard.
     pub(crate) src_ip: Option<IpAddr>,
+    /// Shared with the inbound half.
+    pub(crate) volume: Arc<Volume>,
 }
 
 /// A tunnel: its TUN, its outbound SA and its TX thread.
@@ -139,5 +194,26 @@ impl Tunnel {
             tx_tun_errors: self.tx_tun_errors.load(Ordering::Relaxed),
             rx_tun_write_errors: self.rx_tun_write_errors.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Volume;
+
+    #[test]
+    fn volume_lifetime_fires_once_when_a_limit_is_reached() {
+        let v = Volume::new(7);
+        assert!(!v.add(10_000, 10), "no limits: never");
+        v.set_limits(Some(3000), None);
+        // Counting starts when a limit is set; both directions add up.
+        assert!(!v.add(1500, 1));
+        assert!(v.add(1500, 1), "3000 bytes reached");
+        assert!(!v.add(1500, 1), "only once");
+        let p = Volume::new(8);
+        p.set_limits(None, Some(3));
+        assert!(!p.add(1, 2));
+        assert!(p.add(1, 1), "3 packets reached");
+        assert_eq!(p.spi_in(), 8);
     }
 }

@@ -212,6 +212,7 @@ fn handle(
     // counted in the SA's counters.
     match sa.open(seg) {
         Ok(Decapsulated::Ipv4(inner) | Decapsulated::Ipv6(inner)) => {
+            sh.count_volume(&entry.volume, inner.len() as u64, 1);
             let i = match batches.iter().position(|b| b.tunnel == entry.tunnel) {
                 Some(i) => i,
                 None => {

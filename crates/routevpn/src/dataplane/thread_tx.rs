@@ -153,6 +153,7 @@ fn seal_batch(
         .sockets
         .get(o.sock)
         .map_or(1, |s| s.max_gso_segments().max(1));
+    let mut volume = (0u64, 0u64);
     for (seg, &size) in segs.iter().zip(sizes) {
         let Some(inner) = seg.get(..size) else {
             t.tx_seal_errors.fetch_add(1, Ordering::Relaxed);
@@ -163,7 +164,11 @@ fn seal_batch(
             .ok_or(esp::EspError::BufferTooSmall { need: 0, have: 0 })
             .and_then(|dst| o.sa.seal(inner, dst));
         match sealed {
-            Ok(len) => runs.add(len, o.sock, o.dst, o.src_ip, max_segs),
+            Ok(len) => {
+                runs.add(len, o.sock, o.dst, o.src_ip, max_segs);
+                volume.0 += inner.len() as u64;
+                volume.1 += 1;
+            }
             Err(e) => {
                 let c = t.tx_seal_errors.fetch_add(1, Ordering::Relaxed) + 1;
                 if c.is_power_of_two() {
@@ -172,6 +177,7 @@ fn seal_batch(
             }
         }
     }
+    sh.count_volume(&o.volume, volume.0, volume.1);
 }
 
 fn send_runs(sh: &Shared, t: &Tunnel, out: &[u8], runs: &mut Runs) {
