@@ -38,6 +38,10 @@ pub const REKEY_RETRY: Duration = Duration::from_secs(10);
 /// §2.4 INITIAL_CONTACT: only SAs up for longer than this are taken as stale, so an SA
 /// the peer set up at the same moment (both ends initiating) is not thrown away.
 pub const INITIAL_CONTACT_GRACE: Duration = Duration::from_secs(2);
+/// §2.8.2: an IKE SA a newer one took over from is deleted by the peer at once; one
+/// still there after this long is one the peer never learned of (the exchange that
+/// created it lost its response), and we delete it ourselves.
+pub const REDUNDANT_IKE_SA_GRACE: Duration = Duration::from_secs(30);
 /// RFC 7383 §2.5.1: we fragment encrypted messages above this size once both ends
 /// announced IKEV2_FRAGMENTATION_SUPPORTED (room for IPv6 + UDP + non-ESP marker in 1280).
 pub const FRAGMENT_SIZE: usize = 1280 - 40 - 8 - 4;

@@ -302,6 +302,9 @@ impl IkeSa {
         self.frag_ok = find_notify(p, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         // RFC 3948 §4: keepalives when the mapping in front of us must be kept open.
         let behind_nat = nat_detected_either(p, self.spi_i, self.spi_r, self.local, self.remote).1;
+        if behind_nat {
+            info!(tunnel = %ctx.cfg.name, "NAT detected in front of us: NAT keepalives on (RFC 3948 §4)");
+        }
         if self.nat {
             // §2.23: float to 4500 once a NAT is detected.
             self.local.set_port(limits::NATT_PORT);

@@ -145,6 +145,9 @@ pub(crate) struct Established {
     /// The peer's rekey of this IKE SA that crossed ours (§2.8.2): its Ni, our Nr and
     /// the SPIi of the SA it created.
     pub peer_rekey: Option<(Vec<u8>, Vec<u8>, u64)>,
+    /// When a newer IKE SA took over from this one (§2.8): the peer deletes it, or we
+    /// do after [`limits::REDUNDANT_IKE_SA_GRACE`].
+    pub superseded_at: Option<Instant>,
 }
 
 impl IkeState {
@@ -162,6 +165,7 @@ impl IkeState {
             behind_nat: false,
             init_nonces,
             peer_rekey: None,
+            superseded_at: None,
         })
     }
 }

@@ -133,6 +133,7 @@ impl Session {
             }
         }
         self.arm_rekeys(now);
+        self.delete_redundant(now);
         let any_live = self.sas.iter().any(|s| {
             matches!(
                 s.state,

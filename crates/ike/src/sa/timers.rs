@@ -27,6 +27,8 @@ pub(crate) enum Timer {
     Dpd(usize),
     /// Hold the mapping of the NAT in front of us open (RFC 3948 §4).
     NatKeepalive(usize),
+    /// A superseded IKE SA the peer never deleted: delete it ourselves (§2.8.2).
+    Redundant(usize),
 }
 
 /// `d` less a random margin of up to 10 % (§2.8: randomized rekey times make
@@ -78,6 +80,11 @@ impl Session {
             Timer::NatKeepalive(i) => established(i)
                 .filter(|(_, e)| e.behind_nat)
                 .map(|(s, _)| s.last_tx + limits::NATT_KEEPALIVE),
+            Timer::Redundant(i) if self.current() != Some(i) => established(i)?
+                .1
+                .superseded_at
+                .map(|t| t + limits::REDUNDANT_IKE_SA_GRACE),
+            Timer::Redundant(_) => None,
         }
     }
 
@@ -91,6 +98,7 @@ impl Session {
                 Timer::Rekey(i),
                 Timer::Dpd(i),
                 Timer::NatKeepalive(i),
+                Timer::Redundant(i),
             ]
         });
         std::iter::once(Timer::Reinitiate)
@@ -124,6 +132,7 @@ impl Session {
                 }
             }
         }
+        self.delete_redundant(now);
         let expired: Vec<bool> = (0..self.sas.len())
             .map(|i| self.due(Timer::Expire(i), now))
             .collect();
@@ -187,6 +196,32 @@ impl Session {
         }
         for idx in 0..self.sas.len() {
             self.with_sa_no_bookkeeping(idx, now, |sa, ctx, now| sa.pump(ctx, now));
+        }
+    }
+
+    /// Notes when each older IKE SA was superseded, and deletes those the peer left
+    /// in place past the grace period; their CHILD SAs stay with the current one.
+    pub(super) fn delete_redundant(&mut self, now: Instant) {
+        let Some(cur) = self.current() else {
+            return;
+        };
+        for (i, sa) in self.sas.iter_mut().enumerate() {
+            if let (true, Some(e)) = (i != cur, sa.state.established_mut()) {
+                e.superseded_at.get_or_insert(now);
+            }
+        }
+        let cur_spi = self.sas[cur].spi_i;
+        for idx in 0..self.sas.len() {
+            if !self.due(Timer::Redundant(idx), now) {
+                continue;
+            }
+            let spi = self.sas[idx].spi_i;
+            for c in self.children.iter_mut().filter(|c| c.owner == spi) {
+                c.owner = cur_spi;
+            }
+            tracing::info!(tunnel = %self.cfg.name, spi_i = format_args!("{spi:016x}"),
+                "the peer never deleted this superseded IKE SA: deleting it");
+            self.with_sa_no_bookkeeping(idx, now, |sa, ctx, now| sa.close_redundant(ctx, now));
         }
     }
 

@@ -66,6 +66,9 @@ pub struct TunnelConfig {
     pub retransmit_tries: u32,
     /// `on_up`, `on_down`, `hook_timeout`.
     pub hooks: Hooks,
+    /// Largest IKE datagram (IP header included, as strongSwan's `fragment_size`) sent
+    /// whole; larger encrypted messages go as RFC 7383 fragments. None: the built-in size.
+    pub fragment_size: Option<u16>,
 }
 
 /// What to do when the peer is found dead.
@@ -164,6 +167,7 @@ pub(super) struct RawTunnel {
     on_up: Option<Spanned<RawCommand>>,
     on_down: Option<Spanned<RawCommand>>,
     hook_timeout: Option<Spanned<String>>,
+    fragment_size: Option<Spanned<u16>>,
 }
 
 /// `dpd = "10s"` or `dpd = false`.
@@ -546,6 +550,8 @@ pub(super) fn tunnel(
         },
     )?;
 
+    let fragment_size = fragment_size(&t.fragment_size).map_err(|(span, m)| err(span, m))?;
+
     Ok(TunnelConfig {
         name: name.clone(),
         local,
@@ -573,7 +579,25 @@ pub(super) fn tunnel(
         retransmit_timeout,
         retransmit_tries,
         hooks,
+        fragment_size,
     })
+}
+
+/// Smallest `fragment_size`: below it an ordinary IKE_AUTH would need dozens of fragments.
+pub const MIN_FRAGMENT_SIZE: u16 = 256;
+
+/// `fragment_size = 1280`: the IP datagram size above which IKE messages are fragmented.
+fn fragment_size(v: &Option<Spanned<u16>>) -> Result<Option<u16>, (Range<usize>, String)> {
+    match v {
+        None => Ok(None),
+        Some(v) if *v.get_ref() >= MIN_FRAGMENT_SIZE => Ok(Some(*v.get_ref())),
+        Some(v) => Err((
+            v.span(),
+            format!(
+                "fragment_size must be at least {MIN_FRAGMENT_SIZE} (octets of an IP datagram)"
+            ),
+        )),
+    }
 }
 
 /// The permission bits of a psk_file, resolved as [`read_psk_file`] does.
@@ -886,5 +910,20 @@ start = true
         assert_eq!(e.line, None);
         assert!(e.to_string().contains("nope.toml: cannot read"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fragment_size_key() {
+        assert_eq!(parse(MIN, "x.toml").unwrap().tunnels[0].fragment_size, None);
+        let c = parse(&format!("{MIN}fragment_size = 576\n"), "x.toml").unwrap();
+        assert_eq!(c.tunnels[0].fragment_size, Some(576));
+        let e = err(&format!("{MIN}fragment_size = 100\n"));
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(
+            e.message.contains("fragment_size must be at least 256"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}fragment_size = 70000\n"));
+        assert_eq!(e.line, Some(6), "{e}");
     }
 }

@@ -72,6 +72,16 @@ fn selectors(prefixes: &[IpNet]) -> Vec<TrafficSelector> {
         .collect()
 }
 
+/// The largest IKE message sent whole: `fragment_size` less the IP and UDP headers and
+/// the non-ESP marker (IKE is on 4500 once encrypted: we always float, RFC 3948 §2.2).
+fn ike_fragment_size(t: &TunnelConfig) -> usize {
+    let Some(datagram) = t.fragment_size else {
+        return ike::limits::FRAGMENT_SIZE;
+    };
+    let ip = if t.local.is_ipv4() { 20 } else { 40 };
+    usize::from(datagram).saturating_sub(ip + 8 + 4)
+}
+
 fn session_config(t: &TunnelConfig) -> SessionConfig {
     SessionConfig {
         name: t.name.clone(),
@@ -88,7 +98,7 @@ fn session_config(t: &TunnelConfig) -> SessionConfig {
         child_lifetime: t.child_lifetime,
         dpd: t.dpd,
         dpd_restart: t.dpd_action == crate::config::DpdAction::Restart,
-        fragment_size: ike::limits::FRAGMENT_SIZE,
+        fragment_size: ike_fragment_size(t),
         retransmit_timeout: t.retransmit_timeout,
         retransmit_tries: t.retransmit_tries,
     }

@@ -294,3 +294,81 @@ fn collision_matrix_every_interleaving() {
     }
     assert_eq!(cases, pairs.len() * 2 * 3 * 64);
 }
+
+/// §2.8.2 with a lost response (seen against strongSwan on a lossy link): both ends
+/// rekey the IKE SA, A's request is lost, A answers B's request but that response is
+/// lost too, then A's retransmitted request completes and A, the winner, deletes the old
+/// SA. B never learns of the SA its own request created there, so B cannot delete it;
+/// A must not keep it for ever (it would rekey it later, against a peer that has no
+/// such SA): A deletes it itself once the peer had time to.
+#[test]
+fn collision_loser_the_peer_never_learned_of_is_deleted_by_us() {
+    let mut orphans = 0;
+    for seed in 0..12u64 {
+        let cfg_a = || {
+            config(
+                "a",
+                "routerA",
+                "routerB",
+                &["aes256gcm16-prfsha384-x25519"],
+                &["aes256gcm16"],
+                "s",
+                true,
+            )
+        };
+        // B retransmits later than A (strongSwan's first timeout is 4 s by default).
+        let mut cfg_b = config(
+            "b",
+            "routerB",
+            "routerA",
+            &["aes256gcm16-prfsha384-x25519"],
+            &["aes256gcm16"],
+            "s",
+            false,
+        );
+        cfg_b.retransmit_timeout = Duration::from_secs(3);
+        let mut p = Pair::new(cfg_a(), cfg_b);
+        // Different seeds: different nonces, so either side may win.
+        p.a = Session::new(cfg_a(), A, B, Box::new(TestRng(300 + seed)), p.now);
+        p.start();
+        assert!(p.a.is_established() && p.b.is_established());
+        let t0 = p.now;
+        assert!(p.a.rekey_ike(p.now));
+        assert!(p.b.rekey_ike(p.now));
+        // A's request is lost; B's reaches A; A's response is lost.
+        while p.a.poll_transmit().is_some() {}
+        while let Some(d) = p.b.poll_transmit() {
+            p.a.handle_datagram(p.now, mirrored(d));
+        }
+        while p.a.poll_transmit().is_some() {}
+        // From here on nothing is lost: retransmissions settle it.
+        let settle = |p: &mut Pair, until: Instant| loop {
+            let next = [p.a.poll_timeout(), p.b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            if next.is_none_or(|t| t > until) || !p.step_timer() {
+                break;
+            }
+        };
+        settle(&mut p, t0 + Duration::from_secs(10));
+        if p.a.status(p.now).ike_sas.len() > 1 {
+            orphans += 1;
+        }
+        settle(&mut p, t0 + Duration::from_secs(120));
+        let (sa, sb) = (p.a.status(p.now), p.b.status(p.now));
+        let what = format!("seed {seed}: A {:?}\nB {:?}", sa.ike_sas, sb.ike_sas);
+        assert_eq!(sa.ike_sas.len(), 1, "{what}");
+        assert_eq!(sb.ike_sas.len(), 1, "{what}");
+        assert_eq!(
+            (sa.ike_sas[0].spi_i, sa.ike_sas[0].spi_r),
+            (sb.ike_sas[0].spi_i, sb.ike_sas[0].spi_r),
+            "{what}"
+        );
+        assert!(p.a.is_established() && p.b.is_established(), "{what}");
+    }
+    assert!(
+        orphans > 0,
+        "the lossy collision left an orphan at least once"
+    );
+}
