@@ -24,6 +24,8 @@ pub const VERSION: &str = concat!(
 #[command(
     name = "routevpn",
     version = VERSION,
+    after_long_help = "The configuration file is described in routevpn.toml(5); \
+                       the systemd unit and the non-root setup in the README's Install section.",
     about = "Route-based IPsec VPN (IKEv2 + ESP-in-UDP)"
 )]
 pub struct Cli {

@@ -196,6 +196,13 @@ fn version_names_the_git_commit() {
 // ---------------------------------------------------------------------------------
 // Throwaway users and groups, and /dev/net/tun access, undone even on failure.
 
+/// useradd/userdel/groupadd of parallel tests take turns on /etc/passwd's lock.
+static ACCOUNTS: Mutex<()> = Mutex::new(());
+
+fn accounts() -> std::sync::MutexGuard<'static, ()> {
+    ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A system user (with its own group) created for one test; Drop deletes both.
 struct TempUser {
     name: String,
@@ -208,6 +215,7 @@ impl TempUser {
     fn new(role: &str, groups: &[&str]) -> TempUser {
         // useradd names: at most 32 characters, lowercase.
         let name = format!("rvt{}{role}", std::process::id() % 100_000);
+        let _lock = accounts();
         let _ = Command::new("userdel").arg(&name).output(); // a crashed earlier run
         let mut cmd = Command::new("useradd");
         cmd.args([
@@ -237,6 +245,7 @@ impl TempUser {
 
 impl Drop for TempUser {
     fn drop(&mut self) {
+        let _lock = accounts();
         let _ = Command::new("userdel").arg(&self.name).output();
         let _ = Command::new("groupdel").arg(&self.name).output();
     }
@@ -250,6 +259,7 @@ struct TempGroup {
 impl TempGroup {
     fn new(role: &str) -> TempGroup {
         let name = format!("rvg{}{role}", std::process::id() % 100_000);
+        let _lock = accounts();
         let _ = Command::new("groupdel").arg(&name).output();
         let out = Command::new("groupadd")
             .args(["--system", &name])
@@ -266,6 +276,7 @@ impl TempGroup {
 
 impl Drop for TempGroup {
     fn drop(&mut self) {
+        let _lock = accounts();
         let _ = Command::new("groupdel").arg(&self.name).output();
     }
 }
