@@ -61,3 +61,63 @@ fn readme_configuration_example_parses_with_its_documented_values() {
         }
     }
 }
+
+/// "What the tests prove": every test file and test function the table names exists, so
+/// the table cannot point at a renamed or deleted test.
+#[test]
+fn every_test_the_readme_cites_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let table: Vec<&str> = readme
+        .split("## What the tests prove")
+        .nth(1)
+        .expect("README has a 'What the tests prove' section")
+        .split("\n## ")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| claim"))
+        .collect();
+    assert!(table.len() >= 20, "{} rows", table.len());
+    let tests = root.join("crates/routevpn/tests");
+    let mut cited = 0;
+    for row in table {
+        let Some(cell) = row.trim_end_matches('|').rsplit('|').next() else {
+            continue;
+        };
+        let mut last: Option<String> = None;
+        for item in cell.split('`').skip(1).step_by(2) {
+            let (file, func) = match item.split_once("::") {
+                Some((f, n)) => (Some(f), Some(n)),
+                None if item.ends_with(".rs") || item.contains('/') => (Some(item), None),
+                // A bare function name continues the previous file's list.
+                None => (None, Some(item)),
+            };
+            let path = match file {
+                Some(f) if f.starts_with("crates/") => root.join(f),
+                Some(f) => tests.join(f),
+                None => tests.join(last.clone().expect("a file before a bare test name")),
+            };
+            assert!(
+                path.exists(),
+                "README cites {}, which does not exist",
+                path.display()
+            );
+            if let Some(f) = func {
+                let src = std::fs::read_to_string(&path).unwrap();
+                // `external_routing_*` names a family of tests.
+                let prefix = f.trim_end_matches('*');
+                assert!(
+                    src.contains(&format!("fn {prefix}")),
+                    "README cites {}::{f}, which does not exist",
+                    path.display()
+                );
+            }
+            if let Some(f) = file {
+                last = Some(f.to_string());
+            }
+            cited += 1;
+        }
+    }
+    assert!(cited >= 20, "only {cited} citations checked");
+}
