@@ -121,6 +121,27 @@ pub(super) fn spawn_bfd_reader(
     Ok(())
 }
 
+/// RFC 5880 §6.3 demultiplexing: whether a packet (`my_discr`, `your_discr` from `src`)
+/// belongs to our session (`local`, locked onto `remote` once known) with `neighbor`.
+fn belongs(
+    local: u32,
+    remote: u32,
+    neighbor: IpAddr,
+    src: IpAddr,
+    my_discr: u32,
+    your_discr: u32,
+) -> bool {
+    if your_discr != 0 {
+        local == your_discr
+    } else {
+        // A packet that does not know us yet belongs to our session only if that
+        // session has not locked onto another remote session: a second, still-Down
+        // session of the same peer (FRR can briefly have two) must not tear down the
+        // one that is Up.
+        neighbor == src && (remote == 0 || remote == my_discr)
+    }
+}
+
 impl Driver {
     pub(super) fn bfd_packet(
         &mut self,
@@ -140,16 +161,14 @@ impl Driver {
         let src = canon(from.ip());
         let n = self.neighbors.iter_mut().find(|n| {
             n.bfd.as_ref().is_some_and(|b| {
-                if pkt.your_discr != 0 {
-                    b.local_discr() == pkt.your_discr
-                } else {
-                    // A packet that does not know us yet belongs to our session only if
-                    // that session has not locked onto another remote session: a second,
-                    // still-Down session of the same peer (FRR can briefly have two) must
-                    // not tear down the one that is Up.
-                    n.cfg.address == src
-                        && (b.remote_discr() == 0 || b.remote_discr() == pkt.my_discr)
-                }
+                belongs(
+                    b.local_discr(),
+                    b.remote_discr(),
+                    n.cfg.address,
+                    src,
+                    pkt.my_discr,
+                    pkt.your_discr,
+                )
             })
         });
         match n {
@@ -234,6 +253,25 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The FRR case: our session is Up with remote discriminator 7; FRR briefly runs a
+    /// second session to us (discriminator 9) that does not know ours yet.
+    #[test]
+    fn a_second_remote_session_does_not_reach_a_locked_session() {
+        let peer: IpAddr = "169.254.12.2".parse().unwrap();
+        let other: IpAddr = "169.254.12.6".parse().unwrap();
+        // Locked onto 7: the second session's Down packets are not ours.
+        assert!(!belongs(42, 7, peer, peer, 9, 0));
+        // Our own remote session, before it learned our discriminator.
+        assert!(belongs(42, 7, peer, peer, 7, 0));
+        // Not locked yet: the first packet from the neighbour is ours.
+        assert!(belongs(42, 0, peer, peer, 9, 0));
+        // By Your Discriminator once it is known, whatever My Discriminator says.
+        assert!(belongs(42, 7, peer, peer, 9, 42));
+        assert!(!belongs(42, 7, peer, peer, 7, 43));
+        // Zero Your Discriminator from another address is not ours.
+        assert!(!belongs(42, 0, peer, other, 9, 0));
+    }
 
     /// Loopback round trip: what we send carries TTL 255 and the receiver reports it.
     /// Binding 3784 may fail if something else holds it; use ephemeral ports here.
