@@ -100,7 +100,7 @@ fn replay(target: &str, f: Target) -> Result<String, String> {
         run(target, f, &input, &format!("mutant {runs}"))?;
     }
     Ok(format!(
-        "{target}: {} seeds, {runs} mutants in {:.1} s",
+        "{} seeds, {runs} mutants in {:.1} s",
         corpus.len(),
         start.elapsed().as_secs_f64()
     ))
@@ -146,9 +146,15 @@ fn every_target_survives_its_seeds_and_their_mutants() {
             failures.push(format!("target {name} is not in src/lib.rs TARGETS"));
             continue;
         };
+        // Unbuffered, before the run: if a target aborts the process (stack overflow,
+        // out of memory), the log's last line names it.
+        eprint!("{name}: ");
         match replay(&name, f) {
-            Ok(line) => println!("{line}"),
-            Err(e) => failures.push(e),
+            Ok(line) => eprintln!("{line}"),
+            Err(e) => {
+                eprintln!("FAILED");
+                failures.push(e);
+            }
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
