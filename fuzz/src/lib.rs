@@ -1,6 +1,6 @@
 //! The bodies of the `cargo fuzz` targets, one module per target (its first comment
 //! states the invariants). `fuzz_targets/<name>.rs` hands libFuzzer's input to
-//! `routevpn_fuzz::<name>`, and `tests/replay.rs` runs the same function on stable over
+//! `routevpn_fuzz::<name>`, and `src/replay.rs` runs the same function on stable over
 //! `seeds/<name>/` and deterministic mutations of it, so CI executes every target's
 //! assertions without nightly, cargo-fuzz or a sanitizer.
 
