@@ -1,30 +1,3 @@
-//! Arbitrary UDP port-4500 payloads into `esp::classify` and the ESP header
-//! view: must never panic, and every classification must be consistent.
 #![no_main]
-
-use esp::udp::{classify, encode_ike, Datagram};
-use esp::{EspHeader, EspPacket};
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    match classify(data) {
-        Datagram::Keepalive => assert_eq!(data, [0xFF]),
-        Datagram::Ike(msg) => {
-            let mut v = Vec::new();
-            encode_ike(msg, &mut v);
-            assert_eq!(v, data);
-        }
-        Datagram::Esp { spi, packet } => {
-            assert_ne!(spi, 0);
-            let view = EspPacket::new_checked(packet).expect("classified as ESP");
-            let hdr = EspHeader::parse(&view);
-            assert_eq!(hdr.spi, spi);
-            let mut copy = packet.to_vec();
-            let mut w = EspPacket::new_checked(&mut copy[..]).expect("same length");
-            EspHeader { spi: 0, seq: 0 }.emit(&mut w);
-            hdr.emit(&mut w);
-            assert_eq!(copy, packet);
-        }
-        Datagram::Invalid => {}
-    }
-});
+// The body and its invariants: fuzz/src/esp_classify.rs.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| routevpn_fuzz::esp_classify(data));

@@ -347,7 +347,7 @@ impl OutboundSa {
 
     /// Test and fuzzing hook: continue numbering after `seq` (to reach the 2^32 and
     /// exhaustion boundaries without sealing billions of packets).
-    #[cfg(any(test, fuzzing))]
+    #[cfg(any(test, fuzzing, feature = "fuzzing-hooks"))]
     pub fn set_last_seq(&mut self, seq: u64) {
         self.last_seq = seq;
     }
@@ -554,7 +554,7 @@ impl InboundSa {
     }
 
     /// Test and fuzzing hook: as if `top` had been the highest authentic number.
-    #[cfg(any(test, fuzzing))]
+    #[cfg(any(test, fuzzing, feature = "fuzzing-hooks"))]
     pub fn set_highest_seq(&mut self, top: u64) {
         self.window = ReplayWindow::with_top(self.window.size(), top).expect("size already valid");
     }
