@@ -1,5 +1,6 @@
 //! Log output of the daemon: human text (colours only on a terminal, honouring
-//! NO_COLOR), one JSON object per line, or journald-friendly text under systemd.
+//! NO_COLOR), one JSON object per line, or under systemd native journal entries with
+//! their fields (text with `<N>` priorities if the journal socket is unreachable).
 
 use std::io::IsTerminal as _;
 use std::os::unix::fs::MetadataExt as _;
@@ -111,6 +112,23 @@ pub fn init(level: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
         Some(l) => EnvFilter::try_new(l).with_context(|| format!("invalid --log-level {l:?}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // Under systemd, native journal entries: `tunnel`, `peer`, `spi_in` ... become the
+    // fields TUNNEL, PEER, SPI_IN (`journalctl TUNNEL=vti0`). Text with `<N>` priorities
+    // on stderr when the journal socket cannot be reached.
+    if format == LogFormat::Text && text_style() == TextStyle::Journal {
+        if let Ok(journal) = tracing_journald::layer() {
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::util::SubscriberInitExt as _;
+            let journal = journal
+                .with_field_prefix(None)
+                .with_syslog_identifier("routevpn".into());
+            return tracing_subscriber::registry()
+                .with(filter)
+                .with(journal)
+                .try_init()
+                .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"));
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
