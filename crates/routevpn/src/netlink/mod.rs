@@ -18,7 +18,10 @@
 //! Only routes in the main table whose protocol is the one asked for are ever changed;
 //! routes of other protocols are never replaced or deleted (see `route.rs`).
 
+mod batch;
 mod route;
+
+pub use batch::{hops_desc, BatchStats, Hops, RouteBatch, MAX_IN_FLIGHT};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};

@@ -174,6 +174,49 @@ impl Netlink {
             Some(dev) => Some(self.must_index(&op, dev).await?),
             None => None,
         };
+        self.install_oif(op, dst, prefix_len, gateway, oif, metric, protocol)
+            .await
+    }
+
+    /// [`Netlink::replace_route_via`] with the device already resolved to its index
+    /// (`dev` only names it in messages): a batch of routes through one tunnel costs
+    /// one request per route, not two.
+    pub async fn replace_route_via_index(
+        &self,
+        dst: IpAddr,
+        prefix_len: u8,
+        gateway: IpAddr,
+        oif: u32,
+        dev: &str,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        let op = format!(
+            "adding route {}",
+            route_desc(dst, prefix_len, Some(gateway), Some(dev), None)
+        );
+        self.install_oif(
+            op,
+            dst,
+            prefix_len,
+            Some(gateway),
+            Some(oif),
+            None,
+            protocol,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn install_oif(
+        &self,
+        op: String,
+        dst: IpAddr,
+        prefix_len: u8,
+        gateway: Option<IpAddr>,
+        oif: Option<u32>,
+        metric: Option<u32>,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
         let mut msg = base_route(&op, dst, prefix_len, protocol)?;
         // Like `ip route add`: a route without gateway is on-link (scope link) for IPv4.
         msg.header.scope = if gateway.is_none() && dst.is_ipv4() {
@@ -370,6 +413,37 @@ impl Netlink {
         let Some(oif) = self.link_index(dev).await? else {
             return Ok(());
         };
+        self.delete_oif(op, dst, prefix_len, oif, metric, protocol)
+            .await
+    }
+
+    /// [`Netlink::delete_route`] (default metric) with the device already resolved to
+    /// its index; `dev` only names it in messages.
+    pub async fn delete_route_index(
+        &self,
+        dst: IpAddr,
+        prefix_len: u8,
+        oif: u32,
+        dev: &str,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        let op = format!(
+            "deleting route {}",
+            route_desc(dst, prefix_len, None, Some(dev), None)
+        );
+        self.delete_oif(op, dst, prefix_len, oif, None, protocol)
+            .await
+    }
+
+    async fn delete_oif(
+        &self,
+        op: String,
+        dst: IpAddr,
+        prefix_len: u8,
+        oif: u32,
+        metric: Option<u32>,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
         let mut msg = base_route(&op, dst, prefix_len, protocol)?;
         msg.attributes.push(RouteAttribute::Oif(oif));
         if let Some(m) = metric {

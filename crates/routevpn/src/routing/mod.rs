@@ -55,12 +55,14 @@ use tracing::{info, warn};
 
 use crate::config::{BgpConfig, NeighborConfig};
 use crate::control::RoutingStatus;
-use crate::netlink::{Netlink, RTPROT_KERNEL};
+use crate::netlink::{Netlink, RouteBatch, RTPROT_KERNEL, RTPROT_ROUTEVPN_BGP};
 use kernel::Installed;
 use tcp::Transport;
 
 /// How long shutdown waits for the Cease NOTIFICATIONs to be written.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(200);
+/// How long shutdown waits for our routes to be withdrawn from the kernel.
+const SHUTDOWN_ROUTES: Duration = Duration::from_secs(2);
 
 /// A tunnel interface, as the speaker needs to know it.
 #[derive(Debug, Clone)]
@@ -198,7 +200,10 @@ struct Driver {
     bfd_tx4: Option<UdpSocket>,
     bfd_tx6: Option<UdpSocket>,
     rng: SystemRng,
+    /// The routes we asked the route task for (what the kernel will have).
     installed: BTreeMap<Prefix, Installed>,
+    /// The route task: installs and withdraws in bulk, off this loop.
+    routes: RouteBatch,
     /// Prefixes originated by redistribution (not in `networks`).
     redistributed: BTreeSet<Prefix>,
     status: Arc<Mutex<RoutingStatus>>,
@@ -394,6 +399,7 @@ pub async fn start(
         }
     }
     let status = Arc::new(Mutex::new(RoutingStatus::default()));
+    let routes = RouteBatch::spawn(nl.clone(), RTPROT_ROUTEVPN_BGP);
     let mut d = Driver {
         cfg,
         tunnels,
@@ -407,6 +413,7 @@ pub async fn start(
         bfd_tx6,
         rng: SystemRng(aws_lc_rs::rand::SystemRandom::new()),
         installed: BTreeMap::new(),
+        routes,
         redistributed: BTreeSet::new(),
         status: status.clone(),
     };
@@ -666,7 +673,7 @@ impl Driver {
                         }
                     }
                 }
-                SpeakerEvent::RibChange(c) => self.apply(c).await,
+                SpeakerEvent::RibChange(c) => self.apply(c),
             }
         }
     }
@@ -679,7 +686,13 @@ impl Driver {
         self.drain(now).await;
         let left: Vec<Prefix> = self.installed.keys().copied().collect();
         for p in left {
-            self.uninstall(&p).await;
+            self.uninstall(&p);
+        }
+        if tokio::time::timeout(SHUTDOWN_ROUTES, self.routes.flush())
+            .await
+            .is_err()
+        {
+            warn!("BGP routes still being withdrawn at shutdown; the tunnel interfaces take the rest with them");
         }
         // Let the writer tasks put the NOTIFICATIONs on the wire.
         tokio::time::sleep(SHUTDOWN_FLUSH).await;

@@ -91,6 +91,7 @@ impl Driver {
                 router_id: self.cfg.router_id.to_string(),
                 neighbors,
                 routes,
+                route_failures: self.routes.stats().failed,
             };
         }
     }
