@@ -33,6 +33,8 @@ pub struct FeedConfig {
     pub prefixes: usize,
     /// Connect and OPEN exchange within this long.
     pub timeout: Duration,
+    /// Hold time we propose (RFC 4271 §4.2); we send a KEEPALIVE every third of it.
+    pub hold_time: u16,
 }
 
 /// What happened on the session.
@@ -44,6 +46,14 @@ pub struct FeedReport {
     pub last_update: Instant,
     /// UPDATE messages written.
     pub updates: usize,
+}
+
+/// The longest silence of the peer after the session came up: with a hold time H the
+/// peer owes a message every H/3, so a much longer gap means its loop was stalled.
+#[derive(Debug, Default)]
+struct Silence {
+    last: Option<Instant>,
+    longest: Duration,
 }
 
 /// `n` distinct IPv4 prefixes: /26s counted up from 10.128.0.0 (at most 131,072).
@@ -61,6 +71,7 @@ pub struct BgpFeed {
     keeper: Option<JoinHandle<Result<(), String>>>,
     report: FeedReport,
     notification: Arc<std::sync::Mutex<Option<String>>>,
+    silence: Arc<std::sync::Mutex<Silence>>,
 }
 
 fn encode(m: &Message) -> Result<Vec<u8>, String> {
@@ -98,6 +109,81 @@ fn read_until(
     }
 }
 
+/// A TCP connection to `peer` whose every segment, the SYN included, leaves with TTL
+/// 255 (a GTSM listener drops anything less, RFC 5082 §3).
+fn connect_ttl255(peer: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let (family, level, opt) = match peer {
+        SocketAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_IP, libc::IP_TTL),
+        SocketAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS),
+    };
+    // SAFETY: plain socket(2); the fd is owned by the TcpStream below or closed here.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket we own; from here on the TcpStream closes it.
+    let s = unsafe { TcpStream::from_raw_fd(fd) };
+    let ttl: libc::c_int = 255;
+    // SAFETY: setsockopt with a c_int value of the right size on our own socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&ttl as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // Bounds connect(2) too (a dropped SYN would otherwise retry for minutes).
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let (addr, len) = sockaddr_of(peer);
+    // SAFETY: `addr` is a sockaddr_storage holding a sockaddr of `len` bytes.
+    let rc = unsafe { libc::connect(fd, (&addr as *const libc::sockaddr_storage).cast(), len) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(s)
+}
+
+fn sockaddr_of(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*v4.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
 impl BgpFeed {
     /// Connects from `ns`, brings the session up and writes every UPDATE; returns once
     /// the last one is in the socket.
@@ -120,7 +206,7 @@ impl BgpFeed {
         let open = Message::Open(Open {
             version: 4,
             my_as: u16::try_from(cfg.asn).unwrap_or(AS_TRANS),
-            hold_time: 90,
+            hold_time: cfg.hold_time,
             bgp_id: cfg.router_id,
             params: vec![OptParam::Capabilities(vec![
                 Capability::Multiprotocol {
@@ -138,7 +224,7 @@ impl BgpFeed {
             let deadline = Instant::now() + timeout;
             // The peer's listener may not be up yet: retry until the deadline.
             let mut s = loop {
-                match TcpStream::connect_timeout(&peer, Duration::from_secs(1)) {
+                match connect_ttl255(peer) {
                     Ok(s) => break s,
                     Err(e) if Instant::now() >= deadline => {
                         return Err(format!("connect {peer}: {e}"))
@@ -146,7 +232,6 @@ impl BgpFeed {
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
             };
-            s.set_ttl(255).map_err(|e| format!("IP_TTL: {e}"))?;
             s.set_nodelay(true).map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(timeout))
                 .map_err(|e| e.to_string())?;
@@ -176,8 +261,13 @@ impl BgpFeed {
         .map_err(|_| "BGP feed thread panicked".to_string())??;
         let stop = Arc::new(AtomicBool::new(false));
         let notification = Arc::new(std::sync::Mutex::new(None));
+        let silence = Arc::new(std::sync::Mutex::new(Silence {
+            last: Some(report.first_update),
+            longest: Duration::ZERO,
+        }));
+        let every = Duration::from_secs(u64::from(cfg.hold_time.max(3) / 3));
         let keeper = {
-            let (stop, notification) = (stop.clone(), notification.clone());
+            let (stop, notification, gap) = (stop.clone(), notification.clone(), silence.clone());
             let mut w = stream.try_clone().map_err(|e| e.to_string())?;
             let mut r = stream.try_clone().map_err(|e| e.to_string())?;
             // Read and discard what the peer sends (its UPDATEs, KEEPALIVEs) so it never
@@ -185,17 +275,25 @@ impl BgpFeed {
             std::thread::spawn(move || {
                 let mut framer = bgp::wire::Framer::default();
                 let _ = r.set_read_timeout(None);
-                let res = read_until(&mut r, &mut framer, |_| false);
+                let res = read_until(&mut r, &mut framer, |_| {
+                    if let Ok(mut g) = gap.lock() {
+                        let now = Instant::now();
+                        if let Some(l) = g.last {
+                            g.longest = g.longest.max(now - l);
+                        }
+                        g.last = Some(now);
+                    }
+                    false
+                });
                 if let (Err(e), Ok(mut n)) = (res, notification.lock()) {
                     *n = Some(e);
                 }
             });
             std::thread::spawn(move || {
-                // Hold time 90 s: a KEEPALIVE every 10 s is plenty.
                 let mut last = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100));
-                    if last.elapsed() >= Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if last.elapsed() >= every {
                         w.write_all(&keepalive).map_err(|e| e.to_string())?;
                         last = Instant::now();
                     }
@@ -209,6 +307,7 @@ impl BgpFeed {
             keeper: Some(keeper),
             report,
             notification,
+            silence,
         })
     }
 
@@ -219,6 +318,18 @@ impl BgpFeed {
     /// How the session ended, if the peer ended it (e.g. `NOTIFICATION 6/1`).
     pub fn ended(&self) -> Option<String> {
         self.notification.lock().ok().and_then(|n| n.clone())
+    }
+
+    /// The longest time without a message from the peer since the first UPDATE went
+    /// out (up to now).
+    pub fn longest_silence(&self) -> Duration {
+        self.silence
+            .lock()
+            .map(|g| {
+                let open = g.last.map_or(Duration::ZERO, |l| l.elapsed());
+                g.longest.max(open)
+            })
+            .unwrap_or_default()
     }
 
     /// Withdraws the first `n` announced prefixes; returns when the UPDATEs are written.

@@ -105,6 +105,21 @@ impl NetlinkError {
         }
     }
 
+    /// The same error, naming the operation `op`.
+    fn with_op(self, op: String) -> NetlinkError {
+        match self {
+            NetlinkError::Kernel { errno, .. } => NetlinkError::Kernel { op, errno },
+            NetlinkError::NoSuchInterface { name, .. } => {
+                NetlinkError::NoSuchInterface { op, name }
+            }
+            NetlinkError::ForeignRoute { protocol, .. } => {
+                NetlinkError::ForeignRoute { op, protocol }
+            }
+            NetlinkError::Invalid { reason, .. } => NetlinkError::Invalid { op, reason },
+            NetlinkError::Transport { detail, .. } => NetlinkError::Transport { op, detail },
+        }
+    }
+
     fn from_rtnl(op: String, e: rtnetlink::Error) -> NetlinkError {
         match e {
             rtnetlink::Error::NetlinkError(msg) if msg.raw_code() != 0 => NetlinkError::Kernel {

@@ -204,6 +204,9 @@ struct Driver {
     installed: BTreeMap<Prefix, Installed>,
     /// The route task: installs and withdraws in bulk, off this loop.
     routes: RouteBatch,
+    /// When the status was last published, and whether it is out of date since.
+    published: Option<Instant>,
+    status_stale: bool,
     /// Prefixes originated by redistribution (not in `networks`).
     redistributed: BTreeSet<Prefix>,
     status: Arc<Mutex<RoutingStatus>>,
@@ -414,6 +417,8 @@ pub async fn start(
         rng: SystemRng(aws_lc_rs::rand::SystemRandom::new()),
         installed: BTreeMap::new(),
         routes,
+        published: None,
+        status_stale: false,
         redistributed: BTreeSet::new(),
         status: status.clone(),
     };
@@ -443,7 +448,7 @@ impl Driver {
             self.run_bfd(now);
             self.drain(now).await;
             self.log_refusals(now);
-            self.publish(now);
+            self.publish_throttled(now);
             if ack.is_some() {
                 break;
             }
@@ -452,6 +457,7 @@ impl Driver {
                 .iter()
                 .filter_map(|n| n.bfd.as_ref().and_then(|b| b.poll_timeout()))
                 .chain(self.speaker.poll_timeout())
+                .chain(self.publish_deadline())
                 .min()
                 .unwrap_or(now + Duration::from_secs(3600));
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));

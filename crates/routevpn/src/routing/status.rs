@@ -1,6 +1,6 @@
 //! The routing part of `routevpn status`, published after every turn of the loop.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bgp::{PeerId, Prefix, StateName};
 
@@ -22,7 +22,36 @@ fn bfd_state_name(s: bfd::State) -> String {
     format!("{s:?}")
 }
 
+/// Up to this many routes the status is rebuilt after every turn of the loop; above,
+/// at most every [`PUBLISH_EVERY`] (each rebuild formats every route: per UPDATE of a
+/// 100,000-prefix feed that would cost more than installing them).
+const PUBLISH_ALWAYS_BELOW: usize = 2_000;
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+
 impl Driver {
+    /// Publishes now, or (with many routes) at the latest [`PUBLISH_EVERY`] after the
+    /// last time; [`Driver::publish_deadline`] wakes the loop for it.
+    pub(super) fn publish_throttled(&mut self, now: Instant) {
+        let big = self.installed.len() >= PUBLISH_ALWAYS_BELOW;
+        let due = self
+            .published
+            .is_none_or(|t| now.saturating_duration_since(t) >= PUBLISH_EVERY);
+        if !big || due {
+            self.publish(now);
+            self.published = Some(now);
+            self.status_stale = false;
+        } else {
+            self.status_stale = true;
+        }
+    }
+
+    /// When a held-back status is due.
+    pub(super) fn publish_deadline(&self) -> Option<Instant> {
+        self.status_stale
+            .then(|| self.published.map(|t| t + PUBLISH_EVERY))
+            .flatten()
+    }
+
     pub(super) fn publish(&self, now: Instant) {
         let loc: Vec<(Prefix, Option<PeerId>)> = self
             .speaker
