@@ -144,12 +144,26 @@ fn measure_one(
     let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let env = [("NO_COLOR", "1"), ("RUST_LOG", rust_log.as_str())];
     let rv = Routevpn::spawn_with(bin, &rv_ns, &config(work, n), &env);
+    let r = measure_daemon(&rv, &feed_ns, n, limit, run);
+    // The daemon's log stays with the bench's (kept on failure or --keep-logs).
+    let _ = std::fs::copy(rv.log_path(), work.join(format!("routes-{n}.log")));
+    r
+}
+
+fn measure_daemon(
+    rv: &Routevpn,
+    feed_ns: &Netns,
+    n: usize,
+    limit: Duration,
+    run: &mut RouteRun,
+) -> Result<(), String> {
+    let rv_ns = rv.netns().clone();
     rv.wait_ready(Duration::from_secs(20))?;
     let pid = rv.pid();
     let cpu0 = measure::proc_ticks(pid);
     log(&format!("  routes {n}: session up, announcing ..."));
     let mut feed = BgpFeed::start(
-        &feed_ns,
+        feed_ns,
         FeedConfig {
             peer: RV_ADDR.parse().map_err(|e| format!("{e}"))?,
             asn: 65002,
@@ -186,8 +200,6 @@ fn measure_one(
     if let (Some(a), Some(b)) = (cpu0, measure::proc_ticks(pid)) {
         run.daemon_cpu_s = Some(round(b.saturating_sub(a) as f64 / clk, 2));
     }
-    let _ = std::fs::copy(rv.log_path(), work.join(format!("routes-{n}.log")));
-    drop(rv);
     Ok(())
 }
 

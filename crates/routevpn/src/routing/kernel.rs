@@ -2,7 +2,9 @@
 //! dev DEVICE proto 251`. What may not be installed (routes covering an IKE peer, our
 //! subnets, neighbours) never got past the import guard (`guard.rs`).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::MutexGuard;
 
 use bgp::{Prefix, RibChange};
 use ipnet::IpNet;
@@ -27,10 +29,19 @@ fn net_of(prefix: &Prefix) -> Option<IpNet> {
 }
 
 impl Driver {
+    /// The routes asked for; the lock is only ever held for one map operation.
+    pub(super) fn installed(&self) -> MutexGuard<'_, BTreeMap<Prefix, Installed>> {
+        self.installed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn installed_len(&self) -> usize {
+        self.installed().len()
+    }
+
     /// Withdraws our route to `prefix`. The change is queued for the route task
     /// (`netlink::RouteBatch`): the loop never waits for the kernel.
     pub(super) fn uninstall(&mut self, prefix: &Prefix) {
-        if self.installed.remove(prefix).is_none() {
+        if self.installed().remove(prefix).is_none() {
             return;
         }
         if let Some(net) = net_of(prefix) {
@@ -83,7 +94,7 @@ impl Driver {
             hops.truncate(self.cfg.max_paths);
         }
         let new = Installed { hops };
-        if self.installed.get(&prefix) == Some(&new) {
+        if self.installed().get(&prefix) == Some(&new) {
             return;
         }
         let Some(net) = net_of(&prefix) else {
@@ -92,7 +103,7 @@ impl Driver {
         // The route task deletes first where a replace cannot do it (a device move,
         // IPv6 single <-> multipath) and reports failures per route.
         self.routes.set(net, Some(new.hops.clone()));
-        self.installed.insert(prefix, new);
+        self.installed().insert(prefix, new);
     }
 }
 

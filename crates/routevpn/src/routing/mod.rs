@@ -109,6 +109,7 @@ pub(super) enum Input {
 pub struct Handle {
     tx: mpsc::Sender<Input>,
     status: Arc<Mutex<RoutingStatus>>,
+    installed: Arc<Mutex<BTreeMap<Prefix, Installed>>>,
     done: Arc<Mutex<bool>>,
 }
 
@@ -124,9 +125,11 @@ impl Handle {
             .await;
     }
 
-    /// The latest status.
+    /// The latest status, with the routes as they are now.
     pub fn status(&self) -> RoutingStatus {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+        let mut s = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        s.routes = status::route_list(&self.installed.lock().unwrap_or_else(|e| e.into_inner()));
+        s
     }
 
     /// Stops every session (Cease), deletes our routes and ends the task. Idempotent;
@@ -200,8 +203,9 @@ struct Driver {
     bfd_tx4: Option<UdpSocket>,
     bfd_tx6: Option<UdpSocket>,
     rng: SystemRng,
-    /// The routes we asked the route task for (what the kernel will have).
-    installed: BTreeMap<Prefix, Installed>,
+    /// The routes we asked the route task for (what the kernel will have); shared with
+    /// [`Handle::status`], which lists them when asked.
+    installed: Arc<Mutex<BTreeMap<Prefix, Installed>>>,
     /// The route task: installs and withdraws in bulk, off this loop.
     routes: RouteBatch,
     /// When the status was last published, and whether it is out of date since.
@@ -403,6 +407,7 @@ pub async fn start(
     }
     let status = Arc::new(Mutex::new(RoutingStatus::default()));
     let routes = RouteBatch::spawn(nl.clone(), RTPROT_ROUTEVPN_BGP);
+    let installed = Arc::new(Mutex::new(BTreeMap::new()));
     let mut d = Driver {
         cfg,
         tunnels,
@@ -415,7 +420,7 @@ pub async fn start(
         bfd_tx4,
         bfd_tx6,
         rng: SystemRng(aws_lc_rs::rand::SystemRandom::new()),
-        installed: BTreeMap::new(),
+        installed: installed.clone(),
         routes,
         published: None,
         status_stale: false,
@@ -436,6 +441,7 @@ pub async fn start(
     Ok(Handle {
         tx,
         status,
+        installed,
         done: Arc::new(Mutex::new(false)),
     })
 }
@@ -690,7 +696,7 @@ impl Driver {
             self.deactivate(now, i);
         }
         self.drain(now).await;
-        let left: Vec<Prefix> = self.installed.keys().copied().collect();
+        let left: Vec<Prefix> = self.installed().keys().copied().collect();
         for p in left {
             self.uninstall(&p);
         }
