@@ -31,7 +31,8 @@ pub const MAX_IN_FLIGHT: usize = 256;
 const FAIL_LOG_BURST: u32 = 5;
 const FAIL_LOG_PERIOD: Duration = Duration::from_secs(1);
 
-/// A bulk of changes is summed up in one info line from this many routes on.
+/// A bulk of changes is summed up in one info line from this many routes on; below,
+/// each route is logged at info level (at debug level while more are pending).
 const SUMMARY_FROM: u64 = 20;
 
 /// Next hops of a route (gateway, device), best first; more than one is a multipath
@@ -279,11 +280,27 @@ impl Task {
             Some(h) => self.kernel.insert(prefix, h),
             None => self.kernel.remove(&prefix),
         };
+        let quiet = self.wanted.len() + self.busy.len() < SUMMARY_FROM as usize;
         if out.installed {
             self.counters.installed.fetch_add(1, Ordering::Relaxed);
+            let hops = self
+                .kernel
+                .get(&prefix)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if quiet {
+                info!(%prefix, via = %hops_desc(hops), protocol = self.protocol, "route installed");
+            } else {
+                debug!(%prefix, via = ?hops, "route installed");
+            }
         }
         if out.removed {
             self.counters.removed.fetch_add(1, Ordering::Relaxed);
+            if quiet {
+                info!(%prefix, protocol = self.protocol, "route withdrawn");
+            } else {
+                debug!(%prefix, "route withdrawn");
+            }
         }
         if let Some(e) = out.error {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -383,7 +400,6 @@ async fn change(
             match remove(&nl, &cache, protocol, prefix, old).await {
                 Ok(()) => {
                     out.removed = true;
-                    debug!(%prefix, via = %hops_desc(old), "route withdrawn");
                 }
                 Err(e) => out.error = Some(e),
             }
@@ -423,7 +439,6 @@ async fn change(
     };
     match r {
         Ok(()) => {
-            debug!(%prefix, via = %hops_desc(&new), "route installed");
             out.now = Some(new);
             out.installed = true;
         }
