@@ -451,6 +451,11 @@ impl Driver {
         let mut ack = None;
         loop {
             let now = Instant::now();
+            // Due timers (RFC 4271 §4.4 KEEPALIVEs) every turn, before more input: a
+            // peer sending a full table must not push them back behind its UPDATEs.
+            if self.speaker.poll_timeout().is_some_and(|t| t <= now) {
+                self.speaker.handle_timeout(now);
+            }
             self.run_bfd(now);
             self.drain(now).await;
             self.log_refusals(now);
