@@ -94,13 +94,11 @@ impl Driver {
             hops.truncate(self.cfg.max_paths);
         }
         let new = Installed { hops };
-        if self.installed().get(&prefix) == Some(&new) {
-            return;
-        }
         let Some(net) = net_of(&prefix) else {
             return;
         };
-        // The route task deletes first where a replace cannot do it (a device move,
+        // The route task skips what the kernel already has (so a route that failed is
+        // retried here), deletes first where a replace cannot do it (a device move,
         // IPv6 single <-> multipath) and reports failures per route.
         self.routes.set(net, Some(new.hops.clone()));
         self.installed().insert(prefix, new);
