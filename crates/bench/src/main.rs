@@ -80,6 +80,11 @@ struct Args {
     #[arg(long, value_name = "S", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..))]
     routes_timeout: u64,
+    /// Hold time the BGP feed of a --routes run proposes, in seconds (RFC 4271: 0 or
+    /// at least 3).
+    #[arg(long, value_name = "S", default_value_t = routes::FEED_HOLD,
+          value_parser = clap::value_parser!(u16).range(3..))]
+    routes_hold: u16,
 }
 
 /// One way of carrying the sites' traffic between the routers.
@@ -268,7 +273,7 @@ fn run_routes(args: &Args, ctx: &mut Ctx, json_out: &Path) -> u8 {
     };
     let counts: Vec<usize> = args.routes.iter().map(|&n| n as usize).collect();
     let limit = Duration::from_secs(args.routes_timeout);
-    let ok = routes::run_all(&bin, &ctx.work, &counts, limit, json_out);
+    let ok = routes::run_all(&bin, &ctx.work, &counts, limit, args.routes_hold, json_out);
     match signal::caught() {
         Some(sig) => u8::try_from(sig).unwrap_or(1),
         None => u8::from(!ok),

@@ -24,7 +24,8 @@ const RV_ADDR: &str = "198.51.100.1";
 const FEED_ADDR: &str = "198.51.100.2";
 /// routevpn's routing protocol number for BGP routes.
 const PROTO_BGP: &str = "251";
-const FEED_HOLD: u16 = 9;
+/// The feed's hold time unless told otherwise: the daemon owes a message every 3 s.
+pub const FEED_HOLD: u16 = 9;
 /// Between two counts of the kernel table.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -105,7 +106,7 @@ fn config(work: &Path, n: usize) -> RvConfig {
 }
 
 /// One count, in its own namespaces.
-pub fn run_one(bin: &str, work: &Path, n: usize, limit: Duration) -> RouteRun {
+pub fn run_one(bin: &str, work: &Path, n: usize, limit: Duration, hold: u16) -> RouteRun {
     let mut run = RouteRun {
         prefixes: n,
         install_s: None,
@@ -116,7 +117,7 @@ pub fn run_one(bin: &str, work: &Path, n: usize, limit: Duration) -> RouteRun {
         longest_silence_s: None,
         error: None,
     };
-    if let Err(e) = measure_one(bin, work, n, limit, &mut run) {
+    if let Err(e) = measure_one(bin, work, n, limit, hold, &mut run) {
         log(&format!("  routes {n}: {e}"));
         run.error = Some(e);
     }
@@ -128,6 +129,7 @@ fn measure_one(
     work: &Path,
     n: usize,
     limit: Duration,
+    hold: u16,
     run: &mut RouteRun,
 ) -> Result<(), String> {
     // Declared first, dropped last: the daemon and the feed go before the namespaces.
@@ -144,7 +146,7 @@ fn measure_one(
     let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let env = [("NO_COLOR", "1"), ("RUST_LOG", rust_log.as_str())];
     let rv = Routevpn::spawn_with(bin, &rv_ns, &config(work, n), &env);
-    let r = measure_daemon(&rv, &feed_ns, n, limit, run);
+    let r = measure_daemon(&rv, &feed_ns, n, limit, hold, run);
     // The daemon's log stays with the bench's (kept on failure or --keep-logs).
     let _ = std::fs::copy(rv.log_path(), work.join(format!("routes-{n}.log")));
     r
@@ -155,6 +157,7 @@ fn measure_daemon(
     feed_ns: &Netns,
     n: usize,
     limit: Duration,
+    hold: u16,
     run: &mut RouteRun,
 ) -> Result<(), String> {
     let rv_ns = rv.netns().clone();
@@ -171,7 +174,7 @@ fn measure_daemon(
             next_hop: FEED_ADDR.parse().map_err(|e| format!("{e}"))?,
             prefixes: n,
             timeout: Duration::from_secs(20),
-            hold_time: FEED_HOLD,
+            hold_time: hold,
         },
     )?;
     let t0 = feed.report().first_update;
@@ -204,10 +207,17 @@ fn measure_daemon(
 }
 
 /// Runs every count and prints the table; true when all of them completed.
-pub fn run_all(bin: &str, work: &Path, counts: &[usize], limit: Duration, json: &Path) -> bool {
+pub fn run_all(
+    bin: &str,
+    work: &Path,
+    counts: &[usize],
+    limit: Duration,
+    hold: u16,
+    json: &Path,
+) -> bool {
     println!("routevpn route-install benchmark: {bin}");
     println!(
-        "one eBGP neighbour (raw BGP speaker in another namespace, hold time {FEED_HOLD} s) announces N /26s; \
+        "one eBGP neighbour (raw BGP speaker in another namespace, hold time {hold} s) announces N /26s; \
          install = first UPDATE written -> N routes of proto {PROTO_BGP} in the kernel;"
     );
     println!(
@@ -218,7 +228,7 @@ pub fn run_all(bin: &str, work: &Path, counts: &[usize], limit: Duration, json: 
     println!();
     let mut runs = Vec::new();
     for &n in counts {
-        runs.push(run_one(bin, work, n, limit));
+        runs.push(run_one(bin, work, n, limit, hold));
         if signal::caught().is_some() {
             break;
         }
@@ -282,7 +292,7 @@ pub fn run_all(bin: &str, work: &Path, counts: &[usize], limit: Duration, json: 
     println!(
         "max silence: longest gap between messages from the daemon while installing \
          (it owes one every {} s; longer means its BGP loop stalled)",
-        FEED_HOLD / 3
+        hold / 3
     );
     let out = Obj::new()
         .with("schema", "routevpn-bench-routes/1")
