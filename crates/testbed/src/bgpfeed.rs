@@ -360,3 +360,19 @@ impl Drop for BgpFeed {
         self.close();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_distinct_and_stay_in_10_128_slash_9() {
+        let all = feed_prefixes(1 << 17);
+        assert_eq!(all.len(), 1 << 17);
+        let set: std::collections::BTreeSet<_> = all.iter().collect();
+        assert_eq!(set.len(), all.len());
+        let net = Prefix::new(IpAddr::V4(Ipv4Addr::new(10, 128, 0, 0)), 9).unwrap();
+        assert!(all.iter().all(|p| net.contains(p) && p.len() == 26));
+        assert_eq!(feed_prefixes(1 << 20).len(), 1 << 17, "capped");
+    }
+}
