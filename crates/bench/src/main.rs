@@ -20,6 +20,7 @@ mod cases;
 mod json;
 mod measure;
 mod report;
+mod routes;
 mod signal;
 
 use clap::{Parser, ValueEnum};
@@ -70,6 +71,20 @@ struct Args {
     /// Keep configs and logs after the run.
     #[arg(long)]
     keep_logs: bool,
+    /// Instead of the dataplane cases: how fast BGP routes reach the kernel, for these
+    /// prefix counts (comma-separated, e.g. 2000,20000,100000).
+    #[arg(long, value_delimiter = ',', value_name = "N,...",
+          value_parser = clap::value_parser!(u64).range(1..=131_072))]
+    routes: Vec<u64>,
+    /// Bound on each phase (install, withdraw) of a --routes run, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    routes_timeout: u64,
+    /// Hold time the BGP feed of a --routes run proposes, in seconds (RFC 4271: 0 or
+    /// at least 3).
+    #[arg(long, value_name = "S", default_value_t = routes::FEED_HOLD,
+          value_parser = clap::value_parser!(u16).range(3..))]
+    routes_hold: u16,
 }
 
 /// One way of carrying the sites' traffic between the routers.
@@ -197,7 +212,11 @@ fn main() -> ExitCode {
         psk: format!("bench-psk-{}-{}", std::process::id(), random_u64()),
         records: Vec::new(),
     };
-    let rc = run(&args, &wanted, &mut ctx, &json_out);
+    let rc = if args.routes.is_empty() {
+        run(&args, &wanted, &mut ctx, &json_out)
+    } else {
+        run_routes(&args, &mut ctx, &json_out)
+    };
     if args.keep_logs || rc != 0 {
         log(&format!("bench: logs kept in {}", work.display()));
     } else {
@@ -243,6 +262,22 @@ fn routevpn_binary(args: &Args, ctx: &mut Ctx) {
         }
     };
     ctx.rv_bin = bin.map(|b| b.to_string_lossy().into_owned());
+}
+
+/// `--routes`: the route-install benchmark (routes.rs) on the routevpn binary.
+fn run_routes(args: &Args, ctx: &mut Ctx, json_out: &Path) -> u8 {
+    routevpn_binary(args, ctx);
+    let Some(bin) = ctx.rv_bin.clone().filter(|b| Path::new(b).is_file()) else {
+        log("bench: no routevpn binary to measure");
+        return 2;
+    };
+    let counts: Vec<usize> = args.routes.iter().map(|&n| n as usize).collect();
+    let limit = Duration::from_secs(args.routes_timeout);
+    let ok = routes::run_all(&bin, &ctx.work, &counts, limit, args.routes_hold, json_out);
+    match signal::caught() {
+        Some(sig) => u8::try_from(sig).unwrap_or(1),
+        None => u8::from(!ok),
+    }
 }
 
 fn run(args: &Args, wanted: &[Case], ctx: &mut Ctx, json_out: &Path) -> u8 {

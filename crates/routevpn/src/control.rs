@@ -91,6 +91,10 @@ pub struct RoutingStatus {
     pub neighbors: Vec<NeighborStatus>,
     /// Routes routevpn installed in the kernel (protocol 251).
     pub routes: Vec<BgpRouteStatus>,
+    /// Route installs and withdrawals the kernel refused since start (each logged,
+    /// rate-limited).
+    #[serde(default)]
+    pub route_failures: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -506,6 +510,7 @@ pub(crate) mod tests {
                     also_via: vec![],
                     device: "vti0".into(),
                 }],
+                route_failures: 0,
             }),
         }
     }

@@ -4,7 +4,9 @@
 //! SO_BINDTODEVICE keeping underlay packets out of a tunnel route. Needs root; skips
 //! loudly without it unless `ROUTEVPN_REQUIRE_NETNS=1`.
 
-use routevpn::netlink::{Netlink, NetlinkError, RouteInfo, RTPROT_ROUTEVPN, RTPROT_ROUTEVPN_BGP};
+use routevpn::netlink::{
+    Hops, Netlink, NetlinkError, RouteBatch, RouteInfo, RTPROT_ROUTEVPN, RTPROT_ROUTEVPN_BGP,
+};
 use routevpn::sys::bind_to_device;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -721,4 +723,211 @@ fn bind_to_device_keeps_packets_on_the_underlay() {
     let e = bind_to_device(&bound, "nosuch0").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENODEV), "{e}");
     drop(tun);
+}
+
+/// `ip -4 route show proto P` as (destination, device) pairs, sorted.
+fn routes_by_dev(ns: &Netns, proto: u8) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = routes_shown(ns, "-4", proto)
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let dev = w.iter().position(|x| *x == "dev")?;
+            Some((w.first()?.to_string(), w.get(dev + 1)?.to_string()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A namespace with TUNs `tun0` (169.254.12.1/30) and `tun1` (169.254.13.1/30), up.
+fn ns_with_two_tuns(role: &str) -> Netns {
+    let ns = ns_with_tun(role);
+    ns.must(&["ip", "tuntap", "add", "dev", "tun1", "mode", "tun"]);
+    for (dev, addr) in [("tun0", "169.254.12.1/30"), ("tun1", "169.254.13.1/30")] {
+        ns.must(&["ip", "link", "set", dev, "up"]);
+        ns.must(&["ip", "addr", "add", addr, "dev", dev]);
+    }
+    ns
+}
+
+fn net(s: &str) -> ipnet::IpNet {
+    s.parse().unwrap()
+}
+
+/// The i-th test prefix: 10.100.x.y/30.
+fn nth(i: u32) -> ipnet::IpNet {
+    let a = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 100, 0, 0)) + (i << 2));
+    ipnet::IpNet::new(IpAddr::V4(a), 30).unwrap()
+}
+
+fn via(dev: &str) -> Option<Hops> {
+    let gw = if dev == "tun0" {
+        "169.254.12.2"
+    } else {
+        "169.254.13.2"
+    };
+    Some(vec![(ip(gw), dev.to_string())])
+}
+
+/// Changes of one prefix reach the kernel in the order they were asked for, with many
+/// requests in flight: rounds of add / move / withdraw over 300 prefixes, each round
+/// started while the previous one is still in flight, end in the last state asked for
+/// (add-then-withdraw within one batch leaves no route).
+#[test]
+fn route_batch_keeps_per_prefix_order() {
+    if !testbed::require_root() {
+        return;
+    }
+    let ns = ns_with_two_tuns("nl-batch-order");
+    let n = ns.clone();
+    in_netns(&ns, move || async move {
+        let nl = Netlink::new().unwrap();
+        let batch = RouteBatch::spawn(nl, RTPROT_ROUTEVPN_BGP);
+        const N: u32 = 300;
+        // Round r, prefix i: what to ask for. The last round decides the outcome.
+        let plan = |r: u32, i: u32| -> Option<&'static str> {
+            match (r + i) % 3 {
+                0 => Some("tun0"),
+                1 => Some("tun1"),
+                _ => None,
+            }
+        };
+        const ROUNDS: u32 = 7;
+        for r in 0..ROUNDS {
+            for i in 0..N {
+                batch.set(nth(i), plan(r, i).and_then(via));
+            }
+            // Let requests of this round go out before the next round is asked for.
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+        }
+        // Add then withdraw within one batch: no route.
+        batch.set(net("10.101.0.0/24"), via("tun0"));
+        batch.set(net("10.101.0.0/24"), None);
+        // Withdraw then add again: the route, on the last device asked for.
+        batch.set(net("10.101.1.0/24"), via("tun0"));
+        batch.set(net("10.101.1.0/24"), None);
+        batch.set(net("10.101.1.0/24"), via("tun1"));
+        batch.flush().await;
+
+        let mut want: Vec<(String, String)> = (0..N)
+            .filter_map(|i| plan(ROUNDS - 1, i).map(|d| (nth(i).to_string(), d.to_string())))
+            .collect();
+        want.push(("10.101.1.0/24".into(), "tun1".into()));
+        want.sort();
+        assert_eq!(routes_by_dev(&n, RTPROT_ROUTEVPN_BGP), want);
+        let s = batch.stats();
+        assert_eq!(s.failed, 0, "{s:?}");
+        assert!(s.removed > 0 && s.installed > want.len() as u64, "{s:?}");
+    });
+}
+
+/// Per-route errors: a route the kernel refuses (unreachable gateway, missing
+/// interface) or that would take over another protocol's route fails alone, is
+/// counted, and the rest of the batch goes in; our own leftover route (EEXIST) is
+/// replaced.
+#[test]
+fn route_batch_errors_are_per_route() {
+    if !testbed::require_root() {
+        return;
+    }
+    let ns = ns_with_two_tuns("nl-batch-err");
+    ns.must(&[
+        "ip",
+        "route",
+        "add",
+        "10.102.0.0/24",
+        "dev",
+        "tun0",
+        "proto",
+        "static",
+    ]);
+    ns.must(&[
+        "ip",
+        "route",
+        "add",
+        "10.102.1.0/24",
+        "via",
+        "169.254.12.2",
+        "proto",
+        "251",
+    ]);
+    let n = ns.clone();
+    in_netns(&ns, move || async move {
+        let nl = Netlink::new().unwrap();
+        let batch = RouteBatch::spawn(nl, RTPROT_ROUTEVPN_BGP);
+        // Gateway on no connected subnet: ENETUNREACH.
+        batch.set(
+            net("10.102.2.0/24"),
+            Some(vec![(ip("192.0.2.99"), "tun0".to_string())]),
+        );
+        batch.set(
+            net("10.102.3.0/24"),
+            Some(vec![(ip("169.254.12.2"), "nosuch0".to_string())]),
+        );
+        // Someone else's route: left alone.
+        batch.set(net("10.102.0.0/24"), via("tun1"));
+        // Our own leftover (EEXIST): replaced.
+        batch.set(net("10.102.1.0/24"), via("tun1"));
+        for i in 0..50 {
+            batch.set(nth(i), via("tun0"));
+        }
+        batch.flush().await;
+        let s = batch.stats();
+        assert_eq!(s.failed, 3, "{s:?}");
+        assert_eq!(s.installed, 51, "{s:?}");
+        let ours = routes_by_dev(&n, RTPROT_ROUTEVPN_BGP);
+        assert_eq!(ours.len(), 51, "{ours:?}");
+        assert!(
+            ours.contains(&("10.102.1.0/24".into(), "tun1".into())),
+            "{ours:?}"
+        );
+        let statics = routes_shown(&n, "-4", 4);
+        assert!(statics.contains("10.102.0.0/24 dev tun0"), "{statics}");
+        // Withdrawing a route that never went in asks nothing of the kernel.
+        batch.set(net("10.102.2.0/24"), None);
+        batch.flush().await;
+        assert_eq!(batch.stats().failed, 3);
+        assert_eq!(batch.stats().removed, 0);
+    });
+}
+
+/// 1000 routes in, then all withdrawn: the table is clean, other routes untouched.
+#[test]
+fn route_batch_thousand_routes_then_withdraw_all() {
+    if !testbed::require_root() {
+        return;
+    }
+    let ns = ns_with_two_tuns("nl-batch-1k");
+    ns.must(&[
+        "ip",
+        "route",
+        "add",
+        "10.103.0.0/24",
+        "dev",
+        "tun0",
+        "proto",
+        "static",
+    ]);
+    let n = ns.clone();
+    in_netns(&ns, move || async move {
+        let nl = Netlink::new().unwrap();
+        let batch = RouteBatch::spawn(nl, RTPROT_ROUTEVPN_BGP);
+        let before_other = n.must(&["ip", "-4", "route", "show"]);
+        for i in 0..1000 {
+            batch.set(nth(i), via(if i % 2 == 0 { "tun0" } else { "tun1" }));
+        }
+        batch.flush().await;
+        assert_eq!(routes_by_dev(&n, RTPROT_ROUTEVPN_BGP).len(), 1000);
+        assert_eq!(batch.stats().installed, 1000);
+        for i in 0..1000 {
+            batch.set(nth(i), None);
+        }
+        batch.flush().await;
+        assert_eq!(routes_shown(&n, "-4", RTPROT_ROUTEVPN_BGP), "");
+        assert_eq!(batch.stats().removed, 1000);
+        assert_eq!(batch.stats().failed, 0);
+        assert_eq!(n.must(&["ip", "-4", "route", "show"]), before_other);
+    });
 }

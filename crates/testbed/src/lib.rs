@@ -12,6 +12,7 @@
 //! subnets live only inside namespaces created here, and only processes started here
 //! are killed, by PID.
 
+pub mod bgpfeed;
 mod bird;
 mod frr;
 pub mod hostile;

@@ -18,7 +18,10 @@
 //! Only routes in the main table whose protocol is the one asked for are ever changed;
 //! routes of other protocols are never replaced or deleted (see `route.rs`).
 
+mod batch;
 mod route;
+
+pub use batch::{hops_desc, BatchStats, Hops, RouteBatch, MAX_IN_FLIGHT};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
@@ -99,6 +102,21 @@ impl NetlinkError {
         match self {
             NetlinkError::Kernel { errno, .. } => Some(*errno),
             _ => None,
+        }
+    }
+
+    /// The same error, naming the operation `op`.
+    fn with_op(self, op: String) -> NetlinkError {
+        match self {
+            NetlinkError::Kernel { errno, .. } => NetlinkError::Kernel { op, errno },
+            NetlinkError::NoSuchInterface { name, .. } => {
+                NetlinkError::NoSuchInterface { op, name }
+            }
+            NetlinkError::ForeignRoute { protocol, .. } => {
+                NetlinkError::ForeignRoute { op, protocol }
+            }
+            NetlinkError::Invalid { reason, .. } => NetlinkError::Invalid { op, reason },
+            NetlinkError::Transport { detail, .. } => NetlinkError::Transport { op, detail },
         }
     }
 

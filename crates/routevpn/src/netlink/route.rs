@@ -174,7 +174,61 @@ impl Netlink {
             Some(dev) => Some(self.must_index(&op, dev).await?),
             None => None,
         };
-        let mut msg = base_route(&op, dst, prefix_len, protocol)?;
+        self.install_oif(
+            &|| op.clone(),
+            dst,
+            prefix_len,
+            gateway,
+            oif,
+            metric,
+            protocol,
+        )
+        .await
+    }
+
+    /// [`Netlink::replace_route_via`] with the device already resolved to its index
+    /// (`dev` only names it in messages): a batch of routes through one tunnel costs
+    /// one request per route, not two.
+    pub async fn replace_route_via_index(
+        &self,
+        dst: IpAddr,
+        prefix_len: u8,
+        gateway: IpAddr,
+        oif: u32,
+        dev: &str,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        // The description is only formatted for an error: this runs once per BGP route.
+        let op = || {
+            format!(
+                "adding route {}",
+                route_desc(dst, prefix_len, Some(gateway), Some(dev), None)
+            )
+        };
+        self.install_oif(
+            &op,
+            dst,
+            prefix_len,
+            Some(gateway),
+            Some(oif),
+            None,
+            protocol,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn install_oif(
+        &self,
+        op: &(dyn Fn() -> String + Sync),
+        dst: IpAddr,
+        prefix_len: u8,
+        gateway: Option<IpAddr>,
+        oif: Option<u32>,
+        metric: Option<u32>,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        let mut msg = base_route("", dst, prefix_len, protocol).map_err(|e| e.with_op(op()))?;
         // Like `ip route add`: a route without gateway is on-link (scope link) for IPv4.
         msg.header.scope = if gateway.is_none() && dst.is_ipv4() {
             RouteScope::Link
@@ -190,7 +244,7 @@ impl Netlink {
                 (IpAddr::V4(_), IpAddr::V6(v6)) => RouteAttribute::Via(RouteVia::Inet6(v6)),
                 (IpAddr::V6(_), IpAddr::V4(_)) => {
                     return Err(NetlinkError::Invalid {
-                        op,
+                        op: op(),
                         reason: "an IPv6 route cannot have an IPv4 gateway".into(),
                     })
                 }
@@ -215,7 +269,7 @@ impl Netlink {
     /// N requests, not N dumps of a growing table.
     async fn replace_ours(
         &self,
-        op: String,
+        op: &(dyn Fn() -> String + Sync),
         msg: RouteMessage,
         dst: IpAddr,
         prefix_len: u8,
@@ -225,12 +279,13 @@ impl Netlink {
         match self.handle.route().add(msg.clone()).execute().await {
             Ok(()) => return Ok(()),
             Err(e) => {
-                let err = NetlinkError::from_rtnl(op.clone(), e);
+                let err = NetlinkError::from_rtnl(op(), e);
                 if err.errno() != Some(libc::EEXIST) {
                     return Err(err);
                 }
             }
         }
+        let op = op();
         let want = effective_metric(dst.is_ipv6(), metric);
         let existing = self.dump_routes(family_of(dst), &op).await?;
         match existing.iter().find(|r| {
@@ -302,7 +357,7 @@ impl Netlink {
             list.push(nh);
         }
         msg.attributes.push(RouteAttribute::MultiPath(list));
-        self.replace_ours(op, msg, dst, prefix_len, None, protocol)
+        self.replace_ours(&|| op.clone(), msg, dst, prefix_len, None, protocol)
             .await
     }
 
@@ -317,7 +372,7 @@ impl Netlink {
     ) -> Result<(), NetlinkError> {
         let op = format!("deleting route {dst}/{prefix_len} proto {protocol}");
         let msg = base_route(&op, dst, prefix_len, protocol)?;
-        self.delete_msg(op, msg).await
+        self.delete_msg(&|| op.clone(), msg).await
     }
 
     /// Every main-table unicast route (IPv4 then IPv6), with its protocol and output
@@ -370,7 +425,41 @@ impl Netlink {
         let Some(oif) = self.link_index(dev).await? else {
             return Ok(());
         };
-        let mut msg = base_route(&op, dst, prefix_len, protocol)?;
+        self.delete_oif(&|| op.clone(), dst, prefix_len, oif, metric, protocol)
+            .await
+    }
+
+    /// [`Netlink::delete_route`] (default metric) with the device already resolved to
+    /// its index; `dev` only names it in messages.
+    pub async fn delete_route_index(
+        &self,
+        dst: IpAddr,
+        prefix_len: u8,
+        oif: u32,
+        dev: &str,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        // Formatted only for an error: this runs once per withdrawn BGP route.
+        let op = || {
+            format!(
+                "deleting route {}",
+                route_desc(dst, prefix_len, None, Some(dev), None)
+            )
+        };
+        self.delete_oif(&op, dst, prefix_len, oif, None, protocol)
+            .await
+    }
+
+    async fn delete_oif(
+        &self,
+        op: &(dyn Fn() -> String + Sync),
+        dst: IpAddr,
+        prefix_len: u8,
+        oif: u32,
+        metric: Option<u32>,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        let mut msg = base_route("", dst, prefix_len, protocol).map_err(|e| e.with_op(op()))?;
         msg.attributes.push(RouteAttribute::Oif(oif));
         if let Some(m) = metric {
             msg.attributes.push(RouteAttribute::Priority(m));
@@ -378,7 +467,11 @@ impl Netlink {
         self.delete_msg(op, msg).await
     }
 
-    async fn delete_msg(&self, op: String, mut msg: RouteMessage) -> Result<(), NetlinkError> {
+    async fn delete_msg(
+        &self,
+        op: &(dyn Fn() -> String + Sync),
+        mut msg: RouteMessage,
+    ) -> Result<(), NetlinkError> {
         // A delete matches any scope with RT_SCOPE_NOWHERE (as `ip route del` sends); the
         // protocol in the header restricts the match to routes of that protocol (IPv4
         // fib_table_delete, IPv6 ip6_route_del both check it when non-zero).
@@ -387,7 +480,7 @@ impl Netlink {
         match self.handle.route().del(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) => {
-                let err = NetlinkError::from_rtnl(op, e);
+                let err = NetlinkError::from_rtnl(op(), e);
                 if is_gone(&err) {
                     Ok(())
                 } else {
@@ -471,7 +564,7 @@ impl Netlink {
             if let Some(m) = r.metric {
                 msg.attributes.push(RouteAttribute::Priority(m));
             }
-            self.delete_msg(op, msg).await?;
+            self.delete_msg(&|| op.clone(), msg).await?;
             deleted += 1;
         }
         Ok(deleted)

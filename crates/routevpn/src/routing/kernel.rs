@@ -2,13 +2,15 @@
 //! dev DEVICE proto 251`. What may not be installed (routes covering an IKE peer, our
 //! subnets, neighbours) never got past the import guard (`guard.rs`).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::MutexGuard;
 
 use bgp::{Prefix, RibChange};
-use tracing::{debug, info, warn};
+use ipnet::IpNet;
+use tracing::{debug, warn};
 
 use super::Driver;
-use crate::netlink::RTPROT_ROUTEVPN_BGP;
 
 /// An installed route: its next hops (gateway, device), best first; more than one
 /// means a multipath route.
@@ -17,39 +19,33 @@ pub(super) struct Installed {
     pub(super) hops: Vec<(IpAddr, String)>,
 }
 
-/// `169.254.12.2 dev vti0, 169.254.13.2 dev vti1` for logs.
-pub(super) fn hops_desc(hops: &[(IpAddr, String)]) -> String {
-    hops.iter()
-        .map(|(g, d)| format!("{g} dev {d}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Whether `addr` lies in `net/len` (false across families).
 pub(super) fn prefix_contains(net: IpAddr, len: u8, addr: IpAddr) -> bool {
     ipnet::IpNet::new(net, len).is_ok_and(|n| n.contains(&addr))
 }
 
+fn net_of(prefix: &Prefix) -> Option<IpNet> {
+    IpNet::new(prefix.addr(), prefix.len()).ok()
+}
+
 impl Driver {
-    pub(super) async fn uninstall(&mut self, prefix: &Prefix) {
-        let Some(old) = self.installed.remove(prefix) else {
+    /// The routes asked for; the lock is only ever held for one map operation.
+    pub(super) fn installed(&self) -> MutexGuard<'_, BTreeMap<Prefix, Installed>> {
+        self.installed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn installed_len(&self) -> usize {
+        self.installed().len()
+    }
+
+    /// Withdraws our route to `prefix`. The change is queued for the route task
+    /// (`netlink::RouteBatch`): the loop never waits for the kernel.
+    pub(super) fn uninstall(&mut self, prefix: &Prefix) {
+        if self.installed().remove(prefix).is_none() {
             return;
-        };
-        let r = match old.hops.as_slice() {
-            [(_, dev)] => {
-                self.nl
-                    .delete_route(prefix.addr(), prefix.len(), dev, None, RTPROT_ROUTEVPN_BGP)
-                    .await
-            }
-            _ => {
-                self.nl
-                    .delete_route_prefix(prefix.addr(), prefix.len(), RTPROT_ROUTEVPN_BGP)
-                    .await
-            }
-        };
-        match r {
-            Err(e) => warn!(%prefix, error = %e, "cannot delete BGP route"),
-            Ok(()) => info!(%prefix, via = %hops_desc(&old.hops), "BGP route withdrawn"),
+        }
+        if let Some(net) = net_of(prefix) {
+            self.routes.set(net, None);
         }
     }
 
@@ -71,10 +67,11 @@ impl Driver {
         Some((gateway, tunnel_dev.or(peer_dev)?))
     }
 
-    pub(super) async fn apply(&mut self, c: RibChange) {
+    /// Queues the kernel change for one Loc-RIB change (never waits for the kernel).
+    pub(super) fn apply(&mut self, c: RibChange) {
         let prefix = c.prefix;
         let Some(best) = c.best.filter(|b| !b.is_local()) else {
-            self.uninstall(&prefix).await;
+            self.uninstall(&prefix);
             return;
         };
         // The best path first, then the other equal paths (ECMP) when configured.
@@ -97,47 +94,14 @@ impl Driver {
             hops.truncate(self.cfg.max_paths);
         }
         let new = Installed { hops };
-        if let Some(old) = self.installed.get(&prefix) {
-            if *old == new {
-                return;
-            }
-            // A single-path route moving to another device, and IPv6 routes changing
-            // between single and multipath (siblings), are deleted first: a replace
-            // would only touch the one route the kernel matches.
-            let single_move = old.hops.len() == 1
-                && new.hops.len() == 1
-                && old.hops.first().map(|h| &h.1) != new.hops.first().map(|h| &h.1);
-            let v6_reshape = prefix.addr().is_ipv6() && (old.hops.len() > 1 || new.hops.len() > 1);
-            if single_move || v6_reshape {
-                self.uninstall(&prefix).await;
-            }
-        }
-        let r = match new.hops.as_slice() {
-            [(gateway, device)] => {
-                self.nl
-                    .replace_route_via(
-                        prefix.addr(),
-                        prefix.len(),
-                        *gateway,
-                        Some(device),
-                        None,
-                        RTPROT_ROUTEVPN_BGP,
-                    )
-                    .await
-            }
-            hops => {
-                self.nl
-                    .replace_route_multipath(prefix.addr(), prefix.len(), hops, RTPROT_ROUTEVPN_BGP)
-                    .await
-            }
+        let Some(net) = net_of(&prefix) else {
+            return;
         };
-        match r {
-            Ok(()) => {
-                info!(%prefix, via = %hops_desc(&new.hops), "BGP route installed");
-                self.installed.insert(prefix, new);
-            }
-            Err(e) => warn!(%prefix, error = %e, "cannot install BGP route"),
-        }
+        // The route task skips what the kernel already has (so a route that failed is
+        // retried here), deletes first where a replace cannot do it (a device move,
+        // IPv6 single <-> multipath) and reports failures per route.
+        self.routes.set(net, Some(new.hops.clone()));
+        self.installed().insert(prefix, new);
     }
 }
 
@@ -158,6 +122,7 @@ mod tests {
 
     #[test]
     fn hop_description() {
+        use crate::netlink::hops_desc;
         let hops = vec![
             ("169.254.12.2".parse().unwrap(), "vti0".to_string()),
             ("169.254.13.2".parse().unwrap(), "vti1".to_string()),

@@ -55,12 +55,14 @@ use tracing::{info, warn};
 
 use crate::config::{BgpConfig, NeighborConfig};
 use crate::control::RoutingStatus;
-use crate::netlink::{Netlink, RTPROT_KERNEL};
+use crate::netlink::{Netlink, RouteBatch, RTPROT_KERNEL, RTPROT_ROUTEVPN_BGP};
 use kernel::Installed;
 use tcp::Transport;
 
 /// How long shutdown waits for the Cease NOTIFICATIONs to be written.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(200);
+/// How long shutdown waits for our routes to be withdrawn from the kernel.
+const SHUTDOWN_ROUTES: Duration = Duration::from_secs(2);
 
 /// A tunnel interface, as the speaker needs to know it.
 #[derive(Debug, Clone)]
@@ -107,6 +109,7 @@ pub(super) enum Input {
 pub struct Handle {
     tx: mpsc::Sender<Input>,
     status: Arc<Mutex<RoutingStatus>>,
+    installed: Arc<Mutex<BTreeMap<Prefix, Installed>>>,
     done: Arc<Mutex<bool>>,
 }
 
@@ -122,9 +125,11 @@ impl Handle {
             .await;
     }
 
-    /// The latest status.
+    /// The latest status, with the routes as they are now.
     pub fn status(&self) -> RoutingStatus {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+        let mut s = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        s.routes = status::route_list(&self.installed.lock().unwrap_or_else(|e| e.into_inner()));
+        s
     }
 
     /// How many sessions are Established (systemd's status line), without a copy of
@@ -214,7 +219,14 @@ struct Driver {
     bfd_tx4: Option<UdpSocket>,
     bfd_tx6: Option<UdpSocket>,
     rng: SystemRng,
-    installed: BTreeMap<Prefix, Installed>,
+    /// The routes we asked the route task for (what the kernel will have); shared with
+    /// [`Handle::status`], which lists them when asked.
+    installed: Arc<Mutex<BTreeMap<Prefix, Installed>>>,
+    /// The route task: installs and withdraws in bulk, off this loop.
+    routes: RouteBatch,
+    /// When the status was last published, and whether it is out of date since.
+    published: Option<Instant>,
+    status_stale: bool,
     /// Prefixes originated by redistribution (not in `networks`).
     redistributed: BTreeSet<Prefix>,
     status: Arc<Mutex<RoutingStatus>>,
@@ -411,6 +423,8 @@ pub async fn start(
         }
     }
     let status = Arc::new(Mutex::new(RoutingStatus::default()));
+    let routes = RouteBatch::spawn(nl.clone(), RTPROT_ROUTEVPN_BGP);
+    let installed = Arc::new(Mutex::new(BTreeMap::new()));
     let mut d = Driver {
         cfg,
         tunnels,
@@ -423,7 +437,10 @@ pub async fn start(
         bfd_tx4,
         bfd_tx6,
         rng: SystemRng(aws_lc_rs::rand::SystemRandom::new()),
-        installed: BTreeMap::new(),
+        installed: installed.clone(),
+        routes,
+        published: None,
+        status_stale: false,
         redistributed: BTreeSet::new(),
         status: status.clone(),
     };
@@ -441,6 +458,7 @@ pub async fn start(
     Ok(Handle {
         tx,
         status,
+        installed,
         done: Arc::new(Mutex::new(false)),
     })
 }
@@ -450,10 +468,15 @@ impl Driver {
         let mut ack = None;
         loop {
             let now = Instant::now();
+            // Due timers (RFC 4271 §4.4 KEEPALIVEs) every turn, before more input: a
+            // peer sending a full table must not push them back behind its UPDATEs.
+            if self.speaker.poll_timeout().is_some_and(|t| t <= now) {
+                self.speaker.handle_timeout(now);
+            }
             self.run_bfd(now);
             self.drain(now).await;
             self.log_refusals(now);
-            self.publish(now);
+            self.publish_throttled(now);
             if ack.is_some() {
                 break;
             }
@@ -462,6 +485,7 @@ impl Driver {
                 .iter()
                 .filter_map(|n| n.bfd.as_ref().and_then(|b| b.poll_timeout()))
                 .chain(self.speaker.poll_timeout())
+                .chain(self.publish_deadline())
                 .min()
                 .unwrap_or(now + Duration::from_secs(3600));
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
@@ -683,7 +707,7 @@ impl Driver {
                         }
                     }
                 }
-                SpeakerEvent::RibChange(c) => self.apply(c).await,
+                SpeakerEvent::RibChange(c) => self.apply(c),
             }
         }
     }
@@ -694,9 +718,15 @@ impl Driver {
             self.deactivate(now, i);
         }
         self.drain(now).await;
-        let left: Vec<Prefix> = self.installed.keys().copied().collect();
+        let left: Vec<Prefix> = self.installed().keys().copied().collect();
         for p in left {
-            self.uninstall(&p).await;
+            self.uninstall(&p);
+        }
+        if tokio::time::timeout(SHUTDOWN_ROUTES, self.routes.flush())
+            .await
+            .is_err()
+        {
+            warn!("BGP routes still being withdrawn at shutdown; the tunnel interfaces take the rest with them");
         }
         // Let the writer tasks put the NOTIFICATIONs on the wire.
         tokio::time::sleep(SHUTDOWN_FLUSH).await;

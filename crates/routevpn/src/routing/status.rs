@@ -1,9 +1,11 @@
 //! The routing part of `routevpn status`, published after every turn of the loop.
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use bgp::{PeerId, Prefix, StateName};
 
+use super::kernel::Installed;
 use super::Driver;
 use crate::control::{BgpRouteStatus, NeighborStatus, RoutingStatus};
 
@@ -22,7 +24,61 @@ fn bfd_state_name(s: bfd::State) -> String {
     format!("{s:?}")
 }
 
+/// Up to this many routes the status is rebuilt after every turn of the loop; above,
+/// at most every [`PUBLISH_EVERY`] and never more than a tenth of the time (each
+/// rebuild formats every route: per UPDATE of a 100,000-prefix feed that would cost
+/// more than installing them, and stall BGP keepalives and BFD).
+const PUBLISH_ALWAYS_BELOW: usize = 2_000;
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+const PUBLISH_COST_SHARE: u32 = 10;
+
+/// The routes for `status`: built when a client asks, not on every turn of the loop
+/// (with 100,000 routes that alone would stall BGP keepalives and BFD).
+pub(super) fn route_list(installed: &BTreeMap<Prefix, Installed>) -> Vec<BgpRouteStatus> {
+    installed
+        .iter()
+        .filter_map(|(p, r)| {
+            // The best path (the first next hop of a multipath route).
+            let (gateway, device) = r.hops.first()?;
+            Some(BgpRouteStatus {
+                prefix: p.to_string(),
+                next_hop: gateway.to_string(),
+                device: device.clone(),
+                also_via: r.hops[1..]
+                    .iter()
+                    .map(|(g, d)| format!("{g} dev {d}"))
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
 impl Driver {
+    /// Publishes now, or (with many routes) at the latest [`PUBLISH_EVERY`] after the
+    /// last time; [`Driver::publish_deadline`] wakes the loop for it.
+    pub(super) fn publish_throttled(&mut self, now: Instant) {
+        let big = self.installed_len() >= PUBLISH_ALWAYS_BELOW;
+        let due = self
+            .published
+            .is_none_or(|t| now.saturating_duration_since(t) >= PUBLISH_EVERY);
+        if !big || due {
+            self.publish(now);
+            let cost = now.elapsed();
+            // The next one no sooner than PUBLISH_EVERY, and ten times this one's cost.
+            self.published = Some(now + (cost * PUBLISH_COST_SHARE).saturating_sub(PUBLISH_EVERY));
+            self.status_stale = false;
+        } else {
+            self.status_stale = true;
+        }
+    }
+
+    /// When a held-back status is due.
+    pub(super) fn publish_deadline(&self) -> Option<Instant> {
+        self.status_stale
+            .then(|| self.published.map(|t| t + PUBLISH_EVERY))
+            .flatten()
+    }
+
     pub(super) fn publish(&self, now: Instant) {
         let loc: Vec<(Prefix, Option<PeerId>)> = self
             .speaker
@@ -69,29 +125,14 @@ impl Driver {
                 }
             })
             .collect();
-        let routes = self
-            .installed
-            .iter()
-            .filter_map(|(p, r)| {
-                // The best path (the first next hop of a multipath route).
-                let (gateway, device) = r.hops.first()?;
-                Some(BgpRouteStatus {
-                    prefix: p.to_string(),
-                    next_hop: gateway.to_string(),
-                    device: device.clone(),
-                    also_via: r.hops[1..]
-                        .iter()
-                        .map(|(g, d)| format!("{g} dev {d}"))
-                        .collect(),
-                })
-            })
-            .collect();
         if let Ok(mut s) = self.status.lock() {
             *s = RoutingStatus {
                 asn: self.cfg.asn,
                 router_id: self.cfg.router_id.to_string(),
                 neighbors,
-                routes,
+                // Filled in by `Handle::status` when asked for (route_list).
+                routes: Vec::new(),
+                route_failures: self.routes.stats().failed,
             };
         }
     }

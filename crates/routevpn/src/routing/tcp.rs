@@ -348,7 +348,9 @@ impl Driver {
         .abort_handle();
         let itx = self.tx.clone();
         let reader = tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
+            // 16 KiB (about 3,000 prefixes) per turn of the routing loop, so a full
+            // table arriving at once leaves room for timers and BFD between reads.
+            let mut buf = vec![0u8; 16384];
             loop {
                 match rd.read(&mut buf).await {
                     Ok(0) | Err(_) => {
