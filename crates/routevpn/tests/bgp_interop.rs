@@ -377,45 +377,55 @@ fn routevpn_frr_bgp_bfd() {
     assert!(!rv.log().contains("hold timer expired"));
 }
 
+/// `routing = "external"`: a routevpn tunnel between the two routers that only provides
+/// the interface (addresses, no routes, no `[bgp]`); the left initiates.
+fn external_tunnel_pair(topo: &Topology, psk: &str) -> Vec<Routevpn> {
+    [(&topo.left, true), (&topo.right, false)]
+        .into_iter()
+        .map(|(ns, left)| {
+            let (local, remote, a4, a6) = if left {
+                (
+                    Topology::LEFT_WAN,
+                    Topology::RIGHT_WAN,
+                    "169.254.12.1/30",
+                    "fd00:12::1/64",
+                )
+            } else {
+                (
+                    Topology::RIGHT_WAN,
+                    Topology::LEFT_WAN,
+                    "169.254.12.2/30",
+                    "fd00:12::2/64",
+                )
+            };
+            let cfg = RvConfig {
+                extra_top: vec!["routing = \"external\"".into()],
+                tunnels: vec![RvTunnel {
+                    local: local.into(),
+                    remote: remote.into(),
+                    psk: psk.into(),
+                    start: left,
+                    address: vec![a4.into(), a6.into()],
+                    ..RvTunnel::default()
+                }],
+                ..RvConfig::default()
+            };
+            Routevpn::start(ns, &cfg).unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect()
+}
+
 #[test]
 fn external_routing_bird_over_routevpn_tunnels() {
     if !testbed::require_programs(&["bird", "birdc", "ping"]) {
         return;
     }
     let topo = Topology::two_sites();
-    let mut rvs = Vec::new();
-    let mut birds = Vec::new();
-    for (ns, left) in [(&topo.left, true), (&topo.right, false)] {
-        let (local, remote, a4, a6) = if left {
-            (
-                Topology::LEFT_WAN,
-                Topology::RIGHT_WAN,
-                "169.254.12.1/30",
-                "fd00:12::1/64",
-            )
-        } else {
-            (
-                Topology::RIGHT_WAN,
-                Topology::LEFT_WAN,
-                "169.254.12.2/30",
-                "fd00:12::2/64",
-            )
-        };
-        let cfg = RvConfig {
-            extra_top: vec!["routing = \"external\"".into()],
-            tunnels: vec![RvTunnel {
-                local: local.into(),
-                remote: remote.into(),
-                psk: "external".into(),
-                start: left,
-                address: vec![a4.into(), a6.into()],
-                ..RvTunnel::default()
-            }],
-            ..RvConfig::default()
-        };
-        rvs.push(Routevpn::start(ns, &cfg).unwrap_or_else(|e| panic!("{e}")));
-        birds.push(Bird::start(ns, &bird_external_conf(left)));
-    }
+    let rvs = external_tunnel_pair(&topo, "external");
+    let birds: Vec<Bird> = [(&topo.left, true), (&topo.right, false)]
+        .into_iter()
+        .map(|(ns, left)| Bird::start(ns, &bird_external_conf(left)))
+        .collect();
     for b in &birds {
         b.wait_established("tunnel");
     }
@@ -560,37 +570,7 @@ router bgp 65002
   neighbor 169.254.12.1 activate
  exit-address-family
 "#;
-    let mut rvs = Vec::new();
-    for (ns, left) in [(&topo.left, true), (&topo.right, false)] {
-        let (local, remote, a4, a6) = if left {
-            (
-                Topology::LEFT_WAN,
-                Topology::RIGHT_WAN,
-                "169.254.12.1/30",
-                "fd00:12::1/64",
-            )
-        } else {
-            (
-                Topology::RIGHT_WAN,
-                Topology::LEFT_WAN,
-                "169.254.12.2/30",
-                "fd00:12::2/64",
-            )
-        };
-        let cfg = RvConfig {
-            extra_top: vec!["routing = \"external\"".into()],
-            tunnels: vec![RvTunnel {
-                local: local.into(),
-                remote: remote.into(),
-                psk: "external-frr".into(),
-                start: left,
-                address: vec![a4.into(), a6.into()],
-                ..RvTunnel::default()
-            }],
-            ..RvConfig::default()
-        };
-        rvs.push(Routevpn::start(ns, &cfg).unwrap_or_else(|e| panic!("{e}")));
-    }
+    let _rvs = external_tunnel_pair(&topo, "external-frr");
     let bird = Bird::start(&topo.left, &bird_external_conf(true));
     let frr = Frr::start(&topo.right, frr_conf, "");
     bird.wait_established("tunnel");
