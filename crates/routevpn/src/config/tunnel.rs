@@ -368,6 +368,14 @@ pub(super) fn tunnel(
                     };
                     err(item_span(item, list.span()), message)
                 })?;
+                if protocol == Protocol::Esp {
+                    esp_in_dataplane(&p).map_err(|m| {
+                        err(
+                            item_span(item, list.span()),
+                            format!("esp: {m} in proposal \"{s}\"; {ESP_DATAPLANE_SUITES}"),
+                        )
+                    })?;
+                }
                 out.push(p);
             }
         }
@@ -633,6 +641,32 @@ pub(super) fn read_psk_file(path: &Path, base_dir: Option<&Path>) -> Result<Psk,
     .map_err(|m| format!("psk_file {}: {m}", full.display()))
 }
 
+/// What the userspace ESP dataplane implements (`dataplane::algorithm_for`).
+const ESP_DATAPLANE_SUITES: &str =
+    "the ESP dataplane supports aes128gcm16, aes256gcm16, and aes128 or aes256 with sha256, sha384 or sha512";
+
+/// Every cipher of an `esp` proposal must be one the dataplane can run: the parser knows
+/// more (IKE uses them), and an SA the dataplane cannot install would fail at run time.
+fn esp_in_dataplane(p: &AlgorithmProposal) -> Result<(), String> {
+    for &(encr, bits) in &p.encr {
+        let ok = if p.integ.is_empty() {
+            crate::dataplane::algorithm_for(encr, bits, None).is_some()
+        } else {
+            p.integ
+                .iter()
+                .all(|i| crate::dataplane::algorithm_for(encr, bits, Some(*i)).is_some())
+        };
+        if !ok {
+            let name = match bits {
+                Some(b) => format!("{encr} with a {b}-bit key"),
+                None => format!("{encr}"),
+            };
+            return Err(format!("unsupported algorithm {name}"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{load, parse, DEFAULT_CONTROL_SOCKET};
@@ -779,6 +813,17 @@ start = true
             e.message.contains("noesn (extended sequence numbers)"),
             "{e}"
         );
+        // Known to the parser (IKE uses them) but not to the ESP dataplane.
+        for esp in ["aes192gcm16", "aes128gcm8", "aes192-sha256"] {
+            let text = format!("{MIN}esp = [\"{esp}\"]\n");
+            let e = err(&text);
+            assert!(
+                e.message.contains("esp: unsupported algorithm")
+                    && e.message.contains("the ESP dataplane supports aes128gcm16"),
+                "{esp}: {}",
+                e.message
+            );
+        }
         // Multi-line list: the element's own line.
         let text = format!("{MIN}esp = [\n  \"aes128gcm16\",\n  \"aes128\",\n]\n");
         let e = err(&text);
