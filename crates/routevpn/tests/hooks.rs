@@ -29,35 +29,11 @@ fn recorder(dir: &Path) -> String {
 }
 
 fn tunnel(left: bool, extra: Vec<String>) -> RvTunnel {
-    let (local, remote, lid, rid, addr) = if left {
-        (
-            Topology::LEFT_WAN,
-            Topology::RIGHT_WAN,
-            "routerA",
-            "routerB",
-            "169.254.12.1/30",
-        )
-    } else {
-        (
-            Topology::RIGHT_WAN,
-            Topology::LEFT_WAN,
-            "routerB",
-            "routerA",
-            "169.254.12.2/30",
-        )
-    };
     RvTunnel {
-        local: local.into(),
-        remote: remote.into(),
-        local_id: lid.into(),
-        remote_id: rid.into(),
         psk: "hooks-test-pre-shared-key".into(),
-        ike: vec!["aes128gcm16-prfsha256-x25519".into()],
-        esp: vec!["aes128gcm16".into()],
-        start: left,
-        address: vec![addr.into()],
+        routes: vec![],
         extra,
-        ..RvTunnel::default()
+        ..RvTunnel::two_sites(left)
     }
 }
 

@@ -23,37 +23,11 @@ const RATE: u32 = 1_000;
 const ATTACK_FOR: Duration = Duration::from_secs(4);
 
 fn tunnel(left: bool) -> RvTunnel {
-    let (local, remote, lid, rid, addr, net) = if left {
-        (
-            Topology::LEFT_WAN,
-            Topology::RIGHT_WAN,
-            "routerA",
-            "routerB",
-            "169.254.12.1/30",
-            Topology::RIGHT_NET,
-        )
-    } else {
-        (
-            Topology::RIGHT_WAN,
-            Topology::LEFT_WAN,
-            "routerB",
-            "routerA",
-            "169.254.12.2/30",
-            Topology::LEFT_NET,
-        )
-    };
     RvTunnel {
-        local: local.into(),
-        remote: remote.into(),
-        local_id: lid.into(),
-        remote_id: rid.into(),
         psk: "hostile-packets-test-psk".into(),
         ike: vec!["aes256gcm16-prfsha384-x25519".into()],
         esp: vec!["aes256gcm16".into()],
-        start: left,
-        address: vec![addr.into()],
-        routes: vec![net.into()],
-        ..RvTunnel::default()
+        ..RvTunnel::two_sites(left)
     }
 }
 

@@ -12,38 +12,13 @@ const POLL: Duration = Duration::from_millis(50);
 const IKE: &str = "aes128gcm16-prfsha256-x25519";
 
 fn tunnel(left: bool, start: bool, extra: &[&str]) -> RvTunnel {
-    let (local, remote, lid, rid, addr, net) = if left {
-        (
-            Topology::LEFT_WAN,
-            Topology::RIGHT_WAN,
-            "routerA",
-            "routerB",
-            "169.254.12.1/30",
-            Topology::RIGHT_NET,
-        )
-    } else {
-        (
-            Topology::RIGHT_WAN,
-            Topology::LEFT_WAN,
-            "routerB",
-            "routerA",
-            "169.254.12.2/30",
-            Topology::LEFT_NET,
-        )
-    };
     RvTunnel {
-        local: local.into(),
-        remote: remote.into(),
-        local_id: lid.into(),
-        remote_id: rid.into(),
         psk: "lifecycle".into(),
         ike: vec![IKE.into()],
         esp: vec!["aes128gcm16-x25519".into()],
         start,
-        address: vec![addr.into()],
-        routes: vec![net.into()],
         extra: extra.iter().map(|s| s.to_string()).collect(),
-        ..RvTunnel::default()
+        ..RvTunnel::two_sites(left)
     }
 }
 

@@ -61,6 +61,48 @@ pub struct RvTunnel {
     pub extra: Vec<String>,
 }
 
+impl RvTunnel {
+    /// The tunnel between the two routers of [`crate::Topology::two_sites`], seen from the
+    /// left (`left`) or right router: underlay addresses, IDs `routerA`/`routerB`, inner
+    /// address 169.254.12.1/30 or .2/30, a route to the far site, AES-GCM-128 with x25519
+    /// for IKE; the left one initiates. Tests override what they need.
+    pub fn two_sites(left: bool) -> RvTunnel {
+        use crate::Topology as T;
+        let (local, remote, lid, rid, addr, net) = if left {
+            (
+                T::LEFT_WAN,
+                T::RIGHT_WAN,
+                "routerA",
+                "routerB",
+                "169.254.12.1/30",
+                T::RIGHT_NET,
+            )
+        } else {
+            (
+                T::RIGHT_WAN,
+                T::LEFT_WAN,
+                "routerB",
+                "routerA",
+                "169.254.12.2/30",
+                T::LEFT_NET,
+            )
+        };
+        RvTunnel {
+            local: local.into(),
+            remote: remote.into(),
+            local_id: lid.into(),
+            remote_id: rid.into(),
+            psk: "two-sites-test-pre-shared-key".into(),
+            ike: vec!["aes128gcm16-prfsha256-x25519".into()],
+            esp: vec!["aes128gcm16".into()],
+            start: left,
+            address: vec![addr.into()],
+            routes: vec![net.into()],
+            ..RvTunnel::default()
+        }
+    }
+}
+
 impl Default for RvTunnel {
     fn default() -> Self {
         RvTunnel {
