@@ -515,37 +515,13 @@ pub(crate) mod tests {
         }
     }
 
-    /// `path` of every key in `v` (`tunnels[].ike_sas[].spi_i`).
-    fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, v) in m {
-                    let p = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    key_paths(v, &p, out);
-                    out.push(p);
-                }
-            }
-            serde_json::Value::Array(a) => {
-                for v in a {
-                    key_paths(v, &format!("{prefix}[]"), out);
-                }
-            }
-            _ => {}
-        }
-    }
-
     #[test]
     fn every_status_key_is_documented() {
         // Every optional part present, so every key the daemon can emit is walked.
         let mut r = sample();
         r.bgp.as_mut().unwrap().routes[0].also_via = vec!["169.254.13.2 dev vti1".into()];
         let v = serde_json::to_value(&r).unwrap();
-        let mut paths = Vec::new();
-        key_paths(&v, "", &mut paths);
+        let paths = testbed::json_key_paths(&v);
         assert!(paths.contains(&"bgp.routes[].also_via".to_string()));
         assert!(paths.contains(&"tunnels[].child_sas[].bytes_in".to_string()));
         let doc = include_str!("../../../docs/status.md");

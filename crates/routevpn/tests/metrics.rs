@@ -148,29 +148,6 @@ fn config(left: bool, metrics: &str, with_tunnel: bool) -> RvConfig {
     }
 }
 
-/// `path` of every key in `v` (`tunnels[].ike_sas[].spi_i`).
-fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, v) in m {
-                let p = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                key_paths(v, &p, out);
-                out.push(p);
-            }
-        }
-        serde_json::Value::Array(a) => {
-            for v in a {
-                key_paths(v, &format!("{prefix}[]"), out);
-            }
-        }
-        _ => {}
-    }
-}
-
 /// The live daemon's `status --json` keys are all in docs/status.md, and its text
 /// status for this one tunnel fits a 24x100 screen.
 fn check_status_docs_and_screen(rv: &Routevpn) {
@@ -179,8 +156,7 @@ fn check_status_docs_and_screen(rv: &Routevpn) {
     let doc =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/status.md"))
             .unwrap();
-    let mut paths = Vec::new();
-    key_paths(&st, "", &mut paths);
+    let paths = testbed::json_key_paths(&st);
     assert!(
         paths.iter().any(|p| p == "bgp.neighbors[].bfd_flaps"),
         "{paths:?}"

@@ -238,6 +238,35 @@ pub fn json_str(v: &serde_json::Value, pointer: &str) -> String {
         .to_string()
 }
 
+/// The path of every key in `v`, arrays written `[]` (`tunnels[].ike_sas[].spi_i`):
+/// what a documented JSON schema must cover.
+pub fn json_key_paths(v: &serde_json::Value) -> Vec<String> {
+    fn walk(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(v, &p, out);
+                    out.push(p);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for v in a {
+                    walk(v, &format!("{prefix}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, "", &mut out);
+    out
+}
+
 /// Prints a figure for the reader of the test log, straight to fd 2 (libtest captures
 /// the print macros of passing tests).
 pub fn report(msg: &str) {
