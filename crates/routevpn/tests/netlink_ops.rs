@@ -931,3 +931,102 @@ fn route_batch_thousand_routes_then_withdraw_all() {
         assert_eq!(n.must(&["ip", "-4", "route", "show"]), before_other);
     });
 }
+
+/// A route moving from one tunnel to another (fail-over, fail-back) is one atomic
+/// replace: `ip monitor route` sees the new route and never a deletion, so no packet
+/// forwarded in between meets a table without it. IPv4 and IPv6, single path; a
+/// delete-then-add (the lab lost a probe to one under load) fails this.
+#[test]
+fn route_batch_moves_a_route_without_deleting_it() {
+    if !testbed::require_root() {
+        return;
+    }
+    let ns = ns_with_two_tuns("nl-batch-move");
+    ns.addr_add("tun0", "fd00:12::1/64");
+    ns.addr_add("tun1", "fd00:13::1/64");
+    let dir = testbed::TestDir::new("nl-move");
+    let log = dir.join("monitor.log");
+    let monitor = ns.spawn(&["ip", "monitor", "route"], &log);
+    let seen = |what: &str| {
+        let what = what.to_string();
+        let log = log.clone();
+        testbed::wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            move || {
+                let s = std::fs::read_to_string(&log).unwrap_or_default();
+                s.contains(&what)
+                    .then_some(s.clone())
+                    .ok_or_else(|| format!("ip monitor has not shown {what:?}: {s}"))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // The monitor is listening once it reports a route we add ourselves.
+    ns.must(&[
+        "ip",
+        "route",
+        "add",
+        "10.104.0.0/32",
+        "dev",
+        "tun0",
+        "proto",
+        "static",
+    ]);
+    seen("10.104.0.0");
+
+    let n = ns.clone();
+    in_netns(&ns, move || async move {
+        let nl = Netlink::new().unwrap();
+        let batch = RouteBatch::spawn(nl, RTPROT_ROUTEVPN_BGP);
+        let v6 = |dev: &str| {
+            let gw = if dev == "tun0" {
+                "fd00:12::2"
+            } else {
+                "fd00:13::2"
+            };
+            Some(vec![(ip(gw), dev.to_string())])
+        };
+        batch.set(net("10.2.0.0/24"), via("tun0"));
+        batch.set(net("fd10:2::/64"), v6("tun0"));
+        batch.flush().await;
+        // Fail over to tun1, fail back to tun0.
+        for dev in ["tun1", "tun0"] {
+            batch.set(net("10.2.0.0/24"), via(dev));
+            batch.set(net("fd10:2::/64"), v6(dev));
+            batch.flush().await;
+        }
+        assert_eq!(batch.stats().failed, 0, "{:?}", batch.stats());
+        assert_eq!(
+            routes_by_dev(&n, RTPROT_ROUTEVPN_BGP),
+            vec![("10.2.0.0/24".to_string(), "tun0".to_string())]
+        );
+        let v6_routes = routes_shown(&n, "-6", RTPROT_ROUTEVPN_BGP);
+        assert_eq!(v6_routes.lines().count(), 1, "{v6_routes}");
+        assert!(v6_routes.contains("dev tun0"), "{v6_routes}");
+    });
+    // Everything the batch did is in the log once a later change of ours shows up.
+    ns.must(&[
+        "ip",
+        "route",
+        "add",
+        "10.104.0.1/32",
+        "dev",
+        "tun0",
+        "proto",
+        "static",
+    ]);
+    let shown = seen("10.104.0.1");
+    drop(monitor);
+    for prefix in ["10.2.0.0/24", "fd10:2::/64"] {
+        let events: Vec<&str> = shown.lines().filter(|l| l.contains(prefix)).collect();
+        assert!(
+            events.iter().all(|l| !l.starts_with("Deleted")),
+            "{prefix} was deleted on its way between tunnels: {events:#?}"
+        );
+        assert!(
+            events.iter().any(|l| l.contains("dev tun1")),
+            "{prefix} never moved to tun1: {events:#?}"
+        );
+    }
+}

@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::{Netlink, NetlinkError};
+use super::{Netlink, NetlinkError, Prior};
 
 /// Requests in flight at once: enough to keep the kernel busy, few enough that the
 /// acknowledgements fit the netlink socket's receive buffer.
@@ -406,18 +406,21 @@ async fn change(
         }
         return out;
     };
+    let mut prior = if have.is_some() {
+        Prior::Ours
+    } else {
+        Prior::Unknown
+    };
     if let Some(old) = &have {
-        // A single-path route moving to another device, and IPv6 routes changing
-        // between single and multipath (siblings), are deleted first: a replace would
-        // only touch the one route the kernel matches.
-        let single_move = old.len() == 1
-            && new.len() == 1
-            && old.first().map(|h| &h.1) != new.first().map(|h| &h.1);
-        let v6_reshape = prefix.addr().is_ipv6() && (old.len() > 1 || new.len() > 1);
-        if single_move || v6_reshape {
+        // An IPv6 route changing between single and multipath (siblings) is deleted
+        // first: a replace would only touch the one sibling the kernel matches. Every
+        // other change, a route moving to another tunnel included, is one atomic
+        // replace: no packet meets a table without the route.
+        if prefix.addr().is_ipv6() && (old.len() > 1 || new.len() > 1) {
             out.now = None;
+            prior = Prior::Unknown;
             if let Err(e) = remove(&nl, &cache, protocol, prefix, old).await {
-                debug!(%prefix, error = %e, "deleting before the move failed");
+                debug!(%prefix, error = %e, "deleting before the reshape failed");
             }
         }
     }
@@ -425,7 +428,7 @@ async fn change(
     let r = match new.as_slice() {
         [(gateway, dev)] => match index_of(&nl, &cache, dev).await {
             Ok(Some(oif)) => {
-                nl.replace_route_via_index(dst, len, *gateway, oif, dev, protocol)
+                nl.replace_route_via_index(dst, len, *gateway, oif, dev, protocol, prior)
                     .await
             }
             // Let the named call say which interface is missing.
@@ -435,7 +438,10 @@ async fn change(
             }
             Err(e) => Err(e),
         },
-        hops => nl.replace_route_multipath(dst, len, hops, protocol).await,
+        hops => {
+            nl.replace_route_multipath(dst, len, hops, protocol, prior)
+                .await
+        }
     };
     match r {
         Ok(()) => {

@@ -21,6 +21,8 @@
 mod batch;
 mod route;
 
+pub use route::Prior;
+
 pub use batch::{hops_desc, BatchStats, Hops, RouteBatch, MAX_IN_FLIGHT};
 
 use futures::TryStreamExt;

@@ -112,6 +112,15 @@ fn parse_route(msg: &RouteMessage) -> Option<DumpedRoute> {
     })
 }
 
+/// What the caller knows of the kernel's route to the destination it installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prior {
+    /// Nothing: a route there may be another protocol's, so look before replacing it.
+    Unknown,
+    /// We installed a route to it (same metric, our protocol) and have not removed it.
+    Ours,
+}
+
 /// Errnos that mean "already gone" for a delete.
 fn is_gone(e: &NetlinkError) -> bool {
     matches!(e.errno(), Some(libc::ENOENT) | Some(libc::ESRCH))
@@ -182,13 +191,16 @@ impl Netlink {
             oif,
             metric,
             protocol,
+            Prior::Unknown,
         )
         .await
     }
 
     /// [`Netlink::replace_route_via`] with the device already resolved to its index
     /// (`dev` only names it in messages): a batch of routes through one tunnel costs
-    /// one request per route, not two.
+    /// one request per route, not two. `prior` says whether our books hold a route to
+    /// `dst` already (see [`Prior`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn replace_route_via_index(
         &self,
         dst: IpAddr,
@@ -197,6 +209,7 @@ impl Netlink {
         oif: u32,
         dev: &str,
         protocol: u8,
+        prior: Prior,
     ) -> Result<(), NetlinkError> {
         // The description is only formatted for an error: this runs once per BGP route.
         let op = || {
@@ -213,6 +226,7 @@ impl Netlink {
             Some(oif),
             None,
             protocol,
+            prior,
         )
         .await
     }
@@ -227,6 +241,7 @@ impl Netlink {
         oif: Option<u32>,
         metric: Option<u32>,
         protocol: u8,
+        prior: Prior,
     ) -> Result<(), NetlinkError> {
         let mut msg = base_route("", dst, prefix_len, protocol).map_err(|e| e.with_op(op()))?;
         // Like `ip route add`: a route without gateway is on-link (scope link) for IPv4.
@@ -258,7 +273,7 @@ impl Netlink {
             msg.attributes.push(RouteAttribute::Priority(m));
         }
 
-        self.replace_ours(op, msg, dst, prefix_len, metric, protocol)
+        self.replace_ours(op, msg, dst, prefix_len, metric, protocol, prior)
             .await
     }
 
@@ -266,7 +281,11 @@ impl Netlink {
     /// (dst, tos, metric) in the table, whoever owns it: look first and refuse to take
     /// over a foreign route. A route that is not there yet (every route a BGP session
     /// brings in) goes in with NLM_F_EXCL and no table dump, so installing N routes costs
-    /// N requests, not N dumps of a growing table.
+    /// N requests, not N dumps of a growing table. A route our books say we installed
+    /// ([`Prior::Ours`]) is replaced in place in one request: the kernel swaps it
+    /// atomically, so traffic never meets a table without the route (a delete and a
+    /// re-add would drop, or misroute via a covering route, what arrives in between).
+    #[allow(clippy::too_many_arguments)]
     async fn replace_ours(
         &self,
         op: &(dyn Fn() -> String + Sync),
@@ -275,7 +294,18 @@ impl Netlink {
         prefix_len: u8,
         metric: Option<u32>,
         protocol: u8,
+        prior: Prior,
     ) -> Result<(), NetlinkError> {
+        if prior == Prior::Ours {
+            return self
+                .handle
+                .route()
+                .add(msg)
+                .replace()
+                .execute()
+                .await
+                .map_err(|e| NetlinkError::from_rtnl(op(), e));
+        }
         match self.handle.route().add(msg.clone()).execute().await {
             Ok(()) => return Ok(()),
             Err(e) => {
@@ -320,6 +350,7 @@ impl Netlink {
         prefix_len: u8,
         nexthops: &[(IpAddr, String)],
         protocol: u8,
+        prior: Prior,
     ) -> Result<(), NetlinkError> {
         let hops: Vec<String> = nexthops
             .iter()
@@ -357,7 +388,7 @@ impl Netlink {
             list.push(nh);
         }
         msg.attributes.push(RouteAttribute::MultiPath(list));
-        self.replace_ours(&|| op.clone(), msg, dst, prefix_len, None, protocol)
+        self.replace_ours(&|| op.clone(), msg, dst, prefix_len, None, protocol, prior)
             .await
     }
 
