@@ -113,14 +113,16 @@ impl IkeSa {
             proposal = %sel, "IKE SA rekeyed by peer");
         self.queued.retain(|q| *q != super::Queued::RekeyIke);
         if matches!(&self.pending, Some(p) if matches!(p.kind, RequestKind::RekeyIke { .. })) {
+            // §2.8.2 collision: which new SA survives is known only once our own rekey
+            // is answered (or the peer deletes this SA), so the CHILD SAs stay here until
+            // then; moving them now would lose them if the peer deletes its SA as the
+            // loser.
             if let Some(e) = self.state.established_mut() {
                 e.peer_rekey = Some((ni.to_vec(), resp_nr.clone(), new_spi_i));
             }
+        } else {
+            self.hand_children_to(ctx, new_spi_i);
         }
-        for c in ctx.children.iter_mut().filter(|c| c.owner == self.spi_i) {
-            c.owner = new_spi_i;
-        }
-        self.successor = Some(new_spi_i);
         // §2.18: the rekey's initiator is the new SA's original initiator.
         let mut new = IkeSa::new_responder(new_spi_i, new_spi_r, self.local, self.remote, now);
         new.nat = self.nat;
@@ -242,7 +244,8 @@ impl IkeSa {
                 info!(tunnel = %ctx.cfg.name, "IKE SA rekey collision: ours has the lowest nonce, deleting it");
                 new.close_redundant(ctx, now);
                 ctx.new_sas.push(new);
-                self.successor = Some(peer_spi_i);
+                // The peer's SA wins and the peer deletes this one.
+                self.hand_children_to(ctx, peer_spi_i);
                 return;
             }
             info!(tunnel = %ctx.cfg.name, "IKE SA rekey collision: the peer deletes its SA");
@@ -265,6 +268,15 @@ impl IkeSa {
         });
         // HDR, SK {D} --> on the old SA; its CHILD SAs now belong to the new one.
         self.delete_ike_sa(ctx, now, CloseReason::Rekeyed);
+    }
+
+    /// Makes `successor` the SA that replaces this one (§2.18): its CHILD SAs, and those
+    /// created from now on, belong to it.
+    pub(super) fn hand_children_to(&mut self, ctx: &mut Ctx<'_>, successor: u64) {
+        for c in ctx.children.iter_mut().filter(|c| c.owner == self.spi_i) {
+            c.owner = successor;
+        }
+        self.successor = Some(successor);
     }
 
     /// Deletes this SA without taking CHILD SAs with it: it lost a collision (§2.8.2)

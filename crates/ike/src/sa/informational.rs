@@ -72,6 +72,17 @@ impl IkeSa {
         if delete_ike {
             self.send_response(ctx, ExchangeType::INFORMATIONAL, msg_id, vec![]);
             info!(tunnel = %ctx.cfg.name, spi_i = format_args!("{:016x}", self.spi_i), "peer deleted IKE SA");
+            // §2.8.2: a rekey collision the peer settled before answering ours: its new
+            // SA won, and it deletes this old one; the CHILD SAs carry on under the winner.
+            let collided = self
+                .state
+                .established_mut()
+                .and_then(|e| e.peer_rekey.take());
+            if let (None, Some((_, _, peer_spi_i))) = (self.successor, collided) {
+                info!(tunnel = %ctx.cfg.name, spi_i = format_args!("{peer_spi_i:016x}"),
+                    "IKE SA rekey collision: the peer's SA won");
+                self.hand_children_to(ctx, peer_spi_i);
+            }
             self.report_closed(ctx, CloseReason::DeletedByPeer);
             // A CHILD SA request in flight here is redone on the successor, if any.
             match self.pending.take().map(|p| p.kind) {

@@ -366,6 +366,8 @@ fn collision_loser_the_peer_never_learned_of_is_deleted_by_us() {
             "{what}"
         );
         assert!(p.a.is_established() && p.b.is_established(), "{what}");
+        assert_eq!(child_spis(&p.a, p.now).len(), 1, "{what}");
+        assert_children_mirror(&p);
     }
     assert!(
         orphans > 0,
