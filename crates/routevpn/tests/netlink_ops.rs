@@ -947,33 +947,37 @@ fn route_batch_moves_a_route_without_deleting_it() {
     let dir = testbed::TestDir::new("nl-move");
     let log = dir.join("monitor.log");
     let monitor = ns.spawn(&["ip", "monitor", "route"], &log);
-    let seen = |what: &str| {
-        let what = what.to_string();
-        let log = log.clone();
-        testbed::wait_until(
-            Duration::from_secs(10),
+    // Adds marker route 10.104.k.0/32 and returns the monitor's log once it shows it.
+    // A marker added before `ip monitor` subscribed is never shown: add another.
+    let mut k = 0u32;
+    let mut mark = || loop {
+        k += 1;
+        assert!(k < 100, "ip monitor never showed a marker route");
+        let marker = format!("10.104.{k}.0");
+        ns.must(&[
+            "ip",
+            "route",
+            "add",
+            &format!("{marker}/32"),
+            "dev",
+            "tun0",
+            "proto",
+            "static",
+        ]);
+        let shown = testbed::wait_until(
+            Duration::from_millis(500),
             Duration::from_millis(20),
-            move || {
+            || {
                 let s = std::fs::read_to_string(&log).unwrap_or_default();
-                s.contains(&what)
-                    .then_some(s.clone())
-                    .ok_or_else(|| format!("ip monitor has not shown {what:?}: {s}"))
+                s.contains(&marker).then_some(s).ok_or_else(String::new)
             },
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
+        );
+        if let Ok(s) = shown {
+            return s;
+        }
     };
     // The monitor is listening once it reports a route we add ourselves.
-    ns.must(&[
-        "ip",
-        "route",
-        "add",
-        "10.104.0.0/32",
-        "dev",
-        "tun0",
-        "proto",
-        "static",
-    ]);
-    seen("10.104.0.0");
+    mark();
 
     let n = ns.clone();
     in_netns(&ns, move || async move {
@@ -1006,17 +1010,7 @@ fn route_batch_moves_a_route_without_deleting_it() {
         assert!(v6_routes.contains("dev tun0"), "{v6_routes}");
     });
     // Everything the batch did is in the log once a later change of ours shows up.
-    ns.must(&[
-        "ip",
-        "route",
-        "add",
-        "10.104.0.1/32",
-        "dev",
-        "tun0",
-        "proto",
-        "static",
-    ]);
-    let shown = seen("10.104.0.1");
+    let shown = mark();
     drop(monitor);
     for prefix in ["10.2.0.0/24", "fd10:2::/64"] {
         let events: Vec<&str> = shown.lines().filter(|l| l.contains(prefix)).collect();

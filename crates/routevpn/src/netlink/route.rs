@@ -296,15 +296,12 @@ impl Netlink {
         protocol: u8,
         prior: Prior,
     ) -> Result<(), NetlinkError> {
+        let replace = |msg: RouteMessage, op: String| async move {
+            let r = self.handle.route().add(msg).replace().execute().await;
+            r.map_err(|e| NetlinkError::from_rtnl(op, e))
+        };
         if prior == Prior::Ours {
-            return self
-                .handle
-                .route()
-                .add(msg)
-                .replace()
-                .execute()
-                .await
-                .map_err(|e| NetlinkError::from_rtnl(op(), e));
+            return replace(msg, op()).await;
         }
         match self.handle.route().add(msg.clone()).execute().await {
             Ok(()) => return Ok(()),
@@ -329,14 +326,7 @@ impl Netlink {
                 op,
                 protocol: foreign.protocol,
             }),
-            None => self
-                .handle
-                .route()
-                .add(msg)
-                .replace()
-                .execute()
-                .await
-                .map_err(|e| NetlinkError::from_rtnl(op, e)),
+            None => replace(msg, op).await,
         }
     }
 
