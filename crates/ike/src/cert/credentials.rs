@@ -164,6 +164,22 @@ impl Credentials {
         })
     }
 
+    /// `cert_pem` with the key of `key_pem` even if it is not the certificate's: a peer
+    /// that signs with the wrong key.
+    #[cfg(test)]
+    pub(crate) fn with_foreign_key(cert_pem: &[u8], key_pem: &[u8]) -> Credentials {
+        let chain = pem_certificates(cert_pem).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+        Credentials {
+            subject_der: cert.subject().as_raw().to_vec(),
+            subject: Dn::from_name(cert.subject()),
+            issuer: Dn::from_name(cert.issuer()),
+            not_after: cert.validity().not_after.timestamp(),
+            key: pem_key(key_pem).unwrap(),
+            chain: chain.clone(),
+        }
+    }
+
     pub fn key_kind(&self) -> KeyKind {
         self.key.kind()
     }
