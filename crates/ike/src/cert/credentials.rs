@@ -64,8 +64,8 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Every certificate of a PEM file, in order.
-pub(super) fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+/// Every certificate (DER) of a PEM file, in order.
+pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .map(|c| c.map(|c| c.as_ref().to_vec()))
         .collect::<Result<Vec<_>, _>>()

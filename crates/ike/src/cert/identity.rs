@@ -231,6 +231,11 @@ pub fn id_in_cert(id: &IdPayload, cert: &X509Certificate<'_>) -> bool {
         })
 }
 
+/// [`id_in_cert`] for a DER certificate; false if it does not parse.
+pub fn id_in_cert_der(id: &IdPayload, der: &[u8]) -> bool {
+    x509_parser::parse_x509_certificate(der).is_ok_and(|(_, c)| id_in_cert(id, &c))
+}
+
 /// "2025-06-01 12:00:00 UTC" for seconds since the Unix epoch.
 pub fn format_unix_date(secs: i64) -> String {
     let days = secs.div_euclid(86_400);

@@ -14,8 +14,8 @@ mod identity;
 mod signature;
 mod trust;
 
-pub use credentials::{Credentials, KeyKind};
-pub use identity::{describe_id, format_unix_date, id_in_cert, ids_equal, Dn};
+pub use credentials::{pem_certificates, Credentials, KeyKind};
+pub use identity::{describe_id, format_unix_date, id_in_cert, id_in_cert_der, ids_equal, Dn};
 pub use signature::{
     hash_algorithms_notify, parse_hash_algorithms, sign_auth, signed_octets, verify_auth,
     HashAlgorithm,

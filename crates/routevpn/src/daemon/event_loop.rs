@@ -122,6 +122,8 @@ impl Daemon {
                         Input::Ike(d) => match self.tunnels.iter_mut().find(|t| t.session.matches(&d)) {
                             Some(t) => {
                                 t.note_ike(now);
+                                // Certificates are validated at the wall-clock time (sans-IO core).
+                                t.session.set_unix_time(unix_now());
                                 t.session.handle_datagram_admitted(now, d, &mut self.admission)
                             }
                             None => debug!(peer = %d.remote, "IKE message from an unconfigured peer"),
@@ -304,4 +306,11 @@ impl Daemon {
             },
         }
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
