@@ -23,14 +23,19 @@ pub(super) fn our_cert_payloads(ca: &CertAuth, with_certreq: bool) -> Vec<Payloa
             })
         })
         .collect();
-    let hashes = ca.trust.certreq_data();
-    if with_certreq && !hashes.is_empty() {
-        out.push(Payload::CertReq(CertReqPayload {
-            encoding: X509_SIGNATURE,
-            data: hashes,
-        }));
+    if with_certreq {
+        out.extend(certreq_payload(ca));
     }
     out
+}
+
+/// §3.7: CERTREQ with the SHA-1 hashes of our CAs' public keys (none without CAs).
+pub(super) fn certreq_payload(ca: &CertAuth) -> Option<Payload> {
+    let hashes = ca.trust.certreq_data();
+    (!hashes.is_empty()).then_some(Payload::CertReq(CertReqPayload {
+        encoding: X509_SIGNATURE,
+        data: hashes,
+    }))
 }
 
 /// Our signature AUTH over §2.15's octets: `msg` is our IKE_SA_INIT message, `nonce`

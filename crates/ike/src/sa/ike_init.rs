@@ -414,6 +414,10 @@ impl IkeSa {
             ke_payload(&ke),
             Payload::Nonce(nr.clone()),
         ];
+        // <-- HDR, SAr1, KEr, Nr, [CERTREQ]: asks the initiator for its certificate.
+        if let Some(ca) = &ctx.cfg.cert {
+            payloads.extend(super::cert_auth::certreq_payload(ca));
+        }
         payloads.extend(nat_notifies(ctx, self.spi_i, self.spi_r, d.local, d.remote));
         if find_notify(p, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some() {
             self.frag_ok = true;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::hooks::{HookEvent, Hooks};
 use super::tunnel::{flush_tunnel, Tunnel};
@@ -81,6 +81,17 @@ impl Daemon {
             nl,
         } = self.open(&tx).await?;
 
+        // Our certificates' expiry, 30 days ahead (reloads log it with the config warnings).
+        for t in &self.tunnels {
+            if let Some(w) = t
+                .cfg
+                .certs
+                .as_ref()
+                .and_then(|c| crate::config::expiry_warning(&c.auth.credentials, unix_now()))
+            {
+                warn!(tunnel = %t.cfg.name, "{w}");
+            }
+        }
         // Initiate every `start = true` tunnel before READY=1, so that "ready" means
         // the control socket answers and the first IKE_SA_INITs are on the wire.
         let now = Instant::now();
