@@ -210,7 +210,7 @@ fn swan_right(
     cas: &[&str],
     remote_id: &str,
     start: bool,
-    rsa_pss: bool,
+    charon_settings: &str,
 ) -> Strongswan {
     let d = pki_dir();
     let conf = testbed::STRONGSWAN_CONF
@@ -222,13 +222,7 @@ fn swan_right(
             "swanctl { load = pem pkcs1",
             "swanctl { load = pem pkcs1 pkcs8",
         )
-        .replace(
-            "  syslog {",
-            &format!(
-                "  rsa_pss = {}\n  syslog {{",
-                if rsa_pss { "yes" } else { "no" }
-            ),
-        );
+        .replace("  syslog {", &format!("  {charon_settings}\n  syslog {{"));
     let sw = Strongswan::start_with(ns, &[], &conf).unwrap();
     let sd = sw.dir().join("swanctl");
     let key_dir = if cert.contains("rsa") || cert.contains("big") {
@@ -305,7 +299,14 @@ fn strongswan_accepts_and_is_accepted_in_both_roles() {
         for rv_initiates in [true, false] {
             let what = format!("{ours}/{theirs} pss={pss} routevpn initiator={rv_initiates}");
             let topo = Topology::two_sites();
-            let sw = swan_right(&topo.right, theirs, cas, DN_A, false, pss);
+            let sw = swan_right(
+                &topo.right,
+                theirs,
+                cas,
+                DN_A,
+                false,
+                if pss { "rsa_pss = yes" } else { "" },
+            );
             let extra: &[&str] = if pss { &["rsa_pss = true"] } else { &[] };
             let rv = Routevpn::start(
                 &topo.left,
@@ -404,7 +405,7 @@ fn refusals_are_authentication_failed_on_both_ends() {
     ];
     for &(ours, ca, rid, theirs, cas, rv_err, swan_log) in cases {
         let topo = Topology::two_sites();
-        let sw = swan_right(&topo.right, theirs, cas, DN_A, false, false);
+        let sw = swan_right(&topo.right, theirs, cas, DN_A, false, "");
         let rv = Routevpn::start(&topo.left, &rv_left(ours, ca, rid, true, &[])).unwrap();
         let e = wait_error(&rv, rv_err);
         assert!(e.starts_with("AUTHENTICATION_FAILED"), "{e}");
@@ -441,8 +442,8 @@ fn routevpn_to_routevpn_with_certificates() {
     assert_eq!(ta["local_id"], DN_A);
 }
 
-/// A 4096-bit RSA leaf and intermediate do not fit one datagram: RFC 7383 fragments
-/// both ways (strongSwan's default fragment_size is 1280).
+/// A 4096-bit RSA leaf and intermediate do not fit one datagram: routevpn's IKE_AUTH
+/// reaches strongSwan as RFC 7383 fragments and authenticates.
 #[test]
 fn large_rsa_chain_goes_in_fragments() {
     if !testbed::require_programs(&["pki"]) {
@@ -455,7 +456,7 @@ fn large_rsa_chain_goes_in_fragments() {
         &["root", "inter-big"],
         DN_A,
         false,
-        false,
+        "",
     );
     let rv = Routevpn::start(
         &topo.left,
@@ -466,4 +467,36 @@ fn large_rsa_chain_goes_in_fragments() {
     let line = swan_line(&sw, "received fragment #").unwrap();
     assert!(line.contains("of"), "{line}");
     swan_line(&sw, &format!("authentication of '{DN_A}' with RSA")).unwrap();
+}
+
+/// A peer without RFC 7427 (strongSwan's `signature_authentication = no` sends no
+/// SIGNATURE_HASH_ALGORITHMS): both ends fall back to ECDSA method 9 (RFC 4754).
+#[test]
+fn classic_ecdsa_without_rfc_7427_in_both_roles() {
+    if !testbed::require_programs(&["pki"]) {
+        return;
+    }
+    for rv_initiates in [true, false] {
+        let topo = Topology::two_sites();
+        let sw = swan_right(
+            &topo.right,
+            "b-p256",
+            &["root", "inter"],
+            DN_A,
+            false,
+            "signature_authentication = no",
+        );
+        let rv = Routevpn::start(
+            &topo.left,
+            &rv_left("a-p256", "root", DN_B, rv_initiates, &[]),
+        )
+        .unwrap();
+        if !rv_initiates {
+            sw.initiate("net").ok();
+        }
+        let t = testbed::wait_tunnel_up(&rv, T);
+        assert_eq!(t["ike_sas"][0]["initiator"], rv_initiates);
+        let line = swan_line(&sw, &format!("authentication of '{DN_A}' with")).unwrap();
+        assert!(line.contains("ECDSA-256 signature successful"), "{line}");
+    }
 }
