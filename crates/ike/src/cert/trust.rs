@@ -261,6 +261,20 @@ mod tests {
     }
 
     #[test]
+    fn crl_revokes_and_is_silent_about_others() {
+        let store = TrustStore::new(&[fixture("root-ca.pem")], &[fixture("root-ca.crl")]).unwrap();
+        let e = store.validate(&chain("b-p384.pem"), NOW).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "peer certificate \"C=CH, O=Lab, CN=routerB\" is revoked by a configured crl"
+        );
+        // Not on the list, or issued by a CA without a CRL (the intermediate): accepted.
+        store.validate(&chain("b-rsa.pem"), NOW).unwrap();
+        store.validate(&chain("b-p256.pem"), NOW).unwrap();
+        assert!(TrustStore::new(&[fixture("root-ca.pem")], &[b"garbage".to_vec()]).is_err());
+    }
+
+    #[test]
     fn certreq_hashes_name_our_cas() {
         let store =
             TrustStore::new(&[fixture("root-ca.pem"), fixture("other-ca.pem")], &[]).unwrap();

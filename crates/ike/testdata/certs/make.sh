@@ -25,5 +25,8 @@ gen ed25519 "" b-ed25519; issue b-ed25519 root-ca "C=CH, O=Lab, CN=routerB" rout
 gen ecdsa 256 expired-b; issue expired-b root-ca "C=CH, O=Lab, CN=routerB" routerB.example \
   --not-before "01.01.20 00:00:00" --not-after "01.01.21 00:00:00"
 gen ecdsa 256 other-b; issue other-b other-ca "C=CH, O=Lab, CN=routerB" routerB.example --lifetime $L
+# The root CA revokes b-p384.
+$P --signcrl --cacert root-ca.pem --cakey root-ca.key --cert b-p384.pem --reason key-compromise \
+  --lifetime $L --outform pem > root-ca.crl 2>/dev/null
 # The leaf followed by its intermediate, as `cert =` takes it.
 for n in a-p256 b-p256; do cat inter-ca.pem >> "$n.pem"; done
