@@ -44,6 +44,7 @@ fn config(local: &str, remote: &str, initiate: bool, sel: u8) -> SessionConfig {
         local_id: IdPayload::fqdn(local),
         remote_id: IdPayload::fqdn(remote),
         psk: Zeroizing::new(b"fuzz-pre-shared-key".to_vec()),
+        cert: None,
         ike: vec![parse(ike, Protocol::Ike).expect("ike proposal")],
         esp: vec![parse(esp, Protocol::Esp).expect("esp proposal")],
         local_ts: vec![TrafficSelector::any_v4(), TrafficSelector::any_v6()],

@@ -17,6 +17,7 @@ mod esp_classify;
 mod esp_open;
 mod esp_selectors;
 mod esp_sequence;
+mod ike_cert;
 mod ike_identity;
 mod ike_message;
 mod ike_payload_chain;
@@ -41,6 +42,7 @@ pub use esp_classify::esp_classify;
 pub use esp_open::esp_open;
 pub use esp_selectors::esp_selectors;
 pub use esp_sequence::esp_sequence;
+pub use ike_cert::ike_cert;
 pub use ike_identity::ike_identity;
 pub use ike_message::ike_message;
 pub use ike_payload_chain::ike_payload_chain;
@@ -66,6 +68,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("esp_open", esp_open),
     ("esp_selectors", esp_selectors),
     ("esp_sequence", esp_sequence),
+    ("ike_cert", ike_cert),
     ("ike_identity", ike_identity),
     ("ike_message", ike_message),
     ("ike_payload_chain", ike_payload_chain),

@@ -168,6 +168,17 @@ registry! {
 }
 
 registry! {
+    /// RFC 7427 §7 "IKEv2 Hash Algorithms" (SIGNATURE_HASH_ALGORITHMS), RFC 8420 (Identity).
+    HashAlgorithm(u16) {
+        SHA1 = 1, "SHA1";
+        SHA2_256 = 2, "SHA2_256";
+        SHA2_384 = 3, "SHA2_384";
+        SHA2_512 = 4, "SHA2_512";
+        IDENTITY = 5, "IDENTITY";
+    }
+}
+
+registry! {
     /// RFC 7296 §3.8 Authentication Method.
     AuthMethod(u8) {
         RSA_SIG = 1, "RSA_SIG";

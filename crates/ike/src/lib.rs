@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod cert;
 pub mod crypto;
 pub mod iana;
 pub mod limits;

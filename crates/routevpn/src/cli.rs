@@ -327,6 +327,13 @@ pub fn format_status(r: &StatusReport) -> String {
         if let Some(e) = &t.last_error {
             let _ = writeln!(o, "  last error: {e}");
         }
+        if let Some(c) = &t.peer_cert {
+            let _ = writeln!(o, "  peer certificate '{}'", c.subject);
+            let _ = writeln!(o, "    issuer '{}', valid until {}", c.issuer, c.not_after);
+        }
+        if let Some(w) = &t.cert_warning {
+            let _ = writeln!(o, "  warning: {w}");
+        }
         for sa in &t.ike_sas {
             let (mark_i, mark_r) = if sa.initiator { ("*", "") } else { ("", "*") };
             // The peer goes with the age: an IPv6 peer with port would push the SPI
@@ -635,10 +642,16 @@ mod tests {
                 );
             }
         };
-        check(&r, "steady state with BGP");
+        check(
+            &r,
+            "steady state with BGP, certificates and an expiry warning",
+        );
+        // The rekey screen is the PSK tunnel's (a certificate adds three lines).
         let mut rekey = r.clone();
         rekey.bgp = None;
         let t = &mut rekey.tunnels[0];
+        t.peer_cert = None;
+        t.cert_warning = None;
         t.ike_sas.push(t.ike_sas[0].clone());
         t.child_sas.push(t.child_sas[0].clone());
         check(&rekey, "during a rekey");

@@ -161,6 +161,22 @@ pub struct TunnelStatus {
     /// IKE SA rekeys of this tunnel, counted the same way.
     #[serde(default)]
     pub ike_rekeys: u64,
+    /// The peer's certificate as last validated (certificate authentication only).
+    #[serde(default)]
+    pub peer_cert: Option<PeerCertStatus>,
+    /// Our own certificate expires within 30 days (or has expired).
+    #[serde(default)]
+    pub cert_warning: Option<String>,
+}
+
+/// A validated peer certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCertStatus {
+    /// Distinguished names in strongSwan's syntax, e.g. `C=CH, O=Lab, CN=routerB`.
+    pub subject: String,
+    pub issuer: String,
+    /// e.g. `2046-11-26 20:31:00 UTC`.
+    pub not_after: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -466,6 +482,12 @@ pub(crate) mod tests {
                     }],
                     child_rekeys: 0,
                     ike_rekeys: 0,
+                    peer_cert: Some(PeerCertStatus {
+                        subject: "C=CH, O=Lab, CN=routerB".into(),
+                        issuer: "C=CH, O=Lab, CN=Lab Root CA".into(),
+                        not_after: "2046-11-26 20:31:00 UTC".into(),
+                    }),
+                    cert_warning: Some("our certificate \"C=CH, O=Lab, CN=routerA\" expires on 2026-12-20 00:00:00 UTC (in 18 days)".into()),
                 },
                 TunnelStatus {
                     name: "vti1".into(),
@@ -479,6 +501,8 @@ pub(crate) mod tests {
                     child_sas: vec![],
                     child_rekeys: 0,
                     ike_rekeys: 0,
+                    peer_cert: None,
+                    cert_warning: None,
                 },
             ],
             dataplane: DataplaneStatus {

@@ -76,6 +76,9 @@ pub struct SwanConn {
     /// Extra raw `key = value` lines for the connection and the child sections.
     pub extra_conn: Vec<String>,
     pub extra_child: Vec<String>,
+    /// Authenticate with this certificate (a file in `swanctl/x509/`) instead of `psk`;
+    /// the peer then with `auth = pubkey` too.
+    pub cert: Option<String>,
 }
 
 impl Default for SwanConn {
@@ -103,6 +106,7 @@ impl Default for SwanConn {
             remote_port: None,
             extra_conn: Vec::new(),
             extra_child: Vec::new(),
+            cert: None,
         }
     }
 }
@@ -136,12 +140,16 @@ impl SwanConn {
         for l in &self.extra_conn {
             line(&mut s, 4, l);
         }
+        let auth = if self.cert.is_some() { "pubkey" } else { "psk" };
         line(&mut s, 4, "local {");
-        line(&mut s, 6, "auth = psk");
+        line(&mut s, 6, &format!("auth = {auth}"));
+        if let Some(c) = &self.cert {
+            line(&mut s, 6, &format!("certs = {c}"));
+        }
         line(&mut s, 6, &format!("id = {}", self.local_id));
         line(&mut s, 4, "}");
         line(&mut s, 4, "remote {");
-        line(&mut s, 6, "auth = psk");
+        line(&mut s, 6, &format!("auth = {auth}"));
         line(&mut s, 6, &format!("id = {}", self.remote_id));
         line(&mut s, 4, "}");
         line(&mut s, 4, "children {");
@@ -168,6 +176,9 @@ impl SwanConn {
 
     /// The `secrets { ike-N {...} }` entry.
     pub fn secret_section(&self, index: usize) -> String {
+        if self.cert.is_some() {
+            return String::new(); // keys are loaded from swanctl/{ecdsa,rsa,pkcs8}/
+        }
         format!(
             "  ike-{index} {{\n    id-1 = {}\n    id-2 = {}\n    secret = \"{}\"\n  }}\n",
             self.local_id,

@@ -47,6 +47,14 @@ pub(crate) enum ExchangeError {
     Refused { notify: NotifyType, why: String },
 }
 
+/// Certificate, identity and signature failures all end IKE_AUTH with
+/// AUTHENTICATION_FAILED (§2.21.2); the text names the certificate and what is wrong.
+impl From<crate::cert::CertError> for ExchangeError {
+    fn from(e: crate::cert::CertError) -> ExchangeError {
+        ExchangeError::Auth(e.to_string())
+    }
+}
+
 impl ExchangeError {
     /// The error Notify type that reports this error.
     pub fn notify_type(&self) -> NotifyType {

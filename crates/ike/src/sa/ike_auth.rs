@@ -6,6 +6,7 @@
 //!                            <--    HDR, SK {IDr, [CERT,] AUTH, SAr2, TSi, TSr}
 //! ```
 
+use super::cert_auth;
 use super::child_create::random_esp_spi;
 use super::error::ExchangeError;
 use super::ike_sa::*;
@@ -18,8 +19,17 @@ use crate::wire::{AuthPayload, IdPayload, Payload, TsPayload};
 use std::time::Instant;
 use tracing::{info, warn};
 
+/// DNs compare as names (strongSwan does: encodings differ between implementations),
+/// other identities octet for octet.
 pub(super) fn id_matches(a: &IdPayload, b: &IdPayload) -> bool {
-    a.id_type == b.id_type && a.data == b.data
+    crate::cert::ids_equal(a, b)
+}
+
+/// Logs the peer certificate that just authenticated and keeps it for `status`.
+fn note_peer_cert(ctx: &mut Ctx<'_>, info: crate::cert::CertInfo) {
+    info!(tunnel = %ctx.cfg.name, subject = %info.subject, issuer = %info.issuer,
+        not_after = %crate::cert::format_unix_date(info.not_after), "peer authenticated with certificate");
+    *ctx.peer_cert = Some(info);
 }
 
 impl IkeSa {
@@ -38,22 +48,34 @@ impl IkeSa {
     ) {
         let child_spi = random_esp_spi(ctx);
         let id_i = ctx.cfg.local_id.clone();
-        let auth = crypto::psk_auth(
-            keys.prf,
-            &ctx.cfg.psk,
-            &msg1,
-            &nr,
-            &keys.sk_pi,
-            &id_i.body(),
-        );
-        let inner = vec![
-            Payload::IdI(id_i),
-            notify(NotifyType::INITIAL_CONTACT, vec![]),
-            Payload::Auth(AuthPayload {
+        let mut inner = vec![Payload::IdI(id_i.clone())];
+        let auth = match &ctx.cfg.cert {
+            None => Payload::Auth(AuthPayload {
                 method: AuthMethod::PSK,
                 reserved: [0; 3],
-                data: auth.to_vec(),
+                data: crypto::psk_auth(
+                    keys.prf,
+                    &ctx.cfg.psk,
+                    &msg1,
+                    &nr,
+                    &keys.sk_pi,
+                    &id_i.body(),
+                )
+                .to_vec(),
             }),
+            // IDi, CERT (leaf, intermediates), CERTREQ, AUTH (§1.2, §3.6, §3.7).
+            Some(ca) => {
+                inner.extend(cert_auth::our_cert_payloads(ca, true));
+                let hashes = self.peer_hashes.as_deref();
+                match cert_auth::sign(ca, hashes, keys.prf, &msg1, &nr, &keys.sk_pi, &id_i) {
+                    Ok(a) => a,
+                    Err(e) => return self.fail(ctx, now, e, false),
+                }
+            }
+        };
+        inner.extend([
+            notify(NotifyType::INITIAL_CONTACT, vec![]),
+            auth,
             sa_offer(&ctx.cfg.esp, &child_spi.to_be_bytes(), false),
             Payload::TsI(TsPayload {
                 selectors: ctx.cfg.local_ts.clone(),
@@ -61,7 +83,7 @@ impl IkeSa {
             Payload::TsR(TsPayload {
                 selectors: ctx.cfg.remote_ts.clone(),
             }),
-        ];
+        ]);
         self.state = IkeState::AuthSent {
             keys,
             ni,
@@ -97,9 +119,13 @@ impl IkeSa {
         let auth = find!(inner, Auth);
         if auth.is_none() {
             let e = match first_error(inner) {
-                Some(n) if n.ty == NotifyType::AUTHENTICATION_FAILED => ExchangeError::Auth(
-                    "peer rejected our authentication: check psk and local_id/remote_id on both ends".into(),
-                ),
+                Some(n) if n.ty == NotifyType::AUTHENTICATION_FAILED => {
+                    ExchangeError::Auth(if ctx.cfg.cert.is_some() {
+                        "peer rejected our authentication: check our certificate (its ca must be the peer's, not expired), and local_id/remote_id on both ends (see the peer's log)".into()
+                    } else {
+                        "peer rejected our authentication: check psk and local_id/remote_id on both ends".into()
+                    })
+                }
                 Some(n) => ExchangeError::Refused {
                     notify: n.ty,
                     why: "peer refused IKE_AUTH".into(),
@@ -114,9 +140,30 @@ impl IkeSa {
         let failure = match id_r {
             None => Some("IKE_AUTH response without IDr".to_string()),
             Some(id) if !id_matches(id, &ctx.cfg.remote_id) => Some(format!(
-                "responder identity \"{id}\" does not match remote_id \"{}\"",
-                ctx.cfg.remote_id
+                "responder identity \"{}\" does not match remote_id \"{}\"",
+                crate::cert::describe_id(id),
+                crate::cert::describe_id(&ctx.cfg.remote_id)
             )),
+            Some(id) if ctx.cfg.cert.is_some() => {
+                let ca = ctx.cfg.cert.clone().expect("checked by the guard");
+                match cert_auth::verify_peer(
+                    ctx,
+                    &ca,
+                    inner,
+                    id,
+                    auth,
+                    keys.prf,
+                    &msg2,
+                    &ni,
+                    &keys.sk_pr,
+                ) {
+                    Ok(info) => {
+                        note_peer_cert(ctx, info);
+                        None
+                    }
+                    Err(e) => Some(e.to_string()),
+                }
+            }
             Some(id) => {
                 let expect =
                     crypto::psk_auth(keys.prf, &ctx.cfg.psk, &msg2, &ni, &keys.sk_pr, &id.body());
@@ -214,29 +261,43 @@ impl IkeSa {
             return;
         };
         self.state = IkeState::established(keys, now, Some((ni.clone(), nr.clone())));
-        if let Err(e) = self.verify_initiator(ctx, inner, &msg1, &nr) {
-            self.refuse(ctx, now, ExchangeType::IKE_AUTH, msg_id, e);
-            return;
+        match self.verify_initiator(ctx, inner, &msg1, &nr) {
+            Ok(Some(info)) => note_peer_cert(ctx, info),
+            Ok(None) => {}
+            Err(e) => {
+                self.refuse(ctx, now, ExchangeType::IKE_AUTH, msg_id, e);
+                return;
+            }
         }
         let keys = self.state.keys().expect("established");
         ctx.initial_contact = find_notify(inner, NotifyType::INITIAL_CONTACT).is_some();
         let id_r = ctx.cfg.local_id.clone();
-        let our_auth = crypto::psk_auth(
-            keys.prf,
-            &ctx.cfg.psk,
-            &msg2,
-            &ni,
-            &keys.sk_pr,
-            &id_r.body(),
-        );
-        let mut out = vec![
-            Payload::IdR(id_r),
-            Payload::Auth(AuthPayload {
+        let mut out = vec![Payload::IdR(id_r.clone())];
+        match &ctx.cfg.cert {
+            None => out.push(Payload::Auth(AuthPayload {
                 method: AuthMethod::PSK,
                 reserved: [0; 3],
-                data: our_auth.to_vec(),
-            }),
-        ];
+                data: crypto::psk_auth(
+                    keys.prf,
+                    &ctx.cfg.psk,
+                    &msg2,
+                    &ni,
+                    &keys.sk_pr,
+                    &id_r.body(),
+                )
+                .to_vec(),
+            })),
+            // IDr, CERT (leaf, intermediates), AUTH: our chain answers any CERTREQ (§3.7).
+            Some(ca) => {
+                let ca = ca.clone();
+                out.extend(cert_auth::our_cert_payloads(&ca, false));
+                let hashes = self.peer_hashes.as_deref();
+                match cert_auth::sign(&ca, hashes, keys.prf, &msg2, &ni, &keys.sk_pr, &id_r) {
+                    Ok(a) => out.push(a),
+                    Err(e) => return self.refuse(ctx, now, ExchangeType::IKE_AUTH, msg_id, e),
+                }
+            }
+        }
         let child = self.accept_child(ctx, inner, None, &ni, &nr, None);
         match &child {
             Ok((resp, _)) => out.extend(resp.iter().cloned()),
@@ -267,7 +328,7 @@ impl IkeSa {
         inner: &[Payload],
         msg1: &[u8],
         nr: &[u8],
-    ) -> Result<(), ExchangeError> {
+    ) -> Result<Option<crate::cert::CertInfo>, ExchangeError> {
         if let Some(ty) = unknown_critical(inner) {
             return Err(ExchangeError::UnsupportedCritical(ty));
         }
@@ -278,9 +339,30 @@ impl IkeSa {
         };
         if !id_matches(id_i, &ctx.cfg.remote_id) {
             return Err(ExchangeError::Auth(format!(
-                "peer identity \"{id_i}\" does not match remote_id \"{}\"",
-                ctx.cfg.remote_id
+                "peer identity \"{}\" does not match remote_id \"{}\"",
+                crate::cert::describe_id(id_i),
+                crate::cert::describe_id(&ctx.cfg.remote_id)
             )));
+        }
+        let keys = self.state.keys().expect("established");
+        if let Some(ca) = &ctx.cfg.cert {
+            if auth.method == AuthMethod::PSK {
+                return Err(ExchangeError::Auth(
+                    "peer authenticates with PSK, we require a certificate".into(),
+                ));
+            }
+            return cert_auth::verify_peer(
+                ctx,
+                ca,
+                inner,
+                id_i,
+                auth,
+                keys.prf,
+                msg1,
+                nr,
+                &keys.sk_pi,
+            )
+            .map(Some);
         }
         if auth.method != AuthMethod::PSK {
             return Err(ExchangeError::Auth(format!(
@@ -288,13 +370,12 @@ impl IkeSa {
                 auth.method
             )));
         }
-        let keys = self.state.keys().expect("established");
         let expect = crypto::psk_auth(keys.prf, &ctx.cfg.psk, msg1, nr, &keys.sk_pi, &id_i.body());
         if !crypto::ct_eq(&expect, &auth.data) {
             return Err(ExchangeError::Auth(
                 "peer's AUTH does not verify: pre-shared keys differ".into(),
             ));
         }
-        Ok(())
+        Ok(None)
     }
 }

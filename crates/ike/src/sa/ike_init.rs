@@ -147,6 +147,11 @@ impl IkeSa {
         let (local, remote) = (self.local, self.remote);
         payloads.extend(nat_notifies(ctx, self.spi_i, 0, local, remote));
         payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, vec![]));
+        if ctx.cfg.cert.is_some() {
+            // RFC 7427 §4: the hashes we verify signatures with.
+            let hashes = crate::cert::hash_algorithms_notify();
+            payloads.push(notify(NotifyType::SIGNATURE_HASH_ALGORITHMS, hashes));
+        }
         self.spi_r = 0;
         let msg = Message {
             header: self.header(ExchangeType::IKE_SA_INIT, 0, false),
@@ -300,6 +305,8 @@ impl IkeSa {
             ctx.cfg.force_encap || nat_detected(p, self.spi_i, self.spi_r, self.local, self.remote);
         // RFC 7383 §2.3: fragmentation once both ends announce it.
         self.frag_ok = find_notify(p, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        self.peer_hashes = find_notify(p, NotifyType::SIGNATURE_HASH_ALGORITHMS)
+            .map(|n| crate::cert::parse_hash_algorithms(&n.data));
         // RFC 3948 §4: keepalives when the mapping in front of us must be kept open.
         let behind_nat = nat_detected_either(p, self.spi_i, self.spi_r, self.local, self.remote).1;
         if behind_nat {
@@ -407,10 +414,21 @@ impl IkeSa {
             ke_payload(&ke),
             Payload::Nonce(nr.clone()),
         ];
+        // <-- HDR, SAr1, KEr, Nr, [CERTREQ]: asks the initiator for its certificate.
+        if let Some(ca) = &ctx.cfg.cert {
+            payloads.extend(super::cert_auth::certreq_payload(ca));
+        }
         payloads.extend(nat_notifies(ctx, self.spi_i, self.spi_r, d.local, d.remote));
         if find_notify(p, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some() {
             self.frag_ok = true;
             payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, vec![]));
+        }
+        self.peer_hashes = find_notify(p, NotifyType::SIGNATURE_HASH_ALGORITHMS)
+            .map(|n| crate::cert::parse_hash_algorithms(&n.data));
+        if ctx.cfg.cert.is_some() {
+            // RFC 7427 §4: answered whether or not the initiator sent its own.
+            let hashes = crate::cert::hash_algorithms_notify();
+            payloads.push(notify(NotifyType::SIGNATURE_HASH_ALGORITHMS, hashes));
         }
         let msg2 = Message {
             header: self.header(ExchangeType::IKE_SA_INIT, 0, true),

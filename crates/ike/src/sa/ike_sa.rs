@@ -261,6 +261,8 @@ pub(crate) struct IkeSa {
     pub fragment1: Option<RequestDigest>,
     /// Both ends announced IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 §2.3).
     pub frag_ok: bool,
+    /// The peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427 §4); None if it sent none.
+    pub peer_hashes: Option<Vec<crate::iana::HashAlgorithm>>,
     /// Fragments of an incoming message being collected (RFC 7383 §2.6).
     pub reassembly: Option<protect::Reassembly>,
     /// Our last datagram to the peer: NAT keepalives go only after a silence.
@@ -296,6 +298,10 @@ pub(crate) struct Ctx<'a> {
     pub now: Instant,
     /// Rate limit of IKE_SA_INIT refusal log lines.
     pub refusals: &'a mut super::error::RefusalLog,
+    /// Wall-clock seconds since the Unix epoch (certificate validity).
+    pub unix_time: u64,
+    /// The peer's certificate once validated, for `status`.
+    pub peer_cert: &'a mut Option<crate::cert::CertInfo>,
 }
 
 impl Ctx<'_> {
@@ -341,6 +347,7 @@ impl IkeSa {
             last_request: None,
             fragment1: None,
             frag_ok: false,
+            peer_hashes: None,
             reassembly: None,
             last_tx: now,
             nat: false,

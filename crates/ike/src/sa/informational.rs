@@ -43,6 +43,7 @@ impl IkeSa {
         inner: &[Payload],
     ) {
         let mut delete_ike = false;
+        let mut auth_failed = false;
         let mut our_spis = Vec::new();
         for p in inner {
             match p {
@@ -61,8 +62,7 @@ impl IkeSa {
                 Payload::Notify(n) if n.ty.is_error() => {
                     warn!(tunnel = %ctx.cfg.name, error = %n.ty, "peer reported an error");
                     if n.ty == NotifyType::AUTHENTICATION_FAILED {
-                        *ctx.last_error =
-                            Some("AUTHENTICATION_FAILED: peer rejected our authentication".into());
+                        auth_failed = true;
                         delete_ike = true;
                     }
                 }
@@ -83,7 +83,20 @@ impl IkeSa {
                     "IKE SA rekey collision: the peer's SA won");
                 self.hand_children_to(ctx, peer_spi_i);
             }
-            self.report_closed(ctx, CloseReason::DeletedByPeer);
+            let reason = if auth_failed {
+                // §2.21.2: the initiator refused our IKE_AUTH response after all.
+                let why = if ctx.cfg.cert.is_some() {
+                    "peer rejected our authentication: check our certificate (its ca must be the peer's, not expired) and local_id/remote_id on both ends (see the peer's log)"
+                } else {
+                    "peer rejected our authentication: check psk and local_id/remote_id on both ends"
+                };
+                warn!(tunnel = %ctx.cfg.name, error = %NotifyType::AUTHENTICATION_FAILED, "IKE SA failed: {why}");
+                *ctx.last_error = Some(format!("AUTHENTICATION_FAILED: {why}"));
+                CloseReason::Failed(NotifyType::AUTHENTICATION_FAILED, why.into())
+            } else {
+                CloseReason::DeletedByPeer
+            };
+            self.report_closed(ctx, reason);
             // A CHILD SA request in flight here is redone on the successor, if any.
             match self.pending.take().map(|p| p.kind) {
                 Some(RequestKind::DeleteChild(spi)) => {

@@ -24,6 +24,7 @@ macro_rules! find {
     };
 }
 
+mod cert_auth;
 mod child;
 mod child_create;
 mod error;
@@ -58,6 +59,8 @@ pub struct SessionConfig {
     pub local_id: IdPayload,
     pub remote_id: IdPayload,
     pub psk: Zeroizing<Vec<u8>>,
+    /// Authenticate with certificates instead of `psk` (RFC 7296 §2.15, RFC 7427).
+    pub cert: Option<std::sync::Arc<crate::cert::CertAuth>>,
     pub ike: Vec<AlgorithmProposal>,
     pub esp: Vec<AlgorithmProposal>,
     pub local_ts: Vec<TrafficSelector>,
@@ -170,6 +173,8 @@ pub struct SessionStatus {
     pub ike_sas: Vec<IkeSaStatus>,
     pub children: Vec<(Child, Duration)>,
     pub last_error: Option<String>,
+    /// The peer's certificate as last validated (certificate authentication).
+    pub peer_cert: Option<crate::cert::CertInfo>,
 }
 
 /// Where the session stands as a whole: whether it brings the tunnel (back) up.
@@ -207,6 +212,11 @@ pub struct Session {
     refusals: error::RefusalLog,
     /// Half-open IKE SAs last added to the daemon-wide [`crate::Admission`].
     admitted_half_open: usize,
+    /// Wall-clock seconds since the Unix epoch, as the caller last set it (certificate
+    /// validity; the crate never reads a clock).
+    unix_time: u64,
+    /// The peer's certificate as last validated.
+    peer_cert: Option<crate::cert::CertInfo>,
 }
 
 impl Session {
@@ -223,6 +233,8 @@ impl Session {
             cookies: ike_init::Cookies::new(rng.as_mut(), now),
             refusals: error::RefusalLog::new(),
             admitted_half_open: 0,
+            unix_time: 0,
+            peer_cert: None,
             cfg,
             local,
             remote,
@@ -240,6 +252,12 @@ impl Session {
 
     pub fn config(&self) -> &SessionConfig {
         &self.cfg
+    }
+
+    /// Sets the wall-clock time (seconds since the Unix epoch) that certificates are
+    /// validated at; the daemon calls it before each `handle_*`.
+    pub fn set_unix_time(&mut self, secs: u64) {
+        self.unix_time = secs;
     }
 
     /// True when this datagram belongs to this session's peer.
@@ -476,6 +494,7 @@ impl Session {
                 .map(|c| (c.clone(), now.saturating_duration_since(c.created)))
                 .collect(),
             last_error: self.last_error.clone(),
+            peer_cert: self.peer_cert.clone(),
         }
     }
 }

@@ -68,6 +68,8 @@ impl Session {
                 rng,
                 last_error,
                 refusals,
+                unix_time,
+                peer_cert,
                 ..
             } = self;
             let mut ctx = Ctx {
@@ -81,6 +83,8 @@ impl Session {
                 initial_contact: false,
                 now,
                 refusals,
+                unix_time: *unix_time,
+                peer_cert,
             };
             let r = f(&mut sas[idx], &mut ctx, now);
             if ctx.initial_contact {

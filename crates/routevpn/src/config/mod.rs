@@ -32,6 +32,7 @@
 //! that still give a working tunnel (a world-readable key, a short PSK, an address this
 //! host does not have) are warnings, collected by [`load_checked`].
 
+mod certs;
 mod diagnostics;
 mod hooks;
 pub mod reference;
@@ -40,6 +41,7 @@ mod service;
 mod tunnel;
 mod values;
 
+pub use certs::{expiry_warning, CertConfig, CERT_EXPIRY_WARNING};
 pub use diagnostics::host_has_address;
 
 pub use hooks::{Hooks, DEFAULT_HOOK_TIMEOUT};

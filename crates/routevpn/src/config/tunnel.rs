@@ -69,6 +69,8 @@ pub struct TunnelConfig {
     /// Largest IKE datagram (IP header included, as strongSwan's `fragment_size`) sent
     /// whole; larger encrypted messages go as RFC 7383 fragments. None: the built-in size.
     pub fragment_size: Option<u16>,
+    /// Certificate authentication instead of `psk` (then empty).
+    pub certs: Option<super::certs::CertConfig>,
 }
 
 /// What to do when the peer is found dead.
@@ -168,6 +170,11 @@ pub(super) struct RawTunnel {
     on_down: Option<Spanned<RawCommand>>,
     hook_timeout: Option<Spanned<String>>,
     fragment_size: Option<Spanned<u16>>,
+    cert: Option<Spanned<PathBuf>>,
+    key: Option<Spanned<PathBuf>>,
+    ca: Option<Spanned<StrList>>,
+    crl: Option<Spanned<StrList>>,
+    rsa_pss: Option<Spanned<bool>>,
 }
 
 /// `dpd = "10s"` or `dpd = false`.
@@ -288,8 +295,21 @@ pub(super) fn tunnel(
             Some(s) => Identity::parse(s.get_ref()).map_err(|m| err(s.span(), m)),
         }
     };
-    let local_id = id(&t.local_id, local)?;
-    let remote_id = id(&t.remote_id, remote)?;
+    let certs = cert_keys(cx, &name, spanned, base_dir)?;
+    let local_id = match (&certs, &t.local_id) {
+        (Some(c), None) => c.subject_id(),
+        _ => id(&t.local_id, local)?,
+    };
+    let remote_id = match (&certs, &t.remote_id) {
+        (Some(_), None) => return Err(err(
+            spanned.span(),
+            "remote_id is required with certificates: the peer's subject DN (\"C=CH, O=Lab, CN=routerB\") or a subjectAltName of its certificate".into(),
+        )),
+        _ => id(&t.remote_id, remote)?,
+    };
+    if let (Some(c), Some(s)) = (&certs, &t.local_id) {
+        super::certs::check_local_id(c, &local_id).map_err(|m| err(s.span(), m))?;
+    }
 
     let psk = match (&t.psk, &t.psk_file) {
         (Some(_), Some(f)) => {
@@ -298,10 +318,12 @@ pub(super) fn tunnel(
                 "psk and psk_file are mutually exclusive; set only one".into(),
             ))
         }
+        (None, None) if certs.is_some() => Psk::new(Vec::new()),
         (None, None) => {
             return Err(err(
                 spanned.span(),
-                "a pre-shared key is required: set psk or psk_file".into(),
+                "a pre-shared key is required: set psk or psk_file (or cert, key and ca for certificates)"
+                    .into(),
             ))
         }
         (Some(p), None) => Psk::from_config_str(p.get_ref()).map_err(|m| err(p.span(), m))?,
@@ -320,7 +342,7 @@ pub(super) fn tunnel(
             psk
         }
     };
-    if psk.as_bytes().len() < MIN_PSK_LEN {
+    if certs.is_none() && psk.as_bytes().len() < MIN_PSK_LEN {
         let span = t.psk.as_ref().map(|p| p.span());
         let span = span.or_else(|| t.psk_file.as_ref().map(|f| f.span()));
         cx.warn(
@@ -588,7 +610,28 @@ pub(super) fn tunnel(
         retransmit_tries,
         hooks,
         fragment_size,
+        certs,
     })
+}
+
+/// `cert`, `key`, `ca`, `crl`, `rsa_pss` (config/certs.rs).
+fn cert_keys(
+    cx: &Ctx,
+    name: &str,
+    spanned: &Spanned<RawTunnel>,
+    base_dir: Option<&Path>,
+) -> Result<Option<super::certs::CertConfig>, ConfigError> {
+    let t = spanned.get_ref();
+    let psk = t.psk.as_ref().map(Spanned::span);
+    let raw = super::certs::RawCerts {
+        cert: &t.cert,
+        key: &t.key,
+        ca: &t.ca,
+        crl: &t.crl,
+        rsa_pss: &t.rsa_pss,
+        psk: psk.or_else(|| t.psk_file.as_ref().map(Spanned::span)),
+    };
+    super::certs::cert_config(cx, name, raw, base_dir)
 }
 
 /// Smallest `fragment_size`: below it an ordinary IKE_AUTH would need dozens of fragments.
@@ -864,7 +907,7 @@ start = true
             ("psk_file = \"/nonexistent\"", "mutually exclusive"),
             ("local_id = \"@#xyz\"", "hex"),
             ("remote_id = \"\"", "empty identity"),
-            ("remote_id = \"CN=foo\"", "distinguished name"),
+            ("remote_id = \"XX=foo\"", "not a distinguished name"),
             ("address = [\"10.0.0.1/33\"]", "prefix length"),
             ("routes = [\"10.2.0.1/24\"]", "did you mean 10.2.0.0/24"),
             ("remote_ts = \"10.2.0.1/24\"", "host bits"),

@@ -41,6 +41,8 @@ pub enum Identity {
     Fqdn(String),
     Rfc822(String),
     KeyId(Vec<u8>),
+    /// ID_DER_ASN1_DN, kept as DER; written as in strongSwan: "C=CH, O=Lab, CN=routerB".
+    Dn(Vec<u8>),
 }
 
 impl Identity {
@@ -81,10 +83,10 @@ impl Identity {
         if s.contains('@') {
             return Ok(Identity::Rfc822(s.to_string()));
         }
-        if s.contains('=') {
-            return Err(format!(
-                "identity {s:?} looks like a distinguished name, which is not supported"
-            ));
+        if ike::cert::Dn::looks_like_dn(s) {
+            let dn = ike::cert::Dn::parse(s)
+                .map_err(|e| format!("identity {s:?} is not a distinguished name: {e}"))?;
+            return Ok(Identity::Dn(dn.to_der()));
         }
         Ok(Identity::Fqdn(s.to_string()))
     }
@@ -105,6 +107,7 @@ impl Identity {
             Identity::Fqdn(_) => IdType::FQDN,
             Identity::Rfc822(_) => IdType::RFC822_ADDR,
             Identity::KeyId(_) => IdType::KEY_ID,
+            Identity::Dn(_) => IdType::DER_ASN1_DN,
         }
     }
 
@@ -114,7 +117,7 @@ impl Identity {
             Identity::Ipv4(a) => a.octets().to_vec(),
             Identity::Ipv6(a) => a.octets().to_vec(),
             Identity::Fqdn(s) | Identity::Rfc822(s) => s.as_bytes().to_vec(),
-            Identity::KeyId(k) => k.clone(),
+            Identity::KeyId(k) | Identity::Dn(k) => k.clone(),
         }
     }
 
@@ -130,6 +133,9 @@ impl Identity {
             IdType::FQDN => String::from_utf8(data.to_vec()).ok().map(Identity::Fqdn),
             IdType::RFC822_ADDR => String::from_utf8(data.to_vec()).ok().map(Identity::Rfc822),
             IdType::KEY_ID => Some(Identity::KeyId(data.to_vec())),
+            IdType::DER_ASN1_DN => {
+                ike::cert::Dn::from_der(data).map(|_| Identity::Dn(data.to_vec()))
+            }
             _ => None,
         }
     }
@@ -148,6 +154,10 @@ impl fmt::Display for Identity {
             Identity::Ipv4(a) => a.fmt(f),
             Identity::Ipv6(a) => a.fmt(f),
             Identity::Fqdn(s) | Identity::Rfc822(s) => f.write_str(s),
+            Identity::Dn(der) => match ike::cert::Dn::from_der(der) {
+                Some(dn) => write!(f, "{dn}"),
+                None => write!(f, "asn1dn:#{}", hex::encode(der)),
+            },
             Identity::KeyId(k) => {
                 f.write_str("@#")?;
                 f.write_str(&hex::encode(k))
@@ -368,9 +378,27 @@ mod tests {
             vec![192, 0, 2, 1]
         );
         assert_eq!(Identity::parse("@a.b").unwrap().data(), b"a.b".to_vec());
-        for bad in ["", "@", "@@", "@#", "@#abc", "@#zz", "a\nb", "CN=x, O=y"] {
+        for bad in [
+            "",
+            "@",
+            "@@",
+            "@#",
+            "@#abc",
+            "@#zz",
+            "a\nb",
+            "XX=x, O=y",
+            "CN=",
+        ] {
             assert!(Identity::parse(bad).is_err(), "{bad:?}");
         }
+        // A DN in strongSwan's syntax is ID_DER_ASN1_DN.
+        let dn = Identity::parse("c=CH,O=Lab, CN=routerB").unwrap();
+        assert_eq!(dn.id_type(), IdType::DER_ASN1_DN);
+        assert_eq!(dn.to_string(), "C=CH, O=Lab, CN=routerB");
+        assert_eq!(
+            Identity::from_payload(IdType::DER_ASN1_DN, &dn.data()),
+            Some(dn)
+        );
         assert_eq!(Identity::from_payload(IdType::IPV4_ADDR, &[1, 2, 3]), None);
         assert_eq!(Identity::from_payload(IdType::DER_ASN1_DN, &[1]), None);
         assert_eq!(Identity::from_payload(IdType::FQDN, &[0xff]), None);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::hooks::{HookEvent, Hooks};
 use super::tunnel::{flush_tunnel, Tunnel};
@@ -81,6 +81,17 @@ impl Daemon {
             nl,
         } = self.open(&tx).await?;
 
+        // Our certificates' expiry, 30 days ahead (reloads log it with the config warnings).
+        for t in &self.tunnels {
+            if let Some(w) = t
+                .cfg
+                .certs
+                .as_ref()
+                .and_then(|c| crate::config::expiry_warning(&c.auth.credentials, unix_now()))
+            {
+                warn!(tunnel = %t.cfg.name, "{w}");
+            }
+        }
         // Initiate every `start = true` tunnel before READY=1, so that "ready" means
         // the control socket answers and the first IKE_SA_INITs are on the wire.
         let now = Instant::now();
@@ -122,6 +133,8 @@ impl Daemon {
                         Input::Ike(d) => match self.tunnels.iter_mut().find(|t| t.session.matches(&d)) {
                             Some(t) => {
                                 t.note_ike(now);
+                                // Certificates are validated at the wall-clock time (sans-IO core).
+                                t.session.set_unix_time(unix_now());
                                 t.session.handle_datagram_admitted(now, d, &mut self.admission)
                             }
                             None => debug!(peer = %d.remote, "IKE message from an unconfigured peer"),
@@ -304,4 +317,11 @@ impl Daemon {
             },
         }
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

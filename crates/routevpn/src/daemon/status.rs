@@ -117,5 +117,19 @@ fn tunnel_status(t: &Tunnel, now: Instant, dp: &Dataplane) -> TunnelStatus {
             .collect(),
         child_rekeys: t.counters.child_rekeys,
         ike_rekeys: t.counters.ike_rekeys,
+        peer_cert: s
+            .peer_cert
+            .as_ref()
+            .map(|c| crate::control::PeerCertStatus {
+                subject: c.subject.to_string(),
+                issuer: c.issuer.to_string(),
+                not_after: ike::cert::format_unix_date(c.not_after),
+            }),
+        cert_warning: t.cfg.certs.as_ref().and_then(|c| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            crate::config::expiry_warning(&c.auth.credentials, now)
+        }),
     }
 }

@@ -88,6 +88,7 @@ fn session_config(t: &TunnelConfig) -> SessionConfig {
         local_id: id_payload(&t.local_id),
         remote_id: id_payload(&t.remote_id),
         psk: t.psk.secret().clone(),
+        cert: t.certs.as_ref().map(|c| c.auth.clone()),
         ike: t.ike.clone(),
         esp: t.esp.clone(),
         local_ts: selectors(&t.local_ts),

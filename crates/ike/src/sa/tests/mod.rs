@@ -8,6 +8,7 @@ use crate::wire::{IdPayload, TrafficSelector};
 use std::net::{IpAddr, Ipv4Addr};
 
 mod admission;
+mod cert_auth;
 mod child_create;
 mod ike_auth;
 mod ike_init;
@@ -56,6 +57,7 @@ pub(super) fn config(
         local_id: fqdn(local),
         remote_id: fqdn(remote),
         psk: Zeroizing::new(psk.as_bytes().to_vec()),
+        cert: None,
         ike: ike
             .iter()
             .map(|s| parse(s, Protocol::Ike).unwrap())
