@@ -31,7 +31,7 @@ pub fn hash_algorithms_notify() -> Vec<u8> {
 /// The peer's SIGNATURE_HASH_ALGORITHMS; an odd trailing octet is ignored.
 pub fn parse_hash_algorithms(data: &[u8]) -> Vec<HashAlgorithm> {
     data.chunks_exact(2)
-        .map(|c| HashAlgorithm(u16::from_be_bytes([c[0], c[1]])))
+        .filter_map(|c| Some(HashAlgorithm(u16::from_be_bytes(c.try_into().ok()?))))
         .collect()
 }
 
@@ -225,10 +225,9 @@ pub fn verify_auth(leaf: &[u8], auth: &AuthPayload, octets: &[u8]) -> Result<(),
     }
     let malformed = || CertError::UnsupportedSignature("a malformed RFC 7427 AUTH".into());
     let (&len, rest) = auth.data.split_first().ok_or_else(malformed)?;
-    let (alg, signature) = (
-        rest.get(..usize::from(len)).ok_or_else(malformed)?,
-        &rest[usize::from(len)..],
-    );
+    let (alg, signature) = rest
+        .split_at_checked(usize::from(len))
+        .ok_or_else(malformed)?;
     let (tail, alg_id) = AlgorithmIdentifier::from_der(alg).map_err(|_| malformed())?;
     if !tail.is_empty() {
         return Err(malformed());

@@ -149,8 +149,9 @@ impl TrustStore {
         let leaf_der = CertificateDer::from(leaf.as_slice());
         let ee = EndEntityCert::try_from(&leaf_der)
             .map_err(|e| parse_err("peer sent a certificate we cannot parse", format!("{e:?}")))?;
-        let intermediates: Vec<CertificateDer<'_>> = certs[1..]
+        let intermediates: Vec<CertificateDer<'_>> = certs
             .iter()
+            .skip(1)
             .map(|c| CertificateDer::from(c.as_slice()))
             .collect();
         let crls: Vec<&CertRevocationList<'_>> = self.crls.iter().collect();

@@ -78,7 +78,8 @@ pub(super) fn verify_peer(
         })
         .collect();
     let info = ca.trust.validate(&certs, ctx.unix_time)?;
-    let (_, leaf) = x509_parser::parse_x509_certificate(&certs[0])
+    let leaf_der = certs.first().ok_or(cert::CertError::NoCertificate)?;
+    let (_, leaf) = x509_parser::parse_x509_certificate(leaf_der)
         .map_err(|e| ExchangeError::Auth(format!("cannot parse the peer certificate: {e}")))?;
     if !cert::id_in_cert(id, &leaf) {
         return Err(cert::CertError::IdNotInCert {
@@ -88,6 +89,6 @@ pub(super) fn verify_peer(
         .into());
     }
     let octets = cert::signed_octets(prf, msg, nonce, sk_p, &id.body());
-    cert::verify_auth(&certs[0], auth, &octets)?;
+    cert::verify_auth(leaf_der, auth, &octets)?;
     Ok(info)
 }
