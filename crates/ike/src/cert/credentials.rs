@@ -194,13 +194,7 @@ impl Credentials {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/testdata/certs/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::cert::fixture;
 
     #[test]
     fn loads_each_key_format_and_refuses_a_foreign_key() {

@@ -60,3 +60,10 @@ pub enum CertError {
     #[error("cannot sign AUTH: {0}")]
     Sign(String),
 }
+
+/// A certificate or key from testdata/certs (made by testdata/certs/make.sh).
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/testdata/certs/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}

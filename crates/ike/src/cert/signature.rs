@@ -275,13 +275,7 @@ mod tests {
     use super::*;
     use crate::iana::PrfId;
 
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/testdata/certs/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::cert::fixture;
 
     fn creds(n: &str) -> Credentials {
         Credentials::from_pem(&fixture(&format!("{n}.pem")), &fixture(&format!("{n}.key"))).unwrap()

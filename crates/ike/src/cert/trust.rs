@@ -205,13 +205,7 @@ impl TrustStore {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/testdata/certs/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::cert::fixture;
 
     fn chain(name: &str) -> Vec<Vec<u8>> {
         pem_certificates(&fixture(name)).unwrap()

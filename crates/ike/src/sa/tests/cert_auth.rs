@@ -9,13 +9,7 @@ use std::sync::Arc;
 /// 2027-06-01: the fixtures were made on 2026-12-01 for 20 years.
 const NOW: u64 = 1_811_808_000;
 
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/testdata/certs/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
+use crate::cert::fixture;
 
 fn dn(s: &str) -> IdPayload {
     IdPayload::new(IdType::DER_ASN1_DN, Dn::parse(s).unwrap().to_der())
