@@ -363,32 +363,13 @@ fn bgp(left: bool) -> String {
     )
 }
 
+/// The two-site tunnel, with address-derived IDs (no local_id/remote_id lines).
 fn tunnel(left: bool) -> RvTunnel {
-    let (local, remote, addr, net) = if left {
-        (
-            Topology::LEFT_WAN,
-            Topology::RIGHT_WAN,
-            "169.254.12.1/30",
-            Topology::RIGHT_NET,
-        )
-    } else {
-        (
-            Topology::RIGHT_WAN,
-            Topology::LEFT_WAN,
-            "169.254.12.2/30",
-            Topology::LEFT_NET,
-        )
-    };
     RvTunnel {
-        local: local.into(),
-        remote: remote.into(),
+        local_id: String::new(),
+        remote_id: String::new(),
         psk: "service-test-psk-0123456789".into(),
-        ike: vec!["aes128gcm16-prfsha256-x25519".into()],
-        esp: vec!["aes128gcm16".into()],
-        start: left,
-        address: vec![addr.into()],
-        routes: vec![net.into()],
-        ..RvTunnel::default()
+        ..RvTunnel::two_sites(left)
     }
 }
 
