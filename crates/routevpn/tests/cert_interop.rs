@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
-use testbed::{wait_until, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, TestDir, Topology};
+use testbed::{Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, TestDir, Topology};
 
 const T: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(50);
 const DN_A: &str = "C=CH, O=Lab, CN=routerA";
 const DN_B: &str = "C=CH, O=Lab, CN=routerB";
 
@@ -272,14 +271,8 @@ fn tunnel(status: &Value) -> Value {
 }
 
 fn wait_error(rv: &Routevpn, needle: &str) -> String {
-    wait_until(T, POLL, || {
-        let t = tunnel(&rv.status()?);
-        match t["last_error"].as_str() {
-            Some(e) if e.contains(needle) => Ok(e.to_string()),
-            other => Err(format!("last_error {other:?}, want {needle}")),
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", testbed::tail(&rv.log(), 60)))
+    rv.wait_last_error(needle, T)
+        .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", testbed::tail(&rv.log(), 60)))
 }
 
 /// (routevpn's certificate, strongSwan's, CAs strongSwan loads, rsa_pss, what strongSwan logs)

@@ -7,7 +7,6 @@ use std::time::Duration;
 use testbed::{wait_until, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
 
 const T: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(50);
 
 /// (routevpn ike, routevpn esp, strongSwan ike, strongSwan esp, expected IKE algorithms)
 const SUITES: &[(&str, &str, &str, &str, [&str; 3])] = &[
@@ -102,14 +101,8 @@ fn tunnel(status: &Value) -> Value {
 }
 
 fn wait_error(rv: &Routevpn, needle: &str) -> String {
-    wait_until(T, POLL, || {
-        let t = tunnel(&rv.status()?);
-        match t["last_error"].as_str() {
-            Some(e) if e.contains(needle) => Ok(e.to_string()),
-            other => Err(format!("last_error {other:?}, want {needle}")),
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", testbed::tail(&rv.log(), 60)))
+    rv.wait_last_error(needle, T)
+        .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", testbed::tail(&rv.log(), 60)))
 }
 
 #[test]

@@ -507,14 +507,8 @@ fn wrong_identity_is_refused_both_roles() {
         return;
     }
     let wait_error = |rv: &Routevpn, needle: &str| -> String {
-        wait_until(T, POLL, || {
-            let t = rv.status()?["tunnels"][0].clone();
-            match t["last_error"].as_str() {
-                Some(e) if e.contains(needle) => Ok(e.to_string()),
-                other => Err(format!("last_error {other:?}, want {needle}")),
-            }
-        })
-        .unwrap_or_else(|e| panic_with(rv, e))
+        rv.wait_last_error(needle, T)
+            .unwrap_or_else(|e| panic_with(rv, e))
     };
     // strongSwan initiates as wrong@example.com; routevpn expects right@example.com.
     let topo = Topology::two_sites();

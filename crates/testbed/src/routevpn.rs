@@ -370,6 +370,18 @@ impl Routevpn {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the first tunnel's `last_error` in `status --json` contains `needle`;
+    /// returns that error.
+    pub fn wait_last_error(&self, needle: &str, timeout: Duration) -> Result<String, String> {
+        wait_until(timeout, Duration::from_millis(50), || {
+            let status = self.status()?;
+            match status["tunnels"][0]["last_error"].as_str() {
+                Some(e) if e.contains(needle) => Ok(e.to_string()),
+                other => Err(format!("last_error {other:?}, want {needle}")),
+            }
+        })
+    }
+
     /// Waits until the log contains `needle`; returns the whole log.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> Result<String, String> {
         wait_until(timeout, Duration::from_millis(20), || {
