@@ -44,6 +44,13 @@ impl Dataplane {
         let _ = self.shared.on_roam.set(callback);
     }
 
+    /// Where the tunnel's outbound ESP goes; None without an outbound SA.
+    pub fn peer(&self, tunnel: TunnelId) -> Option<SocketAddr> {
+        let t = read(&self.shared.tunnels).get(&tunnel.0).cloned()?;
+        let out = lock(&t.out);
+        out.as_ref().map(|o| o.dst)
+    }
+
     /// The peer of `tunnel` is now at `remote` (IKE saw it move): ESP goes there.
     pub fn move_peer(&self, tunnel: TunnelId, remote: SocketAddr) {
         let entries: Vec<Arc<InboundEntry>> = read(&self.shared.inbound)
