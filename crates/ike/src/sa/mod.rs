@@ -289,9 +289,11 @@ impl Session {
     }
 
     /// True when this session may answer a new IKE_SA_INIT from `d`'s sender: it
-    /// reached our address from the configured peer address (or any, with `%any`).
+    /// reached our address (any, when ours is dynamic: unspecified) from the configured
+    /// peer address (any, with `%any`).
     pub fn accepts_peer(&self, d: &Datagram) -> bool {
-        d.local.ip() == self.local && self.remote.is_none_or(|r| r == d.remote.ip())
+        (self.local.is_unspecified() || d.local.ip() == self.local)
+            && self.remote.is_none_or(|r| r == d.remote.ip())
     }
 
     /// The configured peer address; None for `%any`.
