@@ -70,7 +70,7 @@ pub const SECTIONS: &[Section] = &[
         about: "One table per peer. Each tunnel is a network interface (a TUN device the daemon creates), up with its addresses and routes only while its CHILD SA is installed.",
         keys: &[
             key("name", "interface name (1 to 15 characters)", "required", "The tunnel interface, e.g. \"vti0\"."),
-            key("local", "IP address", "required", "Underlay address IKE and ESP use; must be on an interface of this host."),
+            key("local", "IP address, interface name or \"%any\"", "required", "Underlay address IKE and ESP use; must be on an interface of this host. An interface name (\"wan0\") or \"%any\" is a dynamic address: the sockets listen on the wildcard (pinned to that interface), the kernel picks the source address, and when the host's addresses change the peer is told by an authenticated message from the new one. Needs a remote address; one such setting per address family."),
             key("remote", "IP address or \"%any\"", "required", "The peer's underlay address, same family as `local`; \"%any\" accepts the peer from any address (responder only, remote_id required). Tunnels may share an address or \"%any\" when their remote_id differ: the peer's identity picks the tunnel, and its AUTH is checked with that tunnel's key or certificate."),
             key("local_port", "port", "500", "UDP port we listen on for IKE."),
             key("remote_port", "port", "500", "The peer's IKE port; only 500 is supported (4500 after NAT detection)."),
