@@ -88,7 +88,9 @@ fn a_branch_whose_wan_address_changes_keeps_its_sas() {
     // The hub pings the branch (so only the hub's ESP shows whether it followed): 20
     // per second, bounded; the branch's address changes after 1 s.
     let pinger = hub_ns
-        .command(&["ping", "-n", "-i", "0.05", "-c", "120", "-W", "1", BRANCH_IN])
+        .command(&[
+            "ping", "-n", "-i", "0.05", "-c", "120", "-W", "1", BRANCH_IN,
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -135,7 +137,9 @@ fn a_branch_whose_wan_address_changes_keeps_its_sas() {
     // Without following the change nothing would come back for 60 s (the DPD interval).
     assert!(lost < 20, "lost {lost} pings (1 s at 50 ms)\n{}", log());
     wait_until(T, Duration::from_millis(50), || {
-        hub_ns.ping(BRANCH_IN).map_err(|e| format!("{e}\n{}", log()))
+        hub_ns
+            .ping(BRANCH_IN)
+            .map_err(|e| format!("{e}\n{}", log()))
     })
     .unwrap();
 }

@@ -33,6 +33,7 @@ mod ike_init;
 mod ike_rekey;
 mod ike_sa;
 mod informational;
+mod mobike;
 mod payloads;
 pub mod protect;
 mod session;
@@ -88,6 +89,8 @@ pub struct SessionConfig {
     /// so the caller can hand it to the session that expects it (§2.15, as strongSwan
     /// picks its peer config by IDi).
     pub select_by_identity: bool,
+    /// Offer and accept MOBIKE (RFC 4555) in IKE_AUTH.
+    pub mobike: bool,
 }
 
 /// A UDP datagram to or from the peer. For port 4500 the non-ESP marker is not part of
@@ -353,7 +356,9 @@ impl Session {
         self.sync_admission(admission);
         self.sas.push(sa.0);
         let idx = self.sas.len() - 1;
-        self.with_sa(idx, now, |sa, ctx, now| sa.resume_auth_request(ctx, now, None));
+        self.with_sa(idx, now, |sa, ctx, now| {
+            sa.resume_auth_request(ctx, now, None)
+        });
         self.sync_admission(admission);
     }
 
@@ -446,6 +451,13 @@ impl Session {
     /// Rekeys the IKE SA (§1.3.2).
     pub fn rekey_ike(&mut self, now: Instant) -> bool {
         self.enqueue(now, Queued::RekeyIke)
+    }
+
+    /// One of our addresses changed: tell the peer from where we are now (RFC 4555 §3.5
+    /// UPDATE_SA_ADDRESSES when MOBIKE is up and we initiated the IKE SA, else a liveness
+    /// check that it follows by RFC 7296 §2.23); false without an established IKE SA.
+    pub fn local_address_changed(&mut self, now: Instant) -> bool {
+        self.enqueue(now, Queued::UpdateAddresses)
     }
 
     /// Sends a liveness check (an empty INFORMATIONAL, §1.4).

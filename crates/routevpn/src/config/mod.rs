@@ -291,7 +291,10 @@ fn parse_in(
         diagnostics::check_overlap(&cx, &raw.tunnel, &tunnels, &tc)?;
         // One wildcard socket per family serves every dynamic local.
         if let Some(other) = tunnels.iter().find(|o| {
-            o.dynamic_local() && tc.dynamic_local() && o.local == tc.local && o.local_interface != tc.local_interface
+            o.dynamic_local()
+                && tc.dynamic_local()
+                && o.local == tc.local
+                && o.local_interface != tc.local_interface
         }) {
             return Err(cx.err(
                 Some(t.get_ref().local.span()),

@@ -78,6 +78,8 @@ pub struct TunnelConfig {
     /// Largest IKE datagram (IP header included, as strongSwan's `fragment_size`) sent
     /// whole; larger encrypted messages go as RFC 7383 fragments. None: the built-in size.
     pub fragment_size: Option<u16>,
+    /// Offer and accept MOBIKE (RFC 4555), as strongSwan's `mobike = yes` default.
+    pub mobike: bool,
     /// Certificate authentication instead of `psk` (then empty).
     pub certs: Option<super::certs::CertConfig>,
 }
@@ -179,6 +181,7 @@ pub(super) struct RawTunnel {
     on_down: Option<Spanned<RawCommand>>,
     hook_timeout: Option<Spanned<String>>,
     fragment_size: Option<Spanned<u16>>,
+    mobike: Option<bool>,
     cert: Option<Spanned<PathBuf>>,
     key: Option<Spanned<PathBuf>>,
     ca: Option<Spanned<StrList>>,
@@ -256,7 +259,11 @@ fn any_peer_rules(t: &RawTunnel, any: bool) -> Result<(), (Option<Range<usize>>,
         return Err((None, "start = true needs the peer's address: with remote = \"%any\" the peer initiates (set start = false or remove the line)".into()));
     }
     if t.remote_id.is_none() {
-        return Err((Some(t.remote.span()), "remote = \"%any\" needs remote_id: the peer's identity is what picks this tunnel".into()));
+        return Err((
+            Some(t.remote.span()),
+            "remote = \"%any\" needs remote_id: the peer's identity is what picks this tunnel"
+                .into(),
+        ));
     }
     Ok(())
 }
@@ -266,7 +273,8 @@ fn any_peer_rules(t: &RawTunnel, any: bool) -> Result<(), (Option<Range<usize>>,
 fn looks_like_ifname(s: &str) -> bool {
     (1..=MAX_IFNAME_LEN).contains(&s.len())
         && s.chars().any(|c| c.is_ascii_alphabetic())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 impl TunnelConfig {
@@ -286,7 +294,8 @@ impl TunnelConfig {
 
     /// `remote` as written: the address, or `%any`.
     pub fn remote_text(&self) -> String {
-        self.remote.map_or_else(|| ANY_PEER.to_string(), |r| r.to_string())
+        self.remote
+            .map_or_else(|| ANY_PEER.to_string(), |r| r.to_string())
     }
 }
 
@@ -340,7 +349,8 @@ pub(super) fn tunnel(
             format!("local {local} and remote {remote} are of different address families"),
         ));
     }
-    any_peer_rules(t, remote.is_none()).map_err(|(span, m)| err(span.unwrap_or(spanned.span()), m))?;
+    any_peer_rules(t, remote.is_none())
+        .map_err(|(span, m)| err(span.unwrap_or(spanned.span()), m))?;
     let port = |p: &Option<Spanned<u16>>| -> Result<u16, ConfigError> {
         match p {
             None => Ok(DEFAULT_IKE_PORT),
@@ -688,6 +698,7 @@ pub(super) fn tunnel(
         retransmit_tries,
         hooks,
         fragment_size,
+        mobike: t.mobike.unwrap_or(true),
         certs,
     })
 }

@@ -105,6 +105,7 @@ fn session_config(t: &TunnelConfig) -> SessionConfig {
         retransmit_tries: t.retransmit_tries,
         // Any tunnel may share its peer's address with another (or be `%any`).
         select_by_identity: true,
+        mobike: t.mobike,
     }
 }
 

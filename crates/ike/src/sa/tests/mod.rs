@@ -10,12 +10,13 @@ use std::net::{IpAddr, Ipv4Addr};
 mod admission;
 mod cert_auth;
 mod child_create;
+mod identity;
 mod ike_auth;
 mod ike_init;
 mod ike_rekey;
-mod identity;
 mod ike_sa;
 mod informational;
+mod mobike;
 mod timers;
 
 /// splitmix64: reproducible bytes for SPIs, nonces, IVs and private keys.
@@ -79,6 +80,7 @@ pub(super) fn config(
         retransmit_timeout: limits::RETRANSMIT_TIMEOUT,
         retransmit_tries: limits::RETRANSMIT_TRIES,
         select_by_identity: false,
+        mobike: true,
     }
 }
 
