@@ -114,6 +114,9 @@ fn a_branch_whose_wan_address_changes_keeps_its_sas() {
         "the hub follows the branch\n{}",
         log()
     );
+    // The branch initiated the IKE SA and both offered MOBIKE: it used RFC 4555.
+    hub.wait_log("peer updated its address (MOBIKE)", T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", log()));
     assert_eq!(
         after["ike_sas"][0]["spi_i"], before["ike_sas"][0]["spi_i"],
         "the same IKE SA"
