@@ -536,7 +536,7 @@ mod tests {
             .downcast_ref::<config::ConfigError>()
             .expect("a ConfigError");
         assert_eq!(ce.line, Some(4));
-        assert!(ce.to_string().ends_with("r.toml:4:10: tunnel \"t\": invalid remote address \"x\": expected an IPv4 or IPv6 address"), "{ce}");
+        assert!(ce.to_string().ends_with("r.toml:4:10: tunnel \"t\": invalid remote address \"x\": expected an IPv4 or IPv6 address, \"%any\" or a name"), "{ce}");
         assert_eq!(
             run(parse(&["check", "-c", cfg.to_str().unwrap()]).unwrap()),
             ExitCode::FAILURE

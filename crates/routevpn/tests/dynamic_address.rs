@@ -1,8 +1,9 @@
 //! A branch router whose own WAN address changes (a new DHCP lease) keeps its SAs: it
-//! listens on its interface (`local = "wan0"`), notices the change by netlink and sends
-//! an authenticated liveness check from the new address; the hub (`remote = "%any"`)
-//! follows it (RFC 7296 §2.23) with IKE and ESP. Needs root; skips loudly without it
-//! unless `ROUTEVPN_REQUIRE_NETNS=1`.
+//! listens on its interface (`local = "wan0"`), finds the hub by name (`remote =
+//! "hub.dynamic.test"`, from the namespace's /etc/hosts), notices the change by netlink
+//! and sends UPDATE_SA_ADDRESSES (MOBIKE) from the new address; the hub (`remote =
+//! "%any"`) follows it with IKE and ESP. Needs root; skips loudly without it unless
+//! `ROUTEVPN_REQUIRE_NETNS=1`.
 
 use std::time::Duration;
 use testbed::{report, veth, wait_tunnel_up, wait_until, Netns, Routevpn, RvConfig, RvTunnel};
@@ -14,6 +15,25 @@ const NEW_WAN: &str = "198.51.100.3";
 const HUB_IN: &str = "169.254.9.1";
 const BRANCH_IN: &str = "169.254.9.2";
 const IKE: &str = "aes128gcm16-prfsha256-x25519";
+const HUB_NAME: &str = "hub.dynamic.test";
+
+/// `/etc/netns/NAME/hosts`, which `ip netns exec` mounts over /etc/hosts; removed on drop.
+struct NetnsHosts(std::path::PathBuf);
+
+impl NetnsHosts {
+    fn new(ns: &Netns, hosts: &str) -> NetnsHosts {
+        let dir = std::path::Path::new("/etc/netns").join(ns.name());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts"), hosts).unwrap();
+        NetnsHosts(dir)
+    }
+}
+
+impl Drop for NetnsHosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 fn config(t: RvTunnel) -> RvConfig {
     RvConfig {
@@ -41,6 +61,10 @@ fn a_branch_whose_wan_address_changes_keeps_its_sas() {
     // kernel drops every secondary address with the primary (systemd sets it too).
     branch_ns.sysctl("net.ipv4.conf.wan0.promote_secondaries", "1");
     branch_ns.wait_ping(HUB_WAN, T).unwrap();
+    let _hosts = NetnsHosts::new(
+        &branch_ns,
+        &format!("127.0.0.1 localhost\n{HUB_WAN} {HUB_NAME}\n"),
+    );
     let common = RvTunnel {
         psk: "dynamic-address-test-key".into(),
         ike: vec![IKE.into()],
@@ -66,7 +90,7 @@ fn a_branch_whose_wan_address_changes_keeps_its_sas() {
         &branch_ns,
         &config(RvTunnel {
             local: "wan0".into(),
-            remote: HUB_WAN.into(),
+            remote: HUB_NAME.into(),
             local_id: "branch".into(),
             remote_id: "hub".into(),
             start: true,
@@ -82,7 +106,15 @@ fn a_branch_whose_wan_address_changes_keeps_its_sas() {
         testbed::json_str(&before, "/ike_sas/0/peer"),
         format!("{OLD_WAN}:4500")
     );
-    assert_eq!(branch.status().unwrap()["tunnels"][0]["local"], "wan0");
+    let b = branch.status().unwrap()["tunnels"][0].clone();
+    assert_eq!(
+        (b["local"].as_str(), b["remote"].as_str()),
+        (Some("wan0"), Some(HUB_NAME))
+    );
+    assert_eq!(
+        testbed::json_str(&b, "/ike_sas/0/peer"),
+        format!("{HUB_WAN}:4500")
+    );
     hub_ns.wait_ping(BRANCH_IN, T).unwrap();
 
     // The hub pings the branch (so only the hub's ESP shows whether it followed): 20

@@ -220,12 +220,21 @@ enum Lifecycle {
     Closing { restart: bool },
 }
 
+/// Where the peer is, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerAddr {
+    /// `%any`: any address; such a session only responds.
+    Any,
+    At(IpAddr),
+    /// A name that does not resolve (yet): no address is the peer's.
+    Unresolved,
+}
+
 /// All IKE and CHILD SAs with one configured peer.
 pub struct Session {
     cfg: SessionConfig,
     local: IpAddr,
-    /// None: any peer (`remote = "%any"`); such a session only responds.
-    remote: Option<IpAddr>,
+    remote: PeerAddr,
     sas: Vec<IkeSa>,
     children: Vec<Child>,
     out: VecDeque<Datagram>,
@@ -257,8 +266,8 @@ impl Session {
         rng: Box<dyn Rng + Send>,
         now: Instant,
     ) -> Session {
-        let remote = remote.into();
-        let initiate_at = (cfg.initiate && remote.is_some()).then_some(now);
+        let remote = remote.into().map_or(PeerAddr::Any, PeerAddr::At);
+        let initiate_at = (cfg.initiate && matches!(remote, PeerAddr::At(_))).then_some(now);
         let mut rng = rng;
         Session {
             cookies: ike_init::Cookies::new(rng.as_mut(), now),
@@ -296,12 +305,37 @@ impl Session {
     /// peer address (any, with `%any`).
     pub fn accepts_peer(&self, d: &Datagram) -> bool {
         (self.local.is_unspecified() || d.local.ip() == self.local)
-            && self.remote.is_none_or(|r| r == d.remote.ip())
+            && match self.remote {
+                PeerAddr::Any => true,
+                PeerAddr::At(r) => r == d.remote.ip(),
+                PeerAddr::Unresolved => false,
+            }
     }
 
-    /// The configured peer address; None for `%any`.
+    /// The configured peer address; None for `%any` or an unresolved name.
     pub fn configured_peer(&self) -> Option<IpAddr> {
-        self.remote
+        match self.remote {
+            PeerAddr::At(r) => Some(r),
+            PeerAddr::Any | PeerAddr::Unresolved => None,
+        }
+    }
+
+    /// The peer's name resolved to `addr` (None: it did not resolve). Its SAs stay where
+    /// they are; the next initiation goes to the new address, and it is the only one
+    /// whose new IKE_SA_INITs this session answers.
+    pub fn set_peer_address(&mut self, now: Instant, addr: Option<IpAddr>) {
+        let was = self.remote;
+        self.remote = addr.map_or(PeerAddr::Unresolved, PeerAddr::At);
+        if was != self.remote {
+            tracing::info!(tunnel = %self.cfg.name, peer = ?addr, "peer address resolved");
+        }
+        // The first address of a peer we initiate to: bring the tunnel up now.
+        if was == PeerAddr::Unresolved && addr.is_some() && self.sas.is_empty() {
+            self.after_change(now);
+            if self.initiate_at.is_some() {
+                self.initiate_at = Some(now);
+            }
+        }
     }
 
     /// True when a message with this header belongs to one of this session's IKE SAs
@@ -410,7 +444,7 @@ impl Session {
             return;
         }
         // `%any`: we do not know where the peer is; it initiates.
-        let Some(remote) = self.remote else {
+        let Some(remote) = self.configured_peer() else {
             return;
         };
         let spi_i = self.random_spi();

@@ -42,6 +42,9 @@ pub struct TunnelConfig {
     /// The peer's underlay address; None for `"%any"`: a responder that learns it from
     /// the peer, picking the tunnel by the peer's identity.
     pub remote: Option<IpAddr>,
+    /// `remote = "vpn.example.net"`: resolved at start and while the tunnel is down
+    /// (then `remote` is None, yet this is no `%any`).
+    pub remote_host: Option<String>,
     pub local_port: u16,
     pub remote_port: u16,
     pub local_id: Identity,
@@ -268,6 +271,20 @@ fn any_peer_rules(t: &RawTunnel, any: bool) -> Result<(), (Option<Range<usize>>,
     Ok(())
 }
 
+/// A DNS name rather than a mistyped address: labels of letters, digits and `-`, at
+/// least one letter and one dot, at most 253 characters (RFC 1035 §2.3.1).
+fn looks_like_hostname(s: &str) -> bool {
+    s.len() <= 253
+        && s.contains('.')
+        && s.chars().any(|c| c.is_ascii_alphabetic())
+        && s.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
 /// An interface name rather than a mistyped address: at most IFNAMSIZ-1 characters of
 /// letters, digits, `-`, `_`, `.`, with at least one letter.
 fn looks_like_ifname(s: &str) -> bool {
@@ -292,10 +309,13 @@ impl TunnelConfig {
         }
     }
 
-    /// `remote` as written: the address, or `%any`.
+    /// `remote` as written: the address, the name, or `%any`.
     pub fn remote_text(&self) -> String {
-        self.remote
-            .map_or_else(|| ANY_PEER.to_string(), |r| r.to_string())
+        match (&self.remote, &self.remote_host) {
+            (Some(r), _) => r.to_string(),
+            (None, Some(h)) => h.clone(),
+            (None, None) => ANY_PEER.to_string(),
+        }
     }
 }
 
@@ -314,22 +334,26 @@ pub(super) fn tunnel(
             err(
                 s.span(),
                 format!(
-                    "invalid {what} address \"{}\": expected an IPv4 or IPv6 address",
+                    "invalid {what} address \"{}\": expected an IPv4 or IPv6 address, \"%any\" or a name",
                     s.get_ref()
                 ),
             )
         })
     };
-    let remote = match t.remote.get_ref().trim() {
-        ANY_PEER => None,
-        _ => Some(addr(&t.remote, "remote")?),
+    let (remote, remote_host) = match t.remote.get_ref().trim() {
+        ANY_PEER => (None, None),
+        s if s.parse::<IpAddr>().is_err() && looks_like_hostname(s) => (None, Some(s.to_string())),
+        _ => (Some(addr(&t.remote, "remote")?), None),
     };
     let (local, local_interface) = match t.local.get_ref().trim() {
         s if s.parse::<IpAddr>().is_ok() || !(s == ANY_PEER || looks_like_ifname(s)) => {
             (addr(&t.local, "local")?, None)
         }
         s => {
-            // A dynamic address has the family of the peer's.
+            // A dynamic address has the family of the peer's (IPv4 for a name).
+            let remote = remote.or(remote_host
+                .as_ref()
+                .map(|_| IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)));
             let Some(remote) = remote else {
                 return Err(err(
                     t.local.span(),
@@ -349,8 +373,8 @@ pub(super) fn tunnel(
             format!("local {local} and remote {remote} are of different address families"),
         ));
     }
-    any_peer_rules(t, remote.is_none())
-        .map_err(|(span, m)| err(span.unwrap_or(spanned.span()), m))?;
+    let any_peer = remote.is_none() && remote_host.is_none();
+    any_peer_rules(t, any_peer).map_err(|(span, m)| err(span.unwrap_or(spanned.span()), m))?;
     let port = |p: &Option<Spanned<u16>>| -> Result<u16, ConfigError> {
         match p {
             None => Ok(DEFAULT_IKE_PORT),
@@ -673,6 +697,7 @@ pub(super) fn tunnel(
         local,
         local_interface,
         remote,
+        remote_host,
         local_port,
         remote_port,
         local_id,
@@ -681,7 +706,7 @@ pub(super) fn tunnel(
         ike,
         esp,
         // `%any` cannot initiate: it does not know where the peer is.
-        start: t.start.unwrap_or(remote.is_some()),
+        start: t.start.unwrap_or(!any_peer),
         addresses,
         mtu,
         routes,

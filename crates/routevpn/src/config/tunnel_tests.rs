@@ -352,3 +352,40 @@ fn any_peer() {
     )
     .unwrap();
 }
+
+/// `remote` as a DNS name, `local` as `%any` or an interface: dynamic addresses.
+#[test]
+fn names_and_dynamic_locals() {
+    let t = |local: &str, remote: &str| {
+        format!("[[tunnel]]\nname = \"t0\"\nlocal = \"{local}\"\nremote = \"{remote}\"\nremote_id = \"hub\"\npsk = \"k\"\n")
+    };
+    let c = parse(&t("wan0", "vpn.example.net"), "c.toml").unwrap();
+    let c = &c.tunnels[0];
+    assert_eq!(
+        (c.remote, c.remote_host.as_deref()),
+        (None, Some("vpn.example.net"))
+    );
+    assert!(c.start, "a named peer is initiated to, unlike %any");
+    assert!(c.dynamic_local() && c.local.is_ipv4());
+    assert_eq!(
+        (c.local_text(), c.remote_text()),
+        ("wan0".to_string(), "vpn.example.net".to_string())
+    );
+    let c = parse(&t("%any", "2001:db8::2"), "c.toml").unwrap();
+    assert!(c.tunnels[0].local.is_ipv6() && c.tunnels[0].local.is_unspecified());
+    assert_eq!(c.tunnels[0].local_text(), "%any");
+    // A mistyped address is no name.
+    for bad in ["192.0.2.300", "x", "a..b", "-a.b"] {
+        let e = err(&t("192.0.2.1", bad));
+        assert!(e.message.contains("invalid remote address"), "{bad}: {e}");
+    }
+    let e = err(&t("wan0", "%any"));
+    assert!(e.message.contains("needs a remote address"), "{e}");
+    // One wildcard socket per family: two dynamic locals must agree.
+    let two = format!(
+        "{}\n{}",
+        t("wan0", "192.0.2.2"),
+        t("wan1", "192.0.2.3").replace("t0", "t1")
+    );
+    assert!(err(&two).message.contains("share it"));
+}

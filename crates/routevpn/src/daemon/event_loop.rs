@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::dispatch;
 use super::hooks::{HookEvent, Hooks};
+use super::resolve;
 use super::tunnel::{flush_tunnel, Tunnel};
 use crate::control::{Request, Response};
 use crate::dataplane::Dataplane;
@@ -43,6 +44,11 @@ pub(super) enum Input {
     PeerMoved(u32, std::net::SocketAddr),
     /// An address of this host came or went (tunnels with a dynamic local address).
     LocalAddressChanged,
+    /// A peer's name (`remote_host`) resolved, or did not.
+    Resolved {
+        tunnel: String,
+        addr: Option<IpAddr>,
+    },
 }
 
 /// What `open` set up and the loop sends through.
@@ -97,6 +103,7 @@ impl Daemon {
                 warn!(tunnel = %t.cfg.name, "{w}");
             }
         }
+        resolve::resolve_due(&mut self.tunnels, Instant::now(), &tx);
         // Initiate every `start = true` tunnel before READY=1, so that "ready" means
         // the control socket answers and the first IKE_SA_INITs are on the wire.
         let now = Instant::now();
@@ -177,6 +184,9 @@ impl Daemon {
                                 t.session.peer_moved(remote);
                             }
                         }
+                        Input::Resolved { tunnel, addr } => {
+                            resolve::resolved(&mut self.tunnels, now, &tunnel, addr);
+                        }
                         Input::LocalAddressChanged => {
                             // §2.23: an authenticated message from our new address moves
                             // the peer's IKE and ESP to it (MOBIKE-less roaming).
@@ -214,6 +224,7 @@ impl Daemon {
                     if now >= next_poll {
                         next_poll = now + COUNTER_POLL;
                         self.poll_counters(now, &dp);
+                        resolve::resolve_due(&mut self.tunnels, now, &tx);
                         let status = self.service_status();
                         self.notify.status(status);
                     }

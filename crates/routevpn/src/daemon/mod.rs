@@ -7,6 +7,7 @@ mod hooks;
 mod io;
 mod notify;
 mod reload;
+mod resolve;
 mod setup;
 mod status;
 mod tunnel;

@@ -46,6 +46,8 @@ pub(super) struct Tunnel {
     pub(super) setup_started: Option<Instant>,
     /// Runs `on_up` / `on_down` when the interface goes up or down.
     pub(super) hooks: Hooks,
+    /// When the peer's name (`remote_host`) was last looked up.
+    pub(super) resolved_at: Option<Instant>,
 }
 
 /// Randomness for the protocol cores, from the system CSPRNG.
@@ -118,13 +120,17 @@ impl Tunnel {
         hooks: Hooks,
         now: Instant,
     ) -> Tunnel {
-        let session = Session::new(
+        let mut session = Session::new(
             session_config(&cfg),
             cfg.local,
             cfg.remote,
             Box::new(SystemRng(aws_lc_rs::rand::SystemRandom::new())),
             now,
         );
+        // A named peer has no address until its name resolves (never `%any`).
+        if cfg.remote_host.is_some() {
+            session.set_peer_address(now, None);
+        }
         Tunnel {
             cfg,
             session,
@@ -135,6 +141,7 @@ impl Tunnel {
             counters: metrics::TunnelCounters::default(),
             setup_started: None,
             hooks,
+            resolved_at: None,
         }
     }
 

@@ -288,3 +288,36 @@ fn esp_from_a_new_address_moves_ike() {
     assert!(p.b.send_liveness(p.now));
     assert_eq!(p.b.poll_transmit().unwrap().remote, new);
 }
+
+/// A named peer: nothing answered or initiated until its name resolves, then at once.
+#[test]
+fn an_unresolved_peer_name_matches_nothing_until_it_resolves() {
+    let now = Instant::now();
+    let cfg = config(
+        "br",
+        "branch1",
+        "hub",
+        &[IKE],
+        &[ESP],
+        "k-k-k-k-k-k-k-k-k-k",
+        true,
+    );
+    let mut s = Session::new(cfg, BRANCH, None, Box::new(TestRng(5)), now);
+    s.set_peer_address(now, None);
+    let probe = Datagram {
+        local: SocketAddr::new(BRANCH, 500),
+        remote: SocketAddr::new(HUB, 500),
+        data: vec![],
+    };
+    assert!(
+        !s.accepts_peer(&probe),
+        "unresolved: no address is the peer's"
+    );
+    s.handle_timeout(now);
+    assert!(s.poll_transmit().is_none());
+    s.set_peer_address(now, Some(HUB));
+    assert!(s.accepts_peer(&probe));
+    assert_eq!(s.poll_timeout(), Some(now), "initiates at once");
+    s.handle_timeout(now);
+    assert_eq!(s.poll_transmit().unwrap().remote, SocketAddr::new(HUB, 500));
+}
