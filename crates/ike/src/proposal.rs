@@ -574,6 +574,20 @@ pub fn selected_to_wire(sel: &Selected, protocol: Protocol, num: u8, spi: Vec<u8
     to_wire(&ap, num, spi, true)
 }
 
+/// True when `local` would have chosen `sel` had it been offered alone (§2.7), e.g. an
+/// IKE SA negotiated under another tunnel's proposals.
+pub fn offers(local: &[AlgorithmProposal], sel: &Selected) -> bool {
+    let only = AlgorithmProposal {
+        protocol: local.first().map_or(Protocol::Ike, |p| p.protocol),
+        encr: vec![sel.encr],
+        integ: sel.integ.into_iter().collect(),
+        prf: sel.prf.into_iter().collect(),
+        dh: sel.dh.into_iter().collect(),
+        esn: sel.esn.into_iter().collect(),
+    };
+    select(local, &[only]).is_some()
+}
+
 /// A proposal with the DH transforms removed (§1.2: the first CHILD SA in IKE_AUTH
 /// never carries a key exchange).
 pub fn without_dh(ps: &[AlgorithmProposal]) -> Vec<AlgorithmProposal> {

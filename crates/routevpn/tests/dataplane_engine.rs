@@ -410,6 +410,22 @@ fn replay_icv_unknown_spi(a: &Side, b: &Side) {
     })
     .unwrap();
     assert_eq!(c.malformed, 0);
+    // RFC 7296 §2.23: the authenticated packet moved the peer (a NAT rebinding)...
+    let moved = sock.local_addr().unwrap();
+    assert_eq!(b.dp.peer(tun1), Some(moved), "ESP follows the peer");
+    // ...and neither a replay nor a forgery from elsewhere moves it again.
+    let elsewhere = in_netns(&a.ns, || UdpSocket::bind(format!("{A_WAN}:0")).unwrap());
+    for p in [&p1, &p2] {
+        elsewhere.send_to(p, b.wan).unwrap();
+    }
+    wait_until(T, Duration::from_millis(10), || {
+        let c = b.dp.counters(SPI_X).unwrap().inbound;
+        (c.replayed == 2 && c.icv_failures == 2)
+            .then_some(())
+            .ok_or(format!("{c:?}"))
+    })
+    .unwrap();
+    assert_eq!(b.dp.peer(tun1), Some(moved), "replays and forgeries move nothing");
     wait_until(T, Duration::from_millis(10), || {
         (b.dp.stats().unknown_spi > unknown)
             .then_some(())

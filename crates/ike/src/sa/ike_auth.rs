@@ -260,6 +260,74 @@ impl IkeSa {
             self.state = state;
             return;
         };
+        // Another session may expect this identity: hold the request for the caller.
+        if let Some(id_i) = find!(inner, IdI).filter(|id| {
+            ctx.cfg.select_by_identity
+                && !id_matches(id, &ctx.cfg.remote_id)
+                && unknown_critical(inner).is_none()
+        }) {
+            ctx.events.push_back(Event::PeerIdentity {
+                spi_i: self.spi_i,
+                spi_r: self.spi_r,
+                id_i: id_i.clone(),
+                id_r: find!(inner, IdR).cloned(),
+                peer: self.remote,
+            });
+            self.state = IkeState::AwaitingTunnel(Box::new(ParkedAuth {
+                keys,
+                msg1,
+                msg2,
+                ni,
+                nr,
+                msg_id,
+                request: inner.to_vec(),
+            }));
+            return;
+        }
+        self.answer_auth_request(ctx, now, msg_id, inner, (keys, msg1, msg2, ni, nr));
+    }
+
+    /// Takes a held IKE_AUTH request up again in this session ([`IkeState::AwaitingTunnel`]):
+    /// verified with its credentials, or refused with `refusal`.
+    pub(super) fn resume_auth_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        refusal: Option<String>,
+    ) {
+        let state = std::mem::replace(&mut self.state, IkeState::Dead { until: now });
+        let IkeState::AwaitingTunnel(p) = state else {
+            self.state = state;
+            return;
+        };
+        let ParkedAuth {
+            keys,
+            msg1,
+            msg2,
+            ni,
+            nr,
+            msg_id,
+            request,
+        } = *p;
+        match refusal {
+            Some(why) => {
+                self.state = IkeState::established(keys, now, None);
+                self.refuse(ctx, now, ExchangeType::IKE_AUTH, msg_id, ExchangeError::Auth(why));
+            }
+            None => self.answer_auth_request(ctx, now, msg_id, &request, (keys, msg1, msg2, ni, nr)),
+        }
+    }
+
+    /// The rest of [`IkeSa::handle_auth_request`]: verify the initiator, answer with our
+    /// AUTH and the first CHILD SA.
+    fn answer_auth_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        msg_id: u32,
+        inner: &[Payload],
+        (keys, msg1, msg2, ni, nr): (SaKeys, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>),
+    ) {
         self.state = IkeState::established(keys, now, Some((ni.clone(), nr.clone())));
         match self.verify_initiator(ctx, inner, &msg1, &nr) {
             Ok(Some(info)) => note_peer_cert(ctx, info),

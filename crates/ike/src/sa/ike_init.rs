@@ -585,7 +585,7 @@ impl Session {
     pub fn half_open(&self) -> usize {
         self.sas
             .iter()
-            .filter(|s| matches!(s.state, IkeState::InitReplied { .. }))
+            .filter(|s| s.state.is_half_open())
             .count()
     }
 
@@ -594,7 +594,7 @@ impl Session {
     /// room. False when the daemon-wide cap is reached and this peer has none to give.
     pub(super) fn make_room_for_half_open(&mut self, global_full: bool) -> bool {
         let half_open: Vec<usize> = (0..self.sas.len())
-            .filter(|&i| matches!(self.sas[i].state, IkeState::InitReplied { .. }))
+            .filter(|&i| self.sas[i].state.is_half_open())
             .collect();
         if half_open.len() >= limits::MAX_HALF_OPEN || global_full {
             let Some(&oldest) = half_open.iter().min_by_key(|&&i| self.sas[i].created) else {

@@ -89,6 +89,10 @@ pub(crate) enum IkeState {
         ni: Vec<u8>,
         nr: Vec<u8>,
     },
+    /// IKE_AUTH arrived from an identity this session does not expect (only with
+    /// `select_by_identity`): held, unanswered, until the caller hands the SA to the
+    /// session that expects that identity or refuses it.
+    AwaitingTunnel(Box<ParkedAuth>),
     /// IKE_AUTH done (or created by a rekey): CHILD SAs, rekeys and liveness checks.
     Established(Established),
     /// Delete(IKE) sent; waiting for its response (§1.4.1).
@@ -110,7 +114,7 @@ impl IkeState {
         match self {
             IkeState::InitSent { .. } => "connecting",
             IkeState::AuthSent { .. } => "authenticating",
-            IkeState::InitReplied { .. } => "half-open",
+            IkeState::InitReplied { .. } | IkeState::AwaitingTunnel(_) => "half-open",
             IkeState::Established(_) => "established",
             IkeState::Deleting { .. } => "deleting",
             IkeState::Dead { .. } => "dead",
@@ -123,8 +127,31 @@ impl IkeState {
             | IkeState::InitReplied { keys, .. }
             | IkeState::Established(Established { keys, .. })
             | IkeState::Deleting { keys } => Some(keys),
+            IkeState::AwaitingTunnel(p) => Some(&p.keys),
             _ => None,
         }
+    }
+}
+
+/// A responder's half-open SA and the IKE_AUTH request it holds (§2.15: the request is
+/// verified with the credentials of the session that takes it).
+pub(crate) struct ParkedAuth {
+    pub keys: SaKeys,
+    pub msg1: Vec<u8>,
+    pub msg2: Vec<u8>,
+    pub ni: Vec<u8>,
+    pub nr: Vec<u8>,
+    pub msg_id: u32,
+    pub request: Vec<Payload>,
+}
+
+impl IkeState {
+    /// A responder waiting for IKE_AUTH (answered IKE_SA_INIT, nothing authenticated).
+    pub fn is_half_open(&self) -> bool {
+        matches!(
+            self,
+            IkeState::InitReplied { .. } | IkeState::AwaitingTunnel(_)
+        )
     }
 }
 
@@ -542,7 +569,7 @@ impl IkeSa {
             let Some(inner) = self.unprotect(ctx, d, &msg, true) else {
                 return;
             };
-            self.follow_peer(d);
+            self.follow_peer(ctx, d);
             self.note_peer_alive(now);
             let Some(p) = self.pending.take() else {
                 return;
@@ -609,7 +636,7 @@ impl IkeSa {
             Some(RequestDigest::of(&d.data))
         };
         self.peer_next_id = self.peer_next_id.wrapping_add(1);
-        self.follow_peer(d);
+        self.follow_peer(ctx, d);
         self.note_peer_alive(now);
         match (&self.state, header.exchange) {
             (IkeState::InitReplied { .. }, ExchangeType::IKE_AUTH) => {
@@ -685,9 +712,15 @@ impl IkeSa {
     }
 
     /// §2.23: answer from where the peer's latest authenticated message came.
-    pub(super) fn follow_peer(&mut self, d: &Datagram) {
+    /// Once established, a move is reported: ESP follows it (a NAT mapping changed).
+    pub(super) fn follow_peer(&mut self, ctx: &mut Ctx<'_>, d: &Datagram) {
+        let moved = self.remote != d.remote || self.local != d.local;
         self.local = d.local;
         self.remote = d.remote;
+        if moved && matches!(self.state, IkeState::Established(_)) {
+            tracing::info!(tunnel = %ctx.cfg.name, to = %d.remote, "peer moved (authenticated IKE from a new address): following it");
+            ctx.events.push_back(Event::PeerMoved { remote: d.remote });
+        }
     }
 
     /// §2.1: an IKE_SA_INIT we answered was never followed by IKE_AUTH.

@@ -44,7 +44,7 @@ use ike_sa::{IkeSa, IkeState, Queued};
 
 use crate::iana::NotifyType;
 use crate::limits;
-use crate::proposal::AlgorithmProposal;
+use crate::proposal::{self, AlgorithmProposal};
 use crate::wire::{IdPayload, TrafficSelector};
 use crate::Rng;
 use std::collections::VecDeque;
@@ -83,6 +83,11 @@ pub struct SessionConfig {
     /// retransmissions before the peer is declared dead.
     pub retransmit_timeout: Duration,
     pub retransmit_tries: u32,
+    /// Other sessions may expect a peer that reaches this one: an IKE_AUTH whose IDi is
+    /// not `remote_id` is held and reported ([`Event::PeerIdentity`]) instead of refused,
+    /// so the caller can hand it to the session that expects it (§2.15, as strongSwan
+    /// picks its peer config by IDi).
+    pub select_by_identity: bool,
 }
 
 /// A UDP datagram to or from the peer. For port 4500 the non-ESP marker is not part of
@@ -152,7 +157,28 @@ pub enum Event {
     ChildFailed {
         reason: CloseReason,
     },
+    /// IKE_AUTH from an identity this session does not expect (`select_by_identity`):
+    /// the caller moves the SA to the session that expects `id_i` with
+    /// [`Session::detach`] and [`Session::adopt`], or refuses it with
+    /// [`Session::refuse_identity`]. Nothing is authenticated yet.
+    PeerIdentity {
+        spi_i: u64,
+        spi_r: u64,
+        id_i: IdPayload,
+        /// The initiator's hint of whom it wants to reach (§3.5), if sent.
+        id_r: Option<IdPayload>,
+        /// Where the IKE_AUTH came from.
+        peer: SocketAddr,
+    },
+    /// An authenticated IKE message came from a new address or port (§2.23: a NAT
+    /// mapping changed or the peer moved): ESP follows it.
+    PeerMoved {
+        remote: SocketAddr,
+    },
 }
+
+/// An IKE SA on its way from one session to another ([`Session::detach`]).
+pub struct DetachedSa(IkeSa);
 
 /// One IKE SA as `status` shows it.
 #[derive(Debug, Clone)]
@@ -195,7 +221,8 @@ enum Lifecycle {
 pub struct Session {
     cfg: SessionConfig,
     local: IpAddr,
-    remote: IpAddr,
+    /// None: any peer (`remote = "%any"`); such a session only responds.
+    remote: Option<IpAddr>,
     sas: Vec<IkeSa>,
     children: Vec<Child>,
     out: VecDeque<Datagram>,
@@ -223,11 +250,12 @@ impl Session {
     pub fn new(
         cfg: SessionConfig,
         local: IpAddr,
-        remote: IpAddr,
+        remote: impl Into<Option<IpAddr>>,
         rng: Box<dyn Rng + Send>,
         now: Instant,
     ) -> Session {
-        let initiate_at = cfg.initiate.then_some(now);
+        let remote = remote.into();
+        let initiate_at = (cfg.initiate && remote.is_some()).then_some(now);
         let mut rng = rng;
         Session {
             cookies: ike_init::Cookies::new(rng.as_mut(), now),
@@ -260,9 +288,105 @@ impl Session {
         self.unix_time = secs;
     }
 
-    /// True when this datagram belongs to this session's peer.
-    pub fn matches(&self, d: &Datagram) -> bool {
-        d.remote.ip() == self.remote && d.local.ip() == self.local
+    /// True when this session may answer a new IKE_SA_INIT from `d`'s sender: it
+    /// reached our address from the configured peer address (or any, with `%any`).
+    pub fn accepts_peer(&self, d: &Datagram) -> bool {
+        d.local.ip() == self.local && self.remote.is_none_or(|r| r == d.remote.ip())
+    }
+
+    /// The configured peer address; None for `%any`.
+    pub fn configured_peer(&self) -> Option<IpAddr> {
+        self.remote
+    }
+
+    /// True when a message with this header belongs to one of this session's IKE SAs
+    /// (by SPIs, wherever it comes from: §2.23 lets the peer's address change).
+    pub fn owns(&self, header: &crate::wire::Header) -> bool {
+        self.sa_index(header).is_some()
+    }
+
+    fn sa_index(&self, header: &crate::wire::Header) -> Option<usize> {
+        let is_response = header.flags.response();
+        self.sas.iter().position(|s| {
+            s.spi_i == header.spi_i
+                && (s.spi_r == header.spi_r
+                    || (header.spi_r == 0 && !is_response && !s.initiator)
+                    || (s.spi_r == 0 && is_response && s.initiator))
+        })
+    }
+
+    /// Takes out the SA that [`Event::PeerIdentity`] reported, keeping `admission`'s
+    /// half-open count current; None if it is gone (expired, or already handled).
+    pub fn detach(
+        &mut self,
+        spi_i: u64,
+        spi_r: u64,
+        admission: &mut crate::Admission,
+    ) -> Option<DetachedSa> {
+        let i = self.sas.iter().position(|s| {
+            s.spi_i == spi_i && s.spi_r == spi_r && matches!(s.state, IkeState::AwaitingTunnel(_))
+        })?;
+        let sa = self.sas.remove(i);
+        self.sync_admission(admission);
+        Some(DetachedSa(sa))
+    }
+
+    /// The IKE suite negotiated for the SA that [`Event::PeerIdentity`] reported.
+    pub fn parked_suite(&self, spi_i: u64, spi_r: u64) -> Option<proposal::Selected> {
+        let sa = self.sas.iter().find(|s| {
+            s.spi_i == spi_i && s.spi_r == spi_r && matches!(s.state, IkeState::AwaitingTunnel(_))
+        })?;
+        sa.state.keys().map(|k| k.sel)
+    }
+
+    /// True when this session's `ike` proposals would have chosen `sel` (an IKE SA
+    /// whose IKE_SA_INIT ran under another session's proposals).
+    pub fn accepts_ike_suite(&self, sel: &proposal::Selected) -> bool {
+        proposal::offers(&self.cfg.ike, sel)
+    }
+
+    /// Takes a detached SA and answers its held IKE_AUTH with this session's identity
+    /// and credentials (AUTH is verified here, never by the session that detached it).
+    pub fn adopt(&mut self, now: Instant, sa: DetachedSa, admission: &mut crate::Admission) {
+        self.sync_admission(admission);
+        self.sas.push(sa.0);
+        let idx = self.sas.len() - 1;
+        self.with_sa(idx, now, |sa, ctx, now| sa.resume_auth_request(ctx, now, None));
+        self.sync_admission(admission);
+    }
+
+    /// Refuses the IKE_AUTH that [`Event::PeerIdentity`] reported (AUTHENTICATION_FAILED,
+    /// §2.21.2), saying `why` in the log.
+    pub fn refuse_identity(
+        &mut self,
+        now: Instant,
+        spi_i: u64,
+        spi_r: u64,
+        why: String,
+        admission: &mut crate::Admission,
+    ) {
+        let Some(idx) = self.sas.iter().position(|s| {
+            s.spi_i == spi_i && s.spi_r == spi_r && matches!(s.state, IkeState::AwaitingTunnel(_))
+        }) else {
+            return;
+        };
+        self.with_sa(idx, now, |sa, ctx, now| {
+            sa.resume_auth_request(ctx, now, Some(why))
+        });
+        self.sync_admission(admission);
+    }
+
+    /// Authenticated ESP of this session came from `remote` (a NAT mapping changed):
+    /// IKE follows it too (§2.23).
+    pub fn peer_moved(&mut self, remote: SocketAddr) {
+        if let Some(cur) = self.current() {
+            let sa = &mut self.sas[cur];
+            if sa.remote != remote {
+                tracing::info!(tunnel = %self.cfg.name, from = %sa.remote, to = %remote,
+                    "peer moved (authenticated ESP from a new address): following it");
+                sa.remote = remote;
+            }
+        }
     }
 
     /// Starts an IKE SA now unless one is already up or under way.
@@ -278,11 +402,15 @@ impl Session {
         {
             return;
         }
+        // `%any`: we do not know where the peer is; it initiates.
+        let Some(remote) = self.remote else {
+            return;
+        };
         let spi_i = self.random_spi();
         let sa = IkeSa::new_initiator(
             spi_i,
             SocketAddr::new(self.local, limits::IKE_PORT),
-            SocketAddr::new(self.remote, limits::IKE_PORT),
+            SocketAddr::new(remote, limits::IKE_PORT),
             now,
         );
         self.sas.push(sa);
@@ -372,13 +500,7 @@ impl Session {
             }
         };
         let is_response = header.flags.response();
-        let idx = self.sas.iter().position(|s| {
-            s.spi_i == header.spi_i
-                && (s.spi_r == header.spi_r
-                    || (header.spi_r == 0 && !is_response && !s.initiator)
-                    || (s.spi_r == 0 && is_response && s.initiator))
-        });
-        match idx {
+        match self.sa_index(&header) {
             Some(i) => self.with_sa(i, now, |sa, ctx, now| sa.handle(ctx, now, &d, &header)),
             None if header.exchange == crate::iana::ExchangeType::IKE_SA_INIT
                 && header.spi_r == 0

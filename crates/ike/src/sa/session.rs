@@ -180,7 +180,7 @@ impl Session {
             Lifecycle::Active => self.cfg.initiate,
             Lifecycle::Restarting => true,
             Lifecycle::Cleared | Lifecycle::Closing { .. } => false,
-        };
+        } && self.remote.is_some();
         if wanted && !any_live && self.initiate_at.is_none() {
             self.initiate_at = Some(now + self.reinit_delay);
             self.reinit_delay = (self.reinit_delay * 2).min(limits::REINITIATE_MAX);

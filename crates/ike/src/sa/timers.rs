@@ -51,7 +51,7 @@ impl Session {
             Timer::Reinitiate => self.initiate_at,
             Timer::Retransmit(i) => {
                 let sa = self.sas.get(i)?;
-                if matches!(sa.state, IkeState::InitReplied { .. }) {
+                if sa.state.is_half_open() {
                     return None;
                 }
                 sa.pending.as_ref().map(|p| p.deadline)
@@ -59,7 +59,7 @@ impl Session {
             Timer::HalfOpen(i) => self
                 .sas
                 .get(i)
-                .filter(|s| matches!(s.state, IkeState::InitReplied { .. }))
+                .filter(|s| s.state.is_half_open())
                 .map(|s| s.created + limits::HALF_OPEN_TIMEOUT),
             Timer::Expire(i) => match self.sas.get(i)?.state {
                 IkeState::Dead { until } => Some(until),

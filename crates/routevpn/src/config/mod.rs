@@ -278,12 +278,13 @@ fn parse_in(
             ));
         }
         let tc = tunnel(&cx, t, base_dir)?;
-        if !pairs.insert((tc.local, tc.remote)) {
+        // Tunnels may share addresses (or `%any`) when the peer's identity tells them apart.
+        if !pairs.insert((tc.local, tc.remote, tc.remote_id.clone())) {
             return Err(cx.err(
                 Some(t.get_ref().remote.span()),
                 format!(
-                    "tunnel \"{name}\": another tunnel already uses local {} and remote {}",
-                    tc.local, tc.remote
+                    "tunnel \"{name}\": another tunnel already uses local {} and remote {} with remote_id \"{}\"; tunnels sharing addresses need different remote_id",
+                    tc.local, tc.remote_text(), tc.remote_id
                 ),
             ));
         }

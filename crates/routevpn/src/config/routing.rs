@@ -356,7 +356,7 @@ pub(super) fn bgp_config(
             ));
         }
         // The session runs over a tunnel; its address must not be a tunnel endpoint.
-        if tunnels.iter().any(|t| t.remote == nc.address) {
+        if tunnels.iter().any(|t| t.remote == Some(nc.address)) {
             return Err(cx.err(
                 Some(n.get_ref().address.span()),
                 format!(

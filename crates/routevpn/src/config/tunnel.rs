@@ -23,6 +23,8 @@ use super::{ConfigError, Ctx};
 pub const DEFAULT_IKE_PORT: u16 = 500;
 /// Traffic selectors when none are configured: everything, both families.
 pub const DEFAULT_TS: [&str; 2] = ["0.0.0.0/0", "::/0"];
+/// `remote = "%any"`: strongSwan's word for "any peer address".
+pub const ANY_PEER: &str = "%any";
 /// Linux IFNAMSIZ is 16 including the terminating NUL.
 const MAX_IFNAME_LEN: usize = 15;
 
@@ -32,7 +34,9 @@ pub struct TunnelConfig {
     /// Tunnel interface name.
     pub name: String,
     pub local: IpAddr,
-    pub remote: IpAddr,
+    /// The peer's underlay address; None for `"%any"`: a responder that learns it from
+    /// the peer, picking the tunnel by the peer's identity.
+    pub remote: Option<IpAddr>,
     pub local_port: u16,
     pub remote_port: u16,
     pub local_id: Identity,
@@ -237,6 +241,28 @@ pub(super) fn check_ifname(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// With `remote = "%any"` the peer's identity is all that picks the tunnel, and we cannot
+/// initiate: say so at the offending line.
+fn any_peer_rules(t: &RawTunnel, any: bool) -> Result<(), (Option<Range<usize>>, String)> {
+    if !any {
+        return Ok(());
+    }
+    if t.start == Some(true) {
+        return Err((None, "start = true needs the peer's address: with remote = \"%any\" the peer initiates (set start = false or remove the line)".into()));
+    }
+    if t.remote_id.is_none() {
+        return Err((Some(t.remote.span()), "remote = \"%any\" needs remote_id: the peer's identity is what picks this tunnel".into()));
+    }
+    Ok(())
+}
+
+impl TunnelConfig {
+    /// `remote` as written: the address, or `%any`.
+    pub fn remote_text(&self) -> String {
+        self.remote.map_or_else(|| ANY_PEER.to_string(), |r| r.to_string())
+    }
+}
+
 pub(super) fn tunnel(
     cx: &Ctx,
     spanned: &Spanned<RawTunnel>,
@@ -259,13 +285,17 @@ pub(super) fn tunnel(
         })
     };
     let local = addr(&t.local, "local")?;
-    let remote = addr(&t.remote, "remote")?;
-    if local.is_ipv4() != remote.is_ipv4() {
+    let remote = match t.remote.get_ref().trim() {
+        ANY_PEER => None,
+        _ => Some(addr(&t.remote, "remote")?),
+    };
+    if let Some(remote) = remote.filter(|r| r.is_ipv4() != local.is_ipv4()) {
         return Err(err(
             t.remote.span(),
             format!("local {local} and remote {remote} are of different address families"),
         ));
     }
+    any_peer_rules(t, remote.is_none()).map_err(|(span, m)| err(span.unwrap_or(spanned.span()), m))?;
     let port = |p: &Option<Spanned<u16>>| -> Result<u16, ConfigError> {
         match p {
             None => Ok(DEFAULT_IKE_PORT),
@@ -305,7 +335,8 @@ pub(super) fn tunnel(
             spanned.span(),
             "remote_id is required with certificates: the peer's subject DN (\"C=CH, O=Lab, CN=routerB\") or a subjectAltName of its certificate".into(),
         )),
-        _ => id(&t.remote_id, remote)?,
+        // `%any` has no address to default to: any_peer_rules asked for remote_id.
+        _ => id(&t.remote_id, remote.unwrap_or(local))?,
     };
     if let (Some(c), Some(s)) = (&certs, &t.local_id) {
         super::certs::check_local_id(c, &local_id).map_err(|m| err(s.span(), m))?;
@@ -593,7 +624,8 @@ pub(super) fn tunnel(
         psk,
         ike,
         esp,
-        start: t.start.unwrap_or(true),
+        // `%any` cannot initiate: it does not know where the peer is.
+        start: t.start.unwrap_or(remote.is_some()),
         addresses,
         mtu,
         routes,

@@ -13,6 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::dispatch;
 use super::hooks::{HookEvent, Hooks};
 use super::tunnel::{flush_tunnel, Tunnel};
 use crate::control::{Request, Response};
@@ -38,6 +39,8 @@ pub(super) enum Input {
     Metrics(oneshot::Sender<crate::metrics::Snapshot>),
     /// The CHILD SA with this inbound SPI reached its byte or packet lifetime.
     VolumeLifetime(u32),
+    /// Authenticated ESP of the CHILD SA with this inbound SPI came from a new address.
+    PeerMoved(u32, std::net::SocketAddr),
 }
 
 /// What `open` set up and the loop sends through.
@@ -130,7 +133,7 @@ impl Daemon {
                     let Some(input) = input else { break };
                     let now = Instant::now();
                     match input {
-                        Input::Ike(d) => match self.tunnels.iter_mut().find(|t| t.session.matches(&d)) {
+                        Input::Ike(d) => match dispatch::tunnel_for(&self.tunnels, &d).and_then(|i| self.tunnels.get_mut(i)) {
                             Some(t) => {
                                 t.note_ike(now);
                                 // Certificates are validated at the wall-clock time (sans-IO core).
@@ -161,6 +164,15 @@ impl Daemon {
                                 .find(|t| t.children.iter().any(|c| c.spi_in == spi))
                             {
                                 t.session.rekey_child_spi(now, spi);
+                            }
+                        }
+                        Input::PeerMoved(spi, remote) => {
+                            if let Some(t) = self
+                                .tunnels
+                                .iter_mut()
+                                .find(|t| t.children.iter().any(|c| c.spi_in == spi))
+                            {
+                                t.session.peer_moved(remote);
                             }
                         }
                         Input::Shutdown(sig) => {
@@ -281,8 +293,19 @@ impl Daemon {
         dp: &Dataplane,
         nl: &Netlink,
     ) {
-        for t in &mut self.tunnels {
-            flush_tunnel(t, ike_sockets, dp, nl, &self.setup).await;
+        loop {
+            let mut queries = Vec::new();
+            for t in self.tunnels.iter_mut().enumerate() {
+                flush_tunnel(t, ike_sockets, dp, nl, &self.setup, &mut queries).await;
+            }
+            if queries.is_empty() {
+                return;
+            }
+            // The tunnels that take (or refuse) these SAs have new datagrams to send.
+            let now = Instant::now();
+            for q in queries {
+                dispatch::settle(&mut self.tunnels, q, now, unix_now(), &mut self.admission);
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! The daemon: owns sockets, clocks, randomness and the tokio runtime, and drives the
 //! sans-IO IKE sessions (one per `[[tunnel]]`).
 
+mod dispatch;
 mod event_loop;
 mod hooks;
 mod io;

@@ -71,7 +71,9 @@ impl Daemon {
             info!(tunnel = %t.cfg.name, "reload: tearing down");
             t.session.close(now);
             t.session.leave_admission(&mut self.admission);
-            flush_tunnel(&mut t, ike_sockets, dp, nl, &self.setup).await;
+            // A closing session holds no IKE_AUTH for another tunnel worth settling.
+            let mut ignored = Vec::new();
+            flush_tunnel((i, &mut t), ike_sockets, dp, nl, &self.setup, &mut ignored).await;
             if t.link_up {
                 set_link(&mut t, false, nl).await;
             }

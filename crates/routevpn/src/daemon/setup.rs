@@ -98,6 +98,10 @@ impl Daemon {
         dp.on_lifetime(Box::new(move |spi| {
             let _ = life_tx.try_send(Input::VolumeLifetime(spi));
         }));
+        let roam_tx = tx.clone();
+        dp.on_roam(Box::new(move |spi, remote| {
+            let _ = roam_tx.try_send(Input::PeerMoved(spi, remote));
+        }));
         let dp = Arc::new(dp);
         for t in &mut self.tunnels {
             let mtu = t.cfg.mtu.unwrap_or(1400);

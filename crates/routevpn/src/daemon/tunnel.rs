@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
+use super::dispatch::IdentityQuery;
 use super::hooks::{HookEvent, Hooks};
 use crate::config::TunnelConfig;
 use crate::dataplane::{self, ChildKeys, Dataplane, TunnelId};
@@ -57,7 +58,7 @@ impl ike::Rng for SystemRng {
     }
 }
 
-fn id_payload(id: &crate::config::Identity) -> IdPayload {
+pub(super) fn id_payload(id: &crate::config::Identity) -> IdPayload {
     IdPayload {
         id_type: id.id_type(),
         reserved: [0; 3],
@@ -102,6 +103,8 @@ fn session_config(t: &TunnelConfig) -> SessionConfig {
         fragment_size: ike_fragment_size(t),
         retransmit_timeout: t.retransmit_timeout,
         retransmit_tries: t.retransmit_tries,
+        // Any tunnel may share its peer's address with another (or be `%any`).
+        select_by_identity: true,
     }
 }
 
@@ -143,13 +146,15 @@ impl Tunnel {
     }
 }
 
-/// Sends what one session queued and acts on its events.
+/// Sends what one session queued and acts on its events; IKE_AUTHs from identities
+/// this tunnel does not expect go to `queries` (the caller sees every tunnel).
 pub(super) async fn flush_tunnel(
-    t: &mut Tunnel,
+    (index, t): (usize, &mut Tunnel),
     ike_sockets: &HashMap<IpAddr, Arc<UdpSocket>>,
     dp: &Dataplane,
     nl: &Netlink,
     setup: &Histogram,
+    queries: &mut Vec<IdentityQuery>,
 ) {
     loop {
         while let Some(d) = t.session.poll_transmit() {
@@ -220,6 +225,22 @@ pub(super) async fn flush_tunnel(
                 t.counters.ike_rekeys += 1;
                 debug!(tunnel = %t.cfg.name, event = ?ev, "session event");
             }
+            Event::PeerIdentity {
+                spi_i,
+                spi_r,
+                id_i,
+                id_r,
+                peer,
+            } => queries.push(IdentityQuery {
+                tunnel: index,
+                spi_i,
+                spi_r,
+                id_i,
+                id_r,
+                peer,
+            }),
+            // §2.23: ESP follows the IKE SA to the peer's new address.
+            Event::PeerMoved { remote } => dp.move_peer(t.tid, remote),
             Event::ChildFailed { reason } => {
                 t.counters
                     .failure(FailureReason::of(&reason).unwrap_or(FailureReason::Other));

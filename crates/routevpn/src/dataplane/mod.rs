@@ -17,6 +17,7 @@
 //! once per receive batch, one uncontended `Mutex` per SA); the outbound SA
 //! of a tunnel behind a `Mutex` taken once per TUN read.
 
+mod roam;
 mod tables;
 mod thread_rx;
 mod thread_tx;
@@ -33,6 +34,7 @@ use esp::{AesKeySize, Algorithm, Counters, EspError, InboundSa, Integrity, Outbo
 use ike::iana::{EncrId, IntegId};
 use ike::wire::TrafficSelector;
 
+pub use roam::RoamCallback;
 use tables::{InboundEntry, Outbound, Socket, Tunnel, Volume};
 
 /// Callback for IKE messages received on port 4500: `(local, remote, message)`
@@ -219,6 +221,7 @@ pub(crate) struct Shared {
     pub(crate) tunnels: RwLock<HashMap<usize, Arc<Tunnel>>>,
     pub(crate) on_ike: IkeCallback,
     pub(crate) on_lifetime: std::sync::OnceLock<LifetimeCallback>,
+    pub(crate) on_roam: std::sync::OnceLock<RoamCallback>,
     pub(crate) unknown_spi: AtomicU64,
     pub(crate) invalid: AtomicU64,
     pub(crate) keepalives: AtomicU64,
@@ -257,6 +260,7 @@ impl Dataplane {
             tunnels: RwLock::new(HashMap::new()),
             on_ike,
             on_lifetime: std::sync::OnceLock::new(),
+            on_roam: std::sync::OnceLock::new(),
             unknown_spi: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
             keepalives: AtomicU64::new(0),
@@ -365,6 +369,7 @@ impl Dataplane {
             out_spare: Mutex::new(None),
             installed: self.installs.fetch_add(1, Ordering::Relaxed),
             volume: volume.clone(),
+            peer: Mutex::new(keys.remote),
         });
         if write(&self.shared.inbound)
             .insert(keys.spi_in, entry)

@@ -140,6 +140,14 @@ pub(crate) struct InboundEntry {
     pub(crate) installed: u64,
     /// Shared with the outbound half.
     pub(crate) volume: Arc<Volume>,
+    /// Where the peer's newest authenticated ESP came from (see `roam.rs`).
+    pub(crate) peer: Mutex<SocketAddr>,
+}
+
+impl InboundEntry {
+    pub(crate) fn spi_in(&self) -> u32 {
+        self.volume.spi_in()
+    }
 }
 
 /// The current outbound SA of a tunnel.

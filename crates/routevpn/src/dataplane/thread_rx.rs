@@ -208,9 +208,17 @@ fn handle(
         return;
     };
     let mut sa = lock(&entry.sa);
+    let top = sa.replay_window().top();
     // Replay check, ICV, decryption and padding checks; every error is
     // counted in the SA's counters.
-    match sa.open(seg) {
+    let opened = sa.open(seg);
+    // RFC 7296 §2.23: the newest authenticated packet says where the peer is.
+    let newest = opened.is_ok() && sa.replay_window().top() > top;
+    drop(sa);
+    if newest {
+        sh.esp_from(entry, remote);
+    }
+    match opened {
         Ok(Decapsulated::Ipv4(inner) | Decapsulated::Ipv6(inner)) => {
             sh.count_volume(&entry.volume, inner.len() as u64, 1);
             let i = match batches.iter().position(|b| b.tunnel == entry.tunnel) {

@@ -59,7 +59,7 @@ impl Infrastructure {
         }
         Self {
             subnets,
-            ike_peers: tunnels.iter().map(|t| t.remote).collect(),
+            ike_peers: tunnels.iter().filter_map(|t| t.remote).collect(),
             neighbors: neighbors.iter().map(|n| n.address).collect(),
         }
     }
@@ -161,7 +161,7 @@ mod tests {
         let tunnel = |name: &str, a: &str, remote: &str| TunnelInfo {
             name: name.into(),
             addresses: vec![net(a)],
-            remote: ip(remote),
+            remote: Some(ip(remote)),
         };
         let tunnels = [
             tunnel("vti0", "169.254.12.1/30", "192.0.2.2"),

@@ -71,8 +71,8 @@ pub struct TunnelInfo {
     pub name: String,
     /// Interface addresses with prefix length.
     pub addresses: Vec<IpNet>,
-    /// The IKE peer (underlay) address: never route it into a tunnel.
-    pub remote: IpAddr,
+    /// The IKE peer (underlay) address: never route it into a tunnel. None for `%any`.
+    pub remote: Option<IpAddr>,
 }
 
 pub(super) enum Input {

@@ -27,7 +27,7 @@ pub(super) fn spawn_redistribution(
 ) {
     let classes = cfg.redistribute.clone();
     let tunnel_names: HashSet<String> = tunnels.iter().map(|t| t.name.clone()).collect();
-    let underlay: Vec<IpAddr> = tunnels.iter().map(|t| t.remote).collect();
+    let underlay: Vec<IpAddr> = tunnels.iter().filter_map(|t| t.remote).collect();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(REDISTRIBUTE_SCAN);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -13,6 +13,7 @@ mod child_create;
 mod ike_auth;
 mod ike_init;
 mod ike_rekey;
+mod identity;
 mod ike_sa;
 mod informational;
 mod timers;
@@ -77,6 +78,7 @@ pub(super) fn config(
         fragment_size: limits::FRAGMENT_SIZE,
         retransmit_timeout: limits::RETRANSMIT_TIMEOUT,
         retransmit_tries: limits::RETRANSMIT_TRIES,
+        select_by_identity: false,
     }
 }
 
