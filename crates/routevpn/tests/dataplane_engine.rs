@@ -425,7 +425,11 @@ fn replay_icv_unknown_spi(a: &Side, b: &Side) {
             .ok_or(format!("{c:?}"))
     })
     .unwrap();
-    assert_eq!(b.dp.peer(tun1), Some(moved), "replays and forgeries move nothing");
+    assert_eq!(
+        b.dp.peer(tun1),
+        Some(moved),
+        "replays and forgeries move nothing"
+    );
     wait_until(T, Duration::from_millis(10), || {
         (b.dp.stats().unknown_spi > unknown)
             .then_some(())

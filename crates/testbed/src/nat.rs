@@ -35,6 +35,11 @@ impl Nat {
         nat
     }
 
+    /// The NAT's namespace (to add a second public address, say).
+    pub fn netns(&self) -> &Netns {
+        &self.ns
+    }
+
     /// Replaces the NAT rules with `actions` (each applied to packets leaving the public
     /// interface, e.g. `meta l4proto udp masquerade to :40000-40999` or
     /// `snat to 198.51.100.3`), then flushes conntrack so that existing flows get a

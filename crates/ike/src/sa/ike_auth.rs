@@ -312,9 +312,17 @@ impl IkeSa {
         match refusal {
             Some(why) => {
                 self.state = IkeState::established(keys, now, None);
-                self.refuse(ctx, now, ExchangeType::IKE_AUTH, msg_id, ExchangeError::Auth(why));
+                self.refuse(
+                    ctx,
+                    now,
+                    ExchangeType::IKE_AUTH,
+                    msg_id,
+                    ExchangeError::Auth(why),
+                );
             }
-            None => self.answer_auth_request(ctx, now, msg_id, &request, (keys, msg1, msg2, ni, nr)),
+            None => {
+                self.answer_auth_request(ctx, now, msg_id, &request, (keys, msg1, msg2, ni, nr))
+            }
         }
     }
 

@@ -583,10 +583,7 @@ impl Session {
 
     /// Half-open IKE SAs of this peer (IKE_SA_INIT answered, IKE_AUTH not yet).
     pub fn half_open(&self) -> usize {
-        self.sas
-            .iter()
-            .filter(|s| s.state.is_half_open())
-            .count()
+        self.sas.iter().filter(|s| s.state.is_half_open()).count()
     }
 
     /// §2.6: at most [`limits::MAX_HALF_OPEN`] half-open SAs per peer, and none beyond

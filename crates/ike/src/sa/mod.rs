@@ -351,7 +351,9 @@ impl Session {
         self.sync_admission(admission);
         self.sas.push(sa.0);
         let idx = self.sas.len() - 1;
-        self.with_sa(idx, now, |sa, ctx, now| sa.resume_auth_request(ctx, now, None));
+        self.with_sa(idx, now, |sa, ctx, now| {
+            sa.resume_auth_request(ctx, now, None)
+        });
         self.sync_admission(admission);
     }
 

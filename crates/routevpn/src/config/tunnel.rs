@@ -251,7 +251,11 @@ fn any_peer_rules(t: &RawTunnel, any: bool) -> Result<(), (Option<Range<usize>>,
         return Err((None, "start = true needs the peer's address: with remote = \"%any\" the peer initiates (set start = false or remove the line)".into()));
     }
     if t.remote_id.is_none() {
-        return Err((Some(t.remote.span()), "remote = \"%any\" needs remote_id: the peer's identity is what picks this tunnel".into()));
+        return Err((
+            Some(t.remote.span()),
+            "remote = \"%any\" needs remote_id: the peer's identity is what picks this tunnel"
+                .into(),
+        ));
     }
     Ok(())
 }
@@ -259,7 +263,8 @@ fn any_peer_rules(t: &RawTunnel, any: bool) -> Result<(), (Option<Range<usize>>,
 impl TunnelConfig {
     /// `remote` as written: the address, or `%any`.
     pub fn remote_text(&self) -> String {
-        self.remote.map_or_else(|| ANY_PEER.to_string(), |r| r.to_string())
+        self.remote
+            .map_or_else(|| ANY_PEER.to_string(), |r| r.to_string())
     }
 }
 
@@ -295,7 +300,8 @@ pub(super) fn tunnel(
             format!("local {local} and remote {remote} are of different address families"),
         ));
     }
-    any_peer_rules(t, remote.is_none()).map_err(|(span, m)| err(span.unwrap_or(spanned.span()), m))?;
+    any_peer_rules(t, remote.is_none())
+        .map_err(|(span, m)| err(span.unwrap_or(spanned.span()), m))?;
     let port = |p: &Option<Spanned<u16>>| -> Result<u16, ConfigError> {
         match p {
             None => Ok(DEFAULT_IKE_PORT),

@@ -309,24 +309,46 @@ fn any_peer() {
     let any = |name: &str, rid: &str| {
         format!("[[tunnel]]\nname = \"{name}\"\nlocal = \"192.0.2.1\"\nremote = \"%any\"\nremote_id = \"{rid}\"\npsk = \"k\"\n")
     };
-    let c = parse(&format!("{}\n{}", any("t0", "branch1"), any("t1", "branch2")), "c.toml").unwrap();
+    let c = parse(
+        &format!("{}\n{}", any("t0", "branch1"), any("t1", "branch2")),
+        "c.toml",
+    )
+    .unwrap();
     assert_eq!(c.tunnels[0].remote, None);
     assert!(!c.tunnels[0].start, "%any only responds by default");
     assert_eq!(c.tunnels[1].remote_text(), "%any");
 
     // Same address (or %any) and the same remote_id: nothing could tell them apart.
-    let e = err(&format!("{}\n{}", any("t0", "branch1"), any("t1", "branch1")));
+    let e = err(&format!(
+        "{}\n{}",
+        any("t0", "branch1"),
+        any("t1", "branch1")
+    ));
     assert_eq!(e.line, Some(11), "{e}");
     assert!(e.message.contains("need different remote_id"), "{e}");
     // With a fixed address, different remote_ids may share it too.
     let fixed = MIN.replace("psk", "remote_id = \"a\"\npsk");
-    parse(&format!("{fixed}\n{}", fixed.replace("t0", "t1").replace("\"a\"", "\"b\"")), "c.toml").unwrap();
+    parse(
+        &format!(
+            "{fixed}\n{}",
+            fixed.replace("t0", "t1").replace("\"a\"", "\"b\"")
+        ),
+        "c.toml",
+    )
+    .unwrap();
 
     let e = err(&format!("{}start = true\n", any("t0", "b")));
-    assert!(e.message.contains("start = true needs the peer's address"), "{e}");
+    assert!(
+        e.message.contains("start = true needs the peer's address"),
+        "{e}"
+    );
     let e = err(&MIN.replace("\"192.0.2.2\"", "\"%any\""));
     assert_eq!(e.line, Some(4), "{e}");
     assert!(e.message.contains("needs remote_id"), "{e}");
     // %any has no address family to clash with.
-    parse(&any("t0", "b").replace("192.0.2.1", "2001:db8::1"), "c.toml").unwrap();
+    parse(
+        &any("t0", "b").replace("192.0.2.1", "2001:db8::1"),
+        "c.toml",
+    )
+    .unwrap();
 }

@@ -126,10 +126,17 @@ fn the_initiators_identity_picks_the_session() {
     assert!(h.branch.is_established(), "{:?}", h.branch_events);
     assert!(h.hubs[1].is_established(), "hub2 took the SA");
     assert!(!h.hubs[0].is_established());
-    assert!(h.hubs[0].status(h.now).ike_sas.is_empty(), "hub1 kept nothing");
+    assert!(
+        h.hubs[0].status(h.now).ike_sas.is_empty(),
+        "hub1 kept nothing"
+    );
     assert_eq!(Pair::children(&h.hub_events[1]).len(), 1);
     assert!(Pair::children(&h.hub_events[0]).is_empty());
-    assert_eq!(h.admission.half_open(), 0, "the half-open count followed the SA");
+    assert_eq!(
+        h.admission.half_open(),
+        0,
+        "the half-open count followed the SA"
+    );
     // Later exchanges reach hub2 by their SPIs.
     assert!(h.branch.rekey_child(h.now));
     h.run();
@@ -167,7 +174,15 @@ fn an_identity_no_session_expects_is_refused() {
 fn without_select_by_identity_a_wrong_identity_is_refused_at_once() {
     let mut h = Hub::new("branch2", "psk-two-two-two-two");
     h.hubs[0] = Session::new(
-        config("hub1", "hub", "branch1", &[IKE], &[ESP], "psk-one-one-one-one", false),
+        config(
+            "hub1",
+            "hub",
+            "branch1",
+            &[IKE],
+            &[ESP],
+            "psk-one-one-one-one",
+            false,
+        ),
         HUB,
         None,
         Box::new(TestRng(21)),
@@ -213,7 +228,12 @@ fn a_suite_the_adopting_session_refuses_is_reported() {
     assert!(!h.hubs[1].accepts_ike_suite(&sel));
     let ours = crate::proposal::choose(
         &h.hubs[1].config().ike,
-        &[crate::proposal::to_wire(&h.hubs[1].config().ike[0], 1, vec![], true)],
+        &[crate::proposal::to_wire(
+            &h.hubs[1].config().ike[0],
+            1,
+            vec![],
+            true,
+        )],
         Protocol::Ike,
     )
     .unwrap()
