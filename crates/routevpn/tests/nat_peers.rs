@@ -395,22 +395,27 @@ fn nat_mapping_change_keeps_the_sas() {
     wait_past(change1 + 100);
     let mid_peer = hub_peer(&tunnel(&hub, "hub1").unwrap());
     let mid_mapping = site.nat.udp_mapping(branch_wan(1), NATT_PORT);
-    site.nat.remap(&["snat to 198.51.100.3"]);
-    let change2 = last_reply();
+    // Only while pings still flow: otherwise the first change already lost them all.
+    let change2 = (ping.try_wait().is_none() && last_reply() > change1).then(|| {
+        site.nat.remap(&["snat to 198.51.100.3"]);
+        last_reply()
+    });
     ping.wait_exit(Duration::from_secs(40)).unwrap();
 
     let out = std::fs::read_to_string(&log).unwrap();
     let (sent, received) =
         ping_summary(&out).unwrap_or_else(|| panic!("no ping summary in:\n{out}"));
     let replied = replied_seqs(&out);
-    let lost1 = lost_between(&replied, change1 + 1, change2);
-    let lost2 = lost_between(&replied, change2 + 1, sent);
+    let lost1 = lost_between(&replied, change1 + 1, change2.unwrap_or(sent));
+    let lost2 = change2.map(|c| lost_between(&replied, c + 1, sent));
+    let second = match (change2, lost2) {
+        (Some(c), Some(l)) => format!("new address after seq {c}: {l} lost (~{} ms)", l * 20),
+        _ => "new address: not tried (the pings had stopped)".to_string(),
+    };
     testbed::report(&format!(
         "NAT mapping changes under ping -i 0.02 (20 ms), {received} of {sent} answered: \
-         new ports after seq {change1}: {lost1} lost (~{} ms); new address after seq \
-         {change2}: {lost2} lost (~{} ms)",
+         new ports after seq {change1}: {lost1} lost (~{} ms); {second}",
         lost1 * 20,
-        lost2 * 20
     ));
 
     // Each time the hub followed branch1 to where the NAT now maps it.
@@ -456,6 +461,7 @@ fn nat_mapping_change_keeps_the_sas() {
     assert_eq!(before["child_rekeys"], after["child_rekeys"], "{after}");
     assert_eq!(before["ike_rekeys"], after["ike_rekeys"], "{after}");
     // Issue 10 asks for < 1 s of interruption: fewer than 50 pings at 20 ms.
+    let lost2 = lost2.expect("pings resumed after the first change");
     for (what, lost) in [("new ports", lost1), ("new address", lost2)] {
         assert!(
             lost < 50,
