@@ -31,6 +31,8 @@ pub const IKE_PORT: u16 = 500;
 pub const NATT_PORT: u16 = 4500;
 /// §2.23: NAT detection hashes are SHA-1 (20 octets).
 pub const NAT_HASH_LEN: usize = 20;
+/// RFC 4555 §3.8: COOKIE2 is 8 to 64 octets of random data.
+pub const COOKIE2_LEN: usize = 16;
 /// §2.15: the pad string mixed into a pre-shared key.
 pub const KEY_PAD: &[u8] = b"Key Pad for IKEv2";
 /// §2.8: a failed or unanswered scheduled rekey is retried after this long.

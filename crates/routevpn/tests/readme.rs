@@ -37,7 +37,7 @@ fn readme_configuration_example_parses_with_its_documented_values() {
     let t = &cfg.tunnels[0];
     assert_eq!(t.name, "vti0");
     assert_eq!(t.local.to_string(), "192.0.2.1");
-    assert_eq!(t.remote.to_string(), "192.0.2.2");
+    assert_eq!(t.remote_text(), "192.0.2.2");
     assert!(t.start);
     assert_eq!(t.ike.len(), 2, "two IKE proposals");
     assert_eq!(t.esp.len(), 2, "two ESP proposals");
@@ -54,6 +54,15 @@ fn readme_configuration_example_parses_with_its_documented_values() {
     assert_eq!(bgp.connect_retry.as_secs(), 1);
     assert_eq!(t.addresses.len(), 2, "address = [v4, v6]");
     assert_eq!(t.routes.len(), 2, "routes = [plain, {{ prefix, metric }}]");
+    // The hub of "Peers at unknown or changing addresses" is a whole configuration.
+    let hub = blocks
+        .iter()
+        .find(|b| b.contains("remote = \"%any\""))
+        .expect("the README's %any example");
+    let hub = routevpn::config::parse(hub, "README.md")
+        .unwrap_or_else(|e| panic!("the README's %any example does not parse: {e}"));
+    assert_eq!(hub.tunnels.len(), 2);
+    assert!(hub.tunnels.iter().all(|t| t.remote.is_none() && !t.start));
     // Every other toml block (snippets) must parse as TOML at least.
     for b in &blocks {
         if let Err(e) = b.parse::<toml::Table>() {

@@ -73,6 +73,9 @@ impl IkeSa {
                 }
             }
         };
+        if ctx.cfg.mobike {
+            inner.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
+        }
         inner.extend([
             notify(NotifyType::INITIAL_CONTACT, vec![]),
             auth,
@@ -185,6 +188,7 @@ impl IkeSa {
             return;
         }
         self.peer_next_id = 0;
+        self.mobike = ctx.cfg.mobike && find_notify(inner, NotifyType::MOBIKE_SUPPORTED).is_some();
         self.announce_established(ctx);
         *ctx.last_error = None;
 
@@ -373,6 +377,11 @@ impl IkeSa {
                     Err(e) => return self.refuse(ctx, now, ExchangeType::IKE_AUTH, msg_id, e),
                 }
             }
+        }
+        // RFC 4555 §3.2: MOBIKE when both ends offer it.
+        if ctx.cfg.mobike && find_notify(inner, NotifyType::MOBIKE_SUPPORTED).is_some() {
+            self.mobike = true;
+            out.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
         }
         let child = self.accept_child(ctx, inner, None, &ni, &nr, None);
         match &child {

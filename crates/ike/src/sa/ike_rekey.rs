@@ -126,6 +126,9 @@ impl IkeSa {
         // §2.18: the rekey's initiator is the new SA's original initiator.
         let mut new = IkeSa::new_responder(new_spi_i, new_spi_r, self.local, self.remote, now);
         new.nat = self.nat;
+        // Extensions negotiated for the SA stay with its successor (as strongSwan does).
+        new.mobike = self.mobike;
+        new.frag_ok = self.frag_ok;
         new.rekeys = self.rekeys + 1;
         new.state = IkeState::established(keys, now, None);
         // RFC 3948 §4: the NAT in front of us outlives the rekey; keep its mapping open.
@@ -225,6 +228,9 @@ impl IkeSa {
         let mut new = IkeSa::new_initiator(new_spi_i, self.local, self.remote, now);
         new.spi_r = new_spi_r;
         new.nat = self.nat;
+        // Extensions negotiated for the SA stay with its successor (as strongSwan does).
+        new.mobike = self.mobike;
+        new.frag_ok = self.frag_ok;
         new.rekeys = self.rekeys + 1;
         new.state = IkeState::established(keys, now, None);
         // RFC 3948 §4: the NAT in front of us outlives the rekey; keep its mapping open.

@@ -205,6 +205,10 @@ pub(crate) enum RequestKind {
     Informational,
     /// Dead peer detection probe (§1.4).
     Liveness,
+    /// RFC 4555 §3.5: our address changed; the COOKIE2 the response must echo (§3.8).
+    UpdateAddresses {
+        cookie2: Vec<u8>,
+    },
     /// Delete of one of our CHILD SAs (by inbound SPI).
     DeleteChild(u32),
     /// CREATE_CHILD_SA for a new or rekeyed CHILD SA (§1.3.1, §1.3.3).
@@ -232,6 +236,8 @@ impl RequestKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Queued {
     Liveness,
+    /// Tell the peer our new address (RFC 4555 §3.5; a liveness check without MOBIKE).
+    UpdateAddresses,
     RekeyChild(u32),
     DeleteChild(u32),
     /// Delete a CHILD SA we created but lost a rekey collision with (§2.8.1); it was
@@ -288,6 +294,8 @@ pub(crate) struct IkeSa {
     pub fragment1: Option<RequestDigest>,
     /// Both ends announced IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 §2.3).
     pub frag_ok: bool,
+    /// Both ends announced MOBIKE_SUPPORTED in IKE_AUTH (RFC 4555 §3.2).
+    pub mobike: bool,
     /// The peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427 §4); None if it sent none.
     pub peer_hashes: Option<Vec<crate::iana::HashAlgorithm>>,
     /// Fragments of an incoming message being collected (RFC 7383 §2.6).
@@ -374,6 +382,7 @@ impl IkeSa {
             last_request: None,
             fragment1: None,
             frag_ok: false,
+            mobike: false,
             peer_hashes: None,
             reassembly: None,
             last_tx: now,
@@ -587,6 +596,9 @@ impl IkeSa {
                     self.handle_rekey_ike_response(ctx, now, &inner, new_spi_i, &ni, ke)
                 }
                 RequestKind::DeleteChild(spi_in) => self.handle_delete_child_response(ctx, spi_in),
+                RequestKind::UpdateAddresses { cookie2 } => {
+                    self.handle_update_addresses_response(ctx, &inner, &cookie2)
+                }
                 RequestKind::Informational | RequestKind::Liveness | RequestKind::Init => {}
             }
             self.pump(ctx, now);
@@ -773,6 +785,7 @@ impl IkeSa {
                     vec![],
                     RequestKind::Liveness,
                 ),
+                Queued::UpdateAddresses => self.send_update_addresses(ctx, now),
                 Queued::DeleteChild(spi_in) => self.send_delete_child(ctx, now, spi_in),
                 Queued::DeleteRedundant(spi_in) => {
                     let inner = vec![delete_esp(spi_in)];

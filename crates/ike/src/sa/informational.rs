@@ -113,7 +113,7 @@ impl IkeSa {
             };
             return;
         }
-        let out = if our_spis.is_empty() {
+        let mut out = if our_spis.is_empty() {
             vec![]
         } else {
             vec![Payload::Delete(DeletePayload {
@@ -122,6 +122,7 @@ impl IkeSa {
                 spis: our_spis,
             })]
         };
+        out.extend(self.mobike_response(ctx, inner));
         self.send_response(ctx, ExchangeType::INFORMATIONAL, msg_id, out);
     }
 

@@ -33,6 +33,7 @@ mod ike_init;
 mod ike_rekey;
 mod ike_sa;
 mod informational;
+mod mobike;
 mod payloads;
 pub mod protect;
 mod session;
@@ -88,6 +89,8 @@ pub struct SessionConfig {
     /// so the caller can hand it to the session that expects it (§2.15, as strongSwan
     /// picks its peer config by IDi).
     pub select_by_identity: bool,
+    /// Offer and accept MOBIKE (RFC 4555) in IKE_AUTH.
+    pub mobike: bool,
 }
 
 /// A UDP datagram to or from the peer. For port 4500 the non-ESP marker is not part of
@@ -289,9 +292,11 @@ impl Session {
     }
 
     /// True when this session may answer a new IKE_SA_INIT from `d`'s sender: it
-    /// reached our address from the configured peer address (or any, with `%any`).
+    /// reached our address (any, when ours is dynamic: unspecified) from the configured
+    /// peer address (any, with `%any`).
     pub fn accepts_peer(&self, d: &Datagram) -> bool {
-        d.local.ip() == self.local && self.remote.is_none_or(|r| r == d.remote.ip())
+        (self.local.is_unspecified() || d.local.ip() == self.local)
+            && self.remote.is_none_or(|r| r == d.remote.ip())
     }
 
     /// The configured peer address; None for `%any`.
@@ -446,6 +451,13 @@ impl Session {
     /// Rekeys the IKE SA (§1.3.2).
     pub fn rekey_ike(&mut self, now: Instant) -> bool {
         self.enqueue(now, Queued::RekeyIke)
+    }
+
+    /// One of our addresses changed: tell the peer from where we are now (RFC 4555 §3.5
+    /// UPDATE_SA_ADDRESSES when MOBIKE is up and we initiated the IKE SA, else a liveness
+    /// check that it follows by RFC 7296 §2.23); false without an established IKE SA.
+    pub fn local_address_changed(&mut self, now: Instant) -> bool {
+        self.enqueue(now, Queued::UpdateAddresses)
     }
 
     /// Sends a liveness check (an empty INFORMATIONAL, §1.4).

@@ -289,7 +289,22 @@ fn parse_in(
             ));
         }
         diagnostics::check_overlap(&cx, &raw.tunnel, &tunnels, &tc)?;
-        if host && !host_has_address(tc.local) {
+        // One wildcard socket per family serves every dynamic local.
+        if let Some(other) = tunnels.iter().find(|o| {
+            o.dynamic_local()
+                && tc.dynamic_local()
+                && o.local == tc.local
+                && o.local_interface != tc.local_interface
+        }) {
+            return Err(cx.err(
+                Some(t.get_ref().local.span()),
+                format!(
+                    "tunnel \"{name}\": local = \"{}\" but tunnel \"{}\" has local = \"{}\"; tunnels with a dynamic local address of one family share it",
+                    tc.local_text(), other.name, other.local_text()
+                ),
+            ));
+        }
+        if host && !tc.dynamic_local() && !host_has_address(tc.local) {
             cx.warn(
                 Some(t.get_ref().local.span()),
                 format!(

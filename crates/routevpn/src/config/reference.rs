@@ -70,7 +70,7 @@ pub const SECTIONS: &[Section] = &[
         about: "One table per peer. Each tunnel is a network interface (a TUN device the daemon creates), up with its addresses and routes only while its CHILD SA is installed.",
         keys: &[
             key("name", "interface name (1 to 15 characters)", "required", "The tunnel interface, e.g. \"vti0\"."),
-            key("local", "IP address", "required", "Underlay address IKE and ESP use; must be on an interface of this host."),
+            key("local", "IP address, interface name or \"%any\"", "required", "Underlay address IKE and ESP use; must be on an interface of this host. An interface name (\"wan0\") or \"%any\" is a dynamic address: the sockets listen on the wildcard (pinned to that interface), the kernel picks the source address, and when the host's addresses change the peer is told by an authenticated message from the new one. Needs a remote address; one such setting per address family."),
             key("remote", "IP address or \"%any\"", "required", "The peer's underlay address, same family as `local`; \"%any\" accepts the peer from any address (responder only, remote_id required). Tunnels may share an address or \"%any\" when their remote_id differ: the peer's identity picks the tunnel, and its AUTH is checked with that tunnel's key or certificate."),
             key("local_port", "port", "500", "UDP port we listen on for IKE."),
             key("remote_port", "port", "500", "The peer's IKE port; only 500 is supported (4500 after NAT detection)."),
@@ -95,6 +95,7 @@ pub const SECTIONS: &[Section] = &[
             key("retransmit_timeout", "duration (100ms to 60s)", "1s", "First IKE retransmission timeout, doubled per try."),
             key("retransmit_tries", "number (1 to 20)", "5", "IKE retransmissions before the peer is declared dead."),
             key("replay_window", "number", "128", "Anti-replay window in packets (RFC 4303)."),
+            key("mobike", "true or false", "true", "Offer and accept MOBIKE (RFC 4555) in IKE_AUTH: when our address changes, the IKE SA's initiator announces it with UPDATE_SA_ADDRESSES. Either way the peer is followed to the address of its authenticated messages (RFC 7296 §2.23)."),
             key("fragment_size", "number (256 or more)", "built-in", "IP packet size above which encrypted IKE messages are sent as RFC 7383 fragments (strongSwan's fragment_size)."),
             key("on_up", "list of strings", "none", "Command run (without a shell) when the tunnel comes up: [\"/absolute/path\", \"arg\", ...]. Its environment has ROUTEVPN_TUNNEL, ROUTEVPN_INTERFACE, ROUTEVPN_LOCAL, ROUTEVPN_REMOTE, ROUTEVPN_LOCAL_ID, ROUTEVPN_REMOTE_ID and ROUTEVPN_EVENT. It runs with a timeout and never blocks the daemon; failures are logged."),
             key("on_down", "list of strings", "none", "Command run the same way when the tunnel goes down (delete from either side, DPD, `down`, a reload that changes or removes the tunnel, shutdown)."),

@@ -33,7 +33,12 @@ const MAX_IFNAME_LEN: usize = 15;
 pub struct TunnelConfig {
     /// Tunnel interface name.
     pub name: String,
+    /// Our underlay address; unspecified (`0.0.0.0`, `::`) for a dynamic one
+    /// (`local = "%any"` or an interface name): sockets bind to the wildcard and the
+    /// kernel picks the source address of the day.
     pub local: IpAddr,
+    /// `local = "<interface>"`: the sockets are pinned to it (SO_BINDTODEVICE).
+    pub local_interface: Option<String>,
     /// The peer's underlay address; None for `"%any"`: a responder that learns it from
     /// the peer, picking the tunnel by the peer's identity.
     pub remote: Option<IpAddr>,
@@ -73,6 +78,8 @@ pub struct TunnelConfig {
     /// Largest IKE datagram (IP header included, as strongSwan's `fragment_size`) sent
     /// whole; larger encrypted messages go as RFC 7383 fragments. None: the built-in size.
     pub fragment_size: Option<u16>,
+    /// Offer and accept MOBIKE (RFC 4555), as strongSwan's `mobike = yes` default.
+    pub mobike: bool,
     /// Certificate authentication instead of `psk` (then empty).
     pub certs: Option<super::certs::CertConfig>,
 }
@@ -174,6 +181,7 @@ pub(super) struct RawTunnel {
     on_down: Option<Spanned<RawCommand>>,
     hook_timeout: Option<Spanned<String>>,
     fragment_size: Option<Spanned<u16>>,
+    mobike: Option<bool>,
     cert: Option<Spanned<PathBuf>>,
     key: Option<Spanned<PathBuf>>,
     ca: Option<Spanned<StrList>>,
@@ -260,7 +268,30 @@ fn any_peer_rules(t: &RawTunnel, any: bool) -> Result<(), (Option<Range<usize>>,
     Ok(())
 }
 
+/// An interface name rather than a mistyped address: at most IFNAMSIZ-1 characters of
+/// letters, digits, `-`, `_`, `.`, with at least one letter.
+fn looks_like_ifname(s: &str) -> bool {
+    (1..=MAX_IFNAME_LEN).contains(&s.len())
+        && s.chars().any(|c| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 impl TunnelConfig {
+    /// True when our own address is dynamic (`local = "%any"` or an interface name).
+    pub fn dynamic_local(&self) -> bool {
+        self.local.is_unspecified()
+    }
+
+    /// `local` as written: the address, the interface name or `%any`.
+    pub fn local_text(&self) -> String {
+        match (&self.local_interface, self.dynamic_local()) {
+            (Some(dev), _) => dev.clone(),
+            (None, true) => ANY_PEER.to_string(),
+            (None, false) => self.local.to_string(),
+        }
+    }
+
     /// `remote` as written: the address, or `%any`.
     pub fn remote_text(&self) -> String {
         self.remote
@@ -289,10 +320,28 @@ pub(super) fn tunnel(
             )
         })
     };
-    let local = addr(&t.local, "local")?;
     let remote = match t.remote.get_ref().trim() {
         ANY_PEER => None,
         _ => Some(addr(&t.remote, "remote")?),
+    };
+    let (local, local_interface) = match t.local.get_ref().trim() {
+        s if s.parse::<IpAddr>().is_ok() || !(s == ANY_PEER || looks_like_ifname(s)) => {
+            (addr(&t.local, "local")?, None)
+        }
+        s => {
+            // A dynamic address has the family of the peer's.
+            let Some(remote) = remote else {
+                return Err(err(
+                    t.local.span(),
+                    format!("local = \"{s}\" needs a remote address: with remote = \"%any\" as well, nothing says where to listen"),
+                ));
+            };
+            let any = match remote {
+                IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            };
+            (any, (s != ANY_PEER).then(|| s.to_string()))
+        }
     };
     if let Some(remote) = remote.filter(|r| r.is_ipv4() != local.is_ipv4()) {
         return Err(err(
@@ -622,6 +671,7 @@ pub(super) fn tunnel(
     Ok(TunnelConfig {
         name: name.clone(),
         local,
+        local_interface,
         remote,
         local_port,
         remote_port,
@@ -648,6 +698,7 @@ pub(super) fn tunnel(
         retransmit_tries,
         hooks,
         fragment_size,
+        mobike: t.mobike.unwrap_or(true),
         certs,
     })
 }

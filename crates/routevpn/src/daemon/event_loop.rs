@@ -41,6 +41,8 @@ pub(super) enum Input {
     VolumeLifetime(u32),
     /// Authenticated ESP of the CHILD SA with this inbound SPI came from a new address.
     PeerMoved(u32, std::net::SocketAddr),
+    /// An address of this host came or went (tunnels with a dynamic local address).
+    LocalAddressChanged,
 }
 
 /// What `open` set up and the loop sends through.
@@ -173,6 +175,15 @@ impl Daemon {
                                 .find(|t| t.children.iter().any(|c| c.spi_in == spi))
                             {
                                 t.session.peer_moved(remote);
+                            }
+                        }
+                        Input::LocalAddressChanged => {
+                            // §2.23: an authenticated message from our new address moves
+                            // the peer's IKE and ESP to it (MOBIKE-less roaming).
+                            for t in self.tunnels.iter_mut().filter(|t| t.cfg.dynamic_local()) {
+                                if t.session.local_address_changed(now) {
+                                    info!(tunnel = %t.cfg.name, "local addresses changed: telling the peer where we are");
+                                }
                             }
                         }
                         Input::Shutdown(sig) => {

@@ -86,7 +86,7 @@ pub(super) fn hook_env(cfg: &TunnelConfig, event: HookEvent, path: &str) -> Vec<
         ("ROUTEVPN_TUNNEL", cfg.name.clone()),
         // The interface is named after the tunnel; both are given so scripts need not know.
         ("ROUTEVPN_INTERFACE", cfg.name.clone()),
-        ("ROUTEVPN_LOCAL", cfg.local.to_string()),
+        ("ROUTEVPN_LOCAL", cfg.local_text()),
         ("ROUTEVPN_REMOTE", cfg.remote_text()),
         ("ROUTEVPN_LOCAL_ID", cfg.local_id.to_string()),
         ("ROUTEVPN_REMOTE_ID", cfg.remote_id.to_string()),

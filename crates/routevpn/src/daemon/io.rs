@@ -17,8 +17,8 @@ use super::event_loop::Input;
 use crate::control::{self, Request, Response};
 use crate::sys;
 
-/// A UDP socket bound to `addr` and to the interface `dev` (SO_BINDTODEVICE).
-pub fn bound_udp(addr: SocketAddr, dev: &str) -> anyhow::Result<std::net::UdpSocket> {
+/// A UDP socket bound to `addr` and to the interface `dev` (SO_BINDTODEVICE), if any.
+pub fn bound_udp(addr: SocketAddr, dev: Option<&str>) -> anyhow::Result<std::net::UdpSocket> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
@@ -30,8 +30,10 @@ pub fn bound_udp(addr: SocketAddr, dev: &str) -> anyhow::Result<std::net::UdpSoc
         sock.set_only_v6(true)?;
     }
     sock.set_reuse_address(true)?;
-    sys::bind_to_device(&sock, dev)
-        .with_context(|| format!("binding socket to interface {dev}"))?;
+    if let Some(dev) = dev {
+        sys::bind_to_device(&sock, dev)
+            .with_context(|| format!("binding socket to interface {dev}"))?;
+    }
     sock.bind(&addr.into())
         .with_context(|| format!("binding UDP {addr}"))?;
     sock.set_nonblocking(true)?;

@@ -67,19 +67,25 @@ impl Daemon {
             if ike_sockets.contains_key(&addr) {
                 continue;
             }
-            let dev = nl
-                .interface_of_address(addr)
-                .await
-                .context("looking up underlay interfaces")?
-                .ok_or_else(|| anyhow::anyhow!(io::describe_local(addr)))?;
-            let s500 = io::bound_udp(SocketAddr::new(addr, t.cfg.local_port), &dev)?;
+            // A dynamic local listens on the wildcard, on its interface if named.
+            let dev = match (&t.cfg.local_interface, t.cfg.dynamic_local()) {
+                (dev, true) => dev.clone(),
+                (_, false) => Some(
+                    nl.interface_of_address(addr)
+                        .await
+                        .context("looking up underlay interfaces")?
+                        .ok_or_else(|| anyhow::anyhow!(io::describe_local(addr)))?,
+                ),
+            };
+            let dev = dev.as_deref();
+            let s500 = io::bound_udp(SocketAddr::new(addr, t.cfg.local_port), dev)?;
             let s500 = Arc::new(UdpSocket::from_std(s500)?);
             io::spawn_reader(s500.clone(), tx.clone());
             ike_sockets.insert(addr, s500);
-            let s4500 = io::bound_udp(SocketAddr::new(addr, ike::limits::NATT_PORT), &dev)?;
+            let s4500 = io::bound_udp(SocketAddr::new(addr, ike::limits::NATT_PORT), dev)?;
             s4500.set_nonblocking(false)?;
             natt.push(s4500);
-            info!(%addr, interface = %dev, "listening for IKE on ports {} and {}", t.cfg.local_port, ike::limits::NATT_PORT);
+            info!(%addr, interface = dev.unwrap_or("any"), "listening for IKE on ports {} and {}", t.cfg.local_port, ike::limits::NATT_PORT);
         }
         let ike_tx = tx.clone();
         let dp = Dataplane::start(
@@ -98,6 +104,16 @@ impl Daemon {
         dp.on_lifetime(Box::new(move |spi| {
             let _ = life_tx.try_send(Input::VolumeLifetime(spi));
         }));
+        if self.tunnels.iter().any(|t| t.cfg.dynamic_local()) {
+            let addr_tx = tx.clone();
+            crate::netlink::watch_addresses(move || {
+                !matches!(
+                    addr_tx.try_send(Input::LocalAddressChanged),
+                    Err(mpsc::error::TrySendError::Closed(_))
+                )
+            })
+            .context("watching local addresses")?;
+        }
         let roam_tx = tx.clone();
         dp.on_roam(Box::new(move |spi, remote| {
             let _ = roam_tx.try_send(Input::PeerMoved(spi, remote));

@@ -69,7 +69,7 @@ fn tunnel_status(t: &Tunnel, now: Instant, dp: &Dataplane) -> TunnelStatus {
     };
     TunnelStatus {
         name: t.cfg.name.clone(),
-        local: t.cfg.local.to_string(),
+        local: t.cfg.local_text(),
         remote: t.cfg.remote_text(),
         local_id: t.cfg.local_id.to_string(),
         remote_id: t.cfg.remote_id.to_string(),

@@ -105,6 +105,7 @@ fn session_config(t: &TunnelConfig) -> SessionConfig {
         retransmit_tries: t.retransmit_tries,
         // Any tunnel may share its peer's address with another (or be `%any`).
         select_by_identity: true,
+        mobike: t.mobike,
     }
 }
 
@@ -157,8 +158,12 @@ pub(super) async fn flush_tunnel(
     queries: &mut Vec<IdentityQuery>,
 ) {
     loop {
-        while let Some(d) = t.session.poll_transmit() {
+        while let Some(mut d) = t.session.poll_transmit() {
             t.note_ike(Instant::now());
+            // A dynamic local address: the kernel picks today's source address.
+            if t.cfg.dynamic_local() {
+                d.local.set_ip(t.cfg.local);
+            }
             let r = if d.local.port() == ike::limits::NATT_PORT {
                 if d.data == [ike::limits::NATT_KEEPALIVE_BYTE] {
                     dp.send_keepalive(d.local, d.remote)
@@ -265,7 +270,11 @@ async fn install(t: &mut Tunnel, info: ChildSaInfo, dp: &Dataplane, nl: &Netlink
         keys_in: info.keys_in,
         keys_out: info.keys_out,
         remote: info.remote,
-        local: info.local,
+        // A dynamic local address: never pin the source (see flush_tunnel).
+        local: match t.cfg.dynamic_local() {
+            true => std::net::SocketAddr::new(t.cfg.local, info.local.port()),
+            false => info.local,
+        },
         replay_window: t.cfg.replay_window,
         selectors: dataplane::selectors_for(&info.local_ts, &info.remote_ts),
     };

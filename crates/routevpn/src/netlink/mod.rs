@@ -20,6 +20,8 @@
 
 mod batch;
 mod route;
+mod watch;
+pub use watch::watch_addresses;
 
 pub use route::Prior;
 

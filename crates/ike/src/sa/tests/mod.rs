@@ -16,6 +16,7 @@ mod ike_init;
 mod ike_rekey;
 mod ike_sa;
 mod informational;
+mod mobike;
 mod timers;
 
 /// splitmix64: reproducible bytes for SPIs, nonces, IVs and private keys.
@@ -79,6 +80,7 @@ pub(super) fn config(
         retransmit_timeout: limits::RETRANSMIT_TIMEOUT,
         retransmit_tries: limits::RETRANSMIT_TRIES,
         select_by_identity: false,
+        mobike: true,
     }
 }
 
