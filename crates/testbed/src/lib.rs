@@ -17,6 +17,7 @@ mod bird;
 mod frr;
 pub mod hostile;
 pub mod ikeflood;
+mod nat;
 mod netns;
 pub mod ns;
 pub mod pcap;
@@ -26,6 +27,7 @@ mod tcp;
 
 pub use bird::Bird;
 pub use frr::Frr;
+pub use nat::Nat;
 pub use netns::{veth, Netns, Proc, Topology};
 pub use routevpn::{routevpn_bin, toml_str, Routevpn, RvConfig, RvTunnel, BIN_ENV};
 pub use strongswan::{
