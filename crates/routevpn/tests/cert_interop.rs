@@ -1,6 +1,6 @@
 //! Certificate authentication (RFC 7296 §2.15, RFC 7427) in network namespaces:
 //! routevpn↔strongSwan 5.9.8 in both roles with certificates made at test time by `pki`
-//! (ECDSA P-256 through an intermediate CA, RSA-3072 with PSS and with PKCS#1, Ed25519),
+//! (ECDSA P-256 through an intermediate CA, RSA-3072 with PSS and with PKCS#1, Ed25519, ECDSA P-384),
 //! the refusals (unknown CA, expired certificate, identity not in the certificate), each
 //! seen on both ends, routevpn↔routevpn, and a large RSA chain in IKE fragments.
 
@@ -124,6 +124,11 @@ fn pki_dir() -> &'static Path {
             issue(&d, &format!("{side}-rsa"), "root", dn, &["--san", san]);
             gen(&format!("{side}-ed25519"), &["--type", "ed25519"]);
             issue(&d, &format!("{side}-ed25519"), "root", dn, &["--san", san]);
+            gen(
+                &format!("{side}-p384"),
+                &["--type", "ecdsa", "--size", "384"],
+            );
+            issue(&d, &format!("{side}-p384"), "root", dn, &["--san", san]);
         }
         gen("b-expired", &["--type", "ecdsa", "--size", "256"]);
         issue(
@@ -281,6 +286,7 @@ const SUITES: &[(&str, &str, &[&str], bool, &str)] = &[
     ("a-rsa", "b-rsa", &["root"], true, "RSA_EMSA_PSS"),
     ("a-rsa", "b-rsa", &["root"], false, "RSA_EMSA_PKCS1"),
     ("a-ed25519", "b-ed25519", &["root"], false, "ED25519"),
+    ("a-p384", "b-p384", &["root"], false, "ECDSA"),
 ];
 
 #[test]

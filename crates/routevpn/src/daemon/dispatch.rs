@@ -88,10 +88,9 @@ pub(super) fn settle(
     let who = ike::cert::describe_id(&q.id_i);
     let refusal = match target {
         None => Some(format!(
-            "no tunnel expects peer identity \"{who}\" from {} (tunnel {} expects \"{}\")",
+            "no tunnel expects peer identity \"{who}\" from {} (tunnels for that address expect {})",
             q.peer.ip(),
-            tunnels[q.tunnel].cfg.name,
-            tunnels[q.tunnel].cfg.remote_id
+            expected_here(tunnels, &probe)
         )),
         Some(j) if !tunnels[j].session.accepts_ike_suite(&suite) => Some(format!(
             "tunnel {} expects peer identity \"{who}\" but not the IKE proposal {suite} that \
@@ -117,4 +116,21 @@ pub(super) fn settle(
     to.note_ike(now);
     to.session.set_unix_time(unix_time);
     to.session.adopt(now, sa, admission);
+}
+
+/// What the tunnels reachable from `probe`'s sender expect, for the refusal: a few
+/// `"id" (tunnel)` pairs.
+fn expected_here(tunnels: &[Tunnel], probe: &Datagram) -> String {
+    const SHOWN: usize = 4;
+    let here: Vec<String> = tunnels
+        .iter()
+        .filter(|t| t.session.accepts_peer(probe))
+        .map(|t| format!("\"{}\" ({})", t.cfg.remote_id, t.cfg.name))
+        .collect();
+    let more = here.len().saturating_sub(SHOWN);
+    let mut text = here.into_iter().take(SHOWN).collect::<Vec<_>>().join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
 }
