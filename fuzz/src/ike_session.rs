@@ -59,6 +59,8 @@ fn config(local: &str, remote: &str, initiate: bool, sel: u8) -> SessionConfig {
         fragment_size: if sel & 32 != 0 { 300 } else { 1280 },
         retransmit_timeout: Duration::from_secs(2),
         retransmit_tries: 3,
+        select_by_identity: sel & 64 != 0,
+        mobike: sel & 128 != 0,
     }
 }
 
@@ -112,7 +114,14 @@ impl World {
             self.to_init.push_back(d);
         }
         while self.init.poll_event().is_some() {}
-        while self.resp.poll_event().is_some() {}
+        // No other session expects an unexpected identity: refuse it, as the daemon does.
+        while let Some(e) = self.resp.poll_event() {
+            if let ike::sa::Event::PeerIdentity { spi_i, spi_r, .. } = e {
+                let mut admission = ike::Admission::new();
+                self.resp
+                    .refuse_identity(self.now, spi_i, spi_r, "fuzz".into(), &mut admission);
+            }
+        }
         self.check();
     }
 
