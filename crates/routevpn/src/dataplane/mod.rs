@@ -222,6 +222,8 @@ pub(crate) struct Shared {
     pub(crate) on_ike: IkeCallback,
     pub(crate) on_lifetime: std::sync::OnceLock<LifetimeCallback>,
     pub(crate) on_roam: std::sync::OnceLock<RoamCallback>,
+    /// Woken with `stop`: idle threads block without a timeout.
+    pub(crate) stop_waker: crate::sys::Waker,
     pub(crate) unknown_spi: AtomicU64,
     pub(crate) invalid: AtomicU64,
     pub(crate) keepalives: AtomicU64,
@@ -261,6 +263,7 @@ impl Dataplane {
             on_ike,
             on_lifetime: std::sync::OnceLock::new(),
             on_roam: std::sync::OnceLock::new(),
+            stop_waker: crate::sys::Waker::new()?,
             unknown_spi: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
             keepalives: AtomicU64::new(0),
@@ -302,7 +305,7 @@ impl Dataplane {
             .build_sync()?;
         dev.set_nonblocking(true)?;
         let id = TunnelId(self.next_tunnel.fetch_add(1, Ordering::Relaxed));
-        let tunnel = Arc::new(Tunnel::new(name.to_string(), dev));
+        let tunnel = Arc::new(Tunnel::new(name.to_string(), dev)?);
         let (sh, t) = (self.shared.clone(), tunnel.clone());
         let h = std::thread::Builder::new()
             .name(format!("esp-tx-{name}"))
@@ -534,6 +537,7 @@ impl Dataplane {
     pub fn shutdown(&self) {
         let _admin = lock(&self.admin);
         self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.stop_waker.wake();
         let handles: Vec<_> = lock(&self.rx_threads).drain(..).collect();
         for h in handles {
             let _ = h.join();
@@ -559,6 +563,7 @@ impl Drop for Dataplane {
 /// still holds its TUN, so the interface is gone when this returns.
 fn close_tunnel(t: Arc<Tunnel>) {
     t.stop.store(true, Ordering::Relaxed);
+    t.waker.wake();
     if let Some(h) = lock(&t.thread).take() {
         let _ = h.join();
     }

@@ -170,6 +170,8 @@ pub(crate) struct Tunnel {
     pub(crate) dev: Arc<tun_rs::SyncDevice>,
     pub(crate) out: Mutex<Option<Outbound>>,
     pub(crate) stop: AtomicBool,
+    /// Woken with `stop`: the idle TX thread blocks without a timeout.
+    pub(crate) waker: crate::sys::Waker,
     pub(crate) thread: Mutex<Option<JoinHandle<()>>>,
     pub(crate) tx_no_sa: AtomicU64,
     pub(crate) tx_seal_errors: AtomicU64,
@@ -179,19 +181,20 @@ pub(crate) struct Tunnel {
 }
 
 impl Tunnel {
-    pub(crate) fn new(name: String, dev: tun_rs::SyncDevice) -> Tunnel {
-        Tunnel {
+    pub(crate) fn new(name: String, dev: tun_rs::SyncDevice) -> io::Result<Tunnel> {
+        Ok(Tunnel {
             name,
             dev: Arc::new(dev),
             out: Mutex::new(None),
             stop: AtomicBool::new(false),
+            waker: crate::sys::Waker::new()?,
             thread: Mutex::new(None),
             tx_no_sa: AtomicU64::new(0),
             tx_seal_errors: AtomicU64::new(0),
             tx_send_errors: AtomicU64::new(0),
             tx_tun_errors: AtomicU64::new(0),
             rx_tun_write_errors: Arc::new(AtomicU64::new(0)),
-        }
+        })
     }
 
     pub(crate) fn stats(&self) -> TunnelStats {

@@ -124,7 +124,8 @@ pub(crate) fn run(sh: Arc<Shared>, sock: Arc<Socket>) {
         {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Err(e) = sys::wait_fd(fd, libc::POLLIN, POLL_MS) {
+                // Idle: sleep until a datagram or the dataplane's stop (no timer).
+                if let Err(e) = sys::wait_fd_or(fd, libc::POLLIN, &[&sh.stop_waker]) {
                     tracing::warn!("poll on {}: {e}", sock.local);
                     std::thread::sleep(std::time::Duration::from_millis(POLL_MS as u64));
                 }

@@ -126,8 +126,9 @@ pub(crate) fn run(sh: Arc<Shared>, t: Arc<Tunnel>) {
             seal_batch(&sh, &t, &segs[..n], &sizes[..n], &mut out, &mut runs);
         }
         send_runs(&sh, &t, &out, &mut runs);
+        // Idle: sleep until a packet, our close or the dataplane's stop (no timer).
         if idle {
-            if let Err(e) = sys::wait_fd(fd, libc::POLLIN, POLL_MS) {
+            if let Err(e) = sys::wait_fd_or(fd, libc::POLLIN, &[&t.waker, &sh.stop_waker]) {
                 tracing::warn!(tunnel = t.name.as_str(), "poll on TUN: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(POLL_MS as u64));
             }
