@@ -484,7 +484,10 @@ fn dataplane_wakeups() -> Vec<(String, u64)> {
             .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
-        out.push((format!("{} {}", comm.trim(), task.file_name().to_string_lossy()), n));
+        out.push((
+            format!("{} {}", comm.trim(), task.file_name().to_string_lossy()),
+            n,
+        ));
     }
     out.sort();
     out
@@ -495,7 +498,10 @@ fn dataplane_wakeups() -> Vec<(String, u64)> {
 /// (MLD, DAD) may still wake a TX thread.
 fn idle_threads_sleep() {
     let before = dataplane_wakeups();
-    assert!(before.len() >= 4, "tx and rx threads of both sides: {before:?}");
+    assert!(
+        before.len() >= 4,
+        "tx and rx threads of both sides: {before:?}"
+    );
     std::thread::sleep(Duration::from_secs(2));
     let after = dataplane_wakeups();
     for ((name, b), (_, a)) in before.iter().zip(&after) {

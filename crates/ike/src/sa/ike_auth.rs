@@ -264,6 +264,13 @@ impl IkeSa {
             self.state = state;
             return;
         };
+        let replied = Replied {
+            keys,
+            msg1,
+            msg2,
+            ni,
+            nr,
+        };
         // Another session may expect this identity: hold the request for the caller.
         if let Some(id_i) = find!(inner, IdI).filter(|id| {
             ctx.cfg.select_by_identity
@@ -277,18 +284,16 @@ impl IkeSa {
                 id_r: find!(inner, IdR).cloned(),
                 peer: self.remote,
             });
-            self.state = IkeState::AwaitingTunnel(Box::new(ParkedAuth {
-                keys,
-                msg1,
-                msg2,
-                ni,
-                nr,
+            let request = inner.to_vec();
+            let parked = ParkedAuth {
+                replied,
                 msg_id,
-                request: inner.to_vec(),
-            }));
+                request,
+            };
+            self.state = IkeState::AwaitingTunnel(Box::new(parked));
             return;
         }
-        self.answer_auth_request(ctx, now, msg_id, inner, (keys, msg1, msg2, ni, nr));
+        self.answer_auth_request(ctx, now, msg_id, inner, replied);
     }
 
     /// Takes a held IKE_AUTH request up again in this session ([`IkeState::AwaitingTunnel`]):
@@ -305,28 +310,17 @@ impl IkeSa {
             return;
         };
         let ParkedAuth {
-            keys,
-            msg1,
-            msg2,
-            ni,
-            nr,
+            replied,
             msg_id,
             request,
         } = *p;
         match refusal {
             Some(why) => {
-                self.state = IkeState::established(keys, now, None);
-                self.refuse(
-                    ctx,
-                    now,
-                    ExchangeType::IKE_AUTH,
-                    msg_id,
-                    ExchangeError::Auth(why),
-                );
+                self.state = IkeState::established(replied.keys, now, None);
+                let e = ExchangeError::Auth(why);
+                self.refuse(ctx, now, ExchangeType::IKE_AUTH, msg_id, e);
             }
-            None => {
-                self.answer_auth_request(ctx, now, msg_id, &request, (keys, msg1, msg2, ni, nr))
-            }
+            None => self.answer_auth_request(ctx, now, msg_id, &request, replied),
         }
     }
 
@@ -338,8 +332,15 @@ impl IkeSa {
         now: Instant,
         msg_id: u32,
         inner: &[Payload],
-        (keys, msg1, msg2, ni, nr): (SaKeys, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>),
+        replied: Replied,
     ) {
+        let Replied {
+            keys,
+            msg1,
+            msg2,
+            ni,
+            nr,
+        } = replied;
         self.state = IkeState::established(keys, now, Some((ni.clone(), nr.clone())));
         match self.verify_initiator(ctx, inner, &msg1, &nr) {
             Ok(Some(info)) => note_peer_cert(ctx, info),

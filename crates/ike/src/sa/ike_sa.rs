@@ -127,7 +127,7 @@ impl IkeState {
             | IkeState::InitReplied { keys, .. }
             | IkeState::Established(Established { keys, .. })
             | IkeState::Deleting { keys } => Some(keys),
-            IkeState::AwaitingTunnel(p) => Some(&p.keys),
+            IkeState::AwaitingTunnel(p) => Some(&p.replied.keys),
             _ => None,
         }
     }
@@ -136,13 +136,18 @@ impl IkeState {
 /// A responder's half-open SA and the IKE_AUTH request it holds (§2.15: the request is
 /// verified with the credentials of the session that takes it).
 pub(crate) struct ParkedAuth {
+    pub replied: Replied,
+    pub msg_id: u32,
+    pub request: Vec<Payload>,
+}
+
+/// What [`IkeState::InitReplied`] holds, on its way to IKE_AUTH's answer.
+pub(crate) struct Replied {
     pub keys: SaKeys,
     pub msg1: Vec<u8>,
     pub msg2: Vec<u8>,
     pub ni: Vec<u8>,
     pub nr: Vec<u8>,
-    pub msg_id: u32,
-    pub request: Vec<Payload>,
 }
 
 impl IkeState {

@@ -21,10 +21,8 @@ fn notifies(to: &Session, d: &Datagram) -> Vec<NotifyType> {
         .collect()
 }
 
-#[test]
-fn negotiated_only_when_both_offer() {
-    let p = establish(IKE, ESP);
-    assert!(p.a.sas[0].mobike && p.b.sas[0].mobike);
+/// An established pair where only A offers MOBIKE.
+fn pair_without_mobike_on_b() -> Pair {
     let mut b = config(
         "b",
         "routerB",
@@ -35,19 +33,25 @@ fn negotiated_only_when_both_offer() {
         false,
     );
     b.mobike = false;
-    let mut p = Pair::new(
-        config(
-            "a",
-            "routerA",
-            "routerB",
-            &[IKE],
-            &[ESP],
-            "supersecret",
-            true,
-        ),
-        b,
+    let a = config(
+        "a",
+        "routerA",
+        "routerB",
+        &[IKE],
+        &[ESP],
+        "supersecret",
+        true,
     );
+    let mut p = Pair::new(a, b);
     p.start();
+    p
+}
+
+#[test]
+fn negotiated_only_when_both_offer() {
+    let p = establish(IKE, ESP);
+    assert!(p.a.sas[0].mobike && p.b.sas[0].mobike);
+    let mut p = pair_without_mobike_on_b();
     assert!(p.a.is_established());
     assert!(!p.a.sas[0].mobike && !p.b.sas[0].mobike);
 }
@@ -101,29 +105,7 @@ fn the_responder_sends_a_liveness_check_instead() {
 
 #[test]
 fn without_mobike_the_initiator_sends_a_liveness_check() {
-    let mut b = config(
-        "b",
-        "routerB",
-        "routerA",
-        &[IKE],
-        &[ESP],
-        "supersecret",
-        false,
-    );
-    b.mobike = false;
-    let mut p = Pair::new(
-        config(
-            "a",
-            "routerA",
-            "routerB",
-            &[IKE],
-            &[ESP],
-            "supersecret",
-            true,
-        ),
-        b,
-    );
-    p.start();
+    let mut p = pair_without_mobike_on_b();
     assert!(p.a.local_address_changed(p.now));
     let d = p.a.poll_transmit().unwrap();
     assert!(notifies(&p.b, &mirrored(d)).is_empty());
