@@ -361,8 +361,6 @@ fn routevpn_branch_roams_to_a_strongswan_hub() {
         "MOBIKE routevpn branch -> strongSwan hub: {lost} of {PINGS} pings lost (50 ms apart) \
          across the address change; {summary}"
     ));
-    rv.wait_log("UPDATE_SA_ADDRESSES (MOBIKE)", T)
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&rv, &sw)));
     let sa_after = wait_until(T, POLL, || {
         let sa = swan_sa(&sw)?;
         (sa.get("remote-host") == Some(NEW_WAN))
@@ -370,6 +368,8 @@ fn routevpn_branch_roams_to_a_strongswan_hub() {
             .ok_or_else(|| format!("charon still talks to the old address: {:?}", sa.fields))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", logs(&rv, &sw)));
+    rv.wait_log("UPDATE_SA_ADDRESSES (MOBIKE)", T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&rv, &sw)));
     let moved = log_from(
         &sw,
         &format!(
