@@ -174,9 +174,9 @@ fn logs(rv: &Routevpn, sw: &Strongswan) -> String {
 /// cannot update an installed SA's addresses. So the test asserts the rekey and that
 /// both ends end up with one matching CHILD SA pair, not unchanged CHILD SPIs.
 ///
-/// Fails when routevpn does not announce MOBIKE_SUPPORTED (no "peer supports MOBIKE";
-/// charon then reauthenticates: a new IKE SA), ignores the update (the peer stays at
-/// the old address in `status`), or does not log it.
+/// Fails when routevpn does not announce MOBIKE_SUPPORTED (no "peer supports MOBIKE"),
+/// does not echo COOKIE2 (charon: "COOKIE2 mismatch, closing IKE_SA"), ignores the
+/// update (the peer stays at the old address in `status`), or does not log it.
 #[test]
 fn strongswan_branch_roams_to_a_routevpn_hub() {
     if !testbed::require_strongswan() {
