@@ -309,7 +309,10 @@ impl IkeSa {
             .map(|n| crate::cert::parse_hash_algorithms(&n.data));
         // RFC 3948 §4: keepalives when the mapping in front of us must be kept open.
         let behind_nat = nat_detected_either(p, self.spi_i, self.spi_r, self.local, self.remote).1;
-        if behind_nat {
+        if behind_nat && self.local.ip().is_unspecified() {
+            // A dynamic local address is not known here, so NAT-D cannot clear it.
+            info!(tunnel = %ctx.cfg.name, "our address is dynamic: assuming a NAT in front of us, NAT keepalives on (RFC 3948 §4)");
+        } else if behind_nat {
             info!(tunnel = %ctx.cfg.name, "NAT detected in front of us: NAT keepalives on (RFC 3948 §4)");
         }
         if self.nat {

@@ -731,7 +731,8 @@ impl IkeSa {
     /// §2.23: answer from where the peer's latest authenticated message came.
     /// Once established, a move is reported: ESP follows it (a NAT mapping changed).
     pub(super) fn follow_peer(&mut self, ctx: &mut Ctx<'_>, d: &Datagram) {
-        let moved = self.remote != d.remote || self.local != d.local;
+        // Our own address moving (a dynamic local) is no news for ESP.
+        let moved = self.remote != d.remote;
         self.local = d.local;
         self.remote = d.remote;
         if moved && matches!(self.state, IkeState::Established(_)) {

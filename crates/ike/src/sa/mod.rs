@@ -312,6 +312,11 @@ impl Session {
             }
     }
 
+    /// Where the current IKE SA's peer is (it may have moved since it was configured).
+    pub fn peer_address(&self) -> Option<SocketAddr> {
+        self.current().map(|i| self.sas[i].remote)
+    }
+
     /// The configured peer address; None for `%any` or an unresolved name.
     pub fn configured_peer(&self) -> Option<IpAddr> {
         match self.remote {

@@ -191,9 +191,7 @@ impl Daemon {
                             // §2.23: an authenticated message from our new address moves
                             // the peer's IKE and ESP to it (MOBIKE-less roaming).
                             for t in self.tunnels.iter_mut().filter(|t| t.cfg.dynamic_local()) {
-                                if t.session.local_address_changed(now) {
-                                    info!(tunnel = %t.cfg.name, "local addresses changed: telling the peer where we are");
-                                }
+                                t.local_addresses_changed(now);
                             }
                         }
                         Input::Shutdown(sig) => {

@@ -40,6 +40,23 @@ pub fn bound_udp(addr: SocketAddr, dev: Option<&str>) -> anyhow::Result<std::net
     Ok(sock.into())
 }
 
+/// The source address the kernel picks today toward `peer` (through `dev`, if named):
+/// a connected UDP socket's own address, no packet sent. None without a route.
+pub fn source_toward(peer: IpAddr, dev: Option<&str>) -> Option<IpAddr> {
+    let domain = if peer.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).ok()?;
+    if let Some(dev) = dev {
+        sys::bind_to_device(&sock, dev).ok()?;
+    }
+    sock.connect(&SocketAddr::new(peer, ike::limits::NATT_PORT).into())
+        .ok()?;
+    Some(sock.local_addr().ok()?.as_socket()?.ip())
+}
+
 /// IKE on port 500 (no marker).
 pub fn ike_datagram(local: SocketAddr, remote: SocketAddr, buf: &[u8]) -> ike::sa::Datagram {
     ike::sa::Datagram {

@@ -48,6 +48,8 @@ pub(super) struct Tunnel {
     pub(super) hooks: Hooks,
     /// When the peer's name (`remote_host`) was last looked up.
     pub(super) resolved_at: Option<Instant>,
+    /// A dynamic local: the source address toward the peer when last checked.
+    pub(super) source: Option<IpAddr>,
 }
 
 /// Randomness for the protocol cores, from the system CSPRNG.
@@ -142,6 +144,29 @@ impl Tunnel {
             setup_started: None,
             hooks,
             resolved_at: None,
+            source: None,
+        }
+    }
+
+    /// With a dynamic local: the source address the kernel picks toward `peer` today.
+    pub(super) fn source_toward(&self, peer: IpAddr) -> Option<IpAddr> {
+        super::io::source_toward(peer, self.cfg.local_interface.as_deref())
+    }
+
+    /// Our address toward the peer changed (a dynamic local): tell the peer, once per
+    /// change (a burst of netlink notices about other addresses changes nothing).
+    pub(super) fn local_addresses_changed(&mut self, now: Instant) {
+        let Some(peer) = self.session.peer_address() else {
+            return;
+        };
+        let now_source = self.source_toward(peer.ip());
+        if now_source.is_none() || now_source == self.source {
+            return;
+        }
+        let was = self.source.replace(now_source.expect("checked above"));
+        if self.session.local_address_changed(now) {
+            info!(tunnel = %self.cfg.name, from = ?was, to = ?now_source, %peer,
+                "our address toward the peer changed: telling the peer");
         }
     }
 
@@ -220,8 +245,11 @@ pub(super) async fn flush_tunnel(
                     set_link(t, false, nl).await;
                 }
             }
-            Event::IkeEstablished { .. } => {
+            Event::IkeEstablished { remote, .. } => {
                 t.counters.ike_established += 1;
+                if t.cfg.dynamic_local() {
+                    t.source = t.source_toward(remote.ip());
+                }
                 debug!(tunnel = %t.cfg.name, event = ?ev, "session event");
             }
             Event::IkeClosed { reason, .. } => {
