@@ -152,7 +152,11 @@ fn a_branch_whose_wan_address_changes_keeps_its_sas() {
         .unwrap_or_else(|e| panic!("{e}\n{}", log()));
     let updates = branch.log().matches("UPDATE_SA_ADDRESSES (MOBIKE)").count();
     assert_eq!(updates, 1, "one address change, one update\n{}", log());
-    assert!(!branch.log().contains("NAT detected in front of us"), "{}", log());
+    assert!(
+        !branch.log().contains("NAT detected in front of us"),
+        "{}",
+        log()
+    );
     assert_eq!(
         after["ike_sas"][0]["spi_i"], before["ike_sas"][0]["spi_i"],
         "the same IKE SA"
