@@ -51,7 +51,7 @@ fn pair_without_mobike_on_b() -> Pair {
 fn negotiated_only_when_both_offer() {
     let p = establish(IKE, ESP);
     assert!(p.a.sas[0].mobike && p.b.sas[0].mobike);
-    let mut p = pair_without_mobike_on_b();
+    let p = pair_without_mobike_on_b();
     assert!(p.a.is_established());
     assert!(!p.a.sas[0].mobike && !p.b.sas[0].mobike);
 }
