@@ -472,3 +472,32 @@ fn print_table(runs: &[TunnelRun], base_hub: Option<f64>, base_spoke: Option<f64
         IDLE.as_secs()
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn address_plan_is_distinct_and_in_range_up_to_the_maximum() {
+        let n = MAX_TUNNELS as usize;
+        let mut seen = HashSet::new();
+        for i in 0..n {
+            for hub in [true, false] {
+                let a = underlay(i, hub);
+                let [o0, o1, ..] = a.octets();
+                // Inside 100.64.0.0/10, the one on-link prefix both ends configure.
+                assert!(o0 == 100 && (64..128).contains(&o1), "{a}");
+                assert!(seen.insert(a), "{a} used twice");
+                let x = inner(i, hub);
+                assert!(x.starts_with("169.254."), "{x}");
+                assert!(
+                    seen.insert(x.trim_end_matches("/30").parse().unwrap()),
+                    "{x}"
+                );
+            }
+        }
+        assert_eq!(underlay(0, true), Ipv4Addr::new(100, 64, 0, 1));
+        assert_eq!(inner(1, false), "169.254.0.6/30");
+    }
+}
