@@ -14,8 +14,11 @@
 //! holds at most 1,024 learned entries (gc_thresh3), which 2 × N would overflow.
 //!
 //! For each N, fresh namespaces and daemons; a 1-tunnel run goes first as the baseline.
-//! Set-up time runs from spawning the two daemons until the hub's `status --json` shows
-//! all N tunnels `up` (polled, bounded by `--tunnels-timeout`). Then nothing is polled
+//! The spoke (responder) starts first and is waited for until its control socket
+//! answers (its IKE sockets are bound by then): otherwise the hub's first IKE_SA_INITs
+//! are lost and the set-up time measures the 1 s, 2 s, 4 s ... retransmission timer.
+//! Set-up time runs from spawning the hub until its `status --json` shows all N tunnels
+//! `up` (polled, bounded by `--tunnels-timeout`). Then nothing is polled
 //! for 10 s, and each daemon's utime+stime over that window is its idle CPU; RSS,
 //! threads and open files are read from /proc after it.
 
@@ -64,7 +67,12 @@ pub struct Usage {
 /// One count's figures.
 pub struct TunnelRun {
     pub tunnels: usize,
+    /// Spoke spawned -> its control socket answers.
+    pub spoke_ready_s: Option<f64>,
     pub setup_s: Option<f64>,
+    /// CPU seconds both daemons used from their start until all were up: steadier than
+    /// the wall time on a shared machine.
+    pub setup_cpu_s: Option<f64>,
     /// Hub tunnels up at the end of the idle window.
     pub up_after_idle: Option<usize>,
     pub hub: Usage,
@@ -164,7 +172,9 @@ fn idle(d: Duration) -> Result<(), String> {
 pub fn run_one(bin: &str, work: &Path, psk: &str, n: usize, limit: Duration) -> TunnelRun {
     let mut run = TunnelRun {
         tunnels: n,
+        spoke_ready_s: None,
         setup_s: None,
+        setup_cpu_s: None,
         up_after_idle: None,
         hub: Usage::default(),
         spoke: Usage::default(),
@@ -204,8 +214,11 @@ fn measure_one(
     let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let env = [("NO_COLOR", "1"), ("RUST_LOG", rust_log.as_str())];
     log(&format!("  tunnels {n}: starting both daemons ..."));
-    let t0 = Instant::now();
+    let t_spoke = Instant::now();
     let spoke = Routevpn::spawn_with(bin, &spoke_ns, &config(work, n, false, psk), &env);
+    spoke.wait_ready(limit)?;
+    run.spoke_ready_s = Some(round(t_spoke.elapsed().as_secs_f64(), 3));
+    let t0 = Instant::now();
     let hub = Routevpn::spawn_with(bin, &hub_ns, &config(work, n, true, psk), &env);
     let r = measure_daemons(&hub, &spoke, n, t0, limit, run);
     // The logs stay with the bench's (kept on failure or --keep-logs).
@@ -261,6 +274,12 @@ fn measure_daemons(
     };
     let setup = (done - t0).as_secs_f64();
     run.setup_s = Some(round(setup, 3));
+    if let (Some(h), Some(s)) = (
+        measure::proc_ticks(hub.pid()),
+        measure::proc_ticks(spoke.pid()),
+    ) {
+        run.setup_cpu_s = Some(round((h + s) as f64 / measure::clk_tck() as f64, 2));
+    }
     log(&format!(
         "  tunnels {n}: all up in {setup:.3} s; idle for {} s ...",
         IDLE.as_secs()
@@ -337,7 +356,8 @@ pub fn run_all(
         crate::cases::ESP
     );
     println!(
-        "set-up = both daemons spawned -> all N `up` in the hub's status --json (polled every {} ms, bounded to {} s);",
+        "spoke ready = spoke (responder) spawned -> its control socket answers; then set-up = hub spawned -> \
+         all N `up` in the hub's status --json (polled every {} ms, bounded to {} s);",
         POLL.as_millis(),
         limit.as_secs()
     );
@@ -369,11 +389,17 @@ pub fn run_all(
         let mut o = Obj::new()
             .with("tunnels", r.tunnels as u64)
             .with("status", if r.error.is_none() { "ok" } else { "failed" });
+        if let Some(s) = r.spoke_ready_s {
+            o.set("spoke_ready_s", s);
+        }
         if let Some(s) = r.setup_s {
             o.set("setup_s", s);
         }
         if let Some(v) = rate {
             o.set("tunnels_per_s", v);
+        }
+        if let Some(v) = r.setup_cpu_s {
+            o.set("setup_cpu_s_both_daemons", v);
         }
         if let Some(v) = r.up_after_idle {
             o.set("hub_up_after_idle", v as u64);
@@ -421,10 +447,12 @@ pub fn run_all(
 
 fn print_table(runs: &[TunnelRun], base_hub: Option<f64>, base_spoke: Option<f64>) {
     let hdr = format!(
-        "{:>7} {:>8} {:>9} {:>10} {:>9} {:>10} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "{:>7} {:>9} {:>8} {:>9} {:>12} {:>10} {:>9} {:>10} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
         "tunnels",
+        "spk rdy s",
         "setup s",
         "tunnels/s",
+        "set-up CPU-s",
         "hub RSS MB",
         "hub kB/t",
         "spk RSS MB",
@@ -443,10 +471,12 @@ fn print_table(runs: &[TunnelRun], base_hub: Option<f64>, base_spoke: Option<f64
     for r in runs {
         let rate = r.setup_s.filter(|s| *s > 0.0).map(|s| r.tunnels as f64 / s);
         println!(
-            "{:>7} {:>8} {:>9} {:>10} {:>9} {:>10} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+            "{:>7} {:>9} {:>8} {:>9} {:>12} {:>10} {:>9} {:>10} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
             r.tunnels,
+            f(r.spoke_ready_s, 3),
             f(r.setup_s, 3),
             f(rate, 0),
+            f(r.setup_cpu_s, 2),
             f(r.hub.rss_mb, 1),
             f(per_tunnel_kb(r.hub.rss_mb, base_hub, r.tunnels), 0),
             f(r.spoke.rss_mb, 1),
@@ -467,7 +497,7 @@ fn print_table(runs: &[TunnelRun], base_hub: Option<f64>, base_spoke: Option<f64
     }
     println!();
     println!(
-        "kB/t: RSS per tunnel = (RSS(N) - RSS(1)) / (N - 1), from the 1-tunnel run first; \
+        "set-up CPU-s: both daemons, from their start until all up; kB/t: RSS per tunnel = (RSS(N) - RSS(1)) / (N - 1), from the 1-tunnel run first; \
          thr: threads; fd: open files; %: idle CPU over {} s, % of one core",
         IDLE.as_secs()
     );
