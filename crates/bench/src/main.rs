@@ -22,6 +22,7 @@ mod measure;
 mod report;
 mod routes;
 mod signal;
+mod tunnels;
 
 use clap::{Parser, ValueEnum};
 use json::{round, Obj, J};
@@ -85,6 +86,15 @@ struct Args {
     #[arg(long, value_name = "S", default_value_t = routes::FEED_HOLD,
           value_parser = clap::value_parser!(u16).range(3..))]
     routes_hold: u16,
+    /// Instead of the dataplane cases: set-up time, memory, threads and idle CPU of
+    /// one daemon holding N tunnels to another (comma-separated, e.g. 100,1000).
+    #[arg(long, value_delimiter = ',', value_name = "N,...", conflicts_with = "routes",
+          value_parser = clap::value_parser!(u64).range(1..=tunnels::MAX_TUNNELS))]
+    tunnels: Vec<u64>,
+    /// Bound on the set-up of each --tunnels count, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    tunnels_timeout: u64,
 }
 
 /// One way of carrying the sites' traffic between the routers.
@@ -212,10 +222,12 @@ fn main() -> ExitCode {
         psk: format!("bench-psk-{}-{}", std::process::id(), random_u64()),
         records: Vec::new(),
     };
-    let rc = if args.routes.is_empty() {
-        run(&args, &wanted, &mut ctx, &json_out)
-    } else {
+    let rc = if !args.routes.is_empty() {
         run_routes(&args, &mut ctx, &json_out)
+    } else if !args.tunnels.is_empty() {
+        run_tunnels(&args, &mut ctx, &json_out)
+    } else {
+        run(&args, &wanted, &mut ctx, &json_out)
     };
     if args.keep_logs || rc != 0 {
         log(&format!("bench: logs kept in {}", work.display()));
@@ -274,6 +286,22 @@ fn run_routes(args: &Args, ctx: &mut Ctx, json_out: &Path) -> u8 {
     let counts: Vec<usize> = args.routes.iter().map(|&n| n as usize).collect();
     let limit = Duration::from_secs(args.routes_timeout);
     let ok = routes::run_all(&bin, &ctx.work, &counts, limit, args.routes_hold, json_out);
+    match signal::caught() {
+        Some(sig) => u8::try_from(sig).unwrap_or(1),
+        None => u8::from(!ok),
+    }
+}
+
+/// `--tunnels`: the many-tunnels benchmark (tunnels.rs) on the routevpn binary.
+fn run_tunnels(args: &Args, ctx: &mut Ctx, json_out: &Path) -> u8 {
+    routevpn_binary(args, ctx);
+    let Some(bin) = ctx.rv_bin.clone().filter(|b| Path::new(b).is_file()) else {
+        log("bench: no routevpn binary to measure");
+        return 2;
+    };
+    let counts: Vec<usize> = args.tunnels.iter().map(|&n| n as usize).collect();
+    let limit = Duration::from_secs(args.tunnels_timeout);
+    let ok = tunnels::run_all(&bin, &ctx.work, &ctx.psk, &counts, limit, json_out);
     match signal::caught() {
         Some(sig) => u8::try_from(sig).unwrap_or(1),
         None => u8::from(!ok),
