@@ -90,7 +90,10 @@ impl Runs {
 
 pub(crate) fn run(sh: Arc<Shared>, t: Arc<Tunnel>) {
     let mut orig = vec![0u8; TUN_READ_BUF];
-    let mut segs: Vec<Vec<u8>> = (0..IDEAL_BATCH_SIZE).map(|_| vec![0u8; SEG_BUF]).collect();
+    // One allocation (mmap'd, so untouched pages cost no RSS): an idle tunnel's thread
+    // holds almost nothing until a burst of segments fills it (issue 13).
+    let mut seg_storage = vec![0u8; IDEAL_BATCH_SIZE * SEG_BUF];
+    let mut segs: Vec<&mut [u8]> = seg_storage.chunks_mut(SEG_BUF).collect();
     let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
     let mut out = vec![0u8; OUT_CAP];
     let mut runs = Runs {
@@ -140,7 +143,7 @@ pub(crate) fn run(sh: Arc<Shared>, t: Arc<Tunnel>) {
 fn seal_batch(
     sh: &Shared,
     t: &Tunnel,
-    segs: &[Vec<u8>],
+    segs: &[&mut [u8]],
     sizes: &[usize],
     out: &mut [u8],
     runs: &mut Runs,
