@@ -165,15 +165,9 @@ fn a_branch_whose_wan_address_changes_keeps_its_sas() {
         after["child_sas"][0]["spi_in"], before["child_sas"][0]["spi_in"],
         "the same CHILD SA"
     );
-    let received = text
-        .lines()
-        .find_map(|l| {
-            l.split(", ")
-                .find_map(|f| f.strip_suffix(" received"))
-                .and_then(|n| n.parse::<u32>().ok())
-        })
-        .unwrap_or_else(|| panic!("no ping summary\n{}", log()));
-    let lost = 120 - received;
+    let (sent, received) =
+        testbed::ping_summary(&text).unwrap_or_else(|| panic!("no ping summary\n{}", log()));
+    let lost = sent - received;
     report(&format!(
         "dynamic address: {lost} of 120 pings lost (50 ms apart) across the address change"
     ));

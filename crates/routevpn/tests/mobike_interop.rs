@@ -24,7 +24,7 @@ const PSK: &str = "mobike-interop-psk";
 /// The branch's new WAN address, on the same link as the old one.
 const NEW_WAN: &str = "192.0.2.3";
 /// Pings in the background ping across the address change (50 ms apart).
-const PINGS: u32 = 120;
+const PINGS: u64 = 120;
 
 fn cfg(t: RvTunnel) -> RvConfig {
     RvConfig {
@@ -80,7 +80,7 @@ fn change_address(ns: &Netns, old: &str) {
 
 /// Starts a bounded ping (`PINGS` at 50 ms) from `from` to `to`, changes the branch's
 /// address after 1 s, and returns how many pings were lost.
-fn ping_across_change(from: &Netns, to: &str, branch: &Netns, old: &str) -> (u32, String) {
+fn ping_across_change(from: &Netns, to: &str, branch: &Netns, old: &str) -> (u64, String) {
     let pinger = from
         .command(&[
             "ping",
@@ -100,14 +100,8 @@ fn ping_across_change(from: &Netns, to: &str, branch: &Netns, old: &str) -> (u32
     change_address(branch, old);
     let out = pinger.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let received = text
-        .lines()
-        .find_map(|l| {
-            l.split(", ")
-                .find_map(|f| f.strip_suffix(" received"))
-                .and_then(|n| n.parse::<u32>().ok())
-        })
-        .unwrap_or_else(|| panic!("no ping summary in {text}"));
+    let (_, received) =
+        testbed::ping_summary(&text).unwrap_or_else(|| panic!("no ping summary in {text}"));
     let summary = text
         .lines()
         .find(|l| l.contains("packets transmitted"))

@@ -310,15 +310,6 @@ fn identity_never_opens_another_tunnel() {
     }
 }
 
-/// `(transmitted, received)` from ping's summary line.
-fn ping_summary(out: &str) -> Option<(u64, u64)> {
-    let line = out.lines().find(|l| l.contains("packets transmitted"))?;
-    let mut nums = line
-        .split(',')
-        .filter_map(|part| part.split_whitespace().next()?.parse::<u64>().ok());
-    Some((nums.next()?, nums.next()?))
-}
-
 /// The `icmp_seq` of every echo reply in ping's output.
 fn replied_seqs(out: &str) -> BTreeSet<u64> {
     out.lines()
@@ -404,7 +395,7 @@ fn nat_mapping_change_keeps_the_sas() {
 
     let out = std::fs::read_to_string(&log).unwrap();
     let (sent, received) =
-        ping_summary(&out).unwrap_or_else(|| panic!("no ping summary in:\n{out}"));
+        testbed::ping_summary(&out).unwrap_or_else(|| panic!("no ping summary in:\n{out}"));
     let replied = replied_seqs(&out);
     let lost1 = lost_between(&replied, change1 + 1, change2.unwrap_or(sent));
     let lost2 = change2.map(|c| lost_between(&replied, c + 1, sent));

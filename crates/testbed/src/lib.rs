@@ -381,6 +381,15 @@ pub fn wait_tunnel_up(rv: &Routevpn, timeout: Duration) -> serde_json::Value {
     .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", tail(&rv.log(), 60)))
 }
 
+/// `(transmitted, received)` from ping's summary line.
+pub fn ping_summary(out: &str) -> Option<(u64, u64)> {
+    let line = out.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut nums = line
+        .split(',')
+        .filter_map(|part| part.split_whitespace().next()?.parse::<u64>().ok());
+    Some((nums.next()?, nums.next()?))
+}
+
 /// True if `dev` in `ns` is administratively up.
 pub fn link_up(ns: &Netns, dev: &str) -> bool {
     ns.run(&["ip", "-o", "link", "show", dev])
