@@ -110,6 +110,9 @@ pub enum Command {
         /// Remove a lab left running by --keep, and exit.
         #[arg(long)]
         down: bool,
+        /// BFD transmit interval on every tunnel (detection takes 3 of them), 10ms to 60s.
+        #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = lab_bfd_interval)]
+        bfd_interval: std::time::Duration,
     },
     /// Write manual pages or shell completions (for packaging).
     #[command(hide = true)]
@@ -125,6 +128,15 @@ pub enum Generate {
     Man { dir: PathBuf },
     /// routevpn.bash, _routevpn (zsh) and routevpn.fish into DIR.
     Completions { dir: PathBuf },
+}
+
+/// `--bfd-interval`: a duration the config's BFD settings accept (RFC 5880 §4.1).
+fn lab_bfd_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::config::parse_duration(s)?;
+    if d < std::time::Duration::from_millis(10) || d > std::time::Duration::from_secs(60) {
+        return Err("the BFD interval must be between 10ms and 60s".into());
+    }
+    Ok(d)
 }
 
 /// Entry point of the binary.
@@ -149,8 +161,18 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reload { config } => {
             socket_path(cli.socket, config.as_deref()).and_then(|s| simple(&s, &Request::Reload))
         }
-        Command::Lab { json, keep, down } => {
-            return crate::lab::main(&crate::lab::Options { json, keep, down })
+        Command::Lab {
+            json,
+            keep,
+            down,
+            bfd_interval,
+        } => {
+            return crate::lab::main(&crate::lab::Options {
+                json,
+                keep,
+                down,
+                bfd_interval,
+            })
         }
         Command::Generate { what } => generate(what),
     };

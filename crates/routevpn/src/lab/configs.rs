@@ -1,5 +1,5 @@
 //! The routevpn configuration of each lab router: tunnels to both other routers, and
-//! eBGP + BFD (100 ms × 3) over every tunnel.
+//! eBGP + BFD (`--bfd-interval`, 100 ms by default, × 3) over every tunnel.
 
 use std::fmt::Write as _;
 
@@ -21,10 +21,12 @@ const IKE: &str = "aes128gcm16-prfsha256-x25519";
 const ESP: &str = "aes128gcm16";
 const DPD: &str = "2s";
 const DIRECT_METRIC: u32 = 100;
+/// `routevpn lab --bfd-interval` unless given.
+pub const DEFAULT_BFD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 const DETOUR_METRIC: u32 = 200;
 
 /// The TOML configuration for router `r`.
-pub fn router_config(r: &Router, routing: Routing) -> String {
+pub fn router_config(r: &Router, routing: Routing, bfd_interval: std::time::Duration) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# routevpn lab: router {}", r.letter);
     let _ = writeln!(
@@ -73,7 +75,8 @@ pub fn router_config(r: &Router, routing: Routing) -> String {
             let _ = writeln!(s, "\n[[bgp.neighbor]]");
             let _ = writeln!(s, "address = \"{}\"", l.inner_addr(peer.letter));
             let _ = writeln!(s, "asn = {}", peer.asn);
-            let _ = writeln!(s, "bfd = {{ interval = \"100ms\", multiplier = 3 }}");
+            let ms = bfd_interval.as_millis();
+            let _ = writeln!(s, "bfd = {{ interval = \"{ms}ms\", multiplier = 3 }}");
         }
     }
     s
@@ -82,7 +85,7 @@ pub fn router_config(r: &Router, routing: Routing) -> String {
 /// Whether this build's configuration parser accepts the lab's `[bgp]` section; the
 /// parser's message otherwise.
 pub fn bgp_supported() -> Result<(), String> {
-    let text = router_config(router('A'), Routing::Bgp);
+    let text = router_config(router('A'), Routing::Bgp, DEFAULT_BFD_INTERVAL);
     crate::config::parse(&text, "lab-A.toml")
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -96,7 +99,7 @@ mod tests {
     #[test]
     fn static_configs_parse() {
         for r in &ROUTERS {
-            let text = router_config(r, Routing::Static);
+            let text = router_config(r, Routing::Static, DEFAULT_BFD_INTERVAL);
             let cfg = crate::config::parse(&text, "lab.toml")
                 .unwrap_or_else(|e| panic!("router {}: {e}\n{text}", r.letter));
             assert_eq!(cfg.tunnels.len(), 2);
@@ -105,7 +108,11 @@ mod tests {
                 assert_eq!(t.routes.len(), 2, "{}", t.name);
             }
         }
-        let b = crate::config::parse(&router_config(router('B'), Routing::Static), "b").unwrap();
+        let b = crate::config::parse(
+            &router_config(router('B'), Routing::Static, DEFAULT_BFD_INTERVAL),
+            "b",
+        )
+        .unwrap();
         let names: Vec<&str> = b.tunnels.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["ab", "bc"]);
         assert!(
@@ -116,7 +123,7 @@ mod tests {
 
     #[test]
     fn bgp_config_matches_the_agreed_format() {
-        let a = router_config(router('A'), Routing::Bgp);
+        let a = router_config(router('A'), Routing::Bgp, DEFAULT_BFD_INTERVAL);
         for needle in [
             "control_socket = \"/run/routevpn-lab/A/routevpn.sock\"",
             "name = \"ab\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\nlocal_id = \"A\"\nremote_id = \"B\"",
@@ -130,6 +137,23 @@ mod tests {
         ] {
             assert!(a.contains(needle), "missing {needle:?} in\n{a}");
         }
+        // `routevpn lab --bfd-interval 50ms` reaches every neighbor, and parses.
+        let fast = router_config(
+            router('C'),
+            Routing::Bgp,
+            std::time::Duration::from_millis(50),
+        );
+        assert_eq!(
+            fast.matches("bfd = { interval = \"50ms\", multiplier = 3 }")
+                .count(),
+            2,
+            "{fast}"
+        );
+        let bgp = crate::config::parse(&fast, "c").unwrap().bgp.unwrap();
+        assert!(bgp
+            .neighbors
+            .iter()
+            .all(|n| n.bfd.as_ref().unwrap().interval.as_millis() == 50));
         assert!(!a.contains("routes ="));
         // Whatever this build's parser says, the probe must not panic.
         let _ = bgp_supported();

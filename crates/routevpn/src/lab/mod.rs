@@ -54,7 +54,7 @@ pub const BGP_SESSION_ENDS: usize = 6;
 const POLL: Duration = Duration::from_millis(10);
 
 /// Command-line options of `routevpn lab`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Options {
     /// One JSON object on stdout (the timeline still goes to stderr).
     pub json: bool,
@@ -62,6 +62,19 @@ pub struct Options {
     pub keep: bool,
     /// Remove a kept lab and exit.
     pub down: bool,
+    /// BFD transmit interval on every tunnel (× 3 to detect a dead link).
+    pub bfd_interval: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            json: false,
+            keep: false,
+            down: false,
+            bfd_interval: configs::DEFAULT_BFD_INTERVAL,
+        }
+    }
 }
 
 /// Entry point of `routevpn lab`.

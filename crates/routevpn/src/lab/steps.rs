@@ -57,7 +57,10 @@ pub(super) fn run(
 
     step(tl, report, "start one routevpn daemon per router", |_| {
         for r in &ROUTERS {
-            std::fs::write(r.config_path(), configs::router_config(r, routing))?;
+            std::fs::write(
+                r.config_path(),
+                configs::router_config(r, routing, opts.bfd_interval),
+            )?;
             daemons.spawn(r)?;
         }
         let pids: Vec<String> = daemons
