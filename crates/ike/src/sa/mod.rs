@@ -367,20 +367,23 @@ impl Session {
         spi_r: u64,
         admission: &mut crate::Admission,
     ) -> Option<DetachedSa> {
-        let i = self.sas.iter().position(|s| {
-            s.spi_i == spi_i && s.spi_r == spi_r && matches!(s.state, IkeState::AwaitingTunnel(_))
-        })?;
+        let i = self.parked_index(spi_i, spi_r)?;
         let sa = self.sas.remove(i);
         self.sync_admission(admission);
         Some(DetachedSa(sa))
     }
 
+    /// The SA that [`Event::PeerIdentity`] reported, while it waits for a session.
+    fn parked_index(&self, spi_i: u64, spi_r: u64) -> Option<usize> {
+        self.sas.iter().position(|s| {
+            s.spi_i == spi_i && s.spi_r == spi_r && matches!(s.state, IkeState::AwaitingTunnel(_))
+        })
+    }
+
     /// The IKE suite negotiated for the SA that [`Event::PeerIdentity`] reported.
     pub fn parked_suite(&self, spi_i: u64, spi_r: u64) -> Option<proposal::Selected> {
-        let sa = self.sas.iter().find(|s| {
-            s.spi_i == spi_i && s.spi_r == spi_r && matches!(s.state, IkeState::AwaitingTunnel(_))
-        })?;
-        sa.state.keys().map(|k| k.sel)
+        let i = self.parked_index(spi_i, spi_r)?;
+        self.sas[i].state.keys().map(|k| k.sel)
     }
 
     /// True when this session's `ike` proposals would have chosen `sel` (an IKE SA
@@ -411,9 +414,7 @@ impl Session {
         why: String,
         admission: &mut crate::Admission,
     ) {
-        let Some(idx) = self.sas.iter().position(|s| {
-            s.spi_i == spi_i && s.spi_r == spi_r && matches!(s.state, IkeState::AwaitingTunnel(_))
-        }) else {
+        let Some(idx) = self.parked_index(spi_i, spi_r) else {
             return;
         };
         self.with_sa(idx, now, |sa, ctx, now| {

@@ -351,18 +351,15 @@ pub(super) fn tunnel(
         }
         s => {
             // A dynamic address has the family of the peer's (IPv4 for a name).
-            let remote = remote.or(remote_host
-                .as_ref()
-                .map(|_| IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)));
-            let Some(remote) = remote else {
-                return Err(err(
+            let any = match (remote, &remote_host) {
+                (Some(IpAddr::V6(_)), _) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                (Some(IpAddr::V4(_)), _) | (None, Some(_)) => {
+                    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+                }
+                (None, None) => return Err(err(
                     t.local.span(),
                     format!("local = \"{s}\" needs a remote address: with remote = \"%any\" as well, nothing says where to listen"),
-                ));
-            };
-            let any = match remote {
-                IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-                IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                )),
             };
             (any, (s != ANY_PEER).then(|| s.to_string()))
         }

@@ -167,20 +167,12 @@ impl Daemon {
                         }
                         Input::VolumeLifetime(spi) => {
                             // RFC 7296 §2.8: rekey as the volume lifetime is reached.
-                            if let Some(t) = self
-                                .tunnels
-                                .iter_mut()
-                                .find(|t| t.children.iter().any(|c| c.spi_in == spi))
-                            {
+                            if let Some(t) = self.tunnel_of_child(spi) {
                                 t.session.rekey_child_spi(now, spi);
                             }
                         }
                         Input::PeerMoved(spi, remote) => {
-                            if let Some(t) = self
-                                .tunnels
-                                .iter_mut()
-                                .find(|t| t.children.iter().any(|c| c.spi_in == spi))
-                            {
+                            if let Some(t) = self.tunnel_of_child(spi) {
                                 t.session.peer_moved(remote);
                             }
                         }
@@ -249,6 +241,13 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.socket_path);
         info!("routevpn daemon stopped");
         Ok(())
+    }
+
+    /// The tunnel whose CHILD SA has this inbound SPI.
+    fn tunnel_of_child(&mut self, spi_in: u32) -> Option<&mut Tunnel> {
+        self.tunnels
+            .iter_mut()
+            .find(|t| t.children.iter().any(|c| c.spi_in == spi_in))
     }
 
     /// [`Daemon::reload`] between RELOADING=1 and READY=1 (sd_notify(3)).

@@ -17,23 +17,29 @@ use super::event_loop::Input;
 use crate::control::{self, Request, Response};
 use crate::sys;
 
-/// A UDP socket bound to `addr` and to the interface `dev` (SO_BINDTODEVICE), if any.
-pub fn bound_udp(addr: SocketAddr, dev: Option<&str>) -> anyhow::Result<std::net::UdpSocket> {
-    let domain = if addr.is_ipv4() {
+/// A UDP socket of `ip`'s family, pinned to the interface `dev` (SO_BINDTODEVICE), if any.
+fn udp_on(ip: IpAddr, dev: Option<&str>) -> anyhow::Result<Socket> {
+    let domain = if ip.is_ipv4() {
         Domain::IPV4
     } else {
         Domain::IPV6
     };
     let sock =
         Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).context("creating UDP socket")?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    sock.set_reuse_address(true)?;
     if let Some(dev) = dev {
         sys::bind_to_device(&sock, dev)
             .with_context(|| format!("binding socket to interface {dev}"))?;
     }
+    Ok(sock)
+}
+
+/// A UDP socket bound to `addr` and to the interface `dev` (SO_BINDTODEVICE), if any.
+pub fn bound_udp(addr: SocketAddr, dev: Option<&str>) -> anyhow::Result<std::net::UdpSocket> {
+    let sock = udp_on(addr.ip(), dev)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
     sock.bind(&addr.into())
         .with_context(|| format!("binding UDP {addr}"))?;
     sock.set_nonblocking(true)?;
@@ -43,15 +49,7 @@ pub fn bound_udp(addr: SocketAddr, dev: Option<&str>) -> anyhow::Result<std::net
 /// The source address the kernel picks today toward `peer` (through `dev`, if named):
 /// a connected UDP socket's own address, no packet sent. None without a route.
 pub fn source_toward(peer: IpAddr, dev: Option<&str>) -> Option<IpAddr> {
-    let domain = if peer.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).ok()?;
-    if let Some(dev) = dev {
-        sys::bind_to_device(&sock, dev).ok()?;
-    }
+    let sock = udp_on(peer, dev).ok()?;
     sock.connect(&SocketAddr::new(peer, ike::limits::NATT_PORT).into())
         .ok()?;
     Some(sock.local_addr().ok()?.as_socket()?.ip())

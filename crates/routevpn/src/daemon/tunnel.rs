@@ -148,6 +148,15 @@ impl Tunnel {
         }
     }
 
+    /// The local address to send IKE and ESP from: with a dynamic local, the wildcard
+    /// (the kernel picks today's source address; the one we last received on may be gone).
+    fn unpinned(&self, local: std::net::SocketAddr) -> std::net::SocketAddr {
+        match self.cfg.dynamic_local() {
+            true => std::net::SocketAddr::new(self.cfg.local, local.port()),
+            false => local,
+        }
+    }
+
     /// With a dynamic local: the source address the kernel picks toward `peer` today.
     pub(super) fn source_toward(&self, peer: IpAddr) -> Option<IpAddr> {
         super::io::source_toward(peer, self.cfg.local_interface.as_deref())
@@ -159,13 +168,15 @@ impl Tunnel {
         let Some(peer) = self.session.peer_address() else {
             return;
         };
-        let now_source = self.source_toward(peer.ip());
-        if now_source.is_none() || now_source == self.source {
+        let Some(source) = self
+            .source_toward(peer.ip())
+            .filter(|s| Some(*s) != self.source)
+        else {
             return;
-        }
-        let was = self.source.replace(now_source.expect("checked above"));
+        };
+        let was = self.source.replace(source);
         if self.session.local_address_changed(now) {
-            info!(tunnel = %self.cfg.name, from = ?was, to = ?now_source, %peer,
+            info!(tunnel = %self.cfg.name, from = ?was, to = %source, %peer,
                 "our address toward the peer changed: telling the peer");
         }
     }
@@ -192,10 +203,7 @@ pub(super) async fn flush_tunnel(
     loop {
         while let Some(mut d) = t.session.poll_transmit() {
             t.note_ike(Instant::now());
-            // A dynamic local address: the kernel picks today's source address.
-            if t.cfg.dynamic_local() {
-                d.local.set_ip(t.cfg.local);
-            }
+            d.local = t.unpinned(d.local);
             let r = if d.local.port() == ike::limits::NATT_PORT {
                 if d.data == [ike::limits::NATT_KEEPALIVE_BYTE] {
                     dp.send_keepalive(d.local, d.remote)
@@ -305,11 +313,7 @@ async fn install(t: &mut Tunnel, info: ChildSaInfo, dp: &Dataplane, nl: &Netlink
         keys_in: info.keys_in,
         keys_out: info.keys_out,
         remote: info.remote,
-        // A dynamic local address: never pin the source (see flush_tunnel).
-        local: match t.cfg.dynamic_local() {
-            true => std::net::SocketAddr::new(t.cfg.local, info.local.port()),
-            false => info.local,
-        },
+        local: t.unpinned(info.local),
         replay_window: t.cfg.replay_window,
         selectors: dataplane::selectors_for(&info.local_ts, &info.remote_ts),
     };

@@ -35,7 +35,7 @@ use ike::iana::{EncrId, IntegId};
 use ike::wire::TrafficSelector;
 
 pub use roam::RoamCallback;
-use tables::{InboundEntry, Outbound, Socket, Tunnel, Volume};
+use tables::{InboundCell, InboundEntry, Outbound, Socket, Tunnel, Volume};
 
 /// Callback for IKE messages received on port 4500: `(local, remote, message)`
 /// with the non-ESP marker already stripped.
@@ -367,12 +367,14 @@ impl Dataplane {
             spi_out: keys.spi_out,
             dev: t.dev.clone(),
             write_errors: t.rx_tun_write_errors.clone(),
-            sa: Mutex::new(inbound),
+            sa: Mutex::new(InboundCell {
+                sa: inbound,
+                peer: keys.remote,
+            }),
             out_final: Mutex::new(None),
             out_spare: Mutex::new(None),
             installed: self.installs.fetch_add(1, Ordering::Relaxed),
             volume: volume.clone(),
-            peer: Mutex::new(keys.remote),
         });
         if write(&self.shared.inbound)
             .insert(keys.spi_in, entry)
@@ -454,7 +456,7 @@ impl Dataplane {
     /// live while it is the tunnel's current SA, frozen after a rekey).
     pub fn counters(&self, spi_in: u32) -> Option<SaCounters> {
         let entry = read(&self.shared.inbound).get(&spi_in).cloned()?;
-        let inbound = *lock(&entry.sa).counters();
+        let inbound = *lock(&entry.sa).sa.counters();
         let mut outbound = lock(&entry.out_final).unwrap_or_default();
         if let Some(t) = read(&self.shared.tunnels).get(&entry.tunnel.0) {
             if let Some(o) = lock(&t.out).as_ref().filter(|o| o.spi_in == spi_in) {

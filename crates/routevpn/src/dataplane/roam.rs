@@ -15,15 +15,10 @@ pub type RoamCallback = Box<dyn Fn(u32, SocketAddr) + Send + Sync>;
 
 impl Shared {
     /// ESP of `entry` that passed the ICV and advanced the replay window came from
-    /// `remote`: a packet replayed from elsewhere cannot do that, and a late one from
-    /// the old mapping does not move us back.
-    pub(crate) fn esp_from(&self, entry: &InboundEntry, remote: SocketAddr) {
-        let mut peer = lock(&entry.peer);
-        if *peer == remote {
-            return;
-        }
-        let from = std::mem::replace(&mut *peer, remote);
-        drop(peer);
+    /// `remote`, not `from` (the receive thread already noted it in the entry): a packet
+    /// replayed from elsewhere cannot do that, and a late one from the old mapping does
+    /// not move us back.
+    pub(crate) fn esp_moved(&self, entry: &InboundEntry, from: SocketAddr, remote: SocketAddr) {
         let tunnels = read(&self.tunnels);
         let Some(t) = tunnels.get(&entry.tunnel.0) else {
             return;
@@ -59,7 +54,7 @@ impl Dataplane {
             .cloned()
             .collect();
         for e in entries {
-            *lock(&e.peer) = remote;
+            lock(&e.sa).peer = remote;
             if let Some(o) = lock(&e.out_spare).as_mut() {
                 o.dst = remote;
             }

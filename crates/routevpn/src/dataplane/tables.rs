@@ -128,7 +128,8 @@ pub(crate) struct InboundEntry {
     pub(crate) dev: Arc<tun_rs::SyncDevice>,
     /// The tunnel's [`Tunnel::rx_tun_write_errors`].
     pub(crate) write_errors: Arc<AtomicU64>,
-    pub(crate) sa: Mutex<InboundSa>,
+    /// The SA and where its peer is, under the one lock each packet takes.
+    pub(crate) sa: Mutex<InboundCell>,
     /// Counters of the outbound half once it stopped being the tunnel's
     /// current SA (rekeyed away).
     pub(crate) out_final: Mutex<Option<Counters>>,
@@ -140,8 +141,12 @@ pub(crate) struct InboundEntry {
     pub(crate) installed: u64,
     /// Shared with the outbound half.
     pub(crate) volume: Arc<Volume>,
-    /// Where the peer's newest authenticated ESP came from (see `roam.rs`).
-    pub(crate) peer: Mutex<SocketAddr>,
+}
+
+/// An inbound SA and where its peer's newest authenticated ESP came from (see `roam.rs`).
+pub(crate) struct InboundCell {
+    pub(crate) sa: InboundSa,
+    pub(crate) peer: SocketAddr,
 }
 
 impl InboundEntry {

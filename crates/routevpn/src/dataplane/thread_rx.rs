@@ -208,16 +208,17 @@ fn handle(
         }
         return;
     };
-    let mut sa = lock(&entry.sa);
-    let top = sa.replay_window().top();
+    let mut cell = lock(&entry.sa);
+    let top = cell.sa.replay_window().top();
     // Replay check, ICV, decryption and padding checks; every error is
     // counted in the SA's counters.
-    let opened = sa.open(seg);
+    let opened = cell.sa.open(seg);
     // RFC 7296 §2.23: the newest authenticated packet says where the peer is.
-    let newest = opened.is_ok() && sa.replay_window().top() > top;
-    drop(sa);
-    if newest {
-        sh.esp_from(entry, remote);
+    let newest = opened.is_ok() && cell.sa.replay_window().top() > top;
+    let moved = (newest && cell.peer != remote).then(|| std::mem::replace(&mut cell.peer, remote));
+    drop(cell);
+    if let Some(from) = moved {
+        sh.esp_moved(entry, from, remote);
     }
     match opened {
         Ok(Decapsulated::Ipv4(inner) | Decapsulated::Ipv6(inner)) => {
