@@ -279,7 +279,7 @@ fn parse_in(
         }
         let tc = tunnel(&cx, t, base_dir)?;
         // Tunnels may share addresses (or `%any`) when the peer's identity tells them apart.
-        if !pairs.insert((tc.local, tc.remote, tc.remote_id.clone())) {
+        if !pairs.insert((tc.local, tc.remote_text(), tc.remote_id.clone())) {
             return Err(cx.err(
                 Some(t.get_ref().remote.span()),
                 format!(

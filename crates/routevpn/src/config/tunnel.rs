@@ -253,22 +253,29 @@ pub(super) fn check_ifname(name: &str) -> Result<(), String> {
 }
 
 /// With `remote = "%any"` the peer's identity is all that picks the tunnel, and we cannot
-/// initiate: say so at the offending line.
-fn any_peer_rules(t: &RawTunnel, any: bool) -> Result<(), (Option<Range<usize>>, String)> {
-    if !any {
-        return Ok(());
-    }
-    if t.start == Some(true) {
+/// initiate; a named peer (`remote = "vpn.example.net"`) has no address to default its
+/// identity to either: say so at the offending line.
+fn unaddressed_peer_rules(
+    t: &RawTunnel,
+    any: bool,
+    named: bool,
+) -> Result<(), (Option<Range<usize>>, String)> {
+    if any && t.start == Some(true) {
         return Err((None, "start = true needs the peer's address: with remote = \"%any\" the peer initiates (set start = false or remove the line)".into()));
     }
-    if t.remote_id.is_none() {
-        return Err((
-            Some(t.remote.span()),
-            "remote = \"%any\" needs remote_id: the peer's identity is what picks this tunnel"
-                .into(),
-        ));
+    if t.remote_id.is_some() {
+        return Ok(());
     }
-    Ok(())
+    let why = match (any, named) {
+        (true, _) => {
+            "remote = \"%any\" needs remote_id: the peer's identity is what picks this tunnel"
+        }
+        (false, true) => {
+            "a remote given by name needs remote_id: there is no address to default it to"
+        }
+        (false, false) => return Ok(()),
+    };
+    Err((Some(t.remote.span()), why.into()))
 }
 
 /// A DNS name rather than a mistyped address: labels of letters, digits and `-`, at
@@ -371,7 +378,8 @@ pub(super) fn tunnel(
         ));
     }
     let any_peer = remote.is_none() && remote_host.is_none();
-    any_peer_rules(t, any_peer).map_err(|(span, m)| err(span.unwrap_or(spanned.span()), m))?;
+    unaddressed_peer_rules(t, any_peer, remote_host.is_some())
+        .map_err(|(span, m)| err(span.unwrap_or(spanned.span()), m))?;
     let port = |p: &Option<Spanned<u16>>| -> Result<u16, ConfigError> {
         match p {
             None => Ok(DEFAULT_IKE_PORT),
@@ -411,7 +419,7 @@ pub(super) fn tunnel(
             spanned.span(),
             "remote_id is required with certificates: the peer's subject DN (\"C=CH, O=Lab, CN=routerB\") or a subjectAltName of its certificate".into(),
         )),
-        // `%any` has no address to default to: any_peer_rules asked for remote_id.
+        // `%any` and names have no address to default to: remote_id was required above.
         _ => id(&t.remote_id, remote.unwrap_or(local))?,
     };
     if let (Some(c), Some(s)) = (&certs, &t.local_id) {

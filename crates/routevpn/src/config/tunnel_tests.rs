@@ -381,6 +381,19 @@ fn names_and_dynamic_locals() {
     }
     let e = err(&t("wan0", "%any"));
     assert!(e.message.contains("needs a remote address"), "{e}");
+    // A named peer: its identity is required, and another name may share it.
+    let e = err(&t("wan0", "vpn.example.net").replace("remote_id = \"hub\"\n", ""));
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(
+        e.message.contains("a remote given by name needs remote_id"),
+        "{e}"
+    );
+    let two_hubs = format!(
+        "{}\n{}",
+        t("192.0.2.1", "hub1.example.net"),
+        t("192.0.2.1", "hub2.example.net").replace("t0", "t1")
+    );
+    parse(&two_hubs, "c.toml").unwrap();
     // One wildcard socket per family: two dynamic locals must agree.
     let two = format!(
         "{}\n{}",
