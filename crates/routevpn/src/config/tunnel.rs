@@ -412,6 +412,11 @@ pub(super) fn tunnel(
     let certs = cert_keys(cx, &name, spanned, base_dir)?;
     let local_id = match (&certs, &t.local_id) {
         (Some(c), None) => c.subject_id(),
+        // A dynamic local has no address of its own to default the identity to.
+        (None, None) if local.is_unspecified() => return Err(err(
+            t.local.span(),
+            format!("local = \"{}\" needs local_id (or a certificate): there is no fixed address to default it to", t.local.get_ref().trim()),
+        )),
         _ => id(&t.local_id, local)?,
     };
     let remote_id = match (&certs, &t.remote_id) {

@@ -357,7 +357,7 @@ fn any_peer() {
 #[test]
 fn names_and_dynamic_locals() {
     let t = |local: &str, remote: &str| {
-        format!("[[tunnel]]\nname = \"t0\"\nlocal = \"{local}\"\nremote = \"{remote}\"\nremote_id = \"hub\"\npsk = \"k\"\n")
+        format!("[[tunnel]]\nname = \"t0\"\nlocal = \"{local}\"\nremote = \"{remote}\"\nremote_id = \"hub\"\nlocal_id = \"branch\"\npsk = \"k\"\n")
     };
     let c = parse(&t("wan0", "vpn.example.net"), "c.toml").unwrap();
     let c = &c.tunnels[0];
@@ -381,6 +381,10 @@ fn names_and_dynamic_locals() {
     }
     let e = err(&t("wan0", "%any"));
     assert!(e.message.contains("needs a remote address"), "{e}");
+    // A dynamic local: so is our own identity.
+    let e = err(&t("wan0", "192.0.2.2").replace("local_id = \"branch\"\n", ""));
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.message.contains("needs local_id"), "{e}");
     // A named peer: its identity is required, and another name may share it.
     let e = err(&t("wan0", "vpn.example.net").replace("remote_id = \"hub\"\n", ""));
     assert_eq!(e.line, Some(4), "{e}");
