@@ -11,6 +11,7 @@
 //! ```
 //! routevpn runs on `left`, charon on `right`; the branch moves to 192.0.2.3.
 
+use serde_json::Value;
 use std::time::Duration;
 use testbed::{
     report, wait_until, IkeSa, Netns, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology,
@@ -79,8 +80,9 @@ fn change_address(ns: &Netns, old: &str) {
 }
 
 /// Starts a bounded ping (`PINGS` at 50 ms) from `from` to `to`, changes the branch's
-/// address after 1 s, and returns how many pings were lost.
-fn ping_across_change(from: &Netns, to: &str, branch: &Netns, old: &str) -> (u64, String) {
+/// address after 1 s, and reports how many pings were lost under `what` (a figure,
+/// not asserted).
+fn ping_across_change(what: &str, from: &Netns, to: &str, branch: &Netns, old: &str) {
     let pinger = from
         .command(&[
             "ping",
@@ -105,9 +107,29 @@ fn ping_across_change(from: &Netns, to: &str, branch: &Netns, old: &str) -> (u64
     let summary = text
         .lines()
         .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_default()
-        .to_string();
-    (PINGS - received, summary)
+        .unwrap_or_default();
+    report(&format!(
+        "MOBIKE {what}: {} of {PINGS} pings lost (50 ms apart) across the address change; \
+         {summary}",
+        PINGS - received
+    ));
+}
+
+/// charon (kernel-libipsec) answers the address update by rekeying the CHILD SA: the
+/// log after the move says so, and routevpn and charon end with one new, matching pair.
+fn charon_rekeyed_the_child(rv: &Routevpn, sw: &Strongswan, moved: &str, before: &Value) {
+    assert!(
+        has_line(
+            moved,
+            &["generating CREATE_CHILD_SA request", "[ N(REKEY_SA)"]
+        ),
+        "charon (kernel-libipsec) rekeys the CHILD SA after the update:\n{moved}"
+    );
+    let paired = wait_children_paired(rv, sw);
+    assert_ne!(
+        paired["child_sas"][0]["spi_in"], before["child_sas"][0]["spi_in"],
+        "a new CHILD SA after charon's rekey"
+    );
 }
 
 /// Waits until routevpn holds one CHILD SA and charon one installed CHILD SA with the
@@ -216,16 +238,13 @@ fn strongswan_branch_roams_to_a_routevpn_hub() {
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&rv, &sw)));
 
     // The hub site pings the branch: only the hub's ESP shows whether it followed.
-    let (lost, summary) = ping_across_change(
+    ping_across_change(
+        "strongSwan branch -> routevpn hub",
         &topo.left_host,
         Topology::RIGHT_ROUTER_LAN,
         &topo.right,
         Topology::RIGHT_WAN,
     );
-    report(&format!(
-        "MOBIKE strongSwan branch -> routevpn hub: {lost} of {PINGS} pings lost (50 ms apart) \
-         across the address change; {summary}"
-    ));
     let after = wait_until(T, POLL, || {
         let t = rv.status()?["tunnels"][0].clone();
         (testbed::json_str(&t, "/ike_sas/0/peer") == format!("{NEW_WAN}:4500"))
@@ -258,18 +277,7 @@ fn strongswan_branch_roams_to_a_routevpn_hub() {
         ) && has_line(&moved, &["parsed INFORMATIONAL response", "N(COOKIE2)"]),
         "charon sent UPDATE_SA_ADDRESSES from its new address and got COOKIE2 back:\n{moved}"
     );
-    assert!(
-        has_line(
-            &moved,
-            &["generating CREATE_CHILD_SA request", "[ N(REKEY_SA)"]
-        ),
-        "charon (kernel-libipsec) rekeys the CHILD SA after the update:\n{moved}"
-    );
-    let paired = wait_children_paired(&rv, &sw);
-    assert_ne!(
-        paired["child_sas"][0]["spi_in"], before["child_sas"][0]["spi_in"],
-        "a new CHILD SA after charon's rekey"
-    );
+    charon_rekeyed_the_child(&rv, &sw, &moved, &before);
     let sa = swan_sa(&sw).unwrap();
     assert_eq!(sa.get("local-host"), Some(NEW_WAN), "{:?}", sa.fields);
     assert!(
@@ -345,16 +353,13 @@ fn routevpn_branch_roams_to_a_strongswan_hub() {
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&rv, &sw)));
 
     // The hub site pings the branch site: only charon's ESP shows whether it followed.
-    let (lost, summary) = ping_across_change(
+    ping_across_change(
+        "routevpn branch -> strongSwan hub",
         &topo.right_host,
         Topology::LEFT_HOST,
         &topo.left,
         Topology::LEFT_WAN,
     );
-    report(&format!(
-        "MOBIKE routevpn branch -> strongSwan hub: {lost} of {PINGS} pings lost (50 ms apart) \
-         across the address change; {summary}"
-    ));
     let sa_after = wait_until(T, POLL, || {
         let sa = swan_sa(&sw)?;
         (sa.get("remote-host") == Some(NEW_WAN))
@@ -387,18 +392,7 @@ fn routevpn_branch_roams_to_a_strongswan_hub() {
         ),
         "charon processed routevpn's UPDATE_SA_ADDRESSES:\n{moved}"
     );
-    assert!(
-        has_line(
-            &moved,
-            &["generating CREATE_CHILD_SA request", "[ N(REKEY_SA)"]
-        ),
-        "charon (kernel-libipsec) rekeys the CHILD SA after the update:\n{moved}"
-    );
-    let paired = wait_children_paired(&rv, &sw);
-    assert_ne!(
-        paired["child_sas"][0]["spi_in"], before["child_sas"][0]["spi_in"],
-        "a new CHILD SA after charon's rekey"
-    );
+    charon_rekeyed_the_child(&rv, &sw, &moved, &before);
     assert_eq!(
         sa_after.get("initiator-spi"),
         sa_before.get("initiator-spi"),
