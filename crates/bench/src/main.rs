@@ -278,30 +278,31 @@ fn routevpn_binary(args: &Args, ctx: &mut Ctx) {
 
 /// `--routes`: the route-install benchmark (routes.rs) on the routevpn binary.
 fn run_routes(args: &Args, ctx: &mut Ctx, json_out: &Path) -> u8 {
-    routevpn_binary(args, ctx);
-    let Some(bin) = ctx.rv_bin.clone().filter(|b| Path::new(b).is_file()) else {
-        log("bench: no routevpn binary to measure");
-        return 2;
-    };
-    let counts: Vec<usize> = args.routes.iter().map(|&n| n as usize).collect();
-    let limit = Duration::from_secs(args.routes_timeout);
-    let ok = routes::run_all(&bin, &ctx.work, &counts, limit, args.routes_hold, json_out);
-    match signal::caught() {
-        Some(sig) => u8::try_from(sig).unwrap_or(1),
-        None => u8::from(!ok),
-    }
+    run_on_binary(args, ctx, |bin, ctx| {
+        let counts: Vec<usize> = args.routes.iter().map(|&n| n as usize).collect();
+        let limit = Duration::from_secs(args.routes_timeout);
+        routes::run_all(bin, &ctx.work, &counts, limit, args.routes_hold, json_out)
+    })
 }
 
 /// `--tunnels`: the many-tunnels benchmark (tunnels.rs) on the routevpn binary.
 fn run_tunnels(args: &Args, ctx: &mut Ctx, json_out: &Path) -> u8 {
+    run_on_binary(args, ctx, |bin, ctx| {
+        let counts: Vec<usize> = args.tunnels.iter().map(|&n| n as usize).collect();
+        let limit = Duration::from_secs(args.tunnels_timeout);
+        tunnels::run_all(bin, &ctx.work, &ctx.psk, &counts, limit, json_out)
+    })
+}
+
+/// Runs a benchmark of the routevpn binary alone; the exit status: 2 without a binary,
+/// the signal that interrupted it, else whether it succeeded.
+fn run_on_binary(args: &Args, ctx: &mut Ctx, bench: impl FnOnce(&str, &Ctx) -> bool) -> u8 {
     routevpn_binary(args, ctx);
     let Some(bin) = ctx.rv_bin.clone().filter(|b| Path::new(b).is_file()) else {
         log("bench: no routevpn binary to measure");
         return 2;
     };
-    let counts: Vec<usize> = args.tunnels.iter().map(|&n| n as usize).collect();
-    let limit = Duration::from_secs(args.tunnels_timeout);
-    let ok = tunnels::run_all(&bin, &ctx.work, &ctx.psk, &counts, limit, json_out);
+    let ok = bench(&bin, ctx);
     match signal::caught() {
         Some(sig) => u8::try_from(sig).unwrap_or(1),
         None => u8::from(!ok),

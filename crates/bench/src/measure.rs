@@ -40,6 +40,15 @@ pub fn proc_ticks(pid: u32) -> Option<u64> {
     Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
 }
 
+/// `key:  value kB` (or a plain number) from /proc/PID/status.
+pub fn status_field(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
 /// The machine-wide "cpu" line of /proc/stat: user nice system idle iowait irq softirq
 /// steal guest guest_nice.
 pub fn cpu_ticks() -> [u64; 10] {

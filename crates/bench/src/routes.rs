@@ -82,16 +82,9 @@ fn wait_count(
 
 /// VmRSS and VmHWM of `pid` in MB.
 fn rss_mb(pid: u32) -> (Option<f64>, Option<f64>) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map(|k| round(k / 1024.0, 1))
-    };
-    (kb("VmRSS:"), kb("VmHWM:"))
+    let mb =
+        |key: &str| crate::measure::status_field(pid, key).map(|k| round(k as f64 / 1024.0, 1));
+    (mb("VmRSS:"), mb("VmHWM:"))
 }
 
 fn config(work: &Path, n: usize) -> RvConfig {

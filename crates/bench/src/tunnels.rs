@@ -80,20 +80,11 @@ pub struct TunnelRun {
     pub error: Option<String>,
 }
 
-/// `key:  value kB` (or a plain number) from /proc/PID/status.
-fn status_field(pid: u32, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
 fn usage(pid: u32, idle_ticks: Option<u64>) -> Usage {
     let clk = measure::clk_tck() as f64;
     Usage {
-        rss_mb: status_field(pid, "VmRSS:").map(|k| round(k as f64 / 1024.0, 1)),
-        threads: status_field(pid, "Threads:"),
+        rss_mb: measure::status_field(pid, "VmRSS:").map(|k| round(k as f64 / 1024.0, 1)),
+        threads: measure::status_field(pid, "Threads:"),
         fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
             .ok()
             .map(|d| d.count() as u64),
