@@ -20,6 +20,22 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 impl IkeSa {
+    /// `new`, a fresh SA with the rekey's SPIs, made this SA's established successor
+    /// (§2.18): what was negotiated for this SA carries over.
+    fn succeeded_by(&self, mut new: IkeSa, keys: SaKeys, now: Instant) -> IkeSa {
+        new.nat = self.nat;
+        // Extensions negotiated for the SA stay with its successor (as strongSwan does).
+        new.mobike = self.mobike;
+        new.frag_ok = self.frag_ok;
+        new.rekeys = self.rekeys + 1;
+        new.state = IkeState::established(keys, now, None);
+        // RFC 3948 §4: the NAT in front of us outlives the rekey; keep its mapping open.
+        if let (Some(e), true) = (new.state.established_mut(), self.behind_nat()) {
+            e.behind_nat = true;
+        }
+        new
+    }
+
     /// Keys of the IKE SA that replaces this one, from this one's SK_d (§2.18);
     /// `initiator`: we started the rekey.
     fn rekeyed_keys(
@@ -124,17 +140,8 @@ impl IkeSa {
             self.hand_children_to(ctx, new_spi_i);
         }
         // §2.18: the rekey's initiator is the new SA's original initiator.
-        let mut new = IkeSa::new_responder(new_spi_i, new_spi_r, self.local, self.remote, now);
-        new.nat = self.nat;
-        // Extensions negotiated for the SA stay with its successor (as strongSwan does).
-        new.mobike = self.mobike;
-        new.frag_ok = self.frag_ok;
-        new.rekeys = self.rekeys + 1;
-        new.state = IkeState::established(keys, now, None);
-        // RFC 3948 §4: the NAT in front of us outlives the rekey; keep its mapping open.
-        if let (Some(e), true) = (new.state.established_mut(), self.behind_nat()) {
-            e.behind_nat = true;
-        }
+        let new = IkeSa::new_responder(new_spi_i, new_spi_r, self.local, self.remote, now);
+        let new = self.succeeded_by(new, keys, now);
         ctx.new_sas.push(new);
         ctx.events.push_back(Event::IkeRekeyed {
             old_spi_i: self.spi_i,
@@ -227,16 +234,7 @@ impl IkeSa {
         // §2.18: we initiated the rekey, so we are the new SA's original initiator.
         let mut new = IkeSa::new_initiator(new_spi_i, self.local, self.remote, now);
         new.spi_r = new_spi_r;
-        new.nat = self.nat;
-        // Extensions negotiated for the SA stay with its successor (as strongSwan does).
-        new.mobike = self.mobike;
-        new.frag_ok = self.frag_ok;
-        new.rekeys = self.rekeys + 1;
-        new.state = IkeState::established(keys, now, None);
-        // RFC 3948 §4: the NAT in front of us outlives the rekey; keep its mapping open.
-        if let (Some(e), true) = (new.state.established_mut(), self.behind_nat()) {
-            e.behind_nat = true;
-        }
+        let mut new = self.succeeded_by(new, keys, now);
         // §2.8.2: if the peer rekeyed this SA meanwhile, the new SA holding the lowest
         // nonce is deleted by its creator; the winner deletes the old SA.
         let mut peer_sa = None;
