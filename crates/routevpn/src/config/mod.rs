@@ -3,6 +3,7 @@
 //! ```toml
 //! control_socket = "/run/routevpn/routevpn.sock"   # default
 //! metrics = "127.0.0.1:9477"                       # Prometheus /metrics (off by default)
+//! dataplane_threads = 2                              # dataplane workers (one per core by default)
 //!
 //! [[tunnel]]
 //! name = "vti0"          # tunnel interface this peer owns (Linux ifname: 1..15 chars)
@@ -86,6 +87,8 @@ pub struct Config {
     pub control_socket_group: Option<SocketGroup>,
     /// `metrics = "127.0.0.1:9477"`: where `/metrics` is served (off when absent).
     pub metrics: Option<std::net::SocketAddr>,
+    /// `dataplane_threads = 4`: dataplane workers; one per core when absent.
+    pub dataplane_threads: Option<usize>,
 }
 
 /// A configuration error, displayed as `file:line: message`.
@@ -195,6 +198,7 @@ struct RawConfig {
     bgp: Option<Spanned<RawBgp>>,
     control_socket_group: Option<Spanned<String>>,
     metrics: Option<Spanned<String>>,
+    dataplane_threads: Option<Spanned<i64>>,
 }
 
 /// Error construction with line lookup; collects warnings.
@@ -322,6 +326,7 @@ fn parse_in(
     let control_socket_group =
         service::control_socket_group(&cx, raw.control_socket_group.as_ref())?;
     let metrics = metrics_listen(&cx, &raw)?;
+    let dataplane_threads = service::dataplane_threads(&cx, raw.dataplane_threads.as_ref())?;
     let config = Config {
         control_socket,
         tunnels,
@@ -329,6 +334,7 @@ fn parse_in(
         bgp,
         control_socket_group,
         metrics,
+        dataplane_threads,
     };
     Ok(Checked {
         config,

@@ -63,6 +63,12 @@ pub const SECTIONS: &[Section] = &[
                 "off",
                 "Serve Prometheus/OpenMetrics text at http://ADDRESS:PORT/metrics, e.g. \"127.0.0.1:9477\" or \"[::1]:9477\".",
             ),
+            key(
+                "dataplane_threads",
+                "1 to 256",
+                "one per CPU core",
+                "Dataplane worker threads. Each serves its share of the tunnel interfaces and port-4500 sockets through one epoll set, reading, sealing or opening and sending each packet itself; an idle worker sleeps without a timer.",
+            ),
         ],
     },
     Section {

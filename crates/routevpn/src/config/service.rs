@@ -1,4 +1,5 @@
-//! Top-level keys for running as a service: `control_socket_group`.
+//! Top-level keys for running as a service: `control_socket_group`,
+//! `dataplane_threads`.
 
 use toml::Spanned;
 
@@ -48,9 +49,46 @@ pub(super) fn control_socket_group(
     }))
 }
 
+/// Most dataplane workers a configuration may ask for.
+pub const MAX_DATAPLANE_THREADS: i64 = 256;
+
+/// `dataplane_threads = N`: the dataplane's worker pool (1 to 256).
+pub(super) fn dataplane_threads(
+    cx: &Ctx<'_>,
+    raw: Option<&Spanned<i64>>,
+) -> Result<Option<usize>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let n = *raw.get_ref();
+    if !(1..=MAX_DATAPLANE_THREADS).contains(&n) {
+        return Err(cx.err(
+            Some(raw.span()),
+            format!("dataplane_threads = {n}: expected 1 to {MAX_DATAPLANE_THREADS} (leave it out for one per core)"),
+        ));
+    }
+    Ok(usize::try_from(n).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::parse;
+
+    #[test]
+    fn dataplane_threads_range() {
+        assert_eq!(parse("", "t.toml").unwrap().dataplane_threads, None);
+        let c = parse("dataplane_threads = 3\n", "t.toml").unwrap();
+        assert_eq!(c.dataplane_threads, Some(3));
+        for bad in ["0", "-1", "257"] {
+            let e = parse(
+                &format!("routing = \"embedded\"\ndataplane_threads = {bad}\n"),
+                "t.toml",
+            )
+            .unwrap_err();
+            assert_eq!((e.line, e.column), (Some(2), Some(21)), "{e}");
+            assert!(e.message.contains("expected 1 to 256"), "{e}");
+        }
+        let e = parse("dataplane_threads = \"two\"\n", "t.toml").unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+    }
 
     #[test]
     fn group_by_name_and_number() {

@@ -1,33 +1,38 @@
 //! Userspace ESP-in-UDP dataplane (RFC 4303 tunnel mode inside RFC 3948 UDP
 //! encapsulation) behind one TUN interface per tunnel.
 //!
-//! Threads (plain `std` threads, never tokio, so crypto never stalls the
-//! control plane):
-//! - one **RX thread per port-4500 socket**: `recvmmsg` + UDP GRO batches
-//!   (via `quinn-udp`), RFC 3948 demultiplexing, IKE handed to the daemon's
-//!   callback, ESP opened in place and the inner packets written to the
-//!   tunnel's TUN in batches that the TUN GRO table coalesces into TCP
-//!   super-packets;
-//! - one **TX thread per tunnel**: TUN reads with the virtio-net header, so
-//!   the kernel hands over TCP/UDP GSO super-packets that are segmented in
-//!   userspace, each segment sealed straight into a contiguous send buffer,
-//!   runs of equal-sized ESP packets sent with one UDP GSO `sendmsg`.
+//! Threads: a fixed pool of **workers** (`worker.rs`; plain `std` threads, never
+//! tokio, so crypto never stalls the control plane), about one per core, each serving
+//! the sockets and TUNs assigned to it through one epoll set. Whoever reads a packet
+//! finishes it, so no packet crosses threads:
+//! - a readable **port-4500 socket** (`rx.rs`): `recvmmsg` + UDP GRO batches (via
+//!   `quinn-udp`), RFC 3948 demultiplexing, IKE handed to the daemon's callback, ESP
+//!   opened in place and the inner packets written to their tunnels' TUNs in batches
+//!   that the TUN GRO table coalesces into TCP super-packets;
+//! - a readable **TUN** (`tx.rs`): reads with the virtio-net header, so the kernel
+//!   hands over TCP/UDP GSO super-packets that are segmented in userspace, each segment
+//!   sealed straight into a contiguous send buffer, runs of equal-sized ESP packets
+//!   sent with one UDP GSO `sendmsg`.
+//!
+//! Tunnels are spread over the workers round-robin, sockets from the other end, so a
+//! lone tunnel's two directions run on two cores. A tunnel costs its TUN descriptor
+//! and its SA state; buffers belong to the workers.
 //!
 //! SA tables: inbound SAs in a `HashMap` behind an `RwLock` (read-locked
 //! once per receive batch, one uncontended `Mutex` per SA); the outbound SA
 //! of a tunnel behind a `Mutex` taken once per TUN read.
 
 mod roam;
+mod rx;
 mod tables;
-mod thread_rx;
-mod thread_tx;
+mod tx;
+mod worker;
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use esp::{AesKeySize, Algorithm, Counters, EspError, InboundSa, Integrity, OutboundSa, SaParams};
@@ -36,6 +41,7 @@ use ike::wire::TrafficSelector;
 
 pub use roam::RoamCallback;
 use tables::{InboundCell, InboundEntry, Outbound, Socket, Tunnel, Volume};
+use worker::Worker;
 
 /// Callback for IKE messages received on port 4500: `(local, remote, message)`
 /// with the non-ESP marker already stripped.
@@ -222,8 +228,6 @@ pub(crate) struct Shared {
     pub(crate) on_ike: IkeCallback,
     pub(crate) on_lifetime: std::sync::OnceLock<LifetimeCallback>,
     pub(crate) on_roam: std::sync::OnceLock<RoamCallback>,
-    /// Woken with `stop`: idle threads block without a timeout.
-    pub(crate) stop_waker: crate::sys::Waker,
     pub(crate) unknown_spi: AtomicU64,
     pub(crate) invalid: AtomicU64,
     pub(crate) keepalives: AtomicU64,
@@ -234,7 +238,7 @@ pub(crate) struct Shared {
 pub struct Dataplane {
     shared: Arc<Shared>,
     next_tunnel: AtomicUsize,
-    rx_threads: Mutex<Vec<JoinHandle<()>>>,
+    workers: Vec<Arc<Worker>>,
     /// Serializes tunnel creation/removal and SA installation so table
     /// updates are never interleaved.
     admin: Mutex<()>,
@@ -242,15 +246,25 @@ pub struct Dataplane {
     installs: AtomicU64,
 }
 
-/// How long a blocked thread sleeps before re-checking its stop flag.
+/// How long a send blocked on a full socket buffer waits before re-checking the
+/// dataplane's stop flag.
 pub(crate) const POLL_MS: i32 = 100;
+
+/// Dataplane workers when `dataplane_threads` is not set: one per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 impl Dataplane {
     /// Takes ownership of one bound UDP socket per local address (port 4500)
-    /// and starts one receive thread per socket. `on_ike(local, remote, msg)`
-    /// is called from a dataplane thread for every IKE message (marker
-    /// stripped); it must not block for long.
-    pub fn start(sockets: Vec<UdpSocket>, on_ike: IkeCallback) -> io::Result<Dataplane> {
+    /// and starts `threads` workers (at least one) that serve them and every
+    /// tunnel. `on_ike(local, remote, msg)` is called from a worker for every
+    /// IKE message (marker stripped); it must not block for long.
+    pub fn start(
+        sockets: Vec<UdpSocket>,
+        threads: usize,
+        on_ike: IkeCallback,
+    ) -> io::Result<Dataplane> {
         let mut socks = Vec::with_capacity(sockets.len());
         for s in sockets {
             socks.push(Arc::new(Socket::new(s)?));
@@ -263,32 +277,31 @@ impl Dataplane {
             on_ike,
             on_lifetime: std::sync::OnceLock::new(),
             on_roam: std::sync::OnceLock::new(),
-            stop_waker: crate::sys::Waker::new()?,
             unknown_spi: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
             keepalives: AtomicU64::new(0),
             ike: AtomicU64::new(0),
         });
+        let workers = (0..threads.max(1))
+            .map(|i| Worker::spawn(shared.clone(), i))
+            .collect::<io::Result<Vec<_>>>()?;
         let dp = Dataplane {
             shared: shared.clone(),
             next_tunnel: AtomicUsize::new(0),
-            rx_threads: Mutex::new(Vec::new()),
+            workers,
             admin: Mutex::new(()),
             installs: AtomicU64::new(0),
         };
+        // Sockets from the last worker down, tunnels from the first up.
         for (i, sock) in shared.sockets.iter().enumerate() {
-            let sh = shared.clone();
-            let sock = sock.clone();
-            let h = std::thread::Builder::new()
-                .name(format!("esp-rx{i}"))
-                .spawn(move || thread_rx::run(sh, sock))?;
-            lock(&dp.rx_threads).push(h);
+            let w = dp.workers.len() - 1 - i % dp.workers.len();
+            dp.workers[w].add_socket(i, sock.clone())?;
         }
         Ok(dp)
     }
 
     /// Creates the TUN interface `name`, administratively DOWN, with `mtu`,
-    /// and starts its transmit thread.
+    /// and hands it to a worker.
     pub fn add_tunnel(&self, name: &str, mtu: u16) -> io::Result<TunnelId> {
         let _admin = lock(&self.admin);
         if self.shared.stop.load(Ordering::Relaxed) {
@@ -305,18 +318,15 @@ impl Dataplane {
             .build_sync()?;
         dev.set_nonblocking(true)?;
         let id = TunnelId(self.next_tunnel.fetch_add(1, Ordering::Relaxed));
-        let tunnel = Arc::new(Tunnel::new(name.to_string(), dev)?);
-        let (sh, t) = (self.shared.clone(), tunnel.clone());
-        let h = std::thread::Builder::new()
-            .name(format!("esp-tx-{name}"))
-            .spawn(move || thread_tx::run(sh, t))?;
-        *lock(&tunnel.thread) = Some(h);
+        let worker = id.0 % self.workers.len();
+        let tunnel = Arc::new(Tunnel::new(name.to_string(), dev, worker));
+        self.workers[worker].add_tunnel(id.0, tunnel.clone())?;
         write(&self.shared.tunnels).insert(id.0, tunnel);
         tracing::debug!(tunnel = name, mtu, "tunnel interface created");
         Ok(id)
     }
 
-    /// Stops the tunnel's thread, removes its SAs and closes its TUN (the
+    /// Takes the tunnel from its worker, removes its SAs and closes its TUN (the
     /// interface disappears).
     pub fn remove_tunnel(&self, id: TunnelId) {
         let _admin = lock(&self.admin);
@@ -324,6 +334,9 @@ impl Dataplane {
             return;
         };
         write(&self.shared.inbound).retain(|_, e| e.tunnel != id);
+        if let Some(w) = self.workers.get(tunnel.worker) {
+            w.remove_tunnel(id.0);
+        }
         close_tunnel(tunnel);
     }
 
@@ -539,10 +552,8 @@ impl Dataplane {
     pub fn shutdown(&self) {
         let _admin = lock(&self.admin);
         self.shared.stop.store(true, Ordering::Relaxed);
-        self.shared.stop_waker.wake();
-        let handles: Vec<_> = lock(&self.rx_threads).drain(..).collect();
-        for h in handles {
-            let _ = h.join();
+        for w in &self.workers {
+            w.stop();
         }
         write(&self.shared.inbound).clear();
         let tunnels: Vec<_> = write(&self.shared.tunnels)
@@ -561,16 +572,12 @@ impl Drop for Dataplane {
     }
 }
 
-/// Stops a tunnel's TX thread and waits (briefly) until no receive batch
-/// still holds its TUN, so the interface is gone when this returns.
+/// Waits (briefly) until no worker's turn still holds the tunnel or its TUN, so the
+/// interface is gone when this returns.
 fn close_tunnel(t: Arc<Tunnel>) {
-    t.stop.store(true, Ordering::Relaxed);
-    t.waker.wake();
-    if let Some(h) = lock(&t.thread).take() {
-        let _ = h.join();
-    }
     let deadline = Instant::now() + Duration::from_secs(2);
-    while Arc::strong_count(&t.dev) > 1 && Instant::now() < deadline {
+    while (Arc::strong_count(&t) > 1 || Arc::strong_count(&t.dev) > 1) && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(1));
     }
     tracing::debug!(tunnel = t.name.as_str(), "tunnel interface closed");
@@ -682,6 +689,7 @@ mod tests {
         let tx = Mutex::new(tx);
         let dp = Dataplane::start(
             vec![a],
+            2,
             Box::new(move |l, r, m| {
                 let _ = lock(&tx).send((l, r, m));
             }),

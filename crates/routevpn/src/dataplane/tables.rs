@@ -5,7 +5,6 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use esp::{Counters, InboundSa, OutboundSa};
 use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
@@ -169,15 +168,12 @@ pub(crate) struct Outbound {
     pub(crate) volume: Arc<Volume>,
 }
 
-/// A tunnel: its TUN, its outbound SA and its TX thread.
+/// A tunnel: its TUN, its outbound SA and the worker that reads its TUN.
 pub(crate) struct Tunnel {
     pub(crate) name: String,
     pub(crate) dev: Arc<tun_rs::SyncDevice>,
     pub(crate) out: Mutex<Option<Outbound>>,
-    pub(crate) stop: AtomicBool,
-    /// Woken with `stop`: the idle TX thread blocks without a timeout.
-    pub(crate) waker: crate::sys::Waker,
-    pub(crate) thread: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) worker: usize,
     pub(crate) tx_no_sa: AtomicU64,
     pub(crate) tx_seal_errors: AtomicU64,
     pub(crate) tx_send_errors: AtomicU64,
@@ -186,20 +182,18 @@ pub(crate) struct Tunnel {
 }
 
 impl Tunnel {
-    pub(crate) fn new(name: String, dev: tun_rs::SyncDevice) -> io::Result<Tunnel> {
-        Ok(Tunnel {
+    pub(crate) fn new(name: String, dev: tun_rs::SyncDevice, worker: usize) -> Tunnel {
+        Tunnel {
             name,
             dev: Arc::new(dev),
             out: Mutex::new(None),
-            stop: AtomicBool::new(false),
-            waker: crate::sys::Waker::new()?,
-            thread: Mutex::new(None),
+            worker,
             tx_no_sa: AtomicU64::new(0),
             tx_seal_errors: AtomicU64::new(0),
             tx_send_errors: AtomicU64::new(0),
             tx_tun_errors: AtomicU64::new(0),
             rx_tun_write_errors: Arc::new(AtomicU64::new(0)),
-        })
+        }
     }
 
     pub(crate) fn stats(&self) -> TunnelStats {

@@ -1,10 +1,10 @@
-//! Receive thread of one port-4500 socket: batched `recvmmsg` with UDP GRO,
-//! RFC 3948 demultiplexing, ESP opened in place, inner packets written to
-//! the tunnels' TUNs in GRO-coalesced batches.
+//! The receive path, run by a worker for a readable port-4500 socket: batched
+//! `recvmmsg` with UDP GRO, RFC 3948 demultiplexing, ESP opened in place, inner
+//! packets written to the tunnels' TUNs in GRO-coalesced batches. The buffers belong
+//! to the worker, not to the socket or the tunnels.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -13,8 +13,7 @@ use quinn_udp::{RecvMeta, UdpSockRef, BATCH_SIZE};
 use tun_rs::{GROTable, SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 use super::tables::{InboundEntry, Socket};
-use super::{lock, read, Shared, TunnelId, POLL_MS};
-use crate::sys;
+use super::{lock, read, Shared, TunnelId};
 
 /// One receive buffer: a whole GRO super-datagram (at most 64 KiB of UDP
 /// payload) or one maximal UDP datagram.
@@ -24,8 +23,10 @@ const RECV_BUF: usize = 64 * 1024 + 1024;
 const TUN_BUF_CAP: usize = 64 * 1024 + 2 * VIRTIO_NET_HDR_LEN + 64;
 /// Where inner packets start in a TUN write buffer.
 const TUN_OFFSET: usize = VIRTIO_NET_HDR_LEN;
-/// Receive batches after which an unused tunnel's buffers are released.
-const IDLE_BATCHES: u32 = 50_000;
+/// TUN write batches a worker keeps: one per tunnel seen in a receive batch, the
+/// least recently used one flushed and reused beyond this (bounds a worker's memory
+/// however many tunnels it serves).
+const TUN_BATCHES: usize = 8;
 
 /// Decrypted packets waiting to be written to one tunnel's TUN.
 struct TunBatch {
@@ -35,7 +36,8 @@ struct TunBatch {
     bufs: Vec<Vec<u8>>,
     n: usize,
     gro: GROTable,
-    idle: u32,
+    /// Receive-loop stamp of the last packet pushed (picks the batch to reuse).
+    used: u64,
 }
 
 impl TunBatch {
@@ -49,7 +51,7 @@ impl TunBatch {
                 .collect(),
             n: 0,
             gro: GROTable::new(),
-            idle: 0,
+            used: 0,
         }
     }
 
@@ -89,17 +91,12 @@ impl TunBatch {
         }
     }
 
-    /// End of a receive batch: write, and drop the TUN reference so a
-    /// removed tunnel's interface can disappear.
+    /// End of a receive batch (or reuse for another tunnel): write, and drop the TUN
+    /// reference so a removed tunnel's interface can disappear.
     fn finish(&mut self) {
-        if self.dev.is_some() {
-            self.flush();
-            self.dev = None;
-            self.errors = None;
-            self.idle = 0;
-        } else {
-            self.idle = self.idle.saturating_add(1);
-        }
+        self.flush();
+        self.dev = None;
+        self.errors = None;
     }
 }
 
@@ -108,40 +105,58 @@ fn rate_limited(count: u64) -> bool {
     count.is_power_of_two()
 }
 
-pub(crate) fn run(sh: Arc<Shared>, sock: Arc<Socket>) {
-    let mut storage = vec![0u8; RECV_BUF * BATCH_SIZE];
-    let mut iovs: Vec<IoSliceMut<'_>> = storage.chunks_mut(RECV_BUF).map(IoSliceMut::new).collect();
-    let mut metas = vec![RecvMeta::default(); BATCH_SIZE];
-    let mut batches: Vec<TunBatch> = Vec::new();
-    let mut ike: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
-    let fd = sock.sock.as_raw_fd();
-    let mut recv_errors = 0u64;
+/// A worker's receive buffers and pending TUN writes.
+pub(crate) struct RxBuffers {
+    storage: Vec<u8>,
+    metas: Vec<RecvMeta>,
+    batches: Vec<TunBatch>,
+    ike: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    recv_errors: u64,
+    stamp: u64,
+}
 
-    while !sh.stop.load(Ordering::Relaxed) {
+impl RxBuffers {
+    pub(crate) fn new() -> RxBuffers {
+        RxBuffers {
+            storage: vec![0u8; RECV_BUF * BATCH_SIZE],
+            metas: vec![RecvMeta::default(); BATCH_SIZE],
+            batches: Vec::new(),
+            ike: Vec::new(),
+            recv_errors: 0,
+            stamp: 0,
+        }
+    }
+
+    /// One turn for a readable socket: one `recvmmsg` batch, opened and written to the
+    /// TUNs. Returns whether the socket may have more.
+    pub(crate) fn turn(&mut self, sh: &Shared, sock: &Socket) -> bool {
+        let mut iovs: Vec<IoSliceMut<'_>> = self
+            .storage
+            .chunks_mut(RECV_BUF)
+            .map(IoSliceMut::new)
+            .collect();
         let n = match sock
             .state
-            .recv(UdpSockRef::from(&sock.sock), &mut iovs, &mut metas)
+            .recv(UdpSockRef::from(&sock.sock), &mut iovs, &mut self.metas)
         {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Idle: sleep until a datagram or the dataplane's stop (no timer).
-                if let Err(e) = sys::wait_fd_or(fd, libc::POLLIN, &[&sh.stop_waker]) {
-                    tracing::warn!("poll on {}: {e}", sock.local);
-                    std::thread::sleep(std::time::Duration::from_millis(POLL_MS as u64));
-                }
-                continue;
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) => {
-                recv_errors += 1;
-                if rate_limited(recv_errors) {
+                self.recv_errors += 1;
+                if rate_limited(self.recv_errors) {
                     tracing::debug!("recv on {}: {e}", sock.local);
                 }
-                continue;
+                return true;
             }
         };
         {
             let table = read(&sh.inbound);
-            for (meta, iov) in metas.iter().zip(iovs.iter_mut()).take(n) {
+            let mut out = Pending {
+                batches: &mut self.batches,
+                ike: &mut self.ike,
+                stamp: &mut self.stamp,
+            };
+            for (meta, iov) in self.metas.iter().zip(iovs.iter_mut()).take(n) {
                 let local = match meta.dst_ip {
                     Some(ip) if sock.local.ip().is_unspecified() => {
                         SocketAddr::new(ip, sock.local.port())
@@ -154,18 +169,50 @@ pub(crate) fn run(sh: Arc<Shared>, sock: Arc<Socket>) {
                     continue;
                 };
                 for seg in data.chunks_mut(stride.max(1)) {
-                    handle(&sh, &table, seg, local, meta.addr, &mut batches, &mut ike);
+                    handle(sh, &table, seg, local, meta.addr, &mut out);
                 }
             }
-            for b in &mut batches {
+            for b in self.batches.iter_mut() {
                 b.finish();
             }
         }
-        batches.retain(|b| b.idle < IDLE_BATCHES);
         // Outside the table lock: the callback may call back into the API.
-        for (l, r, m) in ike.drain(..) {
+        for (l, r, m) in self.ike.drain(..) {
             (sh.on_ike)(l, r, m);
         }
+        true
+    }
+}
+
+/// Where one receive batch's results go.
+struct Pending<'a> {
+    batches: &'a mut Vec<TunBatch>,
+    ike: &'a mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    stamp: &'a mut u64,
+}
+
+impl Pending<'_> {
+    /// The TUN batch of this tunnel: its own, a free one, a new one, or the least
+    /// recently used one, flushed first.
+    fn batch(&mut self, tunnel: TunnelId) -> &mut TunBatch {
+        *self.stamp += 1;
+        let stamp = *self.stamp;
+        let b = &mut *self.batches;
+        let i = if let Some(i) = b.iter().position(|x| x.tunnel == tunnel && x.dev.is_some()) {
+            i
+        } else if let Some(i) = b.iter().position(|x| x.dev.is_none()) {
+            i
+        } else if b.len() < TUN_BATCHES {
+            b.push(TunBatch::new(tunnel));
+            b.len() - 1
+        } else {
+            let i = (0..b.len()).min_by_key(|&i| b[i].used).unwrap_or(0);
+            b[i].finish();
+            i
+        };
+        b[i].tunnel = tunnel;
+        b[i].used = stamp;
+        &mut b[i]
     }
 }
 
@@ -175,15 +222,14 @@ fn handle(
     seg: &mut [u8],
     local: SocketAddr,
     remote: SocketAddr,
-    batches: &mut Vec<TunBatch>,
-    ike: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    out: &mut Pending<'_>,
 ) {
     // RFC 3948 §2: keepalive / non-ESP marker + IKE / ESP.
     let spi = match esp::classify(seg) {
         Datagram::Esp { spi, .. } => spi,
         Datagram::Ike(m) => {
             sh.ike.fetch_add(1, Ordering::Relaxed);
-            ike.push((local, remote, m.to_vec()));
+            out.ike.push((local, remote, m.to_vec()));
             return;
         }
         Datagram::Keepalive => {
@@ -223,14 +269,7 @@ fn handle(
     match opened {
         Ok(Decapsulated::Ipv4(inner) | Decapsulated::Ipv6(inner)) => {
             sh.count_volume(&entry.volume, inner.len() as u64, 1);
-            let i = match batches.iter().position(|b| b.tunnel == entry.tunnel) {
-                Some(i) => i,
-                None => {
-                    batches.push(TunBatch::new(entry.tunnel));
-                    batches.len() - 1
-                }
-            };
-            batches[i].push(entry, inner);
+            out.batch(entry.tunnel).push(entry, inner);
         }
         Ok(Decapsulated::Dummy) => {}
         Err(e) => {

@@ -1,18 +1,16 @@
-//! Transmit thread of one tunnel: TUN reads (GSO super-packets segmented by
-//! `tun-rs`), ESP sealing straight into a contiguous buffer, and UDP GSO
-//! sends of runs of equal-sized datagrams.
+//! The transmit path, run by a worker for a tunnel whose TUN is readable: TUN reads
+//! (GSO super-packets segmented by `tun-rs`), ESP sealing straight into a contiguous
+//! buffer, and UDP GSO sends of runs of equal-sized datagrams. The buffers belong to
+//! the worker, not to the tunnel.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use tun_rs::{IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 use super::tables::Tunnel;
-use super::{lock, Shared, POLL_MS};
-use crate::sys;
+use super::{lock, Shared};
 
 /// One TUN read: virtio-net header + a super-packet of at most 64 KiB.
 const TUN_READ_BUF: usize = VIRTIO_NET_HDR_LEN + 64 * 1024 + 1024;
@@ -24,8 +22,8 @@ const OUT_CAP: usize = 256 * 1024;
 /// split into up to [`IDEAL_BATCH_SIZE`] segments, each with replicated
 /// headers and the ESP overhead.
 const PER_READ_RESERVE: usize = 96 * 1024;
-/// TUN reads gathered before sending (small packets, e.g. ACK bursts).
-const MAX_READS: usize = 64;
+/// TUN reads gathered before sending (small packets, e.g. ACK bursts): one turn.
+pub(crate) const MAX_READS: usize = 64;
 /// Largest UDP payload of one GSO send (the super-datagram must stay a
 /// valid IP packet).
 const GSO_MAX_BYTES: usize = 65_000;
@@ -88,30 +86,46 @@ impl Runs {
     }
 }
 
-pub(crate) fn run(sh: Arc<Shared>, t: Arc<Tunnel>) {
-    let mut orig = vec![0u8; TUN_READ_BUF];
-    // One allocation (mmap'd, so untouched pages cost no RSS): an idle tunnel's thread
-    // holds almost nothing until a burst of segments fills it (issue 13).
-    let mut seg_storage = vec![0u8; IDEAL_BATCH_SIZE * SEG_BUF];
-    let mut segs: Vec<&mut [u8]> = seg_storage.chunks_mut(SEG_BUF).collect();
-    let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
-    let mut out = vec![0u8; OUT_CAP];
-    let mut runs = Runs {
-        runs: Vec::with_capacity(256),
-        used: 0,
-    };
-    let fd = t.dev.as_raw_fd();
+/// A worker's transmit buffers.
+pub(crate) struct TxBuffers {
+    orig: Vec<u8>,
+    /// One allocation (mmap'd, so untouched pages cost no RSS) cut into segments.
+    seg_storage: Vec<u8>,
+    sizes: Vec<usize>,
+    out: Vec<u8>,
+    runs: Runs,
+}
 
-    while !sh.stop.load(Ordering::Relaxed) && !t.stop.load(Ordering::Relaxed) {
-        let mut idle = false;
+impl TxBuffers {
+    pub(crate) fn new() -> TxBuffers {
+        TxBuffers {
+            orig: vec![0u8; TUN_READ_BUF],
+            seg_storage: vec![0u8; IDEAL_BATCH_SIZE * SEG_BUF],
+            sizes: vec![0usize; IDEAL_BATCH_SIZE],
+            out: vec![0u8; OUT_CAP],
+            runs: Runs {
+                runs: Vec::with_capacity(256),
+                used: 0,
+            },
+        }
+    }
+
+    /// One turn for a readable TUN: up to [`MAX_READS`] reads, sealed and sent.
+    /// Returns whether the TUN may have more (it did not say "would block").
+    pub(crate) fn turn(&mut self, sh: &Shared, t: &Tunnel) -> bool {
+        let mut segs: Vec<&mut [u8]> = self.seg_storage.chunks_mut(SEG_BUF).collect();
+        let mut more = true;
         for _ in 0..MAX_READS {
-            if out.len() - runs.used < PER_READ_RESERVE {
+            if self.out.len() - self.runs.used < PER_READ_RESERVE {
                 break;
             }
-            let n = match t.dev.recv_multiple(&mut orig, &mut segs, &mut sizes, 0) {
+            let n = match t
+                .dev
+                .recv_multiple(&mut self.orig, &mut segs, &mut self.sizes, 0)
+            {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    idle = true;
+                    more = false;
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -120,22 +134,22 @@ pub(crate) fn run(sh: Arc<Shared>, t: Arc<Tunnel>) {
                     if c.is_power_of_two() {
                         tracing::debug!(tunnel = t.name.as_str(), "TUN read: {e}");
                     }
-                    if e.raw_os_error() == Some(libc::EBADFD) {
-                        return;
-                    }
+                    // A closed TUN has nothing more; other errors get another turn.
+                    more = e.raw_os_error() != Some(libc::EBADFD);
                     break;
                 }
             };
-            seal_batch(&sh, &t, &segs[..n], &sizes[..n], &mut out, &mut runs);
+            seal_batch(
+                sh,
+                t,
+                &segs[..n],
+                &self.sizes[..n],
+                &mut self.out,
+                &mut self.runs,
+            );
         }
-        send_runs(&sh, &t, &out, &mut runs);
-        // Idle: sleep until a packet, our close or the dataplane's stop (no timer).
-        if idle {
-            if let Err(e) = sys::wait_fd_or(fd, libc::POLLIN, &[&t.waker, &sh.stop_waker]) {
-                tracing::warn!(tunnel = t.name.as_str(), "poll on TUN: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(POLL_MS as u64));
-            }
-        }
+        send_runs(sh, t, &self.out, &mut self.runs);
+        more
     }
 }
 

@@ -1,0 +1,149 @@
+//! The dataplane workers: a fixed pool of threads (about one per core), each serving
+//! the port-4500 sockets and TUN interfaces assigned to it through one epoll set
+//! (`mio`, edge-triggered). No thread per tunnel, no timer: an idle worker sleeps in
+//! `epoll_wait` until a packet arrives or the dataplane stops (issue 13).
+//!
+//! Fairness: each ready descriptor gets one bounded turn (one `recvmmsg` batch, or up
+//! to [`super::tx::MAX_READS`] TUN reads) and goes to the back of the worker's ready
+//! queue while it has more, so one busy tunnel cannot starve the others.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
+
+use super::rx::RxBuffers;
+use super::tables::{Socket, Tunnel};
+use super::tx::TxBuffers;
+use super::{lock, Shared};
+
+/// Wakes a worker for the dataplane's stop.
+const WAKER: Token = Token(usize::MAX);
+/// Socket tokens start here; tunnel tokens are the tunnel ids below it.
+const SOCKET_BASE: usize = 1 << 40;
+/// epoll events fetched per `epoll_wait`.
+const EVENTS: usize = 256;
+
+/// What a worker's token stands for.
+#[derive(Clone)]
+enum Member {
+    Socket(Arc<Socket>),
+    Tunnel(Arc<Tunnel>),
+}
+
+/// The API side of one worker thread.
+pub(crate) struct Worker {
+    registry: Registry,
+    waker: mio::Waker,
+    members: Mutex<HashMap<Token, Member>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Worker {
+    /// Starts worker `index`.
+    pub(crate) fn spawn(sh: Arc<Shared>, index: usize) -> io::Result<Arc<Worker>> {
+        let poll = Poll::new()?;
+        let worker = Arc::new(Worker {
+            registry: poll.registry().try_clone()?,
+            waker: mio::Waker::new(poll.registry(), WAKER)?,
+            members: Mutex::new(HashMap::new()),
+            thread: Mutex::new(None),
+        });
+        let w = worker.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("esp-w{index}"))
+            .spawn(move || run(sh, w, poll))?;
+        *lock(&worker.thread) = Some(h);
+        Ok(worker)
+    }
+
+    /// Serves port-4500 socket number `index` from now on.
+    pub(crate) fn add_socket(&self, index: usize, sock: Arc<Socket>) -> io::Result<()> {
+        let token = Token(SOCKET_BASE + index);
+        self.register(sock.sock.as_raw_fd(), token, Member::Socket(sock))
+    }
+
+    /// Serves this tunnel's TUN from now on.
+    pub(crate) fn add_tunnel(&self, id: usize, t: Arc<Tunnel>) -> io::Result<()> {
+        self.register(t.dev.as_raw_fd(), Token(id), Member::Tunnel(t))
+    }
+
+    fn register(&self, fd: RawFd, token: Token, m: Member) -> io::Result<()> {
+        // In the table before epoll can report it.
+        lock(&self.members).insert(token, m);
+        let r = self
+            .registry
+            .register(&mut SourceFd(&fd), token, Interest::READABLE);
+        if r.is_err() {
+            lock(&self.members).remove(&token);
+        }
+        r
+    }
+
+    /// Stops serving the tunnel; its descriptor is still open, so this is safe to call
+    /// before it closes. A turn already under way may finish with its own reference.
+    pub(crate) fn remove_tunnel(&self, id: usize) {
+        if let Some(Member::Tunnel(t)) = lock(&self.members).remove(&Token(id)) {
+            let fd = t.dev.as_raw_fd();
+            if let Err(e) = self.registry.deregister(&mut SourceFd(&fd)) {
+                tracing::debug!(tunnel = t.name.as_str(), "epoll deregister: {e}");
+            }
+        }
+    }
+
+    /// Wakes the thread (after the dataplane's stop flag was set) and waits for it.
+    pub(crate) fn stop(&self) {
+        if let Err(e) = self.waker.wake() {
+            tracing::warn!("waking a dataplane worker: {e}");
+        }
+        if let Some(h) = lock(&self.thread).take() {
+            let _ = h.join();
+        }
+        lock(&self.members).clear();
+    }
+}
+
+fn run(sh: Arc<Shared>, w: Arc<Worker>, mut poll: Poll) {
+    let mut events = Events::with_capacity(EVENTS);
+    // Descriptors that had more to give after their turn (edge-triggered: epoll will
+    // not report them again until they are drained).
+    let mut ready: VecDeque<Token> = VecDeque::new();
+    let mut rx = RxBuffers::new();
+    let mut tx = TxBuffers::new();
+    while !sh.stop.load(Ordering::Relaxed) {
+        let timeout = (!ready.is_empty()).then_some(std::time::Duration::ZERO);
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::warn!("dataplane epoll_wait: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            continue;
+        }
+        for ev in events.iter() {
+            let token = ev.token();
+            if token != WAKER && !ready.contains(&token) {
+                ready.push_back(token);
+            }
+        }
+        // One turn for each descriptor that is ready now.
+        for _ in 0..ready.len() {
+            let Some(token) = ready.pop_front() else {
+                break;
+            };
+            let member = lock(&w.members).get(&token).cloned();
+            let more = match member {
+                Some(Member::Socket(s)) => rx.turn(&sh, &s),
+                Some(Member::Tunnel(t)) => tx.turn(&sh, &t),
+                None => false,
+            };
+            if more {
+                ready.push_back(token);
+            }
+        }
+    }
+}
