@@ -68,7 +68,10 @@ fn side(ns: &Netns, wan: &str, tun_cidrs: &[&str], mtu: u16) -> Side {
         let sock = UdpSocket::bind(wan).expect("bind 4500");
         let dp = Dataplane::start(
             vec![sock],
-            2,
+            routevpn::dataplane::Options {
+                threads: 2,
+                busy_poll: Duration::ZERO,
+            },
             Box::new(move |l, r, m| {
                 let _ = tx.lock().unwrap().send((l, r, m));
             }),

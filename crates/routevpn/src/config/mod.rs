@@ -4,6 +4,7 @@
 //! control_socket = "/run/routevpn/routevpn.sock"   # default
 //! metrics = "127.0.0.1:9477"                       # Prometheus /metrics (off by default)
 //! dataplane_threads = 2                              # dataplane workers (one per core by default)
+//! dataplane_busy_poll = "50us"                       # poll after a burst before sleeping (0 = off)
 //!
 //! [[tunnel]]
 //! name = "vti0"          # tunnel interface this peer owns (Linux ifname: 1..15 chars)
@@ -89,6 +90,8 @@ pub struct Config {
     pub metrics: Option<std::net::SocketAddr>,
     /// `dataplane_threads = 4`: dataplane workers; one per core when absent.
     pub dataplane_threads: Option<usize>,
+    /// `dataplane_busy_poll = "50us"`: polling after a burst before sleeping.
+    pub dataplane_busy_poll: Option<std::time::Duration>,
 }
 
 /// A configuration error, displayed as `file:line: message`.
@@ -199,6 +202,7 @@ struct RawConfig {
     control_socket_group: Option<Spanned<String>>,
     metrics: Option<Spanned<String>>,
     dataplane_threads: Option<Spanned<i64>>,
+    dataplane_busy_poll: Option<Spanned<String>>,
 }
 
 /// Error construction with line lookup; collects warnings.
@@ -327,6 +331,7 @@ fn parse_in(
         service::control_socket_group(&cx, raw.control_socket_group.as_ref())?;
     let metrics = metrics_listen(&cx, &raw)?;
     let dataplane_threads = service::dataplane_threads(&cx, raw.dataplane_threads.as_ref())?;
+    let dataplane_busy_poll = service::dataplane_busy_poll(&cx, raw.dataplane_busy_poll.as_ref())?;
     let config = Config {
         control_socket,
         tunnels,
@@ -335,6 +340,7 @@ fn parse_in(
         control_socket_group,
         metrics,
         dataplane_threads,
+        dataplane_busy_poll,
     };
     Ok(Checked {
         config,

@@ -69,6 +69,12 @@ pub const SECTIONS: &[Section] = &[
                 "one per CPU core",
                 "Dataplane worker threads. Each serves its share of the tunnel interfaces and port-4500 sockets through one epoll set, reading, sealing or opening and sending each packet itself; an idle worker sleeps without a timer.",
             ),
+            key(
+                "dataplane_busy_poll",
+                "duration, 0 to 1ms",
+                "\"50us\"",
+                "How long a dataplane worker that just moved packets keeps polling before it sleeps, so the next packet of a request/response exchange (ping, a database query) meets an awake worker instead of paying for a wake-up. Costs up to that much CPU after each burst; \"0\" turns it off.",
+            ),
         ],
     },
     Section {

@@ -1,5 +1,5 @@
 //! Top-level keys for running as a service: `control_socket_group`,
-//! `dataplane_threads`.
+//! `dataplane_threads`, `dataplane_busy_poll`.
 
 use toml::Spanned;
 
@@ -68,6 +68,26 @@ pub(super) fn dataplane_threads(
     Ok(usize::try_from(n).ok())
 }
 
+/// Longest `dataplane_busy_poll`: beyond it the CPU spent outweighs a wake-up.
+pub const MAX_BUSY_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// `dataplane_busy_poll = "50us"`: 0 to 1 ms.
+pub(super) fn dataplane_busy_poll(
+    cx: &Ctx<'_>,
+    raw: Option<&Spanned<String>>,
+) -> Result<Option<std::time::Duration>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let err = |m: String| cx.err(Some(raw.span()), format!("dataplane_busy_poll: {m}"));
+    let d = super::parse_duration(raw.get_ref()).map_err(err)?;
+    if d > MAX_BUSY_POLL {
+        return Err(err(format!(
+            "{} is too long: at most 1ms (\"0\" turns it off)",
+            raw.get_ref()
+        )));
+    }
+    Ok(Some(d))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::parse;
@@ -88,6 +108,29 @@ mod tests {
         }
         let e = parse("dataplane_threads = \"two\"\n", "t.toml").unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn dataplane_busy_poll_range() {
+        use std::time::Duration;
+        assert_eq!(parse("", "t.toml").unwrap().dataplane_busy_poll, None);
+        for (text, want) in [("0", 0), ("50us", 50), ("1ms", 1000)] {
+            let c = parse(&format!("dataplane_busy_poll = \"{text}\"\n"), "t.toml").unwrap();
+            assert_eq!(c.dataplane_busy_poll, Some(Duration::from_micros(want)));
+        }
+        let e = parse(
+            "routing = \"embedded\"\ndataplane_busy_poll = \"2ms\"\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.column), (Some(2), Some(23)), "{e}");
+        assert!(e.message.contains("at most 1ms"), "{e}");
+        let e = parse("dataplane_busy_poll = \"fast\"\n", "t.toml").unwrap_err();
+        assert!(
+            e.message
+                .starts_with("dataplane_busy_poll: invalid duration"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -74,8 +74,8 @@ pub struct Daemon {
     pub(super) notify: super::notify::Notifier,
     /// `metrics = "addr:port"`, when configured.
     pub(super) metrics: Option<std::net::SocketAddr>,
-    /// `dataplane_threads`; one per core when `None`.
-    pub(super) dataplane_threads: Option<usize>,
+    /// `dataplane_threads`, `dataplane_busy_poll`.
+    pub(super) dataplane: crate::dataplane::Options,
     /// `routevpn_ike_setup_seconds`, over all tunnels.
     pub(super) setup: prometheus_client::metrics::histogram::Histogram,
     /// Every tunnel's on_up/on_down queue.

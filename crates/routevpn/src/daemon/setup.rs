@@ -44,7 +44,14 @@ impl Daemon {
             socket_group: cfg.control_socket_group.as_ref().map(|g| g.gid),
             notify: super::notify::Notifier::from_env(now),
             metrics: cfg.metrics,
-            dataplane_threads: cfg.dataplane_threads,
+            dataplane: crate::dataplane::Options {
+                threads: cfg
+                    .dataplane_threads
+                    .unwrap_or(crate::dataplane::Options::default().threads),
+                busy_poll: cfg
+                    .dataplane_busy_poll
+                    .unwrap_or(crate::dataplane::DEFAULT_BUSY_POLL),
+            },
             setup: crate::metrics::setup_histogram(),
             hooks,
             admission: ike::Admission::new(),
@@ -89,12 +96,9 @@ impl Daemon {
             info!(%addr, interface = dev.unwrap_or("any"), "listening for IKE on ports {} and {}", t.cfg.local_port, ike::limits::NATT_PORT);
         }
         let ike_tx = tx.clone();
-        let threads = self
-            .dataplane_threads
-            .unwrap_or_else(crate::dataplane::default_threads);
         let dp = Dataplane::start(
             natt,
-            threads,
+            self.dataplane,
             Box::new(move |local, remote, data| {
                 // Never block the dataplane thread; IKE retransmits cover a full queue.
                 let _ = ike_tx.try_send(Input::Ike(ike::sa::Datagram {

@@ -250,19 +250,38 @@ pub struct Dataplane {
 /// dataplane's stop flag.
 pub(crate) const POLL_MS: i32 = 100;
 
-/// Dataplane workers when `dataplane_threads` is not set: one per core.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// How the worker pool runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Worker threads (at least one).
+    pub threads: usize,
+    /// How long a worker that just moved packets keeps polling before it sleeps: the
+    /// next packet of a flow then finds it awake (no wake-up latency), at the cost of
+    /// that much CPU after each burst. Zero sleeps at once.
+    pub busy_poll: Duration,
+}
+
+/// [`Options::busy_poll`] when `dataplane_busy_poll` is not set.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
+
+impl Default for Options {
+    /// One worker per core, [`DEFAULT_BUSY_POLL`].
+    fn default() -> Options {
+        Options {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            busy_poll: DEFAULT_BUSY_POLL,
+        }
+    }
 }
 
 impl Dataplane {
     /// Takes ownership of one bound UDP socket per local address (port 4500)
-    /// and starts `threads` workers (at least one) that serve them and every
-    /// tunnel. `on_ike(local, remote, msg)` is called from a worker for every
-    /// IKE message (marker stripped); it must not block for long.
+    /// and starts the workers that serve them and every tunnel. `on_ike(local,
+    /// remote, msg)` is called from a worker for every IKE message (marker
+    /// stripped); it must not block for long.
     pub fn start(
         sockets: Vec<UdpSocket>,
-        threads: usize,
+        options: Options,
         on_ike: IkeCallback,
     ) -> io::Result<Dataplane> {
         let mut socks = Vec::with_capacity(sockets.len());
@@ -282,8 +301,8 @@ impl Dataplane {
             keepalives: AtomicU64::new(0),
             ike: AtomicU64::new(0),
         });
-        let workers = (0..threads.max(1))
-            .map(|i| Worker::spawn(shared.clone(), i))
+        let workers = (0..options.threads.max(1))
+            .map(|i| Worker::spawn(shared.clone(), i, options.busy_poll))
             .collect::<io::Result<Vec<_>>>()?;
         let dp = Dataplane {
             shared: shared.clone(),
@@ -689,7 +708,10 @@ mod tests {
         let tx = Mutex::new(tx);
         let dp = Dataplane::start(
             vec![a],
-            2,
+            Options {
+                threads: 2,
+                busy_poll: Duration::ZERO,
+            },
             Box::new(move |l, r, m| {
                 let _ = lock(&tx).send((l, r, m));
             }),

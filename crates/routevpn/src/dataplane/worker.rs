@@ -3,6 +3,10 @@
 //! (`mio`, edge-triggered). No thread per tunnel, no timer: an idle worker sleeps in
 //! `epoll_wait` until a packet arrives or the dataplane stops (issue 13).
 //!
+//! Latency: a worker that just moved packets polls for `busy_poll` more before it
+//! sleeps, so the next packet of a request/response exchange does not pay for a
+//! wake-up.
+//!
 //! Fairness: each ready descriptor gets one bounded turn (one `recvmmsg` batch, or up
 //! to [`super::tx::MAX_READS`] TUN reads) and goes to the back of the worker's ready
 //! queue while it has more, so one busy tunnel cannot starve the others.
@@ -13,6 +17,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -46,7 +51,11 @@ pub(crate) struct Worker {
 
 impl Worker {
     /// Starts worker `index`.
-    pub(crate) fn spawn(sh: Arc<Shared>, index: usize) -> io::Result<Arc<Worker>> {
+    pub(crate) fn spawn(
+        sh: Arc<Shared>,
+        index: usize,
+        busy_poll: Duration,
+    ) -> io::Result<Arc<Worker>> {
         let poll = Poll::new()?;
         let worker = Arc::new(Worker {
             registry: poll.registry().try_clone()?,
@@ -57,7 +66,7 @@ impl Worker {
         let w = worker.clone();
         let h = std::thread::Builder::new()
             .name(format!("esp-w{index}"))
-            .spawn(move || run(sh, w, poll))?;
+            .spawn(move || run(sh, w, poll, busy_poll))?;
         *lock(&worker.thread) = Some(h);
         Ok(worker)
     }
@@ -108,19 +117,22 @@ impl Worker {
     }
 }
 
-fn run(sh: Arc<Shared>, w: Arc<Worker>, mut poll: Poll) {
+fn run(sh: Arc<Shared>, w: Arc<Worker>, mut poll: Poll, busy_poll: Duration) {
     let mut events = Events::with_capacity(EVENTS);
+    // Until when an idle worker keeps polling instead of sleeping.
+    let mut spin_until = Instant::now();
     // Descriptors that had more to give after their turn (edge-triggered: epoll will
     // not report them again until they are drained).
     let mut ready: VecDeque<Token> = VecDeque::new();
     let mut rx = RxBuffers::new();
     let mut tx = TxBuffers::new();
     while !sh.stop.load(Ordering::Relaxed) {
-        let timeout = (!ready.is_empty()).then_some(std::time::Duration::ZERO);
+        let busy = !ready.is_empty() || (!busy_poll.is_zero() && Instant::now() < spin_until);
+        let timeout = busy.then_some(Duration::ZERO);
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
                 tracing::warn!("dataplane epoll_wait: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(10));
             }
             continue;
         }
@@ -129,6 +141,9 @@ fn run(sh: Arc<Shared>, w: Arc<Worker>, mut poll: Poll) {
             if token != WAKER && !ready.contains(&token) {
                 ready.push_back(token);
             }
+        }
+        if !ready.is_empty() && !busy_poll.is_zero() {
+            spin_until = Instant::now() + busy_poll;
         }
         // One turn for each descriptor that is ready now.
         for _ in 0..ready.len() {
