@@ -159,6 +159,8 @@ fn iperf_runs(ctx: &mut Ctx, case: Case, t: &Topology, pids: &[u32]) -> Result<(
         log(&brief(&rec));
         ctx.records.push(rec);
     }
+    check_signal()?;
+    crate::latency::probe(ctx, case, t, pids);
     Ok(())
 }
 
@@ -364,6 +366,7 @@ fn rv_config(ctx: &Ctx, left: bool) -> RvConfig {
             mtu: Some(TUN_MTU),
             ..RvTunnel::default()
         }],
+        extra_top: ctx.rv_options.clone(),
         ..RvConfig::default()
     }
 }

@@ -18,6 +18,7 @@
 
 mod cases;
 mod json;
+mod latency;
 mod measure;
 mod report;
 mod routes;
@@ -91,6 +92,10 @@ struct Args {
     #[arg(long, value_delimiter = ',', value_name = "N,...", conflicts_with = "routes",
           value_parser = clap::value_parser!(u64).range(1..=tunnels::MAX_TUNNELS))]
     tunnels: Vec<u64>,
+    /// A top-level line added to both routevpn configs, e.g. `dataplane_threads = 1`
+    /// or `dataplane_busy_poll = "0"` (repeatable; to compare settings).
+    #[arg(long, value_name = "KEY = VALUE")]
+    routevpn_option: Vec<String>,
     /// Bound on the set-up of each --tunnels count, in seconds.
     #[arg(long, value_name = "S", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -145,6 +150,8 @@ pub struct Ctx {
     pub rv_bin: Option<String>,
     pub psk: String,
     pub records: Vec<Obj>,
+    /// `--routevpn-option` lines.
+    pub rv_options: Vec<String>,
 }
 
 /// Progress and diagnostics go to stderr; the table to stdout.
@@ -221,6 +228,7 @@ fn main() -> ExitCode {
         rv_bin: None,
         psk: format!("bench-psk-{}-{}", std::process::id(), random_u64()),
         records: Vec::new(),
+        rv_options: args.routevpn_option.clone(),
     };
     let rc = if !args.routes.is_empty() {
         run_routes(&args, &mut ctx, &json_out)
@@ -351,6 +359,9 @@ fn run(args: &Args, wanted: &[Case], ctx: &mut Ctx, json_out: &Path) -> u8 {
         cases::ESP,
         cases::TUN_MTU
     );
+    if !ctx.rv_options.is_empty() {
+        println!("routevpn options: {}", ctx.rv_options.join("; "));
+    }
     println!("comparison: same 4-namespace path for all cases; only the router A <-> router B carriage differs");
     println!("            (plain routing over the transport veth | strongSwan kernel-libipsec | routevpn)");
     println!();
@@ -383,6 +394,10 @@ fn run(args: &Args, wanted: &[Case], ctx: &mut Ctx, json_out: &Path) -> u8 {
         .with("topology", "host A 10.1.0.2/24 -- router A 10.1.0.1 | 192.0.2.1/24 == transport veth == 192.0.2.2/24 | router B 10.2.0.1 -- host B 10.2.0.2/24; iperf3 client on host A, server on host B, all cases")
         .with("cipher", Obj::new().with("ike", cases::IKE).with("esp", cases::ESP))
         .with("tunnel_mtu_configured", u32::from(cases::TUN_MTU))
+        .with(
+            "routevpn_options",
+            ctx.rv_options.iter().map(|o| J::from(o.as_str())).collect::<Vec<_>>(),
+        )
         .with(
             "units",
             Obj::new()

@@ -75,6 +75,18 @@ pub struct Snap {
     pids: Vec<(u32, Option<u64>)>,
 }
 
+impl Snap {
+    /// CPU seconds the PIDs used since `before`; None if one exited or there are none.
+    pub fn daemon_cpu_since(&self, before: &Snap) -> Option<f64> {
+        let mut total = 0;
+        for (pid, t0) in &before.pids {
+            let t1 = self.pids.iter().find(|(p, _)| p == pid)?.1?;
+            total += t1.checked_sub((*t0)?)?;
+        }
+        (!before.pids.is_empty()).then(|| total as f64 / clk_tck() as f64)
+    }
+}
+
 pub fn snap(pids: &[u32]) -> Snap {
     Snap {
         at: Instant::now(),

@@ -199,6 +199,7 @@ pub fn report(
             println!("{:<11} {status}: {}", "", c.str("error"));
         }
     }
+    crate::latency::print_table(&cases);
     println!();
     println!("ratios (a/b; throughput: higher is better for a, s/GB: lower is better for a)");
     println!(
