@@ -61,6 +61,7 @@ fn config(local: &str, remote: &str, initiate: bool, sel: u8) -> SessionConfig {
         retransmit_tries: 3,
         select_by_identity: sel & 64 != 0,
         mobike: sel & 128 != 0,
+        esp_spi_lane: None,
     }
 }
 

@@ -142,6 +142,44 @@ pub(crate) fn set_buffer_sizes(fd: RawFd, bytes: usize) {
     }
 }
 
+/// Steers the datagrams of a SO_REUSEPORT group of `n` UDP sockets (this one and the
+/// ones bound after it to the same address) by their first 32-bit word: socket
+/// `word mod n`. For ESP in UDP that word is the SPI (RFC 3948 §2.1); IKE's non-ESP
+/// marker (0) and a keepalive too short to load go to socket 0.
+pub(crate) fn steer_reuseport_by_spi(fd: RawFd, n: u32) -> io::Result<()> {
+    let op = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    // Runs with the data at the UDP payload; an out-of-range load returns 0.
+    let mut prog = [
+        op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n.max(1)),
+        op(libc::BPF_RET | libc::BPF_A, 0),
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: passes a pointer to a live sock_fprog (whose filter array outlives the
+    // call) and its size; the kernel copies the program.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            std::ptr::addr_of!(fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A datagram as [`recv_with_ttl`] received it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
@@ -414,6 +452,58 @@ pub fn kill_process_group(pgid: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13: in a SO_REUSEPORT group of two, the program hands SPI 0x1000 (even) to
+    /// the first socket and 0x1001 (odd) to the second, from one source 4-tuple (which
+    /// the kernel's own hash would send to a single socket); IKE (marker 0) and a
+    /// one-octet keepalive go to the first.
+    #[test]
+    fn reuseport_group_is_steered_by_spi() {
+        use socket2::{Domain, Protocol, Socket, Type};
+        use std::net::UdpSocket;
+        let bind = |addr: std::net::SocketAddr| {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+            s.set_reuse_port(true).unwrap();
+            s.bind(&addr.into()).unwrap();
+            let s: UdpSocket = s.into();
+            s.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+                .unwrap();
+            s
+        };
+        let first = bind("127.0.0.1:0".parse().unwrap());
+        let addr = first.local_addr().unwrap();
+        let second = bind(addr);
+        steer_reuseport_by_spi(first.as_raw_fd(), 2).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut got = Vec::new();
+        for (i, msg) in [
+            &[0, 0, 0x10, 0x01, 0, 0, 0, 1][..],
+            &[0, 0, 0x10, 0x00, 0, 0, 0, 1],
+            &[0, 0, 0, 0, 1, 2, 3],
+            &[0xFF],
+            &[0, 0, 0x10, 0x03, 0, 0, 0, 2],
+        ]
+        .iter()
+        .enumerate()
+        {
+            client.send_to(msg, addr).unwrap();
+            let mut buf = [0u8; 16];
+            let on = [(&first, 0), (&second, 1)]
+                .iter()
+                .find_map(|(s, n)| s.recv(&mut buf).ok().map(|_| *n));
+            got.push((i, on));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (0, Some(1)),
+                (1, Some(0)),
+                (2, Some(0)),
+                (3, Some(0)),
+                (4, Some(1))
+            ]
+        );
+    }
 
     #[test]
     fn group_lookup() {

@@ -350,6 +350,8 @@ fn two_tunnels_with_metrics_fail_over() {
                     true,
                 ),
             ],
+            // Four workers, so four sockets per address steered by SPI (issue 13).
+            extra_top: vec!["dataplane_threads = 4".into()],
             ..RvConfig::default()
         },
     )
@@ -393,6 +395,15 @@ fn two_tunnels_with_metrics_fail_over() {
     .unwrap();
     testbed::wait_tunnel_up(&b0, T);
     testbed::wait_tunnel_up(&b1, T);
+    // Issue 13: a tunnel's inbound SPIs are in its worker's lane (tunnel i of four
+    // workers: SPI mod 4 = i), so the kernel hands its ESP to the worker reading its TUN.
+    let st = a.status().unwrap();
+    for (i, t) in st["tunnels"].as_array().unwrap().iter().enumerate() {
+        for c in t["child_sas"].as_array().unwrap() {
+            let spi = u32::from_str_radix(c["spi_in"].as_str().unwrap(), 16).unwrap();
+            assert_eq!(spi % 4, i as u32, "{}: SPI {spi:08x}", t["name"]);
+        }
+    }
     let route = || {
         topo.left
             .run(&["ip", "route", "get", Topology::RIGHT_HOST])

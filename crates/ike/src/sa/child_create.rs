@@ -19,15 +19,45 @@ use crate::wire::{KePayload, NotifyPayload, Payload, SaPayload, TrafficSelector,
 use std::time::Instant;
 use tracing::{info, warn};
 
-/// ESP SPIs 1..=255 are reserved (RFC 4303 §2.1).
+/// ESP SPIs 1..=255 are reserved (RFC 4303 §2.1); in the session's lane when it has one.
 pub(super) fn random_esp_spi(ctx: &mut Ctx<'_>) -> u32 {
     loop {
         let mut b = [0u8; 4];
         ctx.rng.fill(&mut b);
-        let spi = u32::from_be_bytes(b);
-        if spi > 255 && !ctx.children.iter().any(|c| c.spi_in == spi) {
-            return spi;
+        let drawn = u32::from_be_bytes(b);
+        let spi = match ctx.cfg.esp_spi_lane {
+            Some(lane) => lane.fit(drawn),
+            None => Some(drawn),
+        };
+        if let Some(spi) = spi.filter(|s| *s > 255) {
+            if !ctx.children.iter().any(|c| c.spi_in == spi) {
+                return spi;
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::super::SpiLane;
+
+    #[test]
+    fn spis_fit_their_lane() {
+        let lane = SpiLane { lane: 2, lanes: 3 };
+        for spi in [0u32, 1, 255, 256, 257, 1000, u32::MAX - 1, u32::MAX] {
+            if let Some(s) = lane.fit(spi) {
+                assert_eq!(s % 3, 2, "{spi}");
+                assert!(s > 255 && s.abs_diff(spi) < 3, "{spi} -> {s}");
+            }
+        }
+        // The top partial block has no room for lane 2 of 3 only when it would overflow.
+        assert_eq!(SpiLane { lane: 1, lanes: 2 }.fit(u32::MAX), Some(u32::MAX));
+        assert_eq!(lane.fit(10), None, "reserved range");
+        assert_eq!(
+            SpiLane { lane: 0, lanes: 1 }.fit(7),
+            Some(7),
+            "one lane: unchanged"
+        );
     }
 }
 

@@ -91,6 +91,31 @@ pub struct SessionConfig {
     pub select_by_identity: bool,
     /// Offer and accept MOBIKE (RFC 4555) in IKE_AUTH.
     pub mobike: bool,
+    /// Inbound ESP SPIs are picked in this lane (see [`SpiLane`]); any SPI when `None`.
+    pub esp_spi_lane: Option<SpiLane>,
+}
+
+/// Inbound ESP SPIs ≡ `lane` (mod `lanes`): a dataplane that steers received ESP to its
+/// workers by SPI (SPI mod lanes) then delivers this session's ESP to the worker that
+/// also sends it, so an SA's state stays on one core. The SPI stays random otherwise
+/// (RFC 4303 §2.1 asks only that it be unique and not 1..=255).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpiLane {
+    pub lane: u32,
+    pub lanes: u32,
+}
+
+impl SpiLane {
+    /// `spi` moved into the lane (its residue replaced), if that stays a valid SPI.
+    pub fn fit(self, spi: u32) -> Option<u32> {
+        if self.lanes <= 1 {
+            return Some(spi);
+        }
+        let lane = self.lane % self.lanes;
+        (spi - spi % self.lanes)
+            .checked_add(lane)
+            .filter(|s| *s > 255)
+    }
 }
 
 /// A UDP datagram to or from the peer. For port 4500 the non-ESP marker is not part of
@@ -288,6 +313,11 @@ impl Session {
             last_error: None,
             lifecycle: Lifecycle::Active,
         }
+    }
+
+    /// Picks later inbound ESP SPIs in this lane (the dataplane's worker for the tunnel).
+    pub fn set_esp_spi_lane(&mut self, lane: Option<SpiLane>) {
+        self.cfg.esp_spi_lane = lane;
     }
 
     pub fn config(&self) -> &SessionConfig {

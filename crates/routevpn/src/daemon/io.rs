@@ -35,15 +35,38 @@ fn udp_on(ip: IpAddr, dev: Option<&str>) -> anyhow::Result<Socket> {
 
 /// A UDP socket bound to `addr` and to the interface `dev` (SO_BINDTODEVICE), if any.
 pub fn bound_udp(addr: SocketAddr, dev: Option<&str>) -> anyhow::Result<std::net::UdpSocket> {
+    bound_udp_opts(addr, dev, false)
+}
+
+fn bound_udp_opts(
+    addr: SocketAddr,
+    dev: Option<&str>,
+    reuse_port: bool,
+) -> anyhow::Result<std::net::UdpSocket> {
     let sock = udp_on(addr.ip(), dev)?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
     sock.set_reuse_address(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
     sock.bind(&addr.into())
         .with_context(|| format!("binding UDP {addr}"))?;
     sock.set_nonblocking(true)?;
     Ok(sock.into())
+}
+
+/// `n` sockets bound to `addr` as one SO_REUSEPORT group (one per dataplane worker),
+/// in bind order; a single plain socket when `n` is 1.
+pub fn bound_udp_group(
+    addr: SocketAddr,
+    dev: Option<&str>,
+    n: usize,
+) -> anyhow::Result<Vec<std::net::UdpSocket>> {
+    (0..n.max(1))
+        .map(|_| bound_udp_opts(addr, dev, n > 1))
+        .collect()
 }
 
 /// The source address the kernel picks today toward `peer` (through `dev`, if named):

@@ -100,13 +100,9 @@ impl Daemon {
             };
             let _ = nl.set_link_up(&n.name, false).await;
             info!(tunnel = %n.name, "reload: starting");
-            self.tunnels.push(Tunnel::new(
-                n,
-                tid,
-                self.routing.clone(),
-                self.hooks.clone(),
-                now,
-            ));
+            let mut t = Tunnel::new(n, tid, self.routing.clone(), self.hooks.clone(), now);
+            t.session.set_esp_spi_lane(dp.spi_lane(tid));
+            self.tunnels.push(t);
             added += 1;
         }
         let added = added - changed.min(added);

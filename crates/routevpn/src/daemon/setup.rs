@@ -90,9 +90,13 @@ impl Daemon {
             let s500 = Arc::new(UdpSocket::from_std(s500)?);
             io::spawn_reader(s500.clone(), tx.clone());
             ike_sockets.insert(addr, s500);
-            let s4500 = io::bound_udp(SocketAddr::new(addr, ike::limits::NATT_PORT), dev)?;
-            s4500.set_nonblocking(false)?;
-            natt.push(s4500);
+            // One per dataplane worker: the kernel steers ESP among them by SPI.
+            let group = io::bound_udp_group(
+                SocketAddr::new(addr, ike::limits::NATT_PORT),
+                dev,
+                self.dataplane.threads,
+            )?;
+            natt.extend(group);
             info!(%addr, interface = dev.unwrap_or("any"), "listening for IKE on ports {} and {}", t.cfg.local_port, ike::limits::NATT_PORT);
         }
         let ike_tx = tx.clone();
@@ -134,6 +138,7 @@ impl Daemon {
                 .add_tunnel(&t.cfg.name, mtu)
                 .map_err(tun_error)
                 .with_context(|| format!("creating tunnel interface {}", t.cfg.name))?;
+            t.session.set_esp_spi_lane(dp.spi_lane(t.tid));
             // Down until a CHILD SA is installed.
             if let Err(e) = nl.set_link_up(&t.cfg.name, false).await {
                 warn!(tunnel = %t.cfg.name, error = %e, "cannot set interface down");

@@ -110,6 +110,8 @@ fn session_config(t: &TunnelConfig) -> SessionConfig {
         // Any tunnel may share its peer's address with another (or be `%any`).
         select_by_identity: true,
         mobike: t.mobike,
+        // Set once the dataplane has placed the tunnel on a worker.
+        esp_spi_lane: None,
     }
 }
 

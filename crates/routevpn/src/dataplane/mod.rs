@@ -14,9 +14,13 @@
 //!   sealed straight into a contiguous send buffer, runs of equal-sized ESP packets
 //!   sent with one UDP GSO `sendmsg`.
 //!
-//! Tunnels are spread over the workers round-robin, sockets from the other end, so a
-//! lone tunnel's two directions run on two cores. A tunnel costs its TUN descriptor
-//! and its SA state; buffers belong to the workers.
+//! Placement: tunnels are spread over the workers round-robin. Each local address has
+//! one port-4500 socket per worker, a SO_REUSEPORT group that the kernel steers by SPI
+//! (`sys::steer_reuseport_by_spi`: socket SPI mod workers), and each tunnel's inbound
+//! SPIs are chosen in its worker's lane ([`Dataplane::spi_lane`]). So one worker reads
+//! a tunnel's TUN, receives its ESP and sends from its own socket: an SA's state stays
+//! on one core, and many tunnels on one address still use every core. A tunnel costs
+//! its TUN descriptor and its SA state; buffers belong to the workers.
 //!
 //! SA tables: inbound SAs in a `HashMap` behind an `RwLock` (read-locked
 //! once per receive batch, one uncontended `Mutex` per SA); the outbound SA
@@ -31,6 +35,7 @@ mod worker;
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -239,6 +244,8 @@ pub struct Dataplane {
     shared: Arc<Shared>,
     next_tunnel: AtomicUsize,
     workers: Vec<Arc<Worker>>,
+    /// Workers = sockets per address, when received ESP is steered by SPI.
+    lanes: Option<usize>,
     /// Serializes tunnel creation/removal and SA installation so table
     /// updates are never interleaved.
     admin: Mutex<()>,
@@ -284,9 +291,20 @@ impl Dataplane {
         options: Options,
         on_ike: IkeCallback,
     ) -> io::Result<Dataplane> {
-        let mut socks = Vec::with_capacity(sockets.len());
+        // Sockets bound to one address form a SO_REUSEPORT group, in bind order.
+        let mut socks: Vec<Arc<Socket>> = Vec::with_capacity(sockets.len());
         for s in sockets {
-            socks.push(Arc::new(Socket::new(s)?));
+            let local = s.local_addr()?;
+            let lane = socks.iter().filter(|x| x.local == local).count();
+            socks.push(Arc::new(Socket::new(s, lane)?));
+        }
+        let mut lanes = 0;
+        for first in socks.iter().filter(|s| s.lane == 0) {
+            let n = socks.iter().filter(|s| s.local == first.local).count();
+            if n > 1 {
+                crate::sys::steer_reuseport_by_spi(first.sock.as_raw_fd(), n as u32)?;
+            }
+            lanes = if lanes == 0 || lanes == n { n } else { 1 };
         }
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -304,16 +322,19 @@ impl Dataplane {
         let workers = (0..options.threads.max(1))
             .map(|i| Worker::spawn(shared.clone(), i, options.busy_poll))
             .collect::<io::Result<Vec<_>>>()?;
+        // Lanes steer a tunnel's ESP to the worker that reads its TUN: only when every
+        // address has one socket per worker.
+        let lanes = (lanes == workers.len() && lanes > 1).then_some(lanes);
         let dp = Dataplane {
             shared: shared.clone(),
             next_tunnel: AtomicUsize::new(0),
             workers,
+            lanes,
             admin: Mutex::new(()),
             installs: AtomicU64::new(0),
         };
-        // Sockets from the last worker down, tunnels from the first up.
         for (i, sock) in shared.sockets.iter().enumerate() {
-            let w = dp.workers.len() - 1 - i % dp.workers.len();
+            let w = sock.lane % dp.workers.len();
             dp.workers[w].add_socket(i, sock.clone())?;
         }
         Ok(dp)
@@ -385,7 +406,8 @@ impl Dataplane {
             replay_window: 0,
             selectors: keys.selectors,
         })?;
-        let sock = self.socket_for(keys.local).unwrap_or(0);
+        // The worker's own socket of the address: its sends never contend with others'.
+        let sock = self.socket_for(keys.local, t.worker).unwrap_or(0);
         let src_ip = self
             .shared
             .sockets
@@ -537,7 +559,7 @@ impl Dataplane {
     }
 
     fn send_raw(&self, local: SocketAddr, remote: SocketAddr, payload: &[u8]) -> io::Result<()> {
-        let i = self.socket_for(local).ok_or_else(|| {
+        let i = self.socket_for(local, 0).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::AddrNotAvailable,
                 format!("no port-4500 socket bound to {local}"),
@@ -550,21 +572,43 @@ impl Dataplane {
     }
 
     /// Index of the socket for `local`: an exact match, else a wildcard
-    /// socket of the same family and port.
-    fn socket_for(&self, local: SocketAddr) -> Option<usize> {
+    /// socket of the same family and port; of its group, the one in `lane` if any.
+    fn socket_for(&self, local: SocketAddr, lane: usize) -> Option<usize> {
         let socks = &self.shared.sockets;
-        socks.iter().position(|s| s.local == local).or_else(|| {
+        let first = socks.iter().position(|s| s.local == local).or_else(|| {
             socks.iter().position(|s| {
                 s.local.ip().is_unspecified()
                     && s.local.port() == local.port()
                     && s.local.is_ipv4() == local.is_ipv4()
             })
+        })?;
+        let group = socks[first].local;
+        let in_lane = socks
+            .iter()
+            .position(|s| s.local == group && s.lane == lane);
+        Some(in_lane.unwrap_or(first))
+    }
+
+    /// The SPI lane of a tunnel's inbound ESP (its worker), when received ESP is
+    /// steered by SPI; see [`ike::sa::SpiLane`].
+    pub fn spi_lane(&self, tunnel: TunnelId) -> Option<ike::sa::SpiLane> {
+        let lanes = self.lanes?;
+        let t = read(&self.shared.tunnels).get(&tunnel.0).cloned()?;
+        Some(ike::sa::SpiLane {
+            lane: u32::try_from(t.worker).ok()?,
+            lanes: u32::try_from(lanes).ok()?,
         })
     }
 
-    /// Local addresses of the sockets, in the order given to [`Self::start`].
+    /// Local addresses of the sockets, each once, in the order given to [`Self::start`].
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.shared.sockets.iter().map(|s| s.local).collect()
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for s in &self.shared.sockets {
+            if !out.contains(&s.local) {
+                out.push(s.local);
+            }
+        }
+        out
     }
 
     /// Stops every thread and closes every TUN. Idempotent.

@@ -21,15 +21,23 @@ pub(crate) struct Socket {
     pub(crate) local: SocketAddr,
     pub(crate) sock: UdpSocket,
     pub(crate) state: UdpSocketState,
+    /// Its place in the SO_REUSEPORT group of `local` (bind order): the kernel hands
+    /// it the ESP whose SPI is ≡ `lane` (mod the group's size).
+    pub(crate) lane: usize,
 }
 
 impl Socket {
-    pub(crate) fn new(sock: UdpSocket) -> io::Result<Socket> {
+    pub(crate) fn new(sock: UdpSocket, lane: usize) -> io::Result<Socket> {
         let local = sock.local_addr()?;
         // Enables UDP GRO, packet info and non-blocking mode.
         let state = UdpSocketState::new(UdpSockRef::from(&sock))?;
         sys::set_buffer_sizes(sock.as_raw_fd(), SOCKET_BUFFER);
-        Ok(Socket { local, sock, state })
+        Ok(Socket {
+            local,
+            sock,
+            state,
+            lane,
+        })
     }
 
     /// Largest number of datagrams one GSO send may carry.

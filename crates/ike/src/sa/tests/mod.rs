@@ -81,6 +81,7 @@ pub(super) fn config(
         retransmit_tries: limits::RETRANSMIT_TRIES,
         select_by_identity: false,
         mobike: true,
+        esp_spi_lane: None,
     }
 }
 
