@@ -37,30 +37,6 @@ pub(super) fn random_esp_spi(ctx: &mut Ctx<'_>) -> u32 {
     }
 }
 
-#[cfg(test)]
-mod lane_tests {
-    use super::super::SpiLane;
-
-    #[test]
-    fn spis_fit_their_lane() {
-        let lane = SpiLane { lane: 2, lanes: 3 };
-        for spi in [0u32, 1, 255, 256, 257, 1000, u32::MAX - 1, u32::MAX] {
-            if let Some(s) = lane.fit(spi) {
-                assert_eq!(s % 3, 2, "{spi}");
-                assert!(s > 255 && s.abs_diff(spi) < 3, "{spi} -> {s}");
-            }
-        }
-        // The top partial block has no room for lane 2 of 3 only when it would overflow.
-        assert_eq!(SpiLane { lane: 1, lanes: 2 }.fit(u32::MAX), Some(u32::MAX));
-        assert_eq!(lane.fit(10), None, "reserved range");
-        assert_eq!(
-            SpiLane { lane: 0, lanes: 1 }.fit(7),
-            Some(7),
-            "one lane: unchanged"
-        );
-    }
-}
-
 pub(super) fn ts_list(ts: &[TrafficSelector]) -> String {
     ts.iter()
         .map(child::ts_to_string)
@@ -572,5 +548,29 @@ impl IkeSa {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::super::SpiLane;
+
+    #[test]
+    fn spis_fit_their_lane() {
+        let lane = SpiLane { lane: 2, lanes: 3 };
+        for spi in [0u32, 1, 255, 256, 257, 1000, u32::MAX - 1, u32::MAX] {
+            if let Some(s) = lane.fit(spi) {
+                assert_eq!(s % 3, 2, "{spi}");
+                assert!(s > 255 && s.abs_diff(spi) < 3, "{spi} -> {s}");
+            }
+        }
+        // The top partial block has no room for lane 2 of 3 only when it would overflow.
+        assert_eq!(SpiLane { lane: 1, lanes: 2 }.fit(u32::MAX), Some(u32::MAX));
+        assert_eq!(lane.fit(10), None, "reserved range");
+        assert_eq!(
+            SpiLane { lane: 0, lanes: 1 }.fit(7),
+            Some(7),
+            "one lane: unchanged"
+        );
     }
 }
