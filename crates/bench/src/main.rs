@@ -21,6 +21,7 @@
 
 mod cases;
 mod json;
+mod markdown;
 mod measure;
 mod report;
 mod routes;
@@ -59,6 +60,9 @@ struct Args {
     /// Where to write the JSON report [default: ./bench-results.json].
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also write the throughput table as Markdown (for the README) to FILE.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
     /// Cases to run, comma-separated.
     #[arg(
         long,
@@ -406,6 +410,7 @@ fn run(args: &Args, wanted: &[Case], ctx: &mut Ctx, json_out: &Path) -> u8 {
             "WireGuard: ChaCha20-Poly1305 (its only cipher), keys from wg genkey for this run, tunnel MTU {}",
             cases::TUN_MTU
         );
+        println!("           ({})", wireguard::MTU_NOTE);
     }
     println!("comparison: same 4-namespace path for all cases; only the router A <-> router B carriage differs");
     println!("            (plain routing over the transport veth | strongSwan kernel-libipsec | routevpn |");
@@ -455,7 +460,14 @@ fn run(args: &Args, wanted: &[Case], ctx: &mut Ctx, json_out: &Path) -> u8 {
     }
     println!();
     let finished = sh("date", &["+%Y-%m-%dT%H:%M:%S%z"]);
-    match report::report(&meta, &ctx.records, json_out, &finished) {
+    let markdown = args.markdown.as_deref().map(absolute);
+    match report::report(
+        &meta,
+        &ctx.records,
+        json_out,
+        markdown.as_deref(),
+        &finished,
+    ) {
         Ok(true) => 0,
         Ok(false) => 1,
         Err(e) => {

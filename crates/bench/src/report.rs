@@ -71,7 +71,7 @@ fn cases(meta: &Obj, records: &[Obj]) -> Obj {
     cases
 }
 
-fn runs(c: &Obj) -> impl Iterator<Item = &Obj> {
+pub fn runs(c: &Obj) -> impl Iterator<Item = &Obj> {
     let list = match c.get("runs") {
         Some(J::Arr(a)) => a.as_slice(),
         _ => &[],
@@ -83,7 +83,7 @@ fn runs(c: &Obj) -> impl Iterator<Item = &Obj> {
 }
 
 /// The successful run of `case` with `streams` streams.
-fn run_of<'a>(cases: &'a Obj, case: &str, streams: i64) -> Option<&'a Obj> {
+pub fn run_of<'a>(cases: &'a Obj, case: &str, streams: i64) -> Option<&'a Obj> {
     let Some(J::Obj(c)) = cases.get(case) else {
         return None;
     };
@@ -169,11 +169,13 @@ fn ratios(cases: &Obj, streams: &[i64]) -> Obj {
     out
 }
 
-/// Writes the JSON to `out_path`, prints the table; Ok(true) when every case ran.
+/// Writes the JSON to `out_path` (and the Markdown table to `markdown_out`), prints the
+/// table; Ok(true) when every case ran or was skipped for a missing tool.
 pub fn report(
     meta: &Obj,
     records: &[Obj],
     out_path: &Path,
+    markdown_out: Option<&Path>,
     finished: &str,
 ) -> std::io::Result<bool> {
     let streams: Vec<i64> = match meta.get("streams") {
@@ -199,6 +201,9 @@ pub fn report(
     ));
     std::fs::write(&tmp, J::Obj(out).pretty() + "\n")?;
     std::fs::rename(&tmp, out_path)?;
+    if let Some(md) = markdown_out {
+        std::fs::write(md, crate::markdown::table(&cases, &streams))?;
+    }
 
     let hdr = format!(
         "{:<12} {:>7} {:>8} {:>6} {:>12} {:>11} {:>11} {:>13} {:>12} {:>6}",
@@ -297,6 +302,9 @@ pub fn report(
         );
     }
     println!("JSON written to {}", out_path.display());
+    if let Some(md) = markdown_out {
+        println!("Markdown table written to {}", md.display());
+    }
     let skipped: Vec<&str> = cases
         .iter()
         .filter_map(|(_, c)| match c {

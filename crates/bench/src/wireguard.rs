@@ -24,6 +24,10 @@ const UAPI_DIR: &str = "/var/run/wireguard";
 const PORT: u16 = 51820;
 /// The TUN and UAPI socket appear within this long after the process starts.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Why every tunnel here has MTU 1400, for the report.
+pub const MTU_NOTE: &str = "1400 like the IPsec rows (same TCP MSS and packets per GB); \
+WireGuard adds 60 octets over IPv4 (80 over IPv6), so 1460-octet packets on the 1500 veth; \
+wg-quick would pick 1420";
 /// Where scripts/bench installs boringtun-cli (`cargo install --root`), under target/.
 pub const BENCH_TOOLS: &str = "bench-tools";
 
@@ -348,6 +352,7 @@ pub fn run(ctx: &mut Ctx, case: Case) -> Result<(), Stop> {
             .with("version", version.as_str())
             .with("wg_version", version_of(&wg).as_str())
             .with("tunnel_mtu", mtu(&t.left, &sides[0].ifname))
+            .with("tunnel_mtu_note", MTU_NOTE)
             .with("threads_router_a", status_field(d_a.proc.pid(), "Threads:"))
             .with("cipher", "ChaCha20-Poly1305 (WireGuard, Noise IK)"),
     );
