@@ -1,4 +1,4 @@
-//! The three cases on the same four-namespace path (testbed's two-site topology):
+//! The cases on the same four-namespace path (testbed's two-site topology):
 //!
 //! ```text
 //! host A ── router A ══ transport veth 192.0.2.0/24 ══ router B ── host B
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use testbed::{Netns, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
 
 /// Tunnel up, and then traffic passing, each within this long.
-const UP_TIMEOUT: Duration = Duration::from_secs(20);
+pub const UP_TIMEOUT: Duration = Duration::from_secs(20);
 pub const TUN_MTU: u16 = 1400;
 pub const IKE: &str = "aes128gcm16-prfsha256-x25519";
 pub const ESP: &str = "aes128gcm16";
@@ -27,18 +27,20 @@ const KERNEL_LIBIPSEC: &str = "/usr/lib/ipsec/plugins/libstrongswan-kernel-libip
 pub enum Stop {
     /// The case failed; the message goes into the report.
     Failed(String),
+    /// A tool the case needs is not installed; the report says so instead of a figure.
+    Skipped(String),
     /// Ctrl-C or SIGTERM: exit with this status once everything is cleaned up.
     Signal(i32),
 }
 
 /// Ends the current case with a message the report shows.
-fn die(msg: impl Into<String>) -> Stop {
+pub fn die(msg: impl Into<String>) -> Stop {
     let msg = msg.into();
     log(&format!("bench: {msg}"));
     Stop::Failed(msg)
 }
 
-fn check_signal() -> Result<(), Stop> {
+pub fn check_signal() -> Result<(), Stop> {
     signal::caught().map_or(Ok(()), |s| Err(Stop::Signal(s)))
 }
 
@@ -47,11 +49,12 @@ pub fn run(ctx: &mut Ctx, case: Case) -> Result<(), Stop> {
         Case::Veth => veth(ctx),
         Case::Strongswan => strongswan(ctx),
         Case::Routevpn => routevpn(ctx),
+        Case::Boringtun | Case::WireguardGo => crate::wireguard::run(ctx, case),
     }
 }
 
 /// The two sites, IPv4 forwarding without reverse-path checks, transport link checked.
-fn build_topology() -> Result<Topology, Stop> {
+pub fn build_topology() -> Result<Topology, Stop> {
     let t = Topology::two_sites();
     for r in [&t.left, &t.right] {
         for scope in ["all", "default"] {
@@ -65,12 +68,12 @@ fn build_topology() -> Result<Topology, Stop> {
     Ok(t)
 }
 
-fn wait_ping(ns: &Netns, dst: &str, timeout: Duration) -> bool {
+pub fn wait_ping(ns: &Netns, dst: &str, timeout: Duration) -> bool {
     ns.wait_ping(dst, timeout).is_ok()
 }
 
 /// MTU of `dev` in `ns`, if it exists.
-fn mtu(ns: &Netns, dev: &str) -> Option<u32> {
+pub fn mtu(ns: &Netns, dev: &str) -> Option<u32> {
     let out = ns.run(&["ip", "-o", "link", "show", dev]).ok()?;
     let mut words = out.split_whitespace();
     words.find(|w| *w == "mtu")?;
@@ -78,7 +81,7 @@ fn mtu(ns: &Netns, dev: &str) -> Option<u32> {
 }
 
 /// iperf3 host A → host B for each stream count; one record per run.
-fn iperf_runs(ctx: &mut Ctx, case: Case, t: &Topology, pids: &[u32]) -> Result<(), Stop> {
+pub fn iperf_runs(ctx: &mut Ctx, case: Case, t: &Topology, pids: &[u32]) -> Result<(), Stop> {
     let c = case.name();
     let lim = ctx.duration + 20;
     let (server_lim, client_lim, dur) = (

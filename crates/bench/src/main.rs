@@ -1,16 +1,19 @@
 //! `scripts/bench`: throughput and CPU cost of the routevpn dataplane, next to the plain
-//! routed path and a strongSwan (kernel-libipsec) tunnel on the same topology.
+//! routed path, a strongSwan (kernel-libipsec) tunnel and two userspace WireGuard
+//! tunnels (boringtun, wireguard-go) on the same topology.
 //!
-//! iperf3 TCP runs host A → host B in all three cases, so the sender, the receiver, both
+//! iperf3 TCP runs host A → host B in every case, so the sender, the receiver, both
 //! routers' forwarding and the four veths are identical; only what carries 10.1/24 ↔
 //! 10.2/24 between the routers differs:
 //! - `veth`: plain IP routing over the transport veth (the path's limit);
 //! - `strongswan`: charon + kernel-libipsec on both routers (userspace ESP-in-UDP, TUN ipsec0);
 //! - `routevpn`: routevpn daemon on both routers (userspace ESP-in-UDP, TUN rvb0,
-//!   169.254.12.1/30 ↔ .2/30, `routes = ["10.x.0.0/24"]`).
+//!   169.254.12.1/30 ↔ .2/30, `routes = ["10.x.0.0/24"]`);
+//! - `boringtun`, `wireguard-go`: that userspace WireGuard on both routers, set up with
+//!   `wg` on the same addresses and routes as routevpn (wireguard.rs).
 //!
-//! Both tunnels: IKE aes128gcm16-prfsha256-x25519, ESP aes128gcm16, tunnel MTU 1400
-//! (kernel-libipsec's default; set the same on routevpn).
+//! IPsec tunnels: IKE aes128gcm16-prfsha256-x25519, ESP aes128gcm16; every tunnel's MTU
+//! is 1400 (kernel-libipsec's default; set the same on routevpn and WireGuard).
 //!
 //! A binary of its own crate rather than one in `testbed`: its command line and
 //! reporting would otherwise become dependencies of the test bed, which routevpn links
@@ -19,11 +22,13 @@
 mod cases;
 mod json;
 mod latency;
+mod markdown;
 mod measure;
 mod report;
 mod routes;
 mod signal;
 mod tunnels;
+mod wireguard;
 
 use clap::{Parser, ValueEnum};
 use json::{round, Obj, J};
@@ -36,11 +41,14 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(
     name = "scripts/bench",
-    about = "Throughput and CPU cost of the routevpn dataplane, next to plain routing and strongSwan kernel-libipsec",
+    about = "Throughput and CPU cost of the routevpn dataplane, next to plain routing, strongSwan kernel-libipsec, boringtun and wireguard-go",
     after_help = "Needs root, iproute2, iperf3; strongSwan (charon-systemd or charon, swanctl, \
-                  libcharon-extra-plugins) for that case; cargo for the routevpn build.\n\
-                  Exit status: 0 if every requested case ran, 1 if any failed (the others still \
-                  run and are reported), 2 on bad usage / missing prerequisites, 130 on Ctrl-C."
+                  libcharon-extra-plugins) for that case; wg (wireguard-tools) with boringtun-cli \
+                  or wireguard-go for theirs (scripts/bench installs them when missing); cargo \
+                  for the routevpn build.\n\
+                  Exit status: 0 if every requested case ran or was skipped for a missing tool \
+                  (printed as SKIPPED), 1 if any failed (the others still run and are reported), \
+                  2 on bad usage / missing prerequisites, 130 on Ctrl-C."
 )]
 struct Args {
     /// Seconds per iperf3 run.
@@ -53,13 +61,23 @@ struct Args {
     /// Where to write the JSON report [default: ./bench-results.json].
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also write the throughput table as Markdown (for the README) to FILE.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
     /// Cases to run, comma-separated.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "veth,strongswan,routevpn"
+        default_value = "veth,strongswan,routevpn,boringtun,wireguard-go"
     )]
     only: Vec<Case>,
+    /// Leave out the WireGuard comparison (boringtun, wireguard-go).
+    #[arg(long)]
+    no_wireguard: bool,
+    /// The boringtun-cli binary [default: target/bench-tools/bin/boringtun-cli, where
+    /// scripts/bench installs it, else boringtun-cli on PATH].
+    #[arg(long, value_name = "PATH")]
+    boringtun_bin: Option<PathBuf>,
     /// iperf3 parallel stream counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,4",
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -108,10 +126,18 @@ pub enum Case {
     Veth,
     Strongswan,
     Routevpn,
+    Boringtun,
+    WireguardGo,
 }
 
 /// Report order.
-pub const CASES: [Case; 3] = [Case::Veth, Case::Strongswan, Case::Routevpn];
+pub const CASES: [Case; 5] = [
+    Case::Veth,
+    Case::Strongswan,
+    Case::Routevpn,
+    Case::Boringtun,
+    Case::WireguardGo,
+];
 
 impl Case {
     pub fn name(self) -> &'static str {
@@ -119,7 +145,14 @@ impl Case {
             Case::Veth => "veth",
             Case::Strongswan => "strongswan",
             Case::Routevpn => "routevpn",
+            Case::Boringtun => "boringtun",
+            Case::WireguardGo => "wireguard-go",
         }
+    }
+
+    /// The userspace WireGuard cases.
+    pub fn is_wireguard(self) -> bool {
+        matches!(self, Case::Boringtun | Case::WireguardGo)
     }
 
     pub fn label(self) -> &'static str {
@@ -127,6 +160,8 @@ impl Case {
             Case::Veth => "plain veth",
             Case::Strongswan => "strongSwan",
             Case::Routevpn => "routevpn",
+            Case::Boringtun => "boringtun",
+            Case::WireguardGo => "wireguard-go",
         }
     }
 
@@ -138,6 +173,10 @@ impl Case {
                 testbed::charon_binary().map(|p| p.display().to_string()).unwrap_or_default()
             ),
             Case::Routevpn => "routevpn daemon on both routers (userspace ESP-in-UDP via TUN rvb0, 169.254.12.1/30 <-> .2/30, routes to the far host net); daemon CPU = both daemons".into(),
+            Case::Boringtun | Case::WireguardGo => format!(
+                "{} on both routers (userspace WireGuard, ChaCha20-Poly1305, via its TUN; set up with wg; same addresses, routes and MTU as routevpn); daemon CPU = both processes",
+                self.name()
+            ),
         }
     }
 }
@@ -148,6 +187,7 @@ pub struct Ctx {
     pub streams: Vec<u32>,
     pub work: PathBuf,
     pub rv_bin: Option<String>,
+    pub boringtun_bin: Option<PathBuf>,
     pub psk: String,
     pub records: Vec<Obj>,
     /// `--routevpn-option` lines.
@@ -189,12 +229,7 @@ fn main() -> ExitCode {
             .clone()
             .unwrap_or_else(|| "bench-results.json".into()),
     );
-    let mut wanted: Vec<Case> = Vec::new();
-    for c in &args.only {
-        if !wanted.contains(c) {
-            wanted.push(*c);
-        }
-    }
+    let wanted = wanted_cases(&args);
     if !testbed::ns::run("id", &["-u"]).is_ok_and(|u| u.trim() == "0") {
         log("bench: needs root (network namespaces)");
         return ExitCode::from(2);
@@ -226,6 +261,7 @@ fn main() -> ExitCode {
         streams: args.streams.clone(),
         work: work.clone(),
         rv_bin: None,
+        boringtun_bin: args.boringtun_bin.as_deref().map(absolute),
         psk: format!("bench-psk-{}-{}", std::process::id(), random_u64()),
         records: Vec::new(),
         rv_options: args.routevpn_option.clone(),
@@ -245,6 +281,19 @@ fn main() -> ExitCode {
     ExitCode::from(rc)
 }
 
+/// The cases to run: `--only` without repeats, less the WireGuard ones with
+/// `--no-wireguard`.
+fn wanted_cases(args: &Args) -> Vec<Case> {
+    let mut wanted: Vec<Case> = Vec::new();
+    for &c in &args.only {
+        let dropped = args.no_wireguard && c.is_wireguard();
+        if !dropped && !wanted.contains(&c) {
+            wanted.push(c);
+        }
+    }
+    wanted
+}
+
 /// A fresh PSK part per run, from the kernel's RNG.
 fn random_u64() -> u64 {
     use std::io::Read as _;
@@ -253,11 +302,16 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// Cargo's target directory (release builds, and the tools scripts/bench installs).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
 /// The routevpn binary to measure, building it unless told otherwise.
 fn routevpn_binary(args: &Args, ctx: &mut Ctx) {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
+    let target = target_dir();
     let bin = if let Some(p) = &args.routevpn_bin {
         Some(absolute(p))
     } else if args.no_build {
@@ -362,8 +416,16 @@ fn run(args: &Args, wanted: &[Case], ctx: &mut Ctx, json_out: &Path) -> u8 {
     if !ctx.rv_options.is_empty() {
         println!("routevpn options: {}", ctx.rv_options.join("; "));
     }
+    if wanted.iter().any(|c| c.is_wireguard()) {
+        println!(
+            "WireGuard: ChaCha20-Poly1305 (its only cipher), keys from wg genkey for this run, tunnel MTU {}",
+            cases::TUN_MTU
+        );
+        println!("           ({})", wireguard::MTU_NOTE);
+    }
     println!("comparison: same 4-namespace path for all cases; only the router A <-> router B carriage differs");
-    println!("            (plain routing over the transport veth | strongSwan kernel-libipsec | routevpn)");
+    println!("            (plain routing over the transport veth | strongSwan kernel-libipsec | routevpn |");
+    println!("             boringtun | wireguard-go)");
     println!();
 
     let mut descriptions = Obj::new();
@@ -389,7 +451,7 @@ fn run(args: &Args, wanted: &[Case], ctx: &mut Ctx, json_out: &Path) -> u8 {
         )
         .with(
             "cases_requested",
-            args.only.iter().map(|c| J::from(c.name())).collect::<Vec<_>>(),
+            wanted.iter().map(|c| J::from(c.name())).collect::<Vec<_>>(),
         )
         .with("topology", "host A 10.1.0.2/24 -- router A 10.1.0.1 | 192.0.2.1/24 == transport veth == 192.0.2.2/24 | router B 10.2.0.1 -- host B 10.2.0.2/24; iperf3 client on host A, server on host B, all cases")
         .with("cipher", Obj::new().with("ike", cases::IKE).with("esp", cases::ESP))
@@ -413,7 +475,14 @@ fn run(args: &Args, wanted: &[Case], ctx: &mut Ctx, json_out: &Path) -> u8 {
     }
     println!();
     let finished = sh("date", &["+%Y-%m-%dT%H:%M:%S%z"]);
-    match report::report(&meta, &ctx.records, json_out, &finished) {
+    let markdown = args.markdown.as_deref().map(absolute);
+    match report::report(
+        &meta,
+        &ctx.records,
+        json_out,
+        markdown.as_deref(),
+        &finished,
+    ) {
         Ok(true) => 0,
         Ok(false) => 1,
         Err(e) => {
@@ -441,6 +510,12 @@ fn run_case(ctx: &mut Ctx, c: Case) -> Option<i32> {
     let error = match outcome {
         Ok(Ok(())) => None,
         Ok(Err(cases::Stop::Failed(msg))) => Some(msg),
+        Ok(Err(cases::Stop::Skipped(why))) => {
+            log(&format!("bench: SKIPPED {}: {why}", c.name()));
+            ctx.records
+                .push(report::info(c).with("status", "skipped").with("error", why));
+            None
+        }
         Ok(Err(cases::Stop::Signal(sig))) => {
             log(&format!(
                 "bench: {}, cleaning up",
@@ -471,4 +546,41 @@ fn run_case(ctx: &mut Ctx, c: Case) -> Option<i32> {
             .push(report::info(c).with("status", "failed").with("error", msg));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted(argv: &[&str]) -> Vec<&'static str> {
+        let args = Args::try_parse_from([&["bench"], argv].concat()).unwrap();
+        wanted_cases(&args).into_iter().map(Case::name).collect()
+    }
+
+    #[test]
+    fn wireguard_comparison_is_in_the_full_run_and_can_be_left_out() {
+        assert_eq!(
+            wanted(&[]),
+            [
+                "veth",
+                "strongswan",
+                "routevpn",
+                "boringtun",
+                "wireguard-go"
+            ]
+        );
+        assert_eq!(
+            wanted(&["--no-wireguard"]),
+            ["veth", "strongswan", "routevpn"]
+        );
+        assert_eq!(
+            wanted(&["--only", "wireguard-go,routevpn,wireguard-go"]),
+            ["wireguard-go", "routevpn"]
+        );
+        assert_eq!(
+            wanted(&["--only", "boringtun,veth", "--no-wireguard"]),
+            ["veth"]
+        );
+        assert!(Args::try_parse_from(["bench", "--only", "wireguard"]).is_err());
+    }
 }

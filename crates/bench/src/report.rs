@@ -71,7 +71,7 @@ fn cases(meta: &Obj, records: &[Obj]) -> Obj {
     cases
 }
 
-fn runs(c: &Obj) -> impl Iterator<Item = &Obj> {
+pub fn runs(c: &Obj) -> impl Iterator<Item = &Obj> {
     let list = match c.get("runs") {
         Some(J::Arr(a)) => a.as_slice(),
         _ => &[],
@@ -83,21 +83,70 @@ fn runs(c: &Obj) -> impl Iterator<Item = &Obj> {
 }
 
 /// The successful run of `case` with `streams` streams.
-fn run_of<'a>(cases: &'a Obj, case: &str, streams: i64) -> Option<&'a Obj> {
+pub fn run_of<'a>(cases: &'a Obj, case: &str, streams: i64) -> Option<&'a Obj> {
     let Some(J::Obj(c)) = cases.get(case) else {
         return None;
     };
     runs(c).find(|r| r.get("streams") == Some(&J::Int(streams)) && r.str("status") == "ok")
 }
 
+/// The ratio entries: (JSON key, text label, case a, case b, all four figures or only
+/// Gbit/s and machine s/GB).
+const RATIOS: [(&str, &str, &str, &str, bool); 7] = [
+    (
+        "routevpn_vs_strongswan",
+        "routevpn / strongSwan",
+        "routevpn",
+        "strongswan",
+        true,
+    ),
+    (
+        "routevpn_vs_plain",
+        "routevpn / plain veth",
+        "routevpn",
+        "veth",
+        true,
+    ),
+    (
+        "strongswan_vs_plain",
+        "strongSwan / plain veth",
+        "strongswan",
+        "veth",
+        false,
+    ),
+    (
+        "routevpn_vs_boringtun",
+        "routevpn / boringtun",
+        "routevpn",
+        "boringtun",
+        true,
+    ),
+    (
+        "routevpn_vs_wireguard_go",
+        "routevpn / wireguard-go",
+        "routevpn",
+        "wireguard-go",
+        true,
+    ),
+    (
+        "boringtun_vs_plain",
+        "boringtun / plain veth",
+        "boringtun",
+        "veth",
+        false,
+    ),
+    (
+        "wireguard_go_vs_plain",
+        "wireguard-go / plain veth",
+        "wireguard-go",
+        "veth",
+        false,
+    ),
+];
+
 fn ratios(cases: &Obj, streams: &[i64]) -> Obj {
     let mut out = Obj::new();
     for &s in streams {
-        let (rv, sw, pl) = (
-            run_of(cases, "routevpn", s),
-            run_of(cases, "strongswan", s),
-            run_of(cases, "veth", s),
-        );
         let field = |r: Option<&Obj>, k: &str| r.and_then(|r| r.num(k));
         let block = |a: Option<&Obj>, b: Option<&Obj>, keys: &[&str]| {
             keys.iter().fold(Obj::new(), |o, k| {
@@ -110,23 +159,23 @@ fn ratios(cases: &Obj, streams: &[i64]) -> Obj {
             "dataplane_cpu_s_per_gb",
             "kernel_cpu_s_per_gb",
         ];
-        let entry = Obj::new()
-            .with("routevpn_vs_strongswan", block(rv, sw, &four))
-            .with("routevpn_vs_plain", block(rv, pl, &four))
-            .with(
-                "strongswan_vs_plain",
-                block(sw, pl, &["gbit_s", "machine_cpu_s_per_gb"]),
-            );
+        let mut entry = Obj::new();
+        for (key, _, a, b, all) in RATIOS {
+            let keys: &[&str] = if all { &four } else { &four[..2] };
+            entry.set(key, block(run_of(cases, a, s), run_of(cases, b, s), keys));
+        }
         out.set(&s.to_string(), entry);
     }
     out
 }
 
-/// Writes the JSON to `out_path`, prints the table; Ok(true) when every case ran.
+/// Writes the JSON to `out_path` (and the Markdown table to `markdown_out`), prints the
+/// table; Ok(true) when every case ran or was skipped for a missing tool.
 pub fn report(
     meta: &Obj,
     records: &[Obj],
     out_path: &Path,
+    markdown_out: Option<&Path>,
     finished: &str,
 ) -> std::io::Result<bool> {
     let streams: Vec<i64> = match meta.get("streams") {
@@ -152,9 +201,12 @@ pub fn report(
     ));
     std::fs::write(&tmp, J::Obj(out).pretty() + "\n")?;
     std::fs::rename(&tmp, out_path)?;
+    if let Some(md) = markdown_out {
+        std::fs::write(md, crate::markdown::table(&cases, &streams))?;
+    }
 
     let hdr = format!(
-        "{:<11} {:>7} {:>8} {:>6} {:>12} {:>11} {:>11} {:>13} {:>12} {:>6}",
+        "{:<12} {:>7} {:>8} {:>6} {:>12} {:>11} {:>11} {:>13} {:>12} {:>6}",
         "case",
         "streams",
         "Gbit/s",
@@ -173,18 +225,18 @@ pub fn report(
         let label = c.str("label");
         let status = c.str("status").to_uppercase();
         if runs(c).next().is_none() {
-            println!("{label:<11} {status}: {}", c.str("error"));
+            println!("{label:<12} {status}: {}", c.str("error"));
             continue;
         }
         for r in runs(c) {
             let n = r.get("streams").and_then(J::as_f64).unwrap_or(0.0) as i64;
             if r.str("status") != "ok" {
-                println!("{label:<11} {n:>7} FAILED: {}", r.str("error"));
+                println!("{label:<12} {n:>7} FAILED: {}", r.str("error"));
                 continue;
             }
             let v = |k: &str| r.num(k);
             println!(
-                "{label:<11} {n:>7} {:>8.3} {:>6} {:>12} {:>11} {:>11.3} {:>13.2} {:>12.3} {:>6}",
+                "{label:<12} {n:>7} {:>8.3} {:>6} {:>12} {:>11} {:>11.3} {:>13.2} {:>12.3} {:>6}",
                 v("gbit_s").unwrap_or(0.0),
                 fmt(v("retransmits"), 0),
                 fmt(v("daemon_cpu_s"), 2),
@@ -196,7 +248,7 @@ pub fn report(
             );
         }
         if c.str("status") != "ok" && !c.str("error").is_empty() {
-            println!("{:<11} {status}: {}", "", c.str("error"));
+            println!("{:<12} {status}: {}", "", c.str("error"));
         }
     }
     crate::latency::print_table(&cases);
@@ -210,11 +262,7 @@ pub fn report(
         let Some(J::Obj(e)) = ratios.get(&s.to_string()) else {
             continue;
         };
-        for (name, label) in [
-            ("routevpn_vs_strongswan", "routevpn / strongSwan"),
-            ("routevpn_vs_plain", "routevpn / plain veth"),
-            ("strongswan_vs_plain", "strongSwan / plain veth"),
-        ] {
+        for (name, label, ..) in RATIOS {
             let Some(J::Obj(x)) = e.get(name) else {
                 continue;
             };
@@ -228,7 +276,8 @@ pub fn report(
     }
     println!();
     println!(
-        "daemon = utime+stime of the VPN daemon processes (both ends); kernel = machine-wide \
+        "daemon = utime+stime of the VPN processes of both ends (routevpn, charon, boringtun-cli, \
+         wireguard-go); kernel = machine-wide \
          system+irq+softirq;\nmachine = all busy CPU from /proc/stat (user+nice+system+irq+softirq), \
          iperf3 included; busy % of all CPUs.\n1 GB = 10^9 bytes received by iperf3. \
          dataplane s/GB = daemon s/GB for a tunnel, kernel s/GB for plain veth."
@@ -254,9 +303,26 @@ pub fn report(
         );
     }
     println!("JSON written to {}", out_path.display());
+    if let Some(md) = markdown_out {
+        println!("Markdown table written to {}", md.display());
+    }
+    let skipped: Vec<&str> = cases
+        .iter()
+        .filter_map(|(_, c)| match c {
+            J::Obj(c) if c.str("status") == "skipped" => Some(c.str("label")),
+            _ => None,
+        })
+        .collect();
+    if !skipped.is_empty() {
+        println!(
+            "SKIPPED (tool missing, no figures): {}; see the SKIPPED lines above",
+            skipped.join(", ")
+        );
+    }
+    // A skipped comparison is reported, not failed: this is a benchmark, not a test.
     let all_ok = cases
         .iter()
-        .all(|(_, c)| matches!(c, J::Obj(c) if c.str("status") == "ok"));
+        .all(|(_, c)| matches!(c, J::Obj(c) if matches!(c.str("status"), "ok" | "skipped")));
     Ok(all_ok)
 }
 
@@ -308,5 +374,66 @@ mod tests {
             panic!()
         };
         assert_eq!(x.num("gbit_s"), Some(0.5));
+    }
+
+    #[test]
+    fn wireguard_rows_get_ratios_and_a_skip_stays_a_skip() {
+        let meta = Obj::new().with("streams", vec![J::Int(4)]).with(
+            "cases_requested",
+            vec![
+                J::from("veth"),
+                J::from("routevpn"),
+                J::from("boringtun"),
+                J::from("wireguard-go"),
+            ],
+        );
+        let run = |case: &str, g: f64, d: f64| {
+            Obj::new()
+                .with("case", case)
+                .with("streams", 4u32)
+                .with("status", "ok")
+                .with("gbit_s", g)
+                .with("dataplane_cpu_s_per_gb", d)
+        };
+        let recs = vec![
+            run("veth", 20.0, 0.5),
+            run("routevpn", 6.0, 2.0),
+            run("wireguard-go", 0.75, 16.0),
+            info(Case::Boringtun)
+                .with("status", "skipped")
+                .with("error", "boringtun-cli not found"),
+        ];
+        let c = cases(&meta, &recs);
+        let Some(J::Obj(b)) = c.get("boringtun") else {
+            panic!()
+        };
+        assert_eq!(b.str("status"), "skipped");
+        let Some(J::Obj(w)) = c.get("wireguard-go") else {
+            panic!()
+        };
+        assert_eq!(w.str("status"), "ok");
+        let rat = ratios(&c, &[4]);
+        let Some(J::Obj(e)) = rat.get("4") else {
+            panic!()
+        };
+        let pick = |key: &str, field: &str| match e.get(key) {
+            Some(J::Obj(x)) => x.get(field).cloned(),
+            _ => None,
+        };
+        assert_eq!(
+            pick("routevpn_vs_wireguard_go", "gbit_s"),
+            Some(J::Num(8.0))
+        );
+        assert_eq!(
+            pick("routevpn_vs_wireguard_go", "dataplane_cpu_s_per_gb"),
+            Some(J::Num(0.125))
+        );
+        assert_eq!(
+            pick("wireguard_go_vs_plain", "gbit_s"),
+            Some(J::Num(0.0375))
+        );
+        // No boringtun figure: its ratios are null, not 0 or missing.
+        assert_eq!(pick("routevpn_vs_boringtun", "gbit_s"), Some(J::Null));
+        assert_eq!(pick("boringtun_vs_plain", "gbit_s"), Some(J::Null));
     }
 }
