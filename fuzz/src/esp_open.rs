@@ -1,5 +1,6 @@
 //! Arbitrary bytes into `InboundSa::open` with fixed keys: must never
 //! panic, and anything it accepts must be a well-formed inner packet.
+//! `InboundSa::open_into` (the dataplane's path) must agree with it exactly.
 
 use esp::Zeroizing;
 use esp::{Algorithm, Decapsulated, InboundSa, OutboundSa, SaParams};
@@ -46,6 +47,16 @@ pub fn esp_open(data: &[u8]) {
         }
         return;
     }
+    let mut twin = InboundSa::new(params(alg, esn)).expect("valid params");
+    let mut dst = vec![0u8; twin.plaintext_len(&pkt)];
+    let into = twin
+        .open_into(&pkt, &mut dst)
+        .map(|d| d.packet().map(<[u8]>::to_vec));
+    let in_place = InboundSa::new(params(alg, esn))
+        .expect("valid params")
+        .open(&mut pkt.clone())
+        .map(|d| d.packet().map(<[u8]>::to_vec));
+    assert_eq!(into, in_place, "open_into and open disagree");
     match sa.open(&mut pkt) {
         Ok(Decapsulated::Ipv4(p)) => assert_eq!(p[0] >> 4, 4),
         Ok(Decapsulated::Ipv6(p)) => assert_eq!(p[0] >> 4, 6),

@@ -406,4 +406,70 @@ impl Opener {
             }
         }
     }
+
+    /// [`Self::open`] with the plaintext written to `out` (at least as long as the
+    /// ciphertext) instead of over the packet: the copy to where the plaintext is needed
+    /// is then part of the decryption. Returns `out`'s plaintext prefix.
+    pub(crate) fn open_into<'a>(
+        &self,
+        info: &SeqInfo,
+        packet: &[u8],
+        iv_len: usize,
+        out: &'a mut [u8],
+    ) -> Result<&'a mut [u8], EspError> {
+        let hdr_iv = crate::limits::ESP_HEADER_LEN + iv_len;
+        match self {
+            Self::Gcm { key, salt } => {
+                let (head, rest) = packet.split_at_checked(hdr_iv).ok_or(EspError::Truncated)?;
+                let ct_len = rest
+                    .len()
+                    .checked_sub(key.algorithm().tag_len())
+                    .ok_or(EspError::Truncated)?;
+                let (ct, tag) = rest.split_at(ct_len);
+                let plain = out.get_mut(..ct_len).ok_or(EspError::BufferTooSmall {
+                    need: ct_len,
+                    have: 0,
+                })?;
+                let mut nonce = [0u8; 12];
+                nonce[..4].copy_from_slice(&salt[..]);
+                nonce[4..].copy_from_slice(head.get(8..16).ok_or(EspError::Truncated)?);
+                let mut aad = [0u8; 12];
+                let n = info.gcm_aad(&mut aad);
+                key.open_separate_gather(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(&aad[..n]),
+                    ct,
+                    tag,
+                    plain,
+                )
+                .map_err(|_| EspError::IcvFailure)?;
+                Ok(plain)
+            }
+            Self::Cbc(c) => {
+                // CBC decrypts in place: verify, copy the body, decrypt there.
+                let auth_len = packet
+                    .len()
+                    .checked_sub(c.icv_len)
+                    .ok_or(EspError::Truncated)?;
+                let (authed, icv) = packet.split_at(auth_len);
+                let tag = cbc_icv(&c.mac, info, authed);
+                let expected = tag.as_ref().get(..c.icv_len).ok_or(EspError::Crypto)?;
+                verify_slices_are_equal(expected, icv).map_err(|_| EspError::IcvFailure)?;
+                let (head, body) = authed.split_at_checked(hdr_iv).ok_or(EspError::Truncated)?;
+                if body.is_empty() || body.len() % AES_BLOCK_LEN != 0 {
+                    return Err(EspError::BadCiphertextLength);
+                }
+                let plain = out.get_mut(..body.len()).ok_or(EspError::BufferTooSmall {
+                    need: body.len(),
+                    have: 0,
+                })?;
+                plain.copy_from_slice(body);
+                let mut iv = [0u8; CBC_IV_LEN];
+                iv.copy_from_slice(head.get(8..24).ok_or(EspError::Truncated)?);
+                c.dec
+                    .decrypt(plain, DecryptionContext::Iv128(FixedLength::from(iv)))
+                    .map_err(|_| EspError::Crypto)
+            }
+        }
+    }
 }

@@ -465,8 +465,13 @@ impl InboundSa {
     /// Every error means "drop", and is counted in [`Self::counters`].
     pub fn open<'a>(&mut self, esp_packet: &'a mut [u8]) -> Result<Decapsulated<'a>, EspError> {
         let r = self.open_uncounted(esp_packet);
+        self.count(&r);
+        r
+    }
+
+    fn count(&mut self, r: &Result<Decapsulated<'_>, EspError>) {
         let c = &mut self.counters;
-        match &r {
+        match r {
             Ok(Decapsulated::Dummy) => c.dummy += 1,
             Ok(Decapsulated::Ipv4(p) | Decapsulated::Ipv6(p)) => {
                 c.packets += 1;
@@ -477,11 +482,47 @@ impl InboundSa {
             Err(EspError::SelectorMismatch) => c.ts_mismatch += 1,
             Err(_) => c.malformed += 1,
         }
-        r
     }
 
     fn open_uncounted<'a>(&mut self, pkt: &'a mut [u8]) -> Result<Decapsulated<'a>, EspError> {
-        let view = EspPacket::new_checked(&*pkt)?;
+        let info = self.check(pkt)?;
+        let plaintext = self.opener.open(&info, pkt, self.alg.iv_len())?;
+        // Only an authenticated packet may move the window (§3.4.3); with
+        // ESN the ICV also confirmed the inferred high-order bits.
+        self.window.commit(info.seq);
+        self.inner(plaintext)
+    }
+
+    /// [`Self::open`] with the plaintext decrypted into `out` (which must hold the
+    /// ciphertext: [`Self::plaintext_len`]) rather than over the packet, which saves a
+    /// copy when the inner packet is wanted elsewhere, e.g. in a TUN write buffer.
+    pub fn open_into<'a>(
+        &mut self,
+        esp_packet: &[u8],
+        out: &'a mut [u8],
+    ) -> Result<Decapsulated<'a>, EspError> {
+        let r = self.check(esp_packet).and_then(|info| {
+            let plaintext = self
+                .opener
+                .open_into(&info, esp_packet, self.alg.iv_len(), out)?;
+            self.window.commit(info.seq);
+            self.inner(plaintext)
+        });
+        self.count(&r);
+        r
+    }
+
+    /// Room [`Self::open_into`] needs for this packet: its ciphertext length (0 when
+    /// the packet is too short to hold any).
+    pub fn plaintext_len(&self, esp_packet: &[u8]) -> usize {
+        esp_packet
+            .len()
+            .saturating_sub(ESP_HEADER_LEN + self.alg.iv_len() + self.alg.icv_len())
+    }
+
+    /// Header, length and replay checks, before any cryptography (RFC 4303 §3.4).
+    fn check(&self, pkt: &[u8]) -> Result<SeqInfo, EspError> {
+        let view = EspPacket::new_checked(pkt)?;
         let (spi, seq_low) = (view.spi(), view.seq());
         let iv_len = self.alg.iv_len();
         let icv_len = self.alg.icv_len();
@@ -509,17 +550,16 @@ impl InboundSa {
             u64::from(seq_low)
         };
         self.window.check(seq).map_err(EspError::Replayed)?;
-
-        let info = SeqInfo {
+        Ok(SeqInfo {
             spi,
             seq,
             esn: self.esn,
-        };
-        let plaintext = self.opener.open(&info, pkt, iv_len)?;
-        // Only an authenticated packet may move the window (§3.4.3); with
-        // ESN the ICV also confirmed the inferred high-order bits.
-        self.window.commit(seq);
+        })
+    }
 
+    /// The inner packet of an authenticated plaintext, with its trailer, padding, next
+    /// header and selectors checked.
+    fn inner<'a>(&self, plaintext: &'a mut [u8]) -> Result<Decapsulated<'a>, EspError> {
         // RFC 4303 §2.4–2.6: payload ‖ padding ‖ pad length ‖ next header.
         let (&mut next_header, rest) = plaintext.split_last_mut().ok_or(EspError::BadPadding)?;
         let (&mut pad_len, rest) = rest.split_last_mut().ok_or(EspError::BadPadding)?;

@@ -600,6 +600,23 @@ fn tampering_fails_icv_and_does_not_move_the_window() {
 }
 
 #[test]
+fn open_into_a_short_buffer_is_an_error_not_a_panic() {
+    for alg in Algorithm::ALL {
+        let (mut out, mut inb) = pair(alg, false);
+        let pkt = seal_vec(&mut out, &ipv4_packet(100, 3));
+        let mut small = vec![0u8; inb.plaintext_len(&pkt) - 1];
+        assert!(
+            matches!(
+                inb.open_into(&pkt, &mut small),
+                Err(EspError::BufferTooSmall { .. })
+            ),
+            "{alg:?}"
+        );
+        assert_eq!(inb.highest_seq(), 0, "{alg:?}: window moved");
+    }
+}
+
+#[test]
 fn wrong_spi_and_truncation_are_malformed() {
     let (mut out, mut inb) = pair(CBC128_SHA256, false);
     let pkt = seal_vec(&mut out, &ipv4_packet(20, 0));
@@ -950,6 +967,38 @@ proptest! {
         let d = inb.open(&mut buf).unwrap();
         prop_assert_eq!(d.packet().unwrap(), &inner[..]);
         prop_assert_eq!(inb.highest_seq(), start + 1);
+    }
+
+    /// `open_into` (decrypt into another buffer) accepts and refuses exactly what
+    /// `open` does, with the same inner packet, window and counters: genuine packets,
+    /// one flipped bit anywhere, truncations.
+    #[test]
+    fn open_into_agrees_with_open(
+        alg_idx in 0usize..Algorithm::ALL.len(),
+        esn in any::<bool>(),
+        inner in arb_inner(),
+        flip in prop_oneof![Just(None), (0usize..2000, 0u8..8).prop_map(Some)],
+        cut in prop_oneof![Just(0usize), 0usize..40],
+    ) {
+        let alg = Algorithm::ALL[alg_idx];
+        let (mut out, mut a) = pair(alg, esn);
+        let (_, mut b) = pair(alg, esn);
+        let mut pkt = seal_vec(&mut out, &inner);
+        if let Some((i, bit)) = flip {
+            let i = i % pkt.len();
+            pkt[i] ^= 1 << bit;
+        }
+        pkt.truncate(pkt.len().saturating_sub(cut));
+        let mut in_place = pkt.clone();
+        let want = a.open(&mut in_place).map(|d| d.packet().map(<[u8]>::to_vec));
+        let mut dst = vec![0u8; b.plaintext_len(&pkt)];
+        let got = b.open_into(&pkt, &mut dst).map(|d| d.packet().map(<[u8]>::to_vec));
+        prop_assert_eq!(&got, &want);
+        prop_assert_eq!(a.counters(), b.counters());
+        prop_assert_eq!(a.highest_seq(), b.highest_seq());
+        if flip.is_none() && cut == 0 {
+            prop_assert_eq!(got.unwrap().unwrap(), inner);
+        }
     }
 
     #[test]

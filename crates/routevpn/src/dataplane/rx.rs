@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use esp::{Datagram, Decapsulated};
+use esp::Datagram;
 use quinn_udp::{RecvMeta, UdpSockRef, BATCH_SIZE};
 use tun_rs::{GROTable, SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
@@ -55,15 +55,23 @@ impl TunBatch {
         }
     }
 
-    fn push(&mut self, entry: &InboundEntry, inner: &[u8]) {
+    /// The next buffer, with room for `room` octets after the virtio-net header: ESP
+    /// is decrypted straight into it (no copy of the inner packet).
+    fn slot(&mut self, entry: &InboundEntry, room: usize) -> &mut [u8] {
         if self.dev.is_none() {
             self.dev = Some(entry.dev.clone());
             self.errors = Some(entry.write_errors.clone());
         }
         let b = &mut self.bufs[self.n];
-        b.clear();
-        b.resize(TUN_OFFSET, 0);
-        b.extend_from_slice(inner);
+        // Shrinking (the usual case for a reused buffer) writes nothing.
+        b.resize(TUN_OFFSET + room, 0);
+        b[..TUN_OFFSET].fill(0);
+        &mut b[TUN_OFFSET..]
+    }
+
+    /// Keeps the first `len` octets of the slot as the next packet.
+    fn commit(&mut self, len: usize) {
+        self.bufs[self.n].truncate(TUN_OFFSET + len);
         self.n += 1;
         if self.n == self.bufs.len() {
             self.flush();
@@ -254,11 +262,16 @@ fn handle(
         }
         return;
     };
+    let batch = out.batch(entry.tunnel);
     let mut cell = lock(&entry.sa);
     let top = cell.sa.replay_window().top();
-    // Replay check, ICV, decryption and padding checks; every error is
-    // counted in the SA's counters.
-    let opened = cell.sa.open(seg);
+    // Replay check, ICV, decryption (into the TUN batch) and padding checks; every
+    // error is counted in the SA's counters.
+    let room = cell.sa.plaintext_len(seg);
+    let opened = cell
+        .sa
+        .open_into(seg, batch.slot(entry, room))
+        .map(|d| d.packet().map(<[u8]>::len));
     // RFC 7296 §2.23: the newest authenticated packet says where the peer is.
     let newest = opened.is_ok() && cell.sa.replay_window().top() > top;
     let moved = (newest && cell.peer != remote).then(|| std::mem::replace(&mut cell.peer, remote));
@@ -267,11 +280,12 @@ fn handle(
         sh.esp_moved(entry, from, remote);
     }
     match opened {
-        Ok(Decapsulated::Ipv4(inner) | Decapsulated::Ipv6(inner)) => {
-            sh.count_volume(&entry.volume, inner.len() as u64, 1);
-            out.batch(entry.tunnel).push(entry, inner);
+        Ok(Some(len)) => {
+            sh.count_volume(&entry.volume, len as u64, 1);
+            batch.commit(len);
         }
-        Ok(Decapsulated::Dummy) => {}
+        // A dummy packet (RFC 4303 §2.6): authentic, dropped.
+        Ok(None) => {}
         Err(e) => {
             tracing::trace!(spi = format_args!("{spi:#010x}"), "ESP dropped: {e}");
         }
