@@ -38,6 +38,7 @@ mod bfd_thread;
 mod guard;
 mod kernel;
 mod redistribute;
+mod stall_hook;
 mod status;
 mod tcp;
 
@@ -105,6 +106,8 @@ pub(super) enum Input {
     },
     /// The kernel routes `[bgp] redistribute` selects, as last read.
     Redistribute(BTreeSet<Prefix>),
+    /// The test hook ([`stall_hook`]): block the task this long.
+    Stall(Duration),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -464,6 +467,7 @@ pub async fn start(
             d.activate(now, i);
         }
     }
+    stall_hook::spawn(tx.clone());
     info!(asn = d.cfg.asn, router_id = %d.cfg.router_id, neighbors = d.neighbors.len(), "BGP speaker started");
     tokio::spawn(d.run(rx));
     Ok(Handle {
@@ -544,6 +548,7 @@ impl Driver {
                 self.link(now, &tunnel, up)
             }
             Input::Redistribute(set) => self.redistribute(now, set),
+            Input::Stall(d) => stall_hook::stall(d),
             Input::Shutdown(_) => {}
         }
     }
