@@ -132,7 +132,12 @@ fn raise_priority() {
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE)
     };
     if rc != 0 {
-        debug!(error = %io::Error::last_os_error(), "BFD thread keeps the default priority");
+        match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::PermissionDenied => {
+                debug!("BFD thread keeps the default priority: no CAP_SYS_NICE")
+            }
+            e => debug!(error = %e, "BFD thread keeps the default priority"),
+        }
     }
 }
 
