@@ -146,3 +146,47 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::NeighborStatus;
+
+    /// The thread's state and counters reach the neighbours with BFD, and only those.
+    #[test]
+    fn bfd_overlay_fills_neighbours_with_bfd_only() {
+        let with = NeighborStatus {
+            bfd: Some("Paused".into()),
+            ..NeighborStatus::default()
+        };
+        let mut s = RoutingStatus {
+            neighbors: vec![with.clone(), NeighborStatus::default(), with],
+            ..RoutingStatus::default()
+        };
+        let thread = [
+            PeerStatus {
+                state: Some(bfd::State::Up),
+                wrong_link: 3,
+                flaps: 2,
+            },
+            PeerStatus {
+                state: Some(bfd::State::Up),
+                wrong_link: 9,
+                flaps: 9,
+            },
+            PeerStatus::default(),
+        ];
+        overlay_bfd(&mut s, &thread);
+        let n = &s.neighbors;
+        assert_eq!(
+            (
+                n[0].bfd.as_deref(),
+                n[0].bfd_wrong_interface,
+                n[0].bfd_flaps
+            ),
+            (Some("Up"), 3, 2)
+        );
+        assert_eq!((n[1].bfd.as_deref(), n[1].bfd_flaps), (None, 0));
+        assert_eq!(n[2].bfd.as_deref(), Some("Paused"));
+    }
+}
