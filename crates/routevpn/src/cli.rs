@@ -111,7 +111,7 @@ pub enum Command {
         #[arg(long)]
         down: bool,
         /// BFD transmit interval on every tunnel (detection takes 3 of them), 10ms to 60s.
-        #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = lab_bfd_interval)]
+        #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = lab_bfd_interval)]
         bfd_interval: std::time::Duration,
     },
     /// Write manual pages or shell completions (for packaging).

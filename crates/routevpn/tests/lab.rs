@@ -1,7 +1,7 @@
 //! End to end: `routevpn lab --json` builds the three-router triangle, cuts the A–B
 //! link, and must see traffic recover via C and return to A–B after the restore.
 //!
-//! Recovery is asserted, not timings: the outage (BFD 100 ms × 3, about 0.3 s here) is
+//! Recovery is asserted, not timings: the outage (BFD 50 ms × 3 by default) is
 //! printed; it is a benchmark figure, not a pass/fail bound (DEVELOPERS.md). The lab runs
 //! with `--keep` so that, besides its own report, the test checks the kept triangle
 //! independently (kernel routes, pings between the hosts, each daemon's status) and then

@@ -1,5 +1,5 @@
 //! The routevpn configuration of each lab router: tunnels to both other routers, and
-//! eBGP + BFD (`--bfd-interval`, 100 ms by default, × 3) over every tunnel.
+//! eBGP + BFD (`--bfd-interval`, 50 ms by default, × 3) over every tunnel.
 
 use std::fmt::Write as _;
 
@@ -22,7 +22,7 @@ const ESP: &str = "aes128gcm16";
 const DPD: &str = "2s";
 const DIRECT_METRIC: u32 = 100;
 /// `routevpn lab --bfd-interval` unless given.
-pub const DEFAULT_BFD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+pub const DEFAULT_BFD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 const DETOUR_METRIC: u32 = 200;
 
 /// The TOML configuration for router `r`.
@@ -132,28 +132,28 @@ mod tests {
             "address = [\"169.254.12.1/30\"]",
             "dpd = \"2s\"",
             "[bgp]\nasn = 65001\nrouter_id = \"10.1.0.1\"\nnetworks = [\"10.1.0.0/24\"]\nhold_time = \"9s\"\nconnect_retry = \"1s\"",
-            "[[bgp.neighbor]]\naddress = \"169.254.12.2\"\nasn = 65002\nbfd = { interval = \"100ms\", multiplier = 3 }",
+            "[[bgp.neighbor]]\naddress = \"169.254.12.2\"\nasn = 65002\nbfd = { interval = \"50ms\", multiplier = 3 }",
             "[[bgp.neighbor]]\naddress = \"169.254.13.2\"\nasn = 65003",
         ] {
             assert!(a.contains(needle), "missing {needle:?} in\n{a}");
         }
-        // `routevpn lab --bfd-interval 50ms` reaches every neighbor, and parses.
-        let fast = router_config(
+        // `routevpn lab --bfd-interval 120ms` reaches every neighbor, and parses.
+        let slow = router_config(
             router('C'),
             Routing::Bgp,
-            std::time::Duration::from_millis(50),
+            std::time::Duration::from_millis(120),
         );
         assert_eq!(
-            fast.matches("bfd = { interval = \"50ms\", multiplier = 3 }")
+            slow.matches("bfd = { interval = \"120ms\", multiplier = 3 }")
                 .count(),
             2,
-            "{fast}"
+            "{slow}"
         );
-        let bgp = crate::config::parse(&fast, "c").unwrap().bgp.unwrap();
+        let bgp = crate::config::parse(&slow, "c").unwrap().bgp.unwrap();
         assert!(bgp
             .neighbors
             .iter()
-            .all(|n| n.bfd.as_ref().unwrap().interval.as_millis() == 50));
+            .all(|n| n.bfd.as_ref().unwrap().interval.as_millis() == 120));
         assert!(!a.contains("routes ="));
         // Whatever this build's parser says, the probe must not panic.
         let _ = bgp_supported();

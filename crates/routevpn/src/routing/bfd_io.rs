@@ -1,20 +1,20 @@
-//! BFD sockets (RFC 5881): receive on UDP 3784 keeping only packets with TTL / hop limit
-//! 255 (§5, GTSM), send from one fixed source port in 49152..=65535 with TTL 255 (§4);
-//! and the driver's side: packets to sessions (only those that arrived on the
-//! neighbour's own interface, authenticated when configured), timers, state changes to
-//! BGP.
+//! BFD sockets (RFC 5881): receive on UDP 3784 reporting TTL / hop limit (only 255 is
+//! kept, §5, GTSM) and arrival interface, send from one fixed source port in
+//! 49152..=65535 with TTL 255 (§4); and demultiplexing (RFC 5880 §6.3). The `bfd`
+//! thread ([`super::bfd_thread`]) runs the sessions over them.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
 
-use super::{canon, BfdLink, Driver, Input};
+use std::time::Instant;
+
+use tracing::warn;
+
+use super::bfd_thread::Command;
+use super::{BfdLink, Driver};
 use crate::sys;
 
 fn udp(v6: bool) -> io::Result<Socket> {
@@ -80,50 +80,9 @@ pub fn tx_socket(v6: bool, start: u16) -> io::Result<std::net::UdpSocket> {
     Err(last.unwrap_or_else(|| io::Error::other("no free BFD source port")))
 }
 
-/// Feeds the driver the BFD packets that arrive with TTL 255.
-pub(super) fn spawn_bfd_reader(
-    sock: std::net::UdpSocket,
-    tx: mpsc::Sender<Input>,
-) -> anyhow::Result<()> {
-    let sock = UdpSocket::from_std(sock)?;
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 2048];
-        loop {
-            let r = sock
-                .async_io(tokio::io::Interest::READABLE, || {
-                    sys::recv_with_ttl(&sock, &mut buf)
-                })
-                .await;
-            match r {
-                Ok(r) => {
-                    // RFC 5881 §5: only packets sent from one hop away (TTL 255).
-                    if r.ttl != Some(bfd::limits::TTL) {
-                        debug!(from = %r.from, ttl = ?r.ttl, "BFD packet with TTL != 255 dropped");
-                        continue;
-                    }
-                    let data = buf.get(..r.len).unwrap_or_default().to_vec();
-                    let input = Input::Bfd {
-                        from: r.from,
-                        ifindex: r.ifindex,
-                        data,
-                    };
-                    if tx.send(input).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    debug!(error = %e, "BFD receive error");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    });
-    Ok(())
-}
-
 /// RFC 5880 §6.3 demultiplexing: whether a packet (`my_discr`, `your_discr` from `src`)
 /// belongs to our session (`local`, locked onto `remote` once known) with `neighbor`.
-fn belongs(
+pub(super) fn belongs(
     local: u32,
     remote: u32,
     neighbor: IpAddr,
@@ -143,109 +102,64 @@ fn belongs(
 }
 
 impl Driver {
-    pub(super) fn bfd_packet(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        ifindex: Option<u32>,
-        data: &[u8],
-    ) {
-        let pkt = match bfd::ControlPacket::decode(data) {
-            Ok(p) => p,
-            Err(e) => {
-                debug!(%from, error = %e, "malformed BFD packet");
-                return;
-            }
+    /// Starts the neighbour's BFD session in the `bfd` thread, unless one runs.
+    pub(super) fn start_bfd(&mut self, i: usize) {
+        let (Some(t), Some(cfg)) = (&self.bfd, self.neighbors[i].cfg.bfd.clone()) else {
+            return;
         };
-        // RFC 5880 §6.3: by Your Discriminator, or by source address while it is zero.
-        let src = canon(from.ip());
-        let n = self.neighbors.iter_mut().find(|n| {
-            n.bfd.as_ref().is_some_and(|b| {
-                belongs(
-                    b.local_discr(),
-                    b.remote_discr(),
-                    n.cfg.address,
-                    src,
-                    pkt.my_discr,
-                    pkt.your_discr,
-                )
-            })
+        let n = &mut self.neighbors[i];
+        if n.bfd.is_some() {
+            return;
+        }
+        let gen = self.bfd_gen;
+        self.bfd_gen += 1;
+        n.bfd = Some(gen);
+        t.send(Command::Add {
+            peer: i,
+            gen,
+            address: n.cfg.address,
+            cfg,
+            link: n.bfd_link,
         });
-        match n {
-            Some(n) => {
-                if n.cfg.address != src {
-                    debug!(%from, "BFD packet from an unexpected address");
-                    return;
-                }
-                // Only what arrived on the neighbour's own link (its tunnel): a packet
-                // with the right discriminators injected on another interface is not
-                // the neighbour's.
-                let link_ok = match (&n.bfd_link, ifindex) {
-                    (BfdLink::Any, _) => true,
-                    (BfdLink::Index(want), Some(got)) => *want == got,
-                    _ => false,
-                };
-                if !link_ok {
-                    debug!(%from, ?ifindex, expected = ?n.bfd_link, "BFD packet from another interface dropped");
-                    n.bfd_wrong_link += 1;
-                    return;
-                }
-                if let Some(b) = &mut n.bfd {
-                    if let Err(e) = b.handle_datagram(now, data, &pkt) {
-                        debug!(%from, error = %e, "BFD packet discarded");
-                    }
-                }
+    }
+
+    pub(super) fn stop_bfd(&mut self, i: usize) {
+        if self.neighbors[i].bfd.take().is_some() {
+            if let Some(t) = &self.bfd {
+                t.send(Command::Remove { peer: i });
             }
-            None => debug!(%from, your_discr = pkt.your_discr, "BFD packet for no session"),
         }
     }
 
-    /// BFD timers, events and transmissions.
-    pub(super) fn run_bfd(&mut self, now: Instant) {
-        for i in 0..self.neighbors.len() {
-            let mut events = Vec::new();
-            let mut out = Vec::new();
-            {
-                let n = &mut self.neighbors[i];
-                let Some(b) = &mut n.bfd else { continue };
-                if b.poll_timeout().is_some_and(|t| t <= now) {
-                    b.handle_timeout(now);
-                }
-                while let Some(e) = b.poll_event() {
-                    events.push(e);
-                }
-                let mut p = Vec::new();
-                while b.poll_datagram(now, &mut self.rng, &mut p) {
-                    out.push(std::mem::take(&mut p));
-                }
-            }
-            let addr = self.neighbors[i].cfg.address;
-            let to = SocketAddr::new(addr, bfd::limits::CONTROL_PORT);
-            let sock = if addr.is_ipv4() {
-                &self.bfd_tx4
-            } else {
-                &self.bfd_tx6
-            };
-            if let Some(s) = sock {
-                for p in out {
-                    if let Err(e) = s.try_send_to(&p, to) {
-                        debug!(%to, error = %e, "BFD send failed");
-                    }
-                }
-            }
-            for bfd::Event::StateChange { from, to, diag } in events {
-                info!(neighbor = %addr, from = ?from, to = ?to, diag = ?diag, "BFD session {:?}", to);
-                if from == bfd::State::Up {
-                    self.neighbors[i].bfd_flaps += 1;
-                }
-                if to == bfd::State::Down && from == bfd::State::Up {
-                    warn!(neighbor = %addr, "BFD down: dropping the BGP session");
-                    let id = self.neighbors[i].id;
-                    self.speaker.handle_disconnected(now, id);
-                } else if to == bfd::State::Up {
-                    self.kick(now, i);
-                }
-            }
+    pub(super) fn set_bfd_link(&mut self, i: usize, link: BfdLink) {
+        self.neighbors[i].bfd_link = link;
+        if let (Some(t), Some(_)) = (&self.bfd, self.neighbors[i].bfd) {
+            t.send(Command::Link { peer: i, link });
+        }
+    }
+
+    /// A state change from the `bfd` thread: Down after Up drops the BGP session at
+    /// once (RFC 5882 §4.3), Up restarts a waiting one.
+    pub(super) fn bfd_state(
+        &mut self,
+        now: Instant,
+        i: usize,
+        gen: u64,
+        from: bfd::State,
+        to: bfd::State,
+        diag: bfd::Diag,
+    ) {
+        // A change of a session since removed or replaced is no news.
+        if self.neighbors.get(i).is_none_or(|n| n.bfd != Some(gen)) {
+            return;
+        }
+        let addr = self.neighbors[i].cfg.address;
+        if to == bfd::State::Down && from == bfd::State::Up {
+            warn!(neighbor = %addr, %diag, "BFD down: dropping the BGP session");
+            let id = self.neighbors[i].id;
+            self.speaker.handle_disconnected(now, id);
+        } else if to == bfd::State::Up {
+            self.kick(now, i);
         }
     }
 }

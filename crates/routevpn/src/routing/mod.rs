@@ -1,8 +1,9 @@
 //! The embedded BGP speaker (`bgp` crate) and BFD (`bfd` crate) driven over real sockets,
 //! with the Loc-RIB installed into the kernel (routing protocol 251).
 //!
-//! One tokio task owns the [`bgp::Speaker`] and every [`bfd::Session`]; TCP readers and
-//! connectors, the BFD socket readers, the daemon (tunnel up/down, status, shutdown) feed
+//! One tokio task owns the [`bgp::Speaker`]; TCP readers and connectors, the `bfd`
+//! thread ([`bfd_thread`]: every [`bfd::Session`] and the BFD sockets, so BFD keeps its
+//! timing while this task is busy), the daemon (tunnel up/down, status, shutdown) feed
 //! it through one channel.
 //!
 //! * TCP: listens on port 179 (IPv4 and IPv6 wildcard). Outgoing connections bind to our
@@ -33,23 +34,25 @@
 //!   neighbor on that tunnel uses it (next hop: our tunnel address of that family).
 
 mod bfd_io;
+mod bfd_thread;
 mod guard;
 mod kernel;
 mod redistribute;
+mod stall_hook;
 mod status;
 mod tcp;
 
 pub use redistribute::REDISTRIBUTE_SCAN;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bgp::{PeerId, PeerPolicy, Prefix, RibConfig, SessionConfig, Speaker, SpeakerEvent, StateName};
 use ipnet::IpNet;
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -89,11 +92,13 @@ pub(super) enum Input {
     Closed {
         conn: u64,
     },
-    Bfd {
-        from: SocketAddr,
-        /// The interface it arrived on.
-        ifindex: Option<u32>,
-        data: Vec<u8>,
+    /// A BFD session changed state (from the `bfd` thread); `gen` names the session.
+    BfdState {
+        peer: usize,
+        gen: u64,
+        from: bfd::State,
+        to: bfd::State,
+        diag: bfd::Diag,
     },
     Link {
         tunnel: String,
@@ -101,6 +106,8 @@ pub(super) enum Input {
     },
     /// The kernel routes `[bgp] redistribute` selects, as last read.
     Redistribute(BTreeSet<Prefix>),
+    /// The test hook ([`stall_hook`]): block the task this long.
+    Stall(Duration),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -111,6 +118,8 @@ pub struct Handle {
     status: Arc<Mutex<RoutingStatus>>,
     installed: Arc<Mutex<BTreeMap<Prefix, Installed>>>,
     done: Arc<Mutex<bool>>,
+    /// BFD state and counters as the `bfd` thread publishes them.
+    bfd: Option<bfd_thread::BfdShared>,
 }
 
 impl Handle {
@@ -129,6 +138,9 @@ impl Handle {
     pub fn status(&self) -> RoutingStatus {
         let mut s = self.status.lock().map(|s| s.clone()).unwrap_or_default();
         s.routes = status::route_list(&self.installed.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(b) = &self.bfd {
+            status::overlay_bfd(&mut s, &b.lock().unwrap_or_else(|e| e.into_inner()));
+        }
         s
     }
 
@@ -174,23 +186,20 @@ struct Neighbor {
     /// In the speaker (false while its tunnel is down).
     active: bool,
     transport: Transport,
-    bfd: Option<bfd::Session>,
+    /// The generation of its session in the `bfd` thread, while one runs.
+    bfd: Option<u64>,
     established_at: Option<Instant>,
     device: Option<String>,
     refusals: guard::RefusalLog,
     /// The interface BFD packets from this neighbour must arrive on.
     bfd_link: BfdLink,
-    /// BFD packets dropped for arriving on another interface.
-    bfd_wrong_link: u64,
-    /// BFD sessions that left Up (flaps), for `status` and the metrics.
-    bfd_flaps: u64,
     /// GTSM (RFC 5082) on its TCP connections.
     gtsm: bool,
 }
 
 /// Where a neighbour's BFD packets may arrive from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BfdLink {
+pub(super) enum BfdLink {
     /// Its tunnel, whose interface index is not known yet: nothing is accepted.
     Unknown,
     /// This interface.
@@ -216,9 +225,10 @@ struct Driver {
     nl: Netlink,
     tx: mpsc::Sender<Input>,
     next_conn: u64,
-    bfd_tx4: Option<UdpSocket>,
-    bfd_tx6: Option<UdpSocket>,
-    rng: SystemRng,
+    /// The `bfd` thread, when a neighbour has BFD.
+    bfd: Option<bfd_thread::BfdThread>,
+    /// The generation of the next BFD session started.
+    bfd_gen: u64,
     /// The routes we asked the route task for (what the kernel will have); shared with
     /// [`Handle::status`], which lists them when asked.
     installed: Arc<Mutex<BTreeMap<Prefix, Installed>>>,
@@ -347,8 +357,6 @@ pub async fn start(
                     .and_then(|(_, oif)| *oif)
                     .map_or(BfdLink::Any, BfdLink::Index),
             },
-            bfd_wrong_link: 0,
-            bfd_flaps: 0,
             gtsm: n.gtsm.unwrap_or_else(|| {
                 // Default on for a directly connected eBGP neighbour (RFC 5082 §3).
                 let direct = t.is_some() || connected_nets.iter().any(|c| c.contains(&n.address));
@@ -390,7 +398,7 @@ pub async fn start(
         }
     }
     let want_bfd = cfg.neighbors.iter().any(|n| n.bfd.is_some());
-    let (mut bfd_tx4, mut bfd_tx6) = (None, None);
+    let (mut bfd_rx, mut bfd_tx4, mut bfd_tx6) = (Vec::new(), None, None);
     if want_bfd {
         // A fixed source port per family (RFC 5881 §4), spread by pid so that several
         // daemons on one host rarely probe the same ports.
@@ -401,8 +409,7 @@ pub async fn start(
             let txs = bfd_io::tx_socket(v6, start).context("binding a BFD source port");
             match (rx, txs) {
                 (Ok(rx), Ok(txs)) => {
-                    bfd_io::spawn_bfd_reader(rx, tx.clone())?;
-                    let txs = UdpSocket::from_std(txs)?;
+                    bfd_rx.push(rx);
                     if v6 {
                         bfd_tx6 = Some(txs);
                     } else {
@@ -422,6 +429,14 @@ pub async fn start(
             }
         }
     }
+    let bfd = if want_bfd {
+        let t = bfd_thread::BfdThread::spawn(neighbors.len(), bfd_rx, bfd_tx4, bfd_tx6, tx.clone())
+            .context("starting the BFD thread")?;
+        Some(t)
+    } else {
+        None
+    };
+    let bfd_shared = bfd.as_ref().map(|b| b.shared.clone());
     let status = Arc::new(Mutex::new(RoutingStatus::default()));
     let routes = RouteBatch::spawn(nl.clone(), RTPROT_ROUTEVPN_BGP);
     let installed = Arc::new(Mutex::new(BTreeMap::new()));
@@ -434,9 +449,8 @@ pub async fn start(
         nl,
         tx: tx.clone(),
         next_conn: 1,
-        bfd_tx4,
-        bfd_tx6,
-        rng: SystemRng(aws_lc_rs::rand::SystemRandom::new()),
+        bfd,
+        bfd_gen: 1,
         installed: installed.clone(),
         routes,
         published: None,
@@ -453,6 +467,7 @@ pub async fn start(
             d.activate(now, i);
         }
     }
+    stall_hook::spawn(tx.clone());
     info!(asn = d.cfg.asn, router_id = %d.cfg.router_id, neighbors = d.neighbors.len(), "BGP speaker started");
     tokio::spawn(d.run(rx));
     Ok(Handle {
@@ -460,6 +475,7 @@ pub async fn start(
         status,
         installed,
         done: Arc::new(Mutex::new(false)),
+        bfd: bfd_shared,
     })
 }
 
@@ -473,7 +489,6 @@ impl Driver {
             if self.speaker.poll_timeout().is_some_and(|t| t <= now) {
                 self.speaker.handle_timeout(now);
             }
-            self.run_bfd(now);
             self.drain(now).await;
             self.log_refusals(now);
             self.publish_throttled(now);
@@ -481,10 +496,9 @@ impl Driver {
                 break;
             }
             let next = self
-                .neighbors
-                .iter()
-                .filter_map(|n| n.bfd.as_ref().and_then(|b| b.poll_timeout()))
-                .chain(self.speaker.poll_timeout())
+                .speaker
+                .poll_timeout()
+                .into_iter()
                 .chain(self.publish_deadline())
                 .min()
                 .unwrap_or(now + Duration::from_secs(3600));
@@ -520,11 +534,13 @@ impl Driver {
             } => self.connect_result(now, peer, attempt, result),
             Input::Bytes { conn, data } => self.bytes(now, conn, data),
             Input::Closed { conn } => self.closed(now, conn),
-            Input::Bfd {
+            Input::BfdState {
+                peer,
+                gen,
                 from,
-                ifindex,
-                data,
-            } => self.bfd_packet(now, from, ifindex, &data),
+                to,
+                diag,
+            } => self.bfd_state(now, peer, gen, from, to, diag),
             Input::Link { tunnel, up } => {
                 if up {
                     self.learn_link(&tunnel).await;
@@ -532,6 +548,7 @@ impl Driver {
                 self.link(now, &tunnel, up)
             }
             Input::Redistribute(set) => self.redistribute(now, set),
+            Input::Stall(d) => stall_hook::stall(d),
             Input::Shutdown(_) => {}
         }
     }
@@ -544,43 +561,7 @@ impl Driver {
         n.active = true;
         self.speaker
             .add_peer(now, n.id, n.session.clone(), n.policy.clone());
-        if let Some(b) = n.cfg.bfd.clone() {
-            let local_discr = self.fresh_discriminator();
-            let n = &mut self.neighbors[i];
-            let cfg = bfd::SessionConfig {
-                local_discr,
-                desired_min_tx: b.interval,
-                required_min_rx: b.interval,
-                detect_mult: b.multiplier,
-                passive: false,
-            };
-            match bfd::Session::new(cfg, now) {
-                Ok(s) => {
-                    n.bfd = Some(match b.auth {
-                        Some(a) => s.with_auth(a),
-                        None => s,
-                    })
-                }
-                Err(e) => warn!(neighbor = %n.cfg.address, error = %e, "cannot start BFD"),
-            }
-        }
-    }
-
-    /// RFC 5880 §6.8.1: a random local discriminator (an off-path attacker cannot guess
-    /// it), nonzero and unique among our sessions.
-    fn fresh_discriminator(&mut self) -> u32 {
-        loop {
-            let mut b = [0u8; 4];
-            bfd::Rng::fill(&mut self.rng, &mut b);
-            let d = u32::from_be_bytes(b);
-            let taken = self
-                .neighbors
-                .iter()
-                .any(|n| n.bfd.as_ref().is_some_and(|s| s.local_discr() == d));
-            if d != 0 && !taken {
-                return d;
-            }
-        }
+        self.start_bfd(i);
     }
 
     /// Drops the session (Cease), its connections and BFD: its routes are withdrawn.
@@ -593,9 +574,9 @@ impl Driver {
         self.flush_transmit();
         let n = &mut self.neighbors[i];
         n.active = false;
-        n.bfd = None;
         n.established_at = None;
         n.transport.close();
+        self.stop_bfd(i);
     }
 
     /// Restarts a neighbor that is waiting (Idle/Connect/Active) so it connects now.
@@ -611,13 +592,12 @@ impl Driver {
             )
         });
         if waiting {
+            // Keep the running BFD session (and its discriminator): hidden from
+            // deactivate, it is not started again by activate.
             let bfd = self.neighbors[i].bfd.take();
             self.deactivate(now, i);
+            self.neighbors[i].bfd = bfd;
             self.activate(now, i);
-            // Keep the running BFD session (and its discriminator).
-            if bfd.is_some() {
-                self.neighbors[i].bfd = bfd;
-            }
         }
     }
 
@@ -630,9 +610,9 @@ impl Driver {
                 None
             }
         };
-        for n in &mut self.neighbors {
-            if n.tunnel.as_deref() == Some(tunnel) {
-                n.bfd_link = index.map_or(BfdLink::Unknown, BfdLink::Index);
+        for i in 0..self.neighbors.len() {
+            if self.neighbors[i].tunnel.as_deref() == Some(tunnel) {
+                self.set_bfd_link(i, index.map_or(BfdLink::Unknown, BfdLink::Index));
             }
         }
     }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use bgp::{PeerId, Prefix, StateName};
 
+use super::bfd_thread::PeerStatus;
 use super::kernel::Installed;
 use super::Driver;
 use crate::control::{BgpRouteStatus, NeighborStatus, RoutingStatus};
@@ -51,6 +52,18 @@ pub(super) fn route_list(installed: &BTreeMap<Prefix, Installed>) -> Vec<BgpRout
             })
         })
         .collect()
+}
+
+/// BFD state and counters as the `bfd` thread last published them (fresh even while
+/// the driver is busy), over each neighbour that has BFD.
+pub(super) fn overlay_bfd(s: &mut RoutingStatus, bfd: &[PeerStatus]) {
+    for (n, b) in s.neighbors.iter_mut().zip(bfd) {
+        if n.bfd.is_some() {
+            n.bfd = Some(b.state.map_or_else(|| "Paused".into(), bfd_state_name));
+            n.bfd_wrong_interface = b.wrong_link;
+            n.bfd_flaps = b.flaps;
+        }
+    }
 }
 
 impl Driver {
@@ -107,12 +120,8 @@ impl Driver {
                     prefixes_accepted: accepted,
                     prefixes_sent: self.speaker.rib().adj_rib_out(n.id).count() as u64,
                     prefixes_refused: self.speaker.rib().refused(n.id).count,
-                    bfd: n.cfg.bfd.as_ref().map(|_| {
-                        n.bfd
-                            .as_ref()
-                            .map(|b| bfd_state_name(b.state()))
-                            .unwrap_or_else(|| "Paused".into())
-                    }),
+                    // The `bfd` thread's view replaces these in `Handle::status`.
+                    bfd: n.cfg.bfd.as_ref().map(|_| "Paused".to_string()),
                     bfd_auth: n.cfg.bfd.as_ref().and_then(|b| b.auth.as_ref()).map(|a| {
                         match a.mode {
                             bfd::Sha1Mode::Keyed => "keyed-sha1",
@@ -120,8 +129,8 @@ impl Driver {
                         }
                         .to_string()
                     }),
-                    bfd_wrong_interface: n.bfd_wrong_link,
-                    bfd_flaps: n.bfd_flaps,
+                    bfd_wrong_interface: 0,
+                    bfd_flaps: 0,
                 }
             })
             .collect();
@@ -135,5 +144,49 @@ impl Driver {
                 route_failures: self.routes.stats().failed,
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::NeighborStatus;
+
+    /// The thread's state and counters reach the neighbours with BFD, and only those.
+    #[test]
+    fn bfd_overlay_fills_neighbours_with_bfd_only() {
+        let with = NeighborStatus {
+            bfd: Some("Paused".into()),
+            ..NeighborStatus::default()
+        };
+        let mut s = RoutingStatus {
+            neighbors: vec![with.clone(), NeighborStatus::default(), with],
+            ..RoutingStatus::default()
+        };
+        let thread = [
+            PeerStatus {
+                state: Some(bfd::State::Up),
+                wrong_link: 3,
+                flaps: 2,
+            },
+            PeerStatus {
+                state: Some(bfd::State::Up),
+                wrong_link: 9,
+                flaps: 9,
+            },
+            PeerStatus::default(),
+        ];
+        overlay_bfd(&mut s, &thread);
+        let n = &s.neighbors;
+        assert_eq!(
+            (
+                n[0].bfd.as_deref(),
+                n[0].bfd_wrong_interface,
+                n[0].bfd_flaps
+            ),
+            (Some("Up"), 3, 2)
+        );
+        assert_eq!((n[1].bfd.as_deref(), n[1].bfd_flaps), (None, 0));
+        assert_eq!(n[2].bfd.as_deref(), Some("Paused"));
     }
 }

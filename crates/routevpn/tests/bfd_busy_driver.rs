@@ -1,0 +1,129 @@
+//! BFD keeps its timing while the BGP driver is busy: two routevpn daemons with eBGP +
+//! BFD 50 ms × 3 (150 ms detection) over a tunnel; the left's routing task is blocked for
+//! 2 s (the `ROUTEVPN_TEST_STALL_ROUTING` hook, as a burst of UPDATEs or a slow netlink
+//! call would) and neither end may see the BFD session leave Up. With BFD timers run by
+//! the driver task itself, the left stops transmitting for 2 s and both ends flap.
+
+use std::time::Duration;
+use testbed::{wait_until, Netns, Routevpn, RvConfig, RvTunnel, Topology};
+
+const T: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(20);
+/// The stall: more than ten detection times.
+const STALL_MS: &str = "2000";
+
+fn tunnel(left: bool) -> RvTunnel {
+    let (local, remote, addr) = if left {
+        (Topology::LEFT_WAN, Topology::RIGHT_WAN, "169.254.12.1/30")
+    } else {
+        (Topology::RIGHT_WAN, Topology::LEFT_WAN, "169.254.12.2/30")
+    };
+    RvTunnel {
+        local: local.into(),
+        remote: remote.into(),
+        psk: "bfd-busy-test".into(),
+        ike: vec!["aes128gcm16-prfsha256-x25519".into()],
+        esp: vec!["aes128gcm16".into()],
+        start: left,
+        address: vec![addr.into()],
+        ..RvTunnel::default()
+    }
+}
+
+fn bgp(left: bool) -> String {
+    let (asn, peer_asn, rid, nbr) = if left {
+        (65001, 65002, "10.1.0.1", "169.254.12.2")
+    } else {
+        (65002, 65001, "10.2.0.1", "169.254.12.1")
+    };
+    format!(
+        "[bgp]\nasn = {asn}\nrouter_id = \"{rid}\"\n\
+         hold_time = \"9s\"\nconnect_retry = \"1s\"\n\
+         [[bgp.neighbor]]\naddress = \"{nbr}\"\nasn = {peer_asn}\n\
+         bfd = {{ interval = \"50ms\", multiplier = 3 }}\n"
+    )
+}
+
+fn start(ns: &Netns, left: bool, env: &[(&str, &str)]) -> Routevpn {
+    let cfg = RvConfig {
+        tunnels: vec![tunnel(left)],
+        extra_tail: bgp(left),
+        ..RvConfig::default()
+    };
+    let rv = Routevpn::spawn_with(testbed::routevpn_bin(), ns, &cfg, env);
+    rv.wait_ready(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    rv
+}
+
+fn neighbor(rv: &Routevpn) -> serde_json::Value {
+    rv.status()
+        .map(|s| s["bgp"]["neighbors"][0].clone())
+        .unwrap_or_default()
+}
+
+fn flaps(rv: &Routevpn) -> u64 {
+    neighbor(rv)["bfd_flaps"].as_u64().unwrap_or(u64::MAX)
+}
+
+#[test]
+fn bfd_stays_up_while_the_bgp_driver_is_stalled() {
+    if !testbed::require_programs(&["kill"]) {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let env = [
+        ("RUST_LOG", "debug"),
+        ("RUST_BACKTRACE", "1"),
+        ("ROUTEVPN_TEST_STALL_ROUTING", STALL_MS),
+    ];
+    let left = start(&topo.left, true, &env);
+    let right = start(&topo.right, false, &env[..2]);
+    for rv in [&left, &right] {
+        wait_until(T, POLL, || {
+            let n = neighbor(rv);
+            (n["state"] == "Established" && n["bfd"] == "Up")
+                .then_some(())
+                .ok_or_else(|| format!("neighbor {n}"))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 80)));
+    }
+    let before = (flaps(&left), flaps(&right));
+
+    let pid = left.pid().to_string();
+    let out = std::process::Command::new("kill")
+        .args(["-USR1", &pid])
+        .output()
+        .expect("kill");
+    assert!(out.status.success(), "kill -USR1 {pid}: {out:?}");
+    left.wait_log("test hook: routing task stalled", T)
+        .unwrap_or_else(|e| panic!("{e}"));
+    left.wait_log("test hook: routing task resumed", T)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The right ran on throughout: had the left gone silent for a detection time
+    // during the stall, it counted a flap then.
+    let right_n = neighbor(&right);
+    assert_eq!(
+        right_n["bfd_flaps"].as_u64(),
+        Some(before.1),
+        "the right saw BFD leave Up while the left's driver was stalled: {right_n}\n{}",
+        testbed::tail(&right.log(), 60)
+    );
+    // The left's own view once its driver has run again.
+    wait_until(T, POLL, || {
+        let n = neighbor(&left);
+        (n["state"] == "Established")
+            .then_some(())
+            .ok_or_else(|| format!("neighbor {n}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&left.log(), 80)));
+    for (rv, was, side) in [(&left, before.0, "left"), (&right, before.1, "right")] {
+        let n = neighbor(rv);
+        let log = rv.log();
+        assert!(
+            n["bfd"] == "Up" && n["bfd_flaps"].as_u64() == Some(was) && !log.contains("BFD down"),
+            "{side}: BFD left Up around the stall: {n}\n{}",
+            testbed::tail(&log, 60)
+        );
+    }
+}
