@@ -72,61 +72,6 @@ pub(crate) fn wait_fd(fd: RawFd, events: libc::c_short, timeout_ms: i32) -> io::
     Ok(n > 0)
 }
 
-/// Waits, without a timeout, until `fd` is ready for `events` or one of `wake` becomes
-/// readable (see [`Waker`]); `EINTR` returns early. An idle thread sleeps here for good.
-pub(crate) fn wait_fd_or(fd: RawFd, events: libc::c_short, wake: &[&Waker]) -> io::Result<()> {
-    let mut pfds = [libc::pollfd {
-        fd: -1,
-        events: 0,
-        revents: 0,
-    }; 3];
-    pfds[0] = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    let n = 1 + wake.len().min(2);
-    for (p, w) in pfds[1..n].iter_mut().zip(wake) {
-        *p = libc::pollfd {
-            fd: w.0.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-    }
-    // SAFETY: `pfds` holds `n` (at most 3) valid, initialized pollfds.
-    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, -1) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
-/// An eventfd that, once [`Waker::wake`]d, stays readable: every thread polling it
-/// (with [`wait_fd_or`]) wakes and sees the flag that was set before.
-pub(crate) struct Waker(std::os::fd::OwnedFd);
-
-impl Waker {
-    pub(crate) fn new() -> io::Result<Waker> {
-        // SAFETY: eventfd takes no pointers; a negative return is an error.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        Ok(Waker(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
-    }
-
-    /// Makes the eventfd readable for good (it is never read).
-    pub(crate) fn wake(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from a live buffer to our own eventfd.
-        let _ = unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), one.len()) };
-    }
-}
-
 /// Raises SO_RCVBUF/SO_SNDBUF to `bytes`: the `FORCE` variants (which socket2 lacks)
 /// pass the `rmem_max`/`wmem_max` caps when we have CAP_NET_ADMIN, else the plain
 /// options get as much as the caps allow. Failure is not fatal.
