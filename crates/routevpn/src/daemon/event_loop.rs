@@ -25,6 +25,10 @@ use crate::routing;
 /// How often the daemon reads SA counters (liveness, byte/packet lifetimes).
 const COUNTER_POLL: Duration = Duration::from_secs(1);
 
+/// Inputs handled in a row before the sessions' output is flushed and their timers
+/// scanned (both visit every tunnel: per input, N tunnels would cost O(N²)).
+const INPUT_BATCH: usize = 64;
+
 /// On the way out, how much longer than the longest `hook_timeout` queued hooks get.
 const HOOK_DRAIN_MARGIN: Duration = Duration::from_secs(2);
 
@@ -82,6 +86,8 @@ pub struct Daemon {
     pub(super) hooks: Hooks,
     /// RFC 7296 §2.6 IKE_SA_INIT admission shared by all tunnels (rate, half-open).
     pub(super) admission: ike::Admission,
+    /// `start = true` tunnels initiating in waves at start-up.
+    pub(super) pacer: super::pacing::Pacer,
 }
 
 impl Daemon {
@@ -106,14 +112,16 @@ impl Daemon {
             }
         }
         resolve::resolve_due(&mut self.tunnels, Instant::now(), &tx);
-        // Initiate every `start = true` tunnel before READY=1, so that "ready" means
-        // the control socket answers and the first IKE_SA_INITs are on the wire.
+        // Initiate the first wave of `start = true` tunnels before READY=1, so that
+        // "ready" means the control socket answers and IKE_SA_INITs are on the wire.
         let now = Instant::now();
-        for t in &mut self.tunnels {
-            if t.session.poll_timeout().is_some_and(|d| d <= now) {
-                t.session.handle_timeout(now);
-            }
-        }
+        self.pacer = super::pacing::Pacer::new((0..self.tunnels.len()).filter(|&i| {
+            self.tunnels[i]
+                .session
+                .poll_timeout()
+                .is_some_and(|d| d <= now)
+        }));
+        self.release_paced(now);
         self.flush(&ike_sockets, &dp, &nl).await;
         let status = self.service_status();
         self.notify.ready(status);
@@ -121,6 +129,7 @@ impl Daemon {
         let mut shutdown_deadline: Option<Instant> = None;
         let mut next_poll = Instant::now() + COUNTER_POLL;
         loop {
+            self.release_paced(Instant::now());
             self.flush(&ike_sockets, &dp, &nl).await;
             let now = Instant::now();
             if let Some(d) = shutdown_deadline {
@@ -129,10 +138,14 @@ impl Daemon {
                     break;
                 }
             }
+            let pacer = &self.pacer;
             let next = self
                 .tunnels
                 .iter()
-                .filter_map(|t| t.session.poll_timeout())
+                .enumerate()
+                .filter(|(i, _)| !pacer.holds(*i))
+                .filter_map(|(_, t)| t.session.poll_timeout())
+                .chain(pacer.deadline())
                 .chain(shutdown_deadline)
                 .chain(Some(next_poll))
                 .chain(self.notify.deadline())
@@ -141,74 +154,98 @@ impl Daemon {
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
             tokio::select! {
                 input = rx.recv() => {
-                    let Some(input) = input else { break };
-                    let now = Instant::now();
-                    match input {
-                        Input::Ike(d) => match dispatch::tunnel_for(&self.tunnels, &d).and_then(|i| self.tunnels.get_mut(i)) {
-                            Some(t) => {
-                                t.note_ike(now);
-                                // Certificates are validated at the wall-clock time (sans-IO core).
-                                t.session.set_unix_time(unix_now());
-                                t.session.handle_datagram_admitted(now, d, &mut self.admission)
-                            }
-                            None => debug!(peer = %d.remote, "IKE message from an unconfigured peer"),
-                        },
-                        Input::Control(Request::Reload, reply) => {
-                            let resp = self.notified_reload(now, &ike_sockets, &dp, &nl).await;
-                            let _ = reply.send(resp);
-                        }
-                        Input::Control(req, reply) => {
-                            let resp = self.control(req, now, &dp);
-                            let _ = reply.send(resp);
-                        }
-                        Input::Reload => {
-                            self.notified_reload(now, &ike_sockets, &dp, &nl).await;
-                        }
-                        Input::Metrics(reply) => {
-                            let _ = reply.send(self.metrics_snapshot(now, &dp));
-                        }
-                        Input::VolumeLifetime(spi) => {
-                            // RFC 7296 §2.8: rekey as the volume lifetime is reached.
-                            if let Some(t) = self.tunnel_of_child(spi) {
-                                t.session.rekey_child_spi(now, spi);
-                            }
-                        }
-                        Input::PeerMoved(spi, remote) => {
-                            if let Some(t) = self.tunnel_of_child(spi) {
-                                t.session.peer_moved(remote);
-                            }
-                        }
-                        Input::Resolved { tunnel, addr } => {
-                            resolve::resolved(&mut self.tunnels, now, &tunnel, addr);
-                        }
-                        Input::LocalAddressChanged => {
-                            // §2.23: an authenticated message from our new address moves
-                            // the peer's IKE and ESP to it (MOBIKE-less roaming).
-                            for t in self.tunnels.iter_mut().filter(|t| t.cfg.dynamic_local()) {
-                                t.local_addresses_changed(now);
-                            }
-                        }
-                        Input::Shutdown(sig) => {
-                            if shutdown_deadline.is_none() {
-                                self.notify.stopping();
-                                // BGP first: its Cease NOTIFICATIONs still need the tunnels.
-                                if let Some(r) = &self.routing {
-                                    r.shutdown().await;
+                    let Some(first) = input else { break };
+                    let mut queued = Some(first);
+                    let (mut handled, mut stop) = (0, false);
+                    while let Some(input) = queued.take() {
+                        let now = Instant::now();
+                        match input {
+                            Input::Ike(d) => match dispatch::tunnel_for(&self.tunnels, &d).and_then(|i| {
+                                self.pacer.release_now(i, now);
+                                self.tunnels.get_mut(i)
+                            }) {
+                                Some(t) => {
+                                    t.note_ike(now);
+                                    // Certificates are validated at the wall-clock time (sans-IO core).
+                                    t.session.set_unix_time(unix_now());
+                                    t.session.handle_datagram_admitted(now, d, &mut self.admission)
                                 }
-                                info!(signal = sig, "shutting down: deleting all SAs");
-                                for t in &mut self.tunnels {
-                                    t.session.close(now);
+                                None => debug!(peer = %d.remote, "IKE message from an unconfigured peer"),
+                            },
+                            Input::Control(Request::Reload, reply) => {
+                                // Tunnel indexes change: the waiting tunnels start now.
+                                self.pacer.clear();
+                                let resp = self.notified_reload(now, &ike_sockets, &dp, &nl).await;
+                                let _ = reply.send(resp);
+                            }
+                            Input::Control(req, reply) => {
+                                let resp = self.control(req, now, &dp);
+                                let _ = reply.send(resp);
+                            }
+                            Input::Reload => {
+                                self.pacer.clear();
+                                self.notified_reload(now, &ike_sockets, &dp, &nl).await;
+                            }
+                            Input::Metrics(reply) => {
+                                let _ = reply.send(self.metrics_snapshot(now, &dp));
+                            }
+                            Input::VolumeLifetime(spi) => {
+                                // RFC 7296 §2.8: rekey as the volume lifetime is reached.
+                                if let Some(t) = self.tunnel_of_child(spi) {
+                                    t.session.rekey_child_spi(now, spi);
                                 }
-                                shutdown_deadline = Some(now + Duration::from_secs(2));
-                            } else {
-                                break;
+                            }
+                            Input::PeerMoved(spi, remote) => {
+                                if let Some(t) = self.tunnel_of_child(spi) {
+                                    t.session.peer_moved(remote);
+                                }
+                            }
+                            Input::Resolved { tunnel, addr } => {
+                                resolve::resolved(&mut self.tunnels, now, &tunnel, addr);
+                            }
+                            Input::LocalAddressChanged => {
+                                // §2.23: an authenticated message from our new address moves
+                                // the peer's IKE and ESP to it (MOBIKE-less roaming).
+                                for t in self.tunnels.iter_mut().filter(|t| t.cfg.dynamic_local()) {
+                                    t.local_addresses_changed(now);
+                                }
+                            }
+                            Input::Shutdown(sig) => {
+                                if shutdown_deadline.is_none() {
+                                    self.pacer.clear();
+                                    self.notify.stopping();
+                                    // BGP first: its Cease NOTIFICATIONs still need the tunnels.
+                                    if let Some(r) = &self.routing {
+                                        r.shutdown().await;
+                                    }
+                                    info!(signal = sig, "shutting down: deleting all SAs");
+                                    for t in &mut self.tunnels {
+                                        t.session.close(now);
+                                    }
+                                    shutdown_deadline = Some(now + Duration::from_secs(2));
+                                } else {
+                                    stop = true;
+                                    break;
+                                }
                             }
                         }
+                        handled += 1;
+                        // Whatever else is queued, up to a batch: the flush and the
+                        // deadline scan after it visit every tunnel, once per batch.
+                        if handled < INPUT_BATCH {
+                            queued = rx.try_recv().ok();
+                        }
+                    }
+                    if stop {
+                        break;
                     }
                 }
                 _ = sleep => {
                     let now = Instant::now();
-                    for t in &mut self.tunnels {
+                    for (i, t) in self.tunnels.iter_mut().enumerate() {
+                        if self.pacer.holds(i) {
+                            continue;
+                        }
                         if t.session.poll_timeout().is_some_and(|d| d <= now) {
                             t.session.handle_timeout_admitted(now, &mut self.admission);
                         }
@@ -226,7 +263,10 @@ impl Daemon {
         }
         self.flush(&ike_sockets, &dp, &nl).await;
         for t in &self.tunnels {
-            let _ = nl.set_link_up(&t.cfg.name, false).await;
+            let _ = match t.ifindex {
+                Some(i) => nl.set_link_index(i, &t.cfg.name, false, None).await,
+                None => nl.set_link_up(&t.cfg.name, false).await,
+            };
             // Going down with the daemon is going down: on_down runs (as wg-quick's PostDown).
             if t.link_up {
                 t.hooks.fire(&t.cfg, HookEvent::Down);
@@ -243,6 +283,24 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.socket_path);
         info!("routevpn daemon stopped");
         Ok(())
+    }
+
+    /// Initiates the waiting `start = true` tunnels that have a free slot.
+    fn release_paced(&mut self, now: Instant) {
+        if self.pacer.is_idle() {
+            return;
+        }
+        let tunnels = &self.tunnels;
+        let released = self.pacer.refill(now, |i| {
+            tunnels.get(i).is_none_or(|t| t.session.is_established())
+        });
+        for i in released {
+            if let Some(t) = self.tunnels.get_mut(i) {
+                if t.session.poll_timeout().is_some_and(|d| d <= now) {
+                    t.session.handle_timeout_admitted(now, &mut self.admission);
+                }
+            }
+        }
     }
 
     /// The tunnel whose CHILD SA has this inbound SPI.
@@ -337,9 +395,10 @@ impl Daemon {
             Request::Reload => Response::Error {
                 message: "reload is handled by the event loop".into(),
             },
-            Request::Up { name } => match self.tunnels.iter_mut().find(|t| t.cfg.name == name) {
-                Some(t) => {
-                    t.session.initiate(now);
+            Request::Up { name } => match self.tunnels.iter().position(|t| t.cfg.name == name) {
+                Some(i) => {
+                    self.pacer.release_now(i, now);
+                    self.tunnels[i].session.initiate(now);
                     Response::Ok {
                         message: format!("initiating {name}"),
                     }

@@ -6,6 +6,7 @@ mod event_loop;
 mod hooks;
 mod io;
 mod notify;
+mod pacing;
 mod reload;
 mod resolve;
 mod setup;

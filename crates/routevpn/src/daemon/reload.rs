@@ -90,7 +90,7 @@ impl Daemon {
                 ));
                 continue;
             }
-            let tid = match dp.add_tunnel(&n.name, n.mtu.unwrap_or(1400)) {
+            let tid = match dp.add_tunnel(&n.name, super::tunnel::expected_mtu(&n)) {
                 Ok(tid) => tid,
                 Err(e) => {
                     let e = super::setup::tun_error(e);
@@ -98,13 +98,14 @@ impl Daemon {
                     continue;
                 }
             };
-            let _ = nl.set_link_up(&n.name, false).await;
             info!(tunnel = %n.name, "reload: starting");
             let mut t = Tunnel::new(n, tid, self.routing.clone(), self.hooks.clone(), now);
             t.session.set_esp_spi_lane(dp.spi_lane(tid));
             self.tunnels.push(t);
             added += 1;
         }
+        // The new interfaces: their indexes, and down until a CHILD SA is installed.
+        super::tunnel::learn_links(&mut self.tunnels, nl).await;
         let added = added - changed.min(added);
         if new.bgp.is_some() != self.routing.is_some() || new.control_socket != self.socket_path {
             notes.push(

@@ -11,12 +11,12 @@ use std::time::Instant;
 use anyhow::Context as _;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::event_loop::{Daemon, Input, Io};
 use super::hooks::Hooks;
 use super::io;
-use super::tunnel::Tunnel;
+use super::tunnel::{expected_mtu, learn_links, Tunnel};
 use crate::config::Config;
 use crate::control;
 use crate::dataplane::{Dataplane, TunnelId};
@@ -55,6 +55,7 @@ impl Daemon {
             setup: crate::metrics::setup_histogram(),
             hooks,
             admission: ike::Admission::new(),
+            pacer: Default::default(),
         })
     }
 
@@ -70,6 +71,14 @@ impl Daemon {
         // pinned to the interface holding that address.
         let mut ike_sockets: HashMap<IpAddr, Arc<UdpSocket>> = HashMap::new();
         let mut natt = Vec::new();
+        // One dump for every local address: a lookup per address is a dump per tunnel.
+        let underlay = if self.tunnels.iter().any(|t| !t.cfg.dynamic_local()) {
+            nl.interfaces_of_addresses()
+                .await
+                .context("looking up underlay interfaces")?
+        } else {
+            HashMap::new()
+        };
         for t in &self.tunnels {
             let addr = t.cfg.local;
             if ike_sockets.contains_key(&addr) {
@@ -79,9 +88,9 @@ impl Daemon {
             let dev = match (&t.cfg.local_interface, t.cfg.dynamic_local()) {
                 (dev, true) => dev.clone(),
                 (_, false) => Some(
-                    nl.interface_of_address(addr)
-                        .await
-                        .context("looking up underlay interfaces")?
+                    underlay
+                        .get(&addr)
+                        .cloned()
                         .ok_or_else(|| anyhow::anyhow!(io::describe_local(addr)))?,
                 ),
             };
@@ -133,17 +142,14 @@ impl Daemon {
         }));
         let dp = Arc::new(dp);
         for t in &mut self.tunnels {
-            let mtu = t.cfg.mtu.unwrap_or(1400);
             t.tid = dp
-                .add_tunnel(&t.cfg.name, mtu)
+                .add_tunnel(&t.cfg.name, expected_mtu(&t.cfg))
                 .map_err(tun_error)
                 .with_context(|| format!("creating tunnel interface {}", t.cfg.name))?;
             t.session.set_esp_spi_lane(dp.spi_lane(t.tid));
-            // Down until a CHILD SA is installed.
-            if let Err(e) = nl.set_link_up(&t.cfg.name, false).await {
-                warn!(tunnel = %t.cfg.name, error = %e, "cannot set interface down");
-            }
         }
+        // Down until a CHILD SA is installed.
+        learn_links(&mut self.tunnels, &nl).await;
 
         // ---- embedded BGP/BFD: starts once the tunnel interfaces exist ----
         if let Some(bgp) = self.bgp.take() {

@@ -50,6 +50,60 @@ pub(super) struct Tunnel {
     pub(super) resolved_at: Option<Instant>,
     /// A dynamic local: the source address toward the peer when last checked.
     pub(super) source: Option<IpAddr>,
+    /// The interface's index, once a link dump has shown it (it is ours while the TUN
+    /// is open): changes go by index, one request each instead of a lookup and a request.
+    pub(super) ifindex: Option<u32>,
+    /// The interface's MTU as last set or seen, so an unchanged MTU is not set again
+    /// (each MTU change walks the kernel's whole IPv6 routing table).
+    pub(super) mtu: Option<u32>,
+}
+
+/// The MTU the tunnel's interface will most likely need: `mtu`, else the one for the
+/// first ESP proposal; creating the TUN with it spares a change when the SA arrives.
+pub(super) fn expected_mtu(cfg: &TunnelConfig) -> u16 {
+    if let Some(m) = cfg.mtu {
+        return m;
+    }
+    cfg.esp
+        .first()
+        .and_then(|p| {
+            let (encr, bits) = *p.encr.first()?;
+            dataplane::algorithm_for(encr, bits, p.integ.first().copied())
+        })
+        .map_or(DEFAULT_TUN_MTU, |alg| {
+            dataplane::compute_mtu(UNDERLAY_MTU, cfg.local.is_ipv6(), alg)
+        })
+}
+
+/// MTU of a tunnel interface whose ESP suite has no MTU of its own.
+const DEFAULT_TUN_MTU: u16 = 1400;
+
+/// Learns the index and MTU of every tunnel interface not yet known from one link dump,
+/// and brings down any that is up: down until a CHILD SA is installed (a new TUN is
+/// down already, so this usually sends nothing).
+pub(super) async fn learn_links(tunnels: &mut [Tunnel], nl: &Netlink) {
+    if tunnels.iter().all(|t| t.ifindex.is_some()) {
+        return;
+    }
+    let links = match nl.links().await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "cannot list interfaces");
+            return;
+        }
+    };
+    for t in tunnels.iter_mut().filter(|t| t.ifindex.is_none()) {
+        let Some(l) = links.get(&t.cfg.name) else {
+            continue;
+        };
+        t.ifindex = Some(l.index);
+        t.mtu = l.mtu;
+        if l.up {
+            if let Err(e) = nl.set_link_index(l.index, &t.cfg.name, false, None).await {
+                warn!(tunnel = %t.cfg.name, error = %e, "cannot set interface down");
+            }
+        }
+    }
 }
 
 /// Randomness for the protocol cores, from the system CSPRNG.
@@ -147,6 +201,8 @@ impl Tunnel {
             hooks,
             resolved_at: None,
             source: None,
+            ifindex: None,
+            mtu: None,
         }
     }
 
@@ -337,18 +393,52 @@ async fn install(t: &mut Tunnel, info: ChildSaInfo, dp: &Dataplane, nl: &Netlink
             .cfg
             .mtu
             .unwrap_or_else(|| dataplane::compute_mtu(UNDERLAY_MTU, t.cfg.local.is_ipv6(), alg));
-        if let Err(e) = nl.set_mtu(&t.cfg.name, mtu as u32).await {
-            warn!(tunnel = %t.cfg.name, error = %e, "cannot set MTU");
-        }
-        set_link(t, true, nl).await;
+        set_link_mtu(t, true, Some(u32::from(mtu)), nl).await;
     }
+}
+
+/// Sets the interface's MTU (when it changes) and state: one request by index, else
+/// (index unknown) by name, one request each.
+async fn link_request(
+    t: &mut Tunnel,
+    up: bool,
+    mtu: Option<u32>,
+    nl: &Netlink,
+) -> Result<(), crate::netlink::NetlinkError> {
+    let name = &t.cfg.name;
+    let mtu = mtu.filter(|m| t.mtu != Some(*m));
+    let Some(index) = t.ifindex else {
+        if let Some(m) = mtu {
+            match nl.set_mtu(name, m).await {
+                Ok(()) => t.mtu = Some(m),
+                Err(e) => warn!(tunnel = %name, error = %e, "cannot set MTU"),
+            }
+        }
+        return nl.set_link_up(name, up).await;
+    };
+    if let Some(m) = mtu {
+        match nl.set_link_index(index, name, up, Some(m)).await {
+            Ok(()) => {
+                t.mtu = Some(m);
+                return Ok(());
+            }
+            // As before the two went together: the state changes even if the MTU cannot.
+            Err(e) => warn!(tunnel = %name, error = %e, "cannot set MTU"),
+        }
+    }
+    nl.set_link_index(index, name, up, None).await
 }
 
 /// Brings a tunnel interface up (then its addresses and routes: an admin-down link
 /// loses its routes and IPv6 addresses) or down.
 pub(super) async fn set_link(t: &mut Tunnel, up: bool, nl: &Netlink) {
+    set_link_mtu(t, up, None, nl).await
+}
+
+/// [`set_link`], setting the MTU (if it changes) in the same request.
+async fn set_link_mtu(t: &mut Tunnel, up: bool, mtu: Option<u32>, nl: &Netlink) {
     let name = t.cfg.name.clone();
-    if let Err(e) = nl.set_link_up(&name, up).await {
+    if let Err(e) = link_request(t, up, mtu, nl).await {
         warn!(tunnel = %name, error = %e, "cannot change interface state");
         return;
     }
@@ -373,21 +463,30 @@ pub(super) async fn set_link(t: &mut Tunnel, up: bool, nl: &Netlink) {
         return;
     }
     for a in &t.cfg.addresses {
-        if let Err(e) = nl.add_address(&name, a.addr(), a.prefix_len()).await {
+        let r = match t.ifindex {
+            Some(i) => {
+                nl.add_address_index(i, &name, a.addr(), a.prefix_len())
+                    .await
+            }
+            None => nl.add_address(&name, a.addr(), a.prefix_len()).await,
+        };
+        if let Err(e) = r {
             warn!(tunnel = %name, error = %e, "cannot add address");
         }
     }
     for r in &t.cfg.routes {
-        if let Err(e) = nl
-            .replace_route(
-                r.prefix.addr(),
-                r.prefix.prefix_len(),
-                &name,
-                r.metric,
-                RTPROT_ROUTEVPN,
-            )
-            .await
-        {
+        let (dst, len) = (r.prefix.addr(), r.prefix.prefix_len());
+        let res = match t.ifindex {
+            Some(i) => {
+                nl.replace_route_index(dst, len, i, &name, r.metric, RTPROT_ROUTEVPN)
+                    .await
+            }
+            None => {
+                nl.replace_route(dst, len, &name, r.metric, RTPROT_ROUTEVPN)
+                    .await
+            }
+        };
+        if let Err(e) = res {
             warn!(tunnel = %name, error = %e, "cannot install route");
         }
     }
@@ -396,4 +495,31 @@ pub(super) async fn set_link(t: &mut Tunnel, up: bool, nl: &Netlink) {
         r.link(&name, true).await;
     }
     t.hooks.fire(&t.cfg, HookEvent::Up);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tunnel(extra: &str) -> TunnelConfig {
+        let text = format!(
+            "[[tunnel]]\nname = \"t0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\npsk = \"k\"\n{extra}"
+        );
+        crate::config::parse(&text, "t.toml")
+            .unwrap()
+            .tunnels
+            .remove(0)
+    }
+
+    #[test]
+    fn interfaces_are_created_with_the_mtu_their_first_sa_needs() {
+        let gcm = tunnel("esp = [\"aes128gcm16\"]\n");
+        let alg = dataplane::algorithm_for(ike::iana::EncrId::AES_GCM_16, Some(128), None).unwrap();
+        assert_eq!(
+            expected_mtu(&gcm),
+            dataplane::compute_mtu(UNDERLAY_MTU, false, alg)
+        );
+        assert_ne!(expected_mtu(&gcm), DEFAULT_TUN_MTU);
+        assert_eq!(expected_mtu(&tunnel("mtu = 1300\n")), 1300);
+    }
 }

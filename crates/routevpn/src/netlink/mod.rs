@@ -19,10 +19,12 @@
 //! routes of other protocols are never replaced or deleted (see `route.rs`).
 
 mod batch;
+mod links;
 mod route;
 mod watch;
 pub use watch::watch_addresses;
 
+pub use links::LinkState;
 pub use route::Prior;
 
 pub use batch::{hops_desc, BatchStats, Hops, RouteBatch, MAX_IN_FLIGHT};

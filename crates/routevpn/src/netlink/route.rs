@@ -196,6 +196,36 @@ impl Netlink {
         .await
     }
 
+    /// [`Netlink::replace_route`] with the device already resolved to its index (`dev`
+    /// only names it in messages): one request instead of two.
+    pub async fn replace_route_index(
+        &self,
+        dst: IpAddr,
+        prefix_len: u8,
+        oif: u32,
+        dev: &str,
+        metric: Option<u32>,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        let op = || {
+            format!(
+                "adding route {}",
+                route_desc(dst, prefix_len, None, Some(dev), metric)
+            )
+        };
+        self.install_oif(
+            &op,
+            dst,
+            prefix_len,
+            None,
+            Some(oif),
+            metric,
+            protocol,
+            Prior::Unknown,
+        )
+        .await
+    }
+
     /// [`Netlink::replace_route_via`] with the device already resolved to its index
     /// (`dev` only names it in messages): a batch of routes through one tunnel costs
     /// one request per route, not two. `prior` says whether our books hold a route to
