@@ -4,7 +4,7 @@
 //! control_socket = "/run/routevpn/routevpn.sock"   # default
 //! metrics = "127.0.0.1:9477"                       # Prometheus /metrics (off by default)
 //! dataplane_threads = 2                              # dataplane workers (one per core by default)
-//! dataplane_busy_poll = "50us"                       # poll after a burst before sleeping (0 = off)
+//! dataplane_busy_poll = "50us"                       # poll after a burst before sleeping (default off)
 //!
 //! [[tunnel]]
 //! name = "vti0"          # tunnel interface this peer owns (Linux ifname: 1..15 chars)

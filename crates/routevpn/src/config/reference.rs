@@ -72,8 +72,8 @@ pub const SECTIONS: &[Section] = &[
             key(
                 "dataplane_busy_poll",
                 "duration, 0 to 1ms",
-                "\"50us\"",
-                "How long a dataplane worker that just moved packets keeps polling before it sleeps, so the next packet of a request/response exchange (ping, a database query) meets an awake worker instead of paying for a wake-up. Costs up to that much CPU after each burst; \"0\" turns it off.",
+                "\"0\" (off)",
+                "How long a dataplane worker that just moved packets keeps polling before it sleeps, so the next packet of a request/response exchange (ping, a database query) meets an awake worker instead of paying for a wake-up. Costs up to that much CPU after each burst, and on a machine with few cores it takes the core the peer process or the kernel needs: measure before turning it on.",
             ),
         ],
     },

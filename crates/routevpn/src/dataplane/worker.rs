@@ -3,9 +3,9 @@
 //! (`mio`, edge-triggered). No thread per tunnel, no timer: an idle worker sleeps in
 //! `epoll_wait` until a packet arrives or the dataplane stops (issue 13).
 //!
-//! Latency: a worker that just moved packets polls for `busy_poll` more before it
-//! sleeps, so the next packet of a request/response exchange does not pay for a
-//! wake-up.
+//! Latency: with `busy_poll` set, a worker that just moved packets polls that much
+//! longer before it sleeps, so the next packet of an exchange does not pay for a
+//! wake-up (off by default: on few cores the spin costs more than it saves).
 //!
 //! Fairness: each ready descriptor gets one bounded turn (one `recvmmsg` batch, or up
 //! to [`super::tx::MAX_READS`] TUN reads) and goes to the back of the worker's ready
