@@ -80,25 +80,36 @@ pub fn probe(ctx: &mut Ctx, case: Case, t: &Topology, pids: &[u32]) {
         .push(Obj::new().with("case", c).with("latency", out));
 }
 
-/// Ping RTT while one iperf3 TCP stream runs host A → host B.
-fn under_load(ctx: &Ctx, c: &str, t: &Topology) -> Obj {
-    let server = t.right_host.spawn(
+/// A one-test iperf3 server on host B, given a moment to listen.
+fn server(ctx: &Ctx, t: &Topology, log: &str) -> testbed::Proc {
+    let p = t.right_host.spawn(
         &["timeout", "30", "iperf3", "-s", "-1", "-p", PORT],
-        &ctx.work.join(format!("{c}-lat-server.log")),
+        &ctx.work.join(log),
     );
     std::thread::sleep(Duration::from_millis(500));
+    p
+}
+
+/// An iperf3 client command line toward host B with `extra` arguments.
+fn client<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut cmd = vec![
+        "timeout",
+        "20",
+        "iperf3",
+        "-c",
+        Topology::RIGHT_HOST,
+        "-p",
+        PORT,
+    ];
+    cmd.extend_from_slice(extra);
+    cmd
+}
+
+/// Ping RTT while one iperf3 TCP stream runs host A → host B.
+fn under_load(ctx: &Ctx, c: &str, t: &Topology) -> Obj {
+    let server = server(ctx, t, &format!("{c}-lat-server.log"));
     let client = t.left_host.spawn(
-        &[
-            "timeout",
-            "20",
-            "iperf3",
-            "-c",
-            Topology::RIGHT_HOST,
-            "-p",
-            PORT,
-            "-t",
-            "6",
-        ],
+        &client(&["-t", "6"]),
         &ctx.work.join(format!("{c}-lat-client.log")),
     );
     std::thread::sleep(Duration::from_secs(1));
@@ -116,32 +127,12 @@ fn under_load(ctx: &Ctx, c: &str, t: &Topology) -> Obj {
 fn udp_rate(ctx: &Ctx, c: &str, t: &Topology, pids: &[u32], pps: u64) -> Obj {
     let rec = Obj::new().with("pps", pps);
     let json = ctx.work.join(format!("{c}-udp-{pps}.json"));
-    let server = t.right_host.spawn(
-        &["timeout", "30", "iperf3", "-s", "-1", "-p", PORT],
-        &ctx.work.join(format!("{c}-udp-{pps}-server.log")),
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    let server = server(ctx, t, &format!("{c}-udp-{pps}-server.log"));
     let before = snap(pids);
     let bitrate = (pps * UDP_LEN * 8).to_string();
     let (len, secs) = (UDP_LEN.to_string(), UDP_SECONDS.to_string());
     let client = t.left_host.spawn_split(
-        &[
-            "timeout",
-            "20",
-            "iperf3",
-            "-c",
-            Topology::RIGHT_HOST,
-            "-p",
-            PORT,
-            "-u",
-            "-l",
-            &len,
-            "-b",
-            &bitrate,
-            "-t",
-            &secs,
-            "-J",
-        ],
+        &client(&["-u", "-l", &len, "-b", &bitrate, "-t", &secs, "-J"]),
         &json,
         &ctx.work.join(format!("{c}-udp-{pps}.err")),
     );

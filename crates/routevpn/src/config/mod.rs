@@ -348,6 +348,15 @@ fn parse_in(
     })
 }
 
+/// The one tunnel of a minimal config with `extra` lines added (unit tests).
+#[cfg(test)]
+pub(crate) fn one_tunnel(extra: &str) -> TunnelConfig {
+    let text = format!(
+        "[[tunnel]]\nname = \"t0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\npsk = \"k\"\n{extra}"
+    );
+    parse(&text, "t.toml").unwrap().tunnels.remove(0)
+}
+
 /// `metrics = "address:port"`; IPv6 in brackets.
 fn metrics_listen(
     cx: &Ctx<'_>,

@@ -141,15 +141,7 @@ fn same_but_hooks(a: &crate::config::TunnelConfig, b: &crate::config::TunnelConf
 mod tests {
     use super::same_but_hooks;
 
-    fn tunnel(extra: &str) -> crate::config::TunnelConfig {
-        let text = format!(
-            "[[tunnel]]\nname = \"t0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\npsk = \"k\"\n{extra}"
-        );
-        crate::config::parse(&text, "t.toml")
-            .unwrap()
-            .tunnels
-            .remove(0)
-    }
+    use crate::config::one_tunnel as tunnel;
 
     #[test]
     fn hook_changes_alone_keep_the_tunnel() {

@@ -501,15 +501,7 @@ async fn set_link_mtu(t: &mut Tunnel, up: bool, mtu: Option<u32>, nl: &Netlink) 
 mod tests {
     use super::*;
 
-    fn tunnel(extra: &str) -> TunnelConfig {
-        let text = format!(
-            "[[tunnel]]\nname = \"t0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\npsk = \"k\"\n{extra}"
-        );
-        crate::config::parse(&text, "t.toml")
-            .unwrap()
-            .tunnels
-            .remove(0)
-    }
+    use crate::config::one_tunnel as tunnel;
 
     #[test]
     fn interfaces_are_created_with_the_mtu_their_first_sa_needs() {

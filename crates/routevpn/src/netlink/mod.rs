@@ -30,7 +30,7 @@ pub use route::Prior;
 pub use batch::{hops_desc, BatchStats, Hops, RouteBatch, MAX_IN_FLIGHT};
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec};
@@ -290,31 +290,8 @@ impl Netlink {
         prefix_len: u8,
     ) -> Result<(), NetlinkError> {
         let op = format!("adding address {addr}/{prefix_len} to {name}");
-        if prefix_len > max_prefix(addr) {
-            return Err(NetlinkError::Invalid {
-                op,
-                reason: format!("prefix length {prefix_len} too long"),
-            });
-        }
         let index = self.must_index(&op, name).await?;
-        let mut req = self.handle.address().add(index, addr, prefix_len);
-        if addr.is_ipv6() {
-            let msg = req.message_mut();
-            msg.header.flags |= AddressHeaderFlags::Nodad;
-            msg.attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
-        match req.execute().await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let err = NetlinkError::from_rtnl(op, e);
-                if err.errno() == Some(libc::EEXIST) {
-                    Ok(())
-                } else {
-                    Err(err)
-                }
-            }
-        }
+        self.add_address_index(index, name, addr, prefix_len).await
     }
 
     /// Name of the interface holding the local address `addr`, None if no interface
