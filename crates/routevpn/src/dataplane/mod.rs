@@ -527,17 +527,6 @@ impl Dataplane {
         })
     }
 
-    /// Local addresses of the sockets, each once, in the order given to [`Self::start`].
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        let mut out: Vec<SocketAddr> = Vec::new();
-        for s in &self.shared.sockets {
-            if !out.contains(&s.local) {
-                out.push(s.local);
-            }
-        }
-        out
-    }
-
     /// Stops every thread and closes every TUN. Idempotent.
     pub fn shutdown(&self) {
         let _admin = lock(&self.admin);
