@@ -71,6 +71,7 @@ fn side(ns: &Netns, wan: &str, tun_cidrs: &[&str], mtu: u16) -> Side {
             routevpn::dataplane::Options {
                 threads: 2,
                 busy_poll: Duration::ZERO,
+                per_resource_sas: true,
             },
             Box::new(move |l, r, m| {
                 let _ = tx.lock().unwrap().send((l, r, m));
@@ -110,9 +111,20 @@ fn key(seed: u8) -> Zeroizing<Vec<u8>> {
 
 /// Installs a CHILD SA pair crosswise: A→B uses `spi_b`, B→A uses `spi_a`.
 fn install_pair(a: &Side, b: &Side, spi_a: u32, spi_b: u32, seed: u8) {
+    install_resource_pair(a, b, spi_a, spi_b, seed, 0);
+}
+
+/// [`install_pair`] for the CHILD SA of one resource (RFC 9611; 0 = the fallback).
+/// Each side installs from inside its namespace: a per-resource SA opens another queue
+/// of the TUN by name, which the kernel looks up in the caller's namespace.
+fn install_resource_pair(a: &Side, b: &Side, spi_a: u32, spi_b: u32, seed: u8, resource: u32) {
     let (k_ab, k_ba) = (seed, seed.wrapping_add(100));
-    a.dp.install_child(
-        a.tun,
+    let install = |s: &Side, keys: ChildKeys| {
+        let (dp, tun) = (s.dp.clone(), s.tun);
+        in_netns(&s.ns, move || dp.install_child(tun, keys)).unwrap();
+    };
+    install(
+        a,
         ChildKeys {
             spi_in: spi_a,
             spi_out: spi_b,
@@ -124,11 +136,11 @@ fn install_pair(a: &Side, b: &Side, spi_a: u32, spi_b: u32, seed: u8) {
             local: a.wan,
             replay_window: 128,
             selectors: Default::default(),
+            resource,
         },
-    )
-    .unwrap();
-    b.dp.install_child(
-        b.tun,
+    );
+    install(
+        b,
         ChildKeys {
             spi_in: spi_b,
             spi_out: spi_a,
@@ -140,9 +152,9 @@ fn install_pair(a: &Side, b: &Side, spi_a: u32, spi_b: u32, seed: u8) {
             local: b.wan,
             replay_window: 1024,
             selectors: Default::default(),
+            resource,
         },
-    )
-    .unwrap();
+    );
 }
 
 fn pattern(i: u64) -> u8 {
@@ -396,6 +408,7 @@ fn replay_icv_unknown_spi(a: &Side, b: &Side) {
             local: b.wan,
             replay_window: 64,
             selectors: Default::default(),
+            resource: 0,
         },
     )
     .unwrap();
@@ -518,4 +531,126 @@ fn idle_threads_sleep() {
     for ((name, b), (_, a)) in before.iter().zip(&after) {
         assert!(a - b < 8, "{name} woke {} times in 2 s of idleness", a - b);
     }
+}
+
+/// Sends `per_flow` UDP datagrams on each of `flows` flows (own source port each) from
+/// A to B's tunnel address and returns how many B received.
+fn udp_flows(a: &Side, b: &Side, flows: usize, per_flow: usize) -> usize {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let want = flows * per_flow;
+    let server = spawn_in_netns(&b.ns, move || {
+        let s = UdpSocket::bind(format!("{B_TUN}:6001")).expect("bind receiver");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut got = 0;
+        while got < want {
+            match s.recv(&mut buf) {
+                Ok(_) => got += 1,
+                Err(_) => break,
+            }
+        }
+        got
+    });
+    ready_rx.recv_timeout(T).expect("receiver ready");
+    in_netns(&a.ns, move || {
+        for _ in 0..flows {
+            let s = UdpSocket::bind(format!("{A_TUN}:0")).expect("bind sender");
+            for i in 0..per_flow {
+                s.send_to(&[i as u8; 200], format!("{B_TUN}:6001"))
+                    .expect("send");
+                // Paced: this test is about which queue and SA, not about loss.
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    });
+    server.join().expect("receiver thread")
+}
+
+/// RFC 9611 per-resource CHILD SAs in the dataplane: a second SA pair with resource 1
+/// opens a second queue of the TUN on the other worker; the kernel spreads flows over
+/// the queues and each queue seals with its own SA. Removing the resource's SA sends
+/// its queue's flows through the fallback SA, without loss.
+#[test]
+fn per_resource_sas_use_a_queue_each() {
+    if !testbed::require_root() {
+        return;
+    }
+    let na = Netns::new("dpra");
+    let nb = Netns::new("dprb");
+    veth(
+        &na,
+        "wan0",
+        &[&format!("{A_WAN}/24")],
+        &nb,
+        "wan0",
+        &[&format!("{B_WAN}/24")],
+    );
+    na.wait_ping(B_WAN, T).unwrap();
+    let mtu = compute_mtu(1500, false, GCM128);
+    let a = side(&na, A_WAN, &[&format!("{A_TUN}/30")], mtu);
+    let b = side(&nb, B_WAN, &[&format!("{B_TUN}/30")], mtu);
+    let queues = |ns: &Netns| {
+        ns.must(&["ls", &format!("/sys/class/net/{TUN}/queues")])
+            .split_whitespace()
+            .filter(|q| q.starts_with("tx-"))
+            .count()
+    };
+    assert_eq!(a.dp.resources(), 2, "one resource per worker");
+
+    const FALLBACK_A: u32 = 0xa100_0000;
+    const FALLBACK_B: u32 = 0xb100_0000;
+    const RES_A: u32 = 0xa100_0001;
+    const RES_B: u32 = 0xb100_0001;
+    install_resource_pair(&a, &b, FALLBACK_A, FALLBACK_B, 3, 0);
+    assert_eq!(queues(&na), 1, "no second queue before a per-resource SA");
+    install_resource_pair(&a, &b, RES_A, RES_B, 4, 1);
+    assert_eq!(queues(&na), 2, "the per-resource SA opened a second queue");
+    na.wait_ping(B_TUN, T).unwrap();
+
+    // 32 one-way flows: the chance that the flow hash puts all on one queue is 2^-31.
+    const FLOWS: usize = 32;
+    const PER_FLOW: usize = 20;
+    assert_eq!(udp_flows(&a, &b, FLOWS, PER_FLOW), FLOWS * PER_FLOW);
+    let (fb, res) = (
+        a.dp.counters(FALLBACK_A).unwrap(),
+        a.dp.counters(RES_A).unwrap(),
+    );
+    report(&format!(
+        "per-resource SAs: fallback sent {} packets, resource 1 sent {}",
+        fb.outbound.packets, res.outbound.packets
+    ));
+    assert!(
+        fb.outbound.packets > 0,
+        "queue 0 seals with the fallback SA: {fb:?}"
+    );
+    assert!(
+        res.outbound.packets > 0,
+        "queue 1 seals with its own SA: {res:?}"
+    );
+    let (bfb, bres) = (
+        b.dp.counters(FALLBACK_B).unwrap(),
+        b.dp.counters(RES_B).unwrap(),
+    );
+    assert_eq!(bfb.inbound.packets, fb.outbound.packets, "{bfb:?}");
+    assert_eq!(bres.inbound.packets, res.outbound.packets, "{bres:?}");
+    assert_eq!(bfb.inbound.replayed + bres.inbound.replayed, 0);
+
+    // Without its own SA, queue 1 falls back: every flow still arrives.
+    a.dp.remove_child(RES_A);
+    b.dp.remove_child(RES_B);
+    let before = a.dp.counters(FALLBACK_A).unwrap().outbound.packets;
+    let no_sa = a.dp.tunnel_stats(a.tun).unwrap().tx_no_sa;
+    assert_eq!(udp_flows(&a, &b, FLOWS, PER_FLOW), FLOWS * PER_FLOW);
+    let after = a.dp.counters(FALLBACK_A).unwrap().outbound.packets;
+    assert!(
+        after >= before + (FLOWS * PER_FLOW) as u64,
+        "{before} -> {after}"
+    );
+    assert_eq!(a.dp.tunnel_stats(a.tun).unwrap().tx_no_sa, no_sa);
+
+    a.dp.remove_tunnel(a.tun);
+    assert!(na.run(&["ip", "link", "show", TUN]).is_err());
+    a.dp.shutdown();
+    b.dp.shutdown();
 }

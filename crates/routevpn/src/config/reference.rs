@@ -75,6 +75,12 @@ pub const SECTIONS: &[Section] = &[
                 "\"0\" (off)",
                 "How long a dataplane worker that just moved packets keeps polling before it sleeps, so the next packet of a request/response exchange (ping, a database query) meets an awake worker instead of paying for a wake-up. Costs up to that much CPU after each burst, and on a machine with few cores it takes the core the peer process or the kernel needs: measure before turning it on.",
             ),
+            key(
+                "per_resource_sas",
+                "true or false",
+                "true",
+                "Per-resource CHILD SAs (RFC 9611; strongSwan 6 calls them per_cpu_sas). With more than one dataplane worker, each tunnel's interface gets one queue per worker and, when the peer answers SA_RESOURCE_INFO, one CHILD SA per worker with the same traffic selectors: each worker seals and opens its own SA, so one tunnel uses every worker and the kernel keeps every flow on one queue (TCP is never reordered). The first CHILD SA is the fallback the other queues use until theirs is up. A peer that does not know RFC 9611 (strongSwan 5.9) ignores the notify and the tunnel keeps one CHILD SA. Only the IKE initiator asks for the extra CHILD SAs.",
+            ),
         ],
     },
     Section {

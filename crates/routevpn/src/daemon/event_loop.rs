@@ -350,11 +350,11 @@ impl Daemon {
                 }
             }
             // RFC 4303 §3.3.3: rekey long before the sequence number runs out.
-            if dp
-                .outbound_remaining_seq(t.tid)
-                .is_some_and(|r| r < (1 << 20))
+            if let Some((spi, _)) = dp
+                .outbound_low_seq(t.tid)
+                .filter(|(_, left)| *left < (1 << 20))
             {
-                rekey = t.children.last().map(|c| c.spi_in);
+                rekey = Some(spi);
             }
             if alive {
                 t.session.note_inbound_traffic(now);

@@ -51,6 +51,7 @@ impl Daemon {
                 busy_poll: cfg
                     .dataplane_busy_poll
                     .unwrap_or(crate::dataplane::DEFAULT_BUSY_POLL),
+                per_resource_sas: cfg.per_resource_sas,
             },
             setup: crate::metrics::setup_histogram(),
             hooks,

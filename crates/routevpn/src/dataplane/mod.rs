@@ -45,7 +45,17 @@ use esp::{Algorithm, Counters, EspError, InboundSa, OutboundSa, SaParams};
 
 pub use roam::RoamCallback;
 pub use suite::{algorithm_for, compute_mtu, selectors_for, IPV6_MIN_MTU};
-use tables::{InboundCell, InboundEntry, Outbound, Socket, Tunnel, Volume};
+use tables::{InboundCell, InboundEntry, Outbound, Resource, Socket, Tunnel, Volume};
+
+/// Where a CHILD SA's outbound half goes.
+enum Place {
+    /// The tunnel's own (fallback) outbound SA, sent from queue 0.
+    Fallback,
+    /// A per-resource SA with its TUN queue.
+    Resource(Arc<Resource>),
+    /// Kept, not sent on (resource beyond our queues).
+    Spare,
+}
 use worker::Worker;
 
 /// Callback for IKE messages received on port 4500: `(local, remote, message)`
@@ -74,6 +84,9 @@ pub struct ChildKeys {
     pub replay_window: u32,
     /// The negotiated traffic selectors, enforced on both paths (RFC 4301 §5.1/§5.2).
     pub selectors: esp::Selectors,
+    /// 0 for the fallback (or only) CHILD SA, 1.. for a per-resource one (RFC 9611):
+    /// resource r is sent from the tunnel's TUN queue r mod workers.
+    pub resource: u32,
 }
 
 impl std::fmt::Debug for ChildKeys {
@@ -88,6 +101,7 @@ impl std::fmt::Debug for ChildKeys {
             .field("local", &self.local)
             .field("replay_window", &self.replay_window)
             .field("selectors", &self.selectors)
+            .field("resource", &self.resource)
             .finish_non_exhaustive()
     }
 }
@@ -161,6 +175,8 @@ pub struct Dataplane {
     workers: Vec<Arc<Worker>>,
     /// Workers = sockets per address, when received ESP is steered by SPI.
     lanes: Option<usize>,
+    /// Tunnels get a TUN queue per worker for per-resource CHILD SAs (RFC 9611).
+    per_resource: bool,
     /// Serializes tunnel creation/removal and SA installation so table
     /// updates are never interleaved.
     admin: Mutex<()>,
@@ -181,6 +197,10 @@ pub struct Options {
     /// next packet of a flow then finds it awake (no wake-up latency), at the cost of
     /// that much CPU after each burst. Zero sleeps at once.
     pub busy_poll: Duration,
+    /// Per-resource CHILD SAs (RFC 9611): with more than one worker, each tunnel's TUN
+    /// is multi-queue, and a per-resource SA gets a queue on its own worker, so one
+    /// tunnel uses every worker. Off: one queue, one outbound SA per tunnel.
+    pub per_resource_sas: bool,
 }
 
 /// [`Options::busy_poll`] when `dataplane_busy_poll` is not set: off. Measured on a
@@ -194,6 +214,7 @@ impl Default for Options {
         Options {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             busy_poll: DEFAULT_BUSY_POLL,
+            per_resource_sas: true,
         }
     }
 }
@@ -257,6 +278,7 @@ impl Dataplane {
             next_tunnel: AtomicUsize::new(0),
             workers,
             lanes,
+            per_resource: options.per_resource_sas,
             admin: Mutex::new(()),
             installs: AtomicU64::new(0),
         };
@@ -274,13 +296,14 @@ impl Dataplane {
         if self.shared.stop.load(Ordering::Relaxed) {
             return Err(io::Error::other("dataplane is shut down"));
         }
+        let multi_queue = self.multi_queue();
         let dev = tun_rs::DeviceBuilder::new()
             .name(name)
             .mtu(mtu)
             .enable(false)
             .with(|b| {
                 // Virtio-net header: TSO/USO super-packets in, GRO'd TCP out.
-                b.offload(true).tx_queue_len(1000);
+                b.offload(true).tx_queue_len(1000).multi_queue(multi_queue);
             })
             .build_sync()?;
         dev.set_nonblocking(true)?;
@@ -304,6 +327,11 @@ impl Dataplane {
         if let Some(w) = self.workers.get(tunnel.worker) {
             w.remove_tunnel(id.0);
         }
+        for r in std::mem::take(&mut *lock(&tunnel.resources)) {
+            if let Some(w) = self.workers.get(r.worker) {
+                w.remove_resource(id.0, r.slot);
+            }
+        }
         close_tunnel(tunnel);
     }
 
@@ -311,6 +339,10 @@ impl Dataplane {
     /// the tunnel's outbound traffic switches to the new SA at once. The
     /// previous inbound SA stays until [`Self::remove_child`]
     /// (make-before-break on rekey, RFC 7296 §2.8).
+    ///
+    /// A per-resource SA ([`ChildKeys::resource`] > 0) replaces only its queue's
+    /// outbound SA; the first of its queue opens that queue of the TUN, by name, in the
+    /// calling thread's network namespace (call from the dataplane's namespace).
     pub fn install_child(&self, tunnel: TunnelId, keys: ChildKeys) -> Result<(), EspError> {
         let _admin = lock(&self.admin);
         let Some(t) = read(&self.shared.tunnels).get(&tunnel.0).cloned() else {
@@ -333,8 +365,13 @@ impl Dataplane {
             replay_window: 0,
             selectors: keys.selectors,
         })?;
+        let place = self.place(&t, tunnel, keys.resource);
+        let worker = match &place {
+            Place::Resource(r) => r.worker,
+            _ => t.worker,
+        };
         // The worker's own socket of the address: its sends never contend with others'.
-        let sock = self.socket_for(keys.local, t.worker).unwrap_or(0);
+        let sock = self.socket_for(keys.local, worker).unwrap_or(0);
         let src_ip = self
             .shared
             .sockets
@@ -343,10 +380,15 @@ impl Dataplane {
             .map(|_| keys.local.ip())
             .filter(|ip| !ip.is_unspecified());
         let volume = Arc::new(Volume::new(keys.spi_in));
+        let (queue, dev) = match &place {
+            Place::Resource(r) => (r.slot, r.dev.clone()),
+            _ => (0, t.dev.clone()),
+        };
         let entry = Arc::new(InboundEntry {
             tunnel,
+            queue,
             spi_out: keys.spi_out,
-            dev: t.dev.clone(),
+            dev,
             write_errors: t.rx_tun_write_errors.clone(),
             sa: Mutex::new(InboundCell {
                 sa: inbound,
@@ -357,16 +399,7 @@ impl Dataplane {
             installed: self.installs.fetch_add(1, Ordering::Relaxed),
             volume: volume.clone(),
         });
-        if write(&self.shared.inbound)
-            .insert(keys.spi_in, entry)
-            .is_some()
-        {
-            tracing::warn!(
-                spi = format_args!("{:#010x}", keys.spi_in),
-                "inbound SA replaced"
-            );
-        }
-        let old = lock(&t.out).replace(Outbound {
+        let mut outbound = Some(Outbound {
             sa: outbound,
             spi_in: keys.spi_in,
             sock,
@@ -374,16 +407,107 @@ impl Dataplane {
             src_ip,
             volume,
         });
-        if let Some(old) = old {
-            self.retire_outbound(old);
+        let slot = match place {
+            Place::Fallback => None,
+            Place::Resource(ref r) => Some(r.slot),
+            // A resource beyond our queues: received, never sent on (the peer chose more
+            // SAs than we have workers).
+            Place::Spare => {
+                *lock(&entry.out_spare) = outbound.take();
+                None
+            }
+        };
+        if write(&self.shared.inbound)
+            .insert(keys.spi_in, entry.clone())
+            .is_some()
+        {
+            tracing::warn!(
+                spi = format_args!("{:#010x}", keys.spi_in),
+                "inbound SA replaced"
+            );
+        }
+        if let Some(outbound) = outbound {
+            let current = match &place {
+                Place::Resource(r) => &r.out,
+                _ => &t.out,
+            };
+            if let Some(old) = lock(current).replace(outbound) {
+                self.retire_outbound(old);
+            }
         }
         tracing::debug!(
             tunnel = t.name.as_str(),
             spi_in = format_args!("{:#010x}", keys.spi_in),
             spi_out = format_args!("{:#010x}", keys.spi_out),
+            resource = keys.resource,
+            queue = slot.unwrap_or(0),
             "CHILD SA installed"
         );
         Ok(())
+    }
+
+    /// With per-resource SAs: one TUN queue per worker.
+    fn multi_queue(&self) -> bool {
+        self.per_resource && self.workers.len() > 1
+    }
+
+    /// How many per-resource CHILD SAs a tunnel can use (RFC 9611): one per worker; 0
+    /// when turned off (then SA_RESOURCE_INFO is neither sent nor answered).
+    pub fn resources(&self) -> u32 {
+        if self.per_resource {
+            u32::try_from(self.workers.len()).unwrap_or(u32::MAX)
+        } else {
+            0
+        }
+    }
+
+    /// Where a CHILD SA of resource `resource` sends from: resource r uses queue
+    /// r mod workers, whose worker is also the one its inbound SPI lane steers to.
+    fn place(&self, t: &Arc<Tunnel>, tunnel: TunnelId, resource: u32) -> Place {
+        let w = self.workers.len();
+        let slot = usize::try_from(resource).unwrap_or(usize::MAX) % w.max(1);
+        if resource == 0 {
+            return Place::Fallback;
+        }
+        if !self.multi_queue() || slot == 0 {
+            return Place::Spare;
+        }
+        if let Some(r) = lock(&t.resources).iter().find(|r| r.slot == slot) {
+            return Place::Resource(r.clone());
+        }
+        match self.open_queue(t, tunnel, slot) {
+            Ok(r) => Place::Resource(r),
+            Err(e) => {
+                tracing::warn!(
+                    tunnel = t.name.as_str(),
+                    slot,
+                    "cannot open a TUN queue: {e}; the SA is received but not sent on"
+                );
+                Place::Spare
+            }
+        }
+    }
+
+    /// Opens queue `slot` of the tunnel's TUN and hands it to worker (home + slot).
+    fn open_queue(
+        &self,
+        t: &Arc<Tunnel>,
+        tunnel: TunnelId,
+        slot: usize,
+    ) -> io::Result<Arc<Resource>> {
+        let dev = Arc::new(t.dev.try_clone()?);
+        dev.set_nonblocking(true)?;
+        let worker = (t.worker + slot) % self.workers.len();
+        let r = Arc::new(Resource {
+            slot,
+            dev,
+            out: Mutex::new(None),
+            worker,
+        });
+        self.workers[worker].add_resource(tunnel.0, t.clone(), r.clone())?;
+        lock(&t.resources).push(r.clone());
+        tracing::debug!(tunnel = t.name.as_str(), slot, worker, "TUN queue opened");
+        Ok(r)
     }
 
     /// Keeps the final counters of a replaced outbound SA with its child.
@@ -403,6 +527,13 @@ impl Dataplane {
             return;
         };
         if let Some(t) = read(&self.shared.tunnels).get(&entry.tunnel.0) {
+            // A per-resource SA's queue falls back to the tunnel's fallback SA.
+            for r in lock(&t.resources).iter() {
+                let mut out = lock(&r.out);
+                if out.as_ref().is_some_and(|o| o.sa.spi() == entry.spi_out) {
+                    *out = None;
+                }
+            }
             let mut out = lock(&t.out);
             if out.as_ref().is_some_and(|o| o.sa.spi() == entry.spi_out) {
                 // Fall back to the newest other CHILD SA of this tunnel, if any.
@@ -440,19 +571,28 @@ impl Dataplane {
         let inbound = *lock(&entry.sa).sa.counters();
         let mut outbound = lock(&entry.out_final).unwrap_or_default();
         if let Some(t) = read(&self.shared.tunnels).get(&entry.tunnel.0) {
-            if let Some(o) = lock(&t.out).as_ref().filter(|o| o.spi_in == spi_in) {
-                outbound = *o.sa.counters();
-            }
+            t.for_each_out(|o| {
+                if o.spi_in == spi_in {
+                    outbound = *o.sa.counters();
+                }
+            });
         }
         Some(SaCounters { inbound, outbound })
     }
 
-    /// Sequence numbers the tunnel's current outbound SA has left before it
-    /// must be rekeyed (RFC 4303 §3.3.3); `None` without an outbound SA.
-    pub fn outbound_remaining_seq(&self, tunnel: TunnelId) -> Option<u64> {
+    /// Of the tunnel's current outbound SAs, the one with the fewest sequence numbers
+    /// left before it must be rekeyed (RFC 4303 §3.3.3): its inbound SPI and that
+    /// number; `None` without an outbound SA.
+    pub fn outbound_low_seq(&self, tunnel: TunnelId) -> Option<(u32, u64)> {
         let t = read(&self.shared.tunnels).get(&tunnel.0).cloned()?;
-        let out = lock(&t.out);
-        out.as_ref().map(|o| o.sa.remaining_seq())
+        let mut low: Option<(u32, u64)> = None;
+        t.for_each_out(|o| {
+            let left = o.sa.remaining_seq();
+            if low.is_none_or(|(_, l)| left < l) {
+                low = Some((o.spi_in, left));
+            }
+        });
+        low
     }
 
     /// Dataplane-wide counters.
@@ -598,6 +738,7 @@ mod tests {
             Options {
                 threads: 2,
                 busy_poll: Duration::ZERO,
+                per_resource_sas: true,
             },
             Box::new(move |l, r, m| {
                 let _ = lock(&tx).send((l, r, m));

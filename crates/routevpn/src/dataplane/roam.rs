@@ -23,9 +23,7 @@ impl Shared {
         let Some(t) = tunnels.get(&entry.tunnel.0) else {
             return;
         };
-        if let Some(o) = lock(&t.out).as_mut() {
-            o.dst = remote;
-        }
+        t.for_each_out(|o| o.dst = remote);
         tracing::info!(tunnel = t.name.as_str(), %from, to = %remote, "peer moved (authenticated ESP from a new address): following it");
         if let Some(cb) = self.on_roam.get() {
             cb(entry.spi_in(), remote);
@@ -60,9 +58,7 @@ impl Dataplane {
             }
         }
         if let Some(t) = read(&self.shared.tunnels).get(&tunnel.0) {
-            if let Some(o) = lock(&t.out).as_mut() {
-                o.dst = remote;
-            }
+            t.for_each_out(|o| o.dst = remote);
         }
     }
 }

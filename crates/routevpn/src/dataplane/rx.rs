@@ -31,6 +31,8 @@ const TUN_BATCHES: usize = 8;
 /// Decrypted packets waiting to be written to one tunnel's TUN.
 struct TunBatch {
     tunnel: TunnelId,
+    /// Which of the tunnel's TUN queues it writes to.
+    queue: usize,
     dev: Option<Arc<SyncDevice>>,
     errors: Option<Arc<AtomicU64>>,
     bufs: Vec<Vec<u8>>,
@@ -44,6 +46,7 @@ impl TunBatch {
     fn new(tunnel: TunnelId) -> TunBatch {
         TunBatch {
             tunnel,
+            queue: 0,
             dev: None,
             errors: None,
             bufs: (0..IDEAL_BATCH_SIZE)
@@ -200,13 +203,16 @@ struct Pending<'a> {
 }
 
 impl Pending<'_> {
-    /// The TUN batch of this tunnel: its own, a free one, a new one, or the least
+    /// The TUN batch of this tunnel queue: its own, a free one, a new one, or the least
     /// recently used one, flushed first.
-    fn batch(&mut self, tunnel: TunnelId) -> &mut TunBatch {
+    fn batch(&mut self, tunnel: TunnelId, queue: usize) -> &mut TunBatch {
         *self.stamp += 1;
         let stamp = *self.stamp;
         let b = &mut *self.batches;
-        let i = if let Some(i) = b.iter().position(|x| x.tunnel == tunnel && x.dev.is_some()) {
+        let i = if let Some(i) = b
+            .iter()
+            .position(|x| x.tunnel == tunnel && x.queue == queue && x.dev.is_some())
+        {
             i
         } else if let Some(i) = b.iter().position(|x| x.dev.is_none()) {
             i
@@ -219,6 +225,7 @@ impl Pending<'_> {
             i
         };
         b[i].tunnel = tunnel;
+        b[i].queue = queue;
         b[i].used = stamp;
         &mut b[i]
     }
@@ -262,7 +269,7 @@ fn handle(
         }
         return;
     };
-    let batch = out.batch(entry.tunnel);
+    let batch = out.batch(entry.tunnel, entry.queue);
     let mut cell = lock(&entry.sa);
     let top = cell.sa.replay_window().top();
     // Replay check, ICV, decryption (into the TUN batch) and padding checks; every

@@ -130,6 +130,10 @@ impl Volume {
 /// One inbound SA and where its packets go.
 pub(crate) struct InboundEntry {
     pub(crate) tunnel: TunnelId,
+    /// The TUN queue its packets are written to (0, or its resource's slot): the
+    /// kernel then sends the replies of a flow through the same queue (tun's automq
+    /// flow table), so both directions of a flow use the same per-resource SA pair.
+    pub(crate) queue: usize,
     /// The SPI of the outbound half of the same child.
     pub(crate) spi_out: u32,
     pub(crate) dev: Arc<tun_rs::SyncDevice>,
@@ -176,12 +180,31 @@ pub(crate) struct Outbound {
     pub(crate) volume: Arc<Volume>,
 }
 
+/// One more queue of a tunnel's TUN with a per-resource CHILD SA (RFC 9611): slot `k`
+/// is read by worker `(home + k) mod W`, the worker that also receives that SA's ESP
+/// (its SPI lane), so the SA's sequence numbers and replay window stay on one core.
+pub(crate) struct Resource {
+    pub(crate) slot: usize,
+    /// The queue's own descriptor (`IFF_MULTI_QUEUE`): the kernel spreads the tunnel's
+    /// flows over the queues by flow hash, so a TCP flow never changes queue.
+    pub(crate) dev: Arc<tun_rs::SyncDevice>,
+    /// This slot's outbound SA; `None` seals with the tunnel's fallback SA.
+    pub(crate) out: Mutex<Option<Outbound>>,
+    pub(crate) worker: usize,
+}
+
 /// A tunnel: its TUN, its outbound SA and the worker that reads its TUN.
 pub(crate) struct Tunnel {
     pub(crate) name: String,
+    /// Queue 0 of the TUN: read by the home worker, written by every worker.
     pub(crate) dev: Arc<tun_rs::SyncDevice>,
+    /// The fallback (or only) CHILD SA's outbound half (RFC 9611 §2: used by every
+    /// queue without a per-resource SA of its own).
     pub(crate) out: Mutex<Option<Outbound>>,
+    /// The home worker.
     pub(crate) worker: usize,
+    /// Queues 1.. with their per-resource SAs, opened when the first such SA arrives.
+    pub(crate) resources: Mutex<Vec<Arc<Resource>>>,
     pub(crate) tx_no_sa: AtomicU64,
     pub(crate) tx_seal_errors: AtomicU64,
     pub(crate) tx_send_errors: AtomicU64,
@@ -196,11 +219,24 @@ impl Tunnel {
             dev: Arc::new(dev),
             out: Mutex::new(None),
             worker,
+            resources: Mutex::new(Vec::new()),
             tx_no_sa: AtomicU64::new(0),
             tx_seal_errors: AtomicU64::new(0),
             tx_send_errors: AtomicU64::new(0),
             tx_tun_errors: AtomicU64::new(0),
             rx_tun_write_errors: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Every current outbound SA of the tunnel: the fallback's and the resources'.
+    pub(crate) fn for_each_out(&self, mut f: impl FnMut(&mut Outbound)) {
+        if let Some(o) = super::lock(&self.out).as_mut() {
+            f(o);
+        }
+        for r in super::lock(&self.resources).iter() {
+            if let Some(o) = super::lock(&r.out).as_mut() {
+                f(o);
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use tun_rs::{IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
-use super::tables::Tunnel;
+use super::tables::{Outbound, Resource, Tunnel};
 use super::{lock, Shared};
 
 /// One TUN read: virtio-net header + a super-packet of at most 64 KiB.
@@ -110,19 +110,18 @@ impl TxBuffers {
         }
     }
 
-    /// One turn for a readable TUN: up to [`MAX_READS`] reads, sealed and sent.
-    /// Returns whether the TUN may have more (it did not say "would block").
-    pub(crate) fn turn(&mut self, sh: &Shared, t: &Tunnel) -> bool {
+    /// One turn for a readable TUN queue (queue 0, or a resource's): up to
+    /// [`MAX_READS`] reads, sealed and sent. Returns whether the queue may have more
+    /// (it did not say "would block").
+    pub(crate) fn turn(&mut self, sh: &Shared, t: &Tunnel, r: Option<&Resource>) -> bool {
+        let dev = r.map_or(&*t.dev, |r| &r.dev);
         let mut segs: Vec<&mut [u8]> = self.seg_storage.chunks_mut(SEG_BUF).collect();
         let mut more = true;
         for _ in 0..MAX_READS {
             if self.out.len() - self.runs.used < PER_READ_RESERVE {
                 break;
             }
-            let n = match t
-                .dev
-                .recv_multiple(&mut self.orig, &mut segs, &mut self.sizes, 0)
-            {
+            let n = match dev.recv_multiple(&mut self.orig, &mut segs, &mut self.sizes, 0) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     more = false;
@@ -142,6 +141,7 @@ impl TxBuffers {
             seal_batch(
                 sh,
                 t,
+                r,
                 &segs[..n],
                 &self.sizes[..n],
                 &mut self.out,
@@ -153,19 +153,31 @@ impl TxBuffers {
     }
 }
 
-/// Seals one TUN read's packets into `out` under one outbound-SA lock.
+/// Seals one TUN read's packets into `out` under one outbound-SA lock: the queue's
+/// per-resource SA when it has one, else the tunnel's fallback SA (RFC 9611 §2).
 fn seal_batch(
     sh: &Shared,
     t: &Tunnel,
+    r: Option<&Resource>,
     segs: &[&mut [u8]],
     sizes: &[usize],
     out: &mut [u8],
     runs: &mut Runs,
 ) {
-    let mut guard = lock(&t.out);
-    let Some(o) = guard.as_mut() else {
-        t.tx_no_sa.fetch_add(segs.len() as u64, Ordering::Relaxed);
-        return;
+    let mut own = r.map(|r| lock(&r.out));
+    let mut fallback;
+    let o: &mut Outbound = match own.as_mut().and_then(|g| g.as_mut()) {
+        Some(o) => o,
+        None => {
+            fallback = lock(&t.out);
+            match fallback.as_mut() {
+                Some(o) => o,
+                None => {
+                    t.tx_no_sa.fetch_add(segs.len() as u64, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
     };
     let max_segs = sh
         .sockets

@@ -23,7 +23,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::rx::RxBuffers;
-use super::tables::{Socket, Tunnel};
+use super::tables::{Resource, Socket, Tunnel};
 use super::tx::TxBuffers;
 use super::{lock, Shared};
 
@@ -31,6 +31,13 @@ use super::{lock, Shared};
 const WAKER: Token = Token(usize::MAX);
 /// Socket tokens start here; tunnel tokens are the tunnel ids below it.
 const SOCKET_BASE: usize = 1 << 40;
+/// A resource queue's token: its slot (1..) shifted above every socket token, or'd with
+/// the tunnel id.
+const SLOT_SHIFT: u32 = 48;
+
+fn resource_token(id: usize, slot: usize) -> Token {
+    Token((slot << SLOT_SHIFT) | id)
+}
 /// epoll events fetched per `epoll_wait`.
 const EVENTS: usize = 256;
 
@@ -39,6 +46,7 @@ const EVENTS: usize = 256;
 enum Member {
     Socket(Arc<Socket>),
     Tunnel(Arc<Tunnel>),
+    Resource(Arc<Tunnel>, Arc<Resource>),
 }
 
 /// The API side of one worker thread.
@@ -80,6 +88,28 @@ impl Worker {
     /// Serves this tunnel's TUN from now on.
     pub(crate) fn add_tunnel(&self, id: usize, t: Arc<Tunnel>) -> io::Result<()> {
         self.register(t.dev.as_raw_fd(), Token(id), Member::Tunnel(t))
+    }
+
+    /// Serves one more queue of the tunnel, with its per-resource SA (RFC 9611).
+    pub(crate) fn add_resource(
+        &self,
+        id: usize,
+        t: Arc<Tunnel>,
+        r: Arc<Resource>,
+    ) -> io::Result<()> {
+        let token = resource_token(id, r.slot);
+        self.register(r.dev.as_raw_fd(), token, Member::Resource(t, r))
+    }
+
+    /// Stops serving a resource queue (before it closes).
+    pub(crate) fn remove_resource(&self, id: usize, slot: usize) {
+        if let Some(Member::Resource(t, r)) = lock(&self.members).remove(&resource_token(id, slot))
+        {
+            let fd = r.dev.as_raw_fd();
+            if let Err(e) = self.registry.deregister(&mut SourceFd(&fd)) {
+                tracing::debug!(tunnel = t.name.as_str(), slot, "epoll deregister: {e}");
+            }
+        }
     }
 
     fn register(&self, fd: RawFd, token: Token, m: Member) -> io::Result<()> {
@@ -153,7 +183,8 @@ fn run(sh: Arc<Shared>, w: Arc<Worker>, mut poll: Poll, busy_poll: Duration) {
             let member = lock(&w.members).get(&token).cloned();
             let more = match member {
                 Some(Member::Socket(s)) => rx.turn(&sh, &s),
-                Some(Member::Tunnel(t)) => tx.turn(&sh, &t),
+                Some(Member::Tunnel(t)) => tx.turn(&sh, &t, None),
+                Some(Member::Resource(t, r)) => tx.turn(&sh, &t, Some(&r)),
                 None => false,
             };
             if more {
