@@ -380,10 +380,17 @@ pub fn format_status(r: &StatusReport) -> String {
                 sa.peer
             );
         }
+        let per_resource = t.child_sas.iter().any(|c| c.resource > 0);
         for c in &t.child_sas {
+            // RFC 9611: say which SA is which once a tunnel has per-resource SAs.
+            let role = match (per_resource, c.resource) {
+                (false, _) => String::new(),
+                (true, 0) => ", fallback".to_string(),
+                (true, r) => format!(", resource {r}"),
+            };
             let _ = writeln!(
                 o,
-                "  CHILD SA {} {} ago, ESP {}{}",
+                "  CHILD SA {} {} ago, ESP {}{}{role}",
                 c.state,
                 fmt_duration(c.age_secs),
                 c.proposal,

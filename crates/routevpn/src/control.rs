@@ -224,6 +224,10 @@ pub struct ChildSaStatus {
     pub ts_mismatch_in: u64,
     #[serde(default)]
     pub ts_mismatch_out: u64,
+    /// 0: the fallback (or only) CHILD SA; 1..: a per-resource one (RFC 9611), sent
+    /// from the dataplane worker `resource` places after the tunnel's own.
+    #[serde(default)]
+    pub resource: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -479,6 +483,7 @@ pub(crate) mod tests {
                         malformed: 0,
                         ts_mismatch_in: 0,
                         ts_mismatch_out: 0,
+                        resource: 0,
                     }],
                     child_rekeys: 0,
                     ike_rekeys: 0,

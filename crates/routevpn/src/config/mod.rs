@@ -5,7 +5,7 @@
 //! metrics = "127.0.0.1:9477"                       # Prometheus /metrics (off by default)
 //! dataplane_threads = 2                              # dataplane workers (one per core by default)
 //! dataplane_busy_poll = "50us"                       # poll after a burst before sleeping (default off)
-//! per_resource_sas = true                            # RFC 9611: one CHILD SA per worker (default on)
+//! per_resource_sas = true                            # RFC 9611: one CHILD SA per worker (default off)
 //!
 //! [[tunnel]]
 //! name = "vti0"          # tunnel interface this peer owns (Linux ifname: 1..15 chars)
@@ -93,7 +93,7 @@ pub struct Config {
     pub dataplane_threads: Option<usize>,
     /// `dataplane_busy_poll = "50us"`: polling after a burst before sleeping.
     pub dataplane_busy_poll: Option<std::time::Duration>,
-    /// `per_resource_sas = false`: no RFC 9611 per-resource CHILD SAs (on by default).
+    /// `per_resource_sas = true`: RFC 9611 per-resource CHILD SAs (off by default).
     pub per_resource_sas: bool,
 }
 
@@ -345,7 +345,7 @@ fn parse_in(
         metrics,
         dataplane_threads,
         dataplane_busy_poll,
-        per_resource_sas: raw.per_resource_sas.unwrap_or(true),
+        per_resource_sas: raw.per_resource_sas.unwrap_or(false),
     };
     Ok(Checked {
         config,

@@ -78,8 +78,8 @@ pub const SECTIONS: &[Section] = &[
             key(
                 "per_resource_sas",
                 "true or false",
-                "true",
-                "Per-resource CHILD SAs (RFC 9611; strongSwan 6 calls them per_cpu_sas). With more than one dataplane worker, each tunnel's interface gets one queue per worker and, when the peer answers SA_RESOURCE_INFO, one CHILD SA per worker with the same traffic selectors: each worker seals and opens its own SA, so one tunnel uses every worker and the kernel keeps every flow on one queue (TCP is never reordered). The first CHILD SA is the fallback the other queues use until theirs is up. A peer that does not know RFC 9611 (strongSwan 5.9) ignores the notify and the tunnel keeps one CHILD SA. Only the IKE initiator asks for the extra CHILD SAs.",
+                "false",
+                "Per-resource CHILD SAs (RFC 9611; strongSwan 6 calls them per_cpu_sas). With more than one dataplane worker, each tunnel's interface gets one queue per worker and, when the peer answers SA_RESOURCE_INFO, one CHILD SA per worker with the same traffic selectors: each worker seals and opens its own SA, so one tunnel uses every worker and the kernel keeps every flow on one queue (TCP is never reordered). The first CHILD SA is the fallback the other queues use until theirs is up. A peer that does not know RFC 9611 (strongSwan 5.9) ignores the notify and the tunnel keeps one CHILD SA. Only the IKE initiator asks for the extra CHILD SAs. Off by default: it multiplies the CHILD SAs (and their rekeys) by the number of workers, which pays for a few fat tunnels but not for a hub whose many tunnels already spread over the workers.",
             ),
         ],
     },

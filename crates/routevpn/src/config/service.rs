@@ -134,6 +134,23 @@ mod tests {
     }
 
     #[test]
+    fn per_resource_sas_is_off_unless_asked_for() {
+        assert!(!parse("", "t.toml").unwrap().per_resource_sas);
+        assert!(
+            parse("per_resource_sas = true\n", "t.toml")
+                .unwrap()
+                .per_resource_sas
+        );
+        let e = parse(
+            "routing = \"embedded\"\nper_resource_sas = \"yes\"\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("per_resource_sas"), "{e}");
+    }
+
+    #[test]
     fn group_by_name_and_number() {
         let c = parse("control_socket_group = \"root\"\n", "t.toml").unwrap();
         let g = c.control_socket_group.unwrap();

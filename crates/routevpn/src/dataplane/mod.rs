@@ -209,12 +209,12 @@ pub struct Options {
 pub const DEFAULT_BUSY_POLL: Duration = Duration::ZERO;
 
 impl Default for Options {
-    /// One worker per core, [`DEFAULT_BUSY_POLL`].
+    /// One worker per core, [`DEFAULT_BUSY_POLL`], no per-resource SAs.
     fn default() -> Options {
         Options {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             busy_poll: DEFAULT_BUSY_POLL,
-            per_resource_sas: true,
+            per_resource_sas: false,
         }
     }
 }
