@@ -533,38 +533,9 @@ fn idle_threads_sleep() {
     }
 }
 
-/// Sends `per_flow` UDP datagrams on each of `flows` flows (own source port each) from
-/// A to B's tunnel address and returns how many B received.
+/// [`testbed::udp_flows`] from A to B's tunnel address.
 fn udp_flows(a: &Side, b: &Side, flows: usize, per_flow: usize) -> usize {
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let want = flows * per_flow;
-    let server = spawn_in_netns(&b.ns, move || {
-        let s = UdpSocket::bind(format!("{B_TUN}:6001")).expect("bind receiver");
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        ready_tx.send(()).unwrap();
-        let mut buf = [0u8; 2048];
-        let mut got = 0;
-        while got < want {
-            match s.recv(&mut buf) {
-                Ok(_) => got += 1,
-                Err(_) => break,
-            }
-        }
-        got
-    });
-    ready_rx.recv_timeout(T).expect("receiver ready");
-    in_netns(&a.ns, move || {
-        for _ in 0..flows {
-            let s = UdpSocket::bind(format!("{A_TUN}:0")).expect("bind sender");
-            for i in 0..per_flow {
-                s.send_to(&[i as u8; 200], format!("{B_TUN}:6001"))
-                    .expect("send");
-                // Paced: this test is about which queue and SA, not about loss.
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
-    });
-    server.join().expect("receiver thread")
+    testbed::udp_flows(&a.ns, &b.ns, B_TUN, 6001, flows, per_flow).expect("UDP flows")
 }
 
 /// RFC 9611 per-resource CHILD SAs in the dataplane: a second SA pair with resource 1

@@ -34,7 +34,7 @@ pub use strongswan::{
     charon_binary, parse_list_sas_raw, swanctl_conf, ChildSa, IkeSa, Strongswan, SwanConn,
     STRONGSWAN_CONF,
 };
-pub use tcp::{in_netns, pseudo_random, tcp_send, tcp_sink, udp_send, Digest};
+pub use tcp::{in_netns, pseudo_random, tcp_send, tcp_sink, udp_flows, udp_send, Digest};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -186,6 +186,59 @@ pub fn udp_send(ns: &Netns, addr: &str, port: u16, payload: &[u8]) -> Result<(),
     .map_err(|_| "sender thread panicked".to_string())?
 }
 
+/// Sends `per_flow` small datagrams on each of `flows` UDP flows (each from its own
+/// source port) from `from` to `addr:port`, received in `to`; returns how many arrived.
+/// Paced and bounded: for tests about which path a flow takes, not about loss.
+pub fn udp_flows(
+    from: &Netns,
+    to: &Netns,
+    addr: &str,
+    port: u16,
+    flows: usize,
+    per_flow: usize,
+) -> Result<usize, String> {
+    let sa = sockaddr(addr, port)?;
+    let want = flows * per_flow;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = in_netns(to, move || {
+        let s = std::net::UdpSocket::bind(sa).map_err(|e| format!("bind {sa}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        let _ = ready_tx.send(());
+        let mut buf = [0u8; 2048];
+        let mut got = 0;
+        // Ends at the count or after 2 s without a datagram.
+        while got < want && s.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        Ok(got)
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| "receiver did not start".to_string())?;
+    let any: SocketAddr = if sa.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    in_netns(from, move || {
+        for _ in 0..flows {
+            let s = std::net::UdpSocket::bind(any).map_err(|e| format!("bind {any}: {e}"))?;
+            for i in 0..per_flow {
+                s.send_to(&[i as u8; 200], sa)
+                    .map_err(|e| format!("send to {sa}: {e}"))?;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| "sender thread panicked".to_string())??;
+    receiver
+        .join()
+        .map_err(|_| "receiver thread panicked".to_string())?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
