@@ -1,0 +1,212 @@
+//! RFC 9611 per-resource CHILD SAs between real daemons (issue 13, "every core for one
+//! tunnel"): two routevpn daemons with two dataplane workers each negotiate one CHILD SA
+//! per worker with identical traffic selectors, each SA's inbound SPI in its worker's
+//! lane, and flows spread over the SAs; strongSwan 5.9, which does not know
+//! SA_RESOURCE_INFO, gets exactly one CHILD SA and carries everything over it.
+
+use std::time::Duration;
+use testbed::{wait_until, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
+
+const T: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(50);
+const IKE: &str = "aes128gcm16-prfsha256-x25519";
+const ESP: &str = "aes128gcm16";
+/// One-way UDP flows: with two queues, all landing on one has probability 2^-31.
+const FLOWS: usize = 32;
+const PER_FLOW: usize = 10;
+
+fn tunnel(left: bool, start: bool) -> RvTunnel {
+    let (local, remote, lid, rid, addr, net) = if left {
+        (
+            Topology::LEFT_WAN,
+            Topology::RIGHT_WAN,
+            "routerA",
+            "routerB",
+            "169.254.12.1/30",
+            Topology::RIGHT_NET,
+        )
+    } else {
+        (
+            Topology::RIGHT_WAN,
+            Topology::LEFT_WAN,
+            "routerB",
+            "routerA",
+            "169.254.12.2/30",
+            Topology::LEFT_NET,
+        )
+    };
+    RvTunnel {
+        local: local.into(),
+        remote: remote.into(),
+        local_id: lid.into(),
+        remote_id: rid.into(),
+        psk: "per-resource".into(),
+        ike: vec![IKE.into()],
+        esp: vec![ESP.into()],
+        start,
+        address: vec![addr.into()],
+        routes: vec![net.into()],
+        ..RvTunnel::default()
+    }
+}
+
+fn per_resource(t: RvTunnel) -> RvConfig {
+    RvConfig {
+        tunnels: vec![t],
+        extra_top: vec![
+            "dataplane_threads = 2".into(),
+            "per_resource_sas = true".into(),
+        ],
+        ..RvConfig::default()
+    }
+}
+
+/// The tunnel's CHILD SAs once there are `n` of them.
+fn wait_children(rv: &Routevpn, n: usize) -> Vec<serde_json::Value> {
+    wait_until(T, POLL, || {
+        let st = rv.status()?;
+        let c = st["tunnels"][0]["child_sas"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (c.len() == n)
+            .then_some(c.clone())
+            .ok_or(format!("{} CHILD SAs: {st}", c.len()))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 40)))
+}
+
+fn num(c: &serde_json::Value, key: &str) -> u64 {
+    c[key].as_u64().unwrap_or_else(|| panic!("no {key} in {c}"))
+}
+
+fn spi(c: &serde_json::Value, key: &str) -> u32 {
+    u32::from_str_radix(c[key].as_str().expect("SPI string"), 16).expect("hex SPI")
+}
+
+fn tx_queues(ns: &testbed::Netns, dev: &str) -> usize {
+    ns.must(&["ls", &format!("/sys/class/net/{dev}/queues")])
+        .split_whitespace()
+        .filter(|q| q.starts_with("tx-"))
+        .count()
+}
+
+#[test]
+fn routevpn_pair_negotiates_a_child_sa_per_worker() {
+    if !testbed::require_root() {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let b = Routevpn::start(&topo.right, &per_resource(tunnel(false, false))).unwrap();
+    let a = Routevpn::start(&topo.left, &per_resource(tunnel(true, true))).unwrap();
+    let (ca, cb) = (wait_children(&a, 2), wait_children(&b, 2));
+    for (side, children) in [("A", &ca), ("B", &cb)] {
+        let mut res: Vec<u64> = children.iter().map(|c| num(c, "resource")).collect();
+        res.sort_unstable();
+        assert_eq!(res, [0, 1], "{side}: a fallback and one per-resource SA");
+        for c in children.iter() {
+            assert_eq!(
+                c["local_ts"], children[0]["local_ts"],
+                "{side}: same selectors"
+            );
+            assert_eq!(c["remote_ts"], children[0]["remote_ts"]);
+            // The tunnel's home is worker 0: resource r's ESP is steered to worker r.
+            assert_eq!(
+                u64::from(spi(c, "spi_in") % 2),
+                num(c, "resource"),
+                "{side}: inbound SPI in its resource's lane: {c}"
+            );
+        }
+    }
+    // Each SA of A pairs with one of B (its SPIs mirrored).
+    for c in &ca {
+        assert!(
+            cb.iter()
+                .any(|d| spi(d, "spi_in") == spi(c, "spi_out")
+                    && spi(d, "spi_out") == spi(c, "spi_in")),
+            "A's {c} has no partner in B: {cb:?}"
+        );
+    }
+    assert_eq!(tx_queues(&topo.left, "vti0"), 2, "a TUN queue per SA");
+
+    topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+    let got = testbed::udp_flows(
+        &topo.left_host,
+        &topo.right_host,
+        Topology::RIGHT_HOST,
+        6001,
+        FLOWS,
+        PER_FLOW,
+    )
+    .unwrap();
+    assert_eq!(got, FLOWS * PER_FLOW, "every datagram arrived");
+    let ca = wait_children(&a, 2);
+    let sent: Vec<u64> = ca.iter().map(|c| num(c, "packets_out")).collect();
+    testbed::report(&format!("per-resource SAs: A sent {sent:?} packets"));
+    assert!(
+        sent.iter().all(|&p| p > 0),
+        "flows spread over both CHILD SAs: {ca:?}"
+    );
+    let text = a.cli(&["status"]).unwrap();
+    assert!(
+        text.contains(", fallback") && text.contains(", resource 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn strongswan_gets_one_child_sa_and_all_the_traffic() {
+    if !testbed::require_strongswan() {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let sw = Strongswan::start(
+        &topo.right,
+        &[SwanConn {
+            local_addr: Topology::RIGHT_WAN.into(),
+            remote_addr: Topology::LEFT_WAN.into(),
+            local_id: "routerB".into(),
+            remote_id: "routerA".into(),
+            psk: "per-resource".into(),
+            ike_proposals: IKE.into(),
+            esp_proposals: ESP.into(),
+            local_ts: Topology::RIGHT_NET.into(),
+            remote_ts: Topology::LEFT_NET.into(),
+            start_action: "none".into(),
+            ..SwanConn::default()
+        }],
+    )
+    .unwrap();
+    // routevpn initiates with SA_RESOURCE_INFO in IKE_AUTH; strongSwan 5.9 ignores it.
+    let mut t = tunnel(true, true);
+    t.routes = vec![Topology::RIGHT_NET.into()];
+    let rv = Routevpn::start(&topo.left, &per_resource(t)).unwrap();
+    sw.wait_established("tun", T).unwrap();
+    testbed::wait_tunnel_up(&rv, T);
+    topo.left_host
+        .wait_ping(Topology::RIGHT_HOST, T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 40)));
+    let got = testbed::udp_flows(
+        &topo.left_host,
+        &topo.right_host,
+        Topology::RIGHT_HOST,
+        6001,
+        FLOWS,
+        PER_FLOW,
+    )
+    .unwrap();
+    assert_eq!(got, FLOWS * PER_FLOW, "every datagram arrived");
+    let c = wait_children(&rv, 1);
+    assert_eq!(num(&c[0], "resource"), 0);
+    assert!(
+        num(&c[0], "packets_out") >= (FLOWS * PER_FLOW) as u64,
+        "{c:?}"
+    );
+    assert_eq!(
+        tx_queues(&topo.left, "vti0"),
+        1,
+        "no second queue without a second SA"
+    );
+    let sa = sw.wait_established("tun", T).unwrap();
+    assert_eq!(sa.installed().count(), 1, "strongSwan has one CHILD SA");
+}
