@@ -82,6 +82,7 @@ pub(super) fn config(
         select_by_identity: false,
         mobike: true,
         esp_spi_lane: None,
+        resources: 0,
     }
 }
 
