@@ -587,4 +587,22 @@ mod lane_tests {
             "one lane: unchanged"
         );
     }
+
+    #[test]
+    fn resources_take_the_lanes_after_the_home_lane() {
+        let home = SpiLane { lane: 1, lanes: 4 };
+        let lanes: Vec<u32> = (0..6).map(|r| home.for_resource(r).lane).collect();
+        assert_eq!(lanes, [1, 2, 3, 0, 1, 2], "round-robin from the home lane");
+        assert!((0..6).all(|r| home.for_resource(r).lanes == 4));
+        // A lane number past `lanes` counts as its residue; no overflow at the top.
+        assert_eq!(SpiLane { lane: 5, lanes: 4 }.for_resource(1).lane, 2);
+        assert_eq!(home.for_resource(u32::MAX).lane, (1 + 3) % 4);
+        let one = SpiLane { lane: 0, lanes: 1 };
+        assert_eq!(one.for_resource(7), one, "one lane: unchanged");
+        // SPIs picked for resource 2 land in lane 3.
+        let r2 = home.for_resource(2);
+        for spi in [256u32, 1000, 0x1234_5678, u32::MAX - 7] {
+            assert_eq!(r2.fit(spi).map(|s| s % 4), Some(3), "{spi}");
+        }
+    }
 }
