@@ -268,3 +268,34 @@ fn resource_info_to_a_responder_with_it_off_is_an_ordinary_new_child_sa() {
     assert_children_mirror(&p);
     assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
 }
+
+#[test]
+fn an_ike_rekey_keeps_the_child_sas_and_a_new_ike_sa_makes_them_again() {
+    let mut p = pair(2, 2, true);
+    let before = child_spis(&p.a, p.now);
+    let requests = sent(&p, true, ExchangeType::CREATE_CHILD_SA, false).len();
+    assert!(p.a.rekey_ike(p.now));
+    p.run();
+    assert_eq!(child_spis(&p.a, p.now), before, "children move, none created");
+    let after = sent(&p, true, ExchangeType::CREATE_CHILD_SA, false).len();
+    assert_eq!(after, requests + 1, "only the IKE SA rekey itself");
+    // The rekeyed IKE SA still speaks RFC 9611: a CHILD SA rekey on it says so.
+    let cur = p.a.current().unwrap();
+    assert!(p.a.sas[cur].rsa.supported);
+    assert!(p.b.rekey_child(p.now));
+    p.run();
+    let req = sent(&p, false, ExchangeType::CREATE_CHILD_SA, false);
+    assert!(notifies(&p.a, req.last().unwrap()).contains(&NotifyType::SA_RESOURCE_INFO));
+    assert_eq!(resources(&p.a, p.now), [0, 1]);
+    // Closed and brought up again: the new IKE SA gets its extra again.
+    p.a.close(p.now);
+    p.run();
+    assert!(child_spis(&p.a, p.now).is_empty());
+    p.a.initiate(p.now);
+    p.run();
+    for (s, home) in [(&p.a, 0), (&p.b, 1)] {
+        assert_eq!(resources(s, p.now), [0, 1], "{}", s.cfg.name);
+        assert_lanes(s, p.now, home);
+    }
+    assert_children_mirror(&p);
+}
