@@ -276,7 +276,11 @@ fn an_ike_rekey_keeps_the_child_sas_and_a_new_ike_sa_makes_them_again() {
     let requests = sent(&p, true, ExchangeType::CREATE_CHILD_SA, false).len();
     assert!(p.a.rekey_ike(p.now));
     p.run();
-    assert_eq!(child_spis(&p.a, p.now), before, "children move, none created");
+    assert_eq!(
+        child_spis(&p.a, p.now),
+        before,
+        "children move, none created"
+    );
     let after = sent(&p, true, ExchangeType::CREATE_CHILD_SA, false).len();
     assert_eq!(after, requests + 1, "only the IKE SA rekey itself");
     // The rekeyed IKE SA still speaks RFC 9611: a CHILD SA rekey on it says so.
