@@ -159,9 +159,10 @@ impl IkeSa {
         Ok((r, Some(resource_info(r))))
     }
 
-    /// Initiator: the peer refused an extra with TS_MAX_QUEUE (RFC 9611 §5.2). Not a
-    /// failure: the SAs we have stay and no more are asked for on this IKE SA. True when
-    /// `err` was that refusal (handled here).
+    /// Initiator: the peer refused an extra. TS_MAX_QUEUE (RFC 9611 §5.2) is no failure:
+    /// the SAs we have stay, and true says it is handled here. Any refusal stops the
+    /// extras on this IKE SA (the next ones would fare the same); other errors are then
+    /// reported as for any CREATE_CHILD_SA.
     pub(super) fn resource_refused(
         &mut self,
         ctx: &Ctx<'_>,
@@ -169,15 +170,18 @@ impl IkeSa {
         rekey_of: Option<u32>,
         resource: u32,
     ) -> bool {
-        if err.notify_type() != NotifyType::TS_MAX_QUEUE || rekey_of.is_some() || resource == 0 {
+        if rekey_of.is_some() || resource == 0 {
+            return false;
+        }
+        self.rsa.refused = true;
+        self.queued
+            .retain(|q| !matches!(q, Queued::ResourceChild(_)));
+        if err.notify_type() != NotifyType::TS_MAX_QUEUE {
             return false;
         }
         let have = ctx.children.iter().filter(|c| !c.superseded).count();
         info!(tunnel = %ctx.cfg.name, resource, children = have,
             "peer takes no more per-resource CHILD SAs (TS_MAX_QUEUE): keeping those up");
-        self.rsa.refused = true;
-        self.queued
-            .retain(|q| !matches!(q, Queued::ResourceChild(_)));
         true
     }
 }

@@ -179,6 +179,26 @@ fn ts_max_queue_caps_the_extras_without_an_error() {
 }
 
 #[test]
+fn another_refusal_of_an_extra_is_reported_and_stops_the_extras() {
+    // IKE_AUTH's CHILD SA has no key exchange (§1.2), so B's PFS-only ESP refuses only
+    // the extras: the first refusal ends them.
+    let mut a = config("a", "routerA", "routerB", &[IKE], &[ESP], "s", true);
+    let b_esp = ["aes128gcm16-x25519"];
+    let mut b = config("b", "routerB", "routerA", &[IKE], &b_esp, "s", false);
+    (a.resources, b.resources) = (4, 1);
+    let mut p = Pair::new(a, b);
+    p.start();
+    assert!(p.a.is_established());
+    assert_eq!(
+        sent(&p, true, ExchangeType::CREATE_CHILD_SA, false).len(),
+        1
+    );
+    assert_eq!(resources(&p.a, p.now), [0]);
+    let err = p.a.status(p.now).last_error.unwrap();
+    assert!(err.contains("NO_PROPOSAL_CHOSEN"), "{err}");
+}
+
+#[test]
 fn per_resource_child_sas_rekey_into_their_own_resource_and_lane() {
     let mut p = pair(2, 2, true);
     let old_a: Vec<(u32, u32)> = child_spis(&p.a, p.now);
