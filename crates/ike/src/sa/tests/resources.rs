@@ -323,3 +323,42 @@ fn an_ike_rekey_keeps_the_child_sas_and_a_new_ike_sa_makes_them_again() {
     }
     assert_children_mirror(&p);
 }
+
+#[test]
+fn both_ends_initiating_leaves_one_set_of_per_resource_child_sas() {
+    let mut a = config("a", "routerA", "routerB", &[IKE], &[ESP], "s", true);
+    let mut b = config("b", "routerB", "routerA", &[IKE], &[ESP], "s", true);
+    (a.resources, b.resources) = (2, 2);
+    a.esp_spi_lane = Some(SpiLane { lane: 0, lanes: 2 });
+    b.esp_spi_lane = Some(SpiLane { lane: 1, lanes: 2 });
+    let mut p = Pair::new(a, b);
+    p.a.handle_timeout(p.now);
+    p.b.handle_timeout(p.now);
+    p.run();
+    // Settle the duplicate IKE SA (§2.8.2) and let its children go.
+    while p.a.status(p.now).ike_sas.len() + p.b.status(p.now).ike_sas.len() > 2 {
+        assert!(p.step_timer());
+    }
+    for (s, home) in [(&p.a, 0), (&p.b, 1)] {
+        assert_eq!(resources(s, p.now), [0, 1], "{}", s.cfg.name);
+        assert_lanes(s, p.now, home);
+    }
+    assert_children_mirror(&p);
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+}
+
+#[test]
+fn a_restarted_peer_gets_its_per_resource_child_sas_again() {
+    let mut p = pair(2, 2, false);
+    let old = child_spis(&p.b, p.now);
+    p.now += Duration::from_secs(60);
+    // A loses all state and comes back (INITIAL_CONTACT): B drops the old SAs.
+    let mut a = config("a", "routerA", "routerB", &[IKE], &[ESP], "s3cret", true);
+    a.resources = 2;
+    p.a = Session::new(a, A, B, Box::new(TestRng(77)), p.now);
+    p.start();
+    assert_eq!(resources(&p.a, p.now), [0, 1]);
+    assert_eq!(resources(&p.b, p.now), [0, 1]);
+    assert!(child_spis(&p.b, p.now).iter().all(|c| !old.contains(c)));
+    assert_children_mirror(&p);
+}
