@@ -62,6 +62,7 @@ fn config(local: &str, remote: &str, initiate: bool, sel: u8) -> SessionConfig {
         select_by_identity: sel & 64 != 0,
         mobike: sel & 128 != 0,
         esp_spi_lane: None,
+        resources: 0,
     }
 }
 

@@ -224,6 +224,8 @@ registry! {
         UNEXPECTED_NAT_DETECTED = 41, "UNEXPECTED_NAT_DETECTED";
         TEMPORARY_FAILURE = 43, "TEMPORARY_FAILURE";
         CHILD_SA_NOT_FOUND = 44, "CHILD_SA_NOT_FOUND";
+        /// RFC 9611 §5.2: no more per-resource CHILD SAs with these selectors.
+        TS_MAX_QUEUE = 48, "TS_MAX_QUEUE";
         INITIAL_CONTACT = 16384, "INITIAL_CONTACT";
         SET_WINDOW_SIZE = 16385, "SET_WINDOW_SIZE";
         ADDITIONAL_TS_POSSIBLE = 16386, "ADDITIONAL_TS_POSSIBLE";
@@ -250,6 +252,8 @@ registry! {
         IKEV2_FRAGMENTATION_SUPPORTED = 16430, "IKEV2_FRAGMENTATION_SUPPORTED";
         /// RFC 7427 §4.
         SIGNATURE_HASH_ALGORITHMS = 16431, "SIGNATURE_HASH_ALGORITHMS";
+        /// RFC 9611 §5.1: per-resource CHILD SAs (data: an optional resource identifier).
+        SA_RESOURCE_INFO = 16444, "SA_RESOURCE_INFO";
     }
 }
 
@@ -276,5 +280,13 @@ mod tests {
         );
         assert!(NotifyType::TS_UNACCEPTABLE.is_error());
         assert!(!NotifyType::COOKIE.is_error());
+        // RFC 9611 §8 (IANA): the per-resource CHILD SA notifies.
+        assert_eq!(NotifyType::SA_RESOURCE_INFO.0, 16444);
+        assert_eq!(
+            format!("{}", NotifyType::SA_RESOURCE_INFO),
+            "SA_RESOURCE_INFO"
+        );
+        assert_eq!(format!("{}", NotifyType(48)), "TS_MAX_QUEUE");
+        assert!(NotifyType::TS_MAX_QUEUE.is_error());
     }
 }

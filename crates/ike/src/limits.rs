@@ -85,3 +85,7 @@ pub const MAX_LOGGED_TEXT: usize = 300;
 pub const MAX_DESCRIBED_PROPOSALS: usize = 8;
 /// §3.13: Number of TSs is one octet.
 pub const MAX_SELECTORS: usize = 255;
+/// RFC 9611 §3: CHILD SAs (the fallback SA and per-resource ones) a session holds before
+/// it answers further per-resource requests with TS_MAX_QUEUE (§5.2): one per worker of
+/// a large router, and a bound on what a peer can make us keep.
+pub const MAX_RESOURCE_SAS: usize = 64;

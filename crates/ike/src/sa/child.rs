@@ -32,6 +32,9 @@ pub struct ChildSaInfo {
     pub proposal: String,
     /// Inbound SPI of the CHILD SA this one rekeys, if any.
     pub replaces: Option<u32>,
+    /// RFC 9611: 0 = the fallback (or only) CHILD SA; r >= 1 = the per-resource CHILD SA
+    /// for the r-th worker after the tunnel's own (kept across rekeys).
+    pub resource: u32,
 }
 
 impl std::fmt::Debug for ChildSaInfo {
@@ -41,6 +44,7 @@ impl std::fmt::Debug for ChildSaInfo {
             .field("spi_out", &format_args!("{:08x}", self.spi_out))
             .field("proposal", &self.proposal)
             .field("esn", &self.esn)
+            .field("resource", &self.resource)
             .field("keys", &"<redacted>")
             .finish()
     }
@@ -64,6 +68,8 @@ pub struct Child {
     pub superseded: bool,
     /// The peer's rekey of this SA crossed ours (§2.8.1): its Ni and our Nr.
     pub peer_rekey: Option<(Vec<u8>, Vec<u8>)>,
+    /// RFC 9611: 0 = the fallback (or only) CHILD SA; r >= 1 = per-resource CHILD SA r.
+    pub resource: u32,
 }
 
 /// Secret key material, wiped on drop.

@@ -19,14 +19,15 @@ use crate::wire::{KePayload, NotifyPayload, Payload, SaPayload, TrafficSelector,
 use std::time::Instant;
 use tracing::{info, warn};
 
-/// ESP SPIs 1..=255 are reserved (RFC 4303 §2.1); in the session's lane when it has one.
-pub(super) fn random_esp_spi(ctx: &mut Ctx<'_>) -> u32 {
+/// ESP SPIs 1..=255 are reserved (RFC 4303 §2.1); in the session's lane when it has one,
+/// moved on by `resource` for a per-resource CHILD SA (RFC 9611).
+pub(super) fn random_esp_spi(ctx: &mut Ctx<'_>, resource: u32) -> u32 {
     loop {
         let mut b = [0u8; 4];
         ctx.rng.fill(&mut b);
         let drawn = u32::from_be_bytes(b);
         let spi = match ctx.cfg.esp_spi_lane {
-            Some(lane) => lane.fit(drawn),
+            Some(lane) => lane.for_resource(resource).fit(drawn),
             None => Some(drawn),
         };
         if let Some(spi) = spi.filter(|s| *s > 255) {
@@ -89,7 +90,7 @@ impl IkeSa {
         (spi_in, spi_out): (u32, u32),
         (keys_in, keys_out): (child::Key, child::Key),
         (local_ts, remote_ts): (Vec<TrafficSelector>, Vec<TrafficSelector>),
-        replaces: Option<u32>,
+        (replaces, resource): (Option<u32>, u32),
     ) -> Box<ChildSaInfo> {
         Box::new(ChildSaInfo {
             spi_in,
@@ -106,6 +107,7 @@ impl IkeSa {
             remote: self.remote,
             proposal: sel.to_string(),
             replaces,
+            resource,
         })
     }
 
@@ -116,7 +118,7 @@ impl IkeSa {
         info: Box<ChildSaInfo>,
     ) {
         info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{:08x}", info.spi_in), spi_out = format_args!("{:08x}", info.spi_out),
-            proposal = %info.proposal,
+            proposal = %info.proposal, resource = info.resource,
             local_ts = ?info.local_ts.iter().map(child::ts_to_string).collect::<Vec<_>>(),
             remote_ts = ?info.remote_ts.iter().map(child::ts_to_string).collect::<Vec<_>>(),
             "CHILD SA installed");
@@ -132,13 +134,15 @@ impl IkeSa {
             owner: self.successor.unwrap_or(self.spi_i),
             superseded: false,
             peer_rekey: None,
+            resource: info.resource,
         });
         ctx.events.push_back(Event::ChildInstalled(info));
     }
 
     /// Responder side of a CHILD SA negotiation (IKE_AUTH or CREATE_CHILD_SA): selects
     /// the proposal, narrows the selectors, derives keys. Returns the response payloads
-    /// (SAr, TSi, TSr, and Nr/KEr for CREATE_CHILD_SA) and the SA to install.
+    /// (SAr, TSi, TSr, and Nr/KEr for CREATE_CHILD_SA) and the SA to install; its inbound
+    /// SPI in the lane of its RFC 9611 resource.
     #[allow(clippy::type_complexity)]
     pub(super) fn accept_child(
         &self,
@@ -147,7 +151,7 @@ impl IkeSa {
         create: Option<(&[u8], Option<&KePayload>)>,
         ni: &[u8],
         nr: &[u8],
-        replaces: Option<u32>,
+        (replaces, resource): (Option<u32>, u32),
     ) -> Result<(Vec<Payload>, Box<ChildSaInfo>), ExchangeError> {
         let (Some(sa), Some(tsi), Some(tsr)) =
             (find!(inner, Sa), find!(inner, TsI), find!(inner, TsR))
@@ -219,7 +223,7 @@ impl IkeSa {
                 sel.dh = None;
             }
         }
-        let spi_in = random_esp_spi(ctx);
+        let spi_in = random_esp_spi(ctx, resource);
         let (keys_in, keys_out) =
             self.derive_child(shared.as_deref().map(|s| s.as_slice()), ni, nr, &sel, false)?;
         response.push(Payload::Sa(SaPayload {
@@ -249,7 +253,7 @@ impl IkeSa {
                 (spi_in, spi_out),
                 (keys_in, keys_out),
                 (tsr_n, tsi_n),
-                replaces,
+                (replaces, resource),
             ),
         ))
     }
@@ -263,7 +267,7 @@ impl IkeSa {
         ctx: &Ctx<'_>,
         inner: &[Payload],
         exchange: ExchangeType,
-        (spi_in, rekey_of): (u32, Option<u32>),
+        (spi_in, rekey_of, resource): (u32, Option<u32>, u32),
         ni: &[u8],
         nr: Option<&[u8]>,
         ke: Option<&KeyExchange>,
@@ -346,7 +350,7 @@ impl IkeSa {
             (spi_in, spi_out),
             (keys_in, keys_out),
             (tsi.selectors.clone(), tsr.selectors.clone()),
-            rekey_of,
+            (rekey_of, resource),
         ))
     }
 
@@ -382,7 +386,12 @@ impl IkeSa {
             None => Ok(None),
         };
         let accepted = replaces.and_then(|replaces| {
-            let (resp, info) = self.accept_child(ctx, inner, Some((ni, ke)), ni, &nr, replaces)?;
+            // RFC 9611 §3: a per-resource CHILD SA, or the resource a rekey keeps.
+            let (resource, info_notify) = self.resource_of_request(ctx, inner, replaces)?;
+            let create = Some((ni, ke));
+            let slot = (replaces, resource);
+            let (mut resp, info) = self.accept_child(ctx, inner, create, ni, &nr, slot)?;
+            resp.extend(info_notify);
             Ok((replaces, resp, info))
         });
         match accepted {
@@ -420,11 +429,12 @@ impl IkeSa {
         else {
             return;
         };
-        self.send_create_child(ctx, now, Some(old_spi_in), old.local_ts, old.remote_ts);
+        let (l, r) = (old.local_ts, old.remote_ts);
+        self.send_create_child(ctx, now, Some(old_spi_in), l, r, old.resource);
     }
 
     /// HDR, SK {[N(REKEY_SA),] SA, Ni, [KEi,] TSi, TSr} --> : a rekey of `rekey_of`, or a
-    /// new CHILD SA when the tunnel has none (§1.3.1).
+    /// new CHILD SA when the tunnel has none (§1.3.1), or RFC 9611 resource `resource`.
     pub(super) fn send_create_child(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -432,8 +442,9 @@ impl IkeSa {
         rekey_of: Option<u32>,
         local_ts: Vec<crate::wire::TrafficSelector>,
         remote_ts: Vec<crate::wire::TrafficSelector>,
+        resource: u32,
     ) {
-        let spi_in = random_esp_spi(ctx);
+        let spi_in = random_esp_spi(ctx, resource);
         let ni = random_nonce(ctx);
         // §1.3.3: PFS when our proposals name a group; the first one goes in KEi.
         let group = ctx
@@ -459,6 +470,7 @@ impl IkeSa {
                 data: vec![],
             }));
         }
+        inner.extend(self.resource_request_notify(ctx, rekey_of, resource));
         inner.push(sa_offer(&ctx.cfg.esp, &spi_in.to_be_bytes(), true));
         inner.push(Payload::Nonce(ni.clone()));
         if let Some(k) = &ke {
@@ -481,25 +493,26 @@ impl IkeSa {
             spi_in,
             ni,
             ke,
+            resource,
         };
         self.send_request(ctx, now, ExchangeType::CREATE_CHILD_SA, inner, kind);
     }
 
     // <-- HDR, SK {SA, Nr, [KEr,] TSi, TSr}
-    #[allow(clippy::too_many_arguments)]
+    /// `req`: what our request was for (rekey_of, spi_in, RFC 9611 resource).
     pub(super) fn handle_create_child_response(
         &mut self,
         ctx: &mut Ctx<'_>,
         now: Instant,
         inner: &[Payload],
-        rekey_of: Option<u32>,
-        spi_in: u32,
+        (rekey_of, spi_in, resource): (Option<u32>, u32, u32),
         ni: &[u8],
         ke: Option<KeyExchange>,
     ) {
         let ke = ke.as_ref();
         let exchange = ExchangeType::CREATE_CHILD_SA;
-        let result = self.complete_child(ctx, inner, exchange, (spi_in, rekey_of), ni, None, ke);
+        let req = (spi_in, rekey_of, resource);
+        let result = self.complete_child(ctx, inner, exchange, req, ni, None, ke);
         match result {
             Ok(info) => {
                 // §2.8.1: if the peer rekeyed the same SA meanwhile, the SA created with
@@ -526,6 +539,7 @@ impl IkeSa {
                     self.queued.push_back(Queued::DeleteChild(old));
                 }
             }
+            Err(e) if self.resource_refused(ctx, &e, rekey_of, resource) => {}
             Err(e) => {
                 let ty = e.notify_type();
                 warn!(tunnel = %ctx.cfg.name, error = %ty, "CREATE_CHILD_SA failed: {e}");
@@ -572,5 +586,23 @@ mod lane_tests {
             Some(7),
             "one lane: unchanged"
         );
+    }
+
+    #[test]
+    fn resources_take_the_lanes_after_the_home_lane() {
+        let home = SpiLane { lane: 1, lanes: 4 };
+        let lanes: Vec<u32> = (0..6).map(|r| home.for_resource(r).lane).collect();
+        assert_eq!(lanes, [1, 2, 3, 0, 1, 2], "round-robin from the home lane");
+        assert!((0..6).all(|r| home.for_resource(r).lanes == 4));
+        // A lane number past `lanes` counts as its residue; no overflow at the top.
+        assert_eq!(SpiLane { lane: 5, lanes: 4 }.for_resource(1).lane, 2);
+        assert_eq!(home.for_resource(u32::MAX).lane, (1 + 3) % 4);
+        let one = SpiLane { lane: 0, lanes: 1 };
+        assert_eq!(one.for_resource(7), one, "one lane: unchanged");
+        // SPIs picked for resource 2 land in lane 3.
+        let r2 = home.for_resource(2);
+        for spi in [256u32, 1000, 0x1234_5678, u32::MAX - 7] {
+            assert_eq!(r2.fit(spi).map(|s| s % 4), Some(3), "{spi}");
+        }
     }
 }

@@ -42,6 +42,9 @@ pub(crate) enum ExchangeError {
     /// A request of an exchange type not allowed in this state.
     #[error("unexpected {0} request")]
     UnexpectedExchange(ExchangeType),
+    /// RFC 9611 §5.2: no more per-resource CHILD SAs with these selectors.
+    #[error("{0}")]
+    TsMaxQueue(String),
     /// The peer answered our request with this error Notify.
     #[error("{why}")]
     Refused { notify: NotifyType, why: String },
@@ -71,6 +74,7 @@ impl ExchangeError {
                 NotifyType::TEMPORARY_FAILURE
             }
             ExchangeError::ChildSaNotFound { .. } => NotifyType::CHILD_SA_NOT_FOUND,
+            ExchangeError::TsMaxQueue(_) => NotifyType::TS_MAX_QUEUE,
             ExchangeError::Refused { notify, .. } => *notify,
         }
     }
@@ -101,6 +105,7 @@ impl ExchangeError {
                 | ExchangeError::RekeyInProgress
                 | ExchangeError::ChildSaNotFound { .. }
                 | ExchangeError::UnexpectedExchange(_)
+                | ExchangeError::TsMaxQueue(_)
         )
     }
 

@@ -46,7 +46,7 @@ impl IkeSa {
         msg2: Vec<u8>,
         behind_nat: bool,
     ) {
-        let child_spi = random_esp_spi(ctx);
+        let child_spi = random_esp_spi(ctx, 0);
         let id_i = ctx.cfg.local_id.clone();
         let mut inner = vec![Payload::IdI(id_i.clone())];
         let auth = match &ctx.cfg.cert {
@@ -76,6 +76,7 @@ impl IkeSa {
         if ctx.cfg.mobike {
             inner.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
         }
+        inner.extend(IkeSa::resource_auth_request(ctx));
         inner.extend([
             notify(NotifyType::INITIAL_CONTACT, vec![]),
             auth,
@@ -189,6 +190,7 @@ impl IkeSa {
         }
         self.peer_next_id = 0;
         self.mobike = ctx.cfg.mobike && find_notify(inner, NotifyType::MOBIKE_SUPPORTED).is_some();
+        self.resource_auth_result(ctx, inner);
         self.announce_established(ctx);
         *ctx.last_error = None;
 
@@ -198,13 +200,16 @@ impl IkeSa {
             ctx,
             inner,
             exchange,
-            (child_spi, None),
+            (child_spi, None, 0),
             &ni,
             Some(&nr),
             None,
         );
         match child_err {
-            Ok(info) => self.install_child(ctx, now, info),
+            Ok(info) => {
+                self.install_child(ctx, now, info);
+                self.queue_resource_children(ctx);
+            }
             Err(e) => {
                 let ty = e.notify_type();
                 let why = format!(
@@ -384,7 +389,8 @@ impl IkeSa {
             self.mobike = true;
             out.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
         }
-        let child = self.accept_child(ctx, inner, None, &ni, &nr, None);
+        out.extend(self.resource_auth_response(ctx, inner));
+        let child = self.accept_child(ctx, inner, None, &ni, &nr, (None, 0));
         match &child {
             Ok((resp, _)) => out.extend(resp.iter().cloned()),
             Err(e) => {

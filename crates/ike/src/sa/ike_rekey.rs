@@ -27,6 +27,7 @@ impl IkeSa {
         // Extensions negotiated for the SA stay with its successor (as strongSwan does).
         new.mobike = self.mobike;
         new.frag_ok = self.frag_ok;
+        new.rsa = self.rsa;
         new.rekeys = self.rekeys + 1;
         new.state = IkeState::established(keys, now, None);
         // RFC 3948 §4: the NAT in front of us outlives the rekey; keep its mapping open.

@@ -222,6 +222,8 @@ pub(crate) enum RequestKind {
         spi_in: u32,
         ni: Vec<u8>,
         ke: Option<KeyExchange>,
+        /// RFC 9611 resource of the CHILD SA asked for (0: the fallback one).
+        resource: u32,
     },
     /// CREATE_CHILD_SA rekeying this IKE SA (§1.3.2).
     RekeyIke {
@@ -251,6 +253,8 @@ pub(crate) enum Queued {
     RekeyIke,
     /// A fresh CHILD SA for a tunnel that lost its last one (§1.3.1).
     NewChild,
+    /// RFC 9611 §3: per-resource CHILD SA for this resource (>= 1).
+    ResourceChild(u32),
 }
 
 /// Our outstanding request, retransmitted until answered (§2.1).
@@ -314,6 +318,8 @@ pub(crate) struct IkeSa {
     /// SPIi of the IKE SA that replaced this one (§2.18): CHILD SAs negotiated here
     /// after the rekey, and requests still queued here, belong to it.
     pub successor: Option<u64>,
+    /// RFC 9611: per-resource CHILD SAs negotiated on this SA (see `resources.rs`).
+    pub rsa: super::resources::Resources,
 }
 
 /// §2.8.1: compare nonces as unsigned numbers of their common length.
@@ -395,6 +401,7 @@ impl IkeSa {
             rekeys: 0,
             queued: VecDeque::new(),
             successor: None,
+            rsa: Default::default(),
         }
     }
 
@@ -596,7 +603,11 @@ impl IkeSa {
                     spi_in,
                     ni,
                     ke,
-                } => self.handle_create_child_response(ctx, now, &inner, rekey_of, spi_in, &ni, ke),
+                    resource,
+                } => {
+                    let req = (rekey_of, spi_in, resource);
+                    self.handle_create_child_response(ctx, now, &inner, req, &ni, ke)
+                }
                 RequestKind::RekeyIke { new_spi_i, ni, ke } => {
                     self.handle_rekey_ike_response(ctx, now, &inner, new_spi_i, &ni, ke)
                 }
@@ -806,9 +817,10 @@ impl IkeSa {
                 Queued::RekeyChild(spi_in) => self.send_rekey_child(ctx, now, spi_in),
                 Queued::NewChild => {
                     let (l, r) = (ctx.cfg.local_ts.clone(), ctx.cfg.remote_ts.clone());
-                    self.send_create_child(ctx, now, None, l, r);
+                    self.send_create_child(ctx, now, None, l, r, 0);
                 }
                 Queued::RekeyIke => self.send_rekey_ike(ctx, now),
+                Queued::ResourceChild(r) => self.send_resource_child(ctx, now, r),
             }
         }
     }

@@ -106,6 +106,9 @@ impl IkeSa {
                     rekey_of: Some(old),
                     ..
                 }) => self.queued.push_front(super::Queued::RekeyChild(old)),
+                Some(RequestKind::CreateChild { resource, .. }) if resource > 0 => self
+                    .queued
+                    .push_front(super::Queued::ResourceChild(resource)),
                 _ => {}
             }
             self.state = IkeState::Dead {

@@ -12,6 +12,7 @@
 //! - `ike_sa.rs`: one IKE SA's state, send/receive, dispatch, retransmission;
 //! - `timers.rs`: every timer and its deadline; `error.rs`: errors and their Notify;
 //! - `session.rs`: bookkeeping between the API below and the IKE SAs;
+//! - `resources.rs`: RFC 9611 per-resource CHILD SAs (one per dataplane worker);
 //! - `child.rs`: CHILD SAs as tracked and installed; `protect.rs`: SK/SKF payloads;
 //! - `payloads.rs`: building and finding payloads, nonces and SPIs.
 
@@ -36,6 +37,7 @@ mod informational;
 mod mobike;
 mod payloads;
 pub mod protect;
+mod resources;
 mod session;
 mod timers;
 
@@ -93,6 +95,11 @@ pub struct SessionConfig {
     pub mobike: bool,
     /// Inbound ESP SPIs are picked in this lane (see [`SpiLane`]); any SPI when `None`.
     pub esp_spi_lane: Option<SpiLane>,
+    /// RFC 9611 per-resource CHILD SAs: 0 = off (SA_RESOURCE_INFO never sent nor
+    /// echoed); 1 = supported (echoed, the peer's per-resource CHILD SAs accepted) but no
+    /// extra ones created; n > 1 = as IKE SA initiator, create n-1 extra CHILD SAs once
+    /// the peer has shown support (resource r's inbound SPIs in lane `lane + r`).
+    pub resources: u32,
 }
 
 /// Inbound ESP SPIs ≡ `lane` (mod `lanes`): a dataplane that steers received ESP to its
@@ -115,6 +122,20 @@ impl SpiLane {
         (spi - spi % self.lanes)
             .checked_add(lane)
             .filter(|s| *s > 255)
+    }
+
+    /// The lane of per-resource CHILD SA `resource` (RFC 9611): the `resource`-th lane
+    /// after this one, round-robin, so each resource's ESP lands on its own worker.
+    pub fn for_resource(self, resource: u32) -> SpiLane {
+        if self.lanes <= 1 {
+            return self;
+        }
+        let lane =
+            (u64::from(self.lane % self.lanes) + u64::from(resource)) % u64::from(self.lanes);
+        SpiLane {
+            lane: lane as u32,
+            lanes: self.lanes,
+        }
     }
 }
 
@@ -318,6 +339,12 @@ impl Session {
     /// Picks later inbound ESP SPIs in this lane (the dataplane's worker for the tunnel).
     pub fn set_esp_spi_lane(&mut self, lane: Option<SpiLane>) {
         self.cfg.esp_spi_lane = lane;
+    }
+
+    /// How many per-resource CHILD SAs to create or accept (see
+    /// [`SessionConfig::resources`]); applies to IKE SAs established from now on.
+    pub fn set_resources(&mut self, n: u32) {
+        self.cfg.resources = n;
     }
 
     pub fn config(&self) -> &SessionConfig {

@@ -166,6 +166,7 @@ fn session_config(t: &TunnelConfig) -> SessionConfig {
         mobike: t.mobike,
         // Set once the dataplane has placed the tunnel on a worker.
         esp_spi_lane: None,
+        resources: 0,
     }
 }
 

@@ -17,6 +17,7 @@ mod ike_rekey;
 mod ike_sa;
 mod informational;
 mod mobike;
+mod resources;
 mod timers;
 
 /// splitmix64: reproducible bytes for SPIs, nonces, IVs and private keys.
@@ -82,6 +83,7 @@ pub(super) fn config(
         select_by_identity: false,
         mobike: true,
         esp_spi_lane: None,
+        resources: 0,
     }
 }
 

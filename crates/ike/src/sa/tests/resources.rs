@@ -1,0 +1,364 @@
+//! RFC 9611 per-resource CHILD SAs: negotiation in IKE_AUTH, the extras the IKE SA's
+//! initiator creates, their lanes and keys, TS_MAX_QUEUE, rekeys, and peers without it.
+
+use super::super::Queued;
+use super::*;
+use crate::iana::ExchangeType;
+use crate::wire::{Header, Message, Payload};
+
+const IKE: &str = "aes128gcm16-prfsha256-x25519";
+const ESP: &str = "aes128gcm16";
+
+/// A and B with these `resources`; with `lanes`, A's home lane is 0 and B's 1 of 2.
+fn pair(a_res: u32, b_res: u32, lanes: bool) -> Pair {
+    let mut a = config("a", "routerA", "routerB", &[IKE], &[ESP], "s3cret", true);
+    let mut b = config("b", "routerB", "routerA", &[IKE], &[ESP], "s3cret", false);
+    a.resources = a_res;
+    b.resources = b_res;
+    if lanes {
+        a.esp_spi_lane = Some(SpiLane { lane: 0, lanes: 2 });
+        b.esp_spi_lane = Some(SpiLane { lane: 1, lanes: 2 });
+    }
+    let mut p = Pair::new(a, b);
+    p.start();
+    assert!(p.a.is_established() && p.b.is_established());
+    p
+}
+
+/// The resources of one side's CHILD SAs, sorted.
+fn resources(s: &Session, now: Instant) -> Vec<u32> {
+    let mut r: Vec<u32> = s
+        .status(now)
+        .children
+        .iter()
+        .map(|(c, _)| c.resource)
+        .collect();
+    r.sort();
+    r
+}
+
+/// The notifies of a protected datagram, opened with the receiver `to`'s keys.
+fn notifies(to: &Session, d: &Datagram) -> Vec<NotifyType> {
+    let msg = Message::decode(&d.data).unwrap();
+    let sa = to.sas.iter().find(|s| s.spi_i == msg.header.spi_i).unwrap();
+    let keys = sa.state.keys().unwrap();
+    protect::open(&d.data, &msg, &keys.inb)
+        .unwrap()
+        .iter()
+        .filter_map(|p| match p {
+            Payload::Notify(n) => Some(n.ty),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Datagrams of `exchange` sent by A (`from_a`) or B, requests or responses.
+fn sent(p: &Pair, from_a: bool, exchange: ExchangeType, response: bool) -> Vec<Datagram> {
+    p.wire_log
+        .iter()
+        .filter(|(a, d)| {
+            *a == from_a
+                && Header::decode(&d.data)
+                    .is_ok_and(|h| h.exchange == exchange && h.flags.response() == response)
+        })
+        .map(|(_, d)| d.clone())
+        .collect()
+}
+
+/// Every CHILD SA A installed has its mirror at B: SPIs, keys, selectors and resource.
+fn assert_installs_mirror(p: &Pair) {
+    let (a, b) = (Pair::children(&p.events_a), Pair::children(&p.events_b));
+    assert_eq!(a.len(), b.len());
+    for x in a {
+        let y = b
+            .iter()
+            .find(|y| y.spi_in == x.spi_out)
+            .expect("B has A's peer SA");
+        assert_eq!(y.spi_out, x.spi_in);
+        assert_eq!(*x.keys_out, *y.keys_in, "A→B keys agree");
+        assert_eq!(*x.keys_in, *y.keys_out, "B→A keys agree");
+        assert_eq!((&x.local_ts, &x.remote_ts), (&y.remote_ts, &y.local_ts));
+        assert_eq!(
+            x.resource, y.resource,
+            "both ends number the resource alike"
+        );
+    }
+}
+
+/// Each live CHILD SA's inbound SPI is in the lane of its resource (home lane `home`).
+fn assert_lanes(s: &Session, now: Instant, home: u32) {
+    for (c, _) in s.status(now).children {
+        assert_eq!(
+            c.spi_in % 2,
+            (home + c.resource) % 2,
+            "{}: SPI {:08x} of resource {}",
+            s.cfg.name,
+            c.spi_in,
+            c.resource
+        );
+    }
+}
+
+#[test]
+fn two_resources_on_both_ends_give_two_child_sas_in_their_lanes() {
+    let p = pair(2, 2, true);
+    for (s, home) in [(&p.a, 0), (&p.b, 1)] {
+        assert_eq!(resources(s, p.now), [0, 1], "{}", s.cfg.name);
+        let st = s.status(p.now);
+        let (c0, c1) = (&st.children[0].0, &st.children[1].0);
+        assert_eq!((&c0.local_ts, &c0.remote_ts), (&c1.local_ts, &c1.remote_ts));
+        assert_lanes(s, p.now, home);
+        assert!(st.last_error.is_none(), "{:?}", st.last_error);
+    }
+    assert!(p.a.sas[0].rsa.supported && p.b.sas[0].rsa.supported);
+    assert_installs_mirror(&p);
+    for events in [&p.events_a, &p.events_b] {
+        let mut r: Vec<u32> = Pair::children(events).iter().map(|c| c.resource).collect();
+        r.sort();
+        assert_eq!(r, [0, 1], "ChildInstalled carries the resource");
+        assert!(no_failures(events));
+    }
+    // One extra: one CREATE_CHILD_SA, answered with SA_RESOURCE_INFO (RFC 9611 §3).
+    let resp = sent(&p, false, ExchangeType::CREATE_CHILD_SA, true);
+    assert_eq!(resp.len(), 1);
+    assert!(notifies(&p.a, &resp[0]).contains(&NotifyType::SA_RESOURCE_INFO));
+}
+
+#[test]
+fn three_resources_against_a_responder_that_only_supports_them() {
+    let p = pair(3, 1, false);
+    assert_eq!(resources(&p.a, p.now), [0, 1, 2]);
+    assert_eq!(resources(&p.b, p.now), [0, 1, 2]);
+    assert_children_mirror(&p);
+    assert_installs_mirror(&p);
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+}
+
+#[test]
+fn a_peer_without_support_gets_the_one_child_sa_of_today() {
+    // B stands for strongSwan 5.9: it ignores SA_RESOURCE_INFO (RFC 7296 §3.10.1).
+    let p = pair(4, 0, false);
+    let req = sent(&p, true, ExchangeType::IKE_AUTH, false);
+    let resp = sent(&p, false, ExchangeType::IKE_AUTH, true);
+    assert!(notifies(&p.b, &req[0]).contains(&NotifyType::SA_RESOURCE_INFO));
+    assert!(!notifies(&p.a, &resp[0]).contains(&NotifyType::SA_RESOURCE_INFO));
+    assert!(sent(&p, true, ExchangeType::CREATE_CHILD_SA, false).is_empty());
+    assert!(sent(&p, false, ExchangeType::CREATE_CHILD_SA, false).is_empty());
+    assert_eq!(resources(&p.a, p.now), [0]);
+    assert_eq!(resources(&p.b, p.now), [0]);
+    assert!(!p.a.sas[0].rsa.supported);
+    // Off on our side: not even announced.
+    let p = pair(0, 4, false);
+    let req = sent(&p, true, ExchangeType::IKE_AUTH, false);
+    assert!(!notifies(&p.b, &req[0]).contains(&NotifyType::SA_RESOURCE_INFO));
+    assert_eq!(resources(&p.a, p.now), [0]);
+}
+
+#[test]
+fn ts_max_queue_caps_the_extras_without_an_error() {
+    let max = limits::MAX_RESOURCE_SAS;
+    let p = pair(max as u32 + 2, 1, false);
+    assert_eq!(child_spis(&p.a, p.now).len(), max);
+    assert_eq!(child_spis(&p.b, p.now).len(), max);
+    assert_children_mirror(&p);
+    // The refusal came, and nothing was asked after it.
+    let resp = sent(&p, false, ExchangeType::CREATE_CHILD_SA, true);
+    let last = resp.last().unwrap();
+    assert!(notifies(&p.a, last).contains(&NotifyType::TS_MAX_QUEUE));
+    assert_eq!(
+        resp.len(),
+        max,
+        "{} extras accepted, then one refusal",
+        max - 1
+    );
+    assert!(p.a.sas[0].rsa.refused);
+    assert!(p.a.is_established() && p.b.is_established());
+    assert_eq!(p.a.status(p.now).last_error, None);
+    assert_eq!(p.b.status(p.now).last_error, None);
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+}
+
+#[test]
+fn another_refusal_of_an_extra_is_reported_and_stops_the_extras() {
+    // IKE_AUTH's CHILD SA has no key exchange (§1.2), so B's PFS-only ESP refuses only
+    // the extras: the first refusal ends them.
+    let mut a = config("a", "routerA", "routerB", &[IKE], &[ESP], "s", true);
+    let b_esp = ["aes128gcm16-x25519"];
+    let mut b = config("b", "routerB", "routerA", &[IKE], &b_esp, "s", false);
+    (a.resources, b.resources) = (4, 1);
+    let mut p = Pair::new(a, b);
+    p.start();
+    assert!(p.a.is_established());
+    assert_eq!(
+        sent(&p, true, ExchangeType::CREATE_CHILD_SA, false).len(),
+        1
+    );
+    assert_eq!(resources(&p.a, p.now), [0]);
+    let err = p.a.status(p.now).last_error.unwrap();
+    assert!(err.contains("NO_PROPOSAL_CHOSEN"), "{err}");
+}
+
+#[test]
+fn per_resource_child_sas_rekey_into_their_own_resource_and_lane() {
+    let mut p = pair(2, 2, true);
+    let old_a: Vec<(u32, u32)> = child_spis(&p.a, p.now);
+    let start = p.now;
+    // Past child_lifetime (3600 s less up to 10 %), before the IKE SA's (4 h).
+    let until = start + Duration::from_secs(3700);
+    let next = |p: &Pair| {
+        [p.a.poll_timeout(), p.b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    };
+    while next(&p).is_some_and(|t| t <= until) {
+        assert!(p.step_timer());
+    }
+    let now_a = child_spis(&p.a, p.now);
+    assert_eq!(now_a.len(), 2, "{now_a:?}");
+    assert!(
+        now_a.iter().all(|c| !old_a.contains(c)),
+        "both were rekeyed"
+    );
+    for (s, home) in [(&p.a, 0), (&p.b, 1)] {
+        assert_eq!(resources(s, p.now), [0, 1], "{}", s.cfg.name);
+        assert_lanes(s, p.now, home);
+    }
+    assert_children_mirror(&p);
+    assert_installs_mirror(&p);
+    // Each rekey's new SA has the resource of the one it replaced, at both ends.
+    for events in [&p.events_a, &p.events_b] {
+        let installs = Pair::children(events);
+        let rekeys: Vec<_> = installs.iter().filter(|c| c.replaces.is_some()).collect();
+        assert_eq!(rekeys.len(), 2, "{events:?}");
+        for new in rekeys {
+            let old = installs
+                .iter()
+                .find(|c| Some(c.spi_in) == new.replaces)
+                .unwrap();
+            assert_eq!(new.resource, old.resource);
+        }
+        let deleted = events
+            .iter()
+            .filter(|e| matches!(e, Event::ChildDeleted { .. }))
+            .count();
+        assert_eq!(deleted, 2, "the old SAs are gone");
+        assert!(no_failures(events) && never_empty(events));
+    }
+    // The rekeys said SA_RESOURCE_INFO too (RFC 9611 §3).
+    let by_b = sent(&p, false, ExchangeType::CREATE_CHILD_SA, false);
+    for d in sent(&p, true, ExchangeType::CREATE_CHILD_SA, false) {
+        assert!(notifies(&p.b, &d).contains(&NotifyType::SA_RESOURCE_INFO));
+    }
+    for d in &by_b {
+        assert!(notifies(&p.a, d).contains(&NotifyType::SA_RESOURCE_INFO));
+    }
+    // The timers had B start them; now A (the other role) rekeys resource 1.
+    assert!(!by_b.is_empty());
+    let st = p.a.status(p.now);
+    let one = st.children.iter().find(|(c, _)| c.resource == 1).unwrap();
+    assert!(p.a.rekey_child_spi(p.now, one.0.spi_in));
+    p.run();
+    let new = *Pair::children(&p.events_a).last().unwrap();
+    assert_eq!((new.replaces, new.resource), (Some(one.0.spi_in), 1));
+    assert_eq!(Pair::children(&p.events_b).last().unwrap().resource, 1);
+    for (s, home) in [(&p.a, 0), (&p.b, 1)] {
+        assert_eq!(resources(s, p.now), [0, 1], "{}", s.cfg.name);
+        assert_lanes(s, p.now, home);
+    }
+    assert_children_mirror(&p);
+}
+
+#[test]
+fn resource_info_to_a_responder_with_it_off_is_an_ordinary_new_child_sa() {
+    // A believes B supports it (as if B had echoed); B has it off.
+    let mut p = pair(2, 0, false);
+    p.a.sas[0].rsa.supported = true;
+    assert!(p.a.enqueue(p.now, Queued::ResourceChild(1)));
+    p.run();
+    let req = sent(&p, true, ExchangeType::CREATE_CHILD_SA, false);
+    assert_eq!(req.len(), 1);
+    assert!(notifies(&p.b, &req[0]).contains(&NotifyType::SA_RESOURCE_INFO));
+    // As before this change: B accepts a second CHILD SA with the same selectors as
+    // a plain new one (resource 0, nothing deleted) and does not echo the notify.
+    let resp = sent(&p, false, ExchangeType::CREATE_CHILD_SA, true);
+    assert!(!notifies(&p.a, &resp[0]).contains(&NotifyType::SA_RESOURCE_INFO));
+    assert_eq!(resources(&p.b, p.now), [0, 0]);
+    assert_eq!(resources(&p.a, p.now), [0, 1]);
+    assert_children_mirror(&p);
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+}
+
+#[test]
+fn an_ike_rekey_keeps_the_child_sas_and_a_new_ike_sa_makes_them_again() {
+    let mut p = pair(2, 2, true);
+    let before = child_spis(&p.a, p.now);
+    let requests = sent(&p, true, ExchangeType::CREATE_CHILD_SA, false).len();
+    assert!(p.a.rekey_ike(p.now));
+    p.run();
+    assert_eq!(
+        child_spis(&p.a, p.now),
+        before,
+        "children move, none created"
+    );
+    let after = sent(&p, true, ExchangeType::CREATE_CHILD_SA, false).len();
+    assert_eq!(after, requests + 1, "only the IKE SA rekey itself");
+    // The rekeyed IKE SA still speaks RFC 9611: a CHILD SA rekey on it says so.
+    let cur = p.a.current().unwrap();
+    assert!(p.a.sas[cur].rsa.supported);
+    assert!(p.b.rekey_child(p.now));
+    p.run();
+    let req = sent(&p, false, ExchangeType::CREATE_CHILD_SA, false);
+    assert!(notifies(&p.a, req.last().unwrap()).contains(&NotifyType::SA_RESOURCE_INFO));
+    assert_eq!(resources(&p.a, p.now), [0, 1]);
+    // Closed and brought up again: the new IKE SA gets its extra again.
+    p.a.close(p.now);
+    p.run();
+    assert!(child_spis(&p.a, p.now).is_empty());
+    p.a.initiate(p.now);
+    p.run();
+    for (s, home) in [(&p.a, 0), (&p.b, 1)] {
+        assert_eq!(resources(s, p.now), [0, 1], "{}", s.cfg.name);
+        assert_lanes(s, p.now, home);
+    }
+    assert_children_mirror(&p);
+}
+
+#[test]
+fn both_ends_initiating_leaves_one_set_of_per_resource_child_sas() {
+    let mut a = config("a", "routerA", "routerB", &[IKE], &[ESP], "s", true);
+    let mut b = config("b", "routerB", "routerA", &[IKE], &[ESP], "s", true);
+    (a.resources, b.resources) = (2, 2);
+    a.esp_spi_lane = Some(SpiLane { lane: 0, lanes: 2 });
+    b.esp_spi_lane = Some(SpiLane { lane: 1, lanes: 2 });
+    let mut p = Pair::new(a, b);
+    p.a.handle_timeout(p.now);
+    p.b.handle_timeout(p.now);
+    p.run();
+    // Settle the duplicate IKE SA (§2.8.2) and let its children go.
+    while p.a.status(p.now).ike_sas.len() + p.b.status(p.now).ike_sas.len() > 2 {
+        assert!(p.step_timer());
+    }
+    for (s, home) in [(&p.a, 0), (&p.b, 1)] {
+        assert_eq!(resources(s, p.now), [0, 1], "{}", s.cfg.name);
+        assert_lanes(s, p.now, home);
+    }
+    assert_children_mirror(&p);
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+}
+
+#[test]
+fn a_restarted_peer_gets_its_per_resource_child_sas_again() {
+    let mut p = pair(2, 2, false);
+    let old = child_spis(&p.b, p.now);
+    p.now += Duration::from_secs(60);
+    // A loses all state and comes back (INITIAL_CONTACT): B drops the old SAs.
+    let mut a = config("a", "routerA", "routerB", &[IKE], &[ESP], "s3cret", true);
+    a.resources = 2;
+    p.a = Session::new(a, A, B, Box::new(TestRng(77)), p.now);
+    p.start();
+    assert_eq!(resources(&p.a, p.now), [0, 1]);
+    assert_eq!(resources(&p.b, p.now), [0, 1]);
+    assert!(child_spis(&p.b, p.now).iter().all(|c| !old.contains(c)));
+    assert_children_mirror(&p);
+}
