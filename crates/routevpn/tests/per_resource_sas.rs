@@ -147,7 +147,8 @@ fn routevpn_pair_negotiates_a_child_sa_per_worker() {
         sent.iter().all(|&p| p > 0),
         "flows spread over both CHILD SAs: {ca:?}"
     );
-    let text = a.cli(&["status"]).unwrap();
+    let sock = a.socket().display().to_string();
+    let text = a.cli(&["status", "--socket", &sock]).unwrap();
     assert!(
         text.contains(", fallback") && text.contains(", resource 1"),
         "{text}"

@@ -148,6 +148,7 @@ impl Daemon {
                 .map_err(tun_error)
                 .with_context(|| format!("creating tunnel interface {}", t.cfg.name))?;
             t.session.set_esp_spi_lane(dp.spi_lane(t.tid));
+            t.session.set_resources(dp.resources());
         }
         // Down until a CHILD SA is installed.
         learn_links(&mut self.tunnels, &nl).await;

@@ -112,7 +112,7 @@ fn tunnel_status(t: &Tunnel, now: Instant, dp: &Dataplane) -> TunnelStatus {
                     malformed: ctr.inbound.malformed,
                     ts_mismatch_in: ctr.inbound.ts_mismatch,
                     ts_mismatch_out: ctr.outbound.ts_mismatch,
-                    resource: 0,
+                    resource: c.resource,
                 }
             })
             .collect(),

@@ -375,7 +375,7 @@ async fn install(t: &mut Tunnel, info: ChildSaInfo, dp: &Dataplane, nl: &Netlink
         local: t.unpinned(info.local),
         replay_window: t.cfg.replay_window,
         selectors: dataplane::selectors_for(&info.local_ts, &info.remote_ts),
-        resource: 0,
+        resource: info.resource,
     };
     if let Err(e) = dp.install_child(t.tid, keys) {
         warn!(tunnel = %t.cfg.name, error = %e, "cannot install CHILD SA in the dataplane");
