@@ -153,9 +153,14 @@ impl IkeSa {
                 limits::MAX_RESOURCE_SAS
             )));
         }
-        let r = (1..=u32::MAX)
-            .find(|r| !live.contains(r))
-            .expect("fewer live SAs than resource numbers");
+        // Fewer live SAs than the limit, so one of 1..=limit is free.
+        let free = (1..=limits::MAX_RESOURCE_SAS as u32).find(|r| !live.contains(r));
+        let r = free.ok_or_else(|| {
+            ExchangeError::TsMaxQueue(format!(
+                "no resource number left (at most {})",
+                limits::MAX_RESOURCE_SAS
+            ))
+        })?;
         Ok((r, Some(resource_info(r))))
     }
 
