@@ -9,7 +9,8 @@
 //! - `child_create.rs`: CREATE_CHILD_SA for new and rekeyed CHILD SAs (§1.3.1, §1.3.3);
 //! - `ike_rekey.rs`: IKE SA rekeys and collisions (§1.3.2, §2.8.2), duplicate IKE SAs;
 //! - `informational.rs`: delete, liveness checks, closing (§1.4);
-//! - `ike_sa.rs`: one IKE SA's state, send/receive, dispatch, retransmission;
+//! - `ike_sa.rs`: one IKE SA's send/receive, dispatch, retransmission; `state.rs`: its
+//!   states (`IkeState`) and what each owns;
 //! - `timers.rs`: every timer and its deadline; `error.rs`: errors and their Notify;
 //! - `session.rs`: bookkeeping between the API below and the IKE SAs;
 //! - `resources.rs`: RFC 9611 per-resource CHILD SAs (one per dataplane worker);
@@ -39,6 +40,7 @@ mod payloads;
 pub mod protect;
 mod resources;
 mod session;
+mod state;
 mod timers;
 
 pub use child::{ts_to_string, Child, ChildSaInfo};
