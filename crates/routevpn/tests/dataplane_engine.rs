@@ -137,6 +137,7 @@ fn install_resource_pair(a: &Side, b: &Side, spi_a: u32, spi_b: u32, seed: u8, r
             replay_window: 128,
             selectors: Default::default(),
             resource,
+            defer_outbound: false,
         },
     );
     install(
@@ -153,6 +154,7 @@ fn install_resource_pair(a: &Side, b: &Side, spi_a: u32, spi_b: u32, seed: u8, r
             replay_window: 1024,
             selectors: Default::default(),
             resource,
+            defer_outbound: false,
         },
     );
 }
@@ -409,6 +411,7 @@ fn replay_icv_unknown_spi(a: &Side, b: &Side) {
             replay_window: 64,
             selectors: Default::default(),
             resource: 0,
+            defer_outbound: false,
         },
     )
     .unwrap();

@@ -211,3 +211,99 @@ fn strongswan_gets_one_child_sa_and_all_the_traffic() {
     let sa = sw.wait_established("tun", T).unwrap();
     assert_eq!(sa.installed().count(), 1, "strongSwan has one CHILD SA");
 }
+
+/// Both ends rekey every CHILD SA on their own short timers (collisions included) and
+/// the IKE SA too, while flows run: each rekeyed SA keeps its resource and lane, no
+/// datagram is lost, and the pair ends with one fallback and one per-resource SA each.
+#[test]
+fn per_resource_sas_rekey_under_traffic() {
+    rekey_under_traffic(true);
+}
+
+/// The same with one CHILD SA per tunnel. No datagram may be lost at a rekey: the
+/// initiator installs the new SA before its DELETE of the old one leaves, and the
+/// responder sends on the new SA only once the initiator has it (RFC 7296 §2.8).
+#[test]
+fn single_sa_rekey_under_traffic_loses_nothing() {
+    rekey_under_traffic(false);
+}
+
+fn rekey_under_traffic(per_resource_sas: bool) {
+    if !testbed::require_root() {
+        return;
+    }
+    let topo = Topology::two_sites();
+    let children = if per_resource_sas { 2 } else { 1 };
+    let short = |left: bool, start: bool| {
+        let mut t = tunnel(left, start);
+        t.extra = vec![
+            "child_lifetime = \"3s\"".into(),
+            "ike_lifetime = \"7s\"".into(),
+        ];
+        let mut c = per_resource(t);
+        c.extra_top[1] = format!("per_resource_sas = {per_resource_sas}");
+        c
+    };
+    let b = Routevpn::start(&topo.right, &short(false, false)).unwrap();
+    let a = Routevpn::start(&topo.left, &short(true, true)).unwrap();
+    wait_children(&a, children);
+    topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(12);
+    let mut rounds = 0;
+    while std::time::Instant::now() < end {
+        let got = testbed::udp_flows(
+            &topo.left_host,
+            &topo.right_host,
+            Topology::RIGHT_HOST,
+            6001,
+            8,
+            PER_FLOW,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            8 * PER_FLOW,
+            "round {rounds}: datagrams lost\n{}",
+            testbed::tail(&a.log(), 30)
+        );
+        rounds += 1;
+    }
+    let rekeys = |rv: &Routevpn| {
+        rv.status().unwrap()["tunnels"][0]["child_rekeys"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let (ra, rb) = (rekeys(&a), rekeys(&b));
+    testbed::report(&format!(
+        "rekeys with {children} CHILD SA(s): {rounds} rounds of flows, CHILD SA rekeys A {ra} B {rb}"
+    ));
+    let least = 3 * children as u64;
+    assert!(
+        ra >= least && rb >= least,
+        "every SA rekeyed several times: {ra}/{rb}"
+    );
+    // Settled: the CHILD SAs on each side, mirrored, each in its resource's lane.
+    wait_until(T, POLL, || {
+        let (ca, cb) = (
+            a.status()?["tunnels"][0]["child_sas"].clone(),
+            b.status()?["tunnels"][0]["child_sas"].clone(),
+        );
+        let (ca, cb) = (
+            ca.as_array().cloned().unwrap_or_default(),
+            cb.as_array().cloned().unwrap_or_default(),
+        );
+        let ok = ca.len() == children
+            && cb.len() == children
+            && ca.iter().all(|c| {
+                u64::from(spi(c, "spi_in") % 2) == num(c, "resource")
+                    && cb.iter().any(|d| {
+                        spi(d, "spi_in") == spi(c, "spi_out")
+                            && spi(d, "spi_out") == spi(c, "spi_in")
+                            && num(d, "resource") == num(c, "resource")
+                    })
+            });
+        ok.then_some(()).ok_or(format!("A {ca:?}\nB {cb:?}"))
+    })
+    .unwrap();
+    assert!(!a.log().contains("ERROR") && !b.log().contains("ERROR"));
+}

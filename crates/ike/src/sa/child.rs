@@ -32,6 +32,10 @@ pub struct ChildSaInfo {
     pub proposal: String,
     /// Inbound SPI of the CHILD SA this one rekeys, if any.
     pub replaces: Option<u32>,
+    /// We answered the exchange that created it. The responder of a rekey should send
+    /// on the new SA only once the initiator has it too: when it deletes the old SA or
+    /// sends on the new one (RFC 7296 §2.8), else the first packets are lost.
+    pub responder: bool,
     /// RFC 9611: 0 = the fallback (or only) CHILD SA; r >= 1 = the per-resource CHILD SA
     /// for the r-th worker after the tunnel's own (kept across rekeys).
     pub resource: u32,

@@ -91,6 +91,7 @@ impl IkeSa {
         (keys_in, keys_out): (child::Key, child::Key),
         (local_ts, remote_ts): (Vec<TrafficSelector>, Vec<TrafficSelector>),
         (replaces, resource): (Option<u32>, u32),
+        responder: bool,
     ) -> Box<ChildSaInfo> {
         Box::new(ChildSaInfo {
             spi_in,
@@ -108,6 +109,7 @@ impl IkeSa {
             proposal: sel.to_string(),
             replaces,
             resource,
+            responder,
         })
     }
 
@@ -254,6 +256,7 @@ impl IkeSa {
                 (keys_in, keys_out),
                 (tsr_n, tsi_n),
                 (replaces, resource),
+                true,
             ),
         ))
     }
@@ -351,6 +354,7 @@ impl IkeSa {
             (keys_in, keys_out),
             (tsi.selectors.clone(), tsr.selectors.clone()),
             (rekey_of, resource),
+            false,
         ))
     }
 

@@ -260,26 +260,11 @@ pub(super) async fn flush_tunnel(
     queries: &mut Vec<IdentityQuery>,
 ) {
     loop {
-        while let Some(mut d) = t.session.poll_transmit() {
-            t.note_ike(Instant::now());
-            d.local = t.unpinned(d.local);
-            let r = if d.local.port() == ike::limits::NATT_PORT {
-                if d.data == [ike::limits::NATT_KEEPALIVE_BYTE] {
-                    dp.send_keepalive(d.local, d.remote)
-                } else {
-                    dp.send_ike(d.local, d.remote, &d.data)
-                }
-            } else {
-                match ike_sockets.get(&d.local.ip()) {
-                    Some(s) => s.send_to(&d.data, d.remote).await.map(|_| ()),
-                    None => Err(std::io::Error::other("no IKE socket for that address")),
-                }
-            };
-            if let Err(e) = r {
-                warn!(tunnel = %t.cfg.name, to = %d.remote, error = %e, "sending IKE datagram failed");
-            }
-        }
+        // Events before datagrams: a new CHILD SA is in the dataplane before the message
+        // that lets the peer use it (our response) or deletes the SA it replaces (our
+        // DELETE) leaves, so no packet meets a missing SA (RFC 7296 §2.8).
         let Some(ev) = t.session.poll_event() else {
+            transmit(t, ike_sockets, dp).await;
             break;
         };
         match ev {
@@ -357,6 +342,30 @@ pub(super) async fn flush_tunnel(
     }
 }
 
+/// Sends what the session queued: IKE on port 500 or behind the non-ESP marker on port
+/// 4500, NAT-keepalives.
+async fn transmit(t: &mut Tunnel, ike_sockets: &HashMap<IpAddr, Arc<UdpSocket>>, dp: &Dataplane) {
+    while let Some(mut d) = t.session.poll_transmit() {
+        t.note_ike(Instant::now());
+        d.local = t.unpinned(d.local);
+        let r = if d.local.port() == ike::limits::NATT_PORT {
+            if d.data == [ike::limits::NATT_KEEPALIVE_BYTE] {
+                dp.send_keepalive(d.local, d.remote)
+            } else {
+                dp.send_ike(d.local, d.remote, &d.data)
+            }
+        } else {
+            match ike_sockets.get(&d.local.ip()) {
+                Some(s) => s.send_to(&d.data, d.remote).await.map(|_| ()),
+                None => Err(std::io::Error::other("no IKE socket for that address")),
+            }
+        };
+        if let Err(e) = r {
+            warn!(tunnel = %t.cfg.name, to = %d.remote, error = %e, "sending IKE datagram failed");
+        }
+    }
+}
+
 /// Puts a new CHILD SA into the dataplane and, for the tunnel's first one, brings the
 /// interface up with its MTU, addresses and routes.
 async fn install(t: &mut Tunnel, info: ChildSaInfo, dp: &Dataplane, nl: &Netlink) {
@@ -376,6 +385,8 @@ async fn install(t: &mut Tunnel, info: ChildSaInfo, dp: &Dataplane, nl: &Netlink
         replay_window: t.cfg.replay_window,
         selectors: dataplane::selectors_for(&info.local_ts, &info.remote_ts),
         resource: info.resource,
+        // RFC 7296 §2.8: the rekey's initiator may not have it yet.
+        defer_outbound: info.responder && info.replaces.is_some(),
     };
     if let Err(e) = dp.install_child(t.tid, keys) {
         warn!(tunnel = %t.cfg.name, error = %e, "cannot install CHILD SA in the dataplane");

@@ -87,6 +87,10 @@ pub struct ChildKeys {
     /// 0 for the fallback (or only) CHILD SA, 1.. for a per-resource one (RFC 9611):
     /// resource r is sent from the tunnel's TUN queue r mod workers.
     pub resource: u32,
+    /// We answered the rekey that created it: keep sending on the SA it replaces until
+    /// that one is removed or the peer sends on this one (RFC 7296 §2.8), so nothing
+    /// is sent before the peer can open it.
+    pub defer_outbound: bool,
 }
 
 impl std::fmt::Debug for ChildKeys {
@@ -102,6 +106,7 @@ impl std::fmt::Debug for ChildKeys {
             .field("replay_window", &self.replay_window)
             .field("selectors", &self.selectors)
             .field("resource", &self.resource)
+            .field("defer_outbound", &self.defer_outbound)
             .finish_non_exhaustive()
     }
 }
@@ -384,9 +389,16 @@ impl Dataplane {
             Place::Resource(r) => (r.slot, r.dev.clone()),
             _ => (0, t.dev.clone()),
         };
+        let slot = match &place {
+            Place::Fallback => Some(0),
+            Place::Resource(r) => Some(r.slot),
+            Place::Spare => None,
+        };
         let entry = Arc::new(InboundEntry {
             tunnel,
             queue,
+            slot,
+            deferred: AtomicBool::new(false),
             spi_out: keys.spi_out,
             dev,
             write_errors: t.rx_tun_write_errors.clone(),
@@ -407,16 +419,19 @@ impl Dataplane {
             src_ip,
             volume,
         });
-        let slot = match place {
-            Place::Fallback => None,
-            Place::Resource(ref r) => Some(r.slot),
+        let current = match &place {
+            Place::Fallback => Some(&t.out),
+            Place::Resource(r) => Some(&r.out),
             // A resource beyond our queues: received, never sent on (the peer chose more
             // SAs than we have workers).
-            Place::Spare => {
-                *lock(&entry.out_spare) = outbound.take();
-                None
-            }
+            Place::Spare => None,
         };
+        // Deferred only while there is an SA to keep sending on.
+        let defer = keys.defer_outbound && current.is_some_and(|c| lock(c).is_some());
+        if current.is_none() || defer {
+            *lock(&entry.out_spare) = outbound.take();
+            entry.deferred.store(defer, Ordering::Relaxed);
+        }
         if write(&self.shared.inbound)
             .insert(keys.spi_in, entry.clone())
             .is_some()
@@ -426,11 +441,7 @@ impl Dataplane {
                 "inbound SA replaced"
             );
         }
-        if let Some(outbound) = outbound {
-            let current = match &place {
-                Place::Resource(r) => &r.out,
-                _ => &t.out,
-            };
+        if let (Some(outbound), Some(current)) = (outbound, current) {
             if let Some(old) = lock(current).replace(outbound) {
                 self.retire_outbound(old);
             }
@@ -440,7 +451,8 @@ impl Dataplane {
             spi_in = format_args!("{:#010x}", keys.spi_in),
             spi_out = format_args!("{:#010x}", keys.spi_out),
             resource = keys.resource,
-            queue = slot.unwrap_or(0),
+            queue = slot,
+            deferred = defer,
             "CHILD SA installed"
         );
         Ok(())
@@ -512,10 +524,7 @@ impl Dataplane {
 
     /// Keeps the final counters of a replaced outbound SA with its child.
     fn retire_outbound(&self, old: Outbound) {
-        if let Some(e) = read(&self.shared.inbound).get(&old.spi_in) {
-            *lock(&e.out_final) = Some(*old.sa.counters());
-            *lock(&e.out_spare) = Some(old);
-        }
+        retire(&read(&self.shared.inbound), old);
     }
 
     /// Removes the CHILD SA with this inbound SPI; if the tunnel's outbound
@@ -526,29 +535,44 @@ impl Dataplane {
         let Some(entry) = write(&self.shared.inbound).remove(&spi_in) else {
             return;
         };
-        if let Some(t) = read(&self.shared.tunnels).get(&entry.tunnel.0) {
-            // A per-resource SA's queue falls back to the tunnel's fallback SA.
-            for r in lock(&t.resources).iter() {
-                let mut out = lock(&r.out);
-                if out.as_ref().is_some_and(|o| o.sa.spi() == entry.spi_out) {
-                    *out = None;
-                }
+        let Some(t) = read(&self.shared.tunnels).get(&entry.tunnel.0).cloned() else {
+            return;
+        };
+        let current = match entry.slot {
+            Some(0) => Some(&t.out),
+            Some(k) => {
+                let resources = lock(&t.resources);
+                let r = resources.iter().find(|r| r.slot == k).cloned();
+                drop(resources);
+                return self.replace_removed(&entry, r.as_ref().map(|r| &r.out));
             }
-            let mut out = lock(&t.out);
-            if out.as_ref().is_some_and(|o| o.sa.spi() == entry.spi_out) {
-                // Fall back to the newest other CHILD SA of this tunnel, if any.
-                let inbound = read(&self.shared.inbound);
-                let spare = inbound
-                    .values()
-                    .filter(|e| e.tunnel == entry.tunnel)
-                    .filter(|e| lock(&e.out_spare).is_some())
-                    .max_by_key(|e| e.installed);
-                *out = spare.and_then(|e| {
-                    *lock(&e.out_final) = None;
-                    lock(&e.out_spare).take()
-                });
-            }
+            None => None,
+        };
+        self.replace_removed(&entry, current);
+    }
+
+    /// If `current` is the removed entry's outbound SA, the newest other CHILD SA of
+    /// the same slot takes over (a deferred rekey, or a spare); else the slot is empty
+    /// (a resource queue then seals with the fallback SA).
+    fn replace_removed(&self, entry: &InboundEntry, current: Option<&Mutex<Option<Outbound>>>) {
+        let Some(current) = current else {
+            return;
+        };
+        let mut out = lock(current);
+        if !out.as_ref().is_some_and(|o| o.sa.spi() == entry.spi_out) {
+            return;
         }
+        let inbound = read(&self.shared.inbound);
+        let spare = inbound
+            .values()
+            .filter(|e| e.tunnel == entry.tunnel && e.slot == entry.slot)
+            .filter(|e| lock(&e.out_spare).is_some())
+            .max_by_key(|e| e.installed);
+        *out = spare.and_then(|e| {
+            e.deferred.store(false, Ordering::Relaxed);
+            *lock(&e.out_final) = None;
+            lock(&e.out_spare).take()
+        });
     }
 
     /// Sets what `on_lifetime` is called with (once per process).
@@ -688,6 +712,50 @@ impl Dataplane {
 impl Drop for Dataplane {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Keeps a replaced outbound SA with its child: its final counters, and itself as a
+/// spare should the SA that replaced it go first.
+fn retire(inbound: &HashMap<u32, Arc<InboundEntry>>, old: Outbound) {
+    if let Some(e) = inbound.get(&old.spi_in) {
+        *lock(&e.out_final) = Some(*old.sa.counters());
+        *lock(&e.out_spare) = Some(old);
+    }
+}
+
+impl Shared {
+    /// Authentic ESP arrived on a CHILD SA whose outbound half was deferred: the peer
+    /// has the SA, so we send on it from now on (RFC 7296 §2.8). `inbound` is the SA
+    /// table the caller holds.
+    pub(crate) fn promote(&self, inbound: &HashMap<u32, Arc<InboundEntry>>, entry: &InboundEntry) {
+        if !entry.deferred.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let Some(t) = read(&self.tunnels).get(&entry.tunnel.0).cloned() else {
+            return;
+        };
+        let resource = match entry.slot {
+            Some(k) if k > 0 => lock(&t.resources).iter().find(|r| r.slot == k).cloned(),
+            _ => None,
+        };
+        let current = match (entry.slot, &resource) {
+            (Some(0), _) => &t.out,
+            (Some(_), Some(r)) => &r.out,
+            _ => return,
+        };
+        let Some(out) = lock(&entry.out_spare).take() else {
+            return;
+        };
+        tracing::debug!(
+            tunnel = t.name.as_str(),
+            spi_out = format_args!("{:#010x}", entry.spi_out),
+            "peer sends on the rekeyed CHILD SA: sending on it too"
+        );
+        let old = lock(current).replace(out);
+        if let Some(old) = old {
+            retire(inbound, old);
+        }
     }
 }
 

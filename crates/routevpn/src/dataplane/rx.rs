@@ -286,6 +286,10 @@ fn handle(
     if let Some(from) = moved {
         sh.esp_moved(entry, from, remote);
     }
+    // The peer sends on an SA we answered the rekey of: send on it too.
+    if opened.is_ok() && entry.deferred.load(Ordering::Relaxed) {
+        sh.promote(table, entry);
+    }
     match opened {
         Ok(Some(len)) => {
             sh.count_volume(&entry.volume, len as u64, 1);

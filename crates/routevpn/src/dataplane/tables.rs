@@ -134,6 +134,12 @@ pub(crate) struct InboundEntry {
     /// kernel then sends the replies of a flow through the same queue (tun's automq
     /// flow table), so both directions of a flow use the same per-resource SA pair.
     pub(crate) queue: usize,
+    /// Which outbound SA slot its outbound half fills: `Some(0)` the tunnel's fallback,
+    /// `Some(k)` resource queue k, `None` never sent on.
+    pub(crate) slot: Option<usize>,
+    /// Its outbound half waits in `out_spare` until the SA it replaces is removed or
+    /// the peer sends on it (we answered the rekey; RFC 7296 §2.8).
+    pub(crate) deferred: AtomicBool,
     /// The SPI of the outbound half of the same child.
     pub(crate) spi_out: u32,
     pub(crate) dev: Arc<tun_rs::SyncDevice>,
