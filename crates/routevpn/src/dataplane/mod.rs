@@ -559,7 +559,7 @@ impl Dataplane {
             return;
         };
         let mut out = lock(current);
-        if !out.as_ref().is_some_and(|o| o.sa.spi() == entry.spi_out) {
+        if out.as_ref().is_none_or(|o| o.sa.spi() != entry.spi_out) {
             return;
         }
         let inbound = read(&self.shared.inbound);
