@@ -2,7 +2,8 @@
 //! tunnel"): two routevpn daemons with two dataplane workers each negotiate one CHILD SA
 //! per worker with identical traffic selectors, each SA's inbound SPI in its worker's
 //! lane, and flows spread over the SAs; strongSwan 5.9, which does not know
-//! SA_RESOURCE_INFO, gets exactly one CHILD SA and carries everything over it.
+//! SA_RESOURCE_INFO, gets exactly one CHILD SA and carries everything over it. Rekeys
+//! under traffic, with per-resource SAs and with one CHILD SA, lose no datagram.
 
 use std::time::Duration;
 use testbed::{wait_until, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
