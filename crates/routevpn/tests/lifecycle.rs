@@ -360,12 +360,18 @@ fn reload_touches_only_changed_tunnels() {
     // Change the first tunnel's ESP proposal and remove the second: `routevpn reload`.
     a_cfg.tunnels.pop();
     a_cfg.tunnels[0].esp = vec!["aes256gcm16".into(), "aes128gcm16-x25519".into()];
+    // The worker pool is set at start: a reload says so instead of ignoring it.
+    a_cfg.extra_top.push("per_resource_sas = true".into());
     std::fs::write(a.config_path(), a_cfg.to_toml(a.socket())).unwrap();
     let out = a
         .cli(&["reload", "--socket", a.socket().to_str().unwrap()])
         .unwrap();
     assert!(
         out.contains("1 changed") && out.contains("1 removed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("per_resource_sas changes apply after a restart"),
         "{out}"
     );
     // The file the test wrote is world-readable: each reload warns as start-up does.

@@ -41,6 +41,7 @@ impl Daemon {
                 };
             }
         };
+        let dataplane = super::setup::dataplane_options(&new);
         let (mut kept, mut changed, mut removed, mut added) = (0, 0, 0, 0);
         let mut notes = Vec::new();
         let mut i = 0;
@@ -118,6 +119,12 @@ impl Daemon {
         }
         if new.metrics != self.metrics {
             notes.push("metrics changes apply after a restart".to_string());
+        }
+        if dataplane != self.dataplane {
+            notes.push(
+                "dataplane_threads, dataplane_busy_poll and per_resource_sas changes apply after a restart"
+                    .to_string(),
+            );
         }
         let mut message = format!(
             "reloaded: {kept} unchanged, {changed} changed, {added} added, {removed} removed"

@@ -23,11 +23,25 @@ use crate::dataplane::{Dataplane, TunnelId};
 use crate::netlink::Netlink;
 use crate::routing;
 
+/// The worker pool a configuration asks for (defaults filled in).
+pub(super) fn dataplane_options(cfg: &Config) -> crate::dataplane::Options {
+    crate::dataplane::Options {
+        threads: cfg
+            .dataplane_threads
+            .unwrap_or(crate::dataplane::Options::default().threads),
+        busy_poll: cfg
+            .dataplane_busy_poll
+            .unwrap_or(crate::dataplane::DEFAULT_BUSY_POLL),
+        per_resource_sas: cfg.per_resource_sas,
+    }
+}
+
 impl Daemon {
     /// One tunnel (and IKE session) per `[[tunnel]]`; nothing is opened yet.
     pub fn new(cfg: Config, socket_path: PathBuf, config_path: PathBuf) -> anyhow::Result<Daemon> {
         let now = Instant::now();
         let hooks = Hooks::default();
+        let dataplane = dataplane_options(&cfg);
         let tunnels = cfg
             .tunnels
             .into_iter()
@@ -44,15 +58,7 @@ impl Daemon {
             socket_group: cfg.control_socket_group.as_ref().map(|g| g.gid),
             notify: super::notify::Notifier::from_env(now),
             metrics: cfg.metrics,
-            dataplane: crate::dataplane::Options {
-                threads: cfg
-                    .dataplane_threads
-                    .unwrap_or(crate::dataplane::Options::default().threads),
-                busy_poll: cfg
-                    .dataplane_busy_poll
-                    .unwrap_or(crate::dataplane::DEFAULT_BUSY_POLL),
-                per_resource_sas: cfg.per_resource_sas,
-            },
+            dataplane,
             setup: crate::metrics::setup_histogram(),
             hooks,
             admission: ike::Admission::new(),
