@@ -233,13 +233,10 @@ fn ipv4_packet() -> Vec<u8> {
     p
 }
 
-#[test]
-fn esp_dataplane_between_namespaces() {
-    if !testbed::require_root() {
-        return;
-    }
-    let na = Netns::new("dpa");
-    let nb = Netns::new("dpb");
+/// Two namespaces joined by a veth transport link (A_WAN, B_WAN on `wan0`).
+fn linked(a_role: &str, b_role: &str) -> (Netns, Netns) {
+    let na = Netns::new(a_role);
+    let nb = Netns::new(b_role);
     veth(
         &na,
         "wan0",
@@ -249,6 +246,15 @@ fn esp_dataplane_between_namespaces() {
         &[&format!("{B_WAN}/24")],
     );
     na.wait_ping(B_WAN, T).unwrap();
+    (na, nb)
+}
+
+#[test]
+fn esp_dataplane_between_namespaces() {
+    if !testbed::require_root() {
+        return;
+    }
+    let (na, nb) = linked("dpa", "dpb");
     let mtu = compute_mtu(1500, false, GCM128);
     assert_eq!(mtu, 1438);
     let a = side(
@@ -550,17 +556,7 @@ fn per_resource_sas_use_a_queue_each() {
     if !testbed::require_root() {
         return;
     }
-    let na = Netns::new("dpra");
-    let nb = Netns::new("dprb");
-    veth(
-        &na,
-        "wan0",
-        &[&format!("{A_WAN}/24")],
-        &nb,
-        "wan0",
-        &[&format!("{B_WAN}/24")],
-    );
-    na.wait_ping(B_WAN, T).unwrap();
+    let (na, nb) = linked("dpra", "dprb");
     let mtu = compute_mtu(1500, false, GCM128);
     let a = side(&na, A_WAN, &[&format!("{A_TUN}/30")], mtu);
     let b = side(&nb, B_WAN, &[&format!("{B_TUN}/30")], mtu);

@@ -85,6 +85,20 @@ fn spi(c: &serde_json::Value, key: &str) -> u32 {
     u32::from_str_radix(c[key].as_str().expect("SPI string"), 16).expect("hex SPI")
 }
 
+/// `flows` one-way UDP flows of [`PER_FLOW`] datagrams, left host to right host;
+/// returns how many datagrams arrived.
+fn flows_left_to_right(topo: &Topology, flows: usize) -> usize {
+    testbed::udp_flows(
+        &topo.left_host,
+        &topo.right_host,
+        Topology::RIGHT_HOST,
+        6001,
+        flows,
+        PER_FLOW,
+    )
+    .unwrap()
+}
+
 fn tx_queues(ns: &testbed::Netns, dev: &str) -> usize {
     ns.must(&["ls", &format!("/sys/class/net/{dev}/queues")])
         .split_whitespace()
@@ -131,15 +145,7 @@ fn routevpn_pair_negotiates_a_child_sa_per_worker() {
     assert_eq!(tx_queues(&topo.left, "vti0"), 2, "a TUN queue per SA");
 
     topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
-    let got = testbed::udp_flows(
-        &topo.left_host,
-        &topo.right_host,
-        Topology::RIGHT_HOST,
-        6001,
-        FLOWS,
-        PER_FLOW,
-    )
-    .unwrap();
+    let got = flows_left_to_right(&topo, FLOWS);
     assert_eq!(got, FLOWS * PER_FLOW, "every datagram arrived");
     let ca = wait_children(&a, 2);
     let sent: Vec<u64> = ca.iter().map(|c| num(c, "packets_out")).collect();
@@ -188,15 +194,7 @@ fn strongswan_gets_one_child_sa_and_all_the_traffic() {
     topo.left_host
         .wait_ping(Topology::RIGHT_HOST, T)
         .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 40)));
-    let got = testbed::udp_flows(
-        &topo.left_host,
-        &topo.right_host,
-        Topology::RIGHT_HOST,
-        6001,
-        FLOWS,
-        PER_FLOW,
-    )
-    .unwrap();
+    let got = flows_left_to_right(&topo, FLOWS);
     assert_eq!(got, FLOWS * PER_FLOW, "every datagram arrived");
     let c = wait_children(&rv, 1);
     assert_eq!(num(&c[0], "resource"), 0);
@@ -252,15 +250,7 @@ fn rekey_under_traffic(per_resource_sas: bool) {
     let end = std::time::Instant::now() + Duration::from_secs(12);
     let mut rounds = 0;
     while std::time::Instant::now() < end {
-        let got = testbed::udp_flows(
-            &topo.left_host,
-            &topo.right_host,
-            Topology::RIGHT_HOST,
-            6001,
-            8,
-            PER_FLOW,
-        )
-        .unwrap();
+        let got = flows_left_to_right(&topo, 8);
         assert_eq!(
             got,
             8 * PER_FLOW,
