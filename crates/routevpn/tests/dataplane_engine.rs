@@ -606,6 +606,18 @@ fn per_resource_sas_use_a_queue_each() {
     assert_eq!(bres.inbound.packets, res.outbound.packets, "{bres:?}");
     assert_eq!(bfb.inbound.replayed + bres.inbound.replayed, 0);
 
+    // A peer with more resources than our two queues: resource 3 maps to queue 1,
+    // which resource 1 holds, so it is received but never sent on.
+    const RES3_A: u32 = 0xa100_0003;
+    const RES3_B: u32 = 0xb100_0003;
+    install_resource_pair(&a, &b, RES3_A, RES3_B, 5, 3);
+    let res_before = a.dp.counters(RES_A).unwrap().outbound.packets;
+    assert_eq!(udp_flows(&a, &b, FLOWS, PER_FLOW), FLOWS * PER_FLOW);
+    assert_eq!(a.dp.counters(RES3_A).unwrap().outbound.packets, 0);
+    assert!(a.dp.counters(RES_A).unwrap().outbound.packets > res_before);
+    a.dp.remove_child(RES3_A);
+    b.dp.remove_child(RES3_B);
+
     // Without its own SA, queue 1 falls back: every flow still arrives.
     a.dp.remove_child(RES_A);
     b.dp.remove_child(RES_B);

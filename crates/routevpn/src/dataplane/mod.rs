@@ -485,9 +485,13 @@ impl Dataplane {
             return Place::Spare;
         }
         if let Some(r) = lock(&t.resources).iter().find(|r| r.slot == slot) {
-            return Place::Resource(r.clone());
+            return if r.resource == resource {
+                Place::Resource(r.clone())
+            } else {
+                Place::Spare
+            };
         }
-        match self.open_queue(t, tunnel, slot) {
+        match self.open_queue(t, tunnel, slot, resource) {
             Ok(r) => Place::Resource(r),
             Err(e) => {
                 tracing::warn!(
@@ -500,18 +504,21 @@ impl Dataplane {
         }
     }
 
-    /// Opens queue `slot` of the tunnel's TUN and hands it to worker (home + slot).
+    /// Opens queue `slot` of the tunnel's TUN for `resource` and hands it to worker
+    /// (home + slot).
     fn open_queue(
         &self,
         t: &Arc<Tunnel>,
         tunnel: TunnelId,
         slot: usize,
+        resource: u32,
     ) -> io::Result<Arc<Resource>> {
         let dev = Arc::new(t.dev.try_clone()?);
         dev.set_nonblocking(true)?;
         let worker = (t.worker + slot) % self.workers.len();
         let r = Arc::new(Resource {
             slot,
+            resource,
             dev,
             out: Mutex::new(None),
             worker,

@@ -191,6 +191,9 @@ pub(crate) struct Outbound {
 /// (its SPI lane), so the SA's sequence numbers and replay window stay on one core.
 pub(crate) struct Resource {
     pub(crate) slot: usize,
+    /// The RFC 9611 resource whose SAs (and their rekeys) this queue sends with; a
+    /// peer with more resources than we have queues gets the others received only.
+    pub(crate) resource: u32,
     /// The queue's own descriptor (`IFF_MULTI_QUEUE`): the kernel spreads the tunnel's
     /// flows over the queues by flow hash, so a TCP flow never changes queue.
     pub(crate) dev: Arc<tun_rs::SyncDevice>,
