@@ -61,8 +61,14 @@ fn config(local: &str, remote: &str, initiate: bool, sel: u8) -> SessionConfig {
         retransmit_tries: 3,
         select_by_identity: sel & 64 != 0,
         mobike: sel & 128 != 0,
-        esp_spi_lane: None,
-        resources: 0,
+        esp_spi_lane: Some(ike::sa::SpiLane { lane: 1, lanes: 4 }),
+        // RFC 9611 per-resource CHILD SAs, on or off per end, tied to bits already used:
+        // the initiator wants three when bit 1 is set, the responder takes them with bit 2.
+        resources: if initiate {
+            [0, 3][usize::from((sel >> 1) & 1)]
+        } else {
+            [0, 2][usize::from((sel >> 2) & 1)]
+        },
     }
 }
 
@@ -145,6 +151,14 @@ impl World {
 
     fn check(&self) {
         for s in [&self.init, &self.resp] {
+            // Resource numbers stay below the responder's limit (RFC 9611 TS_MAX_QUEUE).
+            for (c, _) in s.status(self.now).children {
+                assert!(
+                    c.resource as usize <= ike::limits::MAX_RESOURCE_SAS,
+                    "resource {} out of range",
+                    c.resource
+                );
+            }
             let mut seen = HashSet::new();
             for sa in s.status(self.now).ike_sas {
                 if sa.state == "established" {
