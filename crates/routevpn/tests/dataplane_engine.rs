@@ -544,7 +544,7 @@ fn idle_threads_sleep() {
 
 /// [`testbed::udp_flows`] from A to B's tunnel address.
 fn udp_flows(a: &Side, b: &Side, flows: usize, per_flow: usize) -> usize {
-    testbed::udp_flows(&a.ns, &b.ns, B_TUN, 6001, flows, per_flow).expect("UDP flows")
+    testbed::udp_flows(&a.ns, &b.ns, B_TUN, flows, per_flow).expect("UDP flows")
 }
 
 /// RFC 9611 per-resource CHILD SAs in the dataplane: a second SA pair with resource 1

@@ -187,24 +187,24 @@ pub fn udp_send(ns: &Netns, addr: &str, port: u16, payload: &[u8]) -> Result<(),
 }
 
 /// Sends `per_flow` small datagrams on each of `flows` UDP flows (each from its own
-/// source port) from `from` to `addr:port`, received in `to`; returns how many arrived.
-/// Paced and bounded: for tests about which path a flow takes, not about loss.
+/// source port) from `from` to `addr` (a port the receiver picks), received in `to`;
+/// returns how many arrived. Paced and bounded: for tests about which path a flow
+/// takes, not about loss.
 pub fn udp_flows(
     from: &Netns,
     to: &Netns,
     addr: &str,
-    port: u16,
     flows: usize,
     per_flow: usize,
 ) -> Result<usize, String> {
-    let sa = sockaddr(addr, port)?;
+    let bind = sockaddr(addr, 0)?;
     let want = flows * per_flow;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let receiver = in_netns(to, move || {
-        let s = std::net::UdpSocket::bind(sa).map_err(|e| format!("bind {sa}: {e}"))?;
+        let s = std::net::UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
         s.set_read_timeout(Some(Duration::from_secs(2)))
             .map_err(|e| e.to_string())?;
-        let _ = ready_tx.send(());
+        let _ = ready_tx.send(s.local_addr().map_err(|e| e.to_string())?);
         let mut buf = [0u8; 2048];
         let mut got = 0;
         // Ends at the count or after 2 s without a datagram.
@@ -213,9 +213,14 @@ pub fn udp_flows(
         }
         Ok(got)
     });
-    ready_rx
-        .recv_timeout(Duration::from_secs(10))
-        .map_err(|_| "receiver did not start".to_string())?;
+    let Ok(sa) = ready_rx.recv_timeout(Duration::from_secs(10)) else {
+        let why = match receiver.join() {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => "it ended".to_string(),
+            Err(_) => "it panicked".to_string(),
+        };
+        return Err(format!("receiver did not start: {why}"));
+    };
     let any: SocketAddr = if sa.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
     } else {
