@@ -413,8 +413,11 @@ fn rekey_collisions_with_strongswan_settle_to_one_sa_pair() {
         "rekey collisions: charon logged {swan_collisions}, routevpn {rv_collisions}; \
          charon saw {ike_rekeys} IKE and {child_rekeys} CHILD rekeys; ping: {summary}"
     ));
+    // A crossing is seen by the end whose request meets the other's; with routevpn
+    // installing a new CHILD SA before its next datagram leaves, charon sometimes sees
+    // none of them (0 in 2 of 3 runs, against 1 to 9 before).
     assert!(
-        swan_collisions >= 1 && rv_collisions >= 1,
+        rv_collisions >= 1,
         "collisions happened (charon {swan_collisions}, routevpn {rv_collisions})"
     );
     assert!(ike_rekeys >= 2 && child_rekeys >= 4, "both SAs rekeyed");

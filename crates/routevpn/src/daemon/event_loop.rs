@@ -331,6 +331,7 @@ impl Daemon {
     /// queue.
     fn poll_counters(&mut self, now: Instant, dp: &Dataplane) {
         for t in &mut self.tunnels {
+            super::tunnel::remove_lingering(t, now, false, dp);
             let mut alive = false;
             let mut rekey = None;
             for c in &mut t.children {

@@ -28,6 +28,8 @@ const UNDERLAY_MTU: u16 = 1500;
 /// A CHILD SA as the daemon tracks it.
 pub(super) struct InstalledChild {
     pub(super) spi_in: u32,
+    /// A rekey replaced it: when deleted it keeps receiving a little longer.
+    pub(super) rekeyed: bool,
     /// Inbound packets at the last counter poll (liveness).
     pub(super) last_packets_in: u64,
 }
@@ -37,6 +39,8 @@ pub(super) struct Tunnel {
     pub(super) session: Session,
     pub(super) tid: TunnelId,
     pub(super) children: Vec<InstalledChild>,
+    /// Deleted CHILD SAs a rekey replaced, still receiving until then (inbound SPI).
+    pub(super) lingering: Vec<Lingering>,
     pub(super) link_up: bool,
     /// The BGP speaker, told when this interface goes up or down.
     pub(super) routing: Option<routing::Handle>,
@@ -195,6 +199,7 @@ impl Tunnel {
             session,
             tid,
             children: Vec::new(),
+            lingering: Vec::new(),
             link_up: false,
             routing,
             counters: metrics::TunnelCounters::default(),
@@ -277,21 +282,25 @@ pub(super) async fn flush_tunnel(
                 install(t, *info, dp, nl).await
             }
             Event::ChildDeleted { spi_in, spi_out } => {
-                // Its traffic stays in the tunnel's totals.
-                if let Some(c) = dp.counters(spi_in) {
-                    t.counters.retired.add(&metrics::Traffic {
-                        packets_in: c.inbound.packets,
-                        packets_out: c.outbound.packets,
-                        bytes_in: c.inbound.bytes,
-                        bytes_out: c.outbound.bytes,
-                        replayed: c.inbound.replayed,
-                        icv_failures: c.inbound.icv_failures,
-                        malformed: c.inbound.malformed,
-                        ts_mismatch: c.inbound.ts_mismatch + c.outbound.ts_mismatch,
-                    });
-                }
-                dp.remove_child(spi_in);
+                let rekeyed = t.children.iter().any(|c| c.spi_in == spi_in && c.rekeyed);
                 t.children.retain(|c| c.spi_in != spi_in);
+                if rekeyed && !t.children.is_empty() {
+                    // Packets the peer sealed just before it switched are still on their way
+                    // (strongSwan keeps such an SA 5 s: `delete_rekeyed_delay`).
+                    dp.retire_child(spi_in);
+                    let counted = traffic_of(dp, spi_in);
+                    t.counters.retired.add(&counted);
+                    t.lingering.push(Lingering {
+                        spi_in,
+                        until: Instant::now() + REKEYED_INBOUND_GRACE,
+                        counted,
+                    });
+                } else {
+                    remove_from_dataplane(t, spi_in, dp);
+                }
+                if t.children.is_empty() {
+                    remove_lingering(t, Instant::now(), true, dp);
+                }
                 debug!(tunnel = %t.cfg.name, spi_in = format_args!("{spi_in:08x}"), spi_out = format_args!("{spi_out:08x}"), "CHILD SA removed");
                 if t.children.is_empty() && t.link_up {
                     set_link(t, false, nl).await;
@@ -342,6 +351,53 @@ pub(super) async fn flush_tunnel(
     }
 }
 
+/// How long a CHILD SA that a rekey replaced keeps receiving after its deletion.
+pub(super) const REKEYED_INBOUND_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A CHILD SA's counters as the tunnel's totals count them.
+fn traffic_of(dp: &Dataplane, spi_in: u32) -> metrics::Traffic {
+    let c = dp.counters(spi_in).unwrap_or_default();
+    metrics::Traffic {
+        packets_in: c.inbound.packets,
+        packets_out: c.outbound.packets,
+        bytes_in: c.inbound.bytes,
+        bytes_out: c.outbound.bytes,
+        replayed: c.inbound.replayed,
+        icv_failures: c.inbound.icv_failures,
+        malformed: c.inbound.malformed,
+        ts_mismatch: c.inbound.ts_mismatch + c.outbound.ts_mismatch,
+    }
+}
+
+/// Removes a CHILD SA from the dataplane; its traffic stays in the tunnel's totals.
+pub(super) fn remove_from_dataplane(t: &mut Tunnel, spi_in: u32, dp: &Dataplane) {
+    t.counters.retired.add(&traffic_of(dp, spi_in));
+    dp.remove_child(spi_in);
+}
+
+/// Removes the rekeyed CHILD SAs whose grace is over (all of them with `all`); what
+/// they received meanwhile joins the totals (the rest did when they were deleted).
+pub(super) fn remove_lingering(t: &mut Tunnel, now: Instant, all: bool, dp: &Dataplane) {
+    let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut t.lingering)
+        .into_iter()
+        .partition(|l| all || l.until <= now);
+    t.lingering = keep;
+    for l in done {
+        t.counters
+            .retired
+            .add(&traffic_of(dp, l.spi_in).since(&l.counted));
+        dp.remove_child(l.spi_in);
+    }
+}
+
+/// A deleted CHILD SA that a rekey replaced, still receiving.
+pub(super) struct Lingering {
+    pub(super) spi_in: u32,
+    pub(super) until: Instant,
+    /// Its counters when it was deleted, already in the totals.
+    pub(super) counted: metrics::Traffic,
+}
+
 /// Sends what the session queued: IKE on port 500 or behind the non-ESP marker on port
 /// 4500, NAT-keepalives.
 async fn transmit(t: &mut Tunnel, ike_sockets: &HashMap<IpAddr, Arc<UdpSocket>>, dp: &Dataplane) {
@@ -385,8 +441,9 @@ async fn install(t: &mut Tunnel, info: ChildSaInfo, dp: &Dataplane, nl: &Netlink
         replay_window: t.cfg.replay_window,
         selectors: dataplane::selectors_for(&info.local_ts, &info.remote_ts),
         resource: info.resource,
-        // RFC 7296 §2.8: the rekey's initiator may not have it yet.
-        defer_outbound: info.responder && info.replaces.is_some(),
+        // RFC 7296 §2.8: the initiator of a rekey, or of a per-resource SA, may not have
+        // it yet when our response leaves.
+        defer_outbound: info.responder && (info.replaces.is_some() || info.resource > 0),
     };
     if let Err(e) = dp.install_child(t.tid, keys) {
         warn!(tunnel = %t.cfg.name, error = %e, "cannot install CHILD SA in the dataplane");
@@ -397,8 +454,15 @@ async fn install(t: &mut Tunnel, info: ChildSaInfo, dp: &Dataplane, nl: &Netlink
         t.cfg.child_lifetime_bytes,
         t.cfg.child_lifetime_packets,
     );
+    if let Some(old) = info.replaces {
+        t.children
+            .iter_mut()
+            .filter(|c| c.spi_in == old)
+            .for_each(|c| c.rekeyed = true);
+    }
     t.children.push(InstalledChild {
         spi_in: info.spi_in,
+        rekeyed: false,
         last_packets_in: 0,
     });
     if !t.link_up {

@@ -87,9 +87,10 @@ pub struct ChildKeys {
     /// 0 for the fallback (or only) CHILD SA, 1.. for a per-resource one (RFC 9611):
     /// resource r is sent from the tunnel's TUN queue r mod workers.
     pub resource: u32,
-    /// We answered the rekey that created it: keep sending on the SA it replaces until
-    /// that one is removed or the peer sends on this one (RFC 7296 §2.8), so nothing
-    /// is sent before the peer can open it.
+    /// We answered the exchange that created it (a rekey, or a per-resource SA): keep
+    /// sending on the SA it replaces (or the fallback SA) until that one is removed or
+    /// the peer sends on this one (RFC 7296 §2.8), so nothing is sent before the peer
+    /// can open it.
     pub defer_outbound: bool,
 }
 
@@ -426,8 +427,10 @@ impl Dataplane {
             // SAs than we have workers).
             Place::Spare => None,
         };
-        // Deferred only while there is an SA to keep sending on.
-        let defer = keys.defer_outbound && current.is_some_and(|c| lock(c).is_some());
+        // Deferred only while something else sends: the SA it replaces, or for a resource
+        // queue the fallback SA.
+        let defer = keys.defer_outbound
+            && (matches!(place, Place::Resource(_)) || current.is_some_and(|c| lock(c).is_some()));
         if current.is_none() || defer {
             *lock(&entry.out_spare) = outbound.take();
             entry.deferred.store(defer, Ordering::Relaxed);
@@ -542,6 +545,24 @@ impl Dataplane {
         let Some(entry) = write(&self.shared.inbound).remove(&spi_in) else {
             return;
         };
+        self.hand_over(&entry);
+    }
+
+    /// Stops sending on the CHILD SA with this inbound SPI (the newest other one of its
+    /// slot takes over, as in [`Self::remove_child`]) but keeps receiving on it, for
+    /// packets still in flight when a rekeyed SA is deleted; [`Self::remove_child`]
+    /// removes it later.
+    pub fn retire_child(&self, spi_in: u32) {
+        let _admin = lock(&self.admin);
+        let Some(entry) = read(&self.shared.inbound).get(&spi_in).cloned() else {
+            return;
+        };
+        self.hand_over(&entry);
+    }
+
+    /// If the entry's outbound SA is its slot's current one, the newest other CHILD SA of
+    /// the slot takes over.
+    fn hand_over(&self, entry: &InboundEntry) {
         let Some(t) = read(&self.shared.tunnels).get(&entry.tunnel.0).cloned() else {
             return;
         };
@@ -551,11 +572,11 @@ impl Dataplane {
                 let resources = lock(&t.resources);
                 let r = resources.iter().find(|r| r.slot == k).cloned();
                 drop(resources);
-                return self.replace_removed(&entry, r.as_ref().map(|r| &r.out));
+                return self.replace_removed(entry, r.as_ref().map(|r| &r.out));
             }
             None => None,
         };
-        self.replace_removed(&entry, current);
+        self.replace_removed(entry, current);
     }
 
     /// If `current` is the removed entry's outbound SA, the newest other CHILD SA of
@@ -569,10 +590,14 @@ impl Dataplane {
         if out.as_ref().is_none_or(|o| o.sa.spi() != entry.spi_out) {
             return;
         }
+        if let Some(o) = out.as_ref() {
+            *lock(&entry.out_final) = Some(*o.sa.counters());
+        }
         let inbound = read(&self.shared.inbound);
         let spare = inbound
             .values()
             .filter(|e| e.tunnel == entry.tunnel && e.slot == entry.slot)
+            .filter(|e| e.spi_out != entry.spi_out)
             .filter(|e| lock(&e.out_spare).is_some())
             .max_by_key(|e| e.installed);
         *out = spare.and_then(|e| {

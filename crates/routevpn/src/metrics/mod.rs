@@ -102,6 +102,20 @@ impl Traffic {
         self.malformed += o.malformed;
         self.ts_mismatch += o.ts_mismatch;
     }
+
+    /// What was counted after `earlier` (counters only grow; never below zero).
+    pub fn since(&self, earlier: &Traffic) -> Traffic {
+        Traffic {
+            packets_in: self.packets_in.saturating_sub(earlier.packets_in),
+            packets_out: self.packets_out.saturating_sub(earlier.packets_out),
+            bytes_in: self.bytes_in.saturating_sub(earlier.bytes_in),
+            bytes_out: self.bytes_out.saturating_sub(earlier.bytes_out),
+            replayed: self.replayed.saturating_sub(earlier.replayed),
+            icv_failures: self.icv_failures.saturating_sub(earlier.icv_failures),
+            malformed: self.malformed.saturating_sub(earlier.malformed),
+            ts_mismatch: self.ts_mismatch.saturating_sub(earlier.ts_mismatch),
+        }
+    }
 }
 
 /// What one tunnel counts that `status` does not keep.
