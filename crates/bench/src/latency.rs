@@ -3,6 +3,10 @@
 //! one TCP stream, and how much 1300-octet UDP is lost at fixed packet rates (with the
 //! VPN daemons' CPU per million packets). Each case's figures land in its JSON object
 //! as `latency`; the report prints them as a second table.
+//!
+//! The UDP receiver asks for a [`UDP_RCVBUF`] socket buffer, and each loss is split by
+//! where it happened: the receiving iperf3's socket (host B's `UdpRcvbufErrors`: the
+//! application fell behind, as it does on the plain path too) or the path itself.
 
 use crate::json::{round, Obj, J};
 use crate::measure::snap;
@@ -16,6 +20,10 @@ pub const UDP_LEN: u64 = 1300;
 pub const PPS_RATES: [u64; 4] = [50_000, 100_000, 150_000, 200_000];
 /// Seconds per UDP rate.
 const UDP_SECONDS: u64 = 3;
+/// The UDP receiver's socket buffer (iperf3 `-w`, sent to the server too; the kernel
+/// caps it at `net.core.rmem_max`, printed in the report's header): with the default
+/// 208 KiB a receiver that sleeps 2 ms at 150 kpps drops, whatever the path.
+const UDP_RCVBUF: &str = "4M";
 /// Pings per RTT figure, 10 ms apart.
 const PINGS: &str = "200";
 const PORT: &str = "5202";
@@ -129,16 +137,23 @@ fn udp_rate(ctx: &Ctx, c: &str, t: &Topology, pids: &[u32], pps: u64) -> Obj {
     let json = ctx.work.join(format!("{c}-udp-{pps}.json"));
     let server = server(ctx, t, &format!("{c}-udp-{pps}-server.log"));
     let before = snap(pids);
+    let drops_before = rcvbuf_errors(&t.right_host);
     let bitrate = (pps * UDP_LEN * 8).to_string();
     let (len, secs) = (UDP_LEN.to_string(), UDP_SECONDS.to_string());
     let client = t.left_host.spawn_split(
-        &client(&["-u", "-l", &len, "-b", &bitrate, "-t", &secs, "-J"]),
+        &client(&[
+            "-u", "-l", &len, "-b", &bitrate, "-t", &secs, "-w", UDP_RCVBUF, "-J",
+        ]),
         &json,
         &ctx.work.join(format!("{c}-udp-{pps}.err")),
     );
     let _ = client.wait_exit(Duration::from_secs(20));
     let after = snap(pids);
     let _ = server.wait_exit(Duration::from_secs(5));
+    let receiver_drops = match (drops_before, rcvbuf_errors(&t.right_host)) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+        _ => None,
+    };
     let text = std::fs::read_to_string(&json).unwrap_or_default();
     let Some((lost, sent)) = udp_loss(&text).filter(|&(_, s)| s > 0) else {
         return rec.with("error", "no usable iperf3 UDP result");
@@ -147,6 +162,12 @@ fn udp_rate(ctx: &Ctx, c: &str, t: &Topology, pids: &[u32], pps: u64) -> Obj {
         .with("sent", sent)
         .with("lost", lost)
         .with("loss_pct", round(100.0 * lost as f64 / sent as f64, 3));
+    if let Some(d) = receiver_drops {
+        // The rest of the loss happened on the way: in the tunnel, or queues before it.
+        let path = lost.saturating_sub(d);
+        rec.set("receiver_socket_drops", d);
+        rec.set("path_loss_pct", round(100.0 * path as f64 / sent as f64, 3));
+    }
     if let Some(cpu) = after.daemon_cpu_since(&before) {
         rec.set(
             "daemon_cpu_s_per_mpkt",
@@ -154,6 +175,21 @@ fn udp_rate(ctx: &Ctx, c: &str, t: &Topology, pids: &[u32], pps: u64) -> Obj {
         );
     }
     rec
+}
+
+/// Host B's count of UDP datagrams dropped for a full socket buffer (`nstat`'s
+/// `UdpRcvbufErrors`, per network namespace).
+fn rcvbuf_errors(ns: &Netns) -> Option<u64> {
+    let out = ns.run(&["nstat", "-az", "UdpRcvbufErrors"]).ok()?;
+    nstat_value(&out, "UdpRcvbufErrors")
+}
+
+/// `UdpRcvbufErrors   12   0.0` → 12.
+fn nstat_value(out: &str, key: &str) -> Option<u64> {
+    let line = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The second table: one line per case that has `latency`.
@@ -178,10 +214,13 @@ pub fn print_table(cases: &Obj) {
             for r in rates {
                 let J::Obj(r) = r else { continue };
                 let loss = r.num("loss_pct").map_or("-".into(), |v| format!("{v:.2}"));
+                let path = r
+                    .num("path_loss_pct")
+                    .map_or(String::new(), |v| format!("({v:.2})"));
                 let cpu = r
                     .num("daemon_cpu_s_per_mpkt")
                     .map_or(String::new(), |v| format!("/{v:.1}"));
-                line.push_str(&format!(" {:>13}", loss + &cpu));
+                line.push_str(&format!(" {:>18}", loss + &path + &cpu));
             }
         }
         lines.push(line);
@@ -201,17 +240,18 @@ pub fn print_table(cases: &Obj) {
         "TCP RTT ms",
         rates
             .iter()
-            .map(|r| format!("{r:>13}"))
+            .map(|r| format!("{r:>18}"))
             .collect::<Vec<_>>()
             .join(" ")
     );
-    println!("{}", "-".repeat(26 + 14 * (PPS_RATES.len() + 1)));
+    println!("{}", "-".repeat(26 + 19 * PPS_RATES.len()));
     for l in lines {
         println!("{l}");
     }
     println!(
         "RTT: ping host A -> host B, {PINGS} at 10 ms, average; TCP RTT: during one iperf3 TCP stream.\n\
-         k pps: iperf3 UDP {UDP_LEN}-octet payloads for {UDP_SECONDS} s at that rate: loss % (server's count)\n\
+         k pps: iperf3 UDP {UDP_LEN}-octet payloads for {UDP_SECONDS} s at that rate, receiver buffer {UDP_RCVBUF}:\n\
+         loss % (server's count), (in brackets) the part not dropped at the receiving socket, i.e. on the path\n\
          /N: the VPN daemons' CPU seconds per million packets delivered."
     );
 }
@@ -219,6 +259,14 @@ pub fn print_table(cases: &Obj) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_nstat_counters() {
+        let out = "#kernel\nUdpRcvbufErrors                 7308               0.0\n";
+        assert_eq!(nstat_value(out, "UdpRcvbufErrors"), Some(7308));
+        assert_eq!(nstat_value(out, "UdpInErrors"), None);
+        assert_eq!(nstat_value("#kernel\n", "UdpRcvbufErrors"), None);
+    }
 
     #[test]
     fn parses_ping_rtt() {

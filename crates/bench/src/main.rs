@@ -402,7 +402,12 @@ fn run(args: &Args, wanted: &[Case], ctx: &mut Ctx, json_out: &Path) -> u8 {
     } else {
         &cpu_model
     };
-    println!("machine: {nproc} CPUs, {model}, kernel {kernel}, load {load}");
+    // Caps the UDP receiver's socket buffer (not per network namespace).
+    let rmem_max = std::fs::read_to_string("/proc/sys/net/core/rmem_max").unwrap_or_default();
+    println!(
+        "machine: {nproc} CPUs, {model}, kernel {kernel}, load {load}, net.core.rmem_max {}",
+        rmem_max.trim()
+    );
     println!(
         "iperf3 {iperf_version}, TCP host A 10.1.0.2 -> host B 10.2.0.2 via router A -> router B; {} s per run; streams {streams}",
         ctx.duration
@@ -442,6 +447,7 @@ fn run(args: &Args, wanted: &[Case], ctx: &mut Ctx, json_out: &Path) -> u8 {
                 .with("cpu_model", cpu_model.as_str())
                 .with("kernel", kernel.as_str())
                 .with("loadavg_at_start", load.as_str())
+                .with("net_core_rmem_max", rmem_max.trim())
                 .with("clk_tck", measure::clk_tck()),
         )
         .with("duration_s", ctx.duration)

@@ -39,16 +39,13 @@ fn rv() -> RvConfig {
 
 fn swan() -> SwanConn {
     SwanConn {
-        local_addr: Topology::RIGHT_WAN.into(),
-        remote_addr: Topology::LEFT_WAN.into(),
-        local_id: "routerB".into(),
-        remote_id: "routerA".into(),
-        psk: "selector-test-psk-long-enough".into(),
-        ike_proposals: "aes256gcm16-prfsha384-x25519".into(),
-        esp_proposals: "aes256gcm16".into(),
         local_ts: format!("{}[icmp/0]", Topology::RIGHT_NET),
         remote_ts: format!("{}[icmp]", Topology::LEFT_NET),
-        ..SwanConn::default()
+        ..SwanConn::router_b(
+            "selector-test-psk-long-enough",
+            "aes256gcm16-prfsha384-x25519",
+            "aes256gcm16",
+        )
     }
 }
 

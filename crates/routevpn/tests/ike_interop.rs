@@ -82,17 +82,8 @@ fn rv_config(t: RvTunnel) -> RvConfig {
 /// peer must not route 0/0 into its tunnel, see shared/interop/README.md).
 fn swan_right(ike: &str, esp: &str, psk: &str, start_action: &str) -> SwanConn {
     SwanConn {
-        local_addr: Topology::RIGHT_WAN.into(),
-        remote_addr: Topology::LEFT_WAN.into(),
-        local_id: "routerB".into(),
-        remote_id: "routerA".into(),
-        psk: psk.into(),
-        ike_proposals: ike.into(),
-        esp_proposals: esp.into(),
-        local_ts: format!("{},{}", Topology::RIGHT_NET, Topology::RIGHT_NET6),
-        remote_ts: format!("{},{}", Topology::LEFT_NET, Topology::LEFT_NET6),
         start_action: start_action.into(),
-        ..SwanConn::default()
+        ..SwanConn::router_b(psk, ike, esp)
     }
 }
 

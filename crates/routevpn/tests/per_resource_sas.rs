@@ -170,19 +170,7 @@ fn strongswan_gets_one_child_sa_and_all_the_traffic() {
         let topo = Topology::two_sites();
         let sw = Strongswan::start(
             &topo.right,
-            &[SwanConn {
-                local_addr: Topology::RIGHT_WAN.into(),
-                remote_addr: Topology::LEFT_WAN.into(),
-                local_id: "routerB".into(),
-                remote_id: "routerA".into(),
-                psk: "per-resource".into(),
-                ike_proposals: IKE.into(),
-                esp_proposals: ESP.into(),
-                local_ts: Topology::RIGHT_NET.into(),
-                remote_ts: Topology::LEFT_NET.into(),
-                start_action: "none".into(),
-                ..SwanConn::default()
-            }],
+            &[SwanConn::router_b("per-resource", IKE, ESP)],
         )
         .unwrap();
         // As initiator routevpn sends SA_RESOURCE_INFO in IKE_AUTH and strongSwan 5.9

@@ -43,19 +43,7 @@ fn cfg(t: RvTunnel) -> RvConfig {
 
 /// strongSwan on the right router with the two site networks as selectors.
 fn swan_right() -> SwanConn {
-    SwanConn {
-        local_addr: Topology::RIGHT_WAN.into(),
-        remote_addr: Topology::LEFT_WAN.into(),
-        local_id: "routerB".into(),
-        remote_id: "routerA".into(),
-        psk: PSK.into(),
-        ike_proposals: IKE.into(),
-        esp_proposals: ESP.into(),
-        local_ts: format!("{},{}", Topology::RIGHT_NET, Topology::RIGHT_NET6),
-        remote_ts: format!("{},{}", Topology::LEFT_NET, Topology::LEFT_NET6),
-        start_action: "none".into(),
-        ..SwanConn::default()
-    }
+    SwanConn::router_b(PSK, IKE, ESP)
 }
 
 /// [`STRONGSWAN_CONF`] with extra `charon { ... }` settings (and the encoding log at

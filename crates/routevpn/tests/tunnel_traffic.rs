@@ -461,19 +461,7 @@ fn two_tunnels_with_metrics_fail_over() {
 }
 
 fn swan(ike: &str, esp: &str) -> SwanConn {
-    SwanConn {
-        local_addr: Topology::RIGHT_WAN.into(),
-        remote_addr: Topology::LEFT_WAN.into(),
-        local_id: "routerB".into(),
-        remote_id: "routerA".into(),
-        psk: "traffic-test".into(),
-        ike_proposals: ike.into(),
-        esp_proposals: esp.into(),
-        local_ts: format!("{},{}", Topology::RIGHT_NET, Topology::RIGHT_NET6),
-        remote_ts: format!("{},{}", Topology::LEFT_NET, Topology::LEFT_NET6),
-        start_action: "none".into(),
-        ..SwanConn::default()
-    }
+    SwanConn::router_b("traffic-test", ike, esp)
 }
 
 #[test]

@@ -112,6 +112,27 @@ impl Default for SwanConn {
 }
 
 impl SwanConn {
+    /// strongSwan on router B of [`crate::Topology::two_sites`] facing router A ("routerB"
+    /// and "routerA" with `psk`), with the two site networks, IPv4 and IPv6, as
+    /// selectors (a libipsec peer must not route 0/0 into its tunnel) and no start
+    /// action; tests change the rest with `..`.
+    pub fn router_b(psk: &str, ike: &str, esp: &str) -> SwanConn {
+        use crate::Topology;
+        SwanConn {
+            local_addr: Topology::RIGHT_WAN.into(),
+            remote_addr: Topology::LEFT_WAN.into(),
+            local_id: "routerB".into(),
+            remote_id: "routerA".into(),
+            psk: psk.into(),
+            ike_proposals: ike.into(),
+            esp_proposals: esp.into(),
+            local_ts: format!("{},{}", Topology::RIGHT_NET, Topology::RIGHT_NET6),
+            remote_ts: format!("{},{}", Topology::LEFT_NET, Topology::LEFT_NET6),
+            start_action: "none".into(),
+            ..SwanConn::default()
+        }
+    }
+
     /// The `connections { NAME {...} }` entry.
     pub fn connection_section(&self) -> String {
         let mut s = String::new();

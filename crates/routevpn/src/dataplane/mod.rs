@@ -386,9 +386,9 @@ impl Dataplane {
             .map(|_| keys.local.ip())
             .filter(|ip| !ip.is_unspecified());
         let volume = Arc::new(Volume::new(keys.spi_in));
-        let (queue, dev) = match &place {
-            Place::Resource(r) => (r.slot, r.dev.clone()),
-            _ => (0, t.dev.clone()),
+        let dev = match &place {
+            Place::Resource(r) => r.dev.clone(),
+            _ => t.dev.clone(),
         };
         let slot = match &place {
             Place::Fallback => Some(0),
@@ -397,7 +397,6 @@ impl Dataplane {
         };
         let entry = Arc::new(InboundEntry {
             tunnel,
-            queue,
             slot,
             deferred: AtomicBool::new(false),
             spi_out: keys.spi_out,
@@ -566,26 +565,13 @@ impl Dataplane {
         let Some(t) = read(&self.shared.tunnels).get(&entry.tunnel.0).cloned() else {
             return;
         };
-        let current = match entry.slot {
-            Some(0) => Some(&t.out),
-            Some(k) => {
-                let resources = lock(&t.resources);
-                let r = resources.iter().find(|r| r.slot == k).cloned();
-                drop(resources);
-                return self.replace_removed(entry, r.as_ref().map(|r| &r.out));
-            }
-            None => None,
-        };
-        self.replace_removed(entry, current);
+        t.with_slot(entry.slot, |current| self.replace_removed(entry, current));
     }
 
     /// If `current` is the removed entry's outbound SA, the newest other CHILD SA of
     /// the same slot takes over (a deferred rekey, or a spare); else the slot is empty
     /// (a resource queue then seals with the fallback SA).
-    fn replace_removed(&self, entry: &InboundEntry, current: Option<&Mutex<Option<Outbound>>>) {
-        let Some(current) = current else {
-            return;
-        };
+    fn replace_removed(&self, entry: &InboundEntry, current: &Mutex<Option<Outbound>>) {
         let mut out = lock(current);
         if out.as_ref().is_none_or(|o| o.sa.spi() != entry.spi_out) {
             return;
@@ -767,27 +753,19 @@ impl Shared {
         let Some(t) = read(&self.tunnels).get(&entry.tunnel.0).cloned() else {
             return;
         };
-        let resource = match entry.slot {
-            Some(k) if k > 0 => lock(&t.resources).iter().find(|r| r.slot == k).cloned(),
-            _ => None,
-        };
-        let current = match (entry.slot, &resource) {
-            (Some(0), _) => &t.out,
-            (Some(_), Some(r)) => &r.out,
-            _ => return,
-        };
-        let Some(out) = lock(&entry.out_spare).take() else {
-            return;
-        };
-        tracing::debug!(
-            tunnel = t.name.as_str(),
-            spi_out = format_args!("{:#010x}", entry.spi_out),
-            "peer sends on the rekeyed CHILD SA: sending on it too"
-        );
-        let old = lock(current).replace(out);
-        if let Some(old) = old {
-            retire(inbound, old);
-        }
+        t.with_slot(entry.slot, |current| {
+            let Some(out) = lock(&entry.out_spare).take() else {
+                return;
+            };
+            tracing::debug!(
+                tunnel = t.name.as_str(),
+                spi_out = format_args!("{:#010x}", entry.spi_out),
+                "peer sends on the rekeyed CHILD SA: sending on it too"
+            );
+            if let Some(old) = lock(current).replace(out) {
+                retire(inbound, old);
+            }
+        });
     }
 }
 

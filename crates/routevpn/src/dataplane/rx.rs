@@ -27,6 +27,10 @@ const TUN_OFFSET: usize = VIRTIO_NET_HDR_LEN;
 /// least recently used one flushed and reused beyond this (bounds a worker's memory
 /// however many tunnels it serves).
 const TUN_BATCHES: usize = 8;
+/// About how many octets one socket turn receives: 32 GRO super-datagrams would be
+/// 2 MiB, milliseconds of crypto during which the same worker's TUN reads (the other
+/// direction, pings and ACKs included) wait. Small datagrams still get a full batch.
+const RX_TURN_BYTES: usize = 256 * 1024;
 
 /// Decrypted packets waiting to be written to one tunnel's TUN.
 struct TunBatch {
@@ -124,6 +128,9 @@ pub(crate) struct RxBuffers {
     ike: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     recv_errors: u64,
     stamp: u64,
+    /// Receive slots for the next turn: [`RX_TURN_BYTES`] over the last turn's mean
+    /// datagram (GRO makes it up to 64 KiB), at least 2.
+    slots: usize,
 }
 
 impl RxBuffers {
@@ -135,6 +142,7 @@ impl RxBuffers {
             ike: Vec::new(),
             recv_errors: 0,
             stamp: 0,
+            slots: BATCH_SIZE,
         }
     }
 
@@ -144,6 +152,7 @@ impl RxBuffers {
         let mut iovs: Vec<IoSliceMut<'_>> = self
             .storage
             .chunks_mut(RECV_BUF)
+            .take(self.slots)
             .map(IoSliceMut::new)
             .collect();
         let n = match sock
@@ -160,6 +169,8 @@ impl RxBuffers {
                 return true;
             }
         };
+        let received: usize = self.metas.iter().take(n).map(|m| m.len).sum();
+        self.slots = (RX_TURN_BYTES * n / received.max(1)).clamp(2, BATCH_SIZE);
         {
             let table = read(&sh.inbound);
             let mut out = Pending {
@@ -269,7 +280,7 @@ fn handle(
         }
         return;
     };
-    let batch = out.batch(entry.tunnel, entry.queue);
+    let batch = out.batch(entry.tunnel, entry.queue());
     let mut cell = lock(&entry.sa);
     let top = cell.sa.replay_window().top();
     // Replay check, ICV, decryption (into the TUN batch) and padding checks; every

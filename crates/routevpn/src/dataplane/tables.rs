@@ -130,10 +130,6 @@ impl Volume {
 /// One inbound SA and where its packets go.
 pub(crate) struct InboundEntry {
     pub(crate) tunnel: TunnelId,
-    /// The TUN queue its packets are written to (0, or its resource's slot): the
-    /// kernel then sends the replies of a flow through the same queue (tun's automq
-    /// flow table), so both directions of a flow use the same per-resource SA pair.
-    pub(crate) queue: usize,
     /// Which outbound SA slot its outbound half fills: `Some(0)` the tunnel's fallback,
     /// `Some(k)` resource queue k, `None` never sent on.
     pub(crate) slot: Option<usize>,
@@ -169,6 +165,13 @@ pub(crate) struct InboundCell {
 impl InboundEntry {
     pub(crate) fn spi_in(&self) -> u32 {
         self.volume.spi_in()
+    }
+
+    /// The TUN queue its packets are written to (its slot's, 0 for a spare): the kernel
+    /// then sends the replies of a flow through the same queue (tun's automq flow
+    /// table), so both directions of a flow use the same per-resource SA pair.
+    pub(crate) fn queue(&self) -> usize {
+        self.slot.unwrap_or(0)
     }
 }
 
@@ -234,6 +237,25 @@ impl Tunnel {
             tx_send_errors: AtomicU64::new(0),
             tx_tun_errors: AtomicU64::new(0),
             rx_tun_write_errors: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Runs `f` on outbound slot `slot` (0 the fallback, k resource queue k); `None`
+    /// when the tunnel has no such slot (a spare, or a queue since closed).
+    pub(crate) fn with_slot<R>(
+        &self,
+        slot: Option<usize>,
+        f: impl FnOnce(&Mutex<Option<Outbound>>) -> R,
+    ) -> Option<R> {
+        match slot? {
+            0 => Some(f(&self.out)),
+            k => {
+                let r = super::lock(&self.resources)
+                    .iter()
+                    .find(|r| r.slot == k)
+                    .cloned()?;
+                Some(f(&r.out))
+            }
         }
     }
 

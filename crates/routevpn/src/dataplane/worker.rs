@@ -166,6 +166,9 @@ fn run(sh: Arc<Shared>, w: Arc<Worker>, mut poll: Poll, busy_poll: Duration) {
             }
             continue;
         }
+        if busy && events.is_empty() && ready.is_empty() {
+            std::thread::yield_now();
+        }
         for ev in events.iter() {
             let token = ev.token();
             if token != WAKER && !ready.contains(&token) {
