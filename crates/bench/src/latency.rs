@@ -244,7 +244,7 @@ pub fn print_table(cases: &Obj) {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    println!("{}", "-".repeat(26 + 19 * PPS_RATES.len()));
+    println!("{}", "-".repeat(37 + 19 * PPS_RATES.len()));
     for l in lines {
         println!("{l}");
     }

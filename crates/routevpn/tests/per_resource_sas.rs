@@ -168,11 +168,8 @@ fn strongswan_gets_one_child_sa_and_all_the_traffic() {
     }
     for routevpn_initiates in [true, false] {
         let topo = Topology::two_sites();
-        let sw = Strongswan::start(
-            &topo.right,
-            &[SwanConn::router_b("per-resource", IKE, ESP)],
-        )
-        .unwrap();
+        let sw = Strongswan::start(&topo.right, &[SwanConn::router_b("per-resource", IKE, ESP)])
+            .unwrap();
         // As initiator routevpn sends SA_RESOURCE_INFO in IKE_AUTH and strongSwan 5.9
         // ignores it; as responder it gets none and answers none.
         let rv =
