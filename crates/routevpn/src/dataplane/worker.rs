@@ -5,7 +5,10 @@
 //!
 //! Latency: with `busy_poll` set, a worker that just moved packets polls that much
 //! longer before it sleeps, so the next packet of an exchange does not pay for a
-//! wake-up (off by default: on few cores the spin costs more than it saves).
+//! wake-up. Between polls it yields its core: without that, on a 2-core machine the
+//! spinning workers of both ends held both cores and the ping they were waiting for
+//! waited for a time slice (1 ms of busy poll made the idle RTT 1.6 ms, not 0.09 ms).
+//! Off by default: the spin is CPU time (about 15 % more per GB under bulk traffic).
 //!
 //! Fairness: each ready descriptor gets one bounded turn (one `recvmmsg` batch, or up
 //! to [`super::tx::MAX_READS`] TUN reads) and goes to the back of the worker's ready
@@ -167,6 +170,7 @@ fn run(sh: Arc<Shared>, w: Arc<Worker>, mut poll: Poll, busy_poll: Duration) {
             continue;
         }
         if busy && events.is_empty() && ready.is_empty() {
+            // Spinning: let the threads that will produce the next packet run.
             std::thread::yield_now();
         }
         for ev in events.iter() {
