@@ -89,3 +89,8 @@ pub const MAX_SELECTORS: usize = 255;
 /// it answers further per-resource requests with TS_MAX_QUEUE (§5.2): one per worker of
 /// a large router, and a bound on what a peer can make us keep.
 pub const MAX_RESOURCE_SAS: usize = 64;
+/// RFC 9611 §3 lets either end create per-resource CHILD SAs. The IKE initiator creates
+/// its extras at once; the responder creates the ones it still lacks (it has more
+/// workers) only after this long without a per-resource request from the initiator, so
+/// the two ends do not race to fill the same resource.
+pub const RESOURCE_TOP_UP_DELAY: Duration = Duration::from_secs(2);

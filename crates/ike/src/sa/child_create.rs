@@ -401,6 +401,9 @@ impl IkeSa {
         match accepted {
             Ok((replaces, resp, info)) => {
                 self.send_response(ctx, ExchangeType::CREATE_CHILD_SA, msg_id, resp);
+                if replaces.is_none() && info.resource > 0 {
+                    self.resource_created_by_peer(now);
+                }
                 if let Some(old) = replaces {
                     // The peer rekeys it: drop our queued rekey, or note a collision (§2.8.1).
                     // It is the peer's to delete now; we no longer rekey it.

@@ -389,7 +389,7 @@ impl IkeSa {
             self.mobike = true;
             out.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
         }
-        out.extend(self.resource_auth_response(ctx, inner));
+        out.extend(self.resource_auth_response(ctx, now, inner));
         let child = self.accept_child(ctx, inner, None, &ni, &nr, (None, 0));
         match &child {
             Ok((resp, _)) => out.extend(resp.iter().cloned()),

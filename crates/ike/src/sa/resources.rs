@@ -15,6 +15,11 @@
 //! from 1 and their inbound SPIs go to the lanes after the tunnel's own
 //! ([`super::SpiLane::for_resource`]). A peer that does not know SA_RESOURCE_INFO
 //! ignores it (RFC 7296 §3.10.1), never echoes it, and gets only the fallback SA.
+//!
+//! The IKE initiator creates its extras right after IKE_AUTH. A responder with more
+//! resources than that creates the rest itself once the initiator has been quiet for
+//! [`limits::RESOURCE_TOP_UP_DELAY`] (the top-up); the initiator numbers them after its
+//! own and, having no queue for them, only receives on them.
 
 use super::error::ExchangeError;
 use super::ike_sa::{Ctx, IkeSa, Queued};
@@ -32,6 +37,9 @@ pub(crate) struct Resources {
     pub supported: bool,
     /// The peer answered an extra with TS_MAX_QUEUE (§5.2): create no more on this SA.
     pub refused: bool,
+    /// IKE responder with more resources than the initiator may create: when to create
+    /// the ones still missing (moved on by each per-resource request of the peer).
+    pub top_up_at: Option<Instant>,
 }
 
 /// N(SA_RESOURCE_INFO) for `resource`: its number as two octets (only for the peer's
@@ -59,21 +67,59 @@ impl IkeSa {
         }
     }
 
-    /// IKE_AUTH request received: echo SA_RESOURCE_INFO when both ends support it.
+    /// IKE_AUTH request received: echo SA_RESOURCE_INFO when both ends support it, and
+    /// arm the top-up if we have extras of our own to create.
     pub(super) fn resource_auth_response(
         &mut self,
         ctx: &Ctx<'_>,
+        now: Instant,
         inner: &[Payload],
     ) -> Option<Payload> {
         self.rsa.supported =
             ctx.cfg.resources >= 1 && find_notify(inner, NotifyType::SA_RESOURCE_INFO).is_some();
+        if self.rsa.supported && ctx.cfg.resources > 1 {
+            self.rsa.top_up_at = Some(now + limits::RESOURCE_TOP_UP_DELAY);
+        }
         self.rsa.supported.then(|| resource_info(0))
     }
 
+    /// The peer created a per-resource CHILD SA: it is still creating, wait for it.
+    pub(super) fn resource_created_by_peer(&mut self, now: Instant) {
+        if let Some(t) = self.rsa.top_up_at.as_mut() {
+            *t = now + limits::RESOURCE_TOP_UP_DELAY;
+        }
+    }
+
+    /// The top-up is due: queue a CREATE_CHILD_SA for each of our resources that has no
+    /// live CHILD SA, one at a time like the initiator's extras.
+    pub(super) fn top_up_resources(&mut self, ctx: &Ctx<'_>) {
+        self.rsa.top_up_at = None;
+        if !self.rsa.supported || self.rsa.refused {
+            return;
+        }
+        let live = |r: u32| {
+            ctx.children
+                .iter()
+                .any(|c| !c.superseded && c.resource == r)
+        };
+        let missing: Vec<u32> = (1..ctx.cfg.resources).filter(|&r| !live(r)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        info!(tunnel = %ctx.cfg.name, count = missing.len(),
+            "creating the per-resource CHILD SAs the peer did not (we have more resources)");
+        for r in missing {
+            if !self.queued.contains(&Queued::ResourceChild(r)) {
+                self.queued.push_back(Queued::ResourceChild(r));
+            }
+        }
+    }
+
     /// After the fallback SA is in: queue the extras, one CREATE_CHILD_SA at a time.
-    /// Only the IKE SA's initiator creates them, so the two ends never race to fill the
-    /// same resource (RFC 9611 §3 leaves it to either end; one creator needs no rule for
-    /// collisions). A rekeyed IKE SA keeps its CHILD SAs and creates none.
+    /// The IKE SA's initiator creates them at once; the responder only tops up later
+    /// ([`Self::top_up_resources`]), so the two ends do not race to fill the same
+    /// resource (RFC 9611 §3 leaves it to either end). A rekeyed IKE SA keeps its CHILD
+    /// SAs and creates none.
     pub(super) fn queue_resource_children(&mut self, ctx: &Ctx<'_>) {
         if !self.initiator || !self.rsa.supported || self.rsa.refused {
             return;

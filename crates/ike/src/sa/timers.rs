@@ -29,6 +29,9 @@ pub(crate) enum Timer {
     NatKeepalive(usize),
     /// A superseded IKE SA the peer never deleted: delete it ourselves (§2.8.2).
     Redundant(usize),
+    /// The peer stopped creating per-resource CHILD SAs: create the ones we still lack
+    /// (RFC 9611 §3, IKE responder only).
+    ResourceTopUp(usize),
 }
 
 /// `d` less a random margin of up to 10 % (§2.8: randomized rekey times make
@@ -85,6 +88,8 @@ impl Session {
                 .superseded_at
                 .map(|t| t + limits::REDUNDANT_IKE_SA_GRACE),
             Timer::Redundant(_) => None,
+            Timer::ResourceTopUp(i) if self.current() == Some(i) => established(i)?.0.rsa.top_up_at,
+            Timer::ResourceTopUp(_) => None,
         }
     }
 
@@ -99,6 +104,7 @@ impl Session {
                 Timer::Dpd(i),
                 Timer::NatKeepalive(i),
                 Timer::Redundant(i),
+                Timer::ResourceTopUp(i),
             ]
         });
         std::iter::once(Timer::Reinitiate)
@@ -185,6 +191,9 @@ impl Session {
                 let sa = &mut self.sas[i];
                 sa.note_peer_alive(now);
                 sa.queued.push_back(Queued::Liveness);
+            }
+            if self.due(Timer::ResourceTopUp(i), now) {
+                self.with_sa_no_bookkeeping(i, now, |sa, ctx, _| sa.top_up_resources(ctx));
             }
         }
         if let Some(sa) = self.sas.get_mut(cur) {

@@ -362,3 +362,123 @@ fn a_restarted_peer_gets_its_per_resource_child_sas_again() {
     assert!(child_spis(&p.b, p.now).iter().all(|c| !old.contains(c)));
     assert_children_mirror(&p);
 }
+
+/// A's and B's CREATE_CHILD_SA requests so far.
+fn create_requests(p: &Pair) -> (usize, usize) {
+    (
+        sent(p, true, ExchangeType::CREATE_CHILD_SA, false).len(),
+        sent(p, false, ExchangeType::CREATE_CHILD_SA, false).len(),
+    )
+}
+
+/// Runs timers until `until` (virtual time), at most a bounded number of steps.
+fn run_until(p: &mut Pair, until: Instant) {
+    for _ in 0..100 {
+        match [p.a.poll_timeout(), p.b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+        {
+            Some(t) if t <= until => assert!(p.step_timer()),
+            _ => break,
+        }
+    }
+    p.now = p.now.max(until);
+}
+
+#[test]
+fn a_responder_with_more_resources_tops_up_once_the_initiator_is_done() {
+    let mut p = pair(2, 4, true);
+    let t0 = p.now;
+    // At once: only the initiator's extra.
+    assert_eq!(create_requests(&p), (1, 0));
+    assert_eq!(resources(&p.b, p.now), [0, 1]);
+    run_until(&mut p, t0 + limits::RESOURCE_TOP_UP_DELAY);
+    // Then B creates its resources 2 and 3; A numbers them after its own (RFC 9611 §3).
+    assert_eq!(create_requests(&p), (1, 2));
+    for req in sent(&p, false, ExchangeType::CREATE_CHILD_SA, false) {
+        assert!(notifies(&p.a, &req).contains(&NotifyType::SA_RESOURCE_INFO));
+    }
+    for (s, home) in [(&p.a, 0), (&p.b, 1)] {
+        assert_eq!(resources(s, p.now), [0, 1, 2, 3], "{}", s.cfg.name);
+        assert_lanes(s, p.now, home);
+    }
+    assert_children_mirror(&p);
+    assert_installs_mirror(&p);
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+    assert!(p.b.sas[0].rsa.top_up_at.is_none(), "a top-up happens once");
+    // Nothing more later.
+    let later = p.now + Duration::from_secs(30);
+    run_until(&mut p, later);
+    assert_eq!(create_requests(&p), (1, 2));
+}
+
+#[test]
+fn a_responder_with_no_more_resources_than_the_initiator_creates_none() {
+    for (a_res, b_res) in [(2, 2), (3, 2), (4, 1)] {
+        let mut p = pair(a_res, b_res, false);
+        let t0 = p.now;
+        run_until(&mut p, t0 + limits::RESOURCE_TOP_UP_DELAY * 3);
+        assert_eq!(create_requests(&p).1, 0, "{a_res} against {b_res}");
+        let want: Vec<u32> = (0..a_res).collect();
+        assert_eq!(resources(&p.b, p.now), want);
+    }
+    // The initiator never tops up: its extras are made at once.
+    let p = pair(2, 3, false);
+    assert!(p.a.sas[0].rsa.top_up_at.is_none());
+    assert!(p.b.sas[0].rsa.top_up_at.is_some());
+}
+
+#[test]
+fn the_top_up_waits_while_the_initiator_is_still_creating_over_a_slow_link() {
+    // 300 ms each way: A's 5 extras take 3 s, longer than the top-up delay. B must wait
+    // for the last of them, or both ends would create the same resources.
+    let mut a = config("a", "routerA", "routerB", &[IKE], &[ESP], "s3cret", true);
+    let mut b = config("b", "routerB", "routerA", &[IKE], &[ESP], "s3cret", false);
+    (a.resources, b.resources) = (6, 8);
+    let mut p = Pair::new(a, b);
+    let hop = Duration::from_millis(300);
+    p.a.handle_timeout(p.now);
+    for _ in 0..200 {
+        let mut moved = false;
+        if let Some(d) = p.a.poll_transmit() {
+            p.now += hop;
+            p.wire_log.push((true, d.clone()));
+            p.b.handle_timeout(p.now);
+            p.b.handle_datagram(p.now, mirrored(d));
+            moved = true;
+        }
+        if let Some(d) = p.b.poll_transmit() {
+            p.now += hop;
+            p.wire_log.push((false, d.clone()));
+            p.a.handle_timeout(p.now);
+            p.a.handle_datagram(p.now, mirrored(d));
+            moved = true;
+        }
+        while let Some(e) = p.a.poll_event() {
+            p.events_a.push(e);
+        }
+        while let Some(e) = p.b.poll_event() {
+            p.events_b.push(e);
+        }
+        let next = [p.a.poll_timeout(), p.b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            _ if moved => {}
+            Some(t) if t < p.now + Duration::from_secs(30) => {
+                p.now = p.now.max(t);
+                p.a.handle_timeout(p.now);
+                p.b.handle_timeout(p.now);
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(create_requests(&p), (5, 2), "A's 5 extras, then B's 2");
+    let want: Vec<u32> = (0..8).collect();
+    assert_eq!(resources(&p.a, p.now), want);
+    assert_eq!(resources(&p.b, p.now), want);
+    assert_children_mirror(&p);
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+}
