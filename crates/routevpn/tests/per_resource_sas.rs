@@ -3,7 +3,8 @@
 //! per worker with identical traffic selectors, each SA's inbound SPI in its worker's
 //! lane, and flows spread over the SAs; strongSwan 5.9, which does not know
 //! SA_RESOURCE_INFO, gets exactly one CHILD SA and carries everything over it. Rekeys
-//! under traffic, with per-resource SAs and with one CHILD SA, lose no datagram.
+//! under traffic, with per-resource SAs and with one CHILD SA, lose no datagram. A
+//! responder with more workers than the initiator creates the SAs it lacks itself.
 
 use std::time::Duration;
 use testbed::{wait_until, Routevpn, RvConfig, RvTunnel, Strongswan, SwanConn, Topology};
@@ -159,6 +160,57 @@ fn routevpn_pair_negotiates_a_child_sa_per_worker() {
         text.contains(", fallback") && text.contains(", resource 1"),
         "{text}"
     );
+}
+
+#[test]
+fn a_responder_with_more_workers_tops_up_its_per_resource_sas() {
+    if !testbed::require_root() {
+        return;
+    }
+    let topo = Topology::two_sites();
+    // B answers with two workers; A initiates with one, so A creates no extra.
+    let b = Routevpn::start(&topo.right, &per_resource(tunnel(false, false))).unwrap();
+    let mut a_cfg = per_resource(tunnel(true, true));
+    a_cfg.extra_top = vec![
+        "dataplane_threads = 1".into(),
+        "per_resource_sas = true".into(),
+    ];
+    let a = Routevpn::start(&topo.left, &a_cfg).unwrap();
+    // B's top-up, 2 s after A went quiet (RFC 9611 §3: either end may create them).
+    let (ca, cb) = (wait_children(&a, 2), wait_children(&b, 2));
+    for (side, children) in [("A", &ca), ("B", &cb)] {
+        let mut res: Vec<u64> = children.iter().map(|c| num(c, "resource")).collect();
+        res.sort_unstable();
+        assert_eq!(res, [0, 1], "{side}");
+    }
+    assert!(
+        b.log()
+            .contains("creating the per-resource CHILD SAs the peer did not"),
+        "{}",
+        testbed::tail(&b.log(), 30)
+    );
+    assert_eq!(tx_queues(&topo.right, "vti0"), 2, "B: a TUN queue per SA");
+    assert_eq!(tx_queues(&topo.left, "vti0"), 1, "A: one worker, one queue");
+
+    topo.right_host.wait_ping(Topology::LEFT_HOST, T).unwrap();
+    let got = testbed::udp_flows(
+        &topo.right_host,
+        &topo.left_host,
+        Topology::LEFT_HOST,
+        FLOWS,
+        PER_FLOW,
+    )
+    .unwrap();
+    assert_eq!(got, FLOWS * PER_FLOW, "every datagram arrived");
+    let cb = wait_children(&b, 2);
+    let sent: Vec<u64> = cb.iter().map(|c| num(c, "packets_out")).collect();
+    testbed::report(&format!("top-up: B sent {sent:?} packets"));
+    assert!(sent.iter().all(|&p| p > 0), "B sends on both: {cb:?}");
+    // A has no queue for resource 1: it receives on it and sends on the fallback only.
+    let ca = wait_children(&a, 2);
+    let extra = ca.iter().find(|c| num(c, "resource") == 1).unwrap();
+    assert!(num(extra, "packets_in") > 0, "{extra}");
+    assert_eq!(num(extra, "packets_out"), 0, "{extra}");
 }
 
 #[test]
