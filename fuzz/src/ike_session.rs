@@ -63,11 +63,12 @@ fn config(local: &str, remote: &str, initiate: bool, sel: u8) -> SessionConfig {
         mobike: sel & 128 != 0,
         esp_spi_lane: Some(ike::sa::SpiLane { lane: 1, lanes: 4 }),
         // RFC 9611 per-resource CHILD SAs, on or off per end, tied to bits already used:
-        // the initiator wants three when bit 1 is set, the responder takes them with bit 2.
+        // the initiator wants three when bit 1 is set, the responder takes them with bit 2
+        // and has five of its own (so it tops up two) when bit 5 is set too.
         resources: if initiate {
             [0, 3][usize::from((sel >> 1) & 1)]
         } else {
-            [0, 2][usize::from((sel >> 2) & 1)]
+            [0, 2, 0, 5][usize::from((sel >> 2) & 1 | (sel >> 4) & 2)]
         },
     }
 }
