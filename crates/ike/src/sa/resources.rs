@@ -42,6 +42,13 @@ pub(crate) struct Resources {
     pub top_up_at: Option<Instant>,
 }
 
+/// The CHILD SA of `resource` that is not being replaced, if any.
+fn live_child<'a>(ctx: &'a Ctx<'_>, resource: u32) -> Option<&'a super::Child> {
+    ctx.children
+        .iter()
+        .find(|c| !c.superseded && c.resource == resource)
+}
+
 /// N(SA_RESOURCE_INFO) for `resource`: its number as two octets (only for the peer's
 /// logs, §5.1: the data is opaque), none for the fallback SA.
 fn resource_info(resource: u32) -> Payload {
@@ -97,22 +104,15 @@ impl IkeSa {
         if !self.rsa.supported || self.rsa.refused {
             return;
         }
-        let live = |r: u32| {
-            ctx.children
-                .iter()
-                .any(|c| !c.superseded && c.resource == r)
-        };
-        let missing: Vec<u32> = (1..ctx.cfg.resources).filter(|&r| !live(r)).collect();
+        let missing: Vec<u32> = (1..ctx.cfg.resources)
+            .filter(|&r| live_child(ctx, r).is_none())
+            .collect();
         if missing.is_empty() {
             return;
         }
         info!(tunnel = %ctx.cfg.name, count = missing.len(),
             "creating the per-resource CHILD SAs the peer did not (we have more resources)");
-        for r in missing {
-            if !self.queued.contains(&Queued::ResourceChild(r)) {
-                self.queued.push_back(Queued::ResourceChild(r));
-            }
-        }
+        self.queue_resources(missing);
     }
 
     /// After the fallback SA is in: queue the extras, one CREATE_CHILD_SA at a time.
@@ -124,7 +124,12 @@ impl IkeSa {
         if !self.initiator || !self.rsa.supported || self.rsa.refused {
             return;
         }
-        for r in 1..ctx.cfg.resources {
+        self.queue_resources(1..ctx.cfg.resources);
+    }
+
+    /// Queues a CREATE_CHILD_SA for each of `resources` not queued yet.
+    fn queue_resources(&mut self, resources: impl IntoIterator<Item = u32>) {
+        for r in resources {
             if !self.queued.contains(&Queued::ResourceChild(r)) {
                 self.queued.push_back(Queued::ResourceChild(r));
             }
@@ -133,16 +138,15 @@ impl IkeSa {
 
     // HDR, SK {N(SA_RESOURCE_INFO), SA, Ni, [KEi,] TSi, TSr} -->
     pub(super) fn send_resource_child(&mut self, ctx: &mut Ctx<'_>, now: Instant, r: u32) {
-        let live = |c: &&super::Child| !c.superseded;
         if !self.rsa.supported
             || self.rsa.refused
             || r >= ctx.cfg.resources
-            || ctx.children.iter().filter(live).any(|c| c.resource == r)
+            || live_child(ctx, r).is_some()
         {
             return;
         }
         // §3: the same selectors as the fallback SA (as the peer narrowed them).
-        let (l, rt) = match ctx.children.iter().filter(live).find(|c| c.resource == 0) {
+        let (l, rt) = match live_child(ctx, 0) {
             Some(c) => (c.local_ts.clone(), c.remote_ts.clone()),
             None => (ctx.cfg.local_ts.clone(), ctx.cfg.remote_ts.clone()),
         };

@@ -439,22 +439,24 @@ fn the_top_up_waits_while_the_initiator_is_still_creating_over_a_slow_link() {
     let mut p = Pair::new(a, b);
     let hop = Duration::from_millis(300);
     p.a.handle_timeout(p.now);
+    // One datagram of `from_a`'s side, if any, arrives `hop` later.
+    let deliver = |p: &mut Pair, from_a: bool| {
+        let (from, to) = if from_a {
+            (&mut p.a, &mut p.b)
+        } else {
+            (&mut p.b, &mut p.a)
+        };
+        let Some(d) = from.poll_transmit() else {
+            return false;
+        };
+        p.now += hop;
+        p.wire_log.push((from_a, d.clone()));
+        to.handle_timeout(p.now);
+        to.handle_datagram(p.now, mirrored(d));
+        true
+    };
     for _ in 0..200 {
-        let mut moved = false;
-        if let Some(d) = p.a.poll_transmit() {
-            p.now += hop;
-            p.wire_log.push((true, d.clone()));
-            p.b.handle_timeout(p.now);
-            p.b.handle_datagram(p.now, mirrored(d));
-            moved = true;
-        }
-        if let Some(d) = p.b.poll_transmit() {
-            p.now += hop;
-            p.wire_log.push((false, d.clone()));
-            p.a.handle_timeout(p.now);
-            p.a.handle_datagram(p.now, mirrored(d));
-            moved = true;
-        }
+        let moved = deliver(&mut p, true) | deliver(&mut p, false);
         while let Some(e) = p.a.poll_event() {
             p.events_a.push(e);
         }
