@@ -11,11 +11,13 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod hint;
 pub mod limits;
 pub mod packet;
 pub mod session;
 
 pub use auth::{AuthConfig, AuthError, AuthType, Sha1Mode};
+pub use hint::{Hint, SilenceWatch};
 pub use packet::{ControlPacket, Diag, PacketError, State};
 pub use session::{ConfigError, Discard, Event, Session, SessionConfig};
 

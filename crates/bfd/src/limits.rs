@@ -49,3 +49,13 @@ pub fn detection_time(
 pub fn tx_interval(local_desired_min_tx: Duration, remote_min_rx: Duration) -> Duration {
     local_desired_min_tx.max(remote_min_rx)
 }
+
+/// The ESP-silence hint ([`crate::hint`]; not RFC 5880): a tunnel counts as busy when it
+/// delivered at least this many packets in one of the peer's transmit intervals, three
+/// times what BFD alone brings, so silence means lost traffic and not only lost BFD.
+pub const HINT_BUSY_PACKETS: u64 = 4;
+/// While busy the inbound counter is sampled this many times per interval: the silence
+/// is seen at most a tenth of an interval late.
+pub const HINT_SAMPLES_BUSY: u32 = 10;
+/// While not busy, twice per interval is enough to notice that traffic started.
+pub const HINT_SAMPLES_IDLE: u32 = 2;

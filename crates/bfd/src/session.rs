@@ -207,6 +207,13 @@ impl Session {
         ))
     }
 
+    /// The peer's agreed transmit interval before jitter (§6.8.4: the Detection Time
+    /// divided by its Detect Mult), once it has been heard.
+    pub fn remote_tx_interval(&self) -> Option<Duration> {
+        self.last_rx?;
+        Some(self.rx_required_in_use.max(self.remote.desired_min_tx))
+    }
+
     fn detection_deadline(&self) -> Option<Instant> {
         if self.state == State::AdminDown {
             return None;
@@ -396,6 +403,24 @@ impl Session {
         Ok(())
     }
 
+    /// Starts a Poll Sequence at once, without a parameter change: the peer must answer
+    /// with a Final without waiting for its transmit timer (§6.5, §6.8.7), so the path
+    /// proves itself within a round trip. Only while Up (the [`crate::hint`] probe).
+    pub fn start_poll(&mut self, now: Instant) {
+        if self.state == State::Up {
+            self.polling = true;
+            self.request_immediate(now);
+        }
+    }
+
+    /// Declares the path lost before the Detection Time runs out, on a hint the caller
+    /// trusts ([`crate::hint`]): the same as the Detection Time expiring (§6.8.4, diag 1).
+    pub fn path_lost(&mut self, now: Instant) {
+        if matches!(self.state, State::Init | State::Up) {
+            self.expire(now);
+        }
+    }
+
     /// Run expired timers: the Detection Time (§6.8.4). Transmissions come out of
     /// [`Session::poll_transmit`].
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -405,6 +430,10 @@ impl Session {
         if now < deadline {
             return;
         }
+        self.expire(now);
+    }
+
+    fn expire(&mut self, now: Instant) {
         // §6.8.1: after a Detection Time of silence bfd.RemoteDiscr goes back to zero.
         self.last_rx = None;
         self.remote = Remote::INITIAL;
