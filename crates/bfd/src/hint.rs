@@ -172,9 +172,15 @@ mod tests {
         let (t0, mut c) = (Instant::now(), 0);
         let mut w = SilenceWatch::new();
         run(&mut w, t0, &mut c, 0, 500, 1);
-        assert_eq!(run(&mut w, t0, &mut c, 500, 550, 0), vec![(545, Hint::Probe)]);
+        assert_eq!(
+            run(&mut w, t0, &mut c, 500, 550, 0),
+            vec![(545, Hint::Probe)]
+        );
         // The Final arrives.
-        assert_eq!(w.sample(t0 + Duration::from_millis(550), c + 1, IV), Hint::Nothing);
+        assert_eq!(
+            w.sample(t0 + Duration::from_millis(550), c + 1, IV),
+            Hint::Nothing
+        );
         c += 1;
         // Silent again: the window before the silence now holds one packet, not busy.
         assert!(run(&mut w, t0, &mut c, 555, 1000, 0).is_empty());
@@ -185,11 +191,14 @@ mod tests {
         let (t0, mut c) = (Instant::now(), 0);
         let mut w = SilenceWatch::new();
         // BFD alone: one packet per 40 ms, then silence for a second.
-        for ms in (0..2000).step_by(5) {
-            if ms % 40 == 0 && ms < 1000 {
+        for ms in (0u64..2000).step_by(5) {
+            if ms.is_multiple_of(40) && ms < 1000 {
                 c += 1;
             }
-            assert_eq!(w.sample(t0 + Duration::from_millis(ms), c, IV), Hint::Nothing);
+            assert_eq!(
+                w.sample(t0 + Duration::from_millis(ms), c, IV),
+                Hint::Nothing
+            );
         }
         // And the idle tunnel is sampled twice per interval, not ten times.
         assert_eq!(

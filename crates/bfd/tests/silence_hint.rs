@@ -105,7 +105,7 @@ impl Pair {
             self.heard_a += 1;
             self.last_heard_a = self.t();
         }
-        if self.data && self.b_to_a && self.t().as_millis() % 5 == 0 {
+        if self.data && self.b_to_a && self.t().as_millis().is_multiple_of(5) {
             self.heard_a += 1;
             self.last_heard_a = self.t();
         }
@@ -170,7 +170,10 @@ fn a_cut_busy_tunnel_goes_down_after_two_intervals_not_three() {
     // One interval to the Poll, one more waiting for it: 100 ms after the last packet,
     // plus at most a sample period (5 ms) each.
     let after = t_down - last;
-    assert!(after >= MS(2 * INTERVAL) && after <= MS(2 * INTERVAL + 11), "{after:?}");
+    assert!(
+        after >= MS(2 * INTERVAL) && after <= MS(2 * INTERVAL + 11),
+        "{after:?}"
+    );
     // B, plain BFD, waits for its Detection Time of 3 intervals after A's last packet.
     let (t_down_b, _) = p.downs_b[0];
     assert!(t_down_b - cut > MS(2 * INTERVAL), "{t_down_b:?} {cut:?}");

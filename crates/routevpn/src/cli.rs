@@ -113,6 +113,9 @@ pub enum Command {
         /// BFD transmit interval on every tunnel (detection takes 3 of them), 10ms to 60s.
         #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = lab_bfd_interval)]
         bfd_interval: std::time::Duration,
+        /// Plain BFD: no ESP-silence hint (`esp_hint`), to compare the outage.
+        #[arg(long)]
+        no_esp_hint: bool,
     },
     /// Write manual pages or shell completions (for packaging).
     #[command(hide = true)]
@@ -166,12 +169,16 @@ pub fn run(cli: Cli) -> ExitCode {
             keep,
             down,
             bfd_interval,
+            no_esp_hint,
         } => {
             return crate::lab::main(&crate::lab::Options {
                 json,
                 keep,
                 down,
-                bfd_interval,
+                bfd: crate::lab::configs::Bfd {
+                    interval: bfd_interval,
+                    esp_hint: !no_esp_hint,
+                },
             })
         }
         Command::Generate { what } => generate(what),
@@ -425,10 +432,11 @@ pub fn format_status(r: &StatusReport) -> String {
                 .uptime_secs
                 .map(|s| format!(" for {}", fmt_duration(s)))
                 .unwrap_or_default();
+            let hint = if n.bfd_esp_hint { " (ESP hint)" } else { "" };
             let bfd = n
                 .bfd
                 .as_deref()
-                .map(|s| format!(", BFD {s}"))
+                .map(|s| format!(", BFD {s}{hint}"))
                 .unwrap_or_default();
             let _ = writeln!(
                 o,
@@ -623,7 +631,9 @@ mod tests {
         assert!(s.contains("  last error: AUTHENTICATION_FAILED\n"), "{s}");
         assert!(s.contains("BGP AS 65001, router id 10.1.0.1\n"), "{s}");
         assert!(
-            s.contains("  neighbor 169.254.12.2 AS 65002: Established for 1m01s, BFD Up\n"),
+            s.contains(
+                "  neighbor 169.254.12.2 AS 65002: Established for 1m01s, BFD Up (ESP hint)\n"
+            ),
             "{s}"
         );
         assert!(

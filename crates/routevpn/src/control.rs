@@ -130,6 +130,12 @@ pub struct NeighborStatus {
     /// Times the BFD session left Up since the daemon started.
     #[serde(default)]
     pub bfd_flaps: u64,
+    /// `bfd = { esp_hint = true }`: the tunnel's inbound ESP silence is a hint.
+    #[serde(default)]
+    pub bfd_esp_hint: bool,
+    /// Of the flaps, the times the ESP-silence hint took the session down.
+    #[serde(default)]
+    pub bfd_esp_hint_downs: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -532,6 +538,8 @@ pub(crate) mod tests {
                     bfd_auth: None,
                     bfd_wrong_interface: 0,
                     bfd_flaps: 1,
+                    bfd_esp_hint: true,
+                    bfd_esp_hint_downs: 1,
                 }],
                 routes: vec![BgpRouteStatus {
                     prefix: "10.2.0.0/24".into(),

@@ -145,7 +145,7 @@ pub const SECTIONS: &[Section] = &[
         keys: &[
             key("address", "IP address", "required", "The neighbour's tunnel-inner address."),
             key("asn", "AS number", "required", "The neighbour's AS."),
-            key("bfd", "true, or a { interval, multiplier, auth, key_id, key } table", "off", "BFD on this session: true is 300ms x 3. auth is \"keyed-sha1\" or \"meticulous-keyed-sha1\" with key_id and a key of 1 to 20 bytes."),
+            key("bfd", "true, or a { interval, multiplier, auth, key_id, key, esp_hint } table", "off", "BFD on this session: true is 300ms x 3. auth is \"keyed-sha1\" or \"meticulous-keyed-sha1\" with key_id and a key of 1 to 20 bytes. esp_hint = true (default false; the neighbor must be inside a tunnel's subnet) also watches the tunnel's inbound ESP: when a busy tunnel (4 or more packets per interval) receives nothing at all for one interval, BFD sends a Poll, which the peer answers at once; if nothing arrives for one more interval the session goes down. A cut busy tunnel is then detected after about 2 intervals rather than multiplier intervals; an idle tunnel is left to BFD alone. A false alarm needs the data to stop and two periodic packets and the Final lost."),
             key("passive", "true or false", "false", "Wait for the neighbour to connect."),
             key("import", "list of prefix-list entries", "accept all", "Import policy, e.g. [\"permit 10.0.0.0/8 le 24\"]."),
             key("export", "list of prefix-list entries", "announce all", "Export policy."),

@@ -19,6 +19,9 @@
 //! bfd = { interval = "100ms", multiplier = 3 }  # or true (300ms x 3) / false (default)
 //! # bfd = { interval = "100ms", multiplier = 3, auth = "meticulous-keyed-sha1",
 //! #         key_id = 1, key = "..." }   # RFC 5880 §6.7; or auth = "keyed-sha1"
+//! # bfd = { interval = "50ms", multiplier = 3, esp_hint = true }  # default false: a
+//! #         busy tunnel whose inbound ESP stops for one interval is polled, and down
+//! #         one more interval later (bfd::hint), not after `multiplier` intervals
 //! gtsm = true                   # default: on for directly connected eBGP (RFC 5082)
 //! password = "..."              # TCP MD5 signature (RFC 2385), default: none
 //! passive = false               # default false: we also connect
@@ -147,6 +150,8 @@ pub struct BfdConfig {
     pub interval: Duration,
     pub multiplier: u8,
     pub auth: Option<bfd::AuthConfig>,
+    /// Treat the silence of a busy tunnel's inbound ESP as a hint (`bfd::hint`).
+    pub esp_hint: bool,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +192,7 @@ pub(super) enum RawBfd {
         auth: Option<String>,
         key_id: Option<u8>,
         key: Option<String>,
+        esp_hint: Option<bool>,
     },
 }
 
@@ -202,12 +208,13 @@ impl<'de> Deserialize<'de> for RawBfd {
             auth: Option<String>,
             key_id: Option<u8>,
             key: Option<String>,
+            esp_hint: Option<bool>,
         }
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = RawBfd;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("true, false or a table { interval = \"100ms\", multiplier = 3, auth = \"meticulous-keyed-sha1\", key_id = 1, key = \"...\" }")
+                f.write_str("true, false or a table { interval = \"100ms\", multiplier = 3, auth = \"meticulous-keyed-sha1\", key_id = 1, key = \"...\", esp_hint = true }")
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawBfd, E> {
                 Ok(RawBfd::Flag(v))
@@ -220,6 +227,7 @@ impl<'de> Deserialize<'de> for RawBfd {
                     auth: t.auth,
                     key_id: t.key_id,
                     key: t.key,
+                    esp_hint: t.esp_hint,
                 })
             }
         }
@@ -365,6 +373,19 @@ pub(super) fn bgp_config(
                 ),
             ));
         }
+        // The hint reads the tunnel's inbound ESP: a neighbour outside every tunnel has none.
+        let in_tunnel = tunnels
+            .iter()
+            .any(|t| t.addresses.iter().any(|a| a.contains(&nc.address)));
+        if nc.bfd.as_ref().is_some_and(|b| b.esp_hint) && !in_tunnel {
+            return Err(cx.err(
+                n.get_ref().bfd.as_ref().map(|b| b.span()),
+                format!(
+                    "[[bgp.neighbor]] {}: bfd esp_hint needs the neighbor inside a tunnel's subnet (it watches that tunnel's inbound ESP)",
+                    nc.address
+                ),
+            ));
+        }
         neighbors.push(nc);
     }
     Ok(BgpConfig {
@@ -409,6 +430,7 @@ pub(super) fn neighbor(
                 interval: DEFAULT_BFD_INTERVAL,
                 multiplier: DEFAULT_BFD_MULTIPLIER,
                 auth: None,
+                esp_hint: false,
             }),
             RawBfd::Table {
                 interval,
@@ -416,6 +438,7 @@ pub(super) fn neighbor(
                 auth,
                 key_id,
                 key,
+                esp_hint,
             } => {
                 let interval = match interval {
                     None => DEFAULT_BFD_INTERVAL,
@@ -463,6 +486,7 @@ pub(super) fn neighbor(
                     interval,
                     multiplier,
                     auth,
+                    esp_hint: esp_hint.unwrap_or(false),
                 })
             }
         },
@@ -571,6 +595,7 @@ mod tests {
                 interval: Duration::from_millis(100),
                 multiplier: 4,
                 auth: None,
+                esp_hint: false,
             })
         );
         assert!(n.passive);
@@ -587,7 +612,28 @@ mod tests {
                 interval: DEFAULT_BFD_INTERVAL,
                 multiplier: 3,
                 auth: None,
+                esp_hint: false,
             })
+        );
+    }
+
+    #[test]
+    fn esp_hint_needs_the_neighbor_in_a_tunnel() {
+        let bgp = "[bgp]\nasn = 1\nrouter_id = \"1.1.1.1\"\n[[bgp.neighbor]]\nasn = 2\n\
+                   bfd = { interval = \"50ms\", esp_hint = true }\n";
+        let text =
+            format!("{TUN}address = [\"169.254.12.1/30\"]\n{bgp}address = \"169.254.12.2\"\n");
+        let c = parse(&text, "c.toml").unwrap();
+        let b = c.bgp.unwrap().neighbors[0].bfd.clone().unwrap();
+        assert!(b.esp_hint);
+        assert_eq!(b.interval, Duration::from_millis(50));
+        // Outside every tunnel there is no ESP to watch: the bfd line is named.
+        let e = err(&format!("{TUN}{bgp}address = \"10.0.0.2\"\n"));
+        assert_eq!(e.line, Some(11), "{e}");
+        assert!(
+            e.to_string()
+                .contains("esp_hint needs the neighbor inside a tunnel"),
+            "{e}"
         );
     }
 

@@ -101,8 +101,7 @@ impl Daemon {
             };
             info!(tunnel = %n.name, "reload: starting");
             let mut t = Tunnel::new(n, tid, self.routing.clone(), self.hooks.clone(), now);
-            t.session.set_esp_spi_lane(dp.spi_lane(tid));
-            t.session.set_resources(dp.resources());
+            t.attach(dp, tid);
             self.tunnels.push(t);
             added += 1;
         }

@@ -149,12 +149,11 @@ impl Daemon {
         }));
         let dp = Arc::new(dp);
         for t in &mut self.tunnels {
-            t.tid = dp
+            let tid = dp
                 .add_tunnel(&t.cfg.name, expected_mtu(&t.cfg))
                 .map_err(tun_error)
                 .with_context(|| format!("creating tunnel interface {}", t.cfg.name))?;
-            t.session.set_esp_spi_lane(dp.spi_lane(t.tid));
-            t.session.set_resources(dp.resources());
+            t.attach(&dp, tid);
         }
         // Down until a CHILD SA is installed.
         learn_links(&mut self.tunnels, &nl).await;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -60,6 +61,8 @@ pub(super) struct Tunnel {
     /// The interface's MTU as last set or seen, so an unchanged MTU is not set again
     /// (each MTU change walks the kernel's whole IPv6 routing table).
     pub(super) mtu: Option<u32>,
+    /// The dataplane's count of inbound ESP it authenticated, handed to BFD's hint.
+    pub(super) heard: Option<Arc<AtomicU64>>,
 }
 
 /// The MTU the tunnel's interface will most likely need: `mtu`, else the one for the
@@ -209,7 +212,17 @@ impl Tunnel {
             source: None,
             ifindex: None,
             mtu: None,
+            heard: None,
         }
+    }
+
+    /// Joins the tunnel to its interface `tid` in the dataplane: the SPI lane and
+    /// resources its CHILD SAs are numbered in, and its inbound counter.
+    pub(super) fn attach(&mut self, dp: &Dataplane, tid: TunnelId) {
+        self.tid = tid;
+        self.session.set_esp_spi_lane(dp.spi_lane(tid));
+        self.session.set_resources(dp.resources());
+        self.heard = dp.inbound_heard(tid);
     }
 
     /// The local address to send IKE and ESP from: with a dynamic local, the wildcard
@@ -523,7 +536,7 @@ async fn set_link_mtu(t: &mut Tunnel, up: bool, mtu: Option<u32>, nl: &Netlink) 
     if !up {
         info!(tunnel = %name, "tunnel interface down (no CHILD SA)");
         if let Some(r) = &t.routing {
-            r.link(&name, false).await;
+            r.link(&name, false, None).await;
         }
         for r in &t.cfg.routes {
             let _ = nl
@@ -569,7 +582,7 @@ async fn set_link_mtu(t: &mut Tunnel, up: bool, mtu: Option<u32>, nl: &Netlink) 
     }
     info!(tunnel = %name, routes = t.cfg.routes.len(), "tunnel interface up");
     if let Some(r) = &t.routing {
-        r.link(&name, true).await;
+        r.link(&name, true, t.heard.clone()).await;
     }
     t.hooks.fire(&t.cfg, HookEvent::Up);
 }

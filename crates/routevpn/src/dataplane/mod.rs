@@ -402,6 +402,7 @@ impl Dataplane {
             spi_out: keys.spi_out,
             dev,
             write_errors: t.rx_tun_write_errors.clone(),
+            heard: t.heard.clone(),
             sa: Mutex::new(InboundCell {
                 sa: inbound,
                 peer: keys.remote,
@@ -649,6 +650,14 @@ impl Dataplane {
     }
 
     /// Transmit/TUN counters of one tunnel.
+    /// A counter of the inbound ESP packets the tunnel authenticated, on any of its
+    /// SAs; BFD's ESP-silence hint samples it (`bfd::hint`).
+    pub fn inbound_heard(&self, id: TunnelId) -> Option<Arc<AtomicU64>> {
+        read(&self.shared.tunnels)
+            .get(&id.0)
+            .map(|t| t.heard.clone())
+    }
+
     pub fn tunnel_stats(&self, id: TunnelId) -> Option<TunnelStats> {
         let t = read(&self.shared.tunnels).get(&id.0).cloned()?;
         Some(t.stats())

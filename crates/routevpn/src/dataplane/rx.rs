@@ -39,6 +39,10 @@ struct TunBatch {
     queue: usize,
     dev: Option<Arc<SyncDevice>>,
     errors: Option<Arc<AtomicU64>>,
+    /// The tunnel's count of authenticated inbound packets, and what this batch adds
+    /// to it at the next flush (one atomic add per batch, not per packet).
+    heard: Option<Arc<AtomicU64>>,
+    heard_pending: u64,
     bufs: Vec<Vec<u8>>,
     n: usize,
     gro: GROTable,
@@ -53,6 +57,8 @@ impl TunBatch {
             queue: 0,
             dev: None,
             errors: None,
+            heard: None,
+            heard_pending: 0,
             bufs: (0..IDEAL_BATCH_SIZE)
                 .map(|_| Vec::with_capacity(TUN_BUF_CAP))
                 .collect(),
@@ -68,6 +74,7 @@ impl TunBatch {
         if self.dev.is_none() {
             self.dev = Some(entry.dev.clone());
             self.errors = Some(entry.write_errors.clone());
+            self.heard = Some(entry.heard.clone());
         }
         let b = &mut self.bufs[self.n];
         // Shrinking (the usual case for a reused buffer) writes nothing.
@@ -88,6 +95,12 @@ impl TunBatch {
     /// Writes the pending packets; TCP segments of one flow are coalesced
     /// into one super-packet so the kernel's stack sees few, large packets.
     fn flush(&mut self) {
+        if self.heard_pending > 0 {
+            if let Some(h) = &self.heard {
+                h.fetch_add(self.heard_pending, Ordering::Relaxed);
+            }
+            self.heard_pending = 0;
+        }
         if self.n > 0 {
             if let Some(dev) = &self.dev {
                 if let Err(e) =
@@ -112,6 +125,7 @@ impl TunBatch {
         self.flush();
         self.dev = None;
         self.errors = None;
+        self.heard = None;
     }
 }
 
@@ -301,12 +315,15 @@ fn handle(
     if opened.is_ok() && entry.deferred.load(Ordering::Relaxed) {
         sh.promote(table, entry);
     }
+    if opened.is_ok() {
+        batch.heard_pending += 1;
+    }
     match opened {
         Ok(Some(len)) => {
             sh.count_volume(&entry.volume, len as u64, 1);
             batch.commit(len);
         }
-        // A dummy packet (RFC 4303 §2.6): authentic, dropped.
+        // A dummy packet (RFC 4303 §2.6): authentic, dropped (but heard).
         Ok(None) => {}
         Err(e) => {
             tracing::trace!(spi = format_args!("{spi:#010x}"), "ESP dropped: {e}");

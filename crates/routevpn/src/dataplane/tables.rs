@@ -141,6 +141,8 @@ pub(crate) struct InboundEntry {
     pub(crate) dev: Arc<tun_rs::SyncDevice>,
     /// The tunnel's [`Tunnel::rx_tun_write_errors`].
     pub(crate) write_errors: Arc<AtomicU64>,
+    /// The tunnel's [`Tunnel::heard`].
+    pub(crate) heard: Arc<AtomicU64>,
     /// The SA and where its peer is, under the one lock each packet takes.
     pub(crate) sa: Mutex<InboundCell>,
     /// Counters of the outbound half once it stopped being the tunnel's
@@ -222,6 +224,8 @@ pub(crate) struct Tunnel {
     pub(crate) tx_send_errors: AtomicU64,
     pub(crate) tx_tun_errors: AtomicU64,
     pub(crate) rx_tun_write_errors: Arc<AtomicU64>,
+    /// Inbound ESP packets authenticated on any of its SAs (BFD's ESP-silence hint).
+    pub(crate) heard: Arc<AtomicU64>,
 }
 
 impl Tunnel {
@@ -237,6 +241,7 @@ impl Tunnel {
             tx_send_errors: AtomicU64::new(0),
             tx_tun_errors: AtomicU64::new(0),
             rx_tun_write_errors: Arc::new(AtomicU64::new(0)),
+            heard: Arc::new(AtomicU64::new(0)),
         }
     }
 

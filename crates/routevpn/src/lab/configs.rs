@@ -23,10 +23,31 @@ const DPD: &str = "2s";
 const DIRECT_METRIC: u32 = 100;
 /// `routevpn lab --bfd-interval` unless given.
 pub const DEFAULT_BFD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// BFD on every lab neighbour: `--bfd-interval` × 3, with the ESP-silence hint unless
+/// `--no-esp-hint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bfd {
+    pub interval: std::time::Duration,
+    pub esp_hint: bool,
+}
+
+impl Bfd {
+    pub const DEFAULT: Bfd = Bfd {
+        interval: DEFAULT_BFD_INTERVAL,
+        esp_hint: true,
+    };
+
+    /// For the report: `50ms x 3, ESP hint`.
+    pub fn describe(&self) -> String {
+        let hint = if self.esp_hint { ", ESP hint" } else { "" };
+        format!("{}ms x 3{hint}", self.interval.as_millis())
+    }
+}
 const DETOUR_METRIC: u32 = 200;
 
 /// The TOML configuration for router `r`.
-pub fn router_config(r: &Router, routing: Routing, bfd_interval: std::time::Duration) -> String {
+pub fn router_config(r: &Router, routing: Routing, bfd: Bfd) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# routevpn lab: router {}", r.letter);
     let _ = writeln!(
@@ -75,8 +96,13 @@ pub fn router_config(r: &Router, routing: Routing, bfd_interval: std::time::Dura
             let _ = writeln!(s, "\n[[bgp.neighbor]]");
             let _ = writeln!(s, "address = \"{}\"", l.inner_addr(peer.letter));
             let _ = writeln!(s, "asn = {}", peer.asn);
-            let ms = bfd_interval.as_millis();
-            let _ = writeln!(s, "bfd = {{ interval = \"{ms}ms\", multiplier = 3 }}");
+            let ms = bfd.interval.as_millis();
+            let hint = if bfd.esp_hint {
+                ", esp_hint = true"
+            } else {
+                ""
+            };
+            let _ = writeln!(s, "bfd = {{ interval = \"{ms}ms\", multiplier = 3{hint} }}");
         }
     }
     s
@@ -85,7 +111,7 @@ pub fn router_config(r: &Router, routing: Routing, bfd_interval: std::time::Dura
 /// Whether this build's configuration parser accepts the lab's `[bgp]` section; the
 /// parser's message otherwise.
 pub fn bgp_supported() -> Result<(), String> {
-    let text = router_config(router('A'), Routing::Bgp, DEFAULT_BFD_INTERVAL);
+    let text = router_config(router('A'), Routing::Bgp, Bfd::DEFAULT);
     crate::config::parse(&text, "lab-A.toml")
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -99,7 +125,7 @@ mod tests {
     #[test]
     fn static_configs_parse() {
         for r in &ROUTERS {
-            let text = router_config(r, Routing::Static, DEFAULT_BFD_INTERVAL);
+            let text = router_config(r, Routing::Static, Bfd::DEFAULT);
             let cfg = crate::config::parse(&text, "lab.toml")
                 .unwrap_or_else(|e| panic!("router {}: {e}\n{text}", r.letter));
             assert_eq!(cfg.tunnels.len(), 2);
@@ -109,7 +135,7 @@ mod tests {
             }
         }
         let b = crate::config::parse(
-            &router_config(router('B'), Routing::Static, DEFAULT_BFD_INTERVAL),
+            &router_config(router('B'), Routing::Static, Bfd::DEFAULT),
             "b",
         )
         .unwrap();
@@ -123,7 +149,7 @@ mod tests {
 
     #[test]
     fn bgp_config_matches_the_agreed_format() {
-        let a = router_config(router('A'), Routing::Bgp, DEFAULT_BFD_INTERVAL);
+        let a = router_config(router('A'), Routing::Bgp, Bfd::DEFAULT);
         for needle in [
             "control_socket = \"/run/routevpn-lab/A/routevpn.sock\"",
             "name = \"ab\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.2\"\nlocal_id = \"A\"\nremote_id = \"B\"",
@@ -132,16 +158,20 @@ mod tests {
             "address = [\"169.254.12.1/30\"]",
             "dpd = \"2s\"",
             "[bgp]\nasn = 65001\nrouter_id = \"10.1.0.1\"\nnetworks = [\"10.1.0.0/24\"]\nhold_time = \"9s\"\nconnect_retry = \"1s\"",
-            "[[bgp.neighbor]]\naddress = \"169.254.12.2\"\nasn = 65002\nbfd = { interval = \"50ms\", multiplier = 3 }",
+            "[[bgp.neighbor]]\naddress = \"169.254.12.2\"\nasn = 65002\nbfd = { interval = \"50ms\", multiplier = 3, esp_hint = true }",
             "[[bgp.neighbor]]\naddress = \"169.254.13.2\"\nasn = 65003",
         ] {
             assert!(a.contains(needle), "missing {needle:?} in\n{a}");
         }
         // `routevpn lab --bfd-interval 120ms` reaches every neighbor, and parses.
+        // And `--no-esp-hint` leaves the hint out.
         let slow = router_config(
             router('C'),
             Routing::Bgp,
-            std::time::Duration::from_millis(120),
+            Bfd {
+                interval: std::time::Duration::from_millis(120),
+                esp_hint: false,
+            },
         );
         assert_eq!(
             slow.matches("bfd = { interval = \"120ms\", multiplier = 3 }")
@@ -154,6 +184,11 @@ mod tests {
             .neighbors
             .iter()
             .all(|n| n.bfd.as_ref().unwrap().interval.as_millis() == 120));
+        let hinted = crate::config::parse(&a, "a").unwrap().bgp.unwrap();
+        assert!(hinted
+            .neighbors
+            .iter()
+            .all(|n| n.bfd.as_ref().unwrap().esp_hint));
         assert!(!a.contains("routes ="));
         // Whatever this build's parser says, the probe must not panic.
         let _ = bgp_supported();

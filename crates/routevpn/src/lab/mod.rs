@@ -62,8 +62,8 @@ pub struct Options {
     pub keep: bool,
     /// Remove a kept lab and exit.
     pub down: bool,
-    /// BFD transmit interval on every tunnel (× 3 to detect a dead link).
-    pub bfd_interval: std::time::Duration,
+    /// BFD on every tunnel: interval (× 3 to detect a dead link) and the ESP hint.
+    pub bfd: configs::Bfd,
 }
 
 impl Default for Options {
@@ -72,7 +72,7 @@ impl Default for Options {
             json: false,
             keep: false,
             down: false,
-            bfd_interval: configs::DEFAULT_BFD_INTERVAL,
+            bfd: configs::Bfd::DEFAULT,
         }
     }
 }
@@ -149,6 +149,7 @@ fn run(opts: &Options, tl: &Timeline, report: &mut Report) -> anyhow::Result<()>
             Routing::Static
         }
     };
+    report.bfd = opts.bfd.describe();
     report.routing = match routing {
         Routing::Bgp => "bgp",
         Routing::Static => "static",

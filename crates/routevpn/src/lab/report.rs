@@ -25,6 +25,11 @@ pub struct Report {
     pub error: Option<String>,
     /// `bgp`, or `static` when this build's daemon has no BGP speaker yet.
     pub routing: String,
+    /// BFD on every neighbour, e.g. `50ms x 3, ESP hint`.
+    pub bfd: String,
+    /// What took A's BFD session with B down at the cut: `ESP hint` or `BFD Detection
+    /// Time` (from A's status counters).
+    pub detected_by: Option<String>,
     /// Tunnel ends up (of 6: three tunnels, two ends each).
     pub tunnels_up: usize,
     /// BGP session ends in Established (of 6), counted from the daemons' status.
@@ -66,7 +71,12 @@ pub fn summary_table(r: &Report) -> String {
             "BGP sessions established",
             format!("{}/{BGP_SESSION_ENDS} ends", r.bgp_established),
         ),
+        ("BFD", r.bfd.clone()),
         ("outage (cut -> replies via C)", opt_ms(r.outage_ms)),
+        (
+            "A's BFD to B went down on",
+            r.detected_by.clone().unwrap_or_else(|| "-".into()),
+        ),
         (
             "route detour (A -> 10.2.0.0/24)",
             match (&r.detour_dev, r.detour_route_ms) {

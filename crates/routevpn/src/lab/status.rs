@@ -34,6 +34,8 @@ pub struct Neighbor {
     pub state: String,
     /// BFD session state, when reported.
     pub bfd: Option<String>,
+    /// Times the ESP-silence hint took the BFD session down.
+    pub esp_hint_downs: u64,
 }
 
 impl Neighbor {
@@ -96,6 +98,10 @@ pub fn summarize(v: &Value) -> Summary {
                             Value::Null => None,
                             other => str_field(other, &["state", "status"]),
                         }),
+                        esp_hint_downs: n
+                            .get("bfd_esp_hint_downs")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(0),
                     })
                     .collect(),
             )

@@ -27,6 +27,21 @@ fn all_routes() -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
+/// What took A's BFD session with B down, from A's status counters.
+fn detected_by(rt: &tokio::runtime::Runtime, b: &str) -> Option<String> {
+    let v = status::fetch(rt, &router('A').socket_path()).ok()?;
+    let n = status::summarize(&v)
+        .bgp?
+        .into_iter()
+        .find(|n| n.address == b)?;
+    let by = if n.esp_hint_downs > 0 {
+        "ESP hint"
+    } else {
+        "BFD Detection Time"
+    };
+    Some(by.into())
+}
+
 pub(super) fn run(
     opts: &Options,
     tl: &Timeline,
@@ -59,7 +74,7 @@ pub(super) fn run(
         for r in &ROUTERS {
             std::fs::write(
                 r.config_path(),
-                configs::router_config(r, routing, opts.bfd_interval),
+                configs::router_config(r, routing, opts.bfd),
             )?;
             daemons.spawn(r)?;
         }
@@ -234,6 +249,7 @@ pub(super) fn run(
                 report.detour_route_ms = Some(ms(t_detour - t_cut));
                 report.outage_ms = Some(ms(t_reply.saturating_duration_since(t_cut)));
                 report.detour_dev = Some(dev.clone());
+                report.detected_by = detected_by(&rt, &link('A', 'B').inner_addr('B'));
                 if dev != ac {
                     bail!(
                         "A's route to {} moved to dev {dev}, expected the A-C tunnel {ac}",

@@ -313,6 +313,11 @@ pub fn render(s: &Snapshot) -> String {
         );
         let flaps =
             counter_family::<NeighborLabel>(&mut reg, "bfd_flaps", "Times the BFD session left Up");
+        let hint_downs = counter_family::<NeighborLabel>(
+            &mut reg,
+            "bfd_esp_hint_downs",
+            "Times the ESP-silence hint took the BFD session down (of bfd_flaps)",
+        );
         for n in &b.neighbors {
             let l = NeighborLabel {
                 neighbor: n.address.clone(),
@@ -325,6 +330,7 @@ pub fn render(s: &Snapshot) -> String {
             if let Some(state) = &n.bfd {
                 bfd_up.get_or_create(&l).set(i64::from(state == "Up"));
                 flaps.get_or_create(&l).inc_by(n.bfd_flaps);
+                hint_downs.get_or_create(&l).inc_by(n.bfd_esp_hint_downs);
             }
         }
     }

@@ -14,7 +14,7 @@ use std::time::Instant;
 use tracing::warn;
 
 use super::bfd_thread::Command;
-use super::{BfdLink, Driver};
+use super::{BfdLink, Driver, Heard};
 use crate::sys;
 
 fn udp(v6: bool) -> io::Result<Socket> {
@@ -120,6 +120,7 @@ impl Driver {
             address: n.cfg.address,
             cfg,
             link: n.bfd_link,
+            heard: n.bfd_heard.clone(),
         });
     }
 
@@ -131,10 +132,16 @@ impl Driver {
         }
     }
 
-    pub(super) fn set_bfd_link(&mut self, i: usize, link: BfdLink) {
+    /// The neighbour's tunnel interface (and its inbound counter) as last learnt.
+    pub(super) fn set_bfd_link(&mut self, i: usize, link: BfdLink, heard: Option<Heard>) {
         self.neighbors[i].bfd_link = link;
+        self.neighbors[i].bfd_heard = heard.clone();
         if let (Some(t), Some(_)) = (&self.bfd, self.neighbors[i].bfd) {
-            t.send(Command::Link { peer: i, link });
+            t.send(Command::Link {
+                peer: i,
+                link,
+                heard,
+            });
         }
     }
 

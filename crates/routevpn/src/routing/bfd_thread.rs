@@ -14,6 +14,7 @@ use std::io::{self, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::bfd_io::belongs;
-use super::{canon, BfdLink, Input, SystemRng};
+use super::{canon, BfdLink, Heard, Input, SystemRng};
 use crate::config::BfdConfig;
 use crate::sys;
 
@@ -41,14 +42,17 @@ pub(super) enum Command {
         address: IpAddr,
         cfg: BfdConfig,
         link: BfdLink,
+        heard: Option<Heard>,
     },
     Remove {
         peer: usize,
     },
-    /// The interface the neighbour's packets must arrive on changed.
+    /// The interface the neighbour's packets must arrive on changed (its tunnel came
+    /// up), with that tunnel's inbound counter.
     Link {
         peer: usize,
         link: BfdLink,
+        heard: Option<Heard>,
     },
     Shutdown,
 }
@@ -62,6 +66,8 @@ pub(super) struct PeerStatus {
     pub wrong_link: u64,
     /// Sessions that left Up.
     pub flaps: u64,
+    /// Of those, the ones the ESP-silence hint took down (`bfd::hint`).
+    pub esp_hint_downs: u64,
 }
 
 /// Per neighbour index, as the thread last published it.
@@ -147,6 +153,23 @@ struct Peer {
     address: IpAddr,
     session: bfd::Session,
     link: BfdLink,
+    /// With `esp_hint`: the tunnel's inbound counter and its watch.
+    hint: Option<(Heard, bfd::SilenceWatch)>,
+    esp_hint: bool,
+}
+
+impl Peer {
+    fn set_heard(&mut self, heard: Option<Heard>) {
+        self.hint = heard
+            .filter(|_| self.esp_hint)
+            .map(|h| (h, bfd::SilenceWatch::new()));
+    }
+
+    /// When the hint wants its next sample: only while Up.
+    fn hint_deadline(&self, now: Instant) -> Option<Instant> {
+        let (_, w) = self.hint.as_ref()?;
+        (self.session.state() == bfd::State::Up).then(|| w.poll_timeout().unwrap_or(now))
+    }
 }
 
 /// A state change for the driver.
@@ -213,7 +236,8 @@ impl Thread {
                 .sessions
                 .iter()
                 .flatten()
-                .filter_map(|p| p.session.poll_timeout())
+                .flat_map(|p| [p.session.poll_timeout(), p.hint_deadline(now)])
+                .flatten()
                 .chain((!self.pending.is_empty()).then(|| now + RETRY_REPORT))
                 .min();
             let mut fds: Vec<RawFd> = self.rx.iter().map(|s| s.as_raw_fd()).collect();
@@ -240,15 +264,17 @@ impl Thread {
                     address,
                     cfg,
                     link,
-                }) => self.add(peer, gen, address, cfg, link),
+                    heard,
+                }) => self.add(peer, gen, address, cfg, link, heard),
                 Ok(Command::Remove { peer }) => {
                     if let Some(slot) = self.sessions.get_mut(peer) {
                         *slot = None;
                     }
                 }
-                Ok(Command::Link { peer, link }) => {
+                Ok(Command::Link { peer, link, heard }) => {
                     if let Some(Some(p)) = self.sessions.get_mut(peer) {
                         p.link = link;
+                        p.set_heard(heard);
                     }
                 }
                 Ok(Command::Shutdown) | Err(std_mpsc::TryRecvError::Disconnected) => return false,
@@ -257,7 +283,15 @@ impl Thread {
         }
     }
 
-    fn add(&mut self, peer: usize, gen: u64, address: IpAddr, cfg: BfdConfig, link: BfdLink) {
+    fn add(
+        &mut self,
+        peer: usize,
+        gen: u64,
+        address: IpAddr,
+        cfg: BfdConfig,
+        link: BfdLink,
+        heard: Option<Heard>,
+    ) {
         if peer >= self.sessions.len() {
             return;
         }
@@ -274,12 +308,16 @@ impl Thread {
                     Some(a) => s.with_auth(a),
                     None => s,
                 };
-                self.sessions[peer] = Some(Peer {
+                let mut p = Peer {
                     gen,
                     address,
                     session,
                     link,
-                });
+                    hint: None,
+                    esp_hint: cfg.esp_hint,
+                };
+                p.set_heard(heard);
+                self.sessions[peer] = Some(p);
             }
             Err(e) => warn!(neighbor = %address, error = %e, "cannot start BFD"),
         }
@@ -359,6 +397,15 @@ impl Thread {
             self.stats[i].state = None;
             return;
         };
+        if p.hint_deadline(now).is_some_and(|t| t <= now) {
+            if hint(p, now) {
+                self.stats[i].esp_hint_downs += 1;
+            }
+        } else if p.session.state() != bfd::State::Up {
+            if let Some((_, w)) = &mut p.hint {
+                w.reset();
+            }
+        }
         if p.session.poll_timeout().is_some_and(|t| t <= now) {
             p.session.handle_timeout(now);
         }
@@ -420,6 +467,37 @@ impl Thread {
             if *s != self.stats {
                 s.clone_from(&self.stats);
             }
+        }
+    }
+}
+
+/// One sample of the ESP-silence hint (`bfd::hint`): a Poll when a busy tunnel fell
+/// silent, the session down when even the Poll went unanswered. True when it took the
+/// session down.
+fn hint(p: &mut Peer, now: Instant) -> bool {
+    let (Some((heard, watch)), Some(interval)) = (&mut p.hint, p.session.remote_tx_interval())
+    else {
+        return false;
+    };
+    match watch.sample(now, heard.load(Ordering::Relaxed), interval) {
+        bfd::Hint::Nothing => false,
+        bfd::Hint::Probe => {
+            debug!(neighbor = %p.address, "inbound ESP silent for a BFD interval: polling the peer");
+            p.session.start_poll(now);
+            false
+        }
+        bfd::Hint::Lost {
+            silent,
+            busy_packets,
+        } => {
+            warn!(
+                neighbor = %p.address,
+                silent_ms = silent.as_millis() as u64,
+                packets_before = busy_packets,
+                "BFD down on the ESP-silence hint: the tunnel's inbound ESP stopped and the BFD Poll went unanswered"
+            );
+            p.session.path_lost(now);
+            true
         }
     }
 }

@@ -46,6 +46,7 @@ pub use redistribute::REDISTRIBUTE_SCAN;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,7 @@ pub(super) enum Input {
     Link {
         tunnel: String,
         up: bool,
+        heard: Option<Heard>,
     },
     /// The kernel routes `[bgp] redistribute` selects, as last read.
     Redistribute(BTreeSet<Prefix>),
@@ -123,13 +125,15 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// A tunnel interface came up (with its addresses) or went down.
-    pub async fn link(&self, tunnel: &str, up: bool) {
+    /// A tunnel interface came up (with its addresses) or went down; `heard` counts
+    /// the inbound ESP it authenticated (for BFD's `esp_hint`).
+    pub async fn link(&self, tunnel: &str, up: bool, heard: Option<Heard>) {
         let _ = self
             .tx
             .send(Input::Link {
                 tunnel: tunnel.to_string(),
                 up,
+                heard,
             })
             .await;
     }
@@ -193,9 +197,14 @@ struct Neighbor {
     refusals: guard::RefusalLog,
     /// The interface BFD packets from this neighbour must arrive on.
     bfd_link: BfdLink,
+    /// Its tunnel's count of authenticated inbound ESP (BFD's `esp_hint`).
+    bfd_heard: Option<Heard>,
     /// GTSM (RFC 5082) on its TCP connections.
     gtsm: bool,
 }
+
+/// A tunnel's count of the inbound ESP packets it authenticated, kept by the dataplane.
+pub type Heard = Arc<AtomicU64>;
 
 /// Where a neighbour's BFD packets may arrive from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,6 +366,7 @@ pub async fn start(
                     .and_then(|(_, oif)| *oif)
                     .map_or(BfdLink::Any, BfdLink::Index),
             },
+            bfd_heard: None,
             gtsm: n.gtsm.unwrap_or_else(|| {
                 // Default on for a directly connected eBGP neighbour (RFC 5082 §3).
                 let direct = t.is_some() || connected_nets.iter().any(|c| c.contains(&n.address));
@@ -541,9 +551,9 @@ impl Driver {
                 to,
                 diag,
             } => self.bfd_state(now, peer, gen, from, to, diag),
-            Input::Link { tunnel, up } => {
+            Input::Link { tunnel, up, heard } => {
                 if up {
-                    self.learn_link(&tunnel).await;
+                    self.learn_link(&tunnel, heard).await;
                 }
                 self.link(now, &tunnel, up)
             }
@@ -602,7 +612,7 @@ impl Driver {
     }
 
     /// Learns a tunnel interface's index (BFD packets of its neighbours must arrive on it).
-    async fn learn_link(&mut self, tunnel: &str) {
+    async fn learn_link(&mut self, tunnel: &str, heard: Option<Heard>) {
         let index = match self.nl.link_index(tunnel).await {
             Ok(i) => i,
             Err(e) => {
@@ -612,7 +622,8 @@ impl Driver {
         };
         for i in 0..self.neighbors.len() {
             if self.neighbors[i].tunnel.as_deref() == Some(tunnel) {
-                self.set_bfd_link(i, index.map_or(BfdLink::Unknown, BfdLink::Index));
+                let link = index.map_or(BfdLink::Unknown, BfdLink::Index);
+                self.set_bfd_link(i, link, heard.clone());
             }
         }
     }

@@ -62,6 +62,7 @@ pub(super) fn overlay_bfd(s: &mut RoutingStatus, bfd: &[PeerStatus]) {
             n.bfd = Some(b.state.map_or_else(|| "Paused".into(), bfd_state_name));
             n.bfd_wrong_interface = b.wrong_link;
             n.bfd_flaps = b.flaps;
+            n.bfd_esp_hint_downs = b.esp_hint_downs;
         }
     }
 }
@@ -131,6 +132,8 @@ impl Driver {
                     }),
                     bfd_wrong_interface: 0,
                     bfd_flaps: 0,
+                    bfd_esp_hint: n.cfg.bfd.as_ref().is_some_and(|b| b.esp_hint),
+                    bfd_esp_hint_downs: 0,
                 }
             })
             .collect();
@@ -168,11 +171,13 @@ mod tests {
                 state: Some(bfd::State::Up),
                 wrong_link: 3,
                 flaps: 2,
+                esp_hint_downs: 1,
             },
             PeerStatus {
                 state: Some(bfd::State::Up),
                 wrong_link: 9,
                 flaps: 9,
+                esp_hint_downs: 9,
             },
             PeerStatus::default(),
         ];
@@ -182,9 +187,10 @@ mod tests {
             (
                 n[0].bfd.as_deref(),
                 n[0].bfd_wrong_interface,
-                n[0].bfd_flaps
+                n[0].bfd_flaps,
+                n[0].bfd_esp_hint_downs
             ),
-            (Some("Up"), 3, 2)
+            (Some("Up"), 3, 2, 1)
         );
         assert_eq!((n[1].bfd.as_deref(), n[1].bfd_flaps), (None, 0));
         assert_eq!(n[2].bfd.as_deref(), Some("Paused"));
