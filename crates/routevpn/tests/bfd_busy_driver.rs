@@ -1,8 +1,11 @@
-//! BFD keeps its timing while the BGP driver is busy: two routevpn daemons with eBGP +
-//! BFD 50 ms × 3 (150 ms detection) over a tunnel; the left's routing task is blocked for
-//! 2 s (the `ROUTEVPN_TEST_STALL_ROUTING` hook, as a burst of UPDATEs or a slow netlink
-//! call would) and neither end may see the BFD session leave Up. With BFD timers run by
-//! the driver task itself, the left stops transmitting for 2 s and both ends flap.
+//! BFD timing in the daemon, two routevpn daemons with eBGP + BFD over a tunnel:
+//! - BFD keeps its timing while the BGP driver is busy: BFD 50 ms × 3 (150 ms
+//!   detection); the left's routing task is blocked for 2 s (the
+//!   `ROUTEVPN_TEST_STALL_ROUTING` hook, as a burst of UPDATEs or a slow netlink call
+//!   would) and neither end may see the BFD session leave Up. With BFD timers run by
+//!   the driver task itself, the left stops transmitting for 2 s and both ends flap.
+//! - `esp_hint`: a busy tunnel cut in the middle is taken down by the ESP-silence hint
+//!   (about 2 intervals), not by the Detection Time (5 intervals here).
 
 use std::time::Duration;
 use testbed::{wait_until, Netns, Routevpn, RvConfig, RvTunnel, Topology};
@@ -30,7 +33,7 @@ fn tunnel(left: bool) -> RvTunnel {
     }
 }
 
-fn bgp(left: bool) -> String {
+fn bgp(left: bool, bfd: &str) -> String {
     let (asn, peer_asn, rid, nbr) = if left {
         (65001, 65002, "10.1.0.1", "169.254.12.2")
     } else {
@@ -40,14 +43,16 @@ fn bgp(left: bool) -> String {
         "[bgp]\nasn = {asn}\nrouter_id = \"{rid}\"\n\
          hold_time = \"9s\"\nconnect_retry = \"1s\"\n\
          [[bgp.neighbor]]\naddress = \"{nbr}\"\nasn = {peer_asn}\n\
-         bfd = {{ interval = \"50ms\", multiplier = 3 }}\n"
+         bfd = {bfd}\n"
     )
 }
 
-fn start(ns: &Netns, left: bool, env: &[(&str, &str)]) -> Routevpn {
+const FAST: &str = "{ interval = \"50ms\", multiplier = 3 }";
+
+fn start(ns: &Netns, left: bool, env: &[(&str, &str)], bfd: &str) -> Routevpn {
     let cfg = RvConfig {
         tunnels: vec![tunnel(left)],
-        extra_tail: bgp(left),
+        extra_tail: bgp(left, bfd),
         ..RvConfig::default()
     };
     let rv = Routevpn::spawn_with(testbed::routevpn_bin(), ns, &cfg, env);
@@ -77,17 +82,9 @@ fn bfd_stays_up_while_the_bgp_driver_is_stalled() {
         ("RUST_BACKTRACE", "1"),
         ("ROUTEVPN_TEST_STALL_ROUTING", STALL_MS),
     ];
-    let left = start(&topo.left, true, &env);
-    let right = start(&topo.right, false, &env[..2]);
-    for rv in [&left, &right] {
-        wait_until(T, POLL, || {
-            let n = neighbor(rv);
-            (n["state"] == "Established" && n["bfd"] == "Up")
-                .then_some(())
-                .ok_or_else(|| format!("neighbor {n}"))
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 80)));
-    }
+    let left = start(&topo.left, true, &env, FAST);
+    let right = start(&topo.right, false, &env[..2], FAST);
+    wait_up([&left, &right]);
     let before = (flaps(&left), flaps(&right));
 
     let pid = left.pid().to_string();
@@ -126,4 +123,85 @@ fn bfd_stays_up_while_the_bgp_driver_is_stalled() {
             testbed::tail(&log, 60)
         );
     }
+}
+
+/// Both ends up with BFD and BGP.
+fn wait_up(rvs: [&Routevpn; 2]) {
+    for rv in rvs {
+        wait_until(T, POLL, || {
+            let n = neighbor(rv);
+            (n["state"] == "Established" && n["bfd"] == "Up")
+                .then_some(())
+                .ok_or_else(|| format!("neighbor {n}"))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 80)));
+    }
+}
+
+#[test]
+fn a_busy_tunnel_cut_is_taken_down_by_the_esp_hint() {
+    if !testbed::require_programs(&["nft", "ping"]) {
+        return;
+    }
+    // 100 ms × 5: the Detection Time is at least 400 ms after a cut, the hint's Poll
+    // goes out 100 ms after the last packet and the session goes down 100 ms later.
+    const HINTED: &str = "{ interval = \"100ms\", multiplier = 5, esp_hint = true }";
+    let topo = Topology::two_sites();
+    let env = [("RUST_LOG", "debug"), ("RUST_BACKTRACE", "1")];
+    let left = start(&topo.left, true, &env, HINTED);
+    let right = start(&topo.right, false, &env, HINTED);
+    wait_up([&left, &right]);
+    assert_eq!(neighbor(&left)["bfd_esp_hint"], true);
+
+    // Busy: 200 pings a second through the tunnel, for longer than the test needs.
+    let mut ping = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            topo.left.name(),
+            "ping",
+            "-q",
+            "-i",
+            "0.005",
+            "-w",
+            "8",
+        ])
+        .arg("169.254.12.2")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ping");
+    std::thread::sleep(Duration::from_secs(1));
+    // Cut the path in the middle: the left drops ESP-in-UDP both ways.
+    topo.left
+        .run(&[
+            "nft",
+            "add table inet cut; \
+             add chain inet cut in { type filter hook input priority 0; }; \
+             add rule inet cut in udp sport 4500 drop; \
+             add chain inet cut out { type filter hook output priority 0; }; \
+             add rule inet cut out udp dport 4500 drop",
+        ])
+        .unwrap_or_else(|e| panic!("nft: {e}"));
+    for (rv, side) in [(&left, "left"), (&right, "right")] {
+        wait_until(T, POLL, || {
+            let n = neighbor(rv);
+            (n["bfd"] != "Up")
+                .then_some(())
+                .ok_or_else(|| format!("neighbor {n}"))
+        })
+        .unwrap_or_else(|e| panic!("{side}: {e}\n{}", testbed::tail(&rv.log(), 60)));
+        let n = neighbor(rv);
+        assert_eq!(
+            n["bfd_esp_hint_downs"].as_u64(),
+            Some(1),
+            "{side}: BFD went down, but not on the ESP hint: {n}\n{}",
+            testbed::tail(&rv.log(), 60)
+        );
+        assert!(
+            rv.log().contains("BFD down on the ESP-silence hint"),
+            "{side}"
+        );
+    }
+    let _ = ping.kill();
+    let _ = ping.wait();
 }
