@@ -1,7 +1,9 @@
 //! Sequences of BFD Control packets and clock steps into one session (RFC 5880 §6.8),
 //! optionally with Meticulous Keyed SHA1: timers, Poll/Final, state table and the
 //! authentication sequence window must never panic, and the session never reports Up
-//! without having heard a valid packet within its Detection Time.
+//! without having heard a valid packet within its Detection Time. The ESP-silence hint
+//! (`bfd::hint`) samples a counter the records advance; its Poll and its down must not
+//! break that either, and after its down the session is not Up.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,8 @@ pub fn bfd_sequence(data: &[u8]) {
     let mut now = t0;
     let mut last_valid: Option<Instant> = None;
     let mut out = Vec::new();
+    let mut watch = bfd::SilenceWatch::new();
+    let mut heard: u64 = 0;
     // Each record: one octet of clock step (ms), one of length, then that many octets.
     let mut rest = rest;
     while let Some((&[step, len], tail)) = rest.split_first_chunk::<2>() {
@@ -54,6 +58,21 @@ pub fn bfd_sequence(data: &[u8]) {
             let p = bfd::ControlPacket::decode(&out).expect("we send valid packets");
             assert_eq!(p.authenticated, auth);
             out.clear();
+        }
+        // The step's top two bits: packets the tunnel delivered meanwhile.
+        heard += u64::from(step >> 6);
+        if s.state() != bfd::State::Up {
+            watch.reset();
+        } else if let Some(interval) = s.remote_tx_interval() {
+            match watch.sample(now, heard, interval) {
+                bfd::Hint::Nothing => {}
+                bfd::Hint::Probe => s.start_poll(now),
+                bfd::Hint::Lost { .. } => {
+                    s.path_lost(now);
+                    assert_ne!(s.state(), bfd::State::Up, "Up after the hint's down");
+                    last_valid = None;
+                }
+            }
         }
         while s.poll_event().is_some() {}
         if s.state() == bfd::State::Up {
