@@ -165,10 +165,11 @@ impl Peer {
             .map(|h| (h, bfd::SilenceWatch::new()));
     }
 
-    /// When the hint wants its next sample: only while Up.
+    /// When the hint wants its next sample: only while Up (the peer's interval known).
     fn hint_deadline(&self, now: Instant) -> Option<Instant> {
         let (_, w) = self.hint.as_ref()?;
-        (self.session.state() == bfd::State::Up).then(|| w.poll_timeout().unwrap_or(now))
+        let up = self.session.state() == bfd::State::Up;
+        (up && self.session.remote_tx_interval().is_some()).then(|| w.poll_timeout().unwrap_or(now))
     }
 }
 
