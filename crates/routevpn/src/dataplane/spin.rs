@@ -91,7 +91,7 @@ impl Spin {
             BusyPoll::Replies(d) => match slept {
                 Some(s) if s >= SPARSE_SLEEP => {
                     self.quiet_wakes = self.quiet_wakes.wrapping_add(1);
-                    let w = if self.quiet_wakes % FULL_WAIT_EVERY == 0 {
+                    let w = if self.quiet_wakes.is_multiple_of(FULL_WAIT_EVERY) {
                         d
                     } else {
                         self.window
