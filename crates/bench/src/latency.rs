@@ -16,8 +16,9 @@ use testbed::{Netns, Topology};
 
 /// UDP payload octets: a 1328-octet IPv4 packet, inside every case's MTU.
 pub const UDP_LEN: u64 = 1300;
-/// Offered packet rates (packets/s).
-pub const PPS_RATES: [u64; 4] = [50_000, 100_000, 150_000, 200_000];
+/// Offered packet rates (packets/s). 500/s is sparse, one way: what a daemon spends
+/// per packet when it sleeps between them (wake-ups, any busy poll).
+pub const PPS_RATES: [u64; 5] = [500, 50_000, 100_000, 150_000, 200_000];
 /// Seconds per UDP rate.
 const UDP_SECONDS: u64 = 3;
 /// The UDP receiver's socket buffer (iperf3 `-w`, sent to the server too; the kernel
@@ -231,7 +232,13 @@ pub fn print_table(cases: &Obj) {
     println!();
     let rates: Vec<String> = PPS_RATES
         .iter()
-        .map(|p| format!("{}k pps", p / 1000))
+        .map(|&p| {
+            if p < 1000 {
+                format!("{p} pps")
+            } else {
+                format!("{}k pps", p / 1000)
+            }
+        })
         .collect();
     println!(
         "{:<11} {:>12} {:>12} {}",
@@ -250,7 +257,7 @@ pub fn print_table(cases: &Obj) {
     }
     println!(
         "RTT: ping host A -> host B, {PINGS} at 10 ms, average; TCP RTT: during one iperf3 TCP stream.\n\
-         k pps: iperf3 UDP {UDP_LEN}-octet payloads for {UDP_SECONDS} s at that rate, receiver buffer {UDP_RCVBUF}:\n\
+         pps: iperf3 UDP {UDP_LEN}-octet payloads for {UDP_SECONDS} s at that rate, receiver buffer {UDP_RCVBUF}:\n\
          loss % (server's count), (in brackets) the part not dropped at the receiving socket, i.e. on the path\n\
          /N: the VPN daemons' CPU seconds per million packets delivered."
     );
