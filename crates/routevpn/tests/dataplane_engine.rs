@@ -70,7 +70,7 @@ fn side(ns: &Netns, wan: &str, tun_cidrs: &[&str], mtu: u16) -> Side {
             vec![sock],
             routevpn::dataplane::Options {
                 threads: 2,
-                busy_poll: routevpn::dataplane::BusyPoll::Off,
+                busy_poll: Duration::ZERO,
                 per_resource_sas: true,
             },
             Box::new(move |l, r, m| {

@@ -4,8 +4,7 @@
 //! control_socket = "/run/routevpn/routevpn.sock"   # default
 //! metrics = "127.0.0.1:9477"                       # Prometheus /metrics (off by default)
 //! dataplane_threads = 2                              # dataplane workers (one per core by default)
-//! dataplane_busy_poll = "auto"                       # default: poll for the reply after a quiet
-//!                                                    # spell; "off", or "50us" after every burst
+//! dataplane_busy_poll = "50us"                       # poll after a burst before sleeping (default off)
 //! per_resource_sas = true                            # RFC 9611: one CHILD SA per worker (default off)
 //!
 //! [[tunnel]]
@@ -92,8 +91,8 @@ pub struct Config {
     pub metrics: Option<std::net::SocketAddr>,
     /// `dataplane_threads = 4`: dataplane workers; one per core when absent.
     pub dataplane_threads: Option<usize>,
-    /// `dataplane_busy_poll = "auto" | "off" | "50us"`: polling before sleeping.
-    pub dataplane_busy_poll: Option<crate::dataplane::BusyPoll>,
+    /// `dataplane_busy_poll = "50us"`: polling after a burst before sleeping.
+    pub dataplane_busy_poll: Option<std::time::Duration>,
     /// `per_resource_sas = true`: RFC 9611 per-resource CHILD SAs (off by default).
     pub per_resource_sas: bool,
 }

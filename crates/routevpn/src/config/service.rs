@@ -5,7 +5,6 @@ use toml::Spanned;
 
 use super::ConfigError;
 use super::Ctx;
-use crate::dataplane::BusyPoll;
 
 /// `control_socket_group = "routevpn"`: members of this group may use the control
 /// socket (`routevpn status` without root); the socket gets mode 0660 instead of 0600.
@@ -72,32 +71,21 @@ pub(super) fn dataplane_threads(
 /// Longest `dataplane_busy_poll`: beyond it the CPU spent outweighs a wake-up.
 pub const MAX_BUSY_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// `dataplane_busy_poll = "auto"` (the default), `"off"` (or `"0"`), or a duration of
-/// at most 1 ms after every burst.
+/// `dataplane_busy_poll = "50us"`: 0 to 1 ms.
 pub(super) fn dataplane_busy_poll(
     cx: &Ctx<'_>,
     raw: Option<&Spanned<String>>,
-) -> Result<Option<BusyPoll>, ConfigError> {
+) -> Result<Option<std::time::Duration>, ConfigError> {
     let Some(raw) = raw else { return Ok(None) };
     let err = |m: String| cx.err(Some(raw.span()), format!("dataplane_busy_poll: {m}"));
-    match raw.get_ref().as_str() {
-        "auto" => return Ok(Some(BusyPoll::default())),
-        "off" => return Ok(Some(BusyPoll::Off)),
-        _ => {}
-    }
-    let d = super::parse_duration(raw.get_ref())
-        .map_err(|m| err(format!("{m}; or \"auto\" or \"off\"")))?;
+    let d = super::parse_duration(raw.get_ref()).map_err(err)?;
     if d > MAX_BUSY_POLL {
         return Err(err(format!(
-            "{} is too long: at most 1ms (\"off\" turns it off)",
+            "{} is too long: at most 1ms (\"0\" turns it off)",
             raw.get_ref()
         )));
     }
-    Ok(Some(if d.is_zero() {
-        BusyPoll::Off
-    } else {
-        BusyPoll::Always(d)
-    }))
+    Ok(Some(d))
 }
 
 #[cfg(test)]
@@ -124,18 +112,11 @@ mod tests {
 
     #[test]
     fn dataplane_busy_poll_range() {
-        use crate::dataplane::BusyPoll;
         use std::time::Duration;
         assert_eq!(parse("", "t.toml").unwrap().dataplane_busy_poll, None);
-        for (text, want) in [
-            ("0", BusyPoll::Off),
-            ("off", BusyPoll::Off),
-            ("auto", BusyPoll::default()),
-            ("50us", BusyPoll::Always(Duration::from_micros(50))),
-            ("1ms", BusyPoll::Always(Duration::from_millis(1))),
-        ] {
+        for (text, want) in [("0", 0), ("50us", 50), ("1ms", 1000)] {
             let c = parse(&format!("dataplane_busy_poll = \"{text}\"\n"), "t.toml").unwrap();
-            assert_eq!(c.dataplane_busy_poll, Some(want));
+            assert_eq!(c.dataplane_busy_poll, Some(Duration::from_micros(want)));
         }
         let e = parse(
             "routing = \"embedded\"\ndataplane_busy_poll = \"2ms\"\n",

@@ -29,7 +29,9 @@ pub(super) fn dataplane_options(cfg: &Config) -> crate::dataplane::Options {
         threads: cfg
             .dataplane_threads
             .unwrap_or(crate::dataplane::Options::default().threads),
-        busy_poll: cfg.dataplane_busy_poll.unwrap_or_default(),
+        busy_poll: cfg
+            .dataplane_busy_poll
+            .unwrap_or(crate::dataplane::DEFAULT_BUSY_POLL),
         per_resource_sas: cfg.per_resource_sas,
     }
 }

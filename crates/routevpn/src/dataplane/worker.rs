@@ -26,7 +26,6 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::rx::RxBuffers;
-use super::spin::{BusyPoll, Spin};
 use super::tables::{Resource, Socket, Tunnel};
 use super::tx::TxBuffers;
 use super::{lock, Shared};
@@ -66,7 +65,7 @@ impl Worker {
     pub(crate) fn spawn(
         sh: Arc<Shared>,
         index: usize,
-        busy_poll: BusyPoll,
+        busy_poll: Duration,
     ) -> io::Result<Arc<Worker>> {
         let poll = Poll::new()?;
         let worker = Arc::new(Worker {
@@ -151,18 +150,17 @@ impl Worker {
     }
 }
 
-fn run(sh: Arc<Shared>, w: Arc<Worker>, mut poll: Poll, busy_poll: BusyPoll) {
+fn run(sh: Arc<Shared>, w: Arc<Worker>, mut poll: Poll, busy_poll: Duration) {
     let mut events = Events::with_capacity(EVENTS);
-    // Whether an idle worker keeps polling instead of sleeping.
-    let mut spin = Spin::new(busy_poll);
+    // Until when an idle worker keeps polling instead of sleeping.
+    let mut spin_until = Instant::now();
     // Descriptors that had more to give after their turn (edge-triggered: epoll will
     // not report them again until they are drained).
     let mut ready: VecDeque<Token> = VecDeque::new();
     let mut rx = RxBuffers::new();
     let mut tx = TxBuffers::new();
     while !sh.stop.load(Ordering::Relaxed) {
-        let before = Instant::now();
-        let busy = !ready.is_empty() || spin.spinning(before);
+        let busy = !ready.is_empty() || (!busy_poll.is_zero() && Instant::now() < spin_until);
         let timeout = busy.then_some(Duration::ZERO);
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
@@ -181,9 +179,9 @@ fn run(sh: Arc<Shared>, w: Arc<Worker>, mut poll: Poll, busy_poll: BusyPoll) {
                 ready.push_back(token);
             }
         }
-        let now = Instant::now();
-        let got = events.iter().any(|e| e.token() != WAKER);
-        spin.after_poll(now, (!busy).then(|| now - before), got);
+        if !ready.is_empty() && !busy_poll.is_zero() {
+            spin_until = Instant::now() + busy_poll;
+        }
         // One turn for each descriptor that is ready now.
         for _ in 0..ready.len() {
             let Some(token) = ready.pop_front() else {
