@@ -5,19 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use bfd::{Diag, Event, Hint, Rng, Session, SessionConfig, SilenceWatch, State};
+mod common;
 
-struct TestRng(u64);
-impl Rng for TestRng {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            *b = self.0 as u8;
-        }
-    }
-}
+use bfd::{Diag, Event, Hint, Session, SessionConfig, SilenceWatch, State};
+use common::TestRng;
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
 /// 50 ms × 3, as in the lab.

@@ -2,21 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use bfd::{ControlPacket, Diag, Discard, Event, Rng, Session, SessionConfig, State};
-use proptest::prelude::*;
+mod common;
 
-/// Deterministic xorshift64 for the transmit jitter.
-struct TestRng(u64);
-impl Rng for TestRng {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            *b = self.0 as u8;
-        }
-    }
-}
+use bfd::{ControlPacket, Diag, Discard, Event, Session, SessionConfig, State};
+use common::TestRng;
+use proptest::prelude::*;
 
 fn cfg(discr: u32, tx_ms: u64, rx_ms: u64, mult: u8) -> SessionConfig {
     SessionConfig {

@@ -61,14 +61,8 @@ fn start(ns: &Netns, left: bool, env: &[(&str, &str)], bfd: &str) -> Routevpn {
     rv
 }
 
-fn neighbor(rv: &Routevpn) -> serde_json::Value {
-    rv.status()
-        .map(|s| s["bgp"]["neighbors"][0].clone())
-        .unwrap_or_default()
-}
-
 fn flaps(rv: &Routevpn) -> u64 {
-    neighbor(rv)["bfd_flaps"].as_u64().unwrap_or(u64::MAX)
+    rv.neighbor()["bfd_flaps"].as_u64().unwrap_or(u64::MAX)
 }
 
 #[test]
@@ -99,7 +93,7 @@ fn bfd_stays_up_while_the_bgp_driver_is_stalled() {
         .unwrap_or_else(|e| panic!("{e}"));
     // The right ran on throughout: had the left gone silent for a detection time
     // during the stall, it counted a flap then.
-    let right_n = neighbor(&right);
+    let right_n = right.neighbor();
     assert_eq!(
         right_n["bfd_flaps"].as_u64(),
         Some(before.1),
@@ -108,14 +102,14 @@ fn bfd_stays_up_while_the_bgp_driver_is_stalled() {
     );
     // The left's own view once its driver has run again.
     wait_until(T, POLL, || {
-        let n = neighbor(&left);
+        let n = left.neighbor();
         (n["state"] == "Established")
             .then_some(())
             .ok_or_else(|| format!("neighbor {n}"))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&left.log(), 80)));
     for (rv, was, side) in [(&left, before.0, "left"), (&right, before.1, "right")] {
-        let n = neighbor(rv);
+        let n = rv.neighbor();
         let log = rv.log();
         assert!(
             n["bfd"] == "Up" && n["bfd_flaps"].as_u64() == Some(was) && !log.contains("BFD down"),
@@ -128,13 +122,7 @@ fn bfd_stays_up_while_the_bgp_driver_is_stalled() {
 /// Both ends up with BFD and BGP.
 fn wait_up(rvs: [&Routevpn; 2]) {
     for rv in rvs {
-        wait_until(T, POLL, || {
-            let n = neighbor(rv);
-            (n["state"] == "Established" && n["bfd"] == "Up")
-                .then_some(())
-                .ok_or_else(|| format!("neighbor {n}"))
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 80)));
+        rv.wait_neighbor_up(T);
     }
 }
 
@@ -151,7 +139,7 @@ fn a_busy_tunnel_cut_is_taken_down_by_the_esp_hint() {
     let left = start(&topo.left, true, &env, HINTED);
     let right = start(&topo.right, false, &env, HINTED);
     wait_up([&left, &right]);
-    assert_eq!(neighbor(&left)["bfd_esp_hint"], true);
+    assert_eq!(left.neighbor()["bfd_esp_hint"], true);
 
     // Busy: 200 pings a second through the tunnel, for longer than the test needs.
     let mut ping = std::process::Command::new("ip")
@@ -184,13 +172,13 @@ fn a_busy_tunnel_cut_is_taken_down_by_the_esp_hint() {
         .unwrap_or_else(|e| panic!("nft: {e}"));
     for (rv, side) in [(&left, "left"), (&right, "right")] {
         wait_until(T, POLL, || {
-            let n = neighbor(rv);
+            let n = rv.neighbor();
             (n["bfd"] != "Up")
                 .then_some(())
                 .ok_or_else(|| format!("neighbor {n}"))
         })
         .unwrap_or_else(|e| panic!("{side}: {e}\n{}", testbed::tail(&rv.log(), 60)));
-        let n = neighbor(rv);
+        let n = rv.neighbor();
         assert_eq!(
             n["bfd_esp_hint_downs"].as_u64(),
             Some(1),

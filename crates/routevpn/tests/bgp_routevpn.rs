@@ -102,12 +102,6 @@ fn wait_route(rv: &Routevpn, dst: &str, via: &str) -> String {
     })
 }
 
-fn neighbor(rv: &Routevpn) -> serde_json::Value {
-    rv.status()
-        .map(|s| s["bgp"]["neighbors"][0].clone())
-        .unwrap_or_default()
-}
-
 #[test]
 fn ebgp_bfd_over_routevpn_tunnel() {
     if !testbed::require_programs(&["ping", "nft"]) {
@@ -116,15 +110,8 @@ fn ebgp_bfd_over_routevpn_tunnel() {
     let topo = Topology::two_sites();
     let left = start(&topo.left, true);
     let mut right = start(&topo.right, false);
-
     for rv in [&left, &right] {
-        wait_until(T, POLL, || {
-            let n = neighbor(rv);
-            (n["state"] == "Established" && n["bfd"] == "Up")
-                .then_some(())
-                .ok_or_else(|| format!("neighbor {n}"))
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 80)));
+        rv.wait_neighbor_up(T);
     }
     let l4 = wait_route(&left, Topology::RIGHT_NET, "via 169.254.12.2");
     let l6 = wait_route(&left, Topology::RIGHT_NET6, "via fd00:12::2");
@@ -714,13 +701,7 @@ fn bfd_packet_on_another_interface_is_dropped() {
     let left = start(&topo.left, true);
     let right = start(&topo.right, false);
     for rv in [&left, &right] {
-        wait_until(T, POLL, || {
-            let n = neighbor(rv);
-            (n["state"] == "Established" && n["bfd"] == "Up")
-                .then_some(())
-                .ok_or_else(|| format!("neighbor {n}"))
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&rv.log(), 80)));
+        rv.wait_neighbor_up(T);
     }
     // The discriminators, from one of the right's BFD packets as the left's vti0 sees it.
     let pcap = std::env::temp_dir().join(format!("rv-bfd-{}.pcap", std::process::id()));
@@ -778,14 +759,14 @@ fn bfd_packet_on_another_interface_is_dropped() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The daemon has read the injected packets (they arrive on the wrong interface).
     wait_until(T, POLL, || {
-        let n = neighbor(&left);
+        let n = left.neighbor();
         (n["bfd_wrong_interface"].as_u64().unwrap_or(0) > 10)
             .then_some(())
             .ok_or(format!("{n}"))
     })
     .unwrap_or_else(|e| panic!("the injected packets were not seen: {e}"));
 
-    let n = neighbor(&left);
+    let n = left.neighbor();
     let log = left.log();
     assert!(
         n["bfd"] == "Up" && n["state"] == "Established" && !log.contains("BFD down"),

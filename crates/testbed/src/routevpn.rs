@@ -365,6 +365,25 @@ impl Routevpn {
         serde_json::from_str(&text).map_err(|e| format!("status is not JSON ({e}): {text}"))
     }
 
+    /// The first BGP neighbour in `status --json` (Null when there is none yet).
+    pub fn neighbor(&self) -> serde_json::Value {
+        self.status()
+            .map(|s| s["bgp"]["neighbors"][0].clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits until the first BGP neighbour is Established with BFD Up; panics with the
+    /// log's tail otherwise.
+    pub fn wait_neighbor_up(&self, timeout: Duration) {
+        wait_until(timeout, Duration::from_millis(20), || {
+            let n = self.neighbor();
+            (n["state"] == "Established" && n["bfd"] == "Up")
+                .then_some(())
+                .ok_or_else(|| format!("neighbor {n}"))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", tail(&self.log(), 80)));
+    }
+
     /// The daemon's log (stdout and stderr) so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

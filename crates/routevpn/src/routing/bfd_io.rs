@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tracing::warn;
 
-use super::bfd_thread::Command;
+use super::bfd_thread::{Command, NewSession};
 use super::{BfdLink, Driver, Heard};
 use crate::sys;
 
@@ -114,14 +114,14 @@ impl Driver {
         let gen = self.bfd_gen;
         self.bfd_gen += 1;
         n.bfd = Some(gen);
-        t.send(Command::Add {
+        t.send(Command::Add(NewSession {
             peer: i,
             gen,
             address: n.cfg.address,
             cfg,
             link: n.bfd_link,
             heard: n.bfd_heard.clone(),
-        });
+        }));
     }
 
     pub(super) fn stop_bfd(&mut self, i: usize) {

@@ -34,16 +34,7 @@ const NICE: libc::c_int = -10;
 
 /// What the driver asks of the thread. `peer` is the neighbour's index in the config.
 pub(super) enum Command {
-    /// Start a session; its state changes carry `gen`, so the driver can tell them from
-    /// those of a session it has since replaced.
-    Add {
-        peer: usize,
-        gen: u64,
-        address: IpAddr,
-        cfg: BfdConfig,
-        link: BfdLink,
-        heard: Option<Heard>,
-    },
+    Add(NewSession),
     Remove {
         peer: usize,
     },
@@ -55,6 +46,18 @@ pub(super) enum Command {
         heard: Option<Heard>,
     },
     Shutdown,
+}
+
+/// A session to start; its state changes carry `gen`, so the driver can tell them from
+/// those of a session it has since replaced.
+pub(super) struct NewSession {
+    pub peer: usize,
+    pub gen: u64,
+    pub address: IpAddr,
+    pub cfg: BfdConfig,
+    pub link: BfdLink,
+    /// The neighbour's tunnel's inbound counter, for `esp_hint`.
+    pub heard: Option<Heard>,
 }
 
 /// What the thread publishes of one neighbour.
@@ -259,14 +262,7 @@ impl Thread {
         while matches!((&self.wake).read(&mut drain), Ok(n) if n > 0) {}
         loop {
             match self.cmds.try_recv() {
-                Ok(Command::Add {
-                    peer,
-                    gen,
-                    address,
-                    cfg,
-                    link,
-                    heard,
-                }) => self.add(peer, gen, address, cfg, link, heard),
+                Ok(Command::Add(s)) => self.add(s),
                 Ok(Command::Remove { peer }) => {
                     if let Some(slot) = self.sessions.get_mut(peer) {
                         *slot = None;
@@ -284,15 +280,15 @@ impl Thread {
         }
     }
 
-    fn add(
-        &mut self,
-        peer: usize,
-        gen: u64,
-        address: IpAddr,
-        cfg: BfdConfig,
-        link: BfdLink,
-        heard: Option<Heard>,
-    ) {
+    fn add(&mut self, new: NewSession) {
+        let NewSession {
+            peer,
+            gen,
+            address,
+            cfg,
+            link,
+            heard,
+        } = new;
         if peer >= self.sessions.len() {
             return;
         }
