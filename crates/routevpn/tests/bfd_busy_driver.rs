@@ -141,23 +141,30 @@ fn a_busy_tunnel_cut_is_taken_down_by_the_esp_hint() {
     wait_up([&left, &right]);
     assert_eq!(left.neighbor()["bfd_esp_hint"], true);
 
-    // Busy: 200 pings a second through the tunnel, for longer than the test needs.
-    let mut ping = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            topo.left.name(),
-            "ping",
-            "-q",
-            "-i",
-            "0.005",
-            "-w",
-            "8",
-        ])
-        .arg("169.254.12.2")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("ping");
+    // 200 pings a second through the tunnel for `secs` seconds.
+    let ping = |secs: &str| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", topo.left.name(), "ping", "-q", "-i", "0.005"])
+            .args(["-w", secs, "169.254.12.2"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ping")
+    };
+    // Busy traffic that simply stops is no cut: at most a Poll, which is answered.
+    let mut first = ping("1");
+    let _ = first.wait();
+    std::thread::sleep(Duration::from_secs(2));
+    for rv in [&left, &right] {
+        let n = rv.neighbor();
+        assert!(
+            n["bfd"] == "Up" && n["bfd_flaps"] == 0,
+            "BFD left Up after the traffic stopped: {n}\n{}",
+            testbed::tail(&rv.log(), 60)
+        );
+    }
+
+    // Busy again, for longer than the rest of the test needs.
+    let mut ping = ping("8");
     std::thread::sleep(Duration::from_secs(1));
     // Cut the path in the middle: the left drops ESP-in-UDP both ways.
     topo.left
