@@ -12,9 +12,15 @@
 //!   [`Hint::Lost`], declare the session down ([`crate::Session::path_lost`]).
 //!
 //! So on a busy tunnel a cut is detected after about two intervals instead of Detect
-//! Mult intervals, and a false alarm needs the silence of the data *and* the loss of
-//! two consecutive Control packets plus the Poll or its Final. An idle tunnel (only BFD)
-//! is never busy: there the hint stays quiet and BFD alone decides.
+//! Mult intervals (no sooner than BFD with Detect Mult 2 or less), and a false alarm
+//! needs the silence of the data *and* the loss of two consecutive Control packets plus
+//! the Poll or its Final. An idle tunnel (only BFD) is never busy: there the hint stays
+//! quiet and BFD alone decides.
+//!
+//! Two deliberate departures from RFC 5880, both only with the hint (opt-in): the
+//! session goes down before its Detection Time, and the Poll goes out at once rather
+//! than on the next periodic packet (§6.5). Waiting for that packet, up to one more
+//! interval, would take most of the gain; it is one extra packet per silence.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -41,6 +47,9 @@ pub enum Hint {
 pub struct SilenceWatch {
     /// The counter at the last sample.
     count: Option<u64>,
+    /// The interval of the last sample: when the peer's changes (the slow 1 s of §6.8.3
+    /// becoming the configured one), the history no longer says anything.
+    interval: Option<Duration>,
     /// Samples at which the counter had risen, oldest first: the front is the newest
     /// one at least an interval older than the back (the base of the busy window).
     heard: VecDeque<(Instant, u64)>,
@@ -68,10 +77,12 @@ impl SilenceWatch {
     /// ([`crate::Session::remote_tx_interval`]).
     pub fn sample(&mut self, now: Instant, count: u64, interval: Duration) -> Hint {
         let rose = self.count.is_some_and(|c| count != c);
-        if self.count.is_some_and(|c| count < c) {
-            // Not the same counter any more.
+        if self.count.is_some_and(|c| count < c) || self.interval != Some(interval) {
+            // Not the same counter, or not the same peer interval, any more.
             self.heard.clear();
+            self.probed = None;
         }
+        self.interval = Some(interval);
         self.count = Some(count);
         if rose || self.heard.is_empty() {
             self.heard.push_back((now, count));
@@ -108,12 +119,19 @@ impl SilenceWatch {
         }
     }
 
-    /// Packets delivered in the interval up to the last rise, if that makes the tunnel
-    /// busy; `None` with less than an interval of history.
+    /// Packets delivered in the window up to the last rise, if that is a busy rate;
+    /// `None` with less than an interval of history. The window is at least an
+    /// interval, and longer after a gap between samples (the rises in the gap all show
+    /// at its end), so it is the rate that must reach [`limits::HINT_BUSY_PACKETS`] per
+    /// interval, not the count.
     fn busy_packets(&self, interval: Duration) -> Option<u64> {
         let (&(t0, c0), &(t1, c1)) = (self.heard.front()?, self.heard.back()?);
         let n = c1.wrapping_sub(c0);
-        (t0 + interval <= t1 && n >= limits::HINT_BUSY_PACKETS).then_some(n)
+        let window = t1.saturating_duration_since(t0);
+        let busy = window >= interval
+            && u128::from(n) * interval.as_nanos()
+                >= u128::from(limits::HINT_BUSY_PACKETS) * window.as_nanos();
+        busy.then_some(n)
     }
 }
 
@@ -224,6 +242,25 @@ mod tests {
         // Another tunnel's counter (recreated): no history, so no probe.
         let mut c2 = 0;
         assert!(run(&mut w, t0, &mut c2, 500, 1000, 0).is_empty());
+    }
+
+    #[test]
+    fn bfd_alone_seen_across_a_sampling_gap_is_not_busy() {
+        let t0 = Instant::now();
+        let mut w = SilenceWatch::new();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        // Two samples 500 ms apart (the thread stalled, or idle sampling at a slow
+        // interval): the 12 BFD packets in between all show at 500 ms.
+        assert_eq!(w.sample(ms(0), 0, IV), Hint::Nothing);
+        assert_eq!(w.sample(ms(500), 12, IV), Hint::Nothing);
+        // Then one BFD packet per 40 ms, one of them lost: silence of 80 ms.
+        let mut c = 12;
+        for m in (505..1000u64).step_by(5) {
+            if m.is_multiple_of(40) && m != 560 {
+                c += 1;
+            }
+            assert_eq!(w.sample(ms(m), c, IV), Hint::Nothing, "at {m} ms");
+        }
     }
 
     #[test]

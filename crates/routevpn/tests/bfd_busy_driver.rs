@@ -144,7 +144,15 @@ fn a_busy_tunnel_cut_is_taken_down_by_the_esp_hint() {
     // 200 pings a second through the tunnel for `secs` seconds.
     let ping = |secs: &str| {
         std::process::Command::new("ip")
-            .args(["netns", "exec", topo.left.name(), "ping", "-q", "-i", "0.005"])
+            .args([
+                "netns",
+                "exec",
+                topo.left.name(),
+                "ping",
+                "-q",
+                "-i",
+                "0.005",
+            ])
             .args(["-w", secs, "169.254.12.2"])
             .stdout(std::process::Stdio::null())
             .spawn()

@@ -649,7 +649,6 @@ impl Dataplane {
         }
     }
 
-    /// Transmit/TUN counters of one tunnel.
     /// A counter of the inbound ESP packets the tunnel authenticated, on any of its
     /// SAs; BFD's ESP-silence hint samples it (`bfd::hint`).
     pub fn inbound_heard(&self, id: TunnelId) -> Option<Arc<AtomicU64>> {
@@ -657,6 +656,8 @@ impl Dataplane {
             .get(&id.0)
             .map(|t| t.heard.clone())
     }
+
+    /// Transmit/TUN counters of one tunnel.
 
     pub fn tunnel_stats(&self, id: TunnelId) -> Option<TunnelStats> {
         let t = read(&self.shared.tunnels).get(&id.0).cloned()?;

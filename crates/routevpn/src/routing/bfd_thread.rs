@@ -162,10 +162,18 @@ struct Peer {
 }
 
 impl Peer {
+    /// The tunnel's counter, as its link comes up; the same counter keeps its watch
+    /// (a Probe in progress stays).
     fn set_heard(&mut self, heard: Option<Heard>) {
-        self.hint = heard
-            .filter(|_| self.esp_hint)
-            .map(|h| (h, bfd::SilenceWatch::new()));
+        let same = match (&self.hint, &heard) {
+            (Some((old, _)), Some(new)) => Arc::ptr_eq(old, new),
+            _ => false,
+        };
+        if !same {
+            self.hint = heard
+                .filter(|_| self.esp_hint)
+                .map(|h| (h, bfd::SilenceWatch::new()));
+        }
     }
 
     /// When the hint wants its next sample: only while Up (the peer's interval known).
