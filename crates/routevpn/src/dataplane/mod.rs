@@ -658,7 +658,6 @@ impl Dataplane {
     }
 
     /// Transmit/TUN counters of one tunnel.
-
     pub fn tunnel_stats(&self, id: TunnelId) -> Option<TunnelStats> {
         let t = read(&self.shared.tunnels).get(&id.0).cloned()?;
         Some(t.stats())
