@@ -37,7 +37,7 @@ pub enum Hint {
     Lost {
         /// How long nothing has arrived (as sampled).
         silent: Duration,
-        /// Packets delivered in the interval before the silence.
+        /// Packets delivered in the window (about an interval) before the silence.
         busy_packets: u64,
     },
 }
