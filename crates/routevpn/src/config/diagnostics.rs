@@ -238,6 +238,16 @@ pub(super) fn check_neighbors(cx: &Ctx, bgp: &BgpConfig, raw: &RawBgp, tunnels: 
                 ),
             );
         }
+        // The hint takes about two intervals; BFD alone takes `multiplier`.
+        if let Some(b) = n.bfd.as_ref().filter(|b| b.esp_hint && b.multiplier <= 2) {
+            cx.warn(
+                r.get_ref().bfd.as_ref().map(|s| s.span()),
+                format!(
+                    "[[bgp.neighbor]] {}: bfd esp_hint with multiplier {} detects no sooner than BFD alone (about 2 intervals)",
+                    n.address, b.multiplier
+                ),
+            );
+        }
     }
 }
 
@@ -429,6 +439,21 @@ mod tests {
         assert_eq!(
             w,
             ["c.toml:13:11: [[bgp.neighbor]] 10.9.9.9: not inside any tunnel's address subnet"]
+        );
+        // esp_hint only pays with a multiplier above 2.
+        let hinted = |m: u8| {
+            warnings(&format!(
+                "{inside}bfd = {{ interval = \"50ms\", multiplier = {m}, esp_hint = true }}\n"
+            ))
+        };
+        assert!(hinted(3).is_empty());
+        let w = hinted(2);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(
+                "c.toml:14:7: [[bgp.neighbor]] 169.254.12.2: bfd esp_hint with multiplier 2"
+            ),
+            "{w:?}"
         );
     }
 

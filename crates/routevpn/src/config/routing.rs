@@ -173,7 +173,7 @@ pub(super) struct RawBgp {
 pub(super) struct RawNeighbor {
     pub(super) address: Spanned<String>,
     asn: Spanned<u32>,
-    bfd: Option<Spanned<RawBfd>>,
+    pub(super) bfd: Option<Spanned<RawBfd>>,
     passive: Option<bool>,
     import: Option<Spanned<StrList>>,
     export: Option<Spanned<StrList>>,
