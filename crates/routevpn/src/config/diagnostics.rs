@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::routing::RawBgp;
+use super::routing::{inside_a_tunnel, RawBgp};
 use super::tunnel::RawTunnel;
 use super::{BgpConfig, ConfigError, Ctx, TunnelConfig};
 
@@ -226,10 +226,7 @@ pub(super) fn check_overlap(
 /// most likely a typo (or a session that would follow the underlay).
 pub(super) fn check_neighbors(cx: &Ctx, bgp: &BgpConfig, raw: &RawBgp, tunnels: &[TunnelConfig]) {
     for (n, r) in bgp.neighbors.iter().zip(&raw.neighbor) {
-        let inside = tunnels
-            .iter()
-            .any(|t| t.addresses.iter().any(|net| net.contains(&n.address)));
-        if !inside {
+        if !inside_a_tunnel(tunnels, n.address) {
             cx.warn(
                 Some(r.get_ref().address.span()),
                 format!(

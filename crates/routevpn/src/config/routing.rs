@@ -374,10 +374,7 @@ pub(super) fn bgp_config(
             ));
         }
         // The hint reads the tunnel's inbound ESP: a neighbour outside every tunnel has none.
-        let in_tunnel = tunnels
-            .iter()
-            .any(|t| t.addresses.iter().any(|a| a.contains(&nc.address)));
-        if nc.bfd.as_ref().is_some_and(|b| b.esp_hint) && !in_tunnel {
+        if nc.bfd.as_ref().is_some_and(|b| b.esp_hint) && !inside_a_tunnel(tunnels, nc.address) {
             return Err(cx.err(
                 n.get_ref().bfd.as_ref().map(|b| b.span()),
                 format!(
@@ -398,6 +395,14 @@ pub(super) fn bgp_config(
         redistribute,
         neighbors,
     })
+}
+
+/// Whether `address` lies in one of the tunnels' interface subnets (a neighbour reached
+/// through that tunnel).
+pub(super) fn inside_a_tunnel(tunnels: &[TunnelConfig], address: IpAddr) -> bool {
+    tunnels
+        .iter()
+        .any(|t| t.addresses.iter().any(|net| net.contains(&address)))
 }
 
 pub(super) fn neighbor(

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -62,7 +61,7 @@ pub(super) struct Tunnel {
     /// (each MTU change walks the kernel's whole IPv6 routing table).
     pub(super) mtu: Option<u32>,
     /// The dataplane's count of inbound ESP it authenticated, handed to BFD's hint.
-    pub(super) heard: Option<Arc<AtomicU64>>,
+    pub(super) heard: Option<routing::Heard>,
 }
 
 /// The MTU the tunnel's interface will most likely need: `mtu`, else the one for the

@@ -402,14 +402,8 @@ impl Thread {
             self.stats[i].state = None;
             return;
         };
-        if p.hint_deadline(now).is_some_and(|t| t <= now) {
-            if hint(p, now) {
-                self.stats[i].esp_hint_downs += 1;
-            }
-        } else if p.session.state() != bfd::State::Up {
-            if let Some((_, w)) = &mut p.hint {
-                w.reset();
-            }
+        if p.hint_deadline(now).is_some_and(|t| t <= now) && hint(p, now) {
+            self.stats[i].esp_hint_downs += 1;
         }
         if p.session.poll_timeout().is_some_and(|t| t <= now) {
             p.session.handle_timeout(now);
@@ -433,6 +427,10 @@ impl Thread {
             info!(neighbor = %p.address, from = ?from, to = ?to, diag = ?diag, "BFD session {:?}", to);
             if from == bfd::State::Up {
                 self.stats[i].flaps += 1;
+                // The hint's history ends with the session; it starts over when Up.
+                if let Some((_, w)) = &mut p.hint {
+                    w.reset();
+                }
             }
             self.pending.push_back(Report {
                 peer: i,
