@@ -389,6 +389,7 @@ mod tests {
             "routevpn_bgp_prefixes_received{neighbor=\"169.254.12.2\"} 2",
             "routevpn_bfd_session_up{neighbor=\"169.254.12.2\"} 1",
             "routevpn_bfd_flaps_total{neighbor=\"169.254.12.2\"} 1",
+            "routevpn_bfd_esp_hint_downs_total{neighbor=\"169.254.12.2\"} 1",
             "routevpn_ike_setup_seconds_count 1",
             "routevpn_ike_setup_seconds_bucket{le=\"0.025\"} 1",
             "routevpn_ike_setup_seconds_bucket{le=\"0.01\"} 0",
