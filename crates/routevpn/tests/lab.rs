@@ -85,6 +85,17 @@ fn triangle_heals_around_a_cut_link_and_fails_back() {
     assert_eq!(report["bgp_established"], 6, "{}", ctx());
     assert_eq!(report["detour_dev"], "ac", "traffic went via C: {}", ctx());
     assert!(report["outage_ms"].as_u64().is_some(), "{}", ctx());
+    // The lab runs BFD with the ESP hint by default, and says what took A–B down
+    // (which of the two wins depends on timing, so either is fine here).
+    assert_eq!(report["bfd"], "50ms x 3, ESP hint", "{}", ctx());
+    assert!(
+        matches!(
+            report["detected_by"].as_str(),
+            Some("ESP hint" | "BFD Detection Time")
+        ),
+        "{}",
+        ctx()
+    );
     // Fail-back is make-before-break: the path via C carries traffic until A–B is back.
     assert_eq!(report["lost_after_restore"], 0, "{}", ctx());
     assert!(report["failback_ms"].as_u64().is_some(), "{}", ctx());
