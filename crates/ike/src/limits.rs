@@ -94,3 +94,11 @@ pub const MAX_RESOURCE_SAS: usize = 64;
 /// workers) only after this long without a per-resource request from the initiator, so
 /// the two ends do not race to fill the same resource.
 pub const RESOURCE_TOP_UP_DELAY: Duration = Duration::from_secs(2);
+/// §1.4.1 lets the peer delete a CHILD SA at any time (strongSwan does at its hard
+/// lifetime after failed rekeys, or on `swanctl --terminate --child`); a route-based
+/// tunnel without one carries nothing, so it is created again after this long.
+pub const CHILD_REFILL_DELAY: Duration = Duration::from_secs(1);
+/// Each further deletion on the same IKE SA lineage doubles the wait, up to this, so a
+/// peer that keeps deleting is not answered with a request storm; a completed CHILD SA
+/// rekey (the SA lived its lifetime) starts again from [`CHILD_REFILL_DELAY`].
+pub const CHILD_REFILL_MAX: Duration = Duration::from_secs(64);

@@ -138,6 +138,10 @@ impl IkeSa {
             peer_rekey: None,
             resource: info.resource,
         });
+        if info.replaces.is_some() {
+            // A CHILD SA lived to its rekey: the peer is not deleting them on sight.
+            self.rsa.refills = 0;
+        }
         ctx.events.push_back(Event::ChildInstalled(info));
     }
 

@@ -75,7 +75,7 @@ pub(crate) enum Queued {
     /// never installed here.
     DeleteRedundant(u32),
     RekeyIke,
-    /// A fresh CHILD SA for a tunnel that lost its last one (§1.3.1).
+    /// A fresh fallback CHILD SA for a tunnel that lost it (§1.3.1).
     NewChild,
     /// RFC 9611 §3: per-resource CHILD SA for this resource (>= 1).
     ResourceChild(u32),
@@ -639,10 +639,7 @@ impl IkeSa {
                     );
                 }
                 Queued::RekeyChild(spi_in) => self.send_rekey_child(ctx, now, spi_in),
-                Queued::NewChild => {
-                    let (l, r) = (ctx.cfg.local_ts.clone(), ctx.cfg.remote_ts.clone());
-                    self.send_create_child(ctx, now, None, l, r, 0);
-                }
+                Queued::NewChild => self.send_fallback_child(ctx, now),
                 Queued::RekeyIke => self.send_rekey_ike(ctx, now),
                 Queued::ResourceChild(r) => self.send_resource_child(ctx, now, r),
             }

@@ -45,6 +45,7 @@ impl IkeSa {
         let mut delete_ike = false;
         let mut auth_failed = false;
         let mut our_spis = Vec::new();
+        let mut lost = Vec::new();
         for p in inner {
             match p {
                 Payload::Delete(d) if d.protocol == ProtocolId::IKE => delete_ike = true,
@@ -53,6 +54,10 @@ impl IkeSa {
                         // §1.4.1: the SPIs are the sender's inbound ones, our outbound.
                         if let Some(pos) = ctx.children.iter().position(|c| c.spi_out == spi) {
                             let c = ctx.remove_child(pos);
+                            // A rekey's old SA is expected to go; any other leaves a gap.
+                            if !c.superseded {
+                                lost.push(c.resource);
+                            }
                             info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{:08x}", c.spi_in),
                                 spi_out = format_args!("{:08x}", c.spi_out), "peer deleted CHILD SA");
                             our_spis.push(c.spi_in.to_be_bytes().to_vec());
@@ -116,6 +121,7 @@ impl IkeSa {
             };
             return;
         }
+        self.peer_deleted_children(ctx, now, &lost);
         let mut out = if our_spis.is_empty() {
             vec![]
         } else {

@@ -20,6 +20,10 @@
 //! resources than that creates the rest itself once the initiator has been quiet for
 //! [`limits::RESOURCE_TOP_UP_DELAY`] (the top-up); the initiator numbers them after its
 //! own and, having no queue for them, only receives on them.
+//!
+//! The same refill brings back a CHILD SA the peer deleted outside a rekey (§1.4.1), the
+//! fallback SA included: a route-based tunnel is meant to carry traffic while its IKE SA
+//! is up. It waits [`limits::CHILD_REFILL_DELAY`], doubled per deletion (see there).
 
 use super::error::ExchangeError;
 use super::ike_sa::{Ctx, IkeSa, Queued};
@@ -37,9 +41,13 @@ pub(crate) struct Resources {
     pub supported: bool,
     /// The peer answered an extra with TS_MAX_QUEUE (§5.2): create no more on this SA.
     pub refused: bool,
-    /// IKE responder with more resources than the initiator may create: when to create
-    /// the ones still missing (moved on by each per-resource request of the peer).
-    pub top_up_at: Option<Instant>,
+    /// When to create the CHILD SAs still missing: as IKE responder with more resources
+    /// than the initiator (moved on by each per-resource request of the peer), or after
+    /// the peer deleted one outside a rekey.
+    pub refill_at: Option<Instant>,
+    /// Deletions by the peer answered with a new CHILD SA since the last completed CHILD
+    /// SA rekey: the back-off's exponent.
+    pub refills: u32,
 }
 
 /// The CHILD SA of `resource` that is not being replaced, if any.
@@ -85,39 +93,77 @@ impl IkeSa {
         self.rsa.supported =
             ctx.cfg.resources >= 1 && find_notify(inner, NotifyType::SA_RESOURCE_INFO).is_some();
         if self.rsa.supported && ctx.cfg.resources > 1 {
-            self.rsa.top_up_at = Some(now + limits::RESOURCE_TOP_UP_DELAY);
+            self.rsa.refill_at = Some(now + limits::RESOURCE_TOP_UP_DELAY);
         }
         self.rsa.supported.then(|| resource_info(0))
     }
 
     /// The peer created a per-resource CHILD SA: it is still creating, wait for it.
     pub(super) fn resource_created_by_peer(&mut self, now: Instant) {
-        if let Some(t) = self.rsa.top_up_at.as_mut() {
-            *t = now + limits::RESOURCE_TOP_UP_DELAY;
+        if let Some(t) = self.rsa.refill_at.as_mut() {
+            *t = (*t).max(now + limits::RESOURCE_TOP_UP_DELAY);
         }
     }
 
-    /// The top-up is due: queue a CREATE_CHILD_SA for each of our resources that has no
-    /// live CHILD SA, one at a time like the initiator's extras.
-    pub(super) fn top_up_resources(&mut self, ctx: &Ctx<'_>) {
-        self.rsa.top_up_at = None;
-        if !self.rsa.supported || self.rsa.refused {
+    /// The peer deleted CHILD SAs of `resources` outside a rekey (§1.4.1): arm the refill
+    /// for the ones now without a live SA that we would create, with back-off.
+    pub(super) fn peer_deleted_children(&mut self, ctx: &Ctx<'_>, now: Instant, resources: &[u32]) {
+        let lost: Vec<u32> = resources
+            .iter()
+            .copied()
+            .filter(|&r| live_child(ctx, r).is_none() && self.would_create(ctx, r))
+            .collect();
+        if lost.is_empty() {
             return;
         }
-        let missing: Vec<u32> = (1..ctx.cfg.resources)
-            .filter(|&r| live_child(ctx, r).is_none())
+        let shift = self
+            .rsa
+            .refills
+            .min(limits::CHILD_REFILL_MAX.as_secs().ilog2());
+        let wait = (limits::CHILD_REFILL_DELAY * (1 << shift)).min(limits::CHILD_REFILL_MAX);
+        self.rsa.refills = self.rsa.refills.saturating_add(1);
+        let at = now + wait;
+        self.rsa.refill_at = Some(self.rsa.refill_at.map_or(at, |t| t.min(at)));
+        info!(tunnel = %ctx.cfg.name, resources = ?lost, wait = ?wait,
+            "peer deleted a CHILD SA outside a rekey: creating it again");
+    }
+
+    /// Whether we create a CHILD SA for `resource` when it is missing: the fallback SA
+    /// always, an extra while the peer takes them.
+    fn would_create(&self, ctx: &Ctx<'_>, resource: u32) -> bool {
+        resource == 0 || (self.rsa.supported && !self.rsa.refused && resource < ctx.cfg.resources)
+    }
+
+    /// The refill is due: queue a CREATE_CHILD_SA for the fallback SA and for each of our
+    /// resources that has no live CHILD SA, one at a time like the initiator's extras.
+    pub(super) fn refill_children(&mut self, ctx: &Ctx<'_>) {
+        self.rsa.refill_at = None;
+        let missing: Vec<u32> = (0..ctx.cfg.resources.max(1))
+            .filter(|&r| live_child(ctx, r).is_none() && self.would_create(ctx, r))
             .collect();
         if missing.is_empty() {
             return;
         }
-        info!(tunnel = %ctx.cfg.name, count = missing.len(),
-            "creating the per-resource CHILD SAs the peer did not (we have more resources)");
-        self.queue_resources(missing);
+        info!(tunnel = %ctx.cfg.name, resources = ?missing, "creating the CHILD SAs this tunnel lacks");
+        if missing.first() == Some(&0) && !self.queued.contains(&Queued::NewChild) {
+            self.queued.push_back(Queued::NewChild);
+        }
+        self.queue_resources(missing.into_iter().filter(|&r| r > 0));
+    }
+
+    /// `Queued::NewChild` is due: create the fallback SA unless one is live again (the
+    /// peer made it meanwhile).
+    pub(super) fn send_fallback_child(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+        if live_child(ctx, 0).is_some() {
+            return;
+        }
+        let (l, r) = (ctx.cfg.local_ts.clone(), ctx.cfg.remote_ts.clone());
+        self.send_create_child(ctx, now, None, l, r, 0);
     }
 
     /// After the fallback SA is in: queue the extras, one CREATE_CHILD_SA at a time.
     /// The IKE SA's initiator creates them at once; the responder only tops up later
-    /// ([`Self::top_up_resources`]), so the two ends do not race to fill the same
+    /// ([`Self::refill_children`]), so the two ends do not race to fill the same
     /// resource (RFC 9611 §3 leaves it to either end). A rekeyed IKE SA keeps its CHILD
     /// SAs and creates none.
     pub(super) fn queue_resource_children(&mut self, ctx: &Ctx<'_>) {

@@ -29,9 +29,9 @@ pub(crate) enum Timer {
     NatKeepalive(usize),
     /// A superseded IKE SA the peer never deleted: delete it ourselves (§2.8.2).
     Redundant(usize),
-    /// The peer stopped creating per-resource CHILD SAs: create the ones we still lack
-    /// (RFC 9611 §3, IKE responder only).
-    ResourceTopUp(usize),
+    /// CHILD SAs are missing: the peer deleted one outside a rekey (§1.4.1), or, as IKE
+    /// responder with more resources, the peer stopped creating them (RFC 9611 §3).
+    Refill(usize),
 }
 
 /// `d` less a random margin of up to 10 % (§2.8: randomized rekey times make
@@ -88,8 +88,8 @@ impl Session {
                 .superseded_at
                 .map(|t| t + limits::REDUNDANT_IKE_SA_GRACE),
             Timer::Redundant(_) => None,
-            Timer::ResourceTopUp(i) if self.current() == Some(i) => established(i)?.0.rsa.top_up_at,
-            Timer::ResourceTopUp(_) => None,
+            Timer::Refill(i) if self.current() == Some(i) => established(i)?.0.rsa.refill_at,
+            Timer::Refill(_) => None,
         }
     }
 
@@ -104,7 +104,7 @@ impl Session {
                 Timer::Dpd(i),
                 Timer::NatKeepalive(i),
                 Timer::Redundant(i),
-                Timer::ResourceTopUp(i),
+                Timer::Refill(i),
             ]
         });
         std::iter::once(Timer::Reinitiate)
@@ -192,8 +192,8 @@ impl Session {
                 sa.note_peer_alive(now);
                 sa.queued.push_back(Queued::Liveness);
             }
-            if self.due(Timer::ResourceTopUp(i), now) {
-                self.with_sa_no_bookkeeping(i, now, |sa, ctx, _| sa.top_up_resources(ctx));
+            if self.due(Timer::Refill(i), now) {
+                self.with_sa_no_bookkeeping(i, now, |sa, ctx, _| sa.refill_children(ctx));
             }
         }
         if let Some(sa) = self.sas.get_mut(cur) {

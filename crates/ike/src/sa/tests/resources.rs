@@ -406,7 +406,7 @@ fn a_responder_with_more_resources_tops_up_once_the_initiator_is_done() {
     assert_children_mirror(&p);
     assert_installs_mirror(&p);
     assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
-    assert!(p.b.sas[0].rsa.top_up_at.is_none(), "a top-up happens once");
+    assert!(p.b.sas[0].rsa.refill_at.is_none(), "a top-up happens once");
     // Nothing more later.
     let later = p.now + Duration::from_secs(30);
     run_until(&mut p, later);
@@ -425,8 +425,8 @@ fn a_responder_with_no_more_resources_than_the_initiator_creates_none() {
     }
     // The initiator never tops up: its extras are made at once.
     let p = pair(2, 3, false);
-    assert!(p.a.sas[0].rsa.top_up_at.is_none());
-    assert!(p.b.sas[0].rsa.top_up_at.is_some());
+    assert!(p.a.sas[0].rsa.refill_at.is_none());
+    assert!(p.b.sas[0].rsa.refill_at.is_some());
 }
 
 #[test]
@@ -483,4 +483,99 @@ fn the_top_up_waits_while_the_initiator_is_still_creating_over_a_slow_link() {
     assert_eq!(resources(&p.b, p.now), want);
     assert_children_mirror(&p);
     assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+}
+
+/// `by`'s end deletes its CHILD SA of `resource` outside a rekey (RFC 7296 §1.4.1, as
+/// `swanctl --terminate --child` or strongSwan's hard lifetime does).
+fn peer_deletes(p: &mut Pair, by_a: bool, resource: u32) {
+    let s = if by_a { &p.a } else { &p.b };
+    let st = s.status(p.now);
+    let spi_in = st
+        .children
+        .iter()
+        .find(|(c, _)| c.resource == resource)
+        .map(|(c, _)| c.spi_in)
+        .expect("a CHILD SA of that resource");
+    let s = if by_a { &mut p.a } else { &mut p.b };
+    assert!(s.enqueue(p.now, Queued::DeleteChild(spi_in)));
+    p.run();
+}
+
+/// Steps timers until `s` (A or B) has `n` CHILD SAs; how long that took.
+fn time_to_children(p: &mut Pair, a: bool, n: usize) -> Duration {
+    let start = p.now;
+    for _ in 0..100 {
+        let s = if a { &p.a } else { &p.b };
+        if s.status(p.now).children.len() == n {
+            return p.now - start;
+        }
+        assert!(p.step_timer(), "no timer left");
+    }
+    panic!("never got {n} CHILD SAs");
+}
+
+/// The peer deletes the tunnel's only CHILD SA and keeps its IKE SA: the other end
+/// creates it again with the configured selectors, after 1 s, then 2 s and 4 s if the
+/// peer keeps deleting, and from 1 s again once a CHILD SA lived to its rekey. The end
+/// that deleted never re-creates it itself.
+#[test]
+fn a_child_sa_the_peer_deletes_is_created_again_with_back_off() {
+    let mut p = pair(0, 0, false);
+    let mut waits = vec![];
+    for _ in 0..3 {
+        peer_deletes(&mut p, false, 0);
+        assert!(p.a.status(p.now).children.is_empty(), "A lost its CHILD SA");
+        assert!(p.a.is_established() && p.b.is_established(), "IKE SA stays");
+        let requests = create_requests(&p);
+        waits.push(time_to_children(&mut p, true, 1));
+        assert_eq!(create_requests(&p), (requests.0 + 1, requests.1), "A made it");
+        assert_children_mirror(&p);
+    }
+    let s = |n| Duration::from_secs(n);
+    assert_eq!(waits, [s(1), s(2), s(4)]);
+    let c = *Pair::children(&p.events_a).last().unwrap();
+    assert_eq!((c.replaces, c.resource), (None, 0));
+    assert_eq!(c.local_ts, p.a.cfg.local_ts, "the configured selectors");
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+    // A rekey (the SA lived its lifetime) starts the back-off over.
+    assert!(p.b.rekey_child(p.now));
+    p.run();
+    peer_deletes(&mut p, false, 0);
+    assert_eq!(time_to_children(&mut p, true, 1), s(1));
+    assert_children_mirror(&p);
+    // And a rekey's own delete of the old SA creates nothing more.
+    let requests = create_requests(&p);
+    assert!(p.b.rekey_child(p.now));
+    p.run();
+    let later = p.now + s(120);
+    run_until(&mut p, later);
+    assert_eq!(create_requests(&p), (requests.0, requests.1 + 1));
+    assert_eq!(child_spis(&p.a, p.now).len(), 1);
+}
+
+/// With per-resource CHILD SAs, a deleted extra comes back on its resource and lane,
+/// whichever end of the IKE SA lost it; the others are untouched.
+#[test]
+fn a_per_resource_child_sa_the_peer_deletes_is_created_again() {
+    for (a_deletes, resource) in [(false, 1), (true, 2), (true, 0)] {
+        let mut p = pair(3, 3, true);
+        let before = child_spis(&p.a, p.now);
+        peer_deletes(&mut p, a_deletes, resource);
+        let loser = !a_deletes;
+        let lost = if loser { &p.a } else { &p.b };
+        assert_eq!(lost.status(p.now).children.len(), 2);
+        assert_eq!(time_to_children(&mut p, loser, 3), Duration::from_secs(1));
+        for (s, home) in [(&p.a, 0), (&p.b, 1)] {
+            assert_eq!(resources(s, p.now), [0, 1, 2], "{} lost {resource}", s.cfg.name);
+            assert_lanes(s, p.now, home);
+        }
+        let kept = child_spis(&p.a, p.now)
+            .iter()
+            .filter(|c| before.contains(c))
+            .count();
+        assert_eq!(kept, 2, "the other two stay");
+        assert_children_mirror(&p);
+        assert_installs_mirror(&p);
+        assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+    }
 }
