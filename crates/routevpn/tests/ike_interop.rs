@@ -406,3 +406,60 @@ fn strongswan_rekeys_and_probes_routevpn_initiator() {
     }
     survive_strongswan_rekeys(false);
 }
+
+/// strongSwan deletes the CHILD SA and keeps its IKE SA (`swanctl --terminate --child`,
+/// as its hard lifetime does after failed rekeys): routevpn, in either role, creates it
+/// again (RFC 7296 §1.4.1; without this the route-based tunnel stayed "ike-only" and
+/// carried nothing until the IKE SA was replaced). charon does not re-create it itself.
+#[test]
+fn a_child_sa_strongswan_deletes_is_created_again() {
+    if !testbed::require_strongswan() {
+        return;
+    }
+    for swan_initiates in [false, true] {
+        let topo = Topology::two_sites();
+        let (ike, esp) = ("aes256gcm16-prfsha384-x25519", "aes256gcm16");
+        // Routing the right site into the tunnel, so hosts can ping across.
+        let t = RvTunnel {
+            address: vec!["169.254.12.1/30".into()],
+            routes: vec![Topology::RIGHT_NET.into()],
+            ..rv_tunnel(true, ike, esp, "k", !swan_initiates)
+        };
+        let rv = Routevpn::start(&topo.left, &rv_config(t)).unwrap();
+        let swan = Strongswan::start(&topo.right, &[swan_right(ike, esp, "k", "none")]).unwrap();
+        if swan_initiates {
+            swan.initiate("net").unwrap();
+        }
+        swan.wait_established("tun", T).unwrap();
+        let t = testbed::wait_tunnel_up(&rv, T);
+        let old = testbed::json_str(&t, "/child_sas/0/spi_in");
+        topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+
+        swan.terminate_child("net").unwrap();
+        let t = wait_until(T, Duration::from_millis(100), || {
+            let t = tunnel(&rv.status()?);
+            match t["child_sas"].as_array().map(Vec::len) {
+                Some(1) if t["state"] == "up" && t["child_sas"][0]["spi_in"] != old.as_str() => {
+                    Ok(t)
+                }
+                _ => Err(format!("not re-created: {t}")),
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", testbed::tail(&rv.log(), 60)));
+        let log = rv.log();
+        assert!(
+            log.contains("peer deleted a CHILD SA outside a rekey"),
+            "{}",
+            testbed::tail(&log, 40)
+        );
+        assert_eq!(
+            t["ike_sas"].as_array().map(Vec::len),
+            Some(1),
+            "same IKE SA"
+        );
+        let sa = swan.wait_established("tun", T).unwrap();
+        assert_eq!(sa.installed().count(), 1, "{}", swan.list_sas());
+        topo.left_host.wait_ping(Topology::RIGHT_HOST, T).unwrap();
+        assert!(!log.contains("ERROR"), "no errors on routevpn");
+    }
+}

@@ -528,7 +528,11 @@ fn a_child_sa_the_peer_deletes_is_created_again_with_back_off() {
         assert!(p.a.is_established() && p.b.is_established(), "IKE SA stays");
         let requests = create_requests(&p);
         waits.push(time_to_children(&mut p, true, 1));
-        assert_eq!(create_requests(&p), (requests.0 + 1, requests.1), "A made it");
+        assert_eq!(
+            create_requests(&p),
+            (requests.0 + 1, requests.1),
+            "A made it"
+        );
         assert_children_mirror(&p);
     }
     let s = |n| Duration::from_secs(n);
@@ -566,7 +570,12 @@ fn a_per_resource_child_sa_the_peer_deletes_is_created_again() {
         assert_eq!(lost.status(p.now).children.len(), 2);
         assert_eq!(time_to_children(&mut p, loser, 3), Duration::from_secs(1));
         for (s, home) in [(&p.a, 0), (&p.b, 1)] {
-            assert_eq!(resources(s, p.now), [0, 1, 2], "{} lost {resource}", s.cfg.name);
+            assert_eq!(
+                resources(s, p.now),
+                [0, 1, 2],
+                "{} lost {resource}",
+                s.cfg.name
+            );
             assert_lanes(s, p.now, home);
         }
         let kept = child_spis(&p.a, p.now)
