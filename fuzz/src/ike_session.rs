@@ -134,6 +134,15 @@ impl World {
         self.check();
     }
 
+    /// The initiator (`init`) or the responder deletes its CHILD SA number `pick`.
+    fn delete_child(&mut self, init: bool, pick: u8) {
+        let s = if init { &mut self.init } else { &mut self.resp };
+        let children = s.status(self.now).children;
+        if let Some((c, _)) = children.get(usize::from(pick) % children.len().max(1)) {
+            s.delete_child(self.now, c.spi_in);
+        }
+    }
+
     fn timers(&mut self) {
         self.init.handle_timeout(self.now);
         self.resp.handle_timeout(self.now);
@@ -315,7 +324,7 @@ pub fn ike_session(data: &[u8]) {
                 w.timers();
             }
             // The initiator acts.
-            13 => match input.u8().unwrap_or(0) % 6 {
+            13 => match input.u8().unwrap_or(0) % 7 {
                 0 => {
                     w.init.rekey_ike(w.now);
                 }
@@ -327,12 +336,17 @@ pub fn ike_session(data: &[u8]) {
                 }
                 3 => w.init.close(w.now),
                 4 => w.init.initiate(w.now),
-                _ => {
+                5 => {
                     w.resp.rekey_child(w.now);
+                }
+                // Deletes a CHILD SA outside a rekey: the responder creates it again.
+                _ => {
+                    let pick = input.u8().unwrap_or(0);
+                    w.delete_child(true, pick);
                 }
             },
             // The responder acts.
-            14 => match input.u8().unwrap_or(0) % 4 {
+            14 => match input.u8().unwrap_or(0) % 5 {
                 0 => {
                     w.resp.rekey_ike(w.now);
                 }
@@ -340,7 +354,11 @@ pub fn ike_session(data: &[u8]) {
                     w.resp.send_liveness(w.now);
                 }
                 2 => w.resp.close(w.now),
-                _ => w.resp.note_inbound_traffic(w.now),
+                3 => w.resp.note_inbound_traffic(w.now),
+                _ => {
+                    let pick = input.u8().unwrap_or(0);
+                    w.delete_child(false, pick);
+                }
             },
             _ => w.settle(),
         }

@@ -185,7 +185,7 @@ fn a_responder_with_more_workers_tops_up_its_per_resource_sas() {
     }
     assert!(
         b.log()
-            .contains("creating the per-resource CHILD SAs the peer did not"),
+            .contains("creating the CHILD SAs this tunnel lacks tunnel=vti0 resources=[1]"),
         "{}",
         testbed::tail(&b.log(), 30)
     );

@@ -547,6 +547,14 @@ impl Session {
         }
     }
 
+    /// Deletes one of our CHILD SAs, named by its inbound SPI, and keeps the IKE SA
+    /// (§1.4.1); false if there is no such SA or no IKE SA. A routevpn peer creates it
+    /// again (`resources.rs`), as after strongSwan's `swanctl --terminate --child`.
+    pub fn delete_child(&mut self, now: Instant, spi_in: u32) -> bool {
+        self.children.iter().any(|c| c.spi_in == spi_in)
+            && self.enqueue(now, Queued::DeleteChild(spi_in))
+    }
+
     /// Rekeys the IKE SA (§1.3.2).
     pub fn rekey_ike(&mut self, now: Instant) -> bool {
         self.enqueue(now, Queued::RekeyIke)

@@ -497,7 +497,7 @@ fn peer_deletes(p: &mut Pair, by_a: bool, resource: u32) {
         .map(|(c, _)| c.spi_in)
         .expect("a CHILD SA of that resource");
     let s = if by_a { &mut p.a } else { &mut p.b };
-    assert!(s.enqueue(p.now, Queued::DeleteChild(spi_in)));
+    assert!(s.delete_child(p.now, spi_in));
     p.run();
 }
 
