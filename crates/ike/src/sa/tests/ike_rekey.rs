@@ -276,6 +276,14 @@ fn collision_matrix_every_interleaving() {
                             stays_up(&p.events_a, 1) && stays_up(&p.events_b, 1),
                             "{what}: the tunnel never went without a CHILD SA"
                         );
+                        // A collision's redundant SA going is no loss to refill.
+                        assert!(
+                            p.a.sas
+                                .iter()
+                                .chain(&p.b.sas)
+                                .all(|s| s.rsa.refill_at.is_none()),
+                            "{what}: refill armed"
+                        );
                         // The surviving SAs still work.
                         assert!(p.a.rekey_child(p.now), "{what}");
                         p.run();
