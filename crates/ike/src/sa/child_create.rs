@@ -551,6 +551,15 @@ impl IkeSa {
                 }
             }
             Err(e) if self.resource_refused(ctx, &e, rekey_of, resource) => {}
+            // §2.25: the SA we asked to rekey is gone here too: the peer rekeyed (or
+            // deleted) it while our request was lost or on its way. Nothing is wrong.
+            Err(e)
+                if e.notify_type() == NotifyType::CHILD_SA_NOT_FOUND
+                    && rekey_of
+                        .is_some_and(|old| !ctx.children.iter().any(|c| c.spi_in == old)) =>
+            {
+                info!(tunnel = %ctx.cfg.name, "CHILD SA rekey overtaken: the peer had replaced or deleted the SA already");
+            }
             Err(e) => {
                 let ty = e.notify_type();
                 warn!(tunnel = %ctx.cfg.name, error = %ty, "CREATE_CHILD_SA failed: {e}");

@@ -276,6 +276,12 @@ fn collision_matrix_every_interleaving() {
                             stays_up(&p.events_a, 1) && stays_up(&p.events_b, 1),
                             "{what}: the tunnel never went without a CHILD SA"
                         );
+                        // A collision is no error to show the operator (§2.25).
+                        assert_eq!(
+                            (&sa.last_error, &sb.last_error),
+                            (&None, &None),
+                            "{what}: last_error"
+                        );
                         // A collision's redundant SA going is no loss to refill.
                         assert!(
                             p.a.sas
@@ -381,4 +387,34 @@ fn collision_loser_the_peer_never_learned_of_is_deleted_by_us() {
         orphans > 0,
         "the lossy collision left an orphan at least once"
     );
+}
+
+/// §2.25, seen against strongSwan under loss: A's rekey request of a CHILD SA is lost,
+/// B rekeys the same SA meanwhile and deletes it, and A's retransmitted request meets
+/// CHILD_SA_NOT_FOUND. B's new SA carries the tunnel: no error for the operator, and
+/// nothing left to remove or create.
+#[test]
+fn a_rekey_overtaken_by_the_peer_s_finished_rekey_is_no_error() {
+    let mut p = establish("aes256gcm16-prfsha384-x25519", "aes256gcm16");
+    p.drop_a = vec![p.sent_a + 1];
+    assert!(p.a.rekey_child(p.now));
+    p.run();
+    assert!(p.b.rekey_child(p.now));
+    p.run();
+    assert_eq!(child_spis(&p.a, p.now).len(), 1, "B's rekey is done");
+    let after_b = child_spis(&p.a, p.now);
+    // A's retransmission meets an SA B no longer has.
+    for _ in 0..5 {
+        if p.a.sas.iter().all(|s| s.pending.is_none()) {
+            break;
+        }
+        assert!(p.step_timer());
+    }
+    assert!(p.a.sas.iter().all(|s| s.pending.is_none()), "answered");
+    let st = p.a.status(p.now);
+    assert_eq!(st.last_error, None);
+    assert_eq!(child_spis(&p.a, p.now), after_b, "B's new SA stays");
+    assert_children_mirror(&p);
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+    assert!(p.a.sas.iter().all(|s| s.rsa.refill_at.is_none()));
 }
