@@ -392,9 +392,11 @@ fn rekey_collisions_with_strongswan_settle_to_one_sa_pair() {
     let rv_collisions = rlog.matches("rekey collision").count();
     let child_rekeys = slog.matches("outbound CHILD_SA net{").count();
     let ike_rekeys = slog.matches("rekeyed between").count();
+    let last_error = rv.status().map(|s| s["tunnels"][0]["last_error"].clone());
     testbed::report(&format!(
         "rekey collisions: charon logged {swan_collisions}, routevpn {rv_collisions}; \
-         charon saw {ike_rekeys} IKE and {child_rekeys} CHILD rekeys; ping: {summary}"
+         charon saw {ike_rekeys} IKE and {child_rekeys} CHILD rekeys; ping: {summary}; \
+         routevpn last_error {last_error:?}"
     ));
     // A crossing is seen by the end whose request meets the other's; with routevpn
     // installing a new CHILD SA before its next datagram leaves, charon sometimes sees

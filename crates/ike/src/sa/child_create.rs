@@ -551,23 +551,52 @@ impl IkeSa {
                 }
             }
             Err(e) if self.resource_refused(ctx, &e, rekey_of, resource) => {}
+            Err(e) => self.create_child_failed(ctx, now, e, rekey_of, resource),
+        }
+    }
+
+    /// The peer refused our CREATE_CHILD_SA (rekey of `rekey_of`, or a new SA of
+    /// `resource`): what to report, and what to try again.
+    fn create_child_failed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        e: ExchangeError,
+        rekey_of: Option<u32>,
+        resource: u32,
+    ) {
+        let ty = e.notify_type();
+        let gone = rekey_of.is_some_and(|old| !ctx.children.iter().any(|c| c.spi_in == old));
+        match (ty, rekey_of) {
             // §2.25: the SA we asked to rekey is gone here too: the peer rekeyed (or
             // deleted) it while our request was lost or on its way. Nothing is wrong.
-            Err(e)
-                if e.notify_type() == NotifyType::CHILD_SA_NOT_FOUND
-                    && rekey_of
-                        .is_some_and(|old| !ctx.children.iter().any(|c| c.spi_in == old)) =>
-            {
+            (NotifyType::CHILD_SA_NOT_FOUND, Some(_)) if gone => {
                 info!(tunnel = %ctx.cfg.name, "CHILD SA rekey overtaken: the peer had replaced or deleted the SA already");
             }
-            Err(e) => {
-                let ty = e.notify_type();
+            // §2.25: the peer is rekeying or deleting the same SA; the rekey timer
+            // tries again (REKEY_RETRY).
+            (NotifyType::TEMPORARY_FAILURE, Some(_)) => {
+                info!(tunnel = %ctx.cfg.name, retry = ?limits::REKEY_RETRY,
+                    "CHILD SA rekey deferred: the peer is busy (TEMPORARY_FAILURE)");
+            }
+            // A CHILD SA the tunnel lacks (the fallback, after the peer deleted it):
+            // the refill tries again, with its back-off.
+            (_, None) => {
+                if ty == NotifyType::TEMPORARY_FAILURE {
+                    info!(tunnel = %ctx.cfg.name, "new CHILD SA deferred: the peer is busy (TEMPORARY_FAILURE)");
+                } else {
+                    warn!(tunnel = %ctx.cfg.name, error = %ty, "CREATE_CHILD_SA failed: {e}");
+                    *ctx.last_error = Some(e.status_line());
+                }
+                self.children_missing(ctx, now, &[resource]);
+            }
+            (_, Some(old)) => {
                 warn!(tunnel = %ctx.cfg.name, error = %ty, "CREATE_CHILD_SA failed: {e}");
                 *ctx.last_error = Some(e.status_line());
                 // §2.25: the peer no longer has the SA we tried to rekey — its DELETE
                 // was lost (e.g. sent on an IKE SA that was going away). Drop it here
                 // too, so traffic no longer goes into an SA the peer has forgotten.
-                if let (NotifyType::CHILD_SA_NOT_FOUND, Some(old)) = (ty, rekey_of) {
+                if ty == NotifyType::CHILD_SA_NOT_FOUND {
                     if let Some(pos) = ctx.children.iter().position(|c| c.spi_in == old) {
                         let c = ctx.children.remove(pos);
                         info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{old:08x}"), "peer has no such CHILD SA: removed");

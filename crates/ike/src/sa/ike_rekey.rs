@@ -13,7 +13,8 @@ use super::ike_sa::*;
 use super::payloads::*;
 use super::{CloseReason, Event, Session};
 use crate::crypto::{self, KeyExchange};
-use crate::iana::{DhId, ExchangeType};
+use crate::iana::{DhId, ExchangeType, NotifyType};
+use crate::limits;
 use crate::proposal::{self, Protocol, Selected};
 use crate::wire::{Payload, SaPayload};
 use std::time::Instant;
@@ -223,6 +224,12 @@ impl IkeSa {
         })();
         let (new_spi_r, keys) = match result {
             Ok(x) => x,
+            // §2.25: the peer is rekeying or deleting this SA itself: not a failure.
+            Err(e) if e.notify_type() == NotifyType::TEMPORARY_FAILURE => {
+                info!(tunnel = %ctx.cfg.name, retry = ?limits::REKEY_RETRY,
+                    "IKE SA rekey deferred: the peer is busy (TEMPORARY_FAILURE)");
+                return;
+            }
             Err(e) => {
                 // §2.8: the old SA carries on; the rekey is retried on schedule.
                 warn!(tunnel = %ctx.cfg.name, error = %e.notify_type(), "IKE SA rekey failed: {e}");

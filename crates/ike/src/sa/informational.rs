@@ -121,7 +121,7 @@ impl IkeSa {
             };
             return;
         }
-        self.peer_deleted_children(ctx, now, &lost);
+        self.children_missing(ctx, now, &lost);
         let mut out = if our_spis.is_empty() {
             vec![]
         } else {

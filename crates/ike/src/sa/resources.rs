@@ -105,9 +105,10 @@ impl IkeSa {
         }
     }
 
-    /// The peer deleted CHILD SAs of `resources` outside a rekey (§1.4.1): arm the refill
-    /// for the ones now without a live SA that we would create, with back-off.
-    pub(super) fn peer_deleted_children(&mut self, ctx: &Ctx<'_>, now: Instant, resources: &[u32]) {
+    /// The tunnel lacks CHILD SAs of `resources`: the peer deleted them outside a rekey
+    /// (§1.4.1), or refused to create them again. Arms the refill for the ones without a
+    /// live SA that we would create, with back-off.
+    pub(super) fn children_missing(&mut self, ctx: &Ctx<'_>, now: Instant, resources: &[u32]) {
         let lost: Vec<u32> = resources
             .iter()
             .copied()
@@ -125,7 +126,7 @@ impl IkeSa {
         let at = now + wait;
         self.rsa.refill_at = Some(self.rsa.refill_at.map_or(at, |t| t.min(at)));
         info!(tunnel = %ctx.cfg.name, resources = ?lost, wait = ?wait,
-            "peer deleted a CHILD SA outside a rekey: creating it again");
+            "the tunnel lacks a CHILD SA: creating it again");
     }
 
     /// Whether we create a CHILD SA for `resource` when it is missing: the fallback SA

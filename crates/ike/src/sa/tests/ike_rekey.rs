@@ -418,3 +418,36 @@ fn a_rekey_overtaken_by_the_peer_s_finished_rekey_is_no_error() {
     assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
     assert!(p.a.sas.iter().all(|s| s.rsa.refill_at.is_none()));
 }
+
+/// §2.25: A's rekey request of a CHILD SA is lost, B rekeys the same SA and deletes the
+/// old one, A's answer to that DELETE is lost too, and A's retransmitted request finds
+/// the SA still being deleted at B: TEMPORARY_FAILURE. Routine, like strongSwan's when
+/// it rekeys the same SA: no warning, no `last_error`, and the tunnel keeps B's new SA.
+#[test]
+fn a_rekey_the_peer_answers_temporary_failure_is_no_error() {
+    let mut p = establish("aes256gcm16-prfsha384-x25519", "aes256gcm16");
+    // A's 1st datagram is its rekey request, its 3rd the answer to B's DELETE.
+    p.drop_a = vec![p.sent_a + 1, p.sent_a + 3];
+    assert!(p.a.rekey_child(p.now));
+    p.run();
+    assert!(p.b.rekey_child(p.now));
+    p.run();
+    let after_b = child_spis(&p.a, p.now);
+    assert_eq!(after_b.len(), 1, "B's rekey is done at A");
+    for _ in 0..5 {
+        if p.a.sas.iter().all(|s| s.pending.is_none())
+            && p.b.sas.iter().all(|s| s.pending.is_none())
+        {
+            break;
+        }
+        assert!(p.step_timer());
+    }
+    let refused = p.wire_log.iter().any(|(from_a, d)| {
+        !from_a && notifies_of(&p.a, d).is_some_and(|n| n.contains(&NotifyType::TEMPORARY_FAILURE))
+    });
+    assert!(refused, "B answered TEMPORARY_FAILURE");
+    assert_eq!(p.a.status(p.now).last_error, None);
+    assert_eq!(child_spis(&p.a, p.now), after_b);
+    assert_children_mirror(&p);
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+}

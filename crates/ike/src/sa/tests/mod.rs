@@ -341,3 +341,17 @@ pub(super) fn never_empty(events: &[Event]) -> bool {
     }
     true
 }
+
+/// The notifies of a protected datagram, opened with the receiver `to`'s keys; None if
+/// it is not one `to` can open (IKE_SA_INIT, another SA's).
+pub(super) fn notifies_of(to: &Session, d: &Datagram) -> Option<Vec<NotifyType>> {
+    let msg = crate::wire::Message::decode(&d.data).ok()?;
+    let sa = to.sas.iter().find(|s| s.spi_i == msg.header.spi_i)?;
+    let keys = sa.state.keys()?;
+    let inner = protect::open(&d.data, &msg, &keys.inb).ok()?;
+    let types = inner.iter().filter_map(|p| match p {
+        crate::wire::Payload::Notify(n) => Some(n.ty),
+        _ => None,
+    });
+    Some(types.collect())
+}

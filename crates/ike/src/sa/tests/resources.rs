@@ -4,7 +4,7 @@
 use super::super::Queued;
 use super::*;
 use crate::iana::ExchangeType;
-use crate::wire::{Header, Message, Payload};
+use crate::wire::Header;
 
 const IKE: &str = "aes128gcm16-prfsha256-x25519";
 const ESP: &str = "aes128gcm16";
@@ -39,17 +39,7 @@ fn resources(s: &Session, now: Instant) -> Vec<u32> {
 
 /// The notifies of a protected datagram, opened with the receiver `to`'s keys.
 fn notifies(to: &Session, d: &Datagram) -> Vec<NotifyType> {
-    let msg = Message::decode(&d.data).unwrap();
-    let sa = to.sas.iter().find(|s| s.spi_i == msg.header.spi_i).unwrap();
-    let keys = sa.state.keys().unwrap();
-    protect::open(&d.data, &msg, &keys.inb)
-        .unwrap()
-        .iter()
-        .filter_map(|p| match p {
-            Payload::Notify(n) => Some(n.ty),
-            _ => None,
-        })
-        .collect()
+    notifies_of(to, d).expect("a protected message `to` can open")
 }
 
 /// Datagrams of `exchange` sent by A (`from_a`) or B, requests or responses.
