@@ -578,3 +578,32 @@ fn a_per_resource_child_sa_the_peer_deletes_is_created_again() {
         assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
     }
 }
+
+/// A re-creation the peer refuses (here NO_PROPOSAL_CHOSEN: its ESP proposals changed)
+/// is reported and tried again with the back-off, until the peer takes it.
+#[test]
+fn a_refused_re_creation_is_tried_again_with_back_off() {
+    let mut p = pair(0, 0, false);
+    let ours = p.b.cfg.esp.clone();
+    p.b.cfg.esp =
+        vec![crate::proposal::parse("aes256gcm16", crate::proposal::Protocol::Esp).unwrap()];
+    peer_deletes(&mut p, false, 0);
+    let t0 = p.now;
+    let mut tries = vec![];
+    while tries.len() < 3 {
+        let before = create_requests(&p).0;
+        assert!(p.step_timer());
+        if create_requests(&p).0 > before {
+            tries.push(p.now - t0);
+        }
+    }
+    let s = Duration::from_secs;
+    assert_eq!(tries, [s(1), s(1 + 2), s(1 + 2 + 4)]);
+    let err = p.a.status(p.now).last_error.unwrap_or_default();
+    assert!(err.starts_with("NO_PROPOSAL_CHOSEN"), "{err}");
+    assert!(p.a.status(p.now).children.is_empty());
+    assert!(p.a.is_established(), "the IKE SA stays");
+    p.b.cfg.esp = ours;
+    assert_eq!(time_to_children(&mut p, true, 1), s(8));
+    assert_children_mirror(&p);
+}
