@@ -566,12 +566,21 @@ impl IkeSa {
         resource: u32,
     ) {
         let ty = e.notify_type();
-        let gone = rekey_of.is_some_and(|old| !ctx.children.iter().any(|c| c.spi_in == old));
+        // The SA we asked to rekey is gone here too, or the peer's rekey replaced it.
+        let overtaken = rekey_of.is_some_and(|old| {
+            ctx.children
+                .iter()
+                .find(|c| c.spi_in == old)
+                .is_none_or(|c| c.superseded)
+        });
         match (ty, rekey_of) {
-            // §2.25: the SA we asked to rekey is gone here too: the peer rekeyed (or
-            // deleted) it while our request was lost or on its way. Nothing is wrong.
-            (NotifyType::CHILD_SA_NOT_FOUND, Some(_)) if gone => {
+            // §2.25: the peer rekeyed (or deleted) it while our request was lost or on its
+            // way, and its DELETE may still be coming. Nothing is wrong; it goes now.
+            (NotifyType::CHILD_SA_NOT_FOUND, Some(old)) if overtaken => {
                 info!(tunnel = %ctx.cfg.name, "CHILD SA rekey overtaken: the peer had replaced or deleted the SA already");
+                if let Some(pos) = ctx.children.iter().position(|c| c.spi_in == old) {
+                    ctx.remove_child(pos);
+                }
             }
             // §2.25: the peer is rekeying or deleting the same SA; the rekey timer
             // tries again (REKEY_RETRY).
