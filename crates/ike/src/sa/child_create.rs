@@ -140,7 +140,7 @@ impl IkeSa {
         });
         if info.replaces.is_some() {
             // A CHILD SA lived to its rekey: the peer is not deleting them on sight.
-            self.rsa.refills = 0;
+            ctx.refill.count = 0;
         }
         ctx.events.push_back(Event::ChildInstalled(info));
     }
@@ -406,7 +406,7 @@ impl IkeSa {
             Ok((replaces, resp, info)) => {
                 self.send_response(ctx, ExchangeType::CREATE_CHILD_SA, msg_id, resp);
                 if replaces.is_none() && info.resource > 0 {
-                    self.resource_created_by_peer(now);
+                    Self::resource_created_by_peer(ctx, now);
                 }
                 if let Some(old) = replaces {
                     // The peer rekeys it: drop our queued rekey, or note a collision (§2.8.1).

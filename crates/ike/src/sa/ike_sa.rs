@@ -172,6 +172,8 @@ pub(crate) struct Ctx<'a> {
     pub unix_time: u64,
     /// The peer's certificate once validated, for `status`.
     pub peer_cert: &'a mut Option<crate::cert::CertInfo>,
+    /// Creating the CHILD SAs the session lacks (`resources.rs`).
+    pub refill: &'a mut super::resources::Refill,
 }
 
 impl Ctx<'_> {

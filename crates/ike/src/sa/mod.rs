@@ -304,6 +304,8 @@ pub struct Session {
     unix_time: u64,
     /// The peer's certificate as last validated.
     peer_cert: Option<crate::cert::CertInfo>,
+    /// Creating the CHILD SAs the session lacks (`resources.rs`).
+    refill: resources::Refill,
 }
 
 impl Session {
@@ -323,6 +325,7 @@ impl Session {
             admitted_half_open: 0,
             unix_time: 0,
             peer_cert: None,
+            refill: Default::default(),
             cfg,
             local,
             remote,

@@ -41,13 +41,18 @@ pub(crate) struct Resources {
     pub supported: bool,
     /// The peer answered an extra with TS_MAX_QUEUE (§5.2): create no more on this SA.
     pub refused: bool,
-    /// When to create the CHILD SAs still missing: as IKE responder with more resources
-    /// than the initiator (moved on by each per-resource request of the peer), or after
-    /// the peer deleted one outside a rekey.
-    pub refill_at: Option<Instant>,
-    /// Deletions by the peer answered with a new CHILD SA since the last completed CHILD
-    /// SA rekey: the back-off's exponent.
-    pub refills: u32,
+}
+
+/// Creating the CHILD SAs a session lacks. It belongs to the session, like the CHILD SAs,
+/// not to the IKE SA that learnt of the loss, which an IKE rekey may retire first.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Refill {
+    /// When: as IKE responder with more resources than the initiator (moved on by each
+    /// per-resource request of the peer), or after the peer deleted one outside a rekey.
+    pub at: Option<Instant>,
+    /// Losses answered with a new CHILD SA since the last completed CHILD SA rekey: the
+    /// back-off's exponent.
+    pub count: u32,
 }
 
 /// The CHILD SA of `resource` that is not being replaced, if any.
@@ -86,21 +91,21 @@ impl IkeSa {
     /// arm the top-up if we have extras of our own to create.
     pub(super) fn resource_auth_response(
         &mut self,
-        ctx: &Ctx<'_>,
+        ctx: &mut Ctx<'_>,
         now: Instant,
         inner: &[Payload],
     ) -> Option<Payload> {
         self.rsa.supported =
             ctx.cfg.resources >= 1 && find_notify(inner, NotifyType::SA_RESOURCE_INFO).is_some();
         if self.rsa.supported && ctx.cfg.resources > 1 {
-            self.rsa.refill_at = Some(now + limits::RESOURCE_TOP_UP_DELAY);
+            ctx.refill.at = Some(now + limits::RESOURCE_TOP_UP_DELAY);
         }
         self.rsa.supported.then(|| resource_info(0))
     }
 
     /// The peer created a per-resource CHILD SA: it is still creating, wait for it.
-    pub(super) fn resource_created_by_peer(&mut self, now: Instant) {
-        if let Some(t) = self.rsa.refill_at.as_mut() {
+    pub(super) fn resource_created_by_peer(ctx: &mut Ctx<'_>, now: Instant) {
+        if let Some(t) = ctx.refill.at.as_mut() {
             *t = (*t).max(now + limits::RESOURCE_TOP_UP_DELAY);
         }
     }
@@ -108,7 +113,7 @@ impl IkeSa {
     /// The tunnel lacks CHILD SAs of `resources`: the peer deleted them outside a rekey
     /// (§1.4.1), or refused to create them again. Arms the refill for the ones without a
     /// live SA that we would create, with back-off.
-    pub(super) fn children_missing(&mut self, ctx: &Ctx<'_>, now: Instant, resources: &[u32]) {
+    pub(super) fn children_missing(&self, ctx: &mut Ctx<'_>, now: Instant, resources: &[u32]) {
         let lost: Vec<u32> = resources
             .iter()
             .copied()
@@ -117,14 +122,14 @@ impl IkeSa {
         if lost.is_empty() {
             return;
         }
-        let shift = self
-            .rsa
-            .refills
+        let shift = ctx
+            .refill
+            .count
             .min(limits::CHILD_REFILL_MAX.as_secs().ilog2());
         let wait = (limits::CHILD_REFILL_DELAY * (1 << shift)).min(limits::CHILD_REFILL_MAX);
-        self.rsa.refills = self.rsa.refills.saturating_add(1);
+        ctx.refill.count = ctx.refill.count.saturating_add(1);
         let at = now + wait;
-        self.rsa.refill_at = Some(self.rsa.refill_at.map_or(at, |t| t.min(at)));
+        ctx.refill.at = Some(ctx.refill.at.map_or(at, |t| t.min(at)));
         info!(tunnel = %ctx.cfg.name, resources = ?lost, wait = ?wait,
             "the tunnel lacks a CHILD SA: creating it again");
     }
@@ -137,8 +142,8 @@ impl IkeSa {
 
     /// The refill is due: queue a CREATE_CHILD_SA for the fallback SA and for each of our
     /// resources that has no live CHILD SA, one at a time like the initiator's extras.
-    pub(super) fn refill_children(&mut self, ctx: &Ctx<'_>) {
-        self.rsa.refill_at = None;
+    pub(super) fn refill_children(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.refill.at = None;
         let missing: Vec<u32> = (0..ctx.cfg.resources.max(1))
             .filter(|&r| live_child(ctx, r).is_none() && self.would_create(ctx, r))
             .collect();

@@ -70,6 +70,7 @@ impl Session {
                 refusals,
                 unix_time,
                 peer_cert,
+                refill,
                 ..
             } = self;
             let mut ctx = Ctx {
@@ -85,6 +86,7 @@ impl Session {
                 refusals,
                 unix_time: *unix_time,
                 peer_cert,
+                refill,
             };
             let r = f(&mut sas[idx], &mut ctx, now);
             if ctx.initial_contact {

@@ -31,7 +31,8 @@ pub(crate) enum Timer {
     Redundant(usize),
     /// CHILD SAs are missing: the peer deleted one outside a rekey (§1.4.1), or, as IKE
     /// responder with more resources, the peer stopped creating them (RFC 9611 §3).
-    Refill(usize),
+    /// Created on the current IKE SA.
+    Refill,
 }
 
 /// `d` less a random margin of up to 10 % (§2.8: randomized rekey times make
@@ -88,8 +89,7 @@ impl Session {
                 .superseded_at
                 .map(|t| t + limits::REDUNDANT_IKE_SA_GRACE),
             Timer::Redundant(_) => None,
-            Timer::Refill(i) if self.current() == Some(i) => established(i)?.0.rsa.refill_at,
-            Timer::Refill(_) => None,
+            Timer::Refill => established(self.current()?).and(self.refill.at),
         }
     }
 
@@ -104,10 +104,10 @@ impl Session {
                 Timer::Dpd(i),
                 Timer::NatKeepalive(i),
                 Timer::Redundant(i),
-                Timer::Refill(i),
             ]
         });
-        std::iter::once(Timer::Reinitiate)
+        [Timer::Reinitiate, Timer::Refill]
+            .into_iter()
             .chain(per_sa)
             .chain((0..self.children.len()).map(Timer::ChildRekey))
     }
@@ -192,9 +192,9 @@ impl Session {
                 sa.note_peer_alive(now);
                 sa.queued.push_back(Queued::Liveness);
             }
-            if self.due(Timer::Refill(i), now) {
-                self.with_sa_no_bookkeeping(i, now, |sa, ctx, _| sa.refill_children(ctx));
-            }
+        }
+        if self.due(Timer::Refill, now) {
+            self.with_sa_no_bookkeeping(cur, now, |sa, ctx, _| sa.refill_children(ctx));
         }
         if let Some(sa) = self.sas.get_mut(cur) {
             for q in queue {

@@ -284,10 +284,7 @@ fn collision_matrix_every_interleaving() {
                         );
                         // A collision's redundant SA going is no loss to refill.
                         assert!(
-                            p.a.sas
-                                .iter()
-                                .chain(&p.b.sas)
-                                .all(|s| s.rsa.refill_at.is_none()),
+                            p.a.refill.at.is_none() && p.b.refill.at.is_none(),
                             "{what}: refill armed"
                         );
                         // The surviving SAs still work.
@@ -416,7 +413,7 @@ fn a_rekey_overtaken_by_the_peer_s_finished_rekey_is_no_error() {
     assert_eq!(child_spis(&p.a, p.now), after_b, "B's new SA stays");
     assert_children_mirror(&p);
     assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
-    assert!(p.a.sas.iter().all(|s| s.rsa.refill_at.is_none()));
+    assert!(p.a.refill.at.is_none());
 }
 
 /// §2.25: A's rekey request of a CHILD SA is lost, B rekeys the same SA and deletes the

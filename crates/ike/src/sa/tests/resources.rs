@@ -396,7 +396,7 @@ fn a_responder_with_more_resources_tops_up_once_the_initiator_is_done() {
     assert_children_mirror(&p);
     assert_installs_mirror(&p);
     assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
-    assert!(p.b.sas[0].rsa.refill_at.is_none(), "a top-up happens once");
+    assert!(p.b.refill.at.is_none(), "a top-up happens once");
     // Nothing more later.
     let later = p.now + Duration::from_secs(30);
     run_until(&mut p, later);
@@ -415,8 +415,8 @@ fn a_responder_with_no_more_resources_than_the_initiator_creates_none() {
     }
     // The initiator never tops up: its extras are made at once.
     let p = pair(2, 3, false);
-    assert!(p.a.sas[0].rsa.refill_at.is_none());
-    assert!(p.b.sas[0].rsa.refill_at.is_some());
+    assert!(p.a.refill.at.is_none());
+    assert!(p.b.refill.at.is_some());
 }
 
 #[test]
@@ -606,4 +606,47 @@ fn a_refused_re_creation_is_tried_again_with_back_off() {
     p.b.cfg.esp = ours;
     assert_eq!(time_to_children(&mut p, true, 1), s(8));
     assert_children_mirror(&p);
+}
+
+/// The IKE SA is rekeyed, by either end, between the loss of the CHILD SA and its
+/// re-creation: the new IKE SA creates it, on time.
+#[test]
+fn a_re_creation_survives_an_ike_rekey() {
+    for a_rekeys in [true, false] {
+        let mut p = pair(0, 0, false);
+        peer_deletes(&mut p, false, 0);
+        let old_ike = p.a.status(p.now).ike_sas[0].spi_i;
+        let s = if a_rekeys { &mut p.a } else { &mut p.b };
+        assert!(s.rekey_ike(p.now));
+        p.run();
+        let st = p.a.status(p.now);
+        assert_eq!(st.ike_sas.len(), 1);
+        assert_ne!(st.ike_sas[0].spi_i, old_ike, "rekeyed");
+        assert_eq!(time_to_children(&mut p, true, 1), Duration::from_secs(1));
+        assert_children_mirror(&p);
+    }
+}
+
+/// B deletes the CHILD SA while A's IKE SA rekey is on its way: the DELETE arrives on
+/// the IKE SA the rekey is retiring. The loss belongs to the session, so A's new IKE SA
+/// still creates the CHILD SA again.
+#[test]
+fn a_loss_learnt_on_a_retiring_ike_sa_is_still_refilled() {
+    let mut p = pair(0, 0, false);
+    let spi_b = child_spis(&p.b, p.now)[0].0;
+    assert!(p.a.rekey_ike(p.now));
+    let rekey = p.a.poll_transmit().expect("A's IKE rekey request");
+    assert!(p.b.delete_child(p.now, spi_b));
+    let delete = p.b.poll_transmit().expect("B's DELETE");
+    p.b.handle_datagram(p.now, mirrored(rekey));
+    let answer = p.b.poll_transmit().expect("B's answer to the rekey");
+    p.a.handle_datagram(p.now, mirrored(answer));
+    // A now has its new IKE SA; B's DELETE comes on the old one.
+    p.a.handle_datagram(p.now, mirrored(delete));
+    p.run();
+    assert!(p.a.status(p.now).children.is_empty(), "A lost its CHILD SA");
+    assert_eq!(p.a.status(p.now).ike_sas.len(), 1, "the old IKE SA is gone");
+    assert_eq!(time_to_children(&mut p, true, 1), Duration::from_secs(1));
+    assert_children_mirror(&p);
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
 }
