@@ -356,6 +356,16 @@ pub fn format_status(r: &StatusReport) -> String {
         if let Some(e) = &t.last_error {
             let _ = writeln!(o, "  last error: {e}");
         }
+        if let Some(ms) = t.child_sa_refill_in_ms {
+            // Rounded up: "in 0s" would read as stuck.
+            let secs = ms.div_ceil(1000);
+            let what = if t.child_sas.is_empty() {
+                "no CHILD SA (the peer deleted it): creating one"
+            } else {
+                "creating the missing CHILD SAs"
+            };
+            let _ = writeln!(o, "  {what} in {}", fmt_duration(secs));
+        }
         if let Some(c) = &t.peer_cert {
             let _ = writeln!(o, "  peer certificate '{}'", c.subject);
             let _ = writeln!(o, "    issuer '{}', valid until {}", c.issuer, c.not_after);
@@ -629,6 +639,19 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("  last error: AUTHENTICATION_FAILED\n"), "{s}");
+        assert!(!s.contains("CHILD SA ("), "{s}");
+        // A tunnel whose CHILD SA the peer deleted.
+        let mut r = crate::control::tests::sample();
+        let t = &mut r.tunnels[0];
+        t.state = "ike-only".into();
+        t.child_sas.clear();
+        t.child_sa_refill_in_ms = Some(1_500);
+        let s = format_status(&r);
+        assert!(s.contains("vti0: ike-only\n"), "{s}");
+        assert!(
+            s.contains("  no CHILD SA (the peer deleted it): creating one in 2s\n"),
+            "{s}"
+        );
         assert!(s.contains("BGP AS 65001, router id 10.1.0.1\n"), "{s}");
         assert!(
             s.contains(

@@ -173,6 +173,10 @@ pub struct TunnelStatus {
     /// Our own certificate expires within 30 days (or has expired).
     #[serde(default)]
     pub cert_warning: Option<String>,
+    /// Milliseconds until the CHILD SAs this tunnel lacks are created (again): after the
+    /// peer deleted one outside a rekey. None when nothing is due.
+    #[serde(default)]
+    pub child_sa_refill_in_ms: Option<u64>,
 }
 
 /// A validated peer certificate.
@@ -499,6 +503,7 @@ pub(crate) mod tests {
                         not_after: "2046-11-26 20:31:00 UTC".into(),
                     }),
                     cert_warning: Some("our certificate \"C=CH, O=Lab, CN=routerA\" expires on 2026-12-20 00:00:00 UTC (in 18 days)".into()),
+                    child_sa_refill_in_ms: None,
                 },
                 TunnelStatus {
                     name: "vti1".into(),
@@ -514,6 +519,7 @@ pub(crate) mod tests {
                     ike_rekeys: 0,
                     peer_cert: None,
                     cert_warning: None,
+                    child_sa_refill_in_ms: None,
                 },
             ],
             dataplane: DataplaneStatus {

@@ -252,6 +252,8 @@ pub struct SessionStatus {
     pub last_error: Option<String>,
     /// The peer's certificate as last validated (certificate authentication).
     pub peer_cert: Option<crate::cert::CertInfo>,
+    /// How soon the CHILD SAs the tunnel lacks are created (again), if that is due.
+    pub child_refill_in: Option<Duration>,
 }
 
 /// Where the session stands as a whole: whether it brings the tunnel (back) up.
@@ -741,6 +743,9 @@ impl Session {
                 .collect(),
             last_error: self.last_error.clone(),
             peer_cert: self.peer_cert.clone(),
+            child_refill_in: self
+                .deadline(timers::Timer::Refill)
+                .map(|t| t.saturating_duration_since(now)),
         }
     }
 }

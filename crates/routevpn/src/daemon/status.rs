@@ -132,5 +132,6 @@ fn tunnel_status(t: &Tunnel, now: Instant, dp: &Dataplane) -> TunnelStatus {
                 .map_or(0, |d| d.as_secs());
             crate::config::expiry_warning(&c.auth.credentials, now)
         }),
+        child_sa_refill_in_ms: s.child_refill_in.map(|d| d.as_millis() as u64),
     }
 }

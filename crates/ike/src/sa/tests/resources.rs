@@ -512,12 +512,15 @@ fn time_to_children(p: &mut Pair, a: bool, n: usize) -> Duration {
 fn a_child_sa_the_peer_deletes_is_created_again_with_back_off() {
     let mut p = pair(0, 0, false);
     let mut waits = vec![];
+    assert_eq!(p.a.status(p.now).child_refill_in, None);
     for _ in 0..3 {
         peer_deletes(&mut p, false, 0);
         assert!(p.a.status(p.now).children.is_empty(), "A lost its CHILD SA");
+        let due = p.a.status(p.now).child_refill_in;
         assert!(p.a.is_established() && p.b.is_established(), "IKE SA stays");
         let requests = create_requests(&p);
         waits.push(time_to_children(&mut p, true, 1));
+        assert_eq!(due, waits.last().copied(), "status said when");
         assert_eq!(
             create_requests(&p),
             (requests.0 + 1, requests.1),
@@ -527,6 +530,7 @@ fn a_child_sa_the_peer_deletes_is_created_again_with_back_off() {
     }
     let s = |n| Duration::from_secs(n);
     assert_eq!(waits, [s(1), s(2), s(4)]);
+    assert_eq!(p.a.status(p.now).child_refill_in, None, "nothing due");
     let c = *Pair::children(&p.events_a).last().unwrap();
     assert_eq!((c.replaces, c.resource), (None, 0));
     assert_eq!(c.local_ts, p.a.cfg.local_ts, "the configured selectors");
