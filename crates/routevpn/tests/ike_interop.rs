@@ -452,7 +452,7 @@ fn a_child_sa_strongswan_deletes_is_created_again() {
         .unwrap_or_else(|e| panic!("{e}\nrouteVPN log:\n{}", testbed::tail(&rv.log(), 60)));
         let log = rv.log();
         assert!(
-            log.contains("peer deleted a CHILD SA outside a rekey"),
+            log.contains("the tunnel lacks a CHILD SA: creating it again"),
             "{}",
             testbed::tail(&log, 40)
         );
