@@ -105,7 +105,7 @@ pub const SECTIONS: &[Section] = &[
             key("local_ts", "list of prefixes", "0.0.0.0/0 and ::/0", "Local traffic selectors; the route-based default covers everything."),
             key("remote_ts", "list of prefixes", "0.0.0.0/0 and ::/0", "Remote traffic selectors."),
             key("ike_lifetime", "duration", "4h", "Rekey the IKE SA after this long, less a random margin."),
-            key("child_lifetime", "duration", "1h", "Rekey CHILD SAs after this long, less a random margin. A CHILD SA the peer deletes outside a rekey is created again after 1 s (2, 4 … up to 64 s if the peer keeps deleting), so the tunnel carries traffic while its IKE SA is up."),
+            key("child_lifetime", "duration", "1h", "Rekey CHILD SAs after this long, less a random margin. A CHILD SA the peer deletes outside a rekey is created again after 1 s (2, 4 … up to 64 s if the peer keeps deleting), so the tunnel carries traffic while its IKE SA is up (strongSwan's close_action = start)."),
             key("child_lifetime_bytes", "number", "none", "Also rekey a CHILD SA after this many bytes."),
             key("child_lifetime_packets", "number", "none", "Also rekey a CHILD SA after this many packets."),
             key("dpd", "duration or false", "30s", "Liveness check after this long without traffic from the peer; false turns it off."),
