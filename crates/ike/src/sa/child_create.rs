@@ -607,15 +607,14 @@ impl IkeSa {
                 // too, so traffic no longer goes into an SA the peer has forgotten.
                 if ty == NotifyType::CHILD_SA_NOT_FOUND {
                     if let Some(pos) = ctx.children.iter().position(|c| c.spi_in == old) {
-                        let c = ctx.children.remove(pos);
+                        let c = ctx.remove_child(pos);
                         info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{old:08x}"), "peer has no such CHILD SA: removed");
-                        ctx.events.push_back(Event::ChildDeleted {
-                            spi_in: c.spi_in,
-                            spi_out: c.spi_out,
-                        });
-                    }
-                    if ctx.children.is_empty() {
-                        self.queued.push_back(Queued::NewChild);
+                        if ctx.children.is_empty() {
+                            // Nothing carries the tunnel: at once, not after the refill's wait.
+                            self.queued.push_back(Queued::NewChild);
+                        } else {
+                            self.children_missing(ctx, now, &[c.resource]);
+                        }
                     }
                 }
             }

@@ -654,3 +654,35 @@ fn a_loss_learnt_on_a_retiring_ike_sa_is_still_refilled() {
     assert_children_mirror(&p);
     assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
 }
+
+/// The peer forgot a per-resource CHILD SA without a DELETE reaching us (strongSwan
+/// forgets an SA when it sends its DELETE, and that can be lost): our next rekey of it
+/// meets CHILD_SA_NOT_FOUND. The SA goes here too, and is created again like any loss.
+#[test]
+fn an_extra_the_peer_forgot_silently_is_created_again() {
+    let mut p = pair(2, 2, true);
+    // Past B's top-up check (it would make the SA again itself).
+    let later = p.now + limits::RESOURCE_TOP_UP_DELAY * 2;
+    run_until(&mut p, later);
+    let (a_in, a_out) = *child_spis(&p.a, p.now)
+        .iter()
+        .find(|(i, _)| {
+            p.a.status(p.now)
+                .children
+                .iter()
+                .any(|(c, _)| c.spi_in == *i && c.resource == 1)
+        })
+        .unwrap();
+    // B forgets the SA of resource 1 (its DELETE lost on the way).
+    p.b.children.retain(|c| c.spi_in != a_out);
+    assert!(p.a.rekey_child_spi(p.now, a_in));
+    p.run();
+    assert_eq!(resources(&p.a, p.now), [0], "A dropped it too");
+    assert!(p.a.status(p.now).last_error.is_some(), "reported");
+    assert_eq!(time_to_children(&mut p, true, 2), Duration::from_secs(1));
+    for (s, home) in [(&p.a, 0), (&p.b, 1)] {
+        assert_eq!(resources(s, p.now), [0, 1], "{}", s.cfg.name);
+        assert_lanes(s, p.now, home);
+    }
+    assert_children_mirror(&p);
+}
