@@ -117,16 +117,14 @@ impl IkeSa {
         let lost: Vec<u32> = resources
             .iter()
             .copied()
-            .filter(|&r| live_child(ctx, r).is_none() && self.would_create(ctx, r))
+            .filter(|&r| self.lacks(ctx, r))
             .collect();
         if lost.is_empty() {
             return;
         }
-        let shift = ctx
-            .refill
-            .count
-            .min(limits::CHILD_REFILL_MAX.as_secs().ilog2());
-        let wait = (limits::CHILD_REFILL_DELAY * (1 << shift)).min(limits::CHILD_REFILL_MAX);
+        let wait = limits::CHILD_REFILL_DELAY
+            .saturating_mul(2u32.saturating_pow(ctx.refill.count))
+            .min(limits::CHILD_REFILL_MAX);
         ctx.refill.count = ctx.refill.count.saturating_add(1);
         let at = now + wait;
         ctx.refill.at = Some(ctx.refill.at.map_or(at, |t| t.min(at)));
@@ -134,10 +132,12 @@ impl IkeSa {
             "the tunnel lacks a CHILD SA: creating it again");
     }
 
-    /// Whether we create a CHILD SA for `resource` when it is missing: the fallback SA
-    /// always, an extra while the peer takes them.
-    fn would_create(&self, ctx: &Ctx<'_>, resource: u32) -> bool {
-        resource == 0 || (self.rsa.supported && !self.rsa.refused && resource < ctx.cfg.resources)
+    /// Whether the tunnel lacks a CHILD SA of `resource` that we would create: no live
+    /// one, and it is the fallback SA, or an extra while the peer takes them.
+    fn lacks(&self, ctx: &Ctx<'_>, resource: u32) -> bool {
+        let ours = resource == 0
+            || (self.rsa.supported && !self.rsa.refused && resource < ctx.cfg.resources);
+        ours && live_child(ctx, resource).is_none()
     }
 
     /// The refill is due: queue a CREATE_CHILD_SA for the fallback SA and for each of our
@@ -145,7 +145,7 @@ impl IkeSa {
     pub(super) fn refill_children(&mut self, ctx: &mut Ctx<'_>) {
         ctx.refill.at = None;
         let missing: Vec<u32> = (0..ctx.cfg.resources.max(1))
-            .filter(|&r| live_child(ctx, r).is_none() && self.would_create(ctx, r))
+            .filter(|&r| self.lacks(ctx, r))
             .collect();
         if missing.is_empty() {
             return;
