@@ -386,6 +386,18 @@ fn collision_loser_the_peer_never_learned_of_is_deleted_by_us() {
     );
 }
 
+/// Runs timers (retransmissions) until neither end has a request outstanding.
+fn step_until_answered(p: &mut Pair) {
+    let pending = |p: &Pair| p.a.sas.iter().chain(&p.b.sas).any(|s| s.pending.is_some());
+    for _ in 0..5 {
+        if !pending(p) {
+            return;
+        }
+        assert!(p.step_timer());
+    }
+    assert!(!pending(p), "answered");
+}
+
 /// §2.25, seen against strongSwan under loss: A's rekey request of a CHILD SA is lost,
 /// B rekeys the same SA meanwhile and deletes it, and A's retransmitted request meets
 /// CHILD_SA_NOT_FOUND. B's new SA carries the tunnel: no error for the operator, and
@@ -401,13 +413,7 @@ fn a_rekey_overtaken_by_the_peer_s_finished_rekey_is_no_error() {
     assert_eq!(child_spis(&p.a, p.now).len(), 1, "B's rekey is done");
     let after_b = child_spis(&p.a, p.now);
     // A's retransmission meets an SA B no longer has.
-    for _ in 0..5 {
-        if p.a.sas.iter().all(|s| s.pending.is_none()) {
-            break;
-        }
-        assert!(p.step_timer());
-    }
-    assert!(p.a.sas.iter().all(|s| s.pending.is_none()), "answered");
+    step_until_answered(&mut p);
     let st = p.a.status(p.now);
     assert_eq!(st.last_error, None);
     assert_eq!(child_spis(&p.a, p.now), after_b, "B's new SA stays");
@@ -431,14 +437,7 @@ fn a_rekey_the_peer_answers_temporary_failure_is_no_error() {
     p.run();
     let after_b = child_spis(&p.a, p.now);
     assert_eq!(after_b.len(), 1, "B's rekey is done at A");
-    for _ in 0..5 {
-        if p.a.sas.iter().all(|s| s.pending.is_none())
-            && p.b.sas.iter().all(|s| s.pending.is_none())
-        {
-            break;
-        }
-        assert!(p.step_timer());
-    }
+    step_until_answered(&mut p);
     let refused = p.wire_log.iter().any(|(from_a, d)| {
         !from_a && notifies_of(&p.a, d).is_some_and(|n| n.contains(&NotifyType::TEMPORARY_FAILURE))
     });
