@@ -505,15 +505,15 @@ fn time_to_children(p: &mut Pair, a: bool, n: usize) -> Duration {
 }
 
 /// The peer deletes the tunnel's only CHILD SA and keeps its IKE SA: the other end
-/// creates it again with the configured selectors, after 1 s, then 2 s and 4 s if the
-/// peer keeps deleting, and from 1 s again once a CHILD SA lived to its rekey. The end
+/// creates it again with the configured selectors, after 1 s, then 2 s, 4 s … up to 64 s
+/// if the peer keeps deleting, and from 1 s again once a CHILD SA lived to its rekey. The end
 /// that deleted never re-creates it itself.
 #[test]
 fn a_child_sa_the_peer_deletes_is_created_again_with_back_off() {
     let mut p = pair(0, 0, false);
     let mut waits = vec![];
     assert_eq!(p.a.status(p.now).child_refill_in, None);
-    for _ in 0..3 {
+    for _ in 0..9 {
         peer_deletes(&mut p, false, 0);
         assert!(p.a.status(p.now).children.is_empty(), "A lost its CHILD SA");
         let due = p.a.status(p.now).child_refill_in;
@@ -529,7 +529,9 @@ fn a_child_sa_the_peer_deletes_is_created_again_with_back_off() {
         assert_children_mirror(&p);
     }
     let s = |n| Duration::from_secs(n);
-    assert_eq!(waits, [s(1), s(2), s(4)]);
+    // Doubling up to limits::CHILD_REFILL_MAX, then staying there.
+    let want = [1, 2, 4, 8, 16, 32, 64, 64, 64].map(s);
+    assert_eq!(waits, want);
     assert_eq!(p.a.status(p.now).child_refill_in, None, "nothing due");
     let c = *Pair::children(&p.events_a).last().unwrap();
     assert_eq!((c.replaces, c.resource), (None, 0));
