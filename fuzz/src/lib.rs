@@ -13,6 +13,7 @@ mod bgp_speaker;
 mod bgp_update;
 mod config_parse;
 mod control_request;
+mod dataplane_gro;
 mod esp_classify;
 mod esp_open;
 mod esp_selectors;
@@ -38,6 +39,7 @@ pub use bgp_speaker::bgp_speaker;
 pub use bgp_update::bgp_update;
 pub use config_parse::config_parse;
 pub use control_request::control_request;
+pub use dataplane_gro::dataplane_gro;
 pub use esp_classify::esp_classify;
 pub use esp_open::esp_open;
 pub use esp_selectors::esp_selectors;
@@ -64,6 +66,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("bgp_update", bgp_update),
     ("config_parse", config_parse),
     ("control_request", control_request),
+    ("dataplane_gro", dataplane_gro),
     ("esp_classify", esp_classify),
     ("esp_open", esp_open),
     ("esp_selectors", esp_selectors),

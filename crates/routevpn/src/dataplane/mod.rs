@@ -26,6 +26,7 @@
 //! once per receive batch, one uncontended `Mutex` per SA); the outbound SA
 //! of a tunnel behind a `Mutex` taken once per TUN read.
 
+pub mod gro;
 mod roam;
 mod rx;
 mod suite;

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use esp::Datagram;
 use quinn_udp::{RecvMeta, UdpSockRef, BATCH_SIZE};
-use tun_rs::{GROTable, SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use tun_rs::{SyncDevice, IDEAL_BATCH_SIZE};
+
+use super::gro::{Gro, Slot, HEADROOM};
 
 use super::tables::{InboundEntry, Socket};
 use super::{lock, read, Shared, TunnelId};
@@ -18,11 +20,11 @@ use super::{lock, read, Shared, TunnelId};
 /// One receive buffer: a whole GRO super-datagram (at most 64 KiB of UDP
 /// payload) or one maximal UDP datagram.
 const RECV_BUF: usize = 64 * 1024 + 1024;
-/// TUN write buffers: room for the virtio-net header in front and for TCP
-/// segments the GRO table appends behind (a coalesced packet stays < 64 KiB).
-const TUN_BUF_CAP: usize = 64 * 1024 + 2 * VIRTIO_NET_HDR_LEN + 64;
-/// Where inner packets start in a TUN write buffer.
-const TUN_OFFSET: usize = VIRTIO_NET_HDR_LEN;
+/// Decrypted packets a TUN batch holds before it is written.
+const BATCH_PACKETS: usize = IDEAL_BATCH_SIZE;
+/// A TUN batch's storage: the packets one after another, each with the virtio-net
+/// header's room in front. Room for a whole receive turn, and for the largest packet.
+const BATCH_BYTES: usize = RX_TURN_BYTES + RECV_BUF + HEADROOM;
 /// TUN write batches a worker keeps: one per tunnel seen in a receive batch, the
 /// least recently used one flushed and reused beyond this (bounds a worker's memory
 /// however many tunnels it serves).
@@ -43,9 +45,11 @@ struct TunBatch {
     /// to it at the next flush (one atomic add per batch, not per packet).
     heard: Option<Arc<AtomicU64>>,
     heard_pending: u64,
-    bufs: Vec<Vec<u8>>,
-    n: usize,
-    gro: GROTable,
+    /// One allocation (untouched pages cost no RSS); `slots` say where the packets are.
+    storage: Vec<u8>,
+    slots: Vec<Slot>,
+    /// Where the next packet's headroom starts.
+    pos: usize,
     /// Receive-loop stamp of the last packet pushed (picks the batch to reuse).
     used: u64,
 }
@@ -59,53 +63,55 @@ impl TunBatch {
             errors: None,
             heard: None,
             heard_pending: 0,
-            bufs: (0..IDEAL_BATCH_SIZE)
-                .map(|_| Vec::with_capacity(TUN_BUF_CAP))
-                .collect(),
-            n: 0,
-            gro: GROTable::new(),
+            storage: vec![0u8; BATCH_BYTES],
+            slots: Vec::with_capacity(BATCH_PACKETS),
+            pos: 0,
             used: 0,
         }
     }
 
-    /// The next buffer, with room for `room` octets after the virtio-net header: ESP
-    /// is decrypted straight into it (no copy of the inner packet).
-    fn slot(&mut self, entry: &InboundEntry, room: usize) -> &mut [u8] {
+    /// Room for the next packet, `room` octets behind the virtio-net header's: ESP is
+    /// decrypted straight into it (no copy of the inner packet, nothing zeroed).
+    fn slot(&mut self, gro: &mut Gro, entry: &InboundEntry, room: usize) -> &mut [u8] {
         if self.dev.is_none() {
             self.dev = Some(entry.dev.clone());
             self.errors = Some(entry.write_errors.clone());
             self.heard = Some(entry.heard.clone());
         }
-        let b = &mut self.bufs[self.n];
-        // Shrinking (the usual case for a reused buffer) writes nothing.
-        b.resize(TUN_OFFSET + room, 0);
-        b[..TUN_OFFSET].fill(0);
-        &mut b[TUN_OFFSET..]
+        if self.pos + HEADROOM + room > self.storage.len() {
+            self.flush(gro);
+        }
+        let start = self.pos + HEADROOM;
+        let end = (start + room).min(self.storage.len());
+        &mut self.storage[start..end]
     }
 
     /// Keeps the first `len` octets of the slot as the next packet.
-    fn commit(&mut self, len: usize) {
-        self.bufs[self.n].truncate(TUN_OFFSET + len);
-        self.n += 1;
-        if self.n == self.bufs.len() {
-            self.flush();
+    fn commit(&mut self, gro: &mut Gro, len: usize) {
+        let start = self.pos + HEADROOM;
+        self.slots.push(Slot { start, len });
+        self.pos = start + len;
+        if self.slots.len() == BATCH_PACKETS {
+            self.flush(gro);
         }
     }
 
-    /// Writes the pending packets; TCP segments of one flow are coalesced
-    /// into one super-packet so the kernel's stack sees few, large packets.
-    fn flush(&mut self) {
+    /// Writes the pending packets; TCP segments (and UDP datagrams) of one flow are
+    /// coalesced into one super-packet so the kernel's stack sees few, large packets.
+    fn flush(&mut self, gro: &mut Gro) {
         if self.heard_pending > 0 {
             if let Some(h) = &self.heard {
                 h.fetch_add(self.heard_pending, Ordering::Relaxed);
             }
             self.heard_pending = 0;
         }
-        if self.n > 0 {
+        if !self.slots.is_empty() {
             if let Some(dev) = &self.dev {
-                if let Err(e) =
-                    dev.send_multiple(&mut self.gro, &mut self.bufs[..self.n], TUN_OFFSET)
-                {
+                let (vnet, udp) = (dev.tcp_gso(), dev.udp_gso());
+                let written = gro.flush(&mut self.storage, &self.slots, vnet, udp, |iov| {
+                    dev.send_vectored(iov)
+                });
+                if let Err(e) = written {
                     let c = self
                         .errors
                         .as_ref()
@@ -115,14 +121,15 @@ impl TunBatch {
                     }
                 }
             }
-            self.n = 0;
+            self.slots.clear();
         }
+        self.pos = 0;
     }
 
     /// End of a receive batch (or reuse for another tunnel): write, and drop the TUN
     /// reference so a removed tunnel's interface can disappear.
-    fn finish(&mut self) {
-        self.flush();
+    fn finish(&mut self, gro: &mut Gro) {
+        self.flush(gro);
         self.dev = None;
         self.errors = None;
         self.heard = None;
@@ -139,6 +146,7 @@ pub(crate) struct RxBuffers {
     storage: Vec<u8>,
     metas: Vec<RecvMeta>,
     batches: Vec<TunBatch>,
+    gro: Gro,
     ike: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     recv_errors: u64,
     stamp: u64,
@@ -153,6 +161,7 @@ impl RxBuffers {
             storage: vec![0u8; RECV_BUF * BATCH_SIZE],
             metas: vec![RecvMeta::default(); BATCH_SIZE],
             batches: Vec::new(),
+            gro: Gro::new(),
             ike: Vec::new(),
             recv_errors: 0,
             stamp: 0,
@@ -189,6 +198,7 @@ impl RxBuffers {
             let table = read(&sh.inbound);
             let mut out = Pending {
                 batches: &mut self.batches,
+                gro: &mut self.gro,
                 ike: &mut self.ike,
                 stamp: &mut self.stamp,
             };
@@ -209,7 +219,7 @@ impl RxBuffers {
                 }
             }
             for b in self.batches.iter_mut() {
-                b.finish();
+                b.finish(&mut self.gro);
             }
         }
         // Outside the table lock: the callback may call back into the API.
@@ -223,14 +233,15 @@ impl RxBuffers {
 /// Where one receive batch's results go.
 struct Pending<'a> {
     batches: &'a mut Vec<TunBatch>,
+    gro: &'a mut Gro,
     ike: &'a mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     stamp: &'a mut u64,
 }
 
 impl Pending<'_> {
-    /// The TUN batch of this tunnel queue: its own, a free one, a new one, or the least
+    /// The TUN batch (its index) of this tunnel queue: its own, a free one, a new one, or the least
     /// recently used one, flushed first.
-    fn batch(&mut self, tunnel: TunnelId, queue: usize) -> &mut TunBatch {
+    fn batch(&mut self, tunnel: TunnelId, queue: usize) -> usize {
         *self.stamp += 1;
         let stamp = *self.stamp;
         let b = &mut *self.batches;
@@ -246,13 +257,13 @@ impl Pending<'_> {
             b.len() - 1
         } else {
             let i = (0..b.len()).min_by_key(|&i| b[i].used).unwrap_or(0);
-            b[i].finish();
+            b[i].finish(self.gro);
             i
         };
         b[i].tunnel = tunnel;
         b[i].queue = queue;
         b[i].used = stamp;
-        &mut b[i]
+        i
     }
 }
 
@@ -294,7 +305,8 @@ fn handle(
         }
         return;
     };
-    let batch = out.batch(entry.tunnel, entry.queue());
+    let i = out.batch(entry.tunnel, entry.queue());
+    let (batch, gro) = (&mut out.batches[i], &mut *out.gro);
     let mut cell = lock(&entry.sa);
     let top = cell.sa.replay_window().top();
     // Replay check, ICV, decryption (into the TUN batch) and padding checks; every
@@ -302,7 +314,7 @@ fn handle(
     let room = cell.sa.plaintext_len(seg);
     let opened = cell
         .sa
-        .open_into(seg, batch.slot(entry, room))
+        .open_into(seg, batch.slot(gro, entry, room))
         .map(|d| d.packet().map(<[u8]>::len));
     // RFC 7296 §2.23: the newest authenticated packet says where the peer is.
     let newest = opened.is_ok() && cell.sa.replay_window().top() > top;
@@ -321,7 +333,7 @@ fn handle(
     match opened {
         Ok(Some(len)) => {
             sh.count_volume(&entry.volume, len as u64, 1);
-            batch.commit(len);
+            batch.commit(gro, len);
         }
         // A dummy packet (RFC 4303 §2.6): authentic, dropped (but heard).
         Ok(None) => {}
