@@ -211,6 +211,17 @@ fn tcp_transfer(a: &Side, b: &Side, total: u64) -> Duration {
     start.elapsed()
 }
 
+/// Packets the daemon wrote to the namespace's TUN (its "received" count).
+fn tun_rx_packets(ns: &Netns) -> u64 {
+    let out = ns
+        .run(&["ip", "-j", "-s", "link", "show", "dev", TUN])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no rx packets in {out}"))
+}
+
 /// One 5-second iperf3 run from `from` to `dst`, in Gbit/s.
 fn iperf3(from: &Netns, dst: &str) -> Result<f64, String> {
     let out = from.run(&["iperf3", "-c", dst, "-t", "5", "-J"])?;
@@ -312,11 +323,26 @@ fn esp_dataplane_between_namespaces() {
     assert!(c.inbound.packets >= 2 && c.outbound.packets >= 2, "{c:?}");
 
     const TOTAL: u64 = 50 << 20;
+    let (esp_before, tun_before) = (
+        b.dp.counters(SPI_B).unwrap().inbound.packets,
+        tun_rx_packets(&nb),
+    );
     let took = tcp_transfer(&a, &b, TOTAL);
     report(&format!(
         "dataplane: 50 MiB content-checked TCP transfer through the tunnel in {took:?} ({:.2} Gbit/s)",
         (TOTAL * 8) as f64 / took.as_secs_f64() / 1e9
     ));
+    // Receive coalescing (gro.rs): the kernel took the segments as super-packets, one
+    // TUN write for many ESP packets (a write it refused would have failed the transfer).
+    let esp = b.dp.counters(SPI_B).unwrap().inbound.packets - esp_before;
+    let writes = tun_rx_packets(&nb) - tun_before;
+    report(&format!(
+        "dataplane: B opened {esp} ESP packets and wrote {writes} packets to its TUN"
+    ));
+    assert!(
+        writes * 4 < esp,
+        "no receive coalescing: {esp} ESP packets, {writes} TUN writes"
+    );
     let (ca, cb) = (a.dp.counters(SPI_A).unwrap(), b.dp.counters(SPI_B).unwrap());
     assert!(cb.inbound.bytes >= TOTAL, "{cb:?}");
     assert!(ca.outbound.bytes >= TOTAL, "{ca:?}");

@@ -54,17 +54,11 @@ const UDP: u8 = 17;
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
 
-/// The one's-complement sum (RFC 1071) of `data`, not folded, added to `acc`.
+/// The one's-complement sum (RFC 1071) of `data`, not folded, added to `acc`: tun-rs's
+/// (AVX2 or SSE4.1 where the CPU has them; big-endian 32-bit words, as this module reads
+/// them).
 fn sum(data: &[u8], acc: u64) -> u64 {
-    let mut s = acc;
-    let mut words = data.chunks_exact(4);
-    for w in &mut words {
-        s += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
-    }
-    let rest = words.remainder();
-    let mut tail = [0u8; 4];
-    tail[..rest.len()].copy_from_slice(rest);
-    s + u64::from(u32::from_be_bytes(tail))
+    tun_rs::checksum_no_fold(data, acc)
 }
 
 /// Folds a sum to 16 bits (RFC 1071 §4.1).
