@@ -8,7 +8,7 @@
 
 use routevpn::dataplane::{compute_mtu, ChildKeys, Dataplane, TunnelId};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -163,12 +163,13 @@ fn pattern(i: u64) -> u8 {
     (i.wrapping_mul(2_654_435_761) >> 13) as u8
 }
 
-/// Sends `total` patterned bytes A→B over TCP through the tunnel; the
-/// receiver checks every byte.
-fn tcp_transfer(a: &Side, b: &Side, total: u64) -> Duration {
+/// Sends `total` patterned bytes A→B over TCP through the tunnel, to B's inner
+/// address `to`; the receiver checks every byte.
+fn tcp_transfer(a: &Side, b: &Side, to: IpAddr, total: u64) -> Duration {
+    let to = SocketAddr::new(to, 5001);
     let (ready_tx, ready_rx) = mpsc::channel();
     let server = spawn_in_netns(&b.ns, move || {
-        let l = TcpListener::bind(format!("{B_TUN}:5001")).expect("listen");
+        let l = TcpListener::bind(to).expect("listen");
         ready_tx.send(()).unwrap();
         let (mut s, _) = l.accept().expect("accept");
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -190,8 +191,7 @@ fn tcp_transfer(a: &Side, b: &Side, total: u64) -> Duration {
     ready_rx.recv_timeout(T).expect("server ready");
     let start = Instant::now();
     let client = spawn_in_netns(&a.ns, move || {
-        let mut s = TcpStream::connect_timeout(&format!("{B_TUN}:5001").parse().unwrap(), T)
-            .expect("connect through the tunnel");
+        let mut s = TcpStream::connect_timeout(&to, T).expect("connect through the tunnel");
         s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut buf = vec![0u8; 256 * 1024];
         let mut sent = 0u64;
@@ -323,26 +323,30 @@ fn esp_dataplane_between_namespaces() {
     assert!(c.inbound.packets >= 2 && c.outbound.packets >= 2, "{c:?}");
 
     const TOTAL: u64 = 50 << 20;
-    let (esp_before, tun_before) = (
-        b.dp.counters(SPI_B).unwrap().inbound.packets,
-        tun_rx_packets(&nb),
-    );
-    let took = tcp_transfer(&a, &b, TOTAL);
-    report(&format!(
-        "dataplane: 50 MiB content-checked TCP transfer through the tunnel in {took:?} ({:.2} Gbit/s)",
-        (TOTAL * 8) as f64 / took.as_secs_f64() / 1e9
-    ));
-    // Receive coalescing (gro.rs): the kernel took the segments as super-packets, one
-    // TUN write for many ESP packets (a write it refused would have failed the transfer).
-    let esp = b.dp.counters(SPI_B).unwrap().inbound.packets - esp_before;
-    let writes = tun_rx_packets(&nb) - tun_before;
-    report(&format!(
-        "dataplane: B opened {esp} ESP packets and wrote {writes} packets to its TUN"
-    ));
-    assert!(
-        writes * 4 < esp,
-        "no receive coalescing: {esp} ESP packets, {writes} TUN writes"
-    );
+    // Over IPv4, then 10 MiB over IPv6 (TCPv6 super-packets).
+    for (to, total) in [(B_TUN, TOTAL), (B_TUN6, 10 << 20)] {
+        let before = (
+            b.dp.counters(SPI_B).unwrap().inbound.packets,
+            tun_rx_packets(&nb),
+        );
+        let took = tcp_transfer(&a, &b, to.parse().unwrap(), total);
+        report(&format!(
+            "dataplane: {} MiB content-checked TCP transfer to {to} through the tunnel in {took:?} ({:.2} Gbit/s)",
+            total >> 20,
+            (total * 8) as f64 / took.as_secs_f64() / 1e9
+        ));
+        // Receive coalescing (gro.rs): the kernel took the segments as super-packets,
+        // one TUN write for many ESP packets (a refused write would fail the transfer).
+        let esp = b.dp.counters(SPI_B).unwrap().inbound.packets - before.0;
+        let writes = tun_rx_packets(&nb) - before.1;
+        report(&format!(
+            "dataplane: B opened {esp} ESP packets and wrote {writes} packets to its TUN"
+        ));
+        assert!(
+            writes * 4 < esp,
+            "no receive coalescing: {esp} ESP packets, {writes} TUN writes"
+        );
+    }
     let (ca, cb) = (a.dp.counters(SPI_A).unwrap(), b.dp.counters(SPI_B).unwrap());
     assert!(cb.inbound.bytes >= TOTAL, "{cb:?}");
     assert!(ca.outbound.bytes >= TOTAL, "{ca:?}");
