@@ -7,10 +7,8 @@
 //! little-endian u16 length and that many octets. A packet whose length has the top
 //! bit set gets right checksums first, so that merges are reached at all.
 
-use std::io::IoSlice;
-
-use routevpn::dataplane::gro::model::{assert_round_trip, fill_checksums};
-use routevpn::dataplane::gro::{Gro, Slot, HEADROOM};
+use routevpn::dataplane::gro::model::{assert_round_trip, fill_checksums, lay_out, writes};
+use routevpn::dataplane::gro::{Gro, HEADROOM};
 
 pub fn dataplane_gro(data: &[u8]) {
     let Some((&flags, mut rest)) = data.split_first() else {
@@ -27,33 +25,8 @@ pub fn dataplane_gro(data: &[u8]) {
         pkts.push(p);
         rest = &tail[n..];
     }
-    let mut storage = Vec::new();
-    let mut slots = Vec::new();
-    for p in &pkts {
-        storage.extend_from_slice(&[0xa5; HEADROOM]);
-        slots.push(Slot {
-            start: storage.len(),
-            len: p.len(),
-        });
-        storage.extend_from_slice(p);
-    }
-    let mut writes = Vec::new();
-    Gro::new()
-        .flush(
-            &mut storage,
-            &slots,
-            true,
-            flags & 1 != 0,
-            |iov: &[IoSlice<'_>]| {
-                writes.push(
-                    iov.iter()
-                        .flat_map(|s| s.iter().copied())
-                        .collect::<Vec<u8>>(),
-                );
-                Ok(0)
-            },
-        )
-        .expect("the writer never fails");
+    let (mut storage, slots) = lay_out(&pkts, 0xa5);
+    let writes = writes(&mut Gro::new(), &mut storage, &slots, true, flags & 1 != 0);
     assert!(writes.iter().all(|w| w.len() <= HEADROOM + 65_535));
     assert_round_trip(&pkts, &writes);
 }

@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::io::IoSlice;
 use std::time::Instant;
 
-use routevpn::dataplane::gro::model::fill_checksums;
-use routevpn::dataplane::gro::{Gro, Slot, HEADROOM};
+use routevpn::dataplane::gro::model::{fill_checksums, lay_out};
+use routevpn::dataplane::gro::{Gro, HEADROOM};
 
 /// Segments per batch (a worker's TUN batch) and payload per segment (MTU 1438).
 const SEGS: usize = 64;
@@ -61,16 +61,7 @@ fn time(mut f: impl FnMut()) -> f64 {
 fn main() {
     let pkts = segments();
     // routevpn: the packets one after another with headroom, as a TUN batch holds them.
-    let mut template = Vec::new();
-    let mut slots = Vec::new();
-    for p in &pkts {
-        template.extend_from_slice(&[0; HEADROOM]);
-        slots.push(Slot {
-            start: template.len(),
-            len: p.len(),
-        });
-        template.extend_from_slice(p);
-    }
+    let (template, slots) = lay_out(&pkts, 0);
     let mut storage = template.clone();
     let mut gro = Gro::new();
     // tun-rs: one 64 KiB buffer per packet, as the dataplane gave it.

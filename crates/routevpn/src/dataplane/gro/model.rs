@@ -4,7 +4,9 @@
 //! flow's order. Not used by the dataplane.
 
 use super::{be16, be32, flow, fold, sum, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
-use super::{candidate, checksum_ok, HEADROOM, TCP, TCP_PSH, UDP};
+use super::{candidate, checksum_ok, Gro, Slot, HEADROOM, TCP, TCP_PSH, UDP};
+
+use std::io::IoSlice;
 
 /// Sets the IPv4 header checksum and the TCP or UDP checksum of `p`, where it is such a
 /// packet (without IPv4 options or IPv6 extension headers) and long enough.
@@ -30,6 +32,39 @@ pub fn fill_checksums(p: &mut [u8]) {
         c = 0xffff;
     }
     p[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// A batch as a receiving worker holds it: the packets one after another, each with
+/// [`HEADROOM`] octets (of `fill`) in front.
+pub fn lay_out(pkts: &[Vec<u8>], fill: u8) -> (Vec<u8>, Vec<Slot>) {
+    let mut storage = Vec::new();
+    let mut slots = Vec::new();
+    for p in pkts {
+        storage.extend_from_slice(&[fill; HEADROOM]);
+        slots.push(Slot {
+            start: storage.len(),
+            len: p.len(),
+        });
+        storage.extend_from_slice(p);
+    }
+    (storage, slots)
+}
+
+/// The writes `gro` makes of a batch, each as one byte string.
+pub fn writes(
+    gro: &mut Gro,
+    storage: &mut [u8],
+    slots: &[Slot],
+    vnet: bool,
+    udp: bool,
+) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    gro.flush(storage, slots, vnet, udp, |iov: &[IoSlice<'_>]| {
+        out.push(iov.iter().flat_map(|s| s.iter().copied()).collect());
+        Ok(0)
+    })
+    .expect("the writer never fails");
+    out
 }
 
 /// What the kernel makes of one write: the virtio-net header read, a GSO packet cut
