@@ -102,6 +102,19 @@ fn writes(pkts: &[Vec<u8>], vnet: bool, udp: bool) -> Vec<Vec<u8>> {
     out
 }
 
+/// The writes for `pkts` (UDP GSO on), which must be `n` and give the packets back.
+fn coalesced(pkts: &[Vec<u8>], n: usize) -> Vec<Vec<u8>> {
+    let ws = writes(pkts, true, true);
+    assert_eq!(
+        ws.len(),
+        n,
+        "{:?}",
+        ws.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_round_trip(pkts, &ws);
+    ws
+}
+
 const TCP4: Flow = Flow {
     v6: false,
     tcp: true,
@@ -177,9 +190,7 @@ fn interleaved_flows_each_keep_their_order() {
         pkts.extend(a.get(i).cloned());
         pkts.extend(b.get(i).cloned());
     }
-    let ws = writes(&pkts, true, true);
-    assert_eq!(ws.len(), 2);
-    assert_round_trip(&pkts, &ws);
+    coalesced(&pkts, 2);
 }
 
 #[test]
@@ -187,9 +198,7 @@ fn a_gap_a_shorter_segment_a_psh_or_a_fin_ends_the_super_packet() {
     // A gap: the segment after it starts a new super-packet.
     let mut pkts = run(TCP4, 6, 1000, 0);
     pkts.remove(3);
-    let ws = writes(&pkts, true, true);
-    assert_eq!(ws.len(), 2);
-    assert_round_trip(&pkts, &ws);
+    coalesced(&pkts, 2);
 
     // A shorter segment is the last one.
     let mut pkts = run(TCP4, 3, 1000, 500);
@@ -198,14 +207,7 @@ fn a_gap_a_shorter_segment_a_psh_or_a_fin_ends_the_super_packet() {
         ..Hdr::at(4500)
     };
     pkts.push(packet(TCP4, h, &payload(1000, 9)));
-    let ws = writes(&pkts, true, true);
-    assert_eq!(
-        ws.len(),
-        2,
-        "{:?}",
-        ws.iter().map(Vec::len).collect::<Vec<_>>()
-    );
-    assert_round_trip(&pkts, &ws);
+    coalesced(&pkts, 2);
 
     // PSH: it may join, and ends the super-packet, which then carries it.
     let mut pkts = run(TCP6, 5, 1000, 0);
@@ -223,9 +225,7 @@ fn a_gap_a_shorter_segment_a_psh_or_a_fin_ends_the_super_packet() {
     h.flags = TCP_ACK | 0x01;
     h.id = 102;
     pkts[2] = packet(TCP4, h, &payload(1000, 2));
-    let ws = writes(&pkts, true, true);
-    assert_eq!(ws.len(), 3);
-    assert_round_trip(&pkts, &ws);
+    coalesced(&pkts, 3);
 }
 
 #[test]
