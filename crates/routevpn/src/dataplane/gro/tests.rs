@@ -214,10 +214,8 @@ fn a_gap_a_shorter_segment_a_psh_or_a_fin_ends_the_super_packet() {
     let mut h = Hdr::at(1000 + 3000);
     h.flags = TCP_ACK | TCP_PSH;
     pkts[3] = packet(TCP6, h, &payload(1000, 3));
-    let ws = writes(&pkts, true, true);
-    assert_eq!(ws.len(), 2);
+    let ws = coalesced(&pkts, 2);
     assert_ne!(ws[0][HEADROOM + 40 + 13] & TCP_PSH, 0);
-    assert_round_trip(&pkts, &ws);
 
     // FIN: not merged, and nothing of its flow after it is merged before it.
     let mut pkts = run(TCP4, 5, 1000, 0);
