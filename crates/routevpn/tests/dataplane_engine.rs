@@ -281,6 +281,11 @@ fn esp_dataplane_between_namespaces() {
         mtu,
     );
 
+    // The kernel's ring per TUN queue holds 4,096 packets (dataplane::TUN_TX_QUEUE).
+    let link = na.run(&["ip", "-j", "link", "show", "dev", TUN]).unwrap();
+    let link: serde_json::Value = serde_json::from_str(&link).unwrap();
+    assert_eq!(link[0]["txqlen"], 4096, "{link}");
+
     // No SA yet: packets from the TUN are dropped and counted.
     assert!(na.ping(B_TUN).is_err());
     assert!(a.dp.tunnel_stats(a.tun).unwrap().tx_no_sa > 0);
