@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::io::IoSlice;
 use std::time::Instant;
 
-use routevpn::dataplane::gro::model::{fill_checksums, lay_out};
+use routevpn::dataplane::gro::model::{lay_out, packet, payload, Flow, Hdr};
 use routevpn::dataplane::gro::{Gro, HEADROOM};
 
 /// Segments per batch (a worker's TUN batch) and payload per segment (MTU 1438).
@@ -20,31 +20,18 @@ const ROUNDS: usize = 7;
 
 /// `SEGS` in-order IPv4 TCP segments of one flow, with timestamps, right checksums.
 fn segments() -> Vec<Vec<u8>> {
+    let flow = Flow {
+        v6: false,
+        tcp: true,
+        port: 40000,
+    };
     (0..SEGS)
         .map(|i| {
-            let mut p = vec![0u8; 20 + 32 + PAYLOAD];
-            let len = p.len() as u16;
-            p[0] = 0x45;
-            p[2..4].copy_from_slice(&len.to_be_bytes());
-            p[4..6].copy_from_slice(&(i as u16).to_be_bytes());
-            p[6] = 0x40;
-            p[8] = 64;
-            p[9] = 6;
-            p[12..16].copy_from_slice(&[10, 0, 0, 1]);
-            p[16..20].copy_from_slice(&[10, 0, 0, 2]);
-            p[20..22].copy_from_slice(&40000u16.to_be_bytes());
-            p[22..24].copy_from_slice(&5201u16.to_be_bytes());
-            let seq = 1 + (i * PAYLOAD) as u32;
-            p[24..28].copy_from_slice(&seq.to_be_bytes());
-            p[32] = 8 << 4;
-            p[33] = 0x10;
-            p[34..36].copy_from_slice(&500u16.to_be_bytes());
-            p[40..44].copy_from_slice(&[1, 1, 8, 10]);
-            for (k, b) in p[52..].iter_mut().enumerate() {
-                *b = (k as u8).wrapping_mul(31) ^ i as u8;
-            }
-            fill_checksums(&mut p);
-            p
+            let h = Hdr {
+                id: i as u16,
+                ..Hdr::at(1 + (i * PAYLOAD) as u32)
+            };
+            packet(flow, h, &payload(PAYLOAD, i as u8))
         })
         .collect()
 }

@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{self, IoSlice};
+use std::ops::Range;
 
 /// Room in front of each packet for the TUN's virtio-net header (`struct
 /// virtio_net_hdr`, `IFF_VNET_HDR`).
@@ -92,12 +93,17 @@ impl Pkt {
         self.len - self.hdrs
     }
 
-    fn addrs(&self) -> std::ops::Range<usize> {
-        if self.v6 {
-            8..40
-        } else {
-            12..20
-        }
+    fn addrs(&self) -> Range<usize> {
+        addrs(self.v6)
+    }
+}
+
+/// Where the source and destination addresses are in an IPv6 or IPv4 header.
+fn addrs(v6: bool) -> Range<usize> {
+    if v6 {
+        8..40
+    } else {
+        12..20
     }
 }
 
@@ -121,23 +127,20 @@ fn flow(p: &[u8]) -> Option<(bool, usize, u8)> {
     ((proto == TCP || proto == UDP) && p.len() >= iph + 4 && iph >= 20).then_some((v6, iph, proto))
 }
 
-/// Whether `a` and `b` have the same addresses, protocol and ports.
-fn same_flow(a: &[u8], b: &[u8]) -> bool {
-    match (flow(a), flow(b)) {
-        (Some((v6, ia, pa)), Some((v6b, ib, pb))) if v6 == v6b && pa == pb => {
-            let addrs = if v6 { 8..40 } else { 12..20 };
-            a.get(addrs.clone()) == b.get(addrs) && a.get(ia..ia + 4) == b.get(ib..ib + 4)
-        }
-        _ => false,
-    }
+/// Whether packet `p` (of [`flow`] `f`) has the addresses, protocol and ports of the
+/// group head `head` (viewed as `h`).
+fn same_flow(head: &[u8], h: &Pkt, p: &[u8], (v6, iph, proto): (bool, usize, u8)) -> bool {
+    h.v6 == v6
+        && h.proto == proto
+        && head.get(h.addrs()) == p.get(addrs(v6))
+        && head.get(h.iph..h.iph + 4) == p.get(iph..iph + 4)
 }
 
-/// A packet that may be merged, or `None`.
-fn candidate(p: &[u8], udp: bool) -> Option<Pkt> {
+/// A packet (of [`flow`] `f`) that may be merged, or `None`.
+fn candidate(p: &[u8], (v6, iph, proto): (bool, usize, u8), udp: bool) -> Option<Pkt> {
     if p.len() > MAX_PACKET {
         return None;
     }
-    let (v6, iph, proto) = flow(p)?;
     let (id, df) = if v6 {
         // No extension headers (the next header is the transport), and the length agrees.
         if usize::from(be16(p, 4)?) + 40 != p.len() {
@@ -185,10 +188,11 @@ fn candidate(p: &[u8], udp: bool) -> Option<Pkt> {
     })
 }
 
-/// Whether `b` carries the header fields `a` does, which the kernel copies from the
-/// super-packet's header to every segment.
+/// Whether `b`, of `a`'s flow (addresses, protocol and ports are equal), carries the
+/// other header fields `a` does, which the kernel copies from the super-packet's header
+/// to every segment.
 fn same_headers(a: &[u8], pa: &Pkt, b: &[u8], pb: &Pkt) -> bool {
-    if pa.v6 != pb.v6 || pa.proto != pb.proto || pa.hdrs != pb.hdrs || pa.df != pb.df {
+    if pa.hdrs != pb.hdrs || pa.df != pb.df {
         return false;
     }
     let ip_fields = if pa.v6 {
@@ -198,15 +202,13 @@ fn same_headers(a: &[u8], pa: &Pkt, b: &[u8], pb: &Pkt) -> bool {
         // TOS; flags (DF and the reserved bit) and fragment offset; TTL, protocol
         a.get(1) == b.get(1) && a.get(6..10) == b.get(6..10)
     };
-    let addrs = pa.addrs();
-    let ports = pa.iph..pa.iph + 4;
     // TCP: ACK number, data offset and reserved bits, window, urgent pointer and
     // options: all but the sequence number, the flags (checked already) and the checksum.
     let tcp = pa.proto != TCP
         || (a.get(pa.iph + 8..pa.iph + 13) == b.get(pb.iph + 8..pb.iph + 13)
             && a.get(pa.iph + 14..pa.iph + 16) == b.get(pb.iph + 14..pb.iph + 16)
             && a.get(pa.iph + 18..pa.hdrs) == b.get(pb.iph + 18..pb.hdrs));
-    ip_fields && a.get(addrs.clone()) == b.get(addrs) && a.get(ports.clone()) == b.get(ports) && tcp
+    ip_fields && tcp
 }
 
 /// Whether the transport checksum of `p` is right (RFC 1071: the sum over the pseudo
@@ -283,7 +285,7 @@ impl Gro {
         }
         self.plan(storage, slots, udp);
         let mut iov = [IoSlice::new(&[]); MAX_SEGS];
-        for g in &mut self.groups[..self.used] {
+        for g in &self.groups[..self.used] {
             finish(storage, slots, g);
         }
         for g in &self.groups[..self.used] {
@@ -322,11 +324,16 @@ impl Gro {
             else {
                 continue;
             };
-            let pkt = candidate(p, udp);
-            // The open group of this flow, if any.
-            let at = self.open.iter().position(|&g| {
-                let h = slots[self.groups[g].members[0]];
-                same_flow(&storage[h.start..h.start + h.len], p)
+            let f = flow(p);
+            let pkt = f.and_then(|f| candidate(p, f, udp));
+            // The open group of this flow, if any (open groups have a head view).
+            let at = f.and_then(|f| {
+                self.open.iter().position(|&g| {
+                    let grp = &self.groups[g];
+                    let h = slots[grp.members[0]];
+                    grp.head
+                        .is_some_and(|hp| same_flow(&storage[h.start..h.start + h.len], &hp, p, f))
+                })
             });
             if let (Some(at), Some(pkt)) = (at, pkt) {
                 let g = self.open[at];
@@ -432,7 +439,7 @@ enum Join {
 
 /// Rewrites a group's head into the super-packet's headers and writes its virtio-net
 /// header; a packet alone gets an empty one.
-fn finish(storage: &mut [u8], slots: &[Slot], g: &mut Group) {
+fn finish(storage: &mut [u8], slots: &[Slot], g: &Group) {
     let h = slots[g.members[0]];
     let Some(buf) = storage.get_mut(h.start - HEADROOM..h.start + h.len) else {
         return;

@@ -3,10 +3,99 @@
 //! write, cut into segments again, must give back the packets that went in, in each
 //! flow's order. Not used by the dataplane.
 
-use super::{be16, be32, flow, fold, sum, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
-use super::{candidate, checksum_ok, Gro, Slot, HEADROOM, TCP, TCP_PSH, UDP};
+use super::{addrs, be16, be32, flow, fold, sum, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
+use super::{candidate, checksum_ok, Gro, Slot, HEADROOM, TCP, TCP_ACK, TCP_PSH, UDP};
 
 use std::io::IoSlice;
+
+/// A flow of test packets: IPv4 or IPv6, TCP (with a timestamp option) or UDP, from
+/// `port` to 5201.
+#[derive(Clone, Copy, Debug)]
+pub struct Flow {
+    pub v6: bool,
+    pub tcp: bool,
+    pub port: u16,
+}
+
+/// Per-packet header values.
+#[derive(Clone, Copy, Debug)]
+pub struct Hdr {
+    pub seq: u32,
+    pub flags: u8,
+    pub id: u16,
+    pub df: bool,
+    pub ttl: u8,
+    pub window: u16,
+}
+
+impl Hdr {
+    /// An ACK-only segment at `seq`, DF set, ID 0, TTL 64.
+    pub fn at(seq: u32) -> Hdr {
+        Hdr {
+            seq,
+            flags: TCP_ACK,
+            id: 0,
+            df: true,
+            ttl: 64,
+            window: 500,
+        }
+    }
+}
+
+fn set16(p: &mut [u8], at: usize, v: u16) {
+    p[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// A packet of flow `f` with headers `h` and `payload`, checksums right.
+pub fn packet(f: Flow, h: Hdr, payload: &[u8]) -> Vec<u8> {
+    let iph = if f.v6 { 40 } else { 20 };
+    let l4h = if f.tcp { 32 } else { 8 };
+    let mut p = vec![0u8; iph + l4h + payload.len()];
+    let len = p.len();
+    let proto = if f.tcp { TCP } else { UDP };
+    if f.v6 {
+        p[0] = 0x60;
+        p[1] = 0x0a; // a flow label
+        set16(&mut p, 4, (len - 40) as u16);
+        p[6] = proto;
+        p[7] = h.ttl;
+        p[8] = 0xfd;
+        p[23] = 1;
+        p[24] = 0xfd;
+        p[39] = 2;
+    } else {
+        p[0] = 0x45;
+        set16(&mut p, 2, len as u16);
+        set16(&mut p, 4, h.id);
+        p[6] = if h.df { 0x40 } else { 0 };
+        p[8] = h.ttl;
+        p[9] = proto;
+        p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    }
+    set16(&mut p, iph, f.port);
+    set16(&mut p, iph + 2, 5201);
+    if f.tcp {
+        p[iph + 4..iph + 8].copy_from_slice(&h.seq.to_be_bytes());
+        p[iph + 8..iph + 12].copy_from_slice(&7u32.to_be_bytes());
+        p[iph + 12] = 8 << 4;
+        p[iph + 13] = h.flags;
+        set16(&mut p, iph + 14, h.window);
+        // NOP, NOP, timestamps
+        p[iph + 20..iph + 24].copy_from_slice(&[1, 1, 8, 10]);
+        p[iph + 24..iph + 28].copy_from_slice(&1234u32.to_be_bytes());
+    } else {
+        set16(&mut p, iph + 4, (len - iph) as u16);
+    }
+    p[iph + l4h..].copy_from_slice(payload);
+    fill_checksums(&mut p);
+    p
+}
+
+/// `n` octets of a pattern that differs by `tag`.
+pub fn payload(n: usize, tag: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31) ^ tag).collect()
+}
 
 /// Sets the IPv4 header checksum and the TCP or UDP checksum of `p`, where it is such a
 /// packet (without IPv4 options or IPv6 extension headers) and long enough.
@@ -24,8 +113,7 @@ pub fn fill_checksums(p: &mut [u8]) {
         p[10..12].copy_from_slice(&c.to_be_bytes());
     }
     p[at..at + 2].fill(0);
-    let addrs = if v6 { 8..40 } else { 12..20 };
-    let pseudo = sum(&p[addrs], u64::from(proto) + (p.len() - iph) as u64);
+    let pseudo = sum(&p[addrs(v6)], u64::from(proto) + (p.len() - iph) as u64);
     let mut c = !fold(sum(&p[iph..], pseudo));
     if proto == UDP && c == 0 {
         // RFC 768: a computed zero is sent as all ones.
@@ -100,10 +188,9 @@ pub fn resegment(w: &[u8]) -> Vec<Vec<u8>> {
         assert_eq!(usize::from(be16(pkt, 2).unwrap_or(0)), pkt.len());
         assert_eq!(fold(sum(&pkt[..20], 0)), 0xffff, "head's IPv4 checksum");
     }
-    let addrs = if v6 { 8..40 } else { 12..20 };
     let proto = if tcp { TCP } else { UDP };
     let partial = fold(sum(
-        &pkt[addrs],
+        &pkt[addrs(v6)],
         u64::from(proto) + (pkt.len() - iph) as u64,
     ));
     assert_eq!(be16(pkt, iph + csum_offset), Some(partial));
@@ -161,10 +248,7 @@ fn normal(p: &[u8]) -> Vec<u8> {
 /// Which flow a packet is of, for the comparison: addresses, protocol and ports, or
 /// `None` for one without.
 fn key(p: &[u8]) -> Option<(Vec<u8>, u8, Vec<u8>)> {
-    flow(p).map(|(v6, iph, proto)| {
-        let addrs = if v6 { 8..40 } else { 12..20 };
-        (p[addrs].to_vec(), proto, p[iph..iph + 4].to_vec())
-    })
+    flow(p).map(|(v6, iph, proto)| (p[addrs(v6)].to_vec(), proto, p[iph..iph + 4].to_vec()))
 }
 
 /// Panics unless the writes, resegmented, give back `pkts`: each flow's packets in
@@ -199,7 +283,9 @@ pub fn assert_round_trip(pkts: &[Vec<u8>], writes: &[Vec<u8>]) {
         // Only whole, verified packets are merged.
         for (p, (_, merged)) in ins.iter().zip(&outs) {
             if *merged {
-                let pkt = candidate(p, true).expect("a merged packet is a candidate");
+                let pkt = flow(p)
+                    .and_then(|f| candidate(p, f, true))
+                    .expect("a merged packet is a candidate");
                 assert!(checksum_ok(p, &pkt), "a merged packet had a bad checksum");
             }
         }
