@@ -405,6 +405,20 @@ fn rv_diag(rv: &Routevpn, name: &str) {
     log(&testbed::tail(&rv.log(), 30));
 }
 
+/// A script that runs `bin` at nice `n` (`exec`, so the daemon keeps the PID the
+/// benchmark measures).
+fn niced(ctx: &Ctx, bin: &str, n: i32) -> Result<String, Stop> {
+    let path = ctx.work.join("routevpn-niced");
+    let script = format!("#!/bin/sh\nexec nice -n {n} '{bin}' \"$@\"\n");
+    std::fs::write(&path, script)
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        })
+        .map_err(|e| die(format!("routevpn: cannot write {}: {e}", path.display())))?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
 /// routevpn ↔ routevpn: TUN rvb0, 169.254.12.1/30 ↔ .2/30, routes to the far host net.
 fn routevpn(ctx: &mut Ctx) -> Result<(), Stop> {
     let bin = ctx.rv_bin.clone().unwrap_or_default();
@@ -426,8 +440,12 @@ fn routevpn(ctx: &mut Ctx) -> Result<(), Stop> {
     }
     let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let env = [("NO_COLOR", "1"), ("RUST_LOG", rust_log.as_str())];
-    let rv_b = Routevpn::spawn_with(&bin, &t.right, &cfg_b, &env);
-    let rv_a = Routevpn::spawn_with(&bin, &t.left, &cfg_a, &env);
+    let daemon = match ctx.rv_nice {
+        Some(n) => niced(ctx, &bin, n)?,
+        None => bin.clone(),
+    };
+    let rv_b = Routevpn::spawn_with(&daemon, &t.right, &cfg_b, &env);
+    let rv_a = Routevpn::spawn_with(&daemon, &t.left, &cfg_a, &env);
     let end = Instant::now() + UP_TIMEOUT;
     loop {
         check_signal()?;

@@ -114,6 +114,11 @@ struct Args {
     /// or `dataplane_busy_poll = "0"` (repeatable; to compare settings).
     #[arg(long, value_name = "KEY = VALUE")]
     routevpn_option: Vec<String>,
+    /// Run both routevpn daemons at this nice value (`nice -n`; negative: ahead of
+    /// iperf3 and everything else on the cores), to see what a run waits for.
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    routevpn_nice: Option<i32>,
     /// Bound on the set-up of each --tunnels count, in seconds.
     #[arg(long, value_name = "S", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -192,6 +197,8 @@ pub struct Ctx {
     pub records: Vec<Obj>,
     /// `--routevpn-option` lines.
     pub rv_options: Vec<String>,
+    /// `--routevpn-nice`.
+    pub rv_nice: Option<i32>,
 }
 
 /// Progress and diagnostics go to stderr; the table to stdout.
@@ -265,6 +272,7 @@ fn main() -> ExitCode {
         psk: format!("bench-psk-{}-{}", std::process::id(), random_u64()),
         records: Vec::new(),
         rv_options: args.routevpn_option.clone(),
+        rv_nice: args.routevpn_nice,
     };
     let rc = if !args.routes.is_empty() {
         run_routes(&args, &mut ctx, &json_out)
@@ -421,6 +429,9 @@ fn run(args: &Args, wanted: &[Case], ctx: &mut Ctx, json_out: &Path) -> u8 {
     if !ctx.rv_options.is_empty() {
         println!("routevpn options: {}", ctx.rv_options.join("; "));
     }
+    if let Some(n) = ctx.rv_nice {
+        println!("routevpn daemons run at nice {n}");
+    }
     if wanted.iter().any(|c| c.is_wireguard()) {
         println!(
             "WireGuard: ChaCha20-Poly1305 (its only cipher), keys from wg genkey for this run, tunnel MTU {}",
@@ -466,6 +477,7 @@ fn run(args: &Args, wanted: &[Case], ctx: &mut Ctx, json_out: &Path) -> u8 {
             "routevpn_options",
             ctx.rv_options.iter().map(|o| J::from(o.as_str())).collect::<Vec<_>>(),
         )
+        .with("routevpn_nice", ctx.rv_nice.map_or(J::Null, |n| J::from(i64::from(n))))
         .with(
             "units",
             Obj::new()
@@ -588,5 +600,15 @@ mod tests {
             ["veth"]
         );
         assert!(Args::try_parse_from(["bench", "--only", "wireguard"]).is_err());
+    }
+
+    #[test]
+    fn routevpn_nice_takes_a_negative_value_within_nice_s_range() {
+        let nice = |v: &str| Args::try_parse_from(["bench", "--routevpn-nice", v]);
+        assert_eq!(nice("-10").unwrap().routevpn_nice, Some(-10));
+        assert_eq!(nice("19").unwrap().routevpn_nice, Some(19));
+        assert!(nice("-21").is_err());
+        assert!(nice("20").is_err());
+        assert_eq!(Args::try_parse_from(["bench"]).unwrap().routevpn_nice, None);
     }
 }
