@@ -329,6 +329,33 @@ fn fmt_duration(secs: u64) -> String {
     }
 }
 
+/// A tunnel's dataplane drops for its status line (on that line: one tunnel must fit a
+/// screen); the errors summed, `status --json` has each.
+fn tunnel_drops(d: &crate::control::TunnelDataplaneStatus) -> String {
+    let errors = [
+        d.seal_errors,
+        d.send_errors,
+        d.tun_read_errors,
+        d.tun_write_errors,
+    ]
+    .iter()
+    .fold(0u64, |a, &n| a.saturating_add(n));
+    let shown: Vec<String> = [
+        (d.tun_queue_drops, "TUN queue full"),
+        (d.no_sa_drops, "no SA"),
+        (errors, "errors"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} ({what})"))
+    .collect();
+    if shown.is_empty() {
+        String::new()
+    } else {
+        format!("; dropped {}", shown.join(", "))
+    }
+}
+
 /// Human-readable status, in the spirit of `swanctl --list-sas`.
 pub fn format_status(r: &StatusReport) -> String {
     let mut o = String::new();
@@ -349,8 +376,15 @@ pub fn format_status(r: &StatusReport) -> String {
             dp.unknown_spi, dp.invalid
         );
     }
+    if dp.socket_drops > 0 {
+        let _ = writeln!(
+            o,
+            "dropped by the kernel at the port-4500 sockets (receive buffers full): {}",
+            dp.socket_drops
+        );
+    }
     for t in &r.tunnels {
-        let _ = writeln!(o, "{}: {}", t.name, t.state);
+        let _ = writeln!(o, "{}: {}{}", t.name, t.state, tunnel_drops(&t.dataplane));
         let _ = writeln!(o, "  local  '{}' @ {}", t.local_id, t.local);
         let _ = writeln!(o, "  remote '{}' @ {}", t.remote_id, t.remote);
         if let Some(e) = &t.last_error {
@@ -609,7 +643,18 @@ mod tests {
             s.starts_with("routevpn daemon (pid 4242), up 1h02m03s, 2 tunnels\n"),
             "{s}"
         );
-        assert!(s.contains("vti0: established\n"), "{s}");
+        assert!(
+            s.contains("vti0: established; dropped 17 (TUN queue full), 2 (no SA)\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("vti1: connecting\n"),
+            "no drops: nothing added\n{s}"
+        );
+        assert!(
+            !s.contains("receive buffers full"),
+            "no socket drops: no line\n{s}"
+        );
         assert!(
             s.contains("dropped on port 4500: 3 ESP for unknown SPIs, 1 invalid\n"),
             "{s}"
@@ -646,6 +691,7 @@ mod tests {
         t.state = "ike-only".into();
         t.child_sas.clear();
         t.child_sa_refill_in_ms = Some(1_500);
+        t.dataplane = Default::default();
         let s = format_status(&r);
         assert!(s.contains("vti0: ike-only\n"), "{s}");
         assert!(

@@ -81,6 +81,10 @@ pub struct DataplaneStatus {
     pub keepalives: u64,
     /// IKE messages received on port 4500.
     pub ike_on_4500: u64,
+    /// Packets the kernel dropped at the port-4500 sockets: their receive buffers were
+    /// full (the workers did not keep up). A GRO/GSO batch of datagrams counts once.
+    #[serde(default)]
+    pub socket_drops: u64,
 }
 
 /// The embedded BGP speaker and BFD (`routing` module).
@@ -177,6 +181,26 @@ pub struct TunnelStatus {
     /// peer deleted one outside a rekey. None when nothing is due.
     #[serde(default)]
     pub child_sa_refill_in_ms: Option<u64>,
+    /// Inner packets the dataplane or the kernel in front of it dropped, by where.
+    #[serde(default)]
+    pub dataplane: TunnelDataplaneStatus,
+}
+
+/// A tunnel's drops outside its SAs' counters: where a loaded tunnel loses packets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelDataplaneStatus {
+    /// Routed into the tunnel while its TUN queue was full (the kernel's `tx_dropped`).
+    pub tun_queue_drops: u64,
+    /// Read from the TUN while the tunnel had no outbound SA.
+    pub no_sa_drops: u64,
+    /// Could not be sealed (not IP, too large, sequence numbers exhausted).
+    pub seal_errors: u64,
+    /// Failed `sendmsg` calls (each may carry a batch of ESP packets).
+    pub send_errors: u64,
+    /// TUN reads that failed or whose offload header was refused.
+    pub tun_read_errors: u64,
+    /// Failed TUN writes of decrypted packets (each may carry a batch).
+    pub tun_write_errors: u64,
 }
 
 /// A validated peer certificate.
@@ -504,6 +528,11 @@ pub(crate) mod tests {
                     }),
                     cert_warning: Some("our certificate \"C=CH, O=Lab, CN=routerA\" expires on 2026-12-20 00:00:00 UTC (in 18 days)".into()),
                     child_sa_refill_in_ms: None,
+                    dataplane: TunnelDataplaneStatus {
+                        tun_queue_drops: 17,
+                        no_sa_drops: 2,
+                        ..Default::default()
+                    },
                 },
                 TunnelStatus {
                     name: "vti1".into(),
@@ -520,6 +549,7 @@ pub(crate) mod tests {
                     peer_cert: None,
                     cert_warning: None,
                     child_sa_refill_in_ms: None,
+                    dataplane: TunnelDataplaneStatus::default(),
                 },
             ],
             dataplane: DataplaneStatus {
@@ -527,6 +557,7 @@ pub(crate) mod tests {
                 invalid: 1,
                 keepalives: 0,
                 ike_on_4500: 9,
+                socket_drops: 0,
             },
             bgp: Some(RoutingStatus {
                 asn: 65001,

@@ -2,7 +2,7 @@
 //! offer; every `unsafe` of the daemon's I/O is here.
 
 use std::io;
-use std::mem::{size_of, zeroed};
+use std::mem::{size_of, size_of_val, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
@@ -50,6 +50,34 @@ pub(crate) fn set_int_option(
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Datagrams the kernel dropped at this socket since it opened, most for a full receive
+/// buffer (`SO_MEMINFO`'s `SK_MEMINFO_DROPS`, the socket's `sk_drops`).
+pub(crate) fn socket_drops(fd: RawFd) -> io::Result<u64> {
+    let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` and `len` are live for the call and `len` is `info`'s size; the
+    // kernel writes at most `len` octets (fewer on an older kernel, reported in `len`).
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if (len as usize) < size_of_val(&info) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_MEMINFO without a drop count",
+        ));
+    }
+    Ok(u64::from(info[libc::SK_MEMINFO_DROPS as usize]))
 }
 
 /// Waits until `fd` is ready for `events` or `timeout_ms` passes; returns
@@ -397,6 +425,24 @@ pub fn kill_process_group(pgid: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Datagrams sent to a socket nobody reads, past its receive buffer, are counted as
+    /// its drops (what `dataplane.socket_drops` reports).
+    #[test]
+    fn a_full_receive_buffer_counts_drops() {
+        use std::net::UdpSocket;
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        set_int_option(rx.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4096).unwrap();
+        assert_eq!(socket_drops(rx.as_raw_fd()).unwrap(), 0);
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..200 {
+            tx.send_to(&[0u8; 1000], rx.local_addr().unwrap()).unwrap();
+        }
+        let drops = socket_drops(rx.as_raw_fd()).unwrap();
+        // The buffer (8 KiB after the kernel doubles it) holds a few of the 200.
+        assert!((150..=200).contains(&drops), "{drops} drops");
+        assert!(socket_drops(-1).is_err(), "a bad descriptor is an error");
+    }
 
     /// Issue 13: in a SO_REUSEPORT group of two, the program hands SPI 0x1000 (even) to
     /// the first socket and 0x1001 (odd) to the second, from one source 4-tuple (which

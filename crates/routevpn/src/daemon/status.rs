@@ -5,13 +5,15 @@ use std::time::Instant;
 use super::event_loop::Daemon;
 use super::tunnel::Tunnel;
 use crate::control::{
-    ChildSaStatus, DataplaneStatus, IkeSaStatus, StatusReport, TunnelStatus, STATUS_SCHEMA,
+    ChildSaStatus, DataplaneStatus, IkeSaStatus, StatusReport, TunnelDataplaneStatus, TunnelStatus,
+    STATUS_SCHEMA,
 };
-use crate::dataplane::Dataplane;
-use crate::metrics::{Snapshot, TunnelCounters};
+use crate::dataplane::{Dataplane, TunnelStats};
+use crate::metrics::Snapshot;
 
 impl Daemon {
     pub(super) fn status(&self, now: Instant, dp: &Dataplane) -> StatusReport {
+        let stats = dp.all_tunnel_stats();
         StatusReport {
             schema: STATUS_SCHEMA.to_string(),
             daemon_pid: std::process::id(),
@@ -19,7 +21,7 @@ impl Daemon {
             tunnels: self
                 .tunnels
                 .iter()
-                .map(|t| tunnel_status(t, now, dp))
+                .map(|t| tunnel_status(t, now, dp, stats.get(&t.tid)))
                 .collect(),
             bgp: self.routing.as_ref().map(|r| r.status()),
             dataplane: dataplane_status(dp),
@@ -30,14 +32,7 @@ impl Daemon {
     pub(super) fn metrics_snapshot(&self, now: Instant, dp: &Dataplane) -> Snapshot {
         Snapshot {
             status: self.status(now, dp),
-            tunnels: self
-                .tunnels
-                .iter()
-                .map(|t| TunnelCounters {
-                    no_sa: dp.tunnel_stats(t.tid).map_or(0, |s| s.tx_no_sa),
-                    ..t.counters.clone()
-                })
-                .collect(),
+            tunnels: self.tunnels.iter().map(|t| t.counters.clone()).collect(),
             unknown_spi: dp.stats().unknown_spi,
             setup: self.setup.clone(),
         }
@@ -51,10 +46,16 @@ fn dataplane_status(dp: &Dataplane) -> DataplaneStatus {
         invalid: s.invalid,
         keepalives: s.keepalives,
         ike_on_4500: s.ike,
+        socket_drops: dp.socket_drops(),
     }
 }
 
-fn tunnel_status(t: &Tunnel, now: Instant, dp: &Dataplane) -> TunnelStatus {
+fn tunnel_status(
+    t: &Tunnel,
+    now: Instant,
+    dp: &Dataplane,
+    stats: Option<&TunnelStats>,
+) -> TunnelStatus {
     let s = t.session.status(now);
     let state = if s.ike_sas.iter().any(|i| i.state == "established") {
         if s.children.is_empty() {
@@ -133,5 +134,13 @@ fn tunnel_status(t: &Tunnel, now: Instant, dp: &Dataplane) -> TunnelStatus {
             crate::config::expiry_warning(&c.auth.credentials, now)
         }),
         child_sa_refill_in_ms: s.child_refill_in.map(|d| d.as_millis() as u64),
+        dataplane: stats.map_or_else(TunnelDataplaneStatus::default, |d| TunnelDataplaneStatus {
+            tun_queue_drops: d.tun_queue_drops,
+            no_sa_drops: d.tx_no_sa,
+            seal_errors: d.tx_seal_errors,
+            send_errors: d.tx_send_errors,
+            tun_read_errors: d.tx_tun_errors,
+            tun_write_errors: d.rx_tun_write_errors,
+        }),
     }
 }

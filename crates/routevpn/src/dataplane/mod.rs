@@ -27,6 +27,7 @@
 //! of a tunnel behind a `Mutex` taken once per TUN read.
 
 pub mod gro;
+mod kernel_drops;
 mod roam;
 mod rx;
 mod suite;
@@ -153,6 +154,9 @@ pub struct TunnelStats {
     pub tx_tun_errors: u64,
     /// Failed batched writes of decrypted packets to the TUN.
     pub rx_tun_write_errors: u64,
+    /// Packets routed into the tunnel that the kernel dropped because its TUN queue was
+    /// full (the interface's `tx_dropped`): the workers did not keep up.
+    pub tun_queue_drops: u64,
 }
 
 impl Shared {
@@ -669,7 +673,27 @@ impl Dataplane {
     /// Transmit/TUN counters of one tunnel.
     pub fn tunnel_stats(&self, id: TunnelId) -> Option<TunnelStats> {
         let t = read(&self.shared.tunnels).get(&id.0).cloned()?;
-        Some(t.stats())
+        Some(t.stats(&kernel_drops::read_tx_dropped()))
+    }
+
+    /// [`Self::tunnel_stats`] of every tunnel, the kernel's counters read once. Call
+    /// from the dataplane's network namespace.
+    pub fn all_tunnel_stats(&self) -> HashMap<TunnelId, TunnelStats> {
+        let dropped = kernel_drops::read_tx_dropped();
+        read(&self.shared.tunnels)
+            .iter()
+            .map(|(&id, t)| (TunnelId(id), t.stats(&dropped)))
+            .collect()
+    }
+
+    /// Datagrams the kernel dropped at the port-4500 sockets since they opened (their
+    /// receive buffers were full), summed.
+    pub fn socket_drops(&self) -> u64 {
+        self.shared
+            .sockets
+            .iter()
+            .filter_map(|s| crate::sys::socket_drops(s.sock.as_raw_fd()).ok())
+            .sum()
     }
 
     /// Sends an IKE message on the port-4500 socket whose local address is

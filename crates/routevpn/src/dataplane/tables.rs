@@ -1,5 +1,6 @@
 //! The objects the dataplane threads share: sockets, tunnels, SA entries.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -276,8 +277,10 @@ impl Tunnel {
         }
     }
 
-    pub(crate) fn stats(&self) -> TunnelStats {
+    /// Its counters, with its interface's entry of the kernel's `tx_dropped` table.
+    pub(crate) fn stats(&self, tx_dropped: &HashMap<String, u64>) -> TunnelStats {
         TunnelStats {
+            tun_queue_drops: tx_dropped.get(&self.name).copied().unwrap_or(0),
             tx_no_sa: self.tx_no_sa.load(Ordering::Relaxed),
             tx_seal_errors: self.tx_seal_errors.load(Ordering::Relaxed),
             tx_send_errors: self.tx_send_errors.load(Ordering::Relaxed),

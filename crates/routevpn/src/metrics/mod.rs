@@ -128,8 +128,6 @@ pub struct TunnelCounters {
     pub ike_rekeys: u64,
     /// Traffic of CHILD SAs already deleted (installed ones are in the status).
     pub retired: Traffic,
-    /// Packets read from the tunnel interface while no CHILD SA was installed.
-    pub no_sa: u64,
 }
 
 impl TunnelCounters {
@@ -232,7 +230,10 @@ pub fn render(s: &Snapshot) -> String {
     let drops = counter_family::<TunnelReason>(
         &mut reg,
         "esp_drops",
-        "ESP packets dropped, by reason (unknown_spi has an empty tunnel label)",
+        "Packets dropped, by reason: ESP refused by an SA (replay, icv, malformed, ts_mismatch), \
+         inner packets the dataplane could not carry (no_sa, seal_error, send_error, tun_read_error, \
+         tun_write_error), or the kernel dropped in front of it because a worker fell behind \
+         (tun_queue_full; socket_full and unknown_spi have an empty tunnel label)",
     );
     for (t, c) in s.status.tunnels.iter().zip(&s.tunnels) {
         let tl = TunnelLabel {
@@ -278,7 +279,12 @@ pub fn render(s: &Snapshot) -> String {
             ("icv", tr.icv_failures),
             ("malformed", tr.malformed),
             ("ts_mismatch", tr.ts_mismatch),
-            ("no_sa", c.no_sa),
+            ("no_sa", t.dataplane.no_sa_drops),
+            ("seal_error", t.dataplane.seal_errors),
+            ("send_error", t.dataplane.send_errors),
+            ("tun_read_error", t.dataplane.tun_read_errors),
+            ("tun_write_error", t.dataplane.tun_write_errors),
+            ("tun_queue_full", t.dataplane.tun_queue_drops),
         ] {
             drops
                 .get_or_create(&TunnelReason {
@@ -288,12 +294,17 @@ pub fn render(s: &Snapshot) -> String {
                 .inc_by(n);
         }
     }
-    drops
-        .get_or_create(&TunnelReason {
-            tunnel: String::new(),
-            reason: "unknown_spi",
-        })
-        .inc_by(s.unknown_spi);
+    for (reason, n) in [
+        ("unknown_spi", s.unknown_spi),
+        ("socket_full", s.status.dataplane.socket_drops),
+    ] {
+        drops
+            .get_or_create(&TunnelReason {
+                tunnel: String::new(),
+                reason,
+            })
+            .inc_by(n);
+    }
 
     if let Some(b) = &s.status.bgp {
         let est = gauge_family::<NeighborLabel>(
@@ -353,10 +364,10 @@ mod tests {
     fn renders_status_and_counters() {
         let mut status = crate::control::tests::sample();
         status.tunnels[0].state = "up".into();
+        status.dataplane.socket_drops = 5;
         let mut c0 = TunnelCounters {
             ike_established: 2,
             child_rekeys: 3,
-            no_sa: 4,
             ..Default::default()
         };
         c0.failure(FailureReason::AuthFailed);
@@ -383,8 +394,11 @@ mod tests {
             "routevpn_tunnel_bytes_total{tunnel=\"vti0\",direction=\"in\"} 1000",
             "routevpn_esp_drops_total{tunnel=\"vti0\",reason=\"icv\"} 2",
             "routevpn_esp_drops_total{tunnel=\"vti0\",reason=\"replay\"} 1",
-            "routevpn_esp_drops_total{tunnel=\"vti0\",reason=\"no_sa\"} 4",
+            "routevpn_esp_drops_total{tunnel=\"vti0\",reason=\"no_sa\"} 2",
+            "routevpn_esp_drops_total{tunnel=\"vti0\",reason=\"tun_queue_full\"} 17",
+            "routevpn_esp_drops_total{tunnel=\"vti0\",reason=\"send_error\"} 0",
             "routevpn_esp_drops_total{tunnel=\"\",reason=\"unknown_spi\"} 7",
+            "routevpn_esp_drops_total{tunnel=\"\",reason=\"socket_full\"} 5",
             "routevpn_bgp_session_established{neighbor=\"169.254.12.2\"} 1",
             "routevpn_bgp_prefixes_received{neighbor=\"169.254.12.2\"} 2",
             "routevpn_bfd_session_up{neighbor=\"169.254.12.2\"} 1",
