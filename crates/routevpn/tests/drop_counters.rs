@@ -2,8 +2,8 @@
 //! router A's daemon is stopped (SIGSTOP, so its workers read nothing) while both sites
 //! send. The kernel then drops in front of it, where the daemon's own counters cannot
 //! see: in A's TUN queue (traffic from site A into the tunnel) and at A's port-4500
-//! socket (ESP from B). After SIGCONT, `status --json` must count both, and the text
-//! status must say so on the tunnel's line.
+//! socket (ESP from B). After SIGCONT, `status --json` must count both, the text
+//! status must say so on the tunnel's line, and the log within its 10 s watch.
 
 use std::time::Duration;
 
@@ -71,6 +71,12 @@ fn drops_in_front_of_a_stalled_dataplane_are_counted() {
         "{st}"
     );
     assert_eq!(counter(&st, "/dataplane/socket_drops"), 0, "{st}");
+    // The drop watch has taken its first counters (1 s after start).
+    wait_until(UP, Duration::from_millis(100), || {
+        let up = a.status()?["uptime_secs"].as_u64().unwrap_or(0);
+        (up >= 2).then_some(()).ok_or(format!("up {up} s"))
+    })
+    .unwrap();
 
     a.signal("STOP").unwrap();
     // Site A into the tunnel: 6,000 datagrams against a TUN queue of 4,096.
@@ -109,4 +115,13 @@ fn drops_in_front_of_a_stalled_dataplane_are_counted() {
     topo.left_host
         .wait_ping(Topology::RIGHT_HOST, UP)
         .expect("traffic after the stall");
+    // The log says it too, within the watch's 10 s.
+    let line = format!("packets dropped in the last 10s: {queue} in its full TUN queue");
+    a.wait_log(&line, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&a.log(), 30)));
+    a.wait_log(
+        "ESP packets dropped at the port-4500 sockets",
+        Duration::from_secs(1),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", testbed::tail(&a.log(), 30)));
 }

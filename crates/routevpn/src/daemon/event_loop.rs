@@ -88,6 +88,8 @@ pub struct Daemon {
     pub(super) admission: ike::Admission,
     /// `start = true` tunnels initiating in waves at start-up.
     pub(super) pacer: super::pacing::Pacer,
+    /// Logs the tunnels' dataplane drops as they grow.
+    pub(super) drop_watch: super::drop_watch::DropWatch,
 }
 
 impl Daemon {
@@ -253,6 +255,7 @@ impl Daemon {
                     if now >= next_poll {
                         next_poll = now + COUNTER_POLL;
                         self.poll_counters(now, &dp);
+                        self.drop_watch.look(now, &dp, &self.tunnels);
                         resolve::resolve_due(&mut self.tunnels, now, &tx);
                         let status = self.service_status();
                         self.notify.status(status);

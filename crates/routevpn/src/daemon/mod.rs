@@ -2,6 +2,7 @@
 //! sans-IO IKE sessions (one per `[[tunnel]]`).
 
 mod dispatch;
+mod drop_watch;
 mod event_loop;
 mod hooks;
 mod io;

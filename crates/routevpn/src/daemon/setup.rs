@@ -63,6 +63,7 @@ impl Daemon {
             hooks,
             admission: ike::Admission::new(),
             pacer: Default::default(),
+            drop_watch: Default::default(),
         })
     }
 
