@@ -70,8 +70,9 @@ pub struct Child {
     pub owner: u64,
     /// We rekeyed it and will delete it: a peer's rekey now gets TEMPORARY_FAILURE.
     pub superseded: bool,
-    /// The peer's rekey of this SA crossed ours (§2.8.1): its Ni and our Nr.
-    pub peer_rekey: Option<(Vec<u8>, Vec<u8>)>,
+    /// The peer's rekey of this SA crossed ours (§2.8.1): its Ni, our Nr, and the
+    /// inbound SPI of the SA it created here.
+    pub peer_rekey: Option<(Vec<u8>, Vec<u8>, u32)>,
     /// RFC 9611: 0 = the fallback (or only) CHILD SA; r >= 1 = per-resource CHILD SA r.
     pub resource: u32,
 }

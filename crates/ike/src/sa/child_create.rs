@@ -419,7 +419,7 @@ impl IkeSa {
                         Some(p) if matches!(p.kind, RequestKind::CreateChild { rekey_of: Some(x), .. } if x == old));
                     if ours_in_flight {
                         if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == old) {
-                            c.peer_rekey = Some((ni.to_vec(), nr.clone()));
+                            c.peer_rekey = Some((ni.to_vec(), nr.clone(), info.spi_in));
                         }
                     }
                     info!(tunnel = %ctx.cfg.name, old_spi_in = format_args!("{old:08x}"), "CHILD SA rekeyed by peer");
@@ -531,7 +531,7 @@ impl IkeSa {
                 let crossed = rekey_of
                     .and_then(|old| ctx.children.iter().find(|c| c.spi_in == old))
                     .and_then(|c| c.peer_rekey.clone());
-                if let Some((peer_ni, our_nr)) = crossed {
+                if let Some((peer_ni, our_nr, peers)) = crossed {
                     let nr = find!(inner, Nonce).cloned().unwrap_or_default();
                     if lowest_is_ours([ni, &nr], [&peer_ni, &our_nr]) {
                         info!(tunnel = %ctx.cfg.name, spi_in = format_args!("{:08x}", info.spi_in),
@@ -540,6 +540,12 @@ impl IkeSa {
                         return;
                     }
                     info!(tunnel = %ctx.cfg.name, "CHILD SA rekey collision: the peer deletes its SA");
+                    // Its SA is redundant: never rekeyed; if its DELETE is lost (sent on an
+                    // IKE SA being rekeyed, as strongSwan's was), we delete it when its
+                    // rekey is due (timers.rs), not rekey an SA the peer no longer has.
+                    if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == peers) {
+                        c.superseded = true;
+                    }
                 }
                 self.install_child(ctx, now, info);
                 // Make-before-break: the old SA goes only after the new one is in.

@@ -447,3 +447,101 @@ fn a_rekey_the_peer_answers_temporary_failure_is_no_error() {
     assert_children_mirror(&p);
     assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
 }
+
+/// §2.8.1, seen against strongSwan: both ends rekey the same CHILD SA at once and A's
+/// new SA wins, so B deletes the SA its own request created at A. B's DELETE never
+/// arrives (strongSwan's went with an IKE SA being rekeyed). That SA is B's to delete:
+/// when its rekey falls due, A deletes it. A used to rekey it, and B, which no longer
+/// had it, answered CHILD_SA_NOT_FOUND: an error shown to the operator.
+#[test]
+fn a_collision_loser_whose_delete_is_lost_is_deleted_not_rekeyed() {
+    let cfg = |a: bool| {
+        let (name, local, remote) = if a {
+            ("a", "routerA", "routerB")
+        } else {
+            ("b", "routerB", "routerA")
+        };
+        let ike = ["aes256gcm16-prfsha384-x25519"];
+        config(name, local, remote, &ike, &["aes256gcm16"], "s", a)
+    };
+    let mut won = 0;
+    for seed in 0..12u64 {
+        let mut p = Pair::new(cfg(true), cfg(false));
+        // Different seeds: different nonces, so either side may win.
+        p.a = Session::new(cfg(true), A, B, Box::new(TestRng(500 + seed)), p.now);
+        p.start();
+        let old = p.a.children[0].spi_in;
+        assert!(p.a.rekey_child(p.now) && p.b.rekey_child(p.now));
+        // The requests cross: each end answers the other's before its own is answered.
+        let to_b: Vec<_> = std::iter::from_fn(|| p.a.poll_transmit()).collect();
+        let to_a: Vec<_> = std::iter::from_fn(|| p.b.poll_transmit()).collect();
+        to_b.into_iter()
+            .for_each(|d| p.b.handle_datagram(p.now, mirrored(d)));
+        to_a.into_iter()
+            .for_each(|d| p.a.handle_datagram(p.now, mirrored(d)));
+        // The SA B's request created at A.
+        let bs = p.a.children.last().expect("B's new SA").spi_in;
+        // From here B's requests are lost (its DELETEs), its answers arrive, and only
+        // A's clock runs, so B never retransmits.
+        let deliver = |p: &mut Pair| loop {
+            let mut progress = false;
+            while let Some(d) = p.a.poll_transmit() {
+                progress = true;
+                p.b.handle_datagram(p.now, mirrored(d));
+            }
+            while let Some(d) = p.b.poll_transmit() {
+                progress = true;
+                let answer = crate::wire::Message::decode(&d.data)
+                    .is_ok_and(|m| m.header.flags.response());
+                if answer {
+                    p.a.handle_datagram(p.now, mirrored(d));
+                }
+            }
+            if !progress {
+                break;
+            }
+        };
+        deliver(&mut p);
+        // A won when it deleted the old SA itself; otherwise B's SA won (not this case).
+        if p.a.children.iter().any(|c| c.spi_in == old) {
+            continue;
+        }
+        won += 1;
+        let what = format!("seed {seed}");
+        let ours: Vec<u32> =
+            p.a.children
+                .iter()
+                .map(|c| c.spi_in)
+                .filter(|&s| s != bs)
+                .collect();
+        assert_eq!(ours.len(), 1, "{what}: A's winning SA");
+        assert!(
+            p.a.children.iter().any(|c| c.spi_in == bs),
+            "{what}: B's DELETE was lost"
+        );
+        // B's SA falls due first.
+        for c in p.a.children.iter_mut() {
+            if c.spi_in != bs {
+                c.rekey_at = Some(p.now + Duration::from_secs(24 * 3600));
+            }
+        }
+        let due =
+            p.a.children
+                .iter()
+                .find(|c| c.spi_in == bs)
+                .and_then(|c| c.rekey_at);
+        p.now = due.expect("B's SA has a rekey time");
+        p.a.handle_timeout(p.now);
+        deliver(&mut p);
+        let st = p.a.status(p.now);
+        assert_eq!(st.last_error, None, "{what}");
+        let left: Vec<u32> = p.a.children.iter().map(|c| c.spi_in).collect();
+        assert_eq!(
+            left, ours,
+            "{what}: B's SA deleted, nothing rekeyed or created"
+        );
+        p.events_a.extend(std::iter::from_fn(|| p.a.poll_event()));
+        assert!(no_failures(&p.events_a), "{what}");
+    }
+    assert!(won > 0, "A's SA won in some seeds");
+}
