@@ -491,8 +491,8 @@ fn a_collision_loser_whose_delete_is_lost_is_deleted_not_rekeyed() {
             }
             while let Some(d) = p.b.poll_transmit() {
                 progress = true;
-                let answer = crate::wire::Message::decode(&d.data)
-                    .is_ok_and(|m| m.header.flags.response());
+                let answer =
+                    crate::wire::Message::decode(&d.data).is_ok_and(|m| m.header.flags.response());
                 if answer {
                     p.a.handle_datagram(p.now, mirrored(d));
                 }
