@@ -68,7 +68,8 @@ pub struct Child {
     pub rekey_at: Option<Instant>,
     /// SPIi of the IKE SA that owns it (moves to the new SA on an IKE rekey).
     pub owner: u64,
-    /// We rekeyed it and will delete it: a peer's rekey now gets TEMPORARY_FAILURE.
+    /// Replaced and to be deleted: we rekeyed it, or it is the peer's loser of a rekey
+    /// collision (§2.8.1). Never rekeyed; a peer's rekey of it gets TEMPORARY_FAILURE.
     pub superseded: bool,
     /// The peer's rekey of this SA crossed ours (§2.8.1): its Ni, our Nr, and the
     /// inbound SPI of the SA it created here.
