@@ -187,11 +187,6 @@ impl Dataplane {
         Ok(())
     }
 
-    /// With per-resource SAs: one TUN queue per worker.
-    pub(super) fn multi_queue(&self) -> bool {
-        self.per_resource && self.workers.len() > 1
-    }
-
     /// How many per-resource CHILD SAs a tunnel can use (RFC 9611): one per worker; 0
     /// when turned off (then SA_RESOURCE_INFO is neither sent nor answered).
     pub fn resources(&self) -> u32 {

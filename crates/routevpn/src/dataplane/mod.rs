@@ -257,6 +257,11 @@ impl Dataplane {
         Ok(dp)
     }
 
+    /// With per-resource SAs: one TUN queue per worker.
+    fn multi_queue(&self) -> bool {
+        self.per_resource && self.workers.len() > 1
+    }
+
     /// Creates the TUN interface `name`, administratively DOWN, with `mtu`,
     /// and hands it to a worker.
     pub fn add_tunnel(&self, name: &str, mtu: u16) -> io::Result<TunnelId> {

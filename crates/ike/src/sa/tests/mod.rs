@@ -4,7 +4,7 @@
 use super::*;
 use crate::iana::NotifyType;
 use crate::proposal::{parse, Protocol};
-use crate::wire::{IdPayload, TrafficSelector};
+use crate::wire::{Header, IdPayload, TrafficSelector};
 use std::net::{IpAddr, Ipv4Addr};
 
 mod admission;
@@ -106,6 +106,8 @@ pub(super) struct Pair {
     /// Datagrams from A to B to drop, by sequence number of A's transmissions.
     drop_a: Vec<usize>,
     sent_a: usize,
+    /// Requests from B to A are lost (B's answers still arrive).
+    lose_b_requests: bool,
     wire_log: Vec<(bool, Datagram)>,
 }
 
@@ -120,6 +122,7 @@ impl Pair {
             events_b: vec![],
             drop_a: vec![],
             sent_a: 0,
+            lose_b_requests: false,
             wire_log: vec![],
         }
     }
@@ -141,8 +144,13 @@ impl Pair {
             }
             while let Some(d) = self.b.poll_transmit() {
                 progress = true;
-                moved += 1;
                 self.wire_log.push((false, d.clone()));
+                if self.lose_b_requests
+                    && Header::decode(&d.data).is_ok_and(|h| !h.flags.response())
+                {
+                    continue;
+                }
+                moved += 1;
                 self.a.handle_datagram(self.now, mirrored(d));
             }
             while let Some(e) = self.a.poll_event() {
