@@ -74,6 +74,10 @@ pub struct Child {
     /// The peer's rekey of this SA crossed ours (§2.8.1): its Ni, our Nr, and the
     /// inbound SPI of the SA it created here.
     pub peer_rekey: Option<(Vec<u8>, Vec<u8>, u32)>,
+    /// The peer's rekey of this SA (inbound SPI) created it, answered by us. While that
+    /// SA is still here (the peer deletes it once it has our answer, §2.8), the peer
+    /// may not have this one yet.
+    pub from_peer_rekey_of: Option<u32>,
     /// RFC 9611: 0 = the fallback (or only) CHILD SA; r >= 1 = per-resource CHILD SA r.
     pub resource: u32,
 }

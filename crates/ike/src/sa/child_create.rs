@@ -136,6 +136,7 @@ impl IkeSa {
             owner: self.successor.unwrap_or(self.spi_i),
             superseded: false,
             peer_rekey: None,
+            from_peer_rekey_of: None,
             resource: info.resource,
         });
         if info.replaces.is_some() {
@@ -424,7 +425,11 @@ impl IkeSa {
                     }
                     info!(tunnel = %ctx.cfg.name, old_spi_in = format_args!("{old:08x}"), "CHILD SA rekeyed by peer");
                 }
+                let spi_in = info.spi_in;
                 self.install_child(ctx, now, info);
+                if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == spi_in) {
+                    c.from_peer_rekey_of = replaces;
+                }
             }
             Err(e) => self.refuse(ctx, now, ExchangeType::CREATE_CHILD_SA, msg_id, e),
         }
@@ -579,6 +584,13 @@ impl IkeSa {
                 .find(|c| c.spi_in == old)
                 .is_none_or(|c| c.superseded)
         });
+        // The peer's rekey created the SA we asked to rekey, and the SA that rekey replaced
+        // is still here: the peer has not deleted it, so it may lack our answer (lost; its
+        // retransmission brings it again, §2.8).
+        let unanswered = rekey_of
+            .and_then(|old| ctx.children.iter().find(|c| c.spi_in == old))
+            .and_then(|c| c.from_peer_rekey_of)
+            .is_some_and(|replaced| ctx.children.iter().any(|c| c.spi_in == replaced));
         match (ty, rekey_of) {
             // §2.25: the peer rekeyed (or deleted) it while our request was lost or on its
             // way, and its DELETE may still be coming. Nothing is wrong; it goes now.
@@ -587,6 +599,12 @@ impl IkeSa {
                 if let Some(pos) = ctx.children.iter().position(|c| c.spi_in == old) {
                     ctx.remove_child(pos);
                 }
+            }
+            // The SA stays; the rekey timer tries again (REKEY_RETRY), after the peer's
+            // retransmission, so it is not removed for an answer still on its way.
+            (NotifyType::CHILD_SA_NOT_FOUND, Some(_)) if unanswered => {
+                info!(tunnel = %ctx.cfg.name, retry = ?limits::REKEY_RETRY,
+                    "CHILD SA rekey early: the peer has not had our answer to the rekey that created it");
             }
             // §2.25: the peer is rekeying or deleting the same SA; the rekey timer
             // tries again (REKEY_RETRY).

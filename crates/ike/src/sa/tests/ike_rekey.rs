@@ -527,3 +527,51 @@ fn a_collision_loser_whose_delete_is_lost_is_deleted_not_rekeyed() {
     }
     assert!(won > 0, "A's SA won in some seeds");
 }
+
+/// §2.8, seen against strongSwan under IKE blackouts: B rekeys a CHILD SA, A answers,
+/// the answer is lost, and A's rekey of the new SA falls due before B retransmits. B
+/// does not have that SA yet and answers CHILD_SA_NOT_FOUND. A keeps the SA (B's
+/// retransmission brings our answer again) and tries its rekey later; it used to remove
+/// the SA and report the refusal as the tunnel's `last_error`.
+#[test]
+fn a_rekey_of_an_sa_whose_creating_answer_was_lost_is_tried_again() {
+    let mut p = rekey_pair("aes256gcm16", "aes256gcm16");
+    let old = p.a.children[0].spi_in;
+    // B rekeys; A's answer is lost.
+    p.drop_a = vec![p.sent_a + 1];
+    assert!(p.b.rekey_child(p.now));
+    p.run();
+    let new = p.a.children.last().expect("B's new SA at A").spi_in;
+    assert_ne!(new, old);
+    assert!(
+        p.a.children.iter().any(|c| c.spi_in == old),
+        "B never deleted the old SA"
+    );
+    // A's rekey of the new SA falls due before B retransmits.
+    for c in p.a.children.iter_mut() {
+        c.rekey_at = Some(p.now + Duration::from_secs(24 * 3600));
+    }
+    p.a.children
+        .iter_mut()
+        .find(|c| c.spi_in == new)
+        .unwrap()
+        .rekey_at = Some(p.now);
+    p.a.handle_timeout(p.now);
+    p.run();
+    assert_eq!(p.a.status(p.now).last_error, None);
+    assert!(
+        p.a.children.iter().any(|c| c.spi_in == new),
+        "A keeps the SA B's retransmission completes"
+    );
+    // B retransmits and gets the answer; A's rekey is tried again later and works.
+    for _ in 0..20 {
+        if !p.step_timer() {
+            break;
+        }
+    }
+    assert_eq!(p.a.status(p.now).last_error, None);
+    assert_eq!(p.b.status(p.now).last_error, None);
+    assert_children_mirror(&p);
+    assert_eq!(child_spis(&p.a, p.now).len(), 1, "one CHILD SA pair");
+    assert!(no_failures(&p.events_a) && no_failures(&p.events_b));
+}
